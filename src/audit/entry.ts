@@ -1,0 +1,43 @@
+// One audit line: what a request or tunnel was, what was decided and why, when it ended.
+
+export interface AuditEntry {
+  /** ISO time the request ended. */
+  time?: string;
+  session: string;
+  /** Request id, unique within the proxy process. */
+  id: string;
+  /** 'request' for HTTP requests (plain or inside a tunnel), 'tunnel' for a CONNECT, 'websocket'. */
+  kind: 'request' | 'tunnel' | 'websocket';
+  method: string;
+  scheme: 'http' | 'https';
+  host: string;
+  port: number;
+  /** Path with query values redacted. */
+  path: string;
+  status: number;
+  action: 'allow' | 'deny' | 'would_deny';
+  rule: string | null;
+  reason: string;
+  /** Names of credentials swapped in (never values). */
+  credentials: string[];
+  bytes_up: number;
+  bytes_down: number;
+  duration_ms: number;
+  /** Extra detail, e.g. an upstream error code or where a misused placeholder was found. */
+  detail?: string;
+}
+
+/** Replaces every query value with "redacted" so tokens in URLs never reach the log. */
+export function redactQuery(pathWithQuery: string): string {
+  const q = pathWithQuery.indexOf('?');
+  if (q === -1) return pathWithQuery;
+  const query = pathWithQuery
+    .slice(q + 1)
+    .split('&')
+    .map((pair) => {
+      const eq = pair.indexOf('=');
+      return eq === -1 ? pair : `${pair.slice(0, eq)}=redacted`;
+    })
+    .join('&');
+  return `${pathWithQuery.slice(0, q)}?${query}`;
+}

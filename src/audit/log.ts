@@ -1,0 +1,58 @@
+// The per-session audit log: pino writing JSON lines to <session dir>/audit.jsonl, plus the
+// in-memory per-host tally that `airlock exec` prints when the command ends.
+import pino from 'pino';
+import type { AuditEntry } from './entry.js';
+
+export interface HostTally {
+  allowed: number;
+  denied: number;
+}
+
+export class AuditLog {
+  private readonly logger: pino.Logger;
+  private readonly destination: ReturnType<typeof pino.destination>;
+  readonly tally = new Map<string, HostTally>();
+
+  constructor(readonly file: string) {
+    this.destination = pino.destination({ dest: file, mkdir: true, sync: false });
+    this.logger = pino(
+      {
+        base: null,
+        messageKey: 'msg',
+        timestamp: pino.stdTimeFunctions.isoTime,
+        formatters: { level: () => ({}) },
+      },
+      this.destination,
+    );
+  }
+
+  record(entry: AuditEntry): void {
+    const key = `${entry.host}:${entry.port}`;
+    let t = this.tally.get(key);
+    if (!t) {
+      t = { allowed: 0, denied: 0 };
+      this.tally.set(key, t);
+    }
+    if (entry.action === 'deny') t.denied++;
+    else t.allowed++;
+    this.logger.info(entry);
+  }
+
+  /** Writes buffered lines now (tests and `audit --follow` read the file). */
+  flush(): void {
+    try {
+      this.destination.flushSync();
+    } catch {
+      // Not ready yet (file still opening): lines are written when it opens.
+    }
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      this.flush();
+      this.destination.once('close', () => resolve());
+      this.destination.end();
+      setTimeout(resolve, 500).unref();
+    });
+  }
+}

@@ -1,0 +1,63 @@
+// Reading audit logs back: parse lines, render a table and a per-host summary.
+import type { AuditEntry } from './entry.js';
+
+export type AuditLine = AuditEntry & { time: string };
+
+export function parseAuditLines(text: string): AuditLine[] {
+  const out: AuditLine[] = [];
+  for (const line of text.split('\n')) {
+    if (line.trim() === '') continue;
+    try {
+      out.push(JSON.parse(line) as AuditLine);
+    } catch {
+      // A line cut short by a crash is skipped, not fatal.
+    }
+  }
+  return out;
+}
+
+function pad(value: string, width: number): string {
+  return value.length >= width ? value : value + ' '.repeat(width - value.length);
+}
+
+export function formatRow(e: AuditLine): string {
+  const when = e.time.slice(11, 23);
+  const target = `${e.scheme}://${e.host}:${e.port}${e.kind === 'tunnel' ? '' : e.path}`;
+  const creds = e.credentials.length ? ` creds=${e.credentials.join(',')}` : '';
+  return `${when}  ${pad(e.action.toUpperCase(), 10)} ${pad(String(e.status), 4)} ${pad(e.method, 7)} ${pad(target, 50)} ${e.reason}${e.rule ? ` (${e.rule})` : ''}${creds}${e.detail ? ` [${e.detail}]` : ''}`;
+}
+
+export interface HostSummary {
+  host: string;
+  allowed: number;
+  denied: number;
+  bytesUp: number;
+  bytesDown: number;
+  credentials: Set<string>;
+}
+
+export function summariseByHost(lines: readonly AuditLine[]): HostSummary[] {
+  const byHost = new Map<string, HostSummary>();
+  for (const e of lines) {
+    const key = `${e.host}:${e.port}`;
+    let s = byHost.get(key);
+    if (!s) {
+      s = { host: key, allowed: 0, denied: 0, bytesUp: 0, bytesDown: 0, credentials: new Set() };
+      byHost.set(key, s);
+    }
+    if (e.action === 'deny') s.denied++;
+    else s.allowed++;
+    s.bytesUp += e.bytes_up;
+    s.bytesDown += e.bytes_down;
+    for (const c of e.credentials) s.credentials.add(c);
+  }
+  return [...byHost.values()].sort((a, b) => b.allowed + b.denied - (a.allowed + a.denied));
+}
+
+export function formatSummary(summary: readonly HostSummary[]): string {
+  const rows = summary.map(
+    (s) =>
+      `${pad(s.host, 40)} allowed ${pad(String(s.allowed), 6)} denied ${pad(String(s.denied), 6)} up ${pad(String(s.bytesUp), 10)} down ${pad(String(s.bytesDown), 10)}${s.credentials.size ? ` creds=${[...s.credentials].join(',')}` : ''}`,
+  );
+  return ['per host:', ...rows].join('\n') + '\n';
+}

@@ -1,0 +1,172 @@
+// A per-session certificate authority: one root (name-constrained to the hosts the session may
+// inspect), one leaf key for the whole session, and a leaf certificate minted on first use of each
+// host and kept as a ready SecureContext. A new host costs one signature; a known host nothing.
+import 'reflect-metadata';
+import { webcrypto, randomBytes } from 'node:crypto';
+import { isIP } from 'node:net';
+import tls from 'node:tls';
+import * as x509 from '@peculiar/x509';
+import { AsnConvert } from '@peculiar/asn1-schema';
+import { GeneralName, GeneralSubtree, GeneralSubtrees, NameConstraints, id_ce_nameConstraints } from '@peculiar/asn1-x509';
+import { Lru } from './lru.js';
+
+x509.cryptoProvider.set(webcrypto as unknown as Crypto);
+
+export type CaKeyType = 'ec' | 'rsa';
+
+export interface SessionCaOptions {
+  /** Shown in the CA's subject so users can tell sessions apart in a trust store. */
+  readonly sessionId: string;
+  readonly keyType?: CaKeyType;
+  /**
+   * DNS subtrees the CA may issue for (RFC 5280 name constraints). null = unconstrained.
+   * An empty list constrains the CA to nothing usable.
+   */
+  readonly permittedDns?: readonly string[] | null;
+  /** How many leaf contexts to keep ready. */
+  readonly cacheSize?: number;
+  readonly validityDays?: number;
+}
+
+const EC_KEYGEN = { name: 'ECDSA', namedCurve: 'P-256' } as const;
+const EC_SIGN = { name: 'ECDSA', hash: 'SHA-256' } as const;
+const RSA_KEYGEN = {
+  name: 'RSASSA-PKCS1-v1_5',
+  modulusLength: 2048,
+  publicExponent: new Uint8Array([1, 0, 1]),
+  hash: 'SHA-256',
+} as const;
+// A name no public DNS will ever hold (RFC 2606): a constrained CA with nothing to inspect.
+const NOTHING_PERMITTED = 'invalid';
+const DAY_MS = 86_400_000;
+
+function serialNumber(): string {
+  const bytes = randomBytes(16);
+  bytes[0] = bytes[0]! & 0x7f; // positive INTEGER
+  return bytes.toString('hex');
+}
+
+function toPem(label: string, der: ArrayBuffer): string {
+  const b64 = Buffer.from(der).toString('base64').replace(/.{64}/g, '$&\n');
+  return `-----BEGIN ${label}-----\n${b64}${b64.endsWith('\n') ? '' : '\n'}-----END ${label}-----\n`;
+}
+
+function nameConstraintsExtension(dns: readonly string[]): x509.Extension {
+  const names = dns.length > 0 ? dns : [NOTHING_PERMITTED];
+  const value = new NameConstraints({
+    permittedSubtrees: new GeneralSubtrees(
+      names.map((name) => new GeneralSubtree({ base: new GeneralName({ dNSName: name }) })),
+    ),
+  });
+  return new x509.Extension(id_ce_nameConstraints, true, AsnConvert.serialize(value));
+}
+
+export class SessionCa {
+  readonly certPem: string;
+  private readonly contexts: Lru<string, tls.SecureContext>;
+  private readonly pending = new Map<string, Promise<tls.SecureContext>>();
+  private leafKeyPem: string | null = null;
+  private leafKeys: CryptoKeyPair | null = null;
+
+  private constructor(
+    private readonly cert: x509.X509Certificate,
+    private readonly keys: CryptoKeyPair,
+    private readonly keyType: CaKeyType,
+    private readonly validityDays: number,
+    cacheSize: number,
+  ) {
+    this.certPem = cert.toString('pem') + '\n';
+    this.contexts = new Lru(cacheSize);
+  }
+
+  static async create(options: SessionCaOptions): Promise<SessionCa> {
+    const keyType = options.keyType ?? 'ec';
+    const validityDays = options.validityDays ?? 30;
+    const keys = (await webcrypto.subtle.generateKey(keyType === 'ec' ? EC_KEYGEN : RSA_KEYGEN, true, [
+      'sign',
+      'verify',
+    ])) as CryptoKeyPair;
+    const now = Date.now();
+    const extensions: x509.Extension[] = [
+      new x509.BasicConstraintsExtension(true, 0, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+    ];
+    if (options.permittedDns !== null && options.permittedDns !== undefined) {
+      extensions.push(nameConstraintsExtension(options.permittedDns));
+    }
+    const cert = await x509.X509CertificateGenerator.createSelfSigned({
+      serialNumber: serialNumber(),
+      name: `CN=Airlock session ${options.sessionId}, O=Airlock`,
+      notBefore: new Date(now - 3_600_000),
+      notAfter: new Date(now + validityDays * DAY_MS),
+      keys,
+      signingAlgorithm: keyType === 'ec' ? EC_SIGN : RSA_KEYGEN,
+      extensions,
+    });
+    return new SessionCa(cert, keys, keyType, validityDays, options.cacheSize ?? 1000);
+  }
+
+  /** The CA's private key as PKCS#8 PEM, for callers that persist it (mode 0600, state dir only). */
+  async exportKeyPem(): Promise<string> {
+    return toPem('PRIVATE KEY', await webcrypto.subtle.exportKey('pkcs8', this.keys.privateKey));
+  }
+
+  /** A ready TLS context presenting a leaf for `host` (a normalised name or IP literal). */
+  contextFor(host: string): tls.SecureContext | Promise<tls.SecureContext> {
+    const ready = this.contexts.get(host);
+    if (ready) return ready;
+    let pending = this.pending.get(host);
+    if (!pending) {
+      pending = this.mint(host).finally(() => this.pending.delete(host));
+      this.pending.set(host, pending);
+    }
+    return pending;
+  }
+
+  private async leafKey(): Promise<{ keys: CryptoKeyPair; pem: string }> {
+    if (!this.leafKeys || !this.leafKeyPem) {
+      const keys = (await webcrypto.subtle.generateKey(this.keyType === 'ec' ? EC_KEYGEN : RSA_KEYGEN, true, [
+        'sign',
+        'verify',
+      ])) as CryptoKeyPair;
+      // Assigned together after the await so concurrent first mints agree on one key.
+      if (!this.leafKeys) {
+        this.leafKeys = keys;
+        this.leafKeyPem = toPem('PRIVATE KEY', await webcrypto.subtle.exportKey('pkcs8', keys.privateKey));
+      }
+    }
+    return { keys: this.leafKeys, pem: this.leafKeyPem! };
+  }
+
+  private async mint(host: string): Promise<tls.SecureContext> {
+    const { keys, pem } = await this.leafKey();
+    const ip = isIP(host) !== 0;
+    const now = Date.now();
+    const leaf = await x509.X509CertificateGenerator.create({
+      serialNumber: serialNumber(),
+      // Host names reaching here are normalised ([a-z0-9._-]), so they cannot inject RDN syntax.
+      subject: !ip && host.length <= 64 ? `CN=${host}` : 'CN=Airlock leaf',
+      issuer: this.cert.subject,
+      notBefore: new Date(now - 3_600_000),
+      notAfter: new Date(Math.min(now + this.validityDays * DAY_MS, this.cert.notAfter.getTime())),
+      signingKey: this.keys.privateKey,
+      publicKey: keys.publicKey,
+      signingAlgorithm: this.keyType === 'ec' ? EC_SIGN : RSA_KEYGEN,
+      extensions: [
+        new x509.BasicConstraintsExtension(false, undefined, true),
+        new x509.KeyUsagesExtension(
+          x509.KeyUsageFlags.digitalSignature |
+            (this.keyType === 'rsa' ? x509.KeyUsageFlags.keyEncipherment : 0),
+          true,
+        ),
+        new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
+        new x509.SubjectAlternativeNameExtension([{ type: ip ? 'ip' : 'dns', value: host }]),
+        await x509.AuthorityKeyIdentifierExtension.create(this.cert),
+      ],
+    });
+    const context = tls.createSecureContext({ key: pem, cert: leaf.toString('pem') });
+    this.contexts.set(host, context);
+    return context;
+  }
+}

@@ -1,0 +1,81 @@
+// The config loader: the one place (with the CLI) that reads files and the environment. It turns
+// paths and flags into the typed values the rest of Airlock takes.
+import { readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join, resolve as resolvePath } from 'node:path';
+import tls from 'node:tls';
+import { isIP } from 'node:net';
+import type { Endpoint } from '../proxy/upstream.js';
+import { normalizeHost, parsePolicy } from '../policy/index.js';
+import type { Policy } from '../policy/index.js';
+
+export class UsageError extends Error {}
+
+export function loadPolicy(file: string): Policy {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new UsageError(`cannot read policy ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  return parsePolicy(text, file);
+}
+
+export function defaultStateDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.AIRLOCK_STATE_DIR) return resolvePath(env.AIRLOCK_STATE_DIR);
+  const base = env.XDG_STATE_HOME || join(homedir(), '.local', 'state');
+  return join(base, 'airlock');
+}
+
+/**
+ * Parses curl-style --resolve entries, HOST:PORT:ADDR, into "host:port" → endpoint. ADDR may end
+ * in :PORT2 (IPv6 in brackets) to dial another port, like curl's --connect-to.
+ */
+export function parseResolve(entries: readonly string[]): Map<string, Endpoint> {
+  const map = new Map<string, Endpoint>();
+  for (const entry of entries) {
+    const match = /^([^:]+):(\d{1,5}):(?:\[([^\]]+)\]|([^:\[\]]+)|([0-9a-fA-F:]+))(?::(\d{1,5}))?$/.exec(entry);
+    const host = match ? normalizeHost(match[1]!) : null;
+    const address = match ? (match[3] ?? match[4] ?? match[5] ?? '') : '';
+    if (!match || !host || isIP(address) === 0) {
+      throw new UsageError(
+        `--resolve ${JSON.stringify(entry)}: expected HOST:PORT:ADDRESS[:PORT], e.g. api.github.com:443:127.0.0.1 or api.github.com:443:127.0.0.1:8443`,
+      );
+    }
+    const port = Number(match[2]);
+    map.set(`${host}:${port}`, { address, port: match[6] ? Number(match[6]) : port });
+  }
+  return map;
+}
+
+function readPemFile(file: string, what: string): string {
+  try {
+    const text = readFileSync(file, 'utf8');
+    if (!text.includes('-----BEGIN CERTIFICATE-----')) throw new UsageError(`${what} ${file} holds no PEM certificate`);
+    return text;
+  } catch (err) {
+    if (err instanceof UsageError) throw err;
+    throw new UsageError(`cannot read ${what} ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+}
+
+/**
+ * Roots for upstream TLS: Node's bundled roots, NODE_EXTRA_CA_CERTS and --upstream-ca files.
+ * (Passing `ca` replaces Node's defaults, so the extra file must be added back by hand.)
+ */
+export function upstreamRoots(extraFiles: readonly string[], env: NodeJS.ProcessEnv = process.env): string[] {
+  const roots = [...tls.rootCertificates];
+  if (env.NODE_EXTRA_CA_CERTS) {
+    try {
+      roots.push(readFileSync(env.NODE_EXTRA_CA_CERTS, 'utf8'));
+    } catch {
+      // Node itself only warns about an unreadable NODE_EXTRA_CA_CERTS; do the same by ignoring it.
+    }
+  }
+  for (const file of extraFiles) roots.push(readPemFile(file, '--upstream-ca'));
+  return roots;
+}
+
+export function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}

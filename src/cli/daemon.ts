@@ -1,0 +1,116 @@
+// `airlock proxy` (the long-running daemon) and `airlock session create|ls|rm` (its admin client).
+import http from 'node:http';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import pino from 'pino';
+import { ProxyRuntime } from '../sessions/runtime.js';
+import { describeSession, startAdmin } from '../sessions/admin.js';
+import type { SessionInfo } from '../sessions/admin.js';
+import { loadPolicy, parseResolve, upstreamRoots, UsageError } from './config.js';
+import { credentialsFactory } from './secrets.js';
+import { CA_ENV_VARS } from './session-env.js';
+
+export interface DaemonOptions {
+  readonly policy: string;
+  readonly listen: string;
+  readonly stateDir: string;
+  readonly resolve: string[];
+  readonly upstreamCa: string[];
+  readonly firstSession: boolean;
+}
+
+function parseListen(listen: string): { host: string; port: number } {
+  const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(listen);
+  if (!match) throw new UsageError(`--listen ${JSON.stringify(listen)}: expected ADDRESS:PORT, e.g. 127.0.0.1:8080`);
+  return { host: match[1] ?? match[2]!, port: Number(match[3]) };
+}
+
+export function adminPaths(stateDir: string): { socket: string; token: string } {
+  return { socket: join(stateDir, 'admin.sock'), token: join(stateDir, 'admin.token') };
+}
+
+export async function runDaemon(options: DaemonOptions): Promise<void> {
+  const policy = loadPolicy(options.policy);
+  const { host, port } = parseListen(options.listen);
+  const roots = upstreamRoots(options.upstreamCa);
+  mkdirSync(options.stateDir, { recursive: true, mode: 0o700 });
+  const log = pino({ base: null, name: 'airlock' }, pino.destination(2));
+  const runtime = new ProxyRuntime({
+    stateDir: options.stateDir,
+    trustRoots: roots,
+    upstreamCa: roots,
+    resolve: parseResolve(options.resolve),
+    log,
+    credentials: credentialsFactory(process.env),
+  });
+  const address = await runtime.proxy.listen(host, port);
+  const paths = adminPaths(options.stateDir);
+  const token = randomBytes(24).toString('base64url');
+  writeFileSync(paths.token, token + '\n', { mode: 0o600 });
+  const admin = await startAdmin({
+    socketPath: paths.socket,
+    token,
+    registry: runtime.sessions,
+    defaultPolicy: policy,
+    proxyHost: address.address,
+    proxyPort: address.port,
+  });
+  log.info({ listen: `${address.address}:${address.port}`, admin: paths.socket, policy: policy.name }, 'airlock proxy ready');
+  if (options.firstSession) {
+    const session = await runtime.sessions.create(policy);
+    process.stdout.write(exportsFor(describeSession(session, address.address, address.port)));
+  }
+  const stop = async () => {
+    admin.close();
+    await runtime.close();
+    process.exit(0);
+  };
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+}
+
+/** Shell exports for a session: eval "$(airlock session create)". */
+export function exportsFor(info: SessionInfo): string {
+  const lines = [`# airlock session ${info.id} (policy ${info.policy}); audit: ${info.audit}`];
+  for (const name of ['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy']) lines.push(`export ${name}='${info.proxy_url}'`);
+  lines.push(`export NO_PROXY='localhost,127.0.0.1,::1' no_proxy='localhost,127.0.0.1,::1'`);
+  for (const name of CA_ENV_VARS) lines.push(`export ${name}='${info.bundle}'`);
+  for (const [name, value] of Object.entries(info.env)) lines.push(`export ${name}='${value}'`);
+  return lines.join('\n') + '\n';
+}
+
+/** Calls the daemon's admin endpoint. */
+export async function adminRequest(stateDir: string, method: string, path: string, body?: unknown): Promise<unknown> {
+  const paths = adminPaths(stateDir);
+  let token: string;
+  try {
+    token = readFileSync(paths.token, 'utf8').trim();
+  } catch {
+    throw new UsageError(`no airlock proxy is running for state dir ${stateDir} (start one with \`airlock proxy\`)`);
+  }
+  const payload = body === undefined ? undefined : JSON.stringify(body);
+  return await new Promise((resolve, reject) => {
+    const req = http.request(
+      {
+        socketPath: paths.socket,
+        method,
+        path,
+        headers: { Authorization: `Bearer ${token}`, ...(payload ? { 'Content-Type': 'application/json' } : {}) },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const parsed = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}') as { error?: string };
+          if ((res.statusCode ?? 500) >= 400) reject(new UsageError(parsed.error ?? `admin endpoint answered ${res.statusCode}`));
+          else resolve(parsed);
+        });
+      },
+    );
+    req.on('error', (err: NodeJS.ErrnoException) =>
+      reject(new UsageError(`cannot reach the airlock proxy at ${paths.socket} (${err.code}); is \`airlock proxy\` running?`)),
+    );
+    req.end(payload);
+  });
+}

@@ -1,0 +1,75 @@
+// `airlock exec`: an embedded proxy on loopback, one fresh session, one command run through it.
+import { spawn } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import pino from 'pino';
+import { ProxyRuntime } from '../sessions/runtime.js';
+import { proxyUrl } from '../sessions/registry.js';
+import type { Session } from '../sessions/session.js';
+import { loadPolicy, parseResolve, upstreamRoots } from './config.js';
+import { sessionEnv } from './session-env.js';
+import { credentialsFactory } from './secrets.js';
+
+export interface ExecOptions {
+  readonly policy: string;
+  readonly stateDir: string;
+  readonly resolve: string[];
+  readonly upstreamCa: string[];
+  readonly caKey?: 'ec' | 'rsa';
+}
+
+export async function runExec(command: string[], options: ExecOptions): Promise<number> {
+  const policy = loadPolicy(options.policy);
+  const resolve = parseResolve(options.resolve);
+  const roots = upstreamRoots(options.upstreamCa);
+  mkdirSync(options.stateDir, { recursive: true, mode: 0o700 });
+  const log = pino({ base: null }, pino.destination({ dest: join(options.stateDir, 'proxy.log'), mkdir: true, sync: false }));
+  const runtime = new ProxyRuntime({
+    stateDir: options.stateDir,
+    trustRoots: roots,
+    upstreamCa: roots,
+    resolve,
+    log,
+    caKeyType: options.caKey,
+    credentials: credentialsFactory(process.env),
+  });
+  const session = await runtime.sessions.create(policy);
+  const address = await runtime.proxy.listen('127.0.0.1', 0);
+  const env = sessionEnv(process.env, session, proxyUrl(session, '127.0.0.1', address.port), session.bundlePath, 'localhost,127.0.0.1,::1');
+
+  const child = spawn(command[0]!, command.slice(1), { stdio: 'inherit', env });
+  const forward = (signal: NodeJS.Signals) => child.kill(signal);
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, forward);
+  const code = await new Promise<number>((resolveExit) => {
+    child.once('error', (err: NodeJS.ErrnoException) => {
+      process.stderr.write(`airlock: cannot run ${command[0]}: ${err.code === 'ENOENT' ? 'command not found' : err.message}\n`);
+      resolveExit(127);
+    });
+    child.once('exit', (status, signal) => resolveExit(status ?? 128 + (signal ? signalNumber(signal) : 1)));
+  });
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.off(signal, forward);
+  const summary = summarise(session);
+  await runtime.close();
+  log.flush();
+  process.stderr.write(summary);
+  return code;
+}
+
+function signalNumber(signal: NodeJS.Signals): number {
+  const numbers: Partial<Record<NodeJS.Signals, number>> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15 };
+  return numbers[signal] ?? 1;
+}
+
+/** One line: allowed and denied requests per host, and where the full log is. */
+export function summarise(session: Session): string {
+  const allowed: string[] = [];
+  const denied: string[] = [];
+  for (const [host, tally] of session.audit.tally) {
+    if (tally.allowed) allowed.push(`${host}×${tally.allowed}`);
+    if (tally.denied) denied.push(`${host}×${tally.denied}`);
+  }
+  return (
+    `airlock: session ${session.id}: allowed ${allowed.join(' ') || 'none'}; denied ${denied.join(' ') || 'none'}; ` +
+    `audit: ${session.audit.file}\n`
+  );
+}

@@ -1,0 +1,154 @@
+#!/usr/bin/env node
+// The airlock command line. Only this folder reads flags, files and the environment.
+import { readFileSync, existsSync, statSync, watchFile } from 'node:fs';
+import { join } from 'node:path';
+import { Command, Option } from 'commander';
+import { PolicyError } from '../policy/index.js';
+import type { Policy } from '../policy/index.js';
+import { parseAuditLines, formatRow, summariseByHost, formatSummary } from '../audit/report.js';
+import type { AuditLine } from '../audit/report.js';
+import { sessionDir } from '../sessions/registry.js';
+import type { SessionInfo } from '../sessions/admin.js';
+import { collect, defaultStateDir, loadPolicy, UsageError } from './config.js';
+import { runExec } from './exec.js';
+import { adminRequest, exportsFor, runDaemon } from './daemon.js';
+
+const program = new Command();
+program
+  .name('airlock')
+  .description('Egress proxy and credential broker for AI coding-agent sessions')
+  .version('0.1.0')
+  .showHelpAfterError();
+
+const stateDirOption = () =>
+  new Option('--state-dir <dir>', 'where sessions keep their audit logs and bundles').default(defaultStateDir(), '$AIRLOCK_STATE_DIR or ~/.local/state/airlock');
+
+program
+  .command('exec')
+  .description('run a command with all its HTTP(S) traffic through a fresh Airlock session')
+  .requiredOption('--policy <file>', 'policy YAML file')
+  .addOption(stateDirOption())
+  .option('--resolve <host:port:addr>', 'connect to ADDR for HOST:PORT (repeatable, like curl)', collect, [])
+  .option('--upstream-ca <file>', 'extra CA (PEM) trusted for upstream TLS (repeatable)', collect, [])
+  .addOption(new Option('--ca-key <type>', 'session CA key type').choices(['ec', 'rsa']).default('ec'))
+  .argument('<command...>', 'command and arguments (after --)')
+  .action(async (command: string[], opts) => {
+    process.exitCode = await runExec(command, opts);
+  });
+
+program
+  .command('proxy')
+  .description('run the long-running proxy daemon; manage its sessions with `airlock session`')
+  .requiredOption('--policy <file>', 'default policy for new sessions')
+  .option('--listen <addr:port>', 'proxy listen address', '127.0.0.1:8080')
+  .addOption(stateDirOption())
+  .option('--resolve <host:port:addr>', 'connect to ADDR for HOST:PORT (repeatable)', collect, [])
+  .option('--upstream-ca <file>', 'extra CA (PEM) trusted for upstream TLS (repeatable)', collect, [])
+  .option('--first-session', 'create a session at start and print its shell exports', false)
+  .action(async (opts) => {
+    await runDaemon(opts);
+  });
+
+const session = program.command('session').description("manage the running proxy's sessions");
+session
+  .command('create')
+  .description('create a session and print its shell exports (eval "$(airlock session create)")')
+  .option('--policy <file>', "policy for this session (default: the daemon's)")
+  .addOption(stateDirOption())
+  .option('--json', 'print JSON instead of shell exports')
+  .action(async (opts) => {
+    const body: Record<string, string> = {};
+    if (opts.policy) {
+      const policy: Policy = loadPolicy(opts.policy); // validate here for a local error message
+      body.policy_text = readFileSync(opts.policy, 'utf8');
+      body.policy_source = policy.source;
+    }
+    const info = (await adminRequest(opts.stateDir, 'POST', '/sessions', body)) as SessionInfo;
+    process.stdout.write(opts.json ? JSON.stringify(info, null, 2) + '\n' : exportsFor(info));
+  });
+session
+  .command('ls')
+  .description('list sessions')
+  .addOption(stateDirOption())
+  .action(async (opts) => {
+    const list = (await adminRequest(opts.stateDir, 'GET', '/sessions')) as SessionInfo[];
+    for (const s of list) process.stdout.write(`${s.id}  policy=${s.policy}  created=${s.created}  audit=${s.audit}\n`);
+    if (list.length === 0) process.stdout.write('no sessions\n');
+  });
+session
+  .command('rm')
+  .description('remove a session (its audit log stays)')
+  .argument('<id>')
+  .addOption(stateDirOption())
+  .action(async (id: string, opts) => {
+    await adminRequest(opts.stateDir, 'DELETE', `/sessions/${encodeURIComponent(id)}`);
+    process.stdout.write(`removed ${id}\n`);
+  });
+
+program
+  .command('audit')
+  .description("show a session's audit log: a table and a per-host summary")
+  .argument('<session>', 'session id')
+  .addOption(stateDirOption())
+  .option('--follow', 'keep printing new lines as they are written')
+  .option('--json', 'print the raw JSON lines')
+  .action(async (id: string, opts) => {
+    const file = join(sessionDir(opts.stateDir, id), 'audit.jsonl');
+    if (!existsSync(file)) throw new UsageError(`no audit log for session ${id} under ${opts.stateDir}`);
+    const print = (lines: AuditLine[]) => {
+      for (const line of lines) process.stdout.write(opts.json ? JSON.stringify(line) + '\n' : formatRow(line) + '\n');
+    };
+    const text = readFileSync(file, 'utf8');
+    const lines = parseAuditLines(text);
+    print(lines);
+    if (!opts.follow) {
+      if (!opts.json) process.stdout.write('\n' + formatSummary(summariseByHost(lines)));
+      return;
+    }
+    let offset = Buffer.byteLength(text);
+    let partial = '';
+    watchFile(file, { interval: 250 }, () => {
+      const size = statSync(file).size;
+      if (size <= offset) return;
+      const fresh = readFileSync(file).subarray(offset, size).toString('utf8');
+      offset = size;
+      const complete = partial + fresh;
+      const cut = complete.lastIndexOf('\n');
+      partial = complete.slice(cut + 1);
+      print(parseAuditLines(complete.slice(0, cut + 1)));
+    });
+    await new Promise(() => {});
+  });
+
+const policyCommand = program.command('policy').description('work with policy files');
+policyCommand
+  .command('check')
+  .description('validate a policy file and print a summary')
+  .argument('<file>')
+  .action((file: string) => {
+    const policy = loadPolicy(file);
+    const out = [`${file}: policy "${policy.name}" is valid (version ${policy.version}, mode ${policy.mode})`];
+    for (const rule of policy.allow) {
+      const parts = [
+        rule.methods ? `methods ${rule.methods.join(',')}` : 'any method',
+        `ports ${rule.ports.join(',')}`,
+        rule.paths ? `paths ${rule.paths.join(' ')}` : 'any path',
+        rule.inspect ? 'inspected' : 'tunnelled (not inspected)',
+      ];
+      out.push(`  allow ${rule.host}: ${parts.join('; ')}`);
+    }
+    if (policy.allow.length === 0) out.push('  (no allow rules: every request is denied)');
+    for (const c of policy.credentials) {
+      out.push(`  credential ${c.name}: env ${c.env.join(',')} → hosts ${c.hosts.join(',')} (in ${c.in.join(',')}; secret from ${c.secret.kind})`);
+    }
+    process.stdout.write(out.join('\n') + '\n');
+  });
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  if (err instanceof PolicyError || err instanceof UsageError) {
+    process.stderr.write(`airlock: ${err.message}\n`);
+    process.exit(2);
+  }
+  process.stderr.write(`airlock: ${(err as Error).message}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,74 @@
+// The credential broker's contract with the proxy. The proxy calls it on every request it
+// forwards; the broker decides whether a placeholder may be swapped for its real secret.
+import type { Transform } from 'node:stream';
+
+export interface OutgoingRequest {
+  readonly scheme: 'http' | 'https';
+  readonly host: string;
+  readonly port: number;
+  /** Path plus query, as it will be sent upstream. */
+  readonly pathWithQuery: string;
+  /** Flat [name, value, name, value, ...] list, hop-by-hop headers already removed. */
+  readonly headers: string[];
+  readonly contentType: string | undefined;
+}
+
+export type SwapResult =
+  | {
+      readonly kind: 'forward';
+      readonly pathWithQuery: string;
+      readonly headers: string[];
+      /** Names of credentials swapped in. */
+      readonly used: readonly string[];
+      /** Rewrites the request body (opt-in body swapping), or null to stream it untouched. */
+      readonly bodyTransform: Transform | null;
+    }
+  | {
+      readonly kind: 'misuse';
+      readonly credential: string;
+      /** Where the placeholder was found: "header authorization", "query", ... */
+      readonly where: string;
+      readonly why: string;
+    };
+
+export interface ResponseScrub {
+  readonly headers: Record<string, string | string[]>;
+  /** Replaces echoed secrets in the body, or null when nothing needs scrubbing. */
+  readonly bodyTransform: Transform | null;
+  /** True when a header was scrubbed (the body transform reports its own). */
+  readonly scrubbedHeaders: boolean;
+}
+
+export interface CredentialBroker {
+  /** Placeholder values for the session's environment, by variable name. */
+  readonly sessionEnv: Readonly<Record<string, string>>;
+  /** Variables that hold real secrets on the host and must not reach the session. */
+  readonly secretSourceEnv: readonly string[];
+  /** True when no credential is configured: the proxy skips the broker entirely. */
+  readonly empty: boolean;
+  swapRequest(request: OutgoingRequest): Promise<SwapResult>;
+  /**
+   * Scrubs echoed secrets from a response. `onScrub` is called once if anything was replaced
+   * (headers or body).
+   */
+  scrubResponse(
+    host: string,
+    headers: Record<string, string | string[] | undefined>,
+    onScrub: () => void,
+  ): ResponseScrub | null;
+}
+
+/** The broker of a session without credentials. */
+export const NO_CREDENTIALS: CredentialBroker = Object.freeze({
+  sessionEnv: Object.freeze({}),
+  secretSourceEnv: Object.freeze([]) as readonly string[],
+  empty: true,
+  swapRequest: async (request: OutgoingRequest): Promise<SwapResult> => ({
+    kind: 'forward',
+    pathWithQuery: request.pathWithQuery,
+    headers: request.headers,
+    used: [],
+    bodyTransform: null,
+  }),
+  scrubResponse: () => null,
+});

@@ -1,0 +1,113 @@
+// The decision function: given a policy and the facts of one request, allow or deny.
+//
+// Pure and synchronous; it runs on every CONNECT and every request, so the per-policy work
+// (compiling path globs) is done once and cached against the frozen policy object.
+// `mode: report` is deliberately not handled here: decide always answers as if enforcing, and
+// the proxy decides whether to act on a deny or only audit it.
+
+import { compilePathGlob, type PathMatcher } from './glob.js';
+import { matchHostPattern } from './hosts.js';
+import type { AllowRule, Decision, Policy, RequestFacts } from './types.js';
+
+interface CompiledRule {
+  readonly rule: AllowRule;
+  /** null = any path. */
+  readonly paths: readonly PathMatcher[] | null;
+}
+
+// Keyed by the policy object: policies are frozen, so a compiled form can never go stale, and
+// a policy that is dropped (reload) takes its compiled form with it.
+const compiled = new WeakMap<Policy, readonly CompiledRule[]>();
+
+function compile(policy: Policy): readonly CompiledRule[] {
+  let rules = compiled.get(policy);
+  if (!rules) {
+    rules = policy.allow.map((rule) => ({ rule, paths: rule.paths?.map(compilePathGlob) ?? null }));
+    compiled.set(policy, rules);
+  }
+  return rules;
+}
+
+// What a normalised host can look like (names, IPv4, canonical IPv6). The caller is meant to
+// pass normalizeHost() output; this cheap check makes anything else fail closed instead of, say,
+// letting "x/.example.com" reach the wildcard suffix comparison.
+const NORMALISED_HOST = /^[a-z0-9._:-]+$/;
+
+export function decide(policy: Policy, facts: RequestFacts): Decision {
+  const { host, port } = facts;
+  if (!NORMALISED_HOST.test(host)) {
+    return deny(null, 'invalid_host', `host ${JSON.stringify(host)} is not a valid host name`);
+  }
+
+  // One pass in file order, no allocation: the first rule that fully matches wins, and the
+  // first rules that matched host / host+port / host+port+method are kept for the deny message.
+  let firstOnHost: AllowRule | undefined;
+  let firstOnPort: AllowRule | undefined;
+  let methodOnly: AllowRule | undefined;
+  // HTTP methods are case-sensitive (RFC 9110 9.1) and rule methods are upper-case, so "get"
+  // does not pass a GET-only rule: the upstream might not treat it as GET.
+  const method = facts.method ?? '';
+  const path = facts.path;
+  for (const { rule, paths } of compile(policy)) {
+    if (!matchHostPattern(rule.host, host)) continue;
+    firstOnHost ??= rule;
+    if (!rule.ports.includes(port)) continue;
+    firstOnPort ??= rule;
+    if (facts.phase === 'connect') {
+      // Method and path are not known until the tunnel is opened; they are checked per request.
+      return allow(rule, `${host}:${port} allowed by ${rule.label}`);
+    }
+    if (rule.methods !== null && !rule.methods.includes(method)) continue;
+    // A rule with paths cannot pass a request whose path is unknown.
+    if (paths === null || (path !== undefined && paths.some((matches) => matches(path)))) {
+      return allow(rule, `${describeRequest(method, path)} on ${host} allowed by ${rule.label}`);
+    }
+    methodOnly ??= rule;
+  }
+
+  if (!firstOnHost) {
+    return deny(null, 'no_rule', `host ${host} matches no allow rule in policy "${policy.name}"`);
+  }
+  if (!firstOnPort) {
+    const r = firstOnHost;
+    return deny(r.label, 'port_not_allowed', `port ${port} on ${host} is not allowed: ${r.label} allows ports ${r.ports.join(', ')}`);
+  }
+  // Report the failure that got furthest: a rule that accepted the method but not the path says
+  // more about what to change than the first rule's method list does.
+  if (methodOnly) {
+    const r = methodOnly;
+    return deny(r.label, 'path_not_allowed', `${describeRequest(method, path)} on ${host} is not allowed: ${r.label} allows paths ${(r.paths ?? []).join(', ')}`);
+  }
+  const r = firstOnPort;
+  return deny(r.label, 'method_not_allowed', `${describeRequest(method, path)} on ${host} is not allowed: ${r.label} allows methods ${(r.methods ?? []).join(', ')}`);
+}
+
+function describeRequest(method: string, path: string | undefined): string {
+  return `${method || '(no method)'} ${path ?? '(no path)'}`;
+}
+
+function allow(rule: AllowRule, message: string): Decision {
+  return { action: 'allow', rule: rule.label, reason: 'allowed', message, inspect: rule.inspect };
+}
+
+function deny(rule: string | null, reason: Decision['reason'], message: string): Decision {
+  return { action: 'deny', rule, reason, message, inspect: false };
+}
+
+/**
+ * Host patterns the session CA may sign for (X.509 name constraints): the DNS subtree of every
+ * rule that is inspected (exact "a.example.com" -> "a.example.com", "*.example.com" ->
+ * "example.com") and the IP addresses of inspected IP rules. inspect:false rules are tunnelled,
+ * so the CA never needs to sign for them. Credential hosts do not count: a credential is only
+ * injected into traffic some allow rule already lets through.
+ */
+export function inspectedHostPatterns(policy: Policy): { dns: string[]; ips: string[] } {
+  const dns = new Set<string>();
+  const ips = new Set<string>();
+  for (const rule of policy.allow) {
+    if (!rule.inspect) continue;
+    if (rule.kind === 'ip') ips.add(rule.host);
+    else dns.add(rule.kind === 'wildcard' ? rule.host.slice(2) : rule.host);
+  }
+  return { dns: [...dns], ips: [...ips] };
+}

@@ -1,0 +1,7 @@
+// Public API of the policy module. Other parts of Airlock import from here only.
+
+export type * from './types.js';
+export { parsePolicy, PolicyError } from './parse.js';
+export { decide, inspectedHostPatterns } from './decide.js';
+export { normalizeHost, isIpLiteral, matchHostPattern } from './hosts.js';
+export { CREDENTIAL_PRESETS, type CredentialPreset } from './presets.js';

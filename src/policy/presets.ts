@@ -1,0 +1,65 @@
+// Credential presets: the well-known env var names, hosts and injection points of common
+// services, so a policy only has to say where the real secret comes from:
+//
+//   credentials:
+//     - preset: github
+//       secret: { env: AIRLOCK_GITHUB_TOKEN }
+//
+// Hosts here are already in normalised form (see hosts.ts); a test checks that.
+
+import type { CredentialLocation } from './types.js';
+
+export interface CredentialPreset {
+  readonly name: string;
+  readonly env: readonly string[];
+  readonly hosts: readonly string[];
+  readonly in: readonly CredentialLocation[];
+  /** null = a placeholder is generated per session. */
+  readonly placeholder: string | null;
+}
+
+function preset(p: CredentialPreset): CredentialPreset {
+  Object.freeze(p.env);
+  Object.freeze(p.hosts);
+  Object.freeze(p.in);
+  return Object.freeze(p);
+}
+
+export const CREDENTIAL_PRESETS: Readonly<Record<string, CredentialPreset>> = Object.freeze({
+  github: preset({
+    name: 'github',
+    env: ['GH_TOKEN', 'GITHUB_TOKEN'],
+    hosts: ['api.github.com', 'github.com', 'uploads.github.com', '*.githubusercontent.com'],
+    // git over HTTPS sends the token as a basic-auth password; the API uses a header.
+    in: ['header', 'basic'],
+    placeholder: null,
+  }),
+  anthropic: preset({
+    name: 'anthropic',
+    env: ['ANTHROPIC_API_KEY'],
+    hosts: ['api.anthropic.com'],
+    in: ['header'],
+    placeholder: null,
+  }),
+  'anthropic-oauth': preset({
+    name: 'anthropic-oauth',
+    env: ['CLAUDE_CODE_OAUTH_TOKEN'],
+    hosts: ['api.anthropic.com'],
+    in: ['header'],
+    placeholder: null,
+  }),
+  openai: preset({
+    name: 'openai',
+    env: ['OPENAI_API_KEY'],
+    hosts: ['api.openai.com'],
+    in: ['header'],
+    placeholder: null,
+  }),
+  npm: preset({
+    name: 'npm',
+    env: ['NPM_TOKEN'],
+    hosts: ['registry.npmjs.org'],
+    in: ['header'],
+    placeholder: null,
+  }),
+});

@@ -1,0 +1,97 @@
+// The validated, frozen shape of a policy. Everything inward of the loader sees only these types.
+
+export type Method = string; // upper-case HTTP method token, e.g. "GET"
+
+export interface AllowRule {
+  /** Position in the file's `allow:` list, for messages ("allow[2]"). */
+  readonly index: number;
+  /** Line in the policy file where this rule starts (1-based). */
+  readonly line: number;
+  /** Normalised pattern: exact name ("api.github.com"), wildcard ("*.example.com") or IP literal. */
+  readonly host: string;
+  readonly kind: 'exact' | 'wildcard' | 'ip';
+  /** Upper-case methods, or null for any method. */
+  readonly methods: readonly Method[] | null;
+  readonly ports: readonly number[];
+  /** Path globs (`*` any run of characters, `?` one character), or null for any path. */
+  readonly paths: readonly string[] | null;
+  /** false: tunnel without TLS interception (CONNECT-level rules and audit only). */
+  readonly inspect: boolean;
+  /** Human label used in decisions and audit lines, e.g. "allow[0] api.github.com". */
+  readonly label: string;
+}
+
+export type SecretSource =
+  | { readonly kind: 'env'; readonly name: string }
+  | { readonly kind: 'file'; readonly path: string }
+  | { readonly kind: 'command'; readonly argv: readonly string[]; readonly ttlSeconds: number };
+
+export type CredentialLocation = 'header' | 'basic' | 'query' | 'body';
+
+export interface CredentialSpec {
+  readonly name: string;
+  readonly line: number;
+  readonly env: readonly string[];
+  /** Operator-chosen placeholder; null = generated per session. */
+  readonly placeholder: string | null;
+  readonly secret: SecretSource;
+  /** Normalised host patterns (exact or wildcard) the secret may be sent to, over TLS only. */
+  readonly hosts: readonly string[];
+  readonly in: readonly CredentialLocation[];
+  readonly body: { readonly types: readonly string[]; readonly maxBytes: number } | null;
+}
+
+export interface Limits {
+  readonly maxUploadBytes: number | null;
+}
+
+export interface Policy {
+  readonly version: 1;
+  readonly name: string;
+  /** Where it was loaded from, for messages. */
+  readonly source: string;
+  /** enforce: deny what no rule allows. report: allow all, audit would-be denials. */
+  readonly mode: 'enforce' | 'report';
+  readonly allow: readonly AllowRule[];
+  readonly credentials: readonly CredentialSpec[];
+  readonly limits: Limits;
+}
+
+/** What a request looks like to the decision function. Host is already normalised. */
+export interface RequestFacts {
+  /** 'connect' = the CONNECT line (method/path not yet known); 'request' = a full HTTP request. */
+  readonly phase: 'connect' | 'request';
+  readonly scheme: 'http' | 'https';
+  readonly host: string;
+  readonly port: number;
+  readonly method?: string;
+  /** Path without query, dot segments already resolved. */
+  readonly path?: string;
+}
+
+export type DenyReason =
+  | 'no_rule'
+  | 'port_not_allowed'
+  | 'method_not_allowed'
+  | 'path_not_allowed'
+  | 'invalid_host'
+  | 'host_mismatch'
+  | 'auth_required'
+  | 'credential_misuse'
+  | 'bad_request'
+  | 'upstream_error'
+  | 'destination_blocked'
+  | 'rate_limited'
+  | 'upload_budget_exceeded';
+
+export interface Decision {
+  readonly action: 'allow' | 'deny';
+  /** Label of the rule that decided, or null when none did. */
+  readonly rule: string | null;
+  /** 'allowed' or a DenyReason code. */
+  readonly reason: 'allowed' | DenyReason;
+  /** Human sentence for 403 bodies and `airlock audit`. */
+  readonly message: string;
+  /** For allowed CONNECTs: terminate TLS and inspect (true) or tunnel blindly (false). */
+  readonly inspect: boolean;
+}

@@ -1,0 +1,22 @@
+// What the proxy needs to know about sessions. The sessions module implements these; the proxy
+// never reaches into session storage itself (imports flow sessions → proxy).
+import type { Policy } from '../policy/index.js';
+import type { SessionCa } from '../ca/session-ca.js';
+import type { AuditLog } from '../audit/log.js';
+import type { CredentialBroker } from '../credentials/broker.js';
+
+export interface ProxySession {
+  readonly id: string;
+  readonly policy: Policy;
+  readonly ca: SessionCa;
+  readonly audit: AuditLog;
+  readonly credentials: CredentialBroker;
+}
+
+export interface SessionDirectory {
+  /**
+   * The session a Proxy-Authorization header authenticates, or null. `listener` names the
+   * listener the request came in on, so sessions bound to one listener cannot be used from another.
+   */
+  authenticate(proxyAuthorization: string | undefined, listener: string): ProxySession | null;
+}

@@ -1,0 +1,288 @@
+// One HTTP request through the proxy: work out the target, decide, swap credentials, stream to the
+// upstream and back with backpressure, abort upstream if the client leaves, audit once.
+import type http from 'node:http';
+import type { Transform, Writable } from 'node:stream';
+import type pino from 'pino';
+import type { Decision, RequestFacts } from '../policy/index.js';
+import type { ProxySession } from './context.js';
+import type { Upstream } from './upstream.js';
+import type { TunnelContext } from './server.js';
+import { normalisePath, parseAbsoluteUri, parseAuthority } from './target.js';
+import type { Authority } from './target.js';
+import { denyBody } from './responses.js';
+import type { DenyInfo } from './responses.js';
+import { forwardRequestHeaders, forwardResponseHeaders } from './headers.js';
+import { outcomeOf, RequestRecord } from './record.js';
+import type { Outcome } from './record.js';
+
+export interface ForwardDeps {
+  readonly upstream: Upstream;
+  readonly log: pino.Logger;
+  decide(session: ProxySession, facts: RequestFacts): Decision;
+  denyInfo(session: ProxySession, target: Authority, decision: Pick<Decision, 'rule' | 'reason' | 'message'>): DenyInfo;
+}
+
+export interface Exchange {
+  readonly req: http.IncomingMessage;
+  readonly session: ProxySession;
+  readonly scheme: 'http' | 'https';
+  /** Set for requests inside an inspected tunnel. */
+  readonly tunnel?: TunnelContext;
+}
+
+export interface Refusal {
+  readonly status: number;
+  readonly reason: Decision['reason'];
+  readonly message: string;
+}
+
+export interface CheckedTarget extends Authority {
+  /** Path (no query, dot segments resolved) that rules saw. */
+  readonly path: string;
+  /** Path and query sent upstream: the one that was checked. */
+  readonly forward: string;
+}
+
+function refusal(status: number, reason: Decision['reason'], message: string): Refusal {
+  return { status, reason, message };
+}
+
+function sameAuthority(a: Authority, b: Authority): boolean {
+  return a.host === b.host && a.port === b.port;
+}
+
+/**
+ * Where a request is going, with the Host header and (inside a tunnel) the CONNECT host and SNI
+ * all required to agree. Shared by HTTP requests and WebSocket upgrades.
+ */
+export function checkTarget(x: Exchange): CheckedTarget | Refusal {
+  const { req, tunnel } = x;
+  const url = req.url ?? '';
+  let authority: Authority;
+  let pathWithQuery: string;
+  if (tunnel) {
+    authority = tunnel.connect;
+    pathWithQuery = url;
+    if (!url.startsWith('/')) {
+      const absolute = parseAbsoluteUri(url);
+      if (!absolute || (absolute.scheme !== 'https' && absolute.scheme !== 'wss')) {
+        return refusal(400, 'bad_request', 'Airlock: malformed request target inside the tunnel.');
+      }
+      if (!sameAuthority(absolute, authority)) {
+        return refusal(403, 'host_mismatch', `request for ${absolute.host}:${absolute.port} inside a tunnel to ${authority.host}:${authority.port}`);
+      }
+      pathWithQuery = absolute.pathWithQuery;
+    }
+    if (tunnel.sni !== null && tunnel.sni !== authority.host) {
+      return refusal(403, 'host_mismatch', `TLS server name ${tunnel.sni} differs from the CONNECT host ${authority.host}`);
+    }
+  } else {
+    const absolute = parseAbsoluteUri(url);
+    if (!absolute || (absolute.scheme !== 'http' && absolute.scheme !== 'ws')) {
+      const why =
+        absolute?.scheme === 'https' || absolute?.scheme === 'wss'
+          ? 'https:// URLs must be requested through CONNECT'
+          : 'the request target is not an absolute http:// URI (is this client configured to use the proxy?)';
+      return refusal(400, 'bad_request', `Airlock: bad proxy request: ${why}.`);
+    }
+    authority = absolute;
+    pathWithQuery = absolute.pathWithQuery;
+  }
+  const hostHeader = req.headers.host;
+  if (hostHeader === undefined) {
+    if (tunnel) return refusal(400, 'bad_request', 'Airlock: request without a Host header.');
+  } else {
+    const host = parseAuthority(hostHeader, x.scheme === 'https' ? 443 : 80);
+    if (!host || !sameAuthority(host, authority)) {
+      return refusal(403, 'host_mismatch', `Host header ${JSON.stringify(hostHeader)} does not match the target ${authority.host}:${authority.port}`);
+    }
+  }
+  const path = normalisePath(pathWithQuery);
+  if (!path) return refusal(400, 'bad_request', 'Airlock: malformed request path.');
+  return { host: authority.host, port: authority.port, path: path.path, forward: path.forward };
+}
+
+/** Decides a request; returns the target and decision, or a refusal to send. */
+export function admit(
+  deps: ForwardDeps,
+  x: Exchange,
+  record: RequestRecord,
+): { target: CheckedTarget; decision: Decision } | { refusal: Refusal; decision: Pick<Decision, 'rule'> } {
+  const target = checkTarget(x);
+  if ('status' in target) {
+    if (x.tunnel) record.target(x.tunnel.connect.host, x.tunnel.connect.port, x.req.url ?? '');
+    return { refusal: target, decision: { rule: null } };
+  }
+  record.target(target.host, target.port, target.forward);
+  const decision = deps.decide(x.session, {
+    phase: 'request',
+    scheme: x.scheme,
+    host: target.host,
+    port: target.port,
+    method: x.req.method ?? 'GET',
+    path: target.path,
+  });
+  if (decision.action === 'deny') {
+    return { refusal: refusal(403, decision.reason, decision.message), decision };
+  }
+  return { target, decision };
+}
+
+/** Answers a request the proxy refused, and audits it when the answer is sent. */
+export function refuse(
+  deps: ForwardDeps,
+  x: Exchange & { res: http.ServerResponse; record: RequestRecord },
+  refusalValue: Refusal,
+  rule: string | null,
+  detail?: string,
+): void {
+  const { res, record } = x;
+  const decision = { rule, reason: refusalValue.reason, message: refusalValue.message };
+  const body = refusalValue.status === 403 ? denyBody(deps.denyInfo(x.session, record.authority, decision)) : refusalValue.message + '\n';
+  res.on('close', () => record.finish(refusalValue.status, { action: 'deny', rule, reason: refusalValue.reason }, detail));
+  // Whatever the client still sends is discarded; the connection closes after the answer.
+  res.shouldKeepAlive = false;
+  res.writeHead(refusalValue.status, {
+    'Content-Type': body.startsWith('{') ? 'application/json' : 'text/plain; charset=utf-8',
+    'Content-Length': Buffer.byteLength(body),
+    'X-Airlock-Decision': `deny; reason=${refusalValue.reason}`,
+  });
+  res.end(body);
+}
+
+function hasBody(req: http.IncomingMessage): boolean {
+  const length = req.headers['content-length'];
+  if (length !== undefined) return length !== '0';
+  return req.headers['transfer-encoding'] !== undefined;
+}
+
+function originOf(scheme: string, host: string, port: number): string {
+  return `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`;
+}
+
+const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'ETIMEDOUT']);
+
+export function forwardHttp(deps: ForwardDeps, x: Exchange & { res: http.ServerResponse }): void {
+  const record = new RequestRecord(x.session, 'request', x.req.method ?? 'GET', x.scheme);
+  const admitted = admit(deps, x, record);
+  if ('refusal' in admitted) {
+    refuse(deps, { ...x, record }, admitted.refusal, admitted.decision.rule);
+    return;
+  }
+  const { target, decision } = admitted;
+  const { req, res, session } = x;
+  const headers = forwardRequestHeaders(req.rawHeaders, req.headers.connection);
+  if (session.credentials.empty) {
+    send(deps, x, record, target, decision, headers, target.forward, null);
+    return;
+  }
+  session.credentials
+    .swapRequest({
+      scheme: x.scheme,
+      host: target.host,
+      port: target.port,
+      pathWithQuery: target.forward,
+      headers,
+      contentType: req.headers['content-type'],
+    })
+    .then(
+      (swap) => {
+        if (swap.kind === 'misuse') {
+          refuse(
+            deps,
+            { ...x, record },
+            refusal(403, 'credential_misuse', `credential "${swap.credential}" placeholder found in ${swap.where}: ${swap.why}`),
+            decision.rule,
+            `${swap.credential} in ${swap.where}`,
+          );
+          return;
+        }
+        record.usedCredentials(swap.used);
+        send(deps, x, record, target, decision, swap.headers, swap.pathWithQuery, swap.bodyTransform);
+      },
+      (err: Error) => {
+        // A secret source failed (file gone, command failed): say which, never what.
+        deps.log.error({ session: session.id, err: err.message }, 'credential swap failed');
+        refuse(deps, { ...x, record }, refusal(502, 'upstream_error', `Airlock: ${err.message}`), decision.rule);
+      },
+    );
+}
+
+function send(
+  deps: ForwardDeps,
+  x: Exchange & { res: http.ServerResponse },
+  record: RequestRecord,
+  target: CheckedTarget,
+  decision: Decision,
+  headers: string[],
+  path: string,
+  bodyTransform: Transform | null,
+): void {
+  const { req, res, session } = x;
+  const socket = req.socket;
+  const startRead = socket.bytesRead;
+  const startWritten = socket.bytesWritten;
+  const aborter = new AbortController();
+  let outcome: Outcome = outcomeOf(decision);
+  let detail: string | undefined;
+  res.on('close', () => {
+    if (!res.writableFinished) aborter.abort();
+    record.bytes(socket.bytesRead - startRead, socket.bytesWritten - startWritten);
+    record.finish(res.statusCode, outcome, detail);
+  });
+
+  let body: NodeJS.ReadableStream | null = hasBody(req) ? req : null;
+  if (body && bodyTransform) {
+    // The body's length may change: drop Content-Length and let it go chunked.
+    for (let i = headers.length - 2; i >= 0; i -= 2) {
+      if (headers[i]!.toLowerCase() === 'content-length') headers.splice(i, 2);
+    }
+    req.on('error', (err) => bodyTransform.destroy(err));
+    body = req.pipe(bodyTransform);
+  }
+
+  deps.upstream.dispatcher
+    .stream(
+      {
+        origin: originOf(x.scheme, target.host, target.port),
+        path,
+        method: req.method ?? 'GET',
+        headers,
+        body: body as never,
+        signal: aborter.signal,
+      },
+      ({ statusCode, headers: upstreamHeaders }): Writable => {
+        let responseHeaders = forwardResponseHeaders(upstreamHeaders as Record<string, string | string[] | undefined>);
+        let scrubber: Transform | null = null;
+        if (!session.credentials.empty) {
+          const scrub = session.credentials.scrubResponse(target.host, responseHeaders, () => {
+            detail = 'secret_scrubbed';
+          });
+          if (scrub) {
+            responseHeaders = scrub.headers;
+            scrubber = scrub.bodyTransform;
+            if (scrubber) {
+              delete responseHeaders['content-length'];
+              scrubber.pipe(res);
+            }
+          }
+        }
+        res.writeHead(statusCode, responseHeaders);
+        return scrubber ?? res;
+      },
+    )
+    .catch((err: Error & { code?: string }) => {
+      if (aborter.signal.aborted) return; // the client left; nothing to answer
+      const code = err.code ?? err.name;
+      outcome = { action: outcome.action, rule: decision.rule, reason: 'upstream_error' };
+      detail = code;
+      if (res.headersSent) {
+        res.destroy();
+        return;
+      }
+      const status = TIMEOUT_CODES.has(code) ? 504 : 502;
+      const message = `Airlock: upstream ${target.host}:${target.port} failed (${code}).\n`;
+      res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': Buffer.byteLength(message) });
+      res.end(message);
+    });
+}

@@ -1,0 +1,60 @@
+// Header plumbing between client and upstream: hop-by-hop headers stay on their hop.
+
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authorization',
+  'proxy-authenticate',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  // Node's server already answered 100-continue; undici refuses to send Expect itself.
+  'expect',
+]);
+
+function connectionTokens(value: string | undefined): Set<string> | null {
+  if (!value) return null;
+  const tokens = value
+    .split(',')
+    .map((t) => t.trim().toLowerCase())
+    .filter((t) => t !== '' && t !== 'close' && t !== 'keep-alive');
+  return tokens.length > 0 ? new Set(tokens) : null;
+}
+
+/** Request headers for upstream as a flat [name, value, ...] list, order and case preserved. */
+export function forwardRequestHeaders(rawHeaders: readonly string[], connection: string | undefined): string[] {
+  const listed = connectionTokens(connection);
+  const out: string[] = [];
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!;
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP.has(lower) || listed?.has(lower)) continue;
+    out.push(name, rawHeaders[i + 1]!);
+  }
+  return out;
+}
+
+/** Response headers for the client, hop-by-hop removed. */
+export function forwardResponseHeaders(
+  headers: Record<string, string | string[] | undefined>,
+): Record<string, string | string[]> {
+  const connection = headers.connection;
+  const listed = connectionTokens(Array.isArray(connection) ? connection.join(',') : connection);
+  const out: Record<string, string | string[]> = {};
+  for (const name in headers) {
+    const value = headers[name];
+    if (value === undefined || HOP_BY_HOP.has(name) || listed?.has(name)) continue;
+    out[name] = value;
+  }
+  return out;
+}
+
+/** Value of a header in a flat list (case-insensitive), first occurrence. */
+export function headerValue(flat: readonly string[], name: string): string | undefined {
+  for (let i = 0; i < flat.length; i += 2) {
+    if (flat[i]!.toLowerCase() === name) return flat[i + 1];
+  }
+  return undefined;
+}

@@ -1,0 +1,76 @@
+// Collects what happens to one request or tunnel and writes its single audit line when it ends.
+import { randomBytes } from 'node:crypto';
+import { redactQuery } from '../audit/entry.js';
+import type { AuditEntry } from '../audit/entry.js';
+import type { Decision } from '../policy/index.js';
+import type { ProxySession } from './context.js';
+import type { Authority } from './target.js';
+
+const BOOT = randomBytes(3).toString('hex');
+let sequence = 0;
+
+export type Outcome = Pick<Decision, 'rule' | 'reason'> & { action: AuditEntry['action'] };
+
+export class RequestRecord {
+  readonly id = `${BOOT}-${(++sequence).toString(36)}`;
+  readonly started = performance.now();
+  authority: Authority = { host: '-', port: 0 };
+  private path = '';
+  private credentials: readonly string[] = [];
+  private up = 0;
+  private down = 0;
+  private done = false;
+
+  constructor(
+    readonly session: ProxySession | null,
+    readonly kind: AuditEntry['kind'],
+    readonly method: string,
+    readonly scheme: 'http' | 'https',
+  ) {}
+
+  target(host: string, port: number, pathWithQuery: string): void {
+    this.authority = { host, port };
+    this.path = pathWithQuery;
+  }
+
+  usedCredentials(names: readonly string[]): void {
+    this.credentials = names;
+  }
+
+  bytes(up: number, down: number): void {
+    this.up = up;
+    this.down = down;
+  }
+
+  /** Writes the audit line. Later calls are ignored: a request is logged exactly once. */
+  finish(status: number, outcome: Outcome, detail?: string): void {
+    if (this.done || !this.session) return;
+    this.done = true;
+    const entry: AuditEntry = {
+      session: this.session.id,
+      id: this.id,
+      kind: this.kind,
+      method: this.method,
+      scheme: this.scheme,
+      host: this.authority.host,
+      port: this.authority.port,
+      path: redactQuery(this.path),
+      status,
+      action: outcome.action,
+      rule: outcome.rule,
+      reason: outcome.reason,
+      credentials: [...this.credentials],
+      bytes_up: this.up,
+      bytes_down: this.down,
+      duration_ms: Math.round((performance.now() - this.started) * 100) / 100,
+    };
+    if (detail) entry.detail = detail;
+    this.session.audit.record(entry);
+  }
+}
+
+/** How a decision is audited: a denial that report mode let through is a would_deny. */
+export function outcomeOf(decision: Decision): Outcome {
+  const action = decision.action === 'allow' && decision.reason !== 'allowed' ? 'would_deny' : decision.action;
+  return { action, rule: decision.rule, reason: decision.reason };
+}

@@ -1,0 +1,47 @@
+// The short bodies the proxy answers with itself: denials, auth challenges, upstream failures.
+// They say what happened and what to do, and never carry stack text or secrets.
+import type { Decision } from '../policy/index.js';
+
+export interface DenyInfo {
+  readonly session: string | null;
+  readonly policy: string | null;
+  readonly host: string;
+  readonly port: number;
+  readonly decision: Pick<Decision, 'rule' | 'reason' | 'message'>;
+}
+
+export function denyBody(info: DenyInfo): string {
+  const { decision } = info;
+  return (
+    JSON.stringify({
+      error: 'airlock_denied',
+      reason: decision.reason,
+      rule: decision.rule ?? 'no rule',
+      host: `${info.host}:${info.port}`,
+      session: info.session,
+      policy: info.policy,
+      message: decision.message,
+      logged: true,
+      how_to_get_access:
+        decision.reason === 'credential_misuse'
+          ? 'Send this credential only to the hosts it is bound to, over https.'
+          : `Ask the operator to add an allow rule for ${info.host} to policy "${info.policy ?? '?'}" (then check it with \`airlock policy check\`).`,
+    }) + '\n'
+  );
+}
+
+export const PROXY_AUTH_BODY =
+  'Airlock: proxy authentication required. Use the session proxy URL http://<session-id>:<token>@<proxy>:<port> (from `airlock session create` or the HTTPS_PROXY variable of the session).\n';
+
+/** A complete HTTP/1.1 response for a raw socket (CONNECT paths, before any HTTP server runs). */
+export function rawResponse(status: number, reason: string, body: string, extraHeaders: string[] = []): string {
+  return [
+    `HTTP/1.1 ${status} ${reason}`,
+    'Content-Type: ' + (body.startsWith('{') ? 'application/json' : 'text/plain; charset=utf-8'),
+    `Content-Length: ${Buffer.byteLength(body)}`,
+    'Connection: close',
+    ...extraHeaders,
+    '',
+    body,
+  ].join('\r\n');
+}

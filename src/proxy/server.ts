@@ -1,0 +1,323 @@
+// The forward proxy: plain HTTP, CONNECT (inspected or blind) and WebSocket upgrades, all decided
+// by the same decide() and audited once when they end.
+import http from 'node:http';
+import net from 'node:net';
+import tls from 'node:tls';
+import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type pino from 'pino';
+import { decide } from '../policy/index.js';
+import type { Decision, RequestFacts } from '../policy/index.js';
+import type { ProxySession, SessionDirectory } from './context.js';
+import type { Upstream } from './upstream.js';
+import { parseAbsoluteUri, parseAuthority } from './target.js';
+import type { Authority } from './target.js';
+import { PROXY_AUTH_BODY, denyBody, rawResponse } from './responses.js';
+import { outcomeOf, RequestRecord } from './record.js';
+import { forwardHttp } from './forward.js';
+import type { ForwardDeps } from './forward.js';
+import { relayWebSocket } from './websocket.js';
+
+export interface ProxyLimits {
+  /** Time allowed to receive a request's headers (slowloris). */
+  readonly headersTimeoutMs: number;
+  /** Idle keep-alive time on client connections. */
+  readonly keepAliveTimeoutMs: number;
+  readonly maxHeaderBytes: number;
+}
+
+export const DEFAULT_LIMITS: ProxyLimits = Object.freeze({
+  headersTimeoutMs: 30_000,
+  keepAliveTimeoutMs: 60_000,
+  maxHeaderBytes: 32 * 1024,
+});
+
+export interface ProxyOptions {
+  readonly sessions: SessionDirectory;
+  readonly upstream: Upstream;
+  /** The proxy's own operational log (never the audit log). */
+  readonly log: pino.Logger;
+  readonly limits?: Partial<ProxyLimits>;
+}
+
+/** Where a request inside an inspected tunnel belongs. */
+export interface TunnelContext {
+  readonly session: ProxySession;
+  readonly connect: Authority;
+  sni: string | null;
+}
+
+const AUTH_CHALLENGE = ['Proxy-Authenticate: Basic realm="airlock"'];
+
+export class ProxyServer {
+  private readonly servers: http.Server[] = [];
+  /** Serves the decrypted side of inspected tunnels. It never listens on a port. */
+  private readonly inner: http.Server;
+  private readonly tunnels = new WeakMap<object, TunnelContext>();
+  private readonly limits: ProxyLimits;
+  private readonly forwardDeps: ForwardDeps;
+
+  constructor(private readonly options: ProxyOptions) {
+    this.limits = { ...DEFAULT_LIMITS, ...options.limits };
+    this.forwardDeps = {
+        upstream: this.options.upstream,
+        log: this.options.log,
+        decide: (session, facts) => this.decide(session, facts),
+        denyInfo: (session, target, decision) => this.denyInfo(session, target, decision),
+    };
+    this.inner = this.createHttpServer();
+    this.inner.on('request', (req, res) => this.onTunnelRequest(req, res));
+    this.inner.on('upgrade', (req, socket, head) => this.onTunnelUpgrade(req, socket, head));
+  }
+
+  private createHttpServer(): http.Server {
+    const server = http.createServer({
+      headersTimeout: this.limits.headersTimeoutMs,
+      requestTimeout: 0, // long uploads and streams are legitimate; idle is bounded below
+      keepAliveTimeout: this.limits.keepAliveTimeoutMs,
+      maxHeaderSize: this.limits.maxHeaderBytes,
+      insecureHTTPParser: false,
+    });
+    server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+      this.options.log.debug({ code: err.code }, 'client error');
+      if (socket.writable && (err.code === 'HPE_HEADER_OVERFLOW' || err.code?.startsWith('HPE_'))) {
+        const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
+        socket.end(rawResponse(status, status === 431 ? 'Request Header Fields Too Large' : 'Bad Request', `Airlock: malformed request (${err.code}).\n`));
+      } else {
+        socket.destroy();
+      }
+    });
+    return server;
+  }
+
+  /** Starts a listener. `name` identifies it to the session directory (session binding). */
+  async listen(host: string, port: number, name = 'default'): Promise<AddressInfo> {
+    const server = this.createHttpServer();
+    server.on('request', (req, res) => this.onPlainRequest(req, res, name));
+    server.on('connect', (req, socket, head) => this.onConnect(req, socket as net.Socket, head, name));
+    server.on('upgrade', (req, socket, head) => this.onPlainUpgrade(req, socket, head, name));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ host, port }, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    this.servers.push(server);
+    return server.address() as AddressInfo;
+  }
+
+  /** Stops one listener (e.g. a Docker session's gateway listener). */
+  async unlisten(address: AddressInfo): Promise<void> {
+    const index = this.servers.findIndex((s) => {
+      const a = s.address() as AddressInfo | null;
+      return a !== null && a.port === address.port && a.address === address.address;
+    });
+    if (index === -1) return;
+    const [server] = this.servers.splice(index, 1);
+    await closeServer(server!);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.servers.splice(0).map(closeServer));
+    this.inner.closeAllConnections();
+  }
+
+  // ---- plain HTTP: absolute-URI requests to the proxy
+
+  private onPlainRequest(req: http.IncomingMessage, res: http.ServerResponse, listener: string): void {
+    const session = this.authenticate(req, listener);
+    if (!session) {
+      res.writeHead(407, { 'Proxy-Authenticate': 'Basic realm="airlock"', 'Content-Type': 'text/plain; charset=utf-8' });
+      res.end(PROXY_AUTH_BODY);
+      return;
+    }
+    forwardHttp(this.forwardDeps, { req, res, session, scheme: 'http' });
+  }
+
+  // ---- CONNECT
+
+  private onConnect(req: http.IncomingMessage, socket: net.Socket, head: Buffer, listener: string): void {
+    socket.on('error', () => socket.destroy());
+    const session = this.authenticate(req, listener);
+    if (!session) {
+      socket.end(rawResponse(407, 'Proxy Authentication Required', PROXY_AUTH_BODY, AUTH_CHALLENGE));
+      return;
+    }
+    const record = new RequestRecord(session, 'tunnel', 'CONNECT', 'https');
+    const authority = parseAuthority(req.url, null);
+    if (!authority) {
+      record.target('-', 0, '');
+      record.finish(400, { action: 'deny', rule: null, reason: 'invalid_host' }, `bad CONNECT target`);
+      socket.end(rawResponse(400, 'Bad Request', 'Airlock: CONNECT needs host:port.\n'));
+      return;
+    }
+    record.target(authority.host, authority.port, '');
+    const decision = this.decide(session, { phase: 'connect', scheme: 'https', host: authority.host, port: authority.port });
+    if (decision.action === 'deny') {
+      // Denied before any TLS and before any upstream connection.
+      record.finish(403, outcomeOf(decision));
+      socket.end(rawResponse(403, 'Forbidden', denyBody(this.denyInfo(session, authority, decision))));
+      return;
+    }
+    if (head.length > 0) socket.unshift(head);
+    if (decision.inspect) this.interceptTunnel(socket, session, authority, record, decision);
+    else this.blindTunnel(socket, session, authority, record, decision);
+  }
+
+  private interceptTunnel(
+    socket: net.Socket,
+    session: ProxySession,
+    connect: Authority,
+    record: RequestRecord,
+    decision: Decision,
+  ): void {
+    const started = { read: socket.bytesRead, written: socket.bytesWritten };
+    Promise.resolve(session.ca.contextFor(connect.host)).then(
+      (secureContext) => {
+        if (socket.destroyed) return;
+        socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+        const context: TunnelContext = { session, connect, sni: null };
+        const tlsSocket = new tls.TLSSocket(socket, {
+          isServer: true,
+          secureContext,
+          ALPNProtocols: ['http/1.1'],
+          SNICallback: (servername, cb) => {
+            const sni = (servername || '').toLowerCase().replace(/\.$/, '');
+            context.sni = sni;
+            // Present the CONNECT host's leaf unless the client names another allowed host; a
+            // differing Host/SNI is refused per request (domain fronting), not by handshake.
+            if (sni === connect.host) return cb(null, secureContext);
+            const other = this.decide(session, { phase: 'connect', scheme: 'https', host: sni, port: connect.port });
+            if (other.action === 'deny') return cb(null, secureContext);
+            Promise.resolve(session.ca.contextFor(sni)).then(
+              (ctx) => cb(null, ctx),
+              () => cb(null, secureContext),
+            );
+          },
+        });
+        this.tunnels.set(tlsSocket, context);
+        let tlsError: string | undefined;
+        tlsSocket.on('error', (err: NodeJS.ErrnoException) => {
+          tlsError = err.code ?? 'tls_error';
+          tlsSocket.destroy();
+        });
+        tlsSocket.on('close', () => {
+          socket.destroy();
+          record.bytes(socket.bytesRead - started.read, socket.bytesWritten - started.written);
+          record.finish(200, outcomeOf(decision), tlsError);
+        });
+        this.inner.emit('connection', tlsSocket);
+      },
+      (err: Error) => {
+        this.options.log.error({ err: err.message, host: connect.host }, 'leaf certificate minting failed');
+        record.finish(502, { action: 'deny', rule: decision.rule, reason: 'upstream_error' }, 'certificate minting failed');
+        socket.end(rawResponse(502, 'Bad Gateway', 'Airlock: could not prepare a certificate for this host.\n'));
+      },
+    );
+  }
+
+  private blindTunnel(
+    socket: net.Socket,
+    session: ProxySession,
+    connect: Authority,
+    record: RequestRecord,
+    decision: Decision,
+  ): void {
+    const aborter = new AbortController();
+    socket.once('close', () => aborter.abort());
+    this.options.upstream.connectTcp(connect.host, connect.port, aborter.signal).then(
+      (upstream) => {
+        if (socket.destroyed) {
+          upstream.destroy();
+          return;
+        }
+        socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+        const started = { read: socket.bytesRead, written: socket.bytesWritten };
+        upstream.on('error', () => upstream.destroy());
+        socket.pipe(upstream);
+        upstream.pipe(socket);
+        const done = () => {
+          socket.destroy();
+          upstream.destroy();
+        };
+        upstream.once('close', done);
+        socket.once('close', () => {
+          done();
+          record.bytes(socket.bytesRead - started.read, socket.bytesWritten - started.written);
+          record.finish(200, outcomeOf(decision));
+        });
+      },
+      (err: Error & { status?: number; code?: string }) => {
+        const status = err.status ?? 502;
+        record.finish(status, { action: 'allow', rule: decision.rule, reason: 'upstream_error' }, err.code);
+        if (!socket.destroyed) {
+          socket.end(rawResponse(status, status === 504 ? 'Gateway Timeout' : 'Bad Gateway', `Airlock: upstream unreachable: ${err.message}.\n`));
+        }
+      },
+    );
+  }
+
+  // ---- requests inside an inspected tunnel
+
+  private onTunnelRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const context = this.tunnels.get(req.socket);
+    if (!context) {
+      res.socket?.destroy();
+      return;
+    }
+    forwardHttp(this.forwardDeps, { req, res, session: context.session, scheme: 'https', tunnel: context });
+  }
+
+  private onTunnelUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
+    const context = this.tunnels.get(req.socket);
+    if (!context) {
+      socket.destroy();
+      return;
+    }
+    relayWebSocket(this.forwardDeps, { req, socket, head, session: context.session, scheme: 'https', tunnel: context });
+  }
+
+  private onPlainUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer, listener: string): void {
+    socket.on('error', () => socket.destroy());
+    const session = this.authenticate(req, listener);
+    if (!session) {
+      socket.end(rawResponse(407, 'Proxy Authentication Required', PROXY_AUTH_BODY, AUTH_CHALLENGE));
+      return;
+    }
+    relayWebSocket(this.forwardDeps, { req, socket, head, session, scheme: 'http' });
+  }
+
+  // ---- shared pieces
+
+
+  private authenticate(req: http.IncomingMessage, listener: string): ProxySession | null {
+    const session = this.options.sessions.authenticate(req.headers['proxy-authorization'], listener);
+    if (!session) {
+      // Not a session's request, so no session audit log: the proxy's own log keeps it.
+      this.options.log.warn(
+        { method: req.method, target: req.url, listener, remote: req.socket.remoteAddress, reason: 'auth_required' },
+        req.headers['proxy-authorization'] ? 'proxy credential rejected' : 'proxy credential missing',
+      );
+    }
+    return session;
+  }
+
+  private decide(session: ProxySession, facts: RequestFacts): Decision {
+    const decision = decide(session.policy, facts);
+    // Report mode lets a denial through; outcomeOf() audits it as would_deny.
+    if (decision.action === 'deny' && session.policy.mode === 'report') return { ...decision, action: 'allow', inspect: true };
+    return decision;
+  }
+
+  private denyInfo(session: ProxySession, target: Authority, decision: Pick<Decision, 'rule' | 'reason' | 'message'>) {
+    return { session: session.id, policy: session.policy.name, host: target.host, port: target.port, decision };
+  }
+}
+
+function closeServer(server: http.Server): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
+}

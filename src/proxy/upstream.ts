@@ -1,0 +1,119 @@
+// How the proxy reaches upstreams: one place that turns a checked host into the address to dial,
+// shared by the HTTP client pool, blind tunnels and WebSockets, so every path dials what was
+// checked. Resolve overrides work like curl's --resolve (operator-trusted, for tests and
+// split-horizon DNS).
+import net from 'node:net';
+import tls from 'node:tls';
+import { lookup } from 'node:dns/promises';
+import { Agent, buildConnector } from 'undici';
+
+export interface UpstreamOptions {
+  /** "host:port" → where to dial instead of resolving the name (operator-trusted). */
+  readonly resolve: ReadonlyMap<string, Endpoint>;
+  /** Trusted roots for upstream TLS (PEM). Empty = Node's defaults. */
+  readonly ca: readonly string[];
+  readonly connectTimeoutMs?: number;
+}
+
+export interface Endpoint {
+  readonly address: string;
+  readonly port: number;
+}
+
+export class UpstreamError extends Error {
+  constructor(
+    message: string,
+    readonly status: 502 | 504,
+    readonly code: string,
+  ) {
+    super(message);
+  }
+}
+
+export class Upstream {
+  readonly dispatcher: Agent;
+  private readonly tlsCa: string[] | undefined;
+
+  constructor(private readonly options: UpstreamOptions) {
+    this.tlsCa = options.ca.length > 0 ? [...options.ca] : undefined;
+    const base = buildConnector({
+      ca: this.tlsCa,
+      timeout: options.connectTimeoutMs ?? 10_000,
+      keepAlive: true,
+      maxCachedSessions: 1000,
+    } as buildConnector.BuildOptions);
+    this.dispatcher = new Agent({
+      keepAliveTimeout: 30_000,
+      keepAliveMaxTimeout: 120_000,
+      headersTimeout: 120_000,
+      bodyTimeout: 300_000,
+      connections: 256,
+      connect: (opts, callback) => {
+        const hostname = stripBrackets(opts.hostname);
+        this.endpointFor(hostname, Number(opts.port) || (opts.protocol === 'https:' ? 443 : 80)).then(
+          (endpoint) =>
+            base(
+              {
+                ...opts,
+                hostname: endpoint.address,
+                port: String(endpoint.port),
+                // Verify the certificate against the name, not the address we dialled.
+                servername: net.isIP(hostname) ? undefined : hostname,
+              },
+              callback,
+            ),
+          (err: Error) => callback(err, null),
+        );
+      },
+    });
+  }
+
+  /** The one address (and port) this host:port is dialled at. */
+  async endpointFor(host: string, port: number): Promise<Endpoint> {
+    const override = this.options.resolve.get(`${host}:${port}`);
+    if (override) return override;
+    if (net.isIP(host)) return { address: host, port };
+    try {
+      const { address } = await lookup(host);
+      return { address, port };
+    } catch (err) {
+      throw new UpstreamError(`cannot resolve ${host}`, 502, (err as NodeJS.ErrnoException).code ?? 'ENOTFOUND');
+    }
+  }
+
+  /** A raw TCP connection to host:port (for blind tunnels). */
+  async connectTcp(host: string, port: number, signal?: AbortSignal): Promise<net.Socket> {
+    const endpoint = await this.endpointFor(host, port);
+    return await new Promise((resolve, reject) => {
+      const socket = net.connect({ host: endpoint.address, port: endpoint.port, noDelay: true });
+      const fail = (err: NodeJS.ErrnoException) => {
+        socket.destroy();
+        reject(new UpstreamError(`cannot connect to ${host}:${port} (${err.code ?? err.message})`, 502, err.code ?? 'ECONNECT'));
+      };
+      const timer = setTimeout(
+        () => fail(Object.assign(new Error('connect timeout'), { code: 'ETIMEDOUT' })),
+        this.options.connectTimeoutMs ?? 10_000,
+      );
+      signal?.addEventListener('abort', () => fail(Object.assign(new Error('aborted'), { code: 'ABORTED' })), { once: true });
+      socket.once('error', fail);
+      socket.once('connect', () => {
+        clearTimeout(timer);
+        socket.off('error', fail);
+        resolve(socket);
+      });
+    });
+  }
+
+  /** TLS options for clients (such as ws) that open their own upstream TLS connections. */
+  tlsOptionsFor(host: string): tls.ConnectionOptions {
+    return { ca: this.tlsCa, servername: net.isIP(host) ? undefined : host };
+  }
+
+  async close(): Promise<void> {
+    await this.dispatcher.close();
+  }
+}
+
+function stripBrackets(host: string): string {
+  return host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
+}

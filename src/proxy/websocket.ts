@@ -1,0 +1,158 @@
+// WebSocket upgrades on allowed hosts: decided like any request, then relayed message by message.
+// The upstream handshake happens first, so the subprotocol the server picks is the one the client gets.
+import type http from 'node:http';
+import net from 'node:net';
+import tls from 'node:tls';
+import type { Duplex } from 'node:stream';
+import WebSocket, { WebSocketServer } from 'ws';
+import type { RawData } from 'ws';
+import { admit } from './forward.js';
+import type { Exchange, ForwardDeps } from './forward.js';
+import { forwardRequestHeaders } from './headers.js';
+import { denyBody, rawResponse } from './responses.js';
+import { outcomeOf, RequestRecord } from './record.js';
+
+const chosenProtocol = new WeakMap<http.IncomingMessage, string | false>();
+
+const server = new WebSocketServer({
+  noServer: true,
+  perMessageDeflate: false,
+  handleProtocols: (_offered, req) => chosenProtocol.get(req) ?? false,
+});
+
+// ws sets these itself for the upstream handshake.
+const HANDSHAKE_HEADERS = new Set([
+  'host',
+  'sec-websocket-key',
+  'sec-websocket-version',
+  'sec-websocket-extensions',
+  'sec-websocket-protocol',
+]);
+
+const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 403: 'Forbidden', 502: 'Bad Gateway' };
+
+// Close codes that may not be sent on the wire (RFC 6455 7.4.1).
+function sendableCode(code: number): number | undefined {
+  return code === 1005 || code === 1006 || code === 1015 ? undefined : code;
+}
+
+export function relayWebSocket(deps: ForwardDeps, x: Exchange & { socket: Duplex; head: Buffer }): void {
+  const { req, socket, session } = x;
+  socket.on('error', () => socket.destroy());
+  const record = new RequestRecord(session, 'websocket', req.method ?? 'GET', x.scheme);
+  const fail = (status: number, reason: string, body: string, rule: string | null, action: 'deny' | 'allow' = 'deny') => {
+    record.finish(status, { action, rule, reason: reason as never });
+    if (!socket.destroyed) socket.end(rawResponse(status, STATUS_TEXT[status] ?? 'Error', body));
+  };
+
+  const admitted = admit(deps, x, record);
+  if ('refusal' in admitted) {
+    const { refusal } = admitted;
+    const body =
+      refusal.status === 403
+        ? denyBody(deps.denyInfo(session, record.authority, { rule: admitted.decision.rule, reason: refusal.reason, message: refusal.message }))
+        : refusal.message + '\n';
+    fail(refusal.status, refusal.reason, body, admitted.decision.rule);
+    return;
+  }
+  const { target, decision } = admitted;
+  const forwarded = forwardRequestHeaders(req.rawHeaders, req.headers.connection);
+  const headers: string[] = [];
+  for (let i = 0; i < forwarded.length; i += 2) {
+    if (!HANDSHAKE_HEADERS.has(forwarded[i]!.toLowerCase())) headers.push(forwarded[i]!, forwarded[i + 1]!);
+  }
+
+  const start = async () => {
+    let finalHeaders = headers;
+    let path = target.forward;
+    if (!session.credentials.empty) {
+      const swap = await session.credentials.swapRequest({
+        scheme: x.scheme,
+        host: target.host,
+        port: target.port,
+        pathWithQuery: path,
+        headers,
+        contentType: undefined,
+      });
+      if (swap.kind === 'misuse') {
+        const message = `credential "${swap.credential}" placeholder found in ${swap.where}: ${swap.why}`;
+        record.finish(403, { action: 'deny', rule: decision.rule, reason: 'credential_misuse' }, `${swap.credential} in ${swap.where}`);
+        socket.end(rawResponse(403, 'Forbidden', denyBody(deps.denyInfo(session, target, { rule: decision.rule, reason: 'credential_misuse', message }))));
+        return;
+      }
+      finalHeaders = swap.headers;
+      path = swap.pathWithQuery;
+      record.usedCredentials(swap.used);
+    }
+    const endpoint = await deps.upstream.endpointFor(target.host, target.port);
+    const secure = x.scheme === 'https';
+    const hostInUrl = target.host.includes(':') ? `[${target.host}]` : target.host;
+    const offered = (req.headers['sec-websocket-protocol'] ?? '')
+      .split(',')
+      .map((p) => p.trim())
+      .filter(Boolean);
+    const headerObject: Record<string, string> = {};
+    for (let i = 0; i < finalHeaders.length; i += 2) headerObject[finalHeaders[i]!] = finalHeaders[i + 1]!;
+    const upstream = new WebSocket(`${secure ? 'wss' : 'ws'}://${hostInUrl}:${target.port}${path}`, offered, {
+      headers: headerObject,
+      perMessageDeflate: false,
+      handshakeTimeout: 15_000,
+      followRedirects: false,
+      // Dial the address that was checked, verify TLS against the name.
+      createConnection: (opts: tls.ConnectionOptions & net.NetConnectOpts) =>
+        secure
+          ? tls.connect({ ...opts, host: endpoint.address, port: endpoint.port, ...deps.upstream.tlsOptionsFor(target.host) })
+          : net.connect({ host: endpoint.address, port: endpoint.port }),
+    } as WebSocket.ClientOptions);
+
+    let up = 0;
+    let down = 0;
+    upstream.on('unexpected-response', (_r, response) => {
+      const status = response.statusCode ?? 502;
+      response.resume();
+      record.bytes(0, 0);
+      record.finish(status, outcomeOf(decision), 'upstream refused the upgrade');
+      socket.end(rawResponse(status, response.statusMessage ?? 'Error', `Airlock: upstream refused the WebSocket upgrade (${status}).\n`));
+      upstream.terminate();
+    });
+    upstream.on('error', (err: Error & { code?: string }) => {
+      if (upstream.readyState === WebSocket.CONNECTING || !chosenProtocol.has(req)) {
+        fail(502, 'upstream_error', `Airlock: upstream ${target.host}:${target.port} failed (${err.code ?? 'error'}).\n`, decision.rule, 'allow');
+      }
+    });
+    upstream.on('open', () => {
+      chosenProtocol.set(req, upstream.protocol || false);
+      if (socket.destroyed) {
+        upstream.terminate();
+        return;
+      }
+      server.handleUpgrade(req, socket, x.head, (client) => {
+        client.on('message', (data: RawData, isBinary) => {
+          up += byteLength(data);
+          if (upstream.readyState === WebSocket.OPEN) upstream.send(data, { binary: isBinary });
+        });
+        upstream.on('message', (data: RawData, isBinary) => {
+          down += byteLength(data);
+          if (client.readyState === WebSocket.OPEN) client.send(data, { binary: isBinary });
+        });
+        client.on('close', (code, reason) => upstream.close(sendableCode(code), reason));
+        upstream.on('close', (code, reason) => client.close(sendableCode(code), reason));
+        client.on('error', () => client.terminate());
+        upstream.on('error', () => client.terminate());
+        client.once('close', () => {
+          upstream.terminate();
+          record.bytes(up, down);
+          record.finish(101, outcomeOf(decision));
+        });
+      });
+    });
+  };
+  start().catch((err: Error & { code?: string }) => {
+    fail(502, 'upstream_error', `Airlock: upstream ${target.host}:${target.port} failed (${err.code ?? err.message}).\n`, decision.rule, 'allow');
+  });
+}
+
+function byteLength(data: RawData): number {
+  if (Array.isArray(data)) return data.reduce((n, b) => n + b.length, 0);
+  return (data as Buffer | ArrayBuffer).byteLength;
+}

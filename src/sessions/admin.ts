@@ -1,0 +1,105 @@
+// The daemon's admin endpoint: create, list and remove sessions. It listens on a unix socket in
+// the state dir (owner-only) and also demands a bearer token, so neither a session container nor
+// another local user can reach it. Never on a network address a session can route to.
+import http from 'node:http';
+import { chmodSync, rmSync } from 'node:fs';
+import { timingSafeEqual } from 'node:crypto';
+import { parsePolicy, PolicyError } from '../policy/index.js';
+import type { Policy } from '../policy/index.js';
+import type { SessionRegistry } from './registry.js';
+import { proxyUrl } from './registry.js';
+import type { Session } from './session.js';
+
+export interface AdminOptions {
+  readonly socketPath: string;
+  readonly token: string;
+  readonly registry: SessionRegistry;
+  readonly defaultPolicy: Policy;
+  /** Address clients use to reach the proxy listener, for the URLs handed out. */
+  readonly proxyHost: string;
+  readonly proxyPort: number;
+}
+
+export interface SessionInfo {
+  id: string;
+  policy: string;
+  proxy_url: string;
+  bundle: string;
+  audit: string;
+  created: string;
+  env: Record<string, string>;
+}
+
+export function describeSession(session: Session, host: string, port: number): SessionInfo {
+  return {
+    id: session.id,
+    policy: session.policy.name,
+    proxy_url: proxyUrl(session, host, port),
+    bundle: session.bundlePath,
+    audit: session.audit.file,
+    created: session.createdAt.toISOString(),
+    env: { ...session.credentials.sessionEnv },
+  };
+}
+
+function send(res: http.ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body) + '\n';
+  res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+function authorised(req: http.IncomingMessage, token: string): boolean {
+  const given = Buffer.from((req.headers.authorization ?? '').replace(/^Bearer\s+/i, ''));
+  const expected = Buffer.from(token);
+  return given.length === expected.length && timingSafeEqual(given, expected);
+}
+
+async function readJson(req: http.IncomingMessage, limit = 1 << 20): Promise<Record<string, unknown>> {
+  let size = 0;
+  const chunks: Buffer[] = [];
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > limit) throw new Error('request body too large');
+    chunks.push(chunk as Buffer);
+  }
+  if (size === 0) return {};
+  return JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>;
+}
+
+export async function startAdmin(options: AdminOptions): Promise<http.Server> {
+  const server = http.createServer((req, res) => {
+    if (!authorised(req, options.token)) return send(res, 401, { error: 'admin token required' });
+    handle(req, res).catch((err: Error) => {
+      const status = err instanceof PolicyError ? 400 : 500;
+      send(res, status, { error: err.message });
+    });
+  });
+  const handle = async (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const url = new URL(req.url ?? '/', 'http://admin');
+    if (req.method === 'GET' && url.pathname === '/sessions') {
+      return send(res, 200, options.registry.list().map((s) => describeSession(s, options.proxyHost, options.proxyPort)));
+    }
+    if (req.method === 'POST' && url.pathname === '/sessions') {
+      const body = await readJson(req);
+      const policy =
+        typeof body.policy_text === 'string'
+          ? parsePolicy(body.policy_text, typeof body.policy_source === 'string' ? body.policy_source : 'policy')
+          : options.defaultPolicy;
+      const session = await options.registry.create(policy);
+      return send(res, 201, describeSession(session, options.proxyHost, options.proxyPort));
+    }
+    const match = /^\/sessions\/([a-z0-9-]+)$/.exec(url.pathname);
+    if (req.method === 'DELETE' && match) {
+      const removed = await options.registry.remove(match[1]!);
+      return send(res, removed ? 200 : 404, removed ? { removed: match[1] } : { error: `no session ${match[1]}` });
+    }
+    send(res, 404, { error: 'unknown admin route' });
+  };
+  rmSync(options.socketPath, { force: true });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.socketPath, () => resolve());
+  });
+  chmodSync(options.socketPath, 0o600);
+  return server;
+}

@@ -1,0 +1,124 @@
+// The live sessions of one proxy process: created with a fresh CA and credential, found by the
+// Proxy-Authorization header, removed with their listener binding. Each session's files live in
+// <state dir>/sessions/<id>/: the trust bundle, the audit log and (only if asked) the CA key.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { SessionCa } from '../ca/session-ca.js';
+import type { CaKeyType } from '../ca/session-ca.js';
+import { AuditLog } from '../audit/log.js';
+import { inspectedHostPatterns } from '../policy/index.js';
+import type { Policy } from '../policy/index.js';
+import type { CredentialBroker } from '../credentials/broker.js';
+import { NO_CREDENTIALS } from '../credentials/broker.js';
+import type { ProxySession, SessionDirectory } from '../proxy/context.js';
+import { isSessionId, newSessionId, newToken, tokenMatches } from './session.js';
+import type { Session } from './session.js';
+
+export interface SessionRegistryOptions {
+  readonly stateDir: string;
+  /** PEM roots the proxy trusts upstream; clients get them too, for hosts tunnelled uninspected. */
+  readonly trustRoots: readonly string[];
+  readonly caKeyType?: CaKeyType;
+  /** Write the CA key to the session dir (mode 0600). Off by default: it lives in memory only. */
+  readonly persistCaKey?: boolean;
+  /** Builds the session's credential broker (resolves secrets; throws a clear error if one is missing). */
+  readonly credentials?: (policy: Policy, sessionId: string) => Promise<CredentialBroker>;
+}
+
+export interface CreateSessionOptions {
+  readonly id?: string;
+  /** The listener this session may be used from. */
+  readonly listener?: string;
+}
+
+interface LiveSession extends Session {
+  readonly listener: string;
+}
+
+export function sessionDir(stateDir: string, id: string): string {
+  if (!isSessionId(id)) throw new Error(`invalid session id ${JSON.stringify(id)}`);
+  return join(stateDir, 'sessions', id);
+}
+
+export class SessionRegistry implements SessionDirectory {
+  private readonly sessions = new Map<string, LiveSession>();
+
+  constructor(private readonly options: SessionRegistryOptions) {}
+
+  async create(policy: Policy, opts: CreateSessionOptions = {}): Promise<Session> {
+    const id = opts.id ?? newSessionId();
+    if (this.sessions.has(id)) throw new Error(`session ${id} already exists`);
+    const dir = sessionDir(this.options.stateDir, id);
+    const credentials = this.options.credentials ? await this.options.credentials(policy, id) : NO_CREDENTIALS;
+    const constraints = inspectedHostPatterns(policy);
+    // IP rules cannot be expressed in a DNS-only constraint; leave such CAs unconstrained.
+    const permittedDns = constraints.ips.length > 0 || policy.mode === 'report' ? null : constraints.dns;
+    const ca = await SessionCa.create({ sessionId: id, keyType: this.options.caKeyType, permittedDns });
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const bundlePath = join(dir, 'bundle.pem');
+    writeFileSync(bundlePath, [ca.certPem, ...this.options.trustRoots].join('\n'), { mode: 0o644 });
+    writeFileSync(join(dir, 'ca.pem'), ca.certPem, { mode: 0o644 });
+    if (this.options.persistCaKey) {
+      writeFileSync(join(dir, 'ca-key.pem'), await ca.exportKeyPem(), { mode: 0o600 });
+    }
+    const session: LiveSession = {
+      id,
+      policy,
+      ca,
+      credentials,
+      audit: new AuditLog(join(dir, 'audit.jsonl')),
+      bundlePath,
+      dir,
+      createdAt: new Date(),
+      token: newToken(),
+      listener: opts.listener ?? 'default',
+    };
+    this.sessions.set(id, session);
+    return session;
+  }
+
+  get(id: string): Session | undefined {
+    return this.sessions.get(id);
+  }
+
+  list(): Session[] {
+    return [...this.sessions.values()];
+  }
+
+  async remove(id: string): Promise<boolean> {
+    const session = this.sessions.get(id);
+    if (!session) return false;
+    this.sessions.delete(id);
+    await session.audit.close();
+    return true;
+  }
+
+  async closeAll(): Promise<void> {
+    await Promise.all([...this.sessions.keys()].map((id) => this.remove(id)));
+  }
+
+  authenticate(header: string | undefined, listener: string): ProxySession | null {
+    const credentials = parseBasic(header);
+    if (!credentials) return null;
+    const session = this.sessions.get(credentials.user);
+    if (!session || session.listener !== listener) return null;
+    return tokenMatches(session.token, credentials.password) ? session : null;
+  }
+}
+
+function parseBasic(header: string | undefined): { user: string; password: string } | null {
+  if (!header || header.length > 512) return null;
+  const match = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header);
+  if (!match) return null;
+  const decoded = Buffer.from(match[1]!, 'base64').toString('utf8');
+  const colon = decoded.indexOf(':');
+  if (colon <= 0) return null;
+  return { user: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
+}
+
+/** The proxy URL a session's clients use. */
+export function proxyUrl(session: Session, host: string, port: number): string {
+  const h = host.includes(':') ? `[${host}]` : host;
+  // Ids and tokens are URL-safe by construction, so the URL needs no escaping.
+  return `http://${session.id}:${session.token}@${h}:${port}`;
+}
