@@ -18,9 +18,10 @@ export class AuditLog {
     this.logger = pino(
       {
         base: null,
-        messageKey: 'msg',
-        timestamp: pino.stdTimeFunctions.isoTime,
-        formatters: { level: () => ({}) },
+        timestamp: false,
+        // The level is noise in an audit line; its slot carries the time instead, so every line
+        // starts with "time" (returning {} here makes pino emit "{," — invalid JSON).
+        formatters: { level: () => ({ time: new Date().toISOString() }) },
       },
       this.destination,
     );

@@ -1,11 +1,126 @@
-// Builds each session's credential broker from the policy, reading secrets from their sources.
-import type { Policy } from '../policy/index.js';
+// Secret sources: the only code that reads real secret values, from the environment, a file or a
+// command. Errors name the credential and the source, never the value.
+import { execFile } from 'node:child_process';
+import { readFileSync, statSync } from 'node:fs';
+import type { CredentialSpec, Policy } from '../policy/index.js';
 import type { CredentialBroker } from '../credentials/broker.js';
 import { NO_CREDENTIALS } from '../credentials/broker.js';
+import { SessionBroker } from '../credentials/session-broker.js';
+import type { SecretHandle } from '../credentials/session-broker.js';
+import { UsageError } from './config.js';
 
-export function credentialsFactory(_env: NodeJS.ProcessEnv): (policy: Policy, sessionId: string) => Promise<CredentialBroker> {
+const KEEP_KNOWN = 8;
+
+/** Remembers recent values so echoes of a rotated-out secret are still scrubbed. */
+class KnownValues {
+  private readonly values: string[] = [];
+  add(value: string): string {
+    if (!this.values.includes(value)) {
+      this.values.push(value);
+      if (this.values.length > KEEP_KNOWN) this.values.shift();
+    }
+    return value;
+  }
+  list(): readonly string[] {
+    return this.values;
+  }
+}
+
+function clean(raw: string): string {
+  return raw.replace(/\r?\n$/, '');
+}
+
+function envSecret(spec: CredentialSpec, name: string, env: NodeJS.ProcessEnv): SecretHandle {
+  const value = env[name];
+  if (!value) {
+    throw new UsageError(`credential "${spec.name}": its secret comes from the environment variable ${name}, which is not set. Export it before starting airlock.`);
+  }
+  const known = new KnownValues();
+  known.add(value);
+  return { current: async () => value, known: () => known.list() };
+}
+
+function fileSecret(spec: CredentialSpec, path: string): SecretHandle {
+  const known = new KnownValues();
+  let stamp = '';
+  let value = '';
+  // Re-read when the file changes (rotation without restart); a stat per use is cheap.
+  const load = (atStart: boolean): string => {
+    let st;
+    try {
+      st = statSync(path);
+    } catch (err) {
+      const message = `credential "${spec.name}": cannot read its secret file ${path} (${(err as NodeJS.ErrnoException).code})`;
+      if (atStart) throw new UsageError(message);
+      if (value) return value; // keep the last good value while a rotation is mid-way
+      throw new Error(message);
+    }
+    const next = `${st.ino}:${st.size}:${st.mtimeMs}`;
+    if (next !== stamp) {
+      const fresh = clean(readFileSync(path, 'utf8'));
+      if (!fresh) {
+        const message = `credential "${spec.name}": secret file ${path} is empty`;
+        if (atStart) throw new UsageError(message);
+        if (!value) throw new Error(message);
+      } else {
+        value = known.add(fresh);
+      }
+      stamp = next;
+    }
+    return value;
+  };
+  load(true);
+  return { current: async () => load(false), known: () => known.list() };
+}
+
+function commandSecret(spec: CredentialSpec, argv: readonly string[], ttlSeconds: number): SecretHandle {
+  const known = new KnownValues();
+  let cached: { value: string; until: number } | null = null;
+  let running: Promise<string> | null = null;
+  const run = () =>
+    new Promise<string>((resolve, reject) => {
+      execFile(argv[0]!, argv.slice(1), { timeout: 30_000, maxBuffer: 64 * 1024, windowsHide: true }, (err, stdout) => {
+        // Never include the command's output in an error: it may be the secret.
+        if (err) {
+          const how = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'command not found' : `exit code ${String((err as { code?: unknown }).code ?? '?')}`;
+          reject(new Error(`credential "${spec.name}": secret command ${argv[0]} failed (${how})`));
+          return;
+        }
+        const value = clean(stdout.toString());
+        if (!value) reject(new Error(`credential "${spec.name}": secret command ${argv[0]} printed nothing`));
+        else resolve(known.add(value));
+      });
+    });
+  return {
+    current: async () => {
+      if (cached && cached.until > Date.now()) return cached.value;
+      running ??= run().finally(() => (running = null));
+      const value = await running;
+      cached = { value, until: Date.now() + ttlSeconds * 1000 };
+      return value;
+    },
+    known: () => known.list(),
+  };
+}
+
+export function secretHandle(spec: CredentialSpec, env: NodeJS.ProcessEnv): SecretHandle {
+  const source = spec.secret;
+  switch (source.kind) {
+    case 'env':
+      return envSecret(spec, source.name, env);
+    case 'file':
+      return fileSecret(spec, source.path);
+    case 'command':
+      return commandSecret(spec, source.argv, source.ttlSeconds);
+  }
+}
+
+/** Builds each session's broker; a missing secret is a start-up error naming the credential. */
+export function credentialsFactory(env: NodeJS.ProcessEnv): (policy: Policy, sessionId: string) => Promise<CredentialBroker> {
   return async (policy) => {
     if (policy.credentials.length === 0) return NO_CREDENTIALS;
-    throw new Error('credentials are not supported yet');
+    const handles = new Map<string, SecretHandle>();
+    for (const spec of policy.credentials) handles.set(spec.name, secretHandle(spec, env));
+    return new SessionBroker(policy.credentials, handles);
   };
 }

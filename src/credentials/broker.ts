@@ -1,6 +1,6 @@
 // The credential broker's contract with the proxy. The proxy calls it on every request it
 // forwards; the broker decides whether a placeholder may be swapped for its real secret.
-import type { Transform } from 'node:stream';
+import type { Duplex } from 'node:stream';
 
 export interface OutgoingRequest {
   readonly scheme: 'http' | 'https';
@@ -21,7 +21,7 @@ export type SwapResult =
       /** Names of credentials swapped in. */
       readonly used: readonly string[];
       /** Rewrites the request body (opt-in body swapping), or null to stream it untouched. */
-      readonly bodyTransform: Transform | null;
+      readonly bodyTransform: Duplex | null;
     }
   | {
       readonly kind: 'misuse';
@@ -34,7 +34,7 @@ export type SwapResult =
 export interface ResponseScrub {
   readonly headers: Record<string, string | string[]>;
   /** Replaces echoed secrets in the body, or null when nothing needs scrubbing. */
-  readonly bodyTransform: Transform | null;
+  readonly bodyTransform: Duplex | null;
   /** True when a header was scrubbed (the body transform reports its own). */
   readonly scrubbedHeaders: boolean;
 }

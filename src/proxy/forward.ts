@@ -1,7 +1,7 @@
 // One HTTP request through the proxy: work out the target, decide, swap credentials, stream to the
 // upstream and back with backpressure, abort upstream if the client leaves, audit once.
 import type http from 'node:http';
-import type { Transform, Writable } from 'node:stream';
+import type { Duplex, Writable } from 'node:stream';
 import type pino from 'pino';
 import type { Decision, RequestFacts } from '../policy/index.js';
 import type { ProxySession } from './context.js';
@@ -156,6 +156,10 @@ function hasBody(req: http.IncomingMessage): boolean {
   return req.headers['transfer-encoding'] !== undefined;
 }
 
+function responseHasBody(method: string | undefined, status: number): boolean {
+  return method !== 'HEAD' && status >= 200 && status !== 204 && status !== 304;
+}
+
 function originOf(scheme: string, host: string, port: number): string {
   return `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
@@ -216,7 +220,7 @@ function send(
   decision: Decision,
   headers: string[],
   path: string,
-  bodyTransform: Transform | null,
+  bodyTransform: Duplex | null,
 ): void {
   const { req, res, session } = x;
   const socket = req.socket;
@@ -253,8 +257,8 @@ function send(
       },
       ({ statusCode, headers: upstreamHeaders }): Writable => {
         let responseHeaders = forwardResponseHeaders(upstreamHeaders as Record<string, string | string[] | undefined>);
-        let scrubber: Transform | null = null;
-        if (!session.credentials.empty) {
+        let scrubber: Duplex | null = null;
+        if (!session.credentials.empty && responseHasBody(req.method, statusCode)) {
           const scrub = session.credentials.scrubResponse(target.host, responseHeaders, () => {
             detail = 'secret_scrubbed';
           });
@@ -263,6 +267,7 @@ function send(
             scrubber = scrub.bodyTransform;
             if (scrubber) {
               delete responseHeaders['content-length'];
+              scrubber.on('error', () => res.destroy());
               scrubber.pipe(res);
             }
           }
