@@ -139,7 +139,10 @@ export function refuse(
   const { res, record } = x;
   const decision = { rule, reason: refusalValue.reason, message: refusalValue.message };
   const body = refusalValue.status === 403 ? denyBody(deps.denyInfo(x.session, record.authority, decision)) : refusalValue.message + '\n';
-  res.on('close', () => record.finish(refusalValue.status, { action: 'deny', rule, reason: refusalValue.reason }, detail));
+  res.on('close', () => {
+    record.bytes(0, Buffer.byteLength(body));
+    record.finish(refusalValue.status, { action: 'deny', rule, reason: refusalValue.reason }, detail);
+  });
   // Whatever the client still sends is discarded; the connection closes after the answer.
   res.shouldKeepAlive = false;
   res.writeHead(refusalValue.status, {
@@ -224,26 +227,28 @@ function send(
 ): void {
   const { req, res, session } = x;
   const socket = req.socket;
-  const startRead = socket.bytesRead;
   const startWritten = socket.bytesWritten;
+  let bodyBytes = 0;
   const aborter = new AbortController();
   let outcome: Outcome = outcomeOf(decision);
   let detail: string | undefined;
   res.on('close', () => {
     if (!res.writableFinished) aborter.abort();
-    record.bytes(socket.bytesRead - startRead, socket.bytesWritten - startWritten);
+    record.bytes(bodyBytes, socket.bytesWritten - startWritten);
     record.finish(res.statusCode, outcome, detail);
   });
 
-  let body: NodeJS.ReadableStream | null = hasBody(req) ? req : null;
-  if (body && bodyTransform) {
+  let source: NodeJS.ReadableStream | null = hasBody(req) ? req : null;
+  if (source && bodyTransform) {
     // The body's length may change: drop Content-Length and let it go chunked.
     for (let i = headers.length - 2; i >= 0; i -= 2) {
       if (headers[i]!.toLowerCase() === 'content-length') headers.splice(i, 2);
     }
     req.on('error', (err) => bodyTransform.destroy(err));
-    body = req.pipe(bodyTransform);
+    source = req.pipe(bodyTransform);
   }
+  // Counted as undici pulls it (a 'data' listener would start the flow before undici is ready).
+  const body = source ? counted(source, (n) => (bodyBytes += n)) : null;
 
   deps.upstream.dispatcher
     .stream(
@@ -252,7 +257,7 @@ function send(
         path,
         method: req.method ?? 'GET',
         headers,
-        body: body as never,
+        body: body as never, // undici accepts async iterables; its types list only Readable
         signal: aborter.signal,
       },
       ({ statusCode, headers: upstreamHeaders }): Writable => {
@@ -290,4 +295,12 @@ function send(
       res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': Buffer.byteLength(message) });
       res.end(message);
     });
+}
+
+async function* counted(source: NodeJS.ReadableStream, onChunk: (bytes: number) => void): AsyncGenerator<Buffer> {
+  for await (const chunk of source) {
+    const buffer = chunk as Buffer;
+    onChunk(buffer.length);
+    yield buffer;
+  }
 }

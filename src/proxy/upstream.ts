@@ -32,12 +32,13 @@ export class UpstreamError extends Error {
 
 export class Upstream {
   readonly dispatcher: Agent;
-  private readonly tlsCa: string[] | undefined;
+  /** Built once: parsing a root list per connection would cost milliseconds per handshake. */
+  private readonly secureContext: tls.SecureContext | undefined;
 
   constructor(private readonly options: UpstreamOptions) {
-    this.tlsCa = options.ca.length > 0 ? [...options.ca] : undefined;
+    this.secureContext = options.ca.length > 0 ? tls.createSecureContext({ ca: [...options.ca] }) : undefined;
     const base = buildConnector({
-      ca: this.tlsCa,
+      secureContext: this.secureContext,
       timeout: options.connectTimeoutMs ?? 10_000,
       keepAlive: true,
       maxCachedSessions: 1000,
@@ -106,7 +107,7 @@ export class Upstream {
 
   /** TLS options for clients (such as ws) that open their own upstream TLS connections. */
   tlsOptionsFor(host: string): tls.ConnectionOptions {
-    return { ca: this.tlsCa, servername: net.isIP(host) ? undefined : host };
+    return { secureContext: this.secureContext, servername: net.isIP(host) ? undefined : host };
   }
 
   async close(): Promise<void> {
