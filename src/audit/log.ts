@@ -1,5 +1,6 @@
 // The per-session audit log: pino writing JSON lines to <session dir>/audit.jsonl, plus the
 // in-memory per-host tally that `airlock exec` prints when the command ends.
+import { appendFileSync } from 'node:fs';
 import pino from 'pino';
 import type { AuditEntry } from './entry.js';
 
@@ -12,6 +13,7 @@ export class AuditLog {
   private readonly logger: pino.Logger;
   private readonly destination: ReturnType<typeof pino.destination>;
   readonly tally = new Map<string, HostTally>();
+  private closed = false;
 
   constructor(readonly file: string) {
     this.destination = pino.destination({ dest: file, mkdir: true, sync: false });
@@ -36,6 +38,12 @@ export class AuditLog {
     }
     if (entry.action === 'deny') t.denied++;
     else t.allowed++;
+    if (this.closed) {
+      // A request that ended after its session was removed (or the proxy shut down) is still
+      // logged, in the same format; writing to the ended stream would throw.
+      appendFileSync(this.file, JSON.stringify({ time: new Date().toISOString(), ...entry }) + '\n');
+      return;
+    }
     this.logger.info(entry);
   }
 
@@ -49,6 +57,8 @@ export class AuditLog {
   }
 
   close(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    this.closed = true;
     return new Promise((resolve) => {
       this.flush();
       this.destination.once('close', () => resolve());

@@ -51,7 +51,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   const admin = await startAdmin({
     socketPath: paths.socket,
     token,
-    registry: runtime.sessions,
+    runtime,
     defaultPolicy: policy,
     proxyHost: address.address,
     proxyPort: address.port,

@@ -48,8 +48,9 @@ export async function runExec(command: string[], options: ExecOptions): Promise<
     child.once('exit', (status, signal) => resolveExit(status ?? 128 + (signal ? signalNumber(signal) : 1)));
   });
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.off(signal, forward);
-  const summary = summarise(session);
+  // Close first: connections still open end now and are counted in the summary.
   await runtime.close();
+  const summary = summarise(session);
   log.flush();
   process.stderr.write(summary);
   return code;

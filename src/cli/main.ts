@@ -12,6 +12,8 @@ import type { SessionInfo } from '../sessions/admin.js';
 import { collect, defaultStateDir, loadPolicy, UsageError } from './config.js';
 import { runExec } from './exec.js';
 import { adminRequest, exportsFor, runDaemon } from './daemon.js';
+import { registerRunCommands } from './run.js';
+import { LaunchError } from '../launcher/run.js';
 
 const program = new Command();
 program
@@ -144,8 +146,10 @@ policyCommand
     process.stdout.write(out.join('\n') + '\n');
   });
 
+registerRunCommands(program);
+
 program.parseAsync(process.argv).catch((err: unknown) => {
-  if (err instanceof PolicyError || err instanceof UsageError) {
+  if (err instanceof PolicyError || err instanceof UsageError || err instanceof LaunchError) {
     process.stderr.write(`airlock: ${err.message}\n`);
     process.exit(2);
   }

@@ -54,6 +54,8 @@ export class ProxyServer {
   /** Serves the decrypted side of inspected tunnels. It never listens on a port. */
   private readonly inner: http.Server;
   private readonly tunnels = new WeakMap<object, TunnelContext>();
+  /** CONNECT, tunnel and upgrade sockets: detached from the HTTP servers, so closed by close(). */
+  private readonly detached = new Set<Duplex>();
   private readonly limits: ProxyLimits;
   private readonly forwardDeps: ForwardDeps;
 
@@ -121,6 +123,20 @@ export class ProxyServer {
   async close(): Promise<void> {
     await Promise.all(this.servers.splice(0).map(closeServer));
     this.inner.closeAllConnections();
+    // Tunnels and upgrades outlive their listener; end them here and let their audit lines be
+    // written before the caller closes the sessions' audit logs.
+    const closing = [...this.detached].map((socket) => new Promise<void>((resolve) => {
+      socket.once('close', () => resolve());
+      socket.destroy();
+    }));
+    await Promise.race([Promise.all(closing), new Promise((resolve) => setTimeout(resolve, 2_000).unref())]);
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+
+  private track(socket: Duplex): void {
+    if (socket.destroyed) return;
+    this.detached.add(socket);
+    socket.once('close', () => this.detached.delete(socket));
   }
 
   // ---- plain HTTP: absolute-URI requests to the proxy
@@ -139,6 +155,7 @@ export class ProxyServer {
 
   private onConnect(req: http.IncomingMessage, socket: net.Socket, head: Buffer, listener: string): void {
     socket.on('error', () => socket.destroy());
+    this.track(socket);
     const session = this.authenticate(req, listener);
     if (!session) {
       socket.end(rawResponse(407, 'Proxy Authentication Required', PROXY_AUTH_BODY, AUTH_CHALLENGE));
@@ -197,6 +214,7 @@ export class ProxyServer {
           },
         });
         this.tunnels.set(tlsSocket, context);
+        this.track(tlsSocket);
         let tlsError: string | undefined;
         tlsSocket.on('error', (err: NodeJS.ErrnoException) => {
           tlsError = err.code ?? 'tls_error';
@@ -280,6 +298,7 @@ export class ProxyServer {
 
   private onPlainUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer, listener: string): void {
     socket.on('error', () => socket.destroy());
+    this.track(socket);
     const session = this.authenticate(req, listener);
     if (!session) {
       socket.end(rawResponse(407, 'Proxy Authentication Required', PROXY_AUTH_BODY, AUTH_CHALLENGE));

@@ -6,14 +6,15 @@ import { chmodSync, rmSync } from 'node:fs';
 import { timingSafeEqual } from 'node:crypto';
 import { parsePolicy, PolicyError } from '../policy/index.js';
 import type { Policy } from '../policy/index.js';
-import type { SessionRegistry } from './registry.js';
+import type { AddressInfo } from 'node:net';
+import type { ProxyRuntime } from './runtime.js';
 import { proxyUrl } from './registry.js';
 import type { Session } from './session.js';
 
 export interface AdminOptions {
   readonly socketPath: string;
   readonly token: string;
-  readonly registry: SessionRegistry;
+  readonly runtime: ProxyRuntime;
   readonly defaultPolicy: Policy;
   /** Address clients use to reach the proxy listener, for the URLs handed out. */
   readonly proxyHost: string;
@@ -24,6 +25,11 @@ export interface SessionInfo {
   id: string;
   policy: string;
   proxy_url: string;
+  proxy_port: number;
+  /** Set for sessions with their own listener (Docker sessions on a network gateway). */
+  listen_host?: string;
+  bundle_pem?: string;
+  secret_source_env?: readonly string[];
   bundle: string;
   audit: string;
   created: string;
@@ -35,6 +41,7 @@ export function describeSession(session: Session, host: string, port: number): S
     id: session.id,
     policy: session.policy.name,
     proxy_url: proxyUrl(session, host, port),
+    proxy_port: port,
     bundle: session.bundlePath,
     audit: session.audit.file,
     created: session.createdAt.toISOString(),
@@ -67,6 +74,13 @@ async function readJson(req: http.IncomingMessage, limit = 1 << 20): Promise<Rec
 }
 
 export async function startAdmin(options: AdminOptions): Promise<http.Server> {
+  const { runtime } = options;
+  // Listeners opened for sessions on their own address (Docker gateways), closed with the session.
+  const ownListeners = new Map<string, AddressInfo>();
+  const describe = (session: Session) => {
+    const own = ownListeners.get(session.id);
+    return own ? describeSession(session, own.address, own.port) : describeSession(session, options.proxyHost, options.proxyPort);
+  };
   const server = http.createServer((req, res) => {
     if (!authorised(req, options.token)) return send(res, 401, { error: 'admin token required' });
     handle(req, res).catch((err: Error) => {
@@ -77,7 +91,7 @@ export async function startAdmin(options: AdminOptions): Promise<http.Server> {
   const handle = async (req: http.IncomingMessage, res: http.ServerResponse) => {
     const url = new URL(req.url ?? '/', 'http://admin');
     if (req.method === 'GET' && url.pathname === '/sessions') {
-      return send(res, 200, options.registry.list().map((s) => describeSession(s, options.proxyHost, options.proxyPort)));
+      return send(res, 200, runtime.sessions.list().map(describe));
     }
     if (req.method === 'POST' && url.pathname === '/sessions') {
       const body = await readJson(req);
@@ -85,12 +99,35 @@ export async function startAdmin(options: AdminOptions): Promise<http.Server> {
         typeof body.policy_text === 'string'
           ? parsePolicy(body.policy_text, typeof body.policy_source === 'string' ? body.policy_source : 'policy')
           : options.defaultPolicy;
-      const session = await options.registry.create(policy);
-      return send(res, 201, describeSession(session, options.proxyHost, options.proxyPort));
+      const id = typeof body.id === 'string' ? body.id : undefined;
+      if (typeof body.listen_host !== 'string') {
+        const session = await runtime.sessions.create(policy, { id });
+        return send(res, 201, describe(session));
+      }
+      // A session with its own listener, e.g. on a Docker session network's gateway.
+      const listener = `session:${id ?? 'x'}-${Date.now()}`;
+      const session = await runtime.sessions.create(policy, { id, listener });
+      try {
+        ownListeners.set(session.id, await runtime.proxy.listen(body.listen_host, 0, listener));
+      } catch (err) {
+        await runtime.sessions.remove(session.id);
+        throw err;
+      }
+      return send(res, 201, {
+        ...describe(session),
+        listen_host: body.listen_host,
+        bundle_pem: session.bundlePem,
+        secret_source_env: session.credentials.secretSourceEnv,
+      });
     }
     const match = /^\/sessions\/([a-z0-9-]+)$/.exec(url.pathname);
     if (req.method === 'DELETE' && match) {
-      const removed = await options.registry.remove(match[1]!);
+      const own = ownListeners.get(match[1]!);
+      if (own) {
+        ownListeners.delete(match[1]!);
+        await runtime.proxy.unlisten(own);
+      }
+      const removed = await runtime.sessions.remove(match[1]!);
       return send(res, removed ? 200 : 404, removed ? { removed: match[1] } : { error: `no session ${match[1]}` });
     }
     send(res, 404, { error: 'unknown admin route' });

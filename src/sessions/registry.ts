@@ -56,7 +56,8 @@ export class SessionRegistry implements SessionDirectory {
     const ca = await SessionCa.create({ sessionId: id, keyType: this.options.caKeyType, permittedDns });
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const bundlePath = join(dir, 'bundle.pem');
-    writeFileSync(bundlePath, [ca.certPem, ...this.options.trustRoots].join('\n'), { mode: 0o644 });
+    const bundlePem = [ca.certPem, ...this.options.trustRoots].join('\n');
+    writeFileSync(bundlePath, bundlePem, { mode: 0o644 });
     writeFileSync(join(dir, 'ca.pem'), ca.certPem, { mode: 0o644 });
     if (this.options.persistCaKey) {
       writeFileSync(join(dir, 'ca-key.pem'), await ca.exportKeyPem(), { mode: 0o600 });
@@ -68,6 +69,7 @@ export class SessionRegistry implements SessionDirectory {
       credentials,
       audit: new AuditLog(join(dir, 'audit.jsonl')),
       bundlePath,
+      bundlePem,
       dir,
       createdAt: new Date(),
       token: newToken(),

@@ -5,6 +5,8 @@ import type { ProxySession } from '../proxy/context.js';
 export interface Session extends ProxySession {
   /** Path of the trust bundle (session CA + the roots the proxy trusts). */
   readonly bundlePath: string;
+  /** The bundle's content (for copying into containers). */
+  readonly bundlePem: string;
   readonly dir: string;
   readonly createdAt: Date;
   /** Proxy-Authorization password; compared in constant time. */

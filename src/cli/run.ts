@@ -1,0 +1,134 @@
+// `airlock run` and `airlock gc`: Docker sessions, served by an embedded proxy or a running daemon.
+import { mkdirSync, readFileSync } from 'node:fs';
+import { join, resolve as resolvePath } from 'node:path';
+import Docker from 'dockerode';
+import type { Command } from 'commander';
+import pino from 'pino';
+import type { Policy } from '../policy/index.js';
+import { ProxyRuntime } from '../sessions/runtime.js';
+import type { SessionInfo } from '../sessions/admin.js';
+import { newSessionId } from '../sessions/session.js';
+import { EmbeddedProvider } from '../launcher/provider.js';
+import type { SessionLease, SessionProvider } from '../launcher/provider.js';
+import { runSession, pingDocker } from '../launcher/run.js';
+import { collectGarbage } from '../launcher/gc.js';
+import { collect, defaultStateDir, loadPolicy, parseResolve, upstreamRoots, UsageError } from './config.js';
+import { credentialsFactory } from './secrets.js';
+import { adminRequest } from './daemon.js';
+
+/** Sessions created through a running `airlock proxy` (several sessions share its process). */
+class DaemonProvider implements SessionProvider {
+  constructor(
+    private readonly stateDir: string,
+    private readonly policyFile: string,
+  ) {}
+
+  async open(_policy: Policy, listenHost: string, sessionId: string): Promise<SessionLease> {
+    const info = (await adminRequest(this.stateDir, 'POST', '/sessions', {
+      id: sessionId,
+      listen_host: listenHost,
+      policy_text: readFileSync(this.policyFile, 'utf8'),
+      policy_source: this.policyFile,
+    })) as Required<SessionInfo>;
+    const token = decodeURIComponent(new URL(info.proxy_url).password);
+    return {
+      id: info.id,
+      token,
+      proxyPort: info.proxy_port,
+      bundlePem: info.bundle_pem,
+      auditFile: info.audit,
+      placeholders: info.env,
+      secretSourceEnv: info.secret_source_env,
+      release: async () => {
+        await adminRequest(this.stateDir, 'DELETE', `/sessions/${sessionId}`);
+      },
+      summary: () => `see \`airlock audit ${info.id} --state-dir ${this.stateDir}\``,
+    };
+  }
+}
+
+export function registerRunCommands(program: Command): void {
+  program
+    .command('run')
+    .description('run a command in a container whose only way out is the Airlock proxy')
+    .requiredOption('--policy <file>', 'policy YAML file')
+    .requiredOption('--image <image>', 'container image (see `airlock image build`)')
+    .option('--workspace <dir>', 'host directory mounted at /workspace', undefined)
+    .option('--copy', 'copy the workspace in instead of mounting it')
+    .option('--copy-out <dir>', 'with --copy: where the workspace is copied back after the run')
+    .option('--name <name>', 'container name')
+    .option('--keep', 'keep the stopped container after the run')
+    .option('-e, --env <NAME=VALUE>', 'extra environment variable (repeatable)', collect, [])
+    .option('--user <uid:gid>', 'user inside the container (default: yours)')
+    .option('--allow-host-ports', 'run without root: accept that the container can reach other host ports on its gateway')
+    .option('--daemon', 'create the session through the running `airlock proxy` instead of an embedded proxy')
+    .option('--state-dir <dir>', 'state dir (audit logs, bundles)', defaultStateDir())
+    .option('--resolve <host:port:addr>', 'connect to ADDR for HOST:PORT (repeatable; embedded proxy only)', collect, [])
+    .option('--upstream-ca <file>', 'extra CA trusted for upstream TLS (repeatable; embedded proxy only)', collect, [])
+    .argument('<command...>', 'command and arguments (after --)')
+    .action(async (command: string[], opts) => {
+      const policy = loadPolicy(opts.policy);
+      const docker = new Docker();
+      await pingDocker(docker);
+      let runtime: ProxyRuntime | undefined;
+      let provider: SessionProvider;
+      if (opts.daemon) {
+        provider = new DaemonProvider(opts.stateDir, opts.policy);
+      } else {
+        mkdirSync(opts.stateDir, { recursive: true, mode: 0o700 });
+        const roots = upstreamRoots(opts.upstreamCa);
+        runtime = new ProxyRuntime({
+          stateDir: opts.stateDir,
+          trustRoots: roots,
+          upstreamCa: roots,
+          resolve: parseResolve(opts.resolve),
+          log: pino({ base: null }, pino.destination({ dest: join(opts.stateDir, 'proxy.log'), mkdir: true, sync: false })),
+          credentials: credentialsFactory(process.env),
+        });
+        provider = new EmbeddedProvider(runtime);
+      }
+      const user = opts.user ?? `${process.getuid?.() ?? 1000}:${process.getgid?.() ?? 1000}`;
+      if (!/^\d+(:\d+)?$/.test(user)) throw new UsageError(`--user ${user}: expected UID or UID:GID`);
+      try {
+        const result = await runSession({
+          docker,
+          provider,
+          policy,
+          image: opts.image,
+          command,
+          sessionId: newSessionId(),
+          workspace: opts.workspace ? resolvePath(opts.workspace) : undefined,
+          copy: Boolean(opts.copy),
+          copyOut: opts.copyOut ? resolvePath(opts.copyOut) : undefined,
+          name: opts.name,
+          keep: Boolean(opts.keep),
+          env: opts.env,
+          user,
+          allowHostPorts: Boolean(opts.allowHostPorts),
+          tty: Boolean(process.stdin.isTTY && process.stdout.isTTY),
+          stdin: process.stdin,
+          stdout: process.stdout,
+          stderr: process.stderr,
+          notice: (line) => process.stderr.write(`airlock: ${line}\n`),
+        });
+        process.stderr.write(`airlock: session ${result.sessionId}: ${result.summary}; audit: ${result.auditFile}\n`);
+        process.exitCode = result.exitCode;
+      } finally {
+        await runtime?.close();
+      }
+      // The attached stdin keeps the event loop alive; the run is over.
+      process.exit(process.exitCode ?? 0);
+    });
+
+  program
+    .command('gc')
+    .description('remove containers, networks and firewall rules left by sessions whose launcher died')
+    .option('--all', 'also remove those of sessions that are still running')
+    .action(async (opts) => {
+      const docker = new Docker();
+      await pingDocker(docker);
+      const report = await collectGarbage(docker, { onlyDead: !opts.all, notice: (l) => process.stderr.write(l + '\n') });
+      const total = report.containers.length + report.networks.length + report.firewall.length;
+      if (total === 0) process.stdout.write('airlock gc: nothing to remove\n');
+    });
+}

@@ -1,0 +1,71 @@
+// Leftovers of sessions whose launcher died (kill -9, crash): containers, networks and firewall
+// chains, found by label (and chain name) and removed. Sessions of live launchers are kept.
+import type Docker from 'dockerode';
+import { firewallSessions, removeFirewall, canManageFirewall } from './firewall.js';
+
+export const LABEL_SESSION = 'airlock.session';
+export const LABEL_PID = 'airlock.pid';
+
+export interface GcOptions {
+  /** Only sessions whose launcher process is gone (the default at every start). */
+  readonly onlyDead: boolean;
+  readonly notice: (line: string) => void;
+}
+
+export interface GcReport {
+  containers: string[];
+  networks: string[];
+  firewall: string[];
+}
+
+function alive(pid: string | undefined): boolean {
+  const n = Number(pid);
+  if (!Number.isInteger(n) || n <= 0) return false;
+  try {
+    process.kill(n, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+export async function collectGarbage(docker: Docker, options: GcOptions): Promise<GcReport> {
+  const report: GcReport = { containers: [], networks: [], firewall: [] };
+  const filters = JSON.stringify({ label: [LABEL_SESSION] });
+  const containers = await docker.listContainers({ all: true, filters });
+  const networks = await docker.listNetworks({ filters });
+  const live = new Set<string>();
+  const stale = (labels: Record<string, string> | undefined) => {
+    const session = labels?.[LABEL_SESSION];
+    if (!session) return false;
+    if (options.onlyDead && alive(labels?.[LABEL_PID])) {
+      live.add(session);
+      return false;
+    }
+    return true;
+  };
+  for (const c of containers) {
+    if (!stale(c.Labels)) continue;
+    await docker.getContainer(c.Id).remove({ force: true, v: true });
+    report.containers.push(c.Id.slice(0, 12));
+  }
+  for (const n of networks) {
+    if (!stale(n.Labels)) continue;
+    await docker.getNetwork(n.Id).remove();
+    report.networks.push(n.Name);
+  }
+  if (canManageFirewall()) {
+    for (const session of await firewallSessions()) {
+      if (live.has(session)) continue;
+      await removeFirewall(session);
+      report.firewall.push(session);
+    }
+  }
+  const total = report.containers.length + report.networks.length + report.firewall.length;
+  if (total > 0) {
+    options.notice(
+      `airlock gc: removed ${report.containers.length} container(s), ${report.networks.length} network(s), ${report.firewall.length} firewall chain(s) of ended sessions`,
+    );
+  }
+  return report;
+}

@@ -1,0 +1,227 @@
+// `airlock run`: one container on its own internal network, with the proxy as its only way out.
+//
+//   internal network (no route out, no outside DNS)  ──  gateway = host bridge address
+//   proxy listener on the gateway, only this session's credential accepted there
+//   iptables: from this bridge the host accepts the proxy port and drops everything else
+//   CA bundle copied in; placeholders in env; secrets stay on the host
+import type Docker from 'dockerode';
+import type { Policy } from '../policy/index.js';
+import type { SessionLease, SessionProvider } from './provider.js';
+import { tarOf } from './tar.js';
+import { canManageFirewall, installFirewall, removeFirewall } from './firewall.js';
+import { collectGarbage, LABEL_PID, LABEL_SESSION } from './gc.js';
+import { pack, extract } from 'tar-fs';
+
+export const CA_PATH_IN_CONTAINER = '/etc/airlock/ca.pem';
+const CA_ENV = ['SSL_CERT_FILE', 'NODE_EXTRA_CA_CERTS', 'REQUESTS_CA_BUNDLE', 'CURL_CA_BUNDLE', 'GIT_SSL_CAINFO'];
+
+export class LaunchError extends Error {}
+
+export interface RunOptions {
+  readonly docker: Docker;
+  readonly provider: SessionProvider;
+  readonly policy: Policy;
+  readonly image: string;
+  readonly command: readonly string[];
+  readonly sessionId: string;
+  /** Host directory for /workspace. */
+  readonly workspace?: string;
+  /** Copy the workspace in instead of bind-mounting it; copy results out to `copyOut`. */
+  readonly copy?: boolean;
+  readonly copyOut?: string;
+  readonly name?: string;
+  /** Keep the container (stopped) after the run, for inspection. */
+  readonly keep?: boolean;
+  readonly env?: readonly string[];
+  /** uid:gid inside the container. */
+  readonly user: string;
+  readonly allowHostPorts?: boolean;
+  readonly tty: boolean;
+  readonly stdin: NodeJS.ReadStream;
+  readonly stdout: NodeJS.WriteStream;
+  readonly stderr: NodeJS.WriteStream;
+  /** Progress and warnings for the user (stderr). */
+  readonly notice: (line: string) => void;
+}
+
+export interface RunResult {
+  readonly exitCode: number;
+  readonly sessionId: string;
+  readonly auditFile: string;
+  readonly summary: string;
+}
+
+export async function runSession(o: RunOptions): Promise<RunResult> {
+  const firewall = canManageFirewall();
+  if (!firewall && !o.allowHostPorts) {
+    throw new LaunchError(
+      'airlock run needs root to close the host side: without iptables rules the container could reach every port the host ' +
+        'listens on at the session gateway. Run as root, or pass --allow-host-ports to accept that gap.',
+    );
+  }
+  if (!firewall) o.notice('warning: not root, so no firewall rules: the container can reach other host ports on the session gateway (--allow-host-ports)');
+  if (o.copy && !o.copyOut) throw new LaunchError('--copy needs --copy-out DIR: where to put the workspace after the run');
+  for (const entry of o.env ?? []) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*=/.test(entry)) throw new LaunchError(`-e ${JSON.stringify(entry)}: expected NAME=VALUE`);
+  }
+
+  await pingDocker(o.docker);
+  await collectGarbage(o.docker, { onlyDead: true, notice: o.notice });
+
+  const cleanups: Array<() => Promise<unknown>> = [];
+  const cleanup = async () => {
+    for (const step of cleanups.reverse()) {
+      try {
+        await step();
+      } catch (err) {
+        o.notice(`cleanup: ${(err as Error).message}`);
+      }
+    }
+    cleanups.length = 0;
+  };
+  const labels = { [LABEL_SESSION]: o.sessionId, [LABEL_PID]: String(process.pid) };
+  let interrupted = false;
+  let container: Docker.Container | undefined;
+  const onSignal = () => {
+    interrupted = true;
+    // Stop the container cleanly; the normal path below then cleans up.
+    container?.stop({ t: 5 }).catch(() => {});
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  process.on('SIGHUP', onSignal);
+  try {
+    const network = await o.docker.createNetwork({
+      Name: `airlock-${o.sessionId}`,
+      Driver: 'bridge',
+      Internal: true,
+      CheckDuplicate: true,
+      Labels: labels,
+    });
+    cleanups.push(() => network.remove());
+    const info = await network.inspect();
+    const gateway: string | undefined = info.IPAM?.Config?.[0]?.Gateway;
+    if (!gateway) throw new LaunchError('the session network has no gateway address');
+    const bridge = `br-${String(info.Id).slice(0, 12)}`;
+
+    const lease = await o.provider.open(o.policy, gateway, o.sessionId);
+    cleanups.push(() => lease.release());
+    if (firewall) {
+      cleanups.push(() => removeFirewall(o.sessionId));
+      await installFirewall({ sessionId: o.sessionId, bridge, gateway, proxyPort: lease.proxyPort });
+    }
+
+    for (const entry of o.env ?? []) {
+      const name = entry.slice(0, entry.indexOf('='));
+      if (lease.secretSourceEnv.includes(name)) {
+        throw new LaunchError(`-e ${name}: that variable is a secret source of this policy and never enters a session`);
+      }
+    }
+    const env = sessionEnv(lease, o.env ?? []);
+    const binds = o.workspace && !o.copy ? [`${o.workspace}:/workspace`] : [];
+    container = await o.docker.createContainer({
+      name: o.name,
+      Image: o.image,
+      Cmd: [...o.command],
+      Env: env,
+      User: o.user,
+      WorkingDir: '/workspace',
+      Labels: labels,
+      Tty: o.tty,
+      OpenStdin: true,
+      StdinOnce: true,
+      AttachStdin: true,
+      AttachStdout: true,
+      AttachStderr: true,
+      HostConfig: {
+        NetworkMode: `airlock-${o.sessionId}`,
+        ExtraHosts: [`host.docker.internal:${gateway}`],
+        CapDrop: ['ALL'],
+        SecurityOpt: ['no-new-privileges'],
+        Privileged: false,
+        Binds: binds,
+        Init: false,
+      },
+    });
+    const created = container;
+    if (!o.keep) cleanups.push(() => created.remove({ force: true, v: true }));
+    // Copied, not bind-mounted: the container holds its own copy of the trust bundle.
+    await container.putArchive(tarOf([{ name: CA_PATH_IN_CONTAINER.slice(1), content: lease.bundlePem, mode: 0o644 }]), { path: '/' });
+    if (o.copy && o.workspace) {
+      await container.putArchive(pack(o.workspace), { path: '/workspace' });
+    }
+
+    const exitCode = await attachAndWait(o, container, () => interrupted);
+    if (o.copy && o.copyOut) {
+      const archive = (await container.getArchive({ path: '/workspace/.' })) as NodeJS.ReadableStream;
+      await new Promise<void>((resolve, reject) => {
+        const sink = extract(o.copyOut!);
+        sink.on('finish', () => resolve());
+        sink.on('error', reject);
+        archive.on('error', reject);
+        archive.pipe(sink);
+      });
+    }
+    return { exitCode, sessionId: lease.id, auditFile: lease.auditFile, summary: lease.summary() };
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    process.off('SIGHUP', onSignal);
+    await cleanup();
+  }
+}
+
+function sessionEnv(lease: SessionLease, extra: readonly string[]): string[] {
+  const proxy = `http://${lease.id}:${lease.token}@host.docker.internal:${lease.proxyPort}`;
+  const env = [
+    ...['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy'].map((n) => `${n}=${proxy}`),
+    'NO_PROXY=localhost,127.0.0.1',
+    'no_proxy=localhost,127.0.0.1',
+    ...CA_ENV.map((n) => `${n}=${CA_PATH_IN_CONTAINER}`),
+    ...Object.entries(lease.placeholders).map(([k, v]) => `${k}=${v}`),
+    `AIRLOCK_SESSION=${lease.id}`,
+  ];
+  return [...env, ...extra];
+}
+
+export async function pingDocker(docker: Docker): Promise<void> {
+  try {
+    await docker.ping();
+  } catch (err) {
+    const where = (docker.modem as { socketPath?: string; host?: string }).socketPath ?? (docker.modem as { host?: string }).host ?? 'the default socket';
+    throw new LaunchError(
+      `Docker engine not reachable at ${where} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): start dockerd or set DOCKER_HOST`,
+    );
+  }
+}
+
+async function attachAndWait(o: RunOptions, container: Docker.Container, interrupted: () => boolean): Promise<number> {
+  const stream = (await container.attach({ stream: true, stdin: true, stdout: true, stderr: true, hijack: true })) as NodeJS.ReadWriteStream;
+  if (o.tty) {
+    stream.pipe(o.stdout);
+  } else {
+    container.modem.demuxStream(stream, o.stdout, o.stderr);
+  }
+  const stdinIsTty = o.tty && o.stdin.isTTY;
+  if (stdinIsTty) o.stdin.setRawMode?.(true);
+  if (o.stdin.isTTY || o.tty) {
+    o.stdin.pipe(stream);
+  } else {
+    // Forward piped stdin, then close the container's stdin when it ends.
+    o.stdin.on('data', (chunk) => stream.write(chunk));
+    o.stdin.on('end', () => (stream as unknown as { end(): void }).end());
+  }
+  await container.start();
+  if (o.tty && o.stdout.isTTY) {
+    const resize = () => container.resize({ h: o.stdout.rows, w: o.stdout.columns }).catch(() => {});
+    await resize();
+    o.stdout.on('resize', resize);
+  }
+  const result = (await container.wait()) as { StatusCode: number };
+  if (stdinIsTty) o.stdin.setRawMode?.(false);
+  o.stdin.unpipe(stream as unknown as NodeJS.WritableStream);
+  o.stdin.pause();
+  // Let the last output drain before the caller tears things down.
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  return interrupted() && result.StatusCode === 0 ? 130 : result.StatusCode;
+}
