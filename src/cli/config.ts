@@ -6,6 +6,7 @@ import { join, resolve as resolvePath } from 'node:path';
 import tls from 'node:tls';
 import { isIP } from 'node:net';
 import type { Endpoint } from '../proxy/upstream.js';
+import { parseCidr } from '../proxy/destination.js';
 import { normalizeHost, parsePolicy } from '../policy/index.js';
 import type { Policy } from '../policy/index.js';
 
@@ -78,4 +79,16 @@ export function upstreamRoots(extraFiles: readonly string[], env: NodeJS.Process
 
 export function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
+}
+
+/** Validates --allow-private ranges up front, so a typo is a usage error, not a silent gap. */
+export function checkCidrs(cidrs: readonly string[]): string[] {
+  for (const cidr of cidrs) {
+    try {
+      parseCidr(cidr);
+    } catch (err) {
+      throw new UsageError(`--allow-private: ${(err as Error).message}`);
+    }
+  }
+  return [...cidrs];
 }

@@ -7,7 +7,7 @@ import pino from 'pino';
 import { ProxyRuntime } from '../sessions/runtime.js';
 import { describeSession, startAdmin } from '../sessions/admin.js';
 import type { SessionInfo } from '../sessions/admin.js';
-import { loadPolicy, parseResolve, upstreamRoots, UsageError } from './config.js';
+import { loadPolicy, parseResolve, upstreamRoots, UsageError, checkCidrs } from './config.js';
 import { credentialsFactory } from './secrets.js';
 import { CA_ENV_VARS } from './session-env.js';
 
@@ -17,6 +17,7 @@ export interface DaemonOptions {
   readonly stateDir: string;
   readonly resolve: string[];
   readonly upstreamCa: string[];
+  readonly allowPrivate: string[];
   readonly firstSession: boolean;
 }
 
@@ -43,6 +44,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     resolve: parseResolve(options.resolve),
     log,
     credentials: credentialsFactory(process.env),
+    allowPrivate: checkCidrs(options.allowPrivate),
   });
   const address = await runtime.proxy.listen(host, port);
   const paths = adminPaths(options.stateDir);

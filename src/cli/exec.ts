@@ -6,7 +6,7 @@ import pino from 'pino';
 import { ProxyRuntime } from '../sessions/runtime.js';
 import { proxyUrl } from '../sessions/registry.js';
 import type { Session } from '../sessions/session.js';
-import { loadPolicy, parseResolve, upstreamRoots } from './config.js';
+import { checkCidrs, loadPolicy, parseResolve, upstreamRoots } from './config.js';
 import { sessionEnv } from './session-env.js';
 import { credentialsFactory } from './secrets.js';
 
@@ -15,6 +15,7 @@ export interface ExecOptions {
   readonly stateDir: string;
   readonly resolve: string[];
   readonly upstreamCa: string[];
+  readonly allowPrivate: string[];
   readonly caKey?: 'ec' | 'rsa';
 }
 
@@ -32,6 +33,7 @@ export async function runExec(command: string[], options: ExecOptions): Promise<
     log,
     caKeyType: options.caKey,
     credentials: credentialsFactory(process.env),
+    allowPrivate: checkCidrs(options.allowPrivate),
   });
   const session = await runtime.sessions.create(policy);
   const address = await runtime.proxy.listen('127.0.0.1', 0);

@@ -7,11 +7,13 @@ import { PolicyError } from '../policy/index.js';
 import type { Policy } from '../policy/index.js';
 import { parseAuditLines, formatRow, summariseByHost, formatSummary } from '../audit/report.js';
 import type { AuditLine } from '../audit/report.js';
+import { suggestPolicy, SuggestError } from '../audit/suggest.js';
 import { sessionDir } from '../sessions/registry.js';
 import type { SessionInfo } from '../sessions/admin.js';
 import { collect, defaultStateDir, loadPolicy, UsageError } from './config.js';
 import { runExec } from './exec.js';
 import { adminRequest, exportsFor, runDaemon } from './daemon.js';
+import { registerImageCommands } from './image.js';
 import { registerRunCommands } from './run.js';
 import { LaunchError } from '../launcher/run.js';
 
@@ -32,6 +34,7 @@ program
   .addOption(stateDirOption())
   .option('--resolve <host:port:addr>', 'connect to ADDR for HOST:PORT (repeatable, like curl)', collect, [])
   .option('--upstream-ca <file>', 'extra CA (PEM) trusted for upstream TLS (repeatable)', collect, [])
+  .option('--allow-private <cidr>', 'let upstreams resolve into this private/loopback range (repeatable)', collect, [])
   .addOption(new Option('--ca-key <type>', 'session CA key type').choices(['ec', 'rsa']).default('ec'))
   .argument('<command...>', 'command and arguments (after --)')
   .action(async (command: string[], opts) => {
@@ -46,6 +49,7 @@ program
   .addOption(stateDirOption())
   .option('--resolve <host:port:addr>', 'connect to ADDR for HOST:PORT (repeatable)', collect, [])
   .option('--upstream-ca <file>', 'extra CA (PEM) trusted for upstream TLS (repeatable)', collect, [])
+  .option('--allow-private <cidr>', 'let upstreams resolve into this private/loopback range (repeatable)', collect, [])
   .option('--first-session', 'create a session at start and print its shell exports', false)
   .action(async (opts) => {
     await runDaemon(opts);
@@ -146,7 +150,45 @@ policyCommand
     process.stdout.write(out.join('\n') + '\n');
   });
 
+policyCommand
+  .command('suggest')
+  .description("print a least-privilege policy learned from a session's audit log (e.g. a mode: report session)")
+  .argument('<session>', 'session id')
+  .addOption(stateDirOption())
+  .option('--name <name>', 'name of the suggested policy (default: suggested-<session>)')
+  .option('--from <policy>', "keep this policy's credentials: and limits: sections")
+  .option('--paths', 'list the exact paths used (default: leave paths out, i.e. any path)', false)
+  .action((id: string, opts: { stateDir: string; name?: string; from?: string; paths: boolean }) => {
+    let dir: string;
+    try {
+      dir = sessionDir(opts.stateDir, id);
+    } catch {
+      throw new UsageError(`${JSON.stringify(id)} is not a session id (they look like s-0123456789ab)`);
+    }
+    const file = join(dir, 'audit.jsonl');
+    if (!existsSync(file)) throw new UsageError(`no audit log for session ${id} under ${opts.stateDir}`);
+    let from: { text: string; source: string } | undefined;
+    if (opts.from) {
+      loadPolicy(opts.from); // a missing or invalid file is reported as such
+      from = { text: readFileSync(opts.from, 'utf8'), source: opts.from };
+    }
+    try {
+      const suggestion = suggestPolicy(parseAuditLines(readFileSync(file, 'utf8')), {
+        session: id,
+        name: opts.name,
+        paths: opts.paths,
+        from,
+      });
+      process.stdout.write(suggestion.text);
+    } catch (err) {
+      if (err instanceof SuggestError) throw new UsageError(err.message);
+      throw err;
+    }
+  });
+
 registerRunCommands(program);
+
+registerImageCommands(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof PolicyError || err instanceof UsageError || err instanceof LaunchError) {

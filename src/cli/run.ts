@@ -12,7 +12,7 @@ import { EmbeddedProvider } from '../launcher/provider.js';
 import type { SessionLease, SessionProvider } from '../launcher/provider.js';
 import { runSession, pingDocker } from '../launcher/run.js';
 import { collectGarbage } from '../launcher/gc.js';
-import { collect, defaultStateDir, loadPolicy, parseResolve, upstreamRoots, UsageError } from './config.js';
+import { checkCidrs, collect, defaultStateDir, loadPolicy, parseResolve, upstreamRoots, UsageError } from './config.js';
 import { credentialsFactory } from './secrets.js';
 import { adminRequest } from './daemon.js';
 
@@ -65,6 +65,7 @@ export function registerRunCommands(program: Command): void {
     .option('--state-dir <dir>', 'state dir (audit logs, bundles)', defaultStateDir())
     .option('--resolve <host:port:addr>', 'connect to ADDR for HOST:PORT (repeatable; embedded proxy only)', collect, [])
     .option('--upstream-ca <file>', 'extra CA trusted for upstream TLS (repeatable; embedded proxy only)', collect, [])
+    .option('--allow-private <cidr>', 'let upstreams resolve into this private range (repeatable; embedded proxy only)', collect, [])
     .argument('<command...>', 'command and arguments (after --)')
     .action(async (command: string[], opts) => {
       const policy = loadPolicy(opts.policy);
@@ -84,6 +85,7 @@ export function registerRunCommands(program: Command): void {
           resolve: parseResolve(opts.resolve),
           log: pino({ base: null }, pino.destination({ dest: join(opts.stateDir, 'proxy.log'), mkdir: true, sync: false })),
           credentials: credentialsFactory(process.env),
+          allowPrivate: checkCidrs(opts.allowPrivate),
         });
         provider = new EmbeddedProvider(runtime);
       }

@@ -16,7 +16,7 @@ export { PolicyError } from './errors.js';
 
 const TOP_KEYS = ['version', 'name', 'mode', 'allow', 'credentials', 'limits'] as const;
 const RULE_KEYS = ['host', 'methods', 'ports', 'paths', 'inspect'] as const;
-const LIMIT_KEYS = ['max_upload_bytes'] as const;
+const LIMIT_KEYS = ['max_upload_bytes', 'max_connections', 'requests_per_second'] as const;
 
 const DEFAULT_PORTS: readonly number[] = Object.freeze([80, 443]);
 const NAME_RE = /^[a-zA-Z0-9._-]{1,64}$/;
@@ -35,6 +35,8 @@ const HINT = {
   paths: 'Use a list of path globs starting with "/", e.g. paths: ["/v1/*"] (* matches anything, ? one character); leave paths out to allow any path',
   inspect: 'Use inspect: true (the default: TLS is intercepted so methods, paths and credentials work) or inspect: false (tunnel without interception)',
   maxUpload: 'Use a positive whole number of bytes, e.g. max_upload_bytes: 1048576',
+  maxConnections: 'Use a positive whole number, e.g. max_connections: 256',
+  rps: 'Use a positive whole number of requests per second, e.g. requests_per_second: 100',
 } as const;
 
 const SYNTAX_HINT =
@@ -214,10 +216,14 @@ function parsePaths(r: Reader, v: Value): readonly string[] {
 }
 
 function parseLimits(r: Reader, v: Value | undefined): Limits {
-  if (!v || r.isNull(v)) return Object.freeze({ maxUploadBytes: null });
+  if (!v || r.isNull(v)) return Object.freeze({ maxUploadBytes: null, maxConnections: null, requestsPerSecond: null });
   const fields = r.entries(v, LIMIT_KEYS, HINT.limits);
   const max = fields.get('max_upload_bytes');
+  const connections = fields.get('max_connections');
+  const rps = fields.get('requests_per_second');
   return Object.freeze({
     maxUploadBytes: max ? r.integer(max, 1, Number.MAX_SAFE_INTEGER, HINT.maxUpload) : null,
+    maxConnections: connections ? r.integer(connections, 1, 1_000_000, HINT.maxConnections) : null,
+    requestsPerSecond: rps ? r.integer(rps, 1, 1_000_000, HINT.rps) : null,
   });
 }

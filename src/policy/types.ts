@@ -42,7 +42,12 @@ export interface CredentialSpec {
 }
 
 export interface Limits {
+  /** Total request-body bytes the session may send upstream; over it, 429. */
   readonly maxUploadBytes: number | null;
+  /** Concurrent client connections (tunnels and plain connections) per session. */
+  readonly maxConnections: number | null;
+  /** Sustained request rate per session (burst: one second's worth). */
+  readonly requestsPerSecond: number | null;
 }
 
 export interface Policy {

@@ -5,6 +5,7 @@ import type { Duplex, Writable } from 'node:stream';
 import type pino from 'pino';
 import type { Decision, RequestFacts } from '../policy/index.js';
 import type { ProxySession } from './context.js';
+import { DestinationBlocked } from './upstream.js';
 import type { Upstream } from './upstream.js';
 import type { TunnelContext } from './server.js';
 import { normalisePath, parseAbsoluteUri, parseAuthority } from './target.js';
@@ -13,6 +14,7 @@ import { denyBody } from './responses.js';
 import type { DenyInfo } from './responses.js';
 import { forwardRequestHeaders, forwardResponseHeaders } from './headers.js';
 import { outcomeOf, RequestRecord } from './record.js';
+import { usageOf } from './usage.js';
 import type { Outcome } from './record.js';
 
 export interface ForwardDeps {
@@ -88,6 +90,9 @@ export function checkTarget(x: Exchange): CheckedTarget | Refusal {
     authority = absolute;
     pathWithQuery = absolute.pathWithQuery;
   }
+  let hostHeaders = 0;
+  for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i]!.toLowerCase() === 'host') hostHeaders++;
+  if (hostHeaders > 1) return refusal(400, 'bad_request', 'Airlock: more than one Host header.');
   const hostHeader = req.headers.host;
   if (hostHeader === undefined) {
     if (tunnel) return refusal(400, 'bad_request', 'Airlock: request without a Host header.');
@@ -110,7 +115,12 @@ export function admit(
 ): { target: CheckedTarget; decision: Decision } | { refusal: Refusal; decision: Pick<Decision, 'rule'> } {
   const target = checkTarget(x);
   if ('status' in target) {
-    if (x.tunnel) record.target(x.tunnel.connect.host, x.tunnel.connect.port, x.req.url ?? '');
+    // Audit what was asked for, even though it was refused.
+    const url = x.req.url ?? '';
+    const asked = x.tunnel ? null : parseAbsoluteUri(url);
+    if (x.tunnel) record.target(x.tunnel.connect.host, x.tunnel.connect.port, url);
+    else if (asked) record.target(asked.host, asked.port, asked.pathWithQuery);
+    else record.target('-', 0, url.slice(0, 2048));
     return { refusal: target, decision: { rule: null } };
   }
   record.target(target.host, target.port, target.forward);
@@ -176,6 +186,16 @@ export function forwardHttp(deps: ForwardDeps, x: Exchange & { res: http.ServerR
     refuse(deps, { ...x, record }, admitted.refusal, admitted.decision.rule);
     return;
   }
+  const usage = usageOf(x.session);
+  if (!usage.takeRequest()) {
+    refuse(deps, { ...x, record }, refusal(429, 'rate_limited', 'Airlock: this session is over its request-rate limit; retry later.'), admitted.decision.rule);
+    return;
+  }
+  const declared = Number(x.req.headers['content-length'] ?? 0);
+  if (declared > usage.uploadLeft()) {
+    refuse(deps, { ...x, record }, refusal(429, 'upload_budget_exceeded', 'Airlock: this request would exceed the session\'s upload budget (limits.max_upload_bytes).'), admitted.decision.rule);
+    return;
+  }
   const { target, decision } = admitted;
   const { req, res, session } = x;
   const headers = forwardRequestHeaders(req.rawHeaders, req.headers.connection);
@@ -233,9 +253,12 @@ function send(
   let outcome: Outcome = outcomeOf(decision);
   let detail: string | undefined;
   res.on('close', () => {
-    if (!res.writableFinished) aborter.abort();
+    const unfinished = !res.writableFinished;
+    if (unfinished) aborter.abort();
     record.bytes(bodyBytes, socket.bytesWritten - startWritten);
-    record.finish(res.statusCode, outcome, detail);
+    // A client that left before any answer gets 499 (as nginx logs it), not res.statusCode's
+    // default 200; one that left mid-response keeps the status it was sent.
+    record.finish(res.headersSent ? res.statusCode : 499, outcome, detail ?? (unfinished ? 'client_closed' : undefined));
   });
 
   let source: NodeJS.ReadableStream | null = hasBody(req) ? req : null;
@@ -248,7 +271,13 @@ function send(
     source = req.pipe(bodyTransform);
   }
   // Counted as undici pulls it (a 'data' listener would start the flow before undici is ready).
-  const body = source ? counted(source, (n) => (bodyBytes += n)) : null;
+  const usage = usageOf(session);
+  const body = source
+    ? counted(source, (n) => {
+        bodyBytes += n;
+        if (!usage.addUpload(n)) throw new UploadBudgetExceeded();
+      })
+    : null;
 
   deps.upstream.dispatcher
     .stream(
@@ -283,6 +312,25 @@ function send(
     )
     .catch((err: Error & { code?: string }) => {
       if (aborter.signal.aborted) return; // the client left; nothing to answer
+      if (err instanceof UploadBudgetExceeded || (err as { cause?: unknown }).cause instanceof UploadBudgetExceeded) {
+        outcome = { action: 'deny', rule: decision.rule, reason: 'upload_budget_exceeded' };
+        if (res.headersSent) return void res.destroy();
+        const message = "Airlock: the session's upload budget (limits.max_upload_bytes) is used up; the request was cut off.\n";
+        res.shouldKeepAlive = false;
+        res.writeHead(429, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': Buffer.byteLength(message) });
+        res.end(message);
+        return;
+      }
+      if (err instanceof DestinationBlocked) {
+        // Decided after resolution, before any packet: a denial like any other.
+        outcome = { action: 'deny', rule: decision.rule, reason: 'destination_blocked' };
+        detail = err.message;
+        if (res.headersSent) return void res.destroy();
+        const body = denyBody(deps.denyInfo(session, target, { rule: decision.rule, reason: 'destination_blocked', message: err.message }));
+        res.writeHead(403, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body), 'X-Airlock-Decision': 'deny; reason=destination_blocked' });
+        res.end(body);
+        return;
+      }
       const code = err.code ?? err.name;
       outcome = { action: outcome.action, rule: decision.rule, reason: 'upstream_error' };
       detail = code;
@@ -302,5 +350,11 @@ async function* counted(source: NodeJS.ReadableStream, onChunk: (bytes: number) 
     const buffer = chunk as Buffer;
     onChunk(buffer.length);
     yield buffer;
+  }
+}
+
+class UploadBudgetExceeded extends Error {
+  constructor() {
+    super('upload budget exceeded');
   }
 }

@@ -4,21 +4,26 @@ import http from 'node:http';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { AddressInfo } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import type { Duplex } from 'node:stream';
 import type pino from 'pino';
 import { decide } from '../policy/index.js';
 import type { Decision, RequestFacts } from '../policy/index.js';
 import type { ProxySession, SessionDirectory } from './context.js';
+import { DestinationBlocked } from './upstream.js';
 import type { Upstream } from './upstream.js';
 import { parseAbsoluteUri, parseAuthority } from './target.js';
 import type { Authority } from './target.js';
 import { PROXY_AUTH_BODY, denyBody, rawResponse } from './responses.js';
 import { outcomeOf, RequestRecord } from './record.js';
+import { usageOf } from './usage.js';
 import { forwardHttp } from './forward.js';
 import type { ForwardDeps } from './forward.js';
 import { relayWebSocket } from './websocket.js';
 
 export interface ProxyLimits {
+  /** Tunnels with no traffic for this long are closed. */
+  readonly idleTimeoutMs: number;
   /** Time allowed to receive a request's headers (slowloris). */
   readonly headersTimeoutMs: number;
   /** Idle keep-alive time on client connections. */
@@ -27,6 +32,7 @@ export interface ProxyLimits {
 }
 
 export const DEFAULT_LIMITS: ProxyLimits = Object.freeze({
+  idleTimeoutMs: 10 * 60_000,
   headersTimeoutMs: 30_000,
   keepAliveTimeoutMs: 60_000,
   maxHeaderBytes: 32 * 1024,
@@ -54,8 +60,13 @@ export class ProxyServer {
   /** Serves the decrypted side of inspected tunnels. It never listens on a port. */
   private readonly inner: http.Server;
   private readonly tunnels = new WeakMap<object, TunnelContext>();
-  /** CONNECT, tunnel and upgrade sockets: detached from the HTTP servers, so closed by close(). */
-  private readonly detached = new Set<Duplex>();
+  /**
+   * CONNECT, tunnel and upgrade sockets, by the name of the listener they came in on. They are
+   * detached from the HTTP server, which cannot finish closing while they are open, so close()
+   * and unlisten() end them.
+   */
+  private readonly detached = new Map<Duplex, string>();
+  private readonly listenerNames = new WeakMap<http.Server, string>();
   private readonly limits: ProxyLimits;
   private readonly forwardDeps: ForwardDeps;
 
@@ -70,6 +81,7 @@ export class ProxyServer {
     this.inner = this.createHttpServer();
     this.inner.on('request', (req, res) => this.onTunnelRequest(req, res));
     this.inner.on('upgrade', (req, socket, head) => this.onTunnelUpgrade(req, socket, head));
+    this.inner.on('connect', (req, socket) => this.onTunnelConnect(req, socket));
   }
 
   private createHttpServer(): http.Server {
@@ -106,7 +118,22 @@ export class ProxyServer {
       });
     });
     this.servers.push(server);
-    return server.address() as AddressInfo;
+    this.listenerNames.set(server, name);
+    const address = server.address() as AddressInfo;
+    this.markOwnAddress(address.address);
+    return address;
+  }
+
+  /** The proxy never dials itself: a listener's address (or, for a wildcard, every interface's). */
+  private markOwnAddress(address: string): void {
+    const guard = this.options.upstream.guard;
+    if (address !== '0.0.0.0' && address !== '::') {
+      guard.addOwnAddress(address);
+      return;
+    }
+    for (const list of Object.values(networkInterfaces())) {
+      for (const info of list ?? []) guard.addOwnAddress(info.address);
+    }
   }
 
   /** Stops one listener (e.g. a Docker session's gateway listener). */
@@ -117,25 +144,22 @@ export class ProxyServer {
     });
     if (index === -1) return;
     const [server] = this.servers.splice(index, 1);
-    await closeServer(server!);
+    const name = this.listenerNames.get(server!);
+    const open = [...this.detached].filter(([, listener]) => listener === name).map(([socket]) => socket);
+    await settle([closeServer(server!), destroyAll(open)]);
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.servers.splice(0).map(closeServer));
+    const servers = this.servers.splice(0);
     this.inner.closeAllConnections();
-    // Tunnels and upgrades outlive their listener; end them here and let their audit lines be
-    // written before the caller closes the sessions' audit logs.
-    const closing = [...this.detached].map((socket) => new Promise<void>((resolve) => {
-      socket.once('close', () => resolve());
-      socket.destroy();
-    }));
-    await Promise.race([Promise.all(closing), new Promise((resolve) => setTimeout(resolve, 2_000).unref())]);
-    await new Promise((resolve) => setImmediate(resolve));
+    // Ending the tunnels and upgrades lets the listeners finish closing, and lets their audit
+    // lines be written before the caller closes the sessions' audit logs.
+    await settle([...servers.map(closeServer), destroyAll([...this.detached.keys()])]);
   }
 
-  private track(socket: Duplex): void {
+  private track(socket: Duplex, listener: string): void {
     if (socket.destroyed) return;
-    this.detached.add(socket);
+    this.detached.set(socket, listener);
     socket.once('close', () => this.detached.delete(socket));
   }
 
@@ -148,6 +172,13 @@ export class ProxyServer {
       res.end(PROXY_AUTH_BODY);
       return;
     }
+    const usage = usageOf(session);
+    if (!usage.openConnection()) {
+      res.writeHead(429, { 'Content-Type': 'text/plain; charset=utf-8', 'Retry-After': '1' });
+      res.end('Airlock: this session is over its connection limit; retry later.\n');
+      return;
+    }
+    res.once('close', () => usage.closeConnection());
     forwardHttp(this.forwardDeps, { req, res, session, scheme: 'http' });
   }
 
@@ -155,7 +186,7 @@ export class ProxyServer {
 
   private onConnect(req: http.IncomingMessage, socket: net.Socket, head: Buffer, listener: string): void {
     socket.on('error', () => socket.destroy());
-    this.track(socket);
+    this.track(socket, listener);
     const session = this.authenticate(req, listener);
     if (!session) {
       socket.end(rawResponse(407, 'Proxy Authentication Required', PROXY_AUTH_BODY, AUTH_CHALLENGE));
@@ -164,12 +195,19 @@ export class ProxyServer {
     const record = new RequestRecord(session, 'tunnel', 'CONNECT', 'https');
     const authority = parseAuthority(req.url, null);
     if (!authority) {
-      record.target('-', 0, '');
+      record.target('-', 0, (req.url ?? '').slice(0, 300));
       record.finish(400, { action: 'deny', rule: null, reason: 'invalid_host' }, `bad CONNECT target`);
       socket.end(rawResponse(400, 'Bad Request', 'Airlock: CONNECT needs host:port.\n'));
       return;
     }
     record.target(authority.host, authority.port, '');
+    const usage = usageOf(session);
+    if (!usage.takeRequest() || !usage.openConnection()) {
+      record.finish(429, { action: 'deny', rule: null, reason: 'rate_limited' }, 'session connection or request limit');
+      socket.end(rawResponse(429, 'Too Many Requests', 'Airlock: this session is over its connection or request-rate limit; retry later.\n', ['Retry-After: 1']));
+      return;
+    }
+    socket.once('close', () => usage.closeConnection());
     const decision = this.decide(session, { phase: 'connect', scheme: 'https', host: authority.host, port: authority.port });
     if (decision.action === 'deny') {
       // Denied before any TLS and before any upstream connection.
@@ -214,16 +252,28 @@ export class ProxyServer {
           },
         });
         this.tunnels.set(tlsSocket, context);
-        this.track(tlsSocket);
+        this.track(tlsSocket, this.detached.get(socket) ?? 'default');
         let tlsError: string | undefined;
+        let withoutSni = false;
         tlsSocket.on('error', (err: NodeJS.ErrnoException) => {
           tlsError = err.code ?? 'tls_error';
           tlsSocket.destroy();
         });
+        tlsSocket.once('secure', () => {
+          // A client that names no server cannot be held to the CONNECT host: refuse. (IP
+          // literals carry no SNI by design; their leaf is for the address itself.)
+          if (!(tlsSocket as tls.TLSSocket & { servername?: string | false }).servername && net.isIP(connect.host) === 0) {
+            withoutSni = true;
+            tlsSocket.destroy();
+          }
+        });
+        // Idle tunnels (slowloris, forgotten connections) are closed.
+        tlsSocket.setTimeout(this.limits.idleTimeoutMs, () => tlsSocket.destroy());
         tlsSocket.on('close', () => {
           socket.destroy();
           record.bytes(socket.bytesRead - started.read, socket.bytesWritten - started.written);
-          record.finish(200, outcomeOf(decision), tlsError);
+          if (withoutSni) record.finish(400, { action: 'deny', rule: decision.rule, reason: 'bad_request' }, 'TLS without SNI');
+          else record.finish(200, outcomeOf(decision), tlsError);
         });
         this.inner.emit('connection', tlsSocket);
       },
@@ -252,6 +302,7 @@ export class ProxyServer {
         }
         socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
         const started = { read: socket.bytesRead, written: socket.bytesWritten };
+        socket.setTimeout(this.limits.idleTimeoutMs, () => socket.destroy());
         upstream.on('error', () => upstream.destroy());
         socket.pipe(upstream);
         upstream.pipe(socket);
@@ -267,6 +318,12 @@ export class ProxyServer {
         });
       },
       (err: Error & { status?: number; code?: string }) => {
+        if (err instanceof DestinationBlocked) {
+          record.finish(403, { action: 'deny', rule: decision.rule, reason: 'destination_blocked' }, err.message);
+          const refusal = { rule: decision.rule, reason: 'destination_blocked' as const, message: err.message };
+          if (!socket.destroyed) socket.end(rawResponse(403, 'Forbidden', denyBody(this.denyInfo(session, connect, refusal))));
+          return;
+        }
         const status = err.status ?? 502;
         record.finish(status, { action: 'allow', rule: decision.rule, reason: 'upstream_error' }, err.code);
         if (!socket.destroyed) {
@@ -287,6 +344,29 @@ export class ProxyServer {
     forwardHttp(this.forwardDeps, { req, res, session: context.session, scheme: 'https', tunnel: context });
   }
 
+  /** A CONNECT relayed inside a tunnel: decided like any CONNECT, and never tunnelled twice. */
+  private onTunnelConnect(req: http.IncomingMessage, socket: Duplex): void {
+    socket.on('error', () => socket.destroy());
+    const context = this.tunnels.get(req.socket);
+    if (!context) {
+      socket.destroy();
+      return;
+    }
+    const record = new RequestRecord(context.session, 'tunnel', 'CONNECT', 'https');
+    const authority = parseAuthority(req.url, null);
+    record.target(authority?.host ?? '-', authority?.port ?? 0, authority ? '' : (req.url ?? '').slice(0, 300));
+    const decision = authority
+      ? this.decide(context.session, { phase: 'connect', scheme: 'https', host: authority.host, port: authority.port })
+      : null;
+    const refusal =
+      decision && decision.action === 'deny'
+        ? decision
+        : { rule: decision?.rule ?? null, reason: 'bad_request' as const, message: 'CONNECT inside a tunnel is not supported' };
+    record.finish(403, { action: 'deny', rule: refusal.rule, reason: refusal.reason }, 'CONNECT inside a tunnel');
+    const body = denyBody(this.denyInfo(context.session, authority ?? { host: '-', port: 0 }, refusal));
+    socket.end(rawResponse(403, 'Forbidden', body));
+  }
+
   private onTunnelUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
     const context = this.tunnels.get(req.socket);
     if (!context) {
@@ -298,7 +378,7 @@ export class ProxyServer {
 
   private onPlainUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer, listener: string): void {
     socket.on('error', () => socket.destroy());
-    this.track(socket);
+    this.track(socket, listener);
     const session = this.authenticate(req, listener);
     if (!session) {
       socket.end(rawResponse(407, 'Proxy Authentication Required', PROXY_AUTH_BODY, AUTH_CHALLENGE));
@@ -332,6 +412,27 @@ export class ProxyServer {
   private denyInfo(session: ProxySession, target: Authority, decision: Pick<Decision, 'rule' | 'reason' | 'message'>) {
     return { session: session.id, policy: session.policy.name, host: target.host, port: target.port, decision };
   }
+}
+
+/** Destroys sockets and resolves once each has emitted 'close' (and its handlers have run). */
+function destroyAll(sockets: readonly Duplex[]): Promise<void> {
+  return Promise.all(
+    sockets.map(
+      (socket) =>
+        new Promise<void>((resolve) => {
+          socket.once('close', () => setImmediate(resolve));
+          socket.destroy();
+        }),
+    ),
+  ).then(() => undefined);
+}
+
+/** Waits for all, but at most 2 s: shutting down must not hang on a stuck peer. */
+async function settle(work: Promise<unknown>[]): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([Promise.all(work), new Promise((resolve) => (timer = setTimeout(resolve, 2_000)))]);
+  clearTimeout(timer);
+  await new Promise((resolve) => setImmediate(resolve));
 }
 
 function closeServer(server: http.Server): Promise<void> {

@@ -6,6 +6,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { lookup } from 'node:dns/promises';
 import { Agent, buildConnector } from 'undici';
+import { DestinationGuard } from './destination.js';
 
 export interface UpstreamOptions {
   /** "host:port" → where to dial instead of resolving the name (operator-trusted). */
@@ -13,6 +14,12 @@ export interface UpstreamOptions {
   /** Trusted roots for upstream TLS (PEM). Empty = Node's defaults. */
   readonly ca: readonly string[];
   readonly connectTimeoutMs?: number;
+  /** CIDR ranges the operator opens despite the destination guard (allow_private). */
+  readonly allowPrivate?: readonly string[];
+  /** Name resolution; default the system resolver (dns.lookup, all addresses). */
+  readonly lookup?: (host: string) => Promise<string[]>;
+  /** Called with the exact endpoint just before any upstream connection (tests record it). */
+  readonly beforeDial?: (endpoint: Endpoint, host: string) => void;
 }
 
 export interface Endpoint {
@@ -23,19 +30,37 @@ export interface Endpoint {
 export class UpstreamError extends Error {
   constructor(
     message: string,
-    readonly status: 502 | 504,
+    readonly status: 403 | 502 | 504,
     readonly code: string,
   ) {
     super(message);
   }
 }
 
+/** The destination guard refused every address of a host. */
+export class DestinationBlocked extends UpstreamError {
+  constructor(
+    readonly host: string,
+    readonly address: string,
+    readonly why: string,
+  ) {
+    super(`${host} resolves to ${address}: ${why}`, 403, 'destination_blocked');
+  }
+}
+
+async function systemLookup(host: string): Promise<string[]> {
+  const addresses = await lookup(host, { all: true, verbatim: true });
+  return addresses.map((a) => a.address);
+}
+
 export class Upstream {
   readonly dispatcher: Agent;
+  readonly guard: DestinationGuard;
   /** Built once: parsing a root list per connection would cost milliseconds per handshake. */
   private readonly secureContext: tls.SecureContext | undefined;
 
   constructor(private readonly options: UpstreamOptions) {
+    this.guard = new DestinationGuard(options.allowPrivate);
     this.secureContext = options.ca.length > 0 ? tls.createSecureContext({ ca: [...options.ca] }) : undefined;
     const base = buildConnector({
       secureContext: this.secureContext,
@@ -69,17 +94,37 @@ export class Upstream {
     });
   }
 
-  /** The one address (and port) this host:port is dialled at. */
+  /**
+   * The one endpoint this host:port is dialled at: a --resolve override (operator-trusted), or
+   * the first resolved address the destination guard accepts. Every path dials what this returns.
+   */
   async endpointFor(host: string, port: number): Promise<Endpoint> {
+    const endpoint = (await this.checkedEndpoint(host, port)) ;
+    this.options.beforeDial?.(endpoint, host);
+    return endpoint;
+  }
+
+  private async checkedEndpoint(host: string, port: number): Promise<Endpoint> {
     const override = this.options.resolve.get(`${host}:${port}`);
     if (override) return override;
-    if (net.isIP(host)) return { address: host, port };
-    try {
-      const { address } = await lookup(host);
-      return { address, port };
-    } catch (err) {
-      throw new UpstreamError(`cannot resolve ${host}`, 502, (err as NodeJS.ErrnoException).code ?? 'ENOTFOUND');
+    let addresses: string[];
+    if (net.isIP(host)) {
+      addresses = [host];
+    } else {
+      try {
+        addresses = await (this.options.lookup ?? systemLookup)(host);
+      } catch (err) {
+        throw new UpstreamError(`cannot resolve ${host}`, 502, (err as NodeJS.ErrnoException).code ?? 'ENOTFOUND');
+      }
+      if (addresses.length === 0) throw new UpstreamError(`cannot resolve ${host}`, 502, 'ENOTFOUND');
     }
+    let firstRefusal: DestinationBlocked | undefined;
+    for (const address of addresses) {
+      const why = this.guard.blockedBecause(address);
+      if (!why) return { address, port };
+      firstRefusal ??= new DestinationBlocked(host, address, why);
+    }
+    throw firstRefusal!;
   }
 
   /** A raw TCP connection to host:port (for blind tunnels). */

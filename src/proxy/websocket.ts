@@ -7,6 +7,7 @@ import type { Duplex } from 'node:stream';
 import WebSocket, { WebSocketServer } from 'ws';
 import type { RawData } from 'ws';
 import { admit } from './forward.js';
+import { DestinationBlocked } from './upstream.js';
 import type { Exchange, ForwardDeps } from './forward.js';
 import { forwardRequestHeaders } from './headers.js';
 import { denyBody, rawResponse } from './responses.js';
@@ -148,6 +149,12 @@ export function relayWebSocket(deps: ForwardDeps, x: Exchange & { socket: Duplex
     });
   };
   start().catch((err: Error & { code?: string }) => {
+    if (err instanceof DestinationBlocked) {
+      const refusal = { rule: decision.rule, reason: 'destination_blocked' as const, message: err.message };
+      record.finish(403, { action: 'deny', rule: decision.rule, reason: 'destination_blocked' }, err.message);
+      if (!socket.destroyed) socket.end(rawResponse(403, 'Forbidden', denyBody(deps.denyInfo(session, target, refusal))));
+      return;
+    }
     fail(502, 'upstream_error', `Airlock: upstream ${target.host}:${target.port} failed (${err.code ?? err.message}).\n`, decision.rule, 'allow');
   });
 }

@@ -3,7 +3,7 @@ import type pino from 'pino';
 import { ProxyServer } from '../proxy/server.js';
 import type { ProxyLimits } from '../proxy/server.js';
 import { Upstream } from '../proxy/upstream.js';
-import type { Endpoint } from '../proxy/upstream.js';
+import type { Endpoint, UpstreamOptions } from '../proxy/upstream.js';
 import { SessionRegistry } from './registry.js';
 import type { SessionRegistryOptions } from './registry.js';
 
@@ -14,6 +14,11 @@ export interface RuntimeOptions extends SessionRegistryOptions {
   readonly upstreamCa: readonly string[];
   readonly log: pino.Logger;
   readonly limits?: Partial<ProxyLimits>;
+  /** CIDR ranges opened despite the destination guard. */
+  readonly allowPrivate?: readonly string[];
+  /** Test and embedding hooks: name resolution and a look at every dial. */
+  readonly lookup?: UpstreamOptions['lookup'];
+  readonly beforeDial?: UpstreamOptions['beforeDial'];
 }
 
 export class ProxyRuntime {
@@ -22,7 +27,13 @@ export class ProxyRuntime {
   readonly sessions: SessionRegistry;
 
   constructor(options: RuntimeOptions) {
-    this.upstream = new Upstream({ resolve: options.resolve, ca: options.upstreamCa });
+    this.upstream = new Upstream({
+      resolve: options.resolve,
+      ca: options.upstreamCa,
+      allowPrivate: options.allowPrivate,
+      lookup: options.lookup,
+      beforeDial: options.beforeDial,
+    });
     this.sessions = new SessionRegistry(options);
     this.proxy = new ProxyServer({ sessions: this.sessions, upstream: this.upstream, log: options.log, limits: options.limits });
   }

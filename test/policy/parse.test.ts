@@ -158,7 +158,7 @@ describe('parsePolicy: valid input', () => {
       mode: 'enforce',
       allow: [],
       credentials: [],
-      limits: { maxUploadBytes: null },
+      limits: { maxUploadBytes: null, maxConnections: null, requestsPerSecond: null },
     });
     // every entry commented out leaves an empty key: nothing is allowed
     const commented = parsePolicy('version: 1\nname: c\nallow:\n  # - host: x.com\ncredentials:\n', FILE);

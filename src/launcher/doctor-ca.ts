@@ -1,0 +1,74 @@
+// A throwaway CA and a leaf for 127.0.0.1/localhost, made fresh for each `airlock doctor` run: the
+// doctor serves TLS with the leaf inside the container and checks that clients trust the CA the
+// way a session's CA is trusted (through /etc/airlock/ca.pem and the CA variables).
+import 'reflect-metadata';
+import { webcrypto, randomBytes } from 'node:crypto';
+import * as x509 from '@peculiar/x509';
+
+x509.cryptoProvider.set(webcrypto as unknown as Crypto);
+
+export interface DoctorCa {
+  readonly caPem: string;
+  readonly leafPem: string;
+  readonly leafKeyPem: string;
+}
+
+const KEYGEN = { name: 'ECDSA', namedCurve: 'P-256' } as const;
+const SIGN = { name: 'ECDSA', hash: 'SHA-256' } as const;
+
+function pem(label: string, der: ArrayBuffer): string {
+  const b64 = Buffer.from(der).toString('base64').replace(/.{64}/g, '$&\n');
+  return `-----BEGIN ${label}-----\n${b64}${b64.endsWith('\n') ? '' : '\n'}-----END ${label}-----\n`;
+}
+
+function serial(): string {
+  const bytes = randomBytes(16);
+  bytes[0] = bytes[0]! & 0x7f;
+  return bytes.toString('hex');
+}
+
+export async function makeDoctorCa(): Promise<DoctorCa> {
+  const now = Date.now();
+  const notBefore = new Date(now - 3_600_000);
+  const notAfter = new Date(now + 86_400_000);
+  const caKeys = (await webcrypto.subtle.generateKey(KEYGEN, true, ['sign', 'verify'])) as CryptoKeyPair;
+  const ca = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: serial(),
+    name: 'CN=Airlock doctor test CA, O=Airlock',
+    notBefore,
+    notAfter,
+    keys: caKeys,
+    signingAlgorithm: SIGN,
+    extensions: [
+      new x509.BasicConstraintsExtension(true, 0, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+      await x509.SubjectKeyIdentifierExtension.create(caKeys.publicKey),
+    ],
+  });
+  const leafKeys = (await webcrypto.subtle.generateKey(KEYGEN, true, ['sign', 'verify'])) as CryptoKeyPair;
+  const leaf = await x509.X509CertificateGenerator.create({
+    serialNumber: serial(),
+    subject: 'CN=localhost',
+    issuer: ca.subject,
+    notBefore,
+    notAfter,
+    signingKey: caKeys.privateKey,
+    publicKey: leafKeys.publicKey,
+    signingAlgorithm: SIGN,
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
+      new x509.SubjectAlternativeNameExtension([
+        { type: 'dns', value: 'localhost' },
+        { type: 'ip', value: '127.0.0.1' },
+      ]),
+      await x509.AuthorityKeyIdentifierExtension.create(ca),
+    ],
+  });
+  return {
+    caPem: ca.toString('pem') + '\n',
+    leafPem: leaf.toString('pem') + '\n',
+    leafKeyPem: pem('PRIVATE KEY', await webcrypto.subtle.exportKey('pkcs8', leafKeys.privateKey)),
+  };
+}

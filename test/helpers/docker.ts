@@ -1,0 +1,91 @@
+// Docker test plumbing: one rule for when Docker tests run, and one shared agent image.
+// Without an engine, Docker tests skip LOUDLY; with CI set, a missing engine fails instead.
+import { describe } from 'vitest';
+import { existsSync, openSync, closeSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { runCli, sleep } from './servers.js';
+
+export const AGENT_TEST_IMAGE = 'airlock-agent:test';
+
+let availability: boolean | undefined;
+
+export function dockerAvailable(): boolean {
+  if (availability === undefined) {
+    try {
+      execFileSync('docker', ['info', '--format', '{{.ServerVersion}}'], { stdio: 'pipe', timeout: 15_000 });
+      availability = true;
+    } catch {
+      availability = false;
+    }
+  }
+  return availability;
+}
+
+/**
+ * describe() for tests that need a real Docker engine. No engine: skipped with a loud warning,
+ * unless CI is set, where the suite fails (CI must start an engine).
+ */
+export function describeDocker(name: string, fn: () => void): void {
+  if (dockerAvailable()) {
+    describe(name, fn);
+    return;
+  }
+  if (process.env.CI) {
+    describe(name, () => {
+      throw new Error(`CI is set but no Docker engine answers \`docker info\`: CI must start one (.ci/docker-engine.sh)`);
+    });
+    return;
+  }
+  console.warn(`\n*** SKIPPING Docker tests "${name}": no Docker engine answers \`docker info\`. Start dockerd to run them. ***\n`);
+  describe.skip(name, fn);
+}
+
+/** The host CA bundle, for builds on networks that inspect TLS (passed as --build-ca). */
+export function hostBuildCa(): string | undefined {
+  const file = '/etc/ssl/certs/ca-certificates.crt';
+  return existsSync(file) ? file : undefined;
+}
+
+function imageExists(tag: string): boolean {
+  try {
+    execFileSync('docker', ['image', 'inspect', tag], { stdio: 'pipe' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Builds the agent image once per machine (test files run in parallel: a lock file makes the
+ * others wait), with `airlock image build`.
+ */
+export async function ensureAgentImage(): Promise<string> {
+  if (imageExists(AGENT_TEST_IMAGE)) return AGENT_TEST_IMAGE;
+  const lock = join(tmpdir(), 'airlock-agent-image.lock');
+  for (;;) {
+    try {
+      closeSync(openSync(lock, 'wx'));
+      break;
+    } catch {
+      // Someone else is building; a lock older than 30 minutes is from a dead run.
+      try {
+        if (Date.now() - statSync(lock).mtimeMs > 30 * 60_000) rmSync(lock, { force: true });
+      } catch {
+        /* gone already */
+      }
+      await sleep(2_000);
+      if (imageExists(AGENT_TEST_IMAGE)) return AGENT_TEST_IMAGE;
+    }
+  }
+  try {
+    if (imageExists(AGENT_TEST_IMAGE)) return AGENT_TEST_IMAGE;
+    const ca = hostBuildCa();
+    const r = await runCli(['image', 'build', '--tag', AGENT_TEST_IMAGE, ...(ca ? ['--build-ca', ca] : [])], { timeoutMs: 25 * 60_000 });
+    if (r.code !== 0) throw new Error(`airlock image build failed (${r.code}):\n${r.stderr.slice(-4000)}`);
+    return AGENT_TEST_IMAGE;
+  } finally {
+    rmSync(lock, { force: true });
+  }
+}
