@@ -7,6 +7,8 @@ import type { AuditEntry } from './entry.js';
 export interface HostTally {
   allowed: number;
   denied: number;
+  /** Report mode: let through, but the policy would deny it. */
+  wouldDeny: number;
 }
 
 export class AuditLog {
@@ -20,10 +22,12 @@ export class AuditLog {
     this.logger = pino(
       {
         base: null,
-        timestamp: false,
-        // The level is noise in an audit line; its slot carries the time instead, so every line
-        // starts with "time" (returning {} here makes pino emit "{," — invalid JSON).
-        formatters: { level: () => ({ time: new Date().toISOString() }) },
+        // Every line starts with "time". The level is noise in an audit line, so its formatter
+        // returns nothing and the timestamp (no leading comma) comes first. pino caches the level
+        // formatter's output per level, so the time must not come from there: it would be the
+        // time the log was opened on every line.
+        timestamp: () => `"time":"${new Date().toISOString()}"`,
+        formatters: { level: () => ({}) },
       },
       this.destination,
     );
@@ -33,10 +37,11 @@ export class AuditLog {
     const key = `${entry.host}:${entry.port}`;
     let t = this.tally.get(key);
     if (!t) {
-      t = { allowed: 0, denied: 0 };
+      t = { allowed: 0, denied: 0, wouldDeny: 0 };
       this.tally.set(key, t);
     }
     if (entry.action === 'deny') t.denied++;
+    else if (entry.action === 'would_deny') t.wouldDeny++;
     else t.allowed++;
     if (this.closed) {
       // A request that ended after its session was removed (or the proxy shut down) is still

@@ -31,6 +31,7 @@ export interface HostSummary {
   host: string;
   allowed: number;
   denied: number;
+  wouldDeny: number;
   bytesUp: number;
   bytesDown: number;
   credentials: Set<string>;
@@ -42,22 +43,23 @@ export function summariseByHost(lines: readonly AuditLine[]): HostSummary[] {
     const key = `${e.host}:${e.port}`;
     let s = byHost.get(key);
     if (!s) {
-      s = { host: key, allowed: 0, denied: 0, bytesUp: 0, bytesDown: 0, credentials: new Set() };
+      s = { host: key, allowed: 0, denied: 0, wouldDeny: 0, bytesUp: 0, bytesDown: 0, credentials: new Set() };
       byHost.set(key, s);
     }
     if (e.action === 'deny') s.denied++;
+    else if (e.action === 'would_deny') s.wouldDeny++;
     else s.allowed++;
     s.bytesUp += e.bytes_up;
     s.bytesDown += e.bytes_down;
     for (const c of e.credentials) s.credentials.add(c);
   }
-  return [...byHost.values()].sort((a, b) => b.allowed + b.denied - (a.allowed + a.denied));
+  return [...byHost.values()].sort((a, b) => b.allowed + b.denied + b.wouldDeny - (a.allowed + a.denied + a.wouldDeny));
 }
 
 export function formatSummary(summary: readonly HostSummary[]): string {
   const rows = summary.map(
     (s) =>
-      `${pad(s.host, 40)} allowed ${pad(String(s.allowed), 6)} denied ${pad(String(s.denied), 6)} up ${pad(String(s.bytesUp), 10)} down ${pad(String(s.bytesDown), 10)}${s.credentials.size ? ` creds=${[...s.credentials].join(',')}` : ''}`,
+      `${pad(s.host, 40)} allowed ${pad(String(s.allowed), 6)} denied ${pad(String(s.denied), 6)}${s.wouldDeny ? ` would-deny ${pad(String(s.wouldDeny), 6)}` : ''} up ${pad(String(s.bytesUp), 10)} down ${pad(String(s.bytesDown), 10)}${s.credentials.size ? ` creds=${[...s.credentials].join(',')}` : ''}`,
   );
   return ['per host:', ...rows].join('\n') + '\n';
 }

@@ -15,7 +15,7 @@
 //   - ports where the session opened tunnels but never sent a request through them (uninspected
 //     tunnels, or clients that refused the session CA) get a separate `inspect: false` rule
 
-import { Document, isMap, isSeq, parseDocument } from 'yaml';
+import { Document, isSeq, parseDocument } from 'yaml';
 import type { YAMLMap, YAMLSeq } from 'yaml';
 import { parsePolicy } from '../policy/index.js';
 import { parseHostPattern } from '../policy/host-pattern.js';
@@ -116,10 +116,11 @@ function skipReason(line: AuditLine): string | null {
   const l = line as Partial<AuditLine>;
   if (typeof l !== 'object' || l === null) return 'malformed';
   if (l.kind !== 'request' && l.kind !== 'tunnel' && l.kind !== 'websocket') return 'malformed';
-  if (typeof l.host !== 'string' || !isPort(l.port) || typeof l.reason !== 'string') return 'malformed';
+  if (typeof l.reason !== 'string') return 'malformed';
   if (NOT_USED_REASONS.has(l.reason)) return l.reason;
   if (l.action === 'deny') return `deny:${l.reason}`;
   if (l.action !== 'allow' && l.action !== 'would_deny') return 'malformed';
+  if (typeof l.host !== 'string' || !isPort(l.port)) return 'malformed';
   if (l.kind !== 'tunnel' && (typeof l.method !== 'string' || typeof l.path !== 'string')) return 'malformed';
   const pattern = parseHostPattern(l.host);
   // Only hosts exactly as the proxy logs them (normalised names and IPs, never patterns).
@@ -136,10 +137,22 @@ export function learnFromAudit(lines: readonly AuditLine[], opts: { paths?: bool
   let first: string | null = null;
   let last: string | null = null;
 
+  // host -> ports that carried a request of any kind, used or not: a tunnel there was inspected.
+  const inspected = new Map<string, Set<number>>();
+  const sawRequest = (host: string, port: number) => {
+    let ports = inspected.get(host);
+    if (!ports) inspected.set(host, (ports = new Set()));
+    ports.add(port);
+  };
+
   for (const line of lines) {
     const skip = skipReason(line);
     if (skip) {
       bump(skipped, skip);
+      // A tunnel whose only requests were refused (say, for credential misuse) was still an
+      // inspected tunnel: it must not come out as an inspect: false rule.
+      const l = line as Partial<AuditLine> | null;
+      if (l && (l.kind === 'request' || l.kind === 'websocket') && typeof l.host === 'string' && isPort(l.port)) sawRequest(l.host, l.port);
       continue;
     }
     let use = hosts.get(line.host);
@@ -164,6 +177,7 @@ export function learnFromAudit(lines: readonly AuditLine[], opts: { paths?: bool
       tally.count++;
       if (line.action === 'would_deny') bump(tally.wouldDeny, line.reason);
     } else {
+      sawRequest(line.host, line.port);
       if (!METHOD_RE.test(line.method)) {
         notes.add(`method ${JSON.stringify(line.method)} on ${line.host} cannot be written in a policy; not allowed`);
         bump(skipped, 'unexpressible');
@@ -210,7 +224,8 @@ export function learnFromAudit(lines: readonly AuditLine[], opts: { paths?: bool
       });
     }
     // Tunnels on ports that never carried a request: the proxy only ever saw the CONNECT.
-    const tunnelOnly = [...use.tunnels.keys()].filter((p) => !use.requestPorts.has(p)).sort((a, b) => a - b);
+    const seen = inspected.get(host);
+    const tunnelOnly = [...use.tunnels.keys()].filter((p) => !seen?.has(p)).sort((a, b) => a - b);
     if (tunnelOnly.length > 0) {
       let count = 0;
       const wouldDeny = new Map<string, number>();
@@ -306,7 +321,7 @@ export function suggestPolicy(lines: readonly AuditLine[], opts: SuggestOptions)
   const when = (opts.now ?? new Date()).toISOString().replace(/\.\d{3}Z$/, 'Z');
   const header = [
     ` Learned by \`airlock policy suggest\` from session ${opts.session} on ${when}.`,
-    ` ${learned.used} audit line${learned.used === 1 ? '' : 's'} used${learned.first ? ` (${learned.first} to ${learned.last})` : ''}: one rule per host, only the ports and methods the session used.`,
+    ` ${learned.used} audit line${learned.used === 1 ? '' : 's'} used${learned.first ? ` (${learned.first} to ${learned.last})` : ''}: a rule per host with only the ports and methods the session used.`,
     opts.paths ? ' paths: the exact paths the session used (query strings are not matched).' : ' paths: left out (any path); `--paths` lists the exact paths used.',
   ];
   const skipped = Object.entries(learned.skipped);
@@ -315,7 +330,8 @@ export function suggestPolicy(lines: readonly AuditLine[], opts: SuggestOptions)
   if (opts.from) header.push(` credentials: and limits: are kept from ${opts.from.source}.`);
   if (learned.rules.length === 0) header.push(' Nothing was used: this policy denies every request.');
   header.push(' Review before use: hosts the session reached are allowed even if its policy would have denied them.');
-  doc.commentBefore = header.join('\n');
+  // One comment line per entry, whatever a file name contains.
+  doc.commentBefore = header.map((l) => l.replace(/[\r\n]+/g, ' ')).join('\n');
 
   const allow = doc.get('allow', true) as YAMLSeq;
   allow.items.forEach((item, i) => {
@@ -328,7 +344,6 @@ export function suggestPolicy(lines: readonly AuditLine[], opts: SuggestOptions)
     }
   });
   if (learned.rules.length === 0) allow.flow = true;
-  if (!isMap(doc.contents)) throw new Error('suggest: document is not a map');
 
   const text = doc.toString({ lineWidth: 0, flowCollectionPadding: false });
   // The output is meant to be used as is; prove it is a valid policy before anyone does.

@@ -67,12 +67,15 @@ function signalNumber(signal: NodeJS.Signals): number {
 export function summarise(session: Session): string {
   const allowed: string[] = [];
   const denied: string[] = [];
+  const wouldDeny: string[] = [];
   for (const [host, tally] of session.audit.tally) {
     if (tally.allowed) allowed.push(`${host}×${tally.allowed}`);
     if (tally.denied) denied.push(`${host}×${tally.denied}`);
+    if (tally.wouldDeny) wouldDeny.push(`${host}×${tally.wouldDeny}`);
   }
+  const report = wouldDeny.length ? `; would deny (report mode) ${wouldDeny.join(' ')}` : '';
   return (
-    `airlock: session ${session.id}: allowed ${allowed.join(' ') || 'none'}; denied ${denied.join(' ') || 'none'}; ` +
+    `airlock: session ${session.id}: allowed ${allowed.join(' ') || 'none'}; denied ${denied.join(' ') || 'none'}${report}; ` +
     `audit: ${session.audit.file}\n`
   );
 }

@@ -52,7 +52,9 @@ export class EmbeddedProvider implements SessionProvider {
       },
       summary: () => {
         const parts: string[] = [];
-        for (const [host, t] of session.audit.tally) parts.push(`${host} allowed ${t.allowed} denied ${t.denied}`);
+        for (const [host, t] of session.audit.tally) {
+          parts.push(`${host} allowed ${t.allowed} denied ${t.denied}${t.wouldDeny ? ` would-deny ${t.wouldDeny}` : ''}`);
+        }
         return parts.join('; ') || 'no requests';
       },
     };

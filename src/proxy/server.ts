@@ -53,6 +53,9 @@ export interface TunnelContext {
   sni: string | null;
 }
 
+// Denials report mode lets through: the policy's rules. Malformed hosts stay refused.
+const REPORTABLE = new Set<Decision['reason']>(['no_rule', 'port_not_allowed', 'method_not_allowed', 'path_not_allowed']);
+
 const AUTH_CHALLENGE = ['Proxy-Authenticate: Basic realm="airlock"'];
 
 export class ProxyServer {
@@ -65,7 +68,9 @@ export class ProxyServer {
    * detached from the HTTP server, which cannot finish closing while they are open, so close()
    * and unlisten() end them.
    */
-  private readonly detached = new Map<Duplex, string>();
+  private readonly detached = new Map<Duplex, { listener: string; session: string | null }>();
+  /** Plain-HTTP requests being answered, by session id (ended with their session). */
+  private readonly plainInFlight = new Map<http.ServerResponse, string>();
   private readonly listenerNames = new WeakMap<http.Server, string>();
   private readonly limits: ProxyLimits;
   private readonly forwardDeps: ForwardDeps;
@@ -145,7 +150,7 @@ export class ProxyServer {
     if (index === -1) return;
     const [server] = this.servers.splice(index, 1);
     const name = this.listenerNames.get(server!);
-    const open = [...this.detached].filter(([, listener]) => listener === name).map(([socket]) => socket);
+    const open = [...this.detached].filter(([, entry]) => entry.listener === name).map(([socket]) => socket);
     await settle([closeServer(server!), destroyAll(open)]);
   }
 
@@ -157,10 +162,26 @@ export class ProxyServer {
     await settle([...servers.map(closeServer), destroyAll([...this.detached.keys()])]);
   }
 
+  /**
+   * Ends every connection of a session (when it is removed): its tunnels and upgrades, and its
+   * plain requests in flight. Resolves once they have closed and been audited.
+   */
+  async endSession(id: string): Promise<void> {
+    const sockets = [...this.detached].filter(([, entry]) => entry.session === id).map(([socket]) => socket);
+    for (const [res, session] of this.plainInFlight) if (session === id && res.socket) sockets.push(res.socket);
+    if (sockets.length > 0) await settle([destroyAll(sockets)]);
+  }
+
   private track(socket: Duplex, listener: string): void {
     if (socket.destroyed) return;
-    this.detached.set(socket, listener);
+    this.detached.set(socket, { listener, session: null });
     socket.once('close', () => this.detached.delete(socket));
+  }
+
+  /** Marks a tracked socket as carrying this session's traffic. */
+  private bind(socket: Duplex, session: ProxySession): void {
+    const entry = this.detached.get(socket);
+    if (entry) entry.session = session.id;
   }
 
   // ---- plain HTTP: absolute-URI requests to the proxy
@@ -179,6 +200,8 @@ export class ProxyServer {
       return;
     }
     res.once('close', () => usage.closeConnection());
+    this.plainInFlight.set(res, session.id);
+    res.once('close', () => this.plainInFlight.delete(res));
     forwardHttp(this.forwardDeps, { req, res, session, scheme: 'http' });
   }
 
@@ -192,6 +215,7 @@ export class ProxyServer {
       socket.end(rawResponse(407, 'Proxy Authentication Required', PROXY_AUTH_BODY, AUTH_CHALLENGE));
       return;
     }
+    this.bind(socket, session);
     const record = new RequestRecord(session, 'tunnel', 'CONNECT', 'https');
     const authority = parseAuthority(req.url, null);
     if (!authority) {
@@ -252,7 +276,8 @@ export class ProxyServer {
           },
         });
         this.tunnels.set(tlsSocket, context);
-        this.track(tlsSocket, this.detached.get(socket) ?? 'default');
+        this.track(tlsSocket, this.detached.get(socket)?.listener ?? 'default');
+        this.bind(tlsSocket, session);
         let tlsError: string | undefined;
         let withoutSni = false;
         tlsSocket.on('error', (err: NodeJS.ErrnoException) => {
@@ -384,6 +409,7 @@ export class ProxyServer {
       socket.end(rawResponse(407, 'Proxy Authentication Required', PROXY_AUTH_BODY, AUTH_CHALLENGE));
       return;
     }
+    this.bind(socket, session);
     relayWebSocket(this.forwardDeps, { req, socket, head, session, scheme: 'http' });
   }
 
@@ -405,7 +431,9 @@ export class ProxyServer {
   private decide(session: ProxySession, facts: RequestFacts): Decision {
     const decision = decide(session.policy, facts);
     // Report mode lets a denial through; outcomeOf() audits it as would_deny.
-    if (decision.action === 'deny' && session.policy.mode === 'report') return { ...decision, action: 'allow', inspect: true };
+    if (decision.action === 'deny' && session.policy.mode === 'report' && REPORTABLE.has(decision.reason)) {
+      return { ...decision, action: 'allow', inspect: true };
+    }
     return decision;
   }
 
@@ -420,6 +448,7 @@ function destroyAll(sockets: readonly Duplex[]): Promise<void> {
     sockets.map(
       (socket) =>
         new Promise<void>((resolve) => {
+          if ((socket as Duplex & { closed?: boolean }).closed) return resolve();
           socket.once('close', () => setImmediate(resolve));
           socket.destroy();
         }),
