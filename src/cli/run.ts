@@ -10,7 +10,7 @@ import type { SessionInfo } from '../sessions/admin.js';
 import { newSessionId } from '../sessions/session.js';
 import { EmbeddedProvider } from '../launcher/provider.js';
 import type { SessionLease, SessionProvider } from '../launcher/provider.js';
-import { runSession, pingDocker } from '../launcher/run.js';
+import { runSession, pingDocker, requireHostClosure } from '../launcher/run.js';
 import { collectGarbage } from '../launcher/gc.js';
 import { checkCidrs, collect, defaultStateDir, loadPolicy, parseResolve, upstreamRoots, UsageError } from './config.js';
 import { credentialsFactory } from './secrets.js';
@@ -57,7 +57,7 @@ export function registerRunCommands(program: Command): void {
     .option('--copy', 'copy the workspace in instead of mounting it')
     .option('--copy-out <dir>', 'with --copy: where the workspace is copied back after the run')
     .option('--name <name>', 'container name')
-    .option('--keep', 'keep the stopped container after the run')
+    .option('--keep', 'keep the stopped container after the run (gc leaves it; remove it with docker rm)')
     .option('-e, --env <NAME=VALUE>', 'extra environment variable (repeatable)', collect, [])
     .option('--user <uid:gid>', 'user inside the container (default: yours)')
     .option('--allow-host-ports', 'run without root: accept that the container can reach other host ports on its gateway')
@@ -69,6 +69,8 @@ export function registerRunCommands(program: Command): void {
     .argument('<command...>', 'command and arguments (after --)')
     .action(async (command: string[], opts) => {
       const policy = loadPolicy(opts.policy);
+      // Before Docker: without root the answer is "no" whether or not the engine is reachable.
+      requireHostClosure(Boolean(opts.allowHostPorts));
       const docker = new Docker();
       await pingDocker(docker);
       let runtime: ProxyRuntime | undefined;
@@ -125,7 +127,7 @@ export function registerRunCommands(program: Command): void {
   program
     .command('gc')
     .description('remove containers, networks and firewall rules left by sessions whose launcher died')
-    .option('--all', 'also remove those of sessions that are still running')
+    .option('--all', 'also remove those of sessions that are still running, and containers kept with --keep')
     .action(async (opts) => {
       const docker = new Docker();
       await pingDocker(docker);

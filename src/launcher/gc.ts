@@ -5,6 +5,8 @@ import { firewallSessions, removeFirewall, canManageFirewall } from './firewall.
 
 export const LABEL_SESSION = 'airlock.session';
 export const LABEL_PID = 'airlock.pid';
+/** Set on containers of `airlock run --keep`: once stopped they are the user's, not garbage. */
+export const LABEL_KEEP = 'airlock.keep';
 
 export interface GcOptions {
   /** Only sessions whose launcher process is gone (the default at every start). */
@@ -45,6 +47,9 @@ export async function collectGarbage(docker: Docker, options: GcOptions): Promis
     return true;
   };
   for (const c of containers) {
+    // Kept on purpose and finished: left for inspection (`docker rm` it, or `airlock gc --all`).
+    // A kept container still running after its launcher died is a leftover like any other.
+    if (options.onlyDead && c.Labels?.[LABEL_KEEP] === '1' && c.State !== 'running') continue;
     if (!stale(c.Labels)) continue;
     await docker.getContainer(c.Id).remove({ force: true, v: true });
     report.containers.push(c.Id.slice(0, 12));

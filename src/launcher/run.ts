@@ -9,7 +9,7 @@ import type { Policy } from '../policy/index.js';
 import type { SessionLease, SessionProvider } from './provider.js';
 import { tarOf } from './tar.js';
 import { canManageFirewall, installFirewall, removeFirewall } from './firewall.js';
-import { collectGarbage, LABEL_PID, LABEL_SESSION } from './gc.js';
+import { collectGarbage, LABEL_KEEP, LABEL_PID, LABEL_SESSION } from './gc.js';
 import { pack, extract } from 'tar-fs';
 
 export const CA_PATH_IN_CONTAINER = '/etc/airlock/ca.pem';
@@ -51,14 +51,22 @@ export interface RunResult {
   readonly summary: string;
 }
 
-export async function runSession(o: RunOptions): Promise<RunResult> {
-  const firewall = canManageFirewall();
-  if (!firewall && !o.allowHostPorts) {
+/**
+ * Throws unless the host side can be closed (root, for iptables) or the caller accepted the gap.
+ * Checked before anything else, Docker included, so a non-root caller learns about this first.
+ */
+export function requireHostClosure(allowHostPorts: boolean | undefined): void {
+  if (!canManageFirewall() && !allowHostPorts) {
     throw new LaunchError(
       'airlock run needs root to close the host side: without iptables rules the container could reach every port the host ' +
         'listens on at the session gateway. Run as root, or pass --allow-host-ports to accept that gap.',
     );
   }
+}
+
+export async function runSession(o: RunOptions): Promise<RunResult> {
+  requireHostClosure(o.allowHostPorts);
+  const firewall = canManageFirewall();
   if (!firewall) o.notice('warning: not root, so no firewall rules: the container can reach other host ports on the session gateway (--allow-host-ports)');
   if (o.copy && !o.copyOut) throw new LaunchError('--copy needs --copy-out DIR: where to put the workspace after the run');
   for (const entry of o.env ?? []) {
@@ -126,7 +134,7 @@ export async function runSession(o: RunOptions): Promise<RunResult> {
       Env: env,
       User: o.user,
       WorkingDir: '/workspace',
-      Labels: labels,
+      Labels: o.keep ? { ...labels, [LABEL_KEEP]: '1' } : labels,
       Tty: o.tty,
       OpenStdin: true,
       StdinOnce: true,
@@ -139,6 +147,8 @@ export async function runSession(o: RunOptions): Promise<RunResult> {
         CapDrop: ['ALL'],
         SecurityOpt: ['no-new-privileges'],
         Privileged: false,
+        // Outside names never resolve on an internal network; fail in a second, not twenty.
+        DnsOptions: ['timeout:1', 'attempts:1'],
         Binds: binds,
         Init: false,
       },
@@ -188,11 +198,20 @@ export async function pingDocker(docker: Docker): Promise<void> {
   try {
     await docker.ping();
   } catch (err) {
-    const where = (docker.modem as { socketPath?: string; host?: string }).socketPath ?? (docker.modem as { host?: string }).host ?? 'the default socket';
-    throw new LaunchError(
-      `Docker engine not reachable at ${where} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): start dockerd or set DOCKER_HOST`,
-    );
+    const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    const hint = code === 'EACCES' ? 'no permission on the Docker socket: run as root or as a member of the docker group' : 'start dockerd or set DOCKER_HOST';
+    throw new LaunchError(`Docker engine not reachable at ${dockerEndpoint(docker)} (${code}): ${hint}`);
   }
+}
+
+/** Where the client talks to the engine, for messages. (docker-modem's default socketPath is a function.) */
+function dockerEndpoint(docker: Docker): string {
+  const modem = docker.modem as { socketPath?: unknown; host?: unknown; port?: unknown; protocol?: unknown };
+  if (typeof modem.socketPath === 'string') return modem.socketPath;
+  if (typeof modem.host === 'string') {
+    return `${typeof modem.protocol === 'string' ? modem.protocol : 'http'}://${modem.host}${modem.port ? `:${String(modem.port)}` : ''}`;
+  }
+  return 'the default socket (/var/run/docker.sock)';
 }
 
 async function attachAndWait(o: RunOptions, container: Docker.Container, interrupted: () => boolean): Promise<number> {
