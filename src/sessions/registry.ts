@@ -21,6 +21,11 @@ export interface SessionRegistryOptions {
   readonly caKeyType?: CaKeyType;
   /** Write the CA key to the session dir (mode 0600). Off by default: it lives in memory only. */
   readonly persistCaKey?: boolean;
+  /**
+   * Called when a session is removed, before its audit log closes: ends its open connections
+   * (the runtime wires this to the proxy), so nothing outlives the session.
+   */
+  readonly onRemove?: (id: string) => Promise<void> | void;
   /** Builds the session's credential broker (resolves secrets; throws a clear error if one is missing). */
   readonly credentials?: (policy: Policy, sessionId: string) => Promise<CredentialBroker>;
 }
@@ -91,6 +96,7 @@ export class SessionRegistry implements SessionDirectory {
     const session = this.sessions.get(id);
     if (!session) return false;
     this.sessions.delete(id);
+    await this.options.onRemove?.(id);
     await session.audit.close();
     return true;
   }

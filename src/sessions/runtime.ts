@@ -34,7 +34,14 @@ export class ProxyRuntime {
       lookup: options.lookup,
       beforeDial: options.beforeDial,
     });
-    this.sessions = new SessionRegistry(options);
+    this.sessions = new SessionRegistry({
+      ...options,
+      // A removed session's tunnels, upgrades and requests in flight end with it.
+      onRemove: async (id) => {
+        await this.proxy.endSession(id);
+        await options.onRemove?.(id);
+      },
+    });
     this.proxy = new ProxyServer({ sessions: this.sessions, upstream: this.upstream, log: options.log, limits: options.limits });
   }
 
