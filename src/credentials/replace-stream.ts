@@ -1,5 +1,5 @@
-// A streaming find-and-replace over bytes, safe across chunk boundaries: the last (longest needle
-// - 1) bytes of each chunk are held back until the next chunk shows whether a needle straddles.
+// A streaming find-and-replace over bytes, safe across chunk boundaries: a chunk's tail that could
+// begin a needle is held back until the next chunk shows whether the needle straddles.
 import { Transform } from 'node:stream';
 import type { TransformCallback } from 'node:stream';
 
@@ -35,7 +35,7 @@ export class ReplaceStream extends Transform {
     }
     this.seen += chunk.length;
     const data = this.carry.length > 0 ? Buffer.concat([this.carry, chunk]) : chunk;
-    const { out, consumed } = this.scan(data, this.seen >= this.limit ? data.length : Math.max(0, data.length - this.keep));
+    const { out, consumed } = this.scan(data, this.seen >= this.limit ? data.length : data.length - this.heldBack(data));
     this.carry = data.subarray(consumed);
     if (this.seen >= this.limit) {
       out.push(this.carry);
@@ -48,6 +48,19 @@ export class ReplaceStream extends Transform {
     const { out } = this.scan(this.carry, this.carry.length);
     this.carry = Buffer.alloc(0);
     callback(null, Buffer.concat(out));
+  }
+
+  /**
+   * How many trailing bytes could be the start of a needle and must wait for the next chunk.
+   * Usually none: holding back a fixed window would delay every streamed event (SSE) until the
+   * next one arrives.
+   */
+  private heldBack(data: Buffer): number {
+    for (let k = Math.min(this.keep, data.length); k > 0; k--) {
+      const tail = data.subarray(data.length - k);
+      if (this.replacements.some((r) => r.find.subarray(0, k).equals(tail))) return k;
+    }
+    return 0;
   }
 
   /** Replaces needles starting before `safeEnd`; returns output and how much input it covers. */

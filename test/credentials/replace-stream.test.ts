@@ -37,4 +37,16 @@ describe('ReplaceStream', () => {
     const { out } = await run(['SECRET....', '..........', 'SECRET'], 'SECRET', 'P', 20);
     expect(out).toBe('P....' + '..........' + 'SECRET');
   });
+
+  it('passes a chunk on at once unless its tail could begin a needle (SSE must not wait)', () => {
+    const stream = new ReplaceStream([{ find: Buffer.from('SECRET'), replace: Buffer.from('P') }]);
+    const seen: string[] = [];
+    stream.on('data', (c: Buffer) => seen.push(c.toString()));
+    stream.write('data: one\n\n');
+    expect(seen.join('')).toBe('data: one\n\n');
+    stream.write('data: SEC');
+    expect(seen.join('')).toBe('data: one\n\ndata: ');
+    stream.write('RET\n\n');
+    expect(seen.join('')).toBe('data: one\n\ndata: P\n\n');
+  });
 });
