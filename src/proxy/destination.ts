@@ -116,12 +116,18 @@ export class DestinationGuard {
   blockedBecause(address: string): string | null {
     const bytes = ipBytes(address);
     if (!bytes) return 'not an IP address';
-    for (const own of this.own.values()) {
-      if (own.every((v, i) => v === bytes[i])) return "the proxy's own address";
-    }
     const candidates = [bytes];
     const inner = embeddedIpv4(bytes);
     if (inner) candidates.push(inner);
+    // The own-address check sees through NAT64 / 6to4 / IPv4-compatible forms too: allow_private
+    // may open the range the proxy listens in, but never the proxy itself.
+    for (const candidate of candidates) {
+      for (const own of this.own.values()) {
+        if (own.every((v, i) => v === candidate[i])) {
+          return candidate === bytes ? "the proxy's own address" : `the proxy's own address, embedded in ${address}`;
+        }
+      }
+    }
     for (const candidate of candidates) {
       if (this.allowed.some((r) => inRange(candidate, r))) continue;
       const hit = BLOCKED.find((r) => inRange(candidate, r));

@@ -192,7 +192,7 @@ export function forwardHttp(deps: ForwardDeps, x: Exchange & { res: http.ServerR
     return;
   }
   const declared = Number(x.req.headers['content-length'] ?? 0);
-  if (declared > usage.uploadLeft()) {
+  if (declared > 0 && declared > usage.uploadLeft()) {
     refuse(deps, { ...x, record }, refusal(429, 'upload_budget_exceeded', 'Airlock: this request would exceed the session\'s upload budget (limits.max_upload_bytes).'), admitted.decision.rule);
     return;
   }

@@ -1,5 +1,6 @@
 // The short bodies the proxy answers with itself: denials, auth challenges, upstream failures.
 // They say what happened and what to do, and never carry stack text or secrets.
+import type { Duplex } from 'node:stream';
 import type { Decision } from '../policy/index.js';
 
 export interface DenyInfo {
@@ -44,4 +45,20 @@ export function rawResponse(status: number, reason: string, body: string, extraH
     '',
     body,
   ].join('\r\n');
+}
+
+/** How long a connection may linger after its final answer before it is destroyed. */
+const LINGER_MS = 2_000;
+
+/**
+ * Sends a final answer on a raw socket (CONNECT, upgrade, parse error) and closes it. Whatever the
+ * client still sends is read and dropped: these sockets are detached from the HTTP parser, paused
+ * and half-open capable, so without reading them the client's hang-up is never seen and the socket
+ * would be held forever. It is destroyed after LINGER_MS at the latest.
+ */
+export function endWith(socket: Duplex, response: string): void {
+  if (socket.destroyed) return;
+  socket.end(response);
+  socket.resume();
+  setTimeout(() => socket.destroy(), LINGER_MS).unref();
 }

@@ -14,7 +14,7 @@ import { DestinationBlocked } from './upstream.js';
 import type { Upstream } from './upstream.js';
 import { parseAbsoluteUri, parseAuthority } from './target.js';
 import type { Authority } from './target.js';
-import { PROXY_AUTH_BODY, denyBody, rawResponse } from './responses.js';
+import { PROXY_AUTH_BODY, denyBody, endWith, rawResponse } from './responses.js';
 import { outcomeOf, RequestRecord } from './record.js';
 import { usageOf } from './usage.js';
 import { forwardHttp } from './forward.js';
@@ -84,6 +84,10 @@ export class ProxyServer {
         denyInfo: (session, target, decision) => this.denyInfo(session, target, decision),
     };
     this.inner = this.createHttpServer();
+    // The inner server never listens, and Node starts the headersTimeout checker (the
+    // slowloris bound) only on 'listening': start it by hand, or requests inside tunnels would
+    // have no header deadline at all. close() stops it.
+    this.inner.emit('listening');
     this.inner.on('request', (req, res) => this.onTunnelRequest(req, res));
     this.inner.on('upgrade', (req, socket, head) => this.onTunnelUpgrade(req, socket, head));
     this.inner.on('connect', (req, socket) => this.onTunnelConnect(req, socket));
@@ -96,12 +100,25 @@ export class ProxyServer {
       keepAliveTimeout: this.limits.keepAliveTimeoutMs,
       maxHeaderSize: this.limits.maxHeaderBytes,
       insecureHTTPParser: false,
+      // Node enforces headersTimeout only when this checker runs (default every 30 s), so a
+      // slowloris head would otherwise live up to headersTimeout + 30 s.
+      connectionsCheckingInterval: checkingInterval(this.limits.headersTimeoutMs),
     });
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+      // Node reports the parse error again for every later chunk the client sends; the first
+      // answer stands (destroying the socket then would reset the connection under it).
+      if (answered.has(socket)) return;
       this.options.log.debug({ code: err.code }, 'client error');
-      if (socket.writable && (err.code === 'HPE_HEADER_OVERFLOW' || err.code?.startsWith('HPE_'))) {
-        const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
-        socket.end(rawResponse(status, status === 431 ? 'Request Header Fields Too Large' : 'Bad Request', `Airlock: malformed request (${err.code}).\n`));
+      const timedOut = err.code === 'ERR_HTTP_REQUEST_TIMEOUT'; // headersTimeout (slowloris)
+      if (socket.writable && (timedOut || err.code?.startsWith('HPE_'))) {
+        const status = timedOut ? 408 : err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
+        answered.add(socket);
+        this.auditClientError(socket, status, err.code!);
+        const text = status === 408 ? 'Request Timeout' : status === 431 ? 'Request Header Fields Too Large' : 'Bad Request';
+        const message = timedOut ? 'Airlock: the request head took too long.\n' : `Airlock: malformed request (${err.code}).\n`;
+        // Lingering close: what the client is still sending (a header flood) is read and dropped
+        // for a moment, so the answer reaches it instead of a reset; then the connection goes.
+        endWith(socket, rawResponse(status, text, message));
       } else {
         socket.destroy();
       }
@@ -157,6 +174,7 @@ export class ProxyServer {
   async close(): Promise<void> {
     const servers = this.servers.splice(0);
     this.inner.closeAllConnections();
+    this.inner.close(() => {}); // not listening: this only stops its connection checker
     // Ending the tunnels and upgrades lets the listeners finish closing, and lets their audit
     // lines be written before the caller closes the sessions' audit logs.
     await settle([...servers.map(closeServer), destroyAll([...this.detached.keys()])]);
@@ -187,6 +205,10 @@ export class ProxyServer {
   // ---- plain HTTP: absolute-URI requests to the proxy
 
   private onPlainRequest(req: http.IncomingMessage, res: http.ServerResponse, listener: string): void {
+    inTurn(res, () => this.handlePlainRequest(req, res, listener));
+  }
+
+  private handlePlainRequest(req: http.IncomingMessage, res: http.ServerResponse, listener: string): void {
     const session = this.authenticate(req, listener);
     if (!session) {
       res.writeHead(407, { 'Proxy-Authenticate': 'Basic realm="airlock"', 'Content-Type': 'text/plain; charset=utf-8' });
@@ -195,8 +217,23 @@ export class ProxyServer {
     }
     const usage = usageOf(session);
     if (!usage.openConnection()) {
-      res.writeHead(429, { 'Content-Type': 'text/plain; charset=utf-8', 'Retry-After': '1' });
-      res.end('Airlock: this session is over its connection limit; retry later.\n');
+      // Audited like the CONNECT path's refusal: a session hitting its cap shows in its log.
+      const record = new RequestRecord(session, 'request', req.method ?? 'GET', 'http');
+      const asked = parseAbsoluteUri(req.url ?? '');
+      if (asked) record.target(asked.host, asked.port, asked.pathWithQuery);
+      else record.target('-', 0, (req.url ?? '').slice(0, 2048));
+      const body = 'Airlock: this session is over its connection limit; retry later.\n';
+      res.once('close', () => {
+        record.bytes(0, Buffer.byteLength(body));
+        record.finish(429, { action: 'deny', rule: null, reason: 'rate_limited' }, 'session connection limit');
+      });
+      res.writeHead(429, {
+        'Content-Type': 'text/plain; charset=utf-8',
+        'Content-Length': Buffer.byteLength(body),
+        'Retry-After': '1',
+        'X-Airlock-Decision': 'deny; reason=rate_limited',
+      });
+      res.end(body);
       return;
     }
     res.once('close', () => usage.closeConnection());
@@ -212,7 +249,7 @@ export class ProxyServer {
     this.track(socket, listener);
     const session = this.authenticate(req, listener);
     if (!session) {
-      socket.end(rawResponse(407, 'Proxy Authentication Required', PROXY_AUTH_BODY, AUTH_CHALLENGE));
+      endWith(socket, rawResponse(407, 'Proxy Authentication Required', PROXY_AUTH_BODY, AUTH_CHALLENGE));
       return;
     }
     this.bind(socket, session);
@@ -221,14 +258,14 @@ export class ProxyServer {
     if (!authority) {
       record.target('-', 0, (req.url ?? '').slice(0, 300));
       record.finish(400, { action: 'deny', rule: null, reason: 'invalid_host' }, `bad CONNECT target`);
-      socket.end(rawResponse(400, 'Bad Request', 'Airlock: CONNECT needs host:port.\n'));
+      endWith(socket, rawResponse(400, 'Bad Request', 'Airlock: CONNECT needs host:port.\n'));
       return;
     }
     record.target(authority.host, authority.port, '');
     const usage = usageOf(session);
     if (!usage.takeRequest() || !usage.openConnection()) {
       record.finish(429, { action: 'deny', rule: null, reason: 'rate_limited' }, 'session connection or request limit');
-      socket.end(rawResponse(429, 'Too Many Requests', 'Airlock: this session is over its connection or request-rate limit; retry later.\n', ['Retry-After: 1']));
+      endWith(socket, rawResponse(429, 'Too Many Requests', 'Airlock: this session is over its connection or request-rate limit; retry later.\n', ['Retry-After: 1']));
       return;
     }
     socket.once('close', () => usage.closeConnection());
@@ -236,7 +273,7 @@ export class ProxyServer {
     if (decision.action === 'deny') {
       // Denied before any TLS and before any upstream connection.
       record.finish(403, outcomeOf(decision));
-      socket.end(rawResponse(403, 'Forbidden', denyBody(this.denyInfo(session, authority, decision))));
+      endWith(socket, rawResponse(403, 'Forbidden', denyBody(this.denyInfo(session, authority, decision))));
       return;
     }
     if (head.length > 0) socket.unshift(head);
@@ -284,13 +321,32 @@ export class ProxyServer {
           tlsError = err.code ?? 'tls_error';
           tlsSocket.destroy();
         });
+        // The handshake gets the same bound as a request head: a ClientHello trickled a byte at
+        // a time would otherwise keep resetting the idle timer below forever.
+        const handshakeTimer = setTimeout(() => {
+          tlsError = 'tls_handshake_timeout';
+          tlsSocket.destroy();
+        }, this.limits.headersTimeoutMs);
+        tlsSocket.once('close', () => clearTimeout(handshakeTimer));
+        // The raw socket came from the HTTP server half-open capable, and the TLS socket inherits
+        // that: a client hanging up before the handshake is done would leave the tunnel (and its
+        // connection slot) open. Until the HTTP server takes over below, EOF ends the tunnel.
+        const onEarlyEnd = () => tlsSocket.destroy();
+        tlsSocket.once('end', onEarlyEnd);
         tlsSocket.once('secure', () => {
+          clearTimeout(handshakeTimer);
+          tlsSocket.off('end', onEarlyEnd);
           // A client that names no server cannot be held to the CONNECT host: refuse. (IP
           // literals carry no SNI by design; their leaf is for the address itself.)
           if (!(tlsSocket as tls.TLSSocket & { servername?: string | false }).servername && net.isIP(connect.host) === 0) {
             withoutSni = true;
             tlsSocket.destroy();
+            return;
           }
+          // Only now is the decrypted stream handed to the HTTP parser (as https.Server does):
+          // a request sent along with the client's Finished is never parsed, let alone forwarded,
+          // before the checks above have run. Until then it waits, unread, in the TLS socket.
+          this.inner.emit('connection', tlsSocket);
         });
         // Idle tunnels (slowloris, forgotten connections) are closed.
         tlsSocket.setTimeout(this.limits.idleTimeoutMs, () => tlsSocket.destroy());
@@ -300,12 +356,11 @@ export class ProxyServer {
           if (withoutSni) record.finish(400, { action: 'deny', rule: decision.rule, reason: 'bad_request' }, 'TLS without SNI');
           else record.finish(200, outcomeOf(decision), tlsError);
         });
-        this.inner.emit('connection', tlsSocket);
       },
       (err: Error) => {
         this.options.log.error({ err: err.message, host: connect.host }, 'leaf certificate minting failed');
         record.finish(502, { action: 'deny', rule: decision.rule, reason: 'upstream_error' }, 'certificate minting failed');
-        socket.end(rawResponse(502, 'Bad Gateway', 'Airlock: could not prepare a certificate for this host.\n'));
+        endWith(socket, rawResponse(502, 'Bad Gateway', 'Airlock: could not prepare a certificate for this host.\n'));
       },
     );
   }
@@ -346,13 +401,13 @@ export class ProxyServer {
         if (err instanceof DestinationBlocked) {
           record.finish(403, { action: 'deny', rule: decision.rule, reason: 'destination_blocked' }, err.message);
           const refusal = { rule: decision.rule, reason: 'destination_blocked' as const, message: err.message };
-          if (!socket.destroyed) socket.end(rawResponse(403, 'Forbidden', denyBody(this.denyInfo(session, connect, refusal))));
+          endWith(socket, rawResponse(403, 'Forbidden', denyBody(this.denyInfo(session, connect, refusal))));
           return;
         }
         const status = err.status ?? 502;
         record.finish(status, { action: 'allow', rule: decision.rule, reason: 'upstream_error' }, err.code);
         if (!socket.destroyed) {
-          socket.end(rawResponse(status, status === 504 ? 'Gateway Timeout' : 'Bad Gateway', `Airlock: upstream unreachable: ${err.message}.\n`));
+          endWith(socket, rawResponse(status, status === 504 ? 'Gateway Timeout' : 'Bad Gateway', `Airlock: upstream unreachable: ${err.message}.\n`));
         }
       },
     );
@@ -363,10 +418,10 @@ export class ProxyServer {
   private onTunnelRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
     const context = this.tunnels.get(req.socket);
     if (!context) {
-      res.socket?.destroy();
+      req.socket.destroy();
       return;
     }
-    forwardHttp(this.forwardDeps, { req, res, session: context.session, scheme: 'https', tunnel: context });
+    inTurn(res, () => forwardHttp(this.forwardDeps, { req, res, session: context.session, scheme: 'https', tunnel: context }));
   }
 
   /** A CONNECT relayed inside a tunnel: decided like any CONNECT, and never tunnelled twice. */
@@ -389,7 +444,7 @@ export class ProxyServer {
         : { rule: decision?.rule ?? null, reason: 'bad_request' as const, message: 'CONNECT inside a tunnel is not supported' };
     record.finish(403, { action: 'deny', rule: refusal.rule, reason: refusal.reason }, 'CONNECT inside a tunnel');
     const body = denyBody(this.denyInfo(context.session, authority ?? { host: '-', port: 0 }, refusal));
-    socket.end(rawResponse(403, 'Forbidden', body));
+    endWith(socket, rawResponse(403, 'Forbidden', body));
   }
 
   private onTunnelUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
@@ -406,7 +461,7 @@ export class ProxyServer {
     this.track(socket, listener);
     const session = this.authenticate(req, listener);
     if (!session) {
-      socket.end(rawResponse(407, 'Proxy Authentication Required', PROXY_AUTH_BODY, AUTH_CHALLENGE));
+      endWith(socket, rawResponse(407, 'Proxy Authentication Required', PROXY_AUTH_BODY, AUTH_CHALLENGE));
       return;
     }
     this.bind(socket, session);
@@ -415,6 +470,19 @@ export class ProxyServer {
 
   // ---- shared pieces
 
+
+  /**
+   * A request inside a tunnel that the parser refused (smuggling attempts, header floods) or that
+   * timed out belongs to the tunnel's session: audit it. On a listener no session is known yet
+   * (the head never parsed), so only the operational log has it.
+   */
+  private auditClientError(socket: Duplex, status: number, code: string): void {
+    const context = this.tunnels.get(socket);
+    if (!context) return;
+    const record = new RequestRecord(context.session, 'request', '-', 'https');
+    record.target(context.connect.host, context.connect.port, '');
+    record.finish(status, { action: 'deny', rule: null, reason: 'bad_request' }, code);
+  }
 
   private authenticate(req: http.IncomingMessage, listener: string): ProxySession | null {
     const session = this.options.sessions.authenticate(req.headers['proxy-authorization'], listener);
@@ -440,6 +508,26 @@ export class ProxyServer {
   private denyInfo(session: ProxySession, target: Authority, decision: Pick<Decision, 'rule' | 'reason' | 'message'>) {
     return { session: session.id, policy: session.policy.name, host: target.host, port: target.port, decision };
   }
+}
+
+/** Connections already answered (400/408/431) for a client error: Node reports it again per chunk. */
+const answered = new WeakSet<Duplex>();
+
+/** How often Node checks for connections over headersTimeout: often enough to hold the bound. */
+function checkingInterval(headersTimeoutMs: number): number {
+  return Math.min(30_000, Math.max(100, Math.floor(headersTimeoutMs / 4)));
+}
+
+/**
+ * Pipelined requests are handled one at a time, in order: Node announces each as soon as it is
+ * parsed, but hands its response the socket only when every response before it is finished. A
+ * request starts then, so nothing queued behind a response that closes the connection (every
+ * refusal does) is ever forwarded (RFC 9112 section 9.6), and a client that leaves with requests
+ * queued leaves nothing running or counted for them.
+ */
+function inTurn(res: http.ServerResponse, handle: () => void): void {
+  if (res.socket) handle();
+  else res.once('socket', () => handle());
 }
 
 /** Destroys sockets and resolves once each has emitted 'close' (and its handlers have run). */

@@ -10,7 +10,7 @@ import { admit } from './forward.js';
 import { DestinationBlocked } from './upstream.js';
 import type { Exchange, ForwardDeps } from './forward.js';
 import { forwardRequestHeaders } from './headers.js';
-import { denyBody, rawResponse } from './responses.js';
+import { denyBody, endWith, rawResponse } from './responses.js';
 import { outcomeOf, RequestRecord } from './record.js';
 
 const chosenProtocol = new WeakMap<http.IncomingMessage, string | false>();
@@ -43,7 +43,7 @@ export function relayWebSocket(deps: ForwardDeps, x: Exchange & { socket: Duplex
   const record = new RequestRecord(session, 'websocket', req.method ?? 'GET', x.scheme);
   const fail = (status: number, reason: string, body: string, rule: string | null, action: 'deny' | 'allow' = 'deny') => {
     record.finish(status, { action, rule, reason: reason as never });
-    if (!socket.destroyed) socket.end(rawResponse(status, STATUS_TEXT[status] ?? 'Error', body));
+    endWith(socket, rawResponse(status, STATUS_TEXT[status] ?? 'Error', body));
   };
 
   const admitted = admit(deps, x, record);
@@ -78,7 +78,7 @@ export function relayWebSocket(deps: ForwardDeps, x: Exchange & { socket: Duplex
       if (swap.kind === 'misuse') {
         const message = `credential "${swap.credential}" placeholder found in ${swap.where}: ${swap.why}`;
         record.finish(403, { action: 'deny', rule: decision.rule, reason: 'credential_misuse' }, `${swap.credential} in ${swap.where}`);
-        socket.end(rawResponse(403, 'Forbidden', denyBody(deps.denyInfo(session, target, { rule: decision.rule, reason: 'credential_misuse', message }))));
+        endWith(socket, rawResponse(403, 'Forbidden', denyBody(deps.denyInfo(session, target, { rule: decision.rule, reason: 'credential_misuse', message }))));
         return;
       }
       finalHeaders = swap.headers;
@@ -113,7 +113,7 @@ export function relayWebSocket(deps: ForwardDeps, x: Exchange & { socket: Duplex
       response.resume();
       record.bytes(0, 0);
       record.finish(status, outcomeOf(decision), 'upstream refused the upgrade');
-      socket.end(rawResponse(status, response.statusMessage ?? 'Error', `Airlock: upstream refused the WebSocket upgrade (${status}).\n`));
+      endWith(socket, rawResponse(status, response.statusMessage ?? 'Error', `Airlock: upstream refused the WebSocket upgrade (${status}).\n`));
       upstream.terminate();
     });
     upstream.on('error', (err: Error & { code?: string }) => {
@@ -152,7 +152,7 @@ export function relayWebSocket(deps: ForwardDeps, x: Exchange & { socket: Duplex
     if (err instanceof DestinationBlocked) {
       const refusal = { rule: decision.rule, reason: 'destination_blocked' as const, message: err.message };
       record.finish(403, { action: 'deny', rule: decision.rule, reason: 'destination_blocked' }, err.message);
-      if (!socket.destroyed) socket.end(rawResponse(403, 'Forbidden', denyBody(deps.denyInfo(session, target, refusal))));
+      endWith(socket, rawResponse(403, 'Forbidden', denyBody(deps.denyInfo(session, target, refusal))));
       return;
     }
     fail(502, 'upstream_error', `Airlock: upstream ${target.host}:${target.port} failed (${err.code ?? err.message}).\n`, decision.rule, 'allow');
