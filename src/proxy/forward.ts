@@ -96,11 +96,13 @@ export function checkTarget(x: Exchange): CheckedTarget | Refusal {
   const hostHeader = req.headers.host;
   if (hostHeader === undefined) {
     if (tunnel) return refusal(400, 'bad_request', 'Airlock: request without a Host header.');
-  } else {
+  } else if (hostHeader !== tunnel?.matchedHostHeader) {
     const host = parseAuthority(hostHeader, x.scheme === 'https' ? 443 : 80);
     if (!host || !sameAuthority(host, authority)) {
       return refusal(403, 'host_mismatch', `Host header ${JSON.stringify(hostHeader)} does not match the target ${authority.host}:${authority.port}`);
     }
+    // Keep-alive requests in a tunnel repeat the same Host: check each spelling once.
+    if (tunnel) tunnel.matchedHostHeader = hostHeader;
   }
   const path = normalisePath(pathWithQuery);
   if (!path) return refusal(400, 'bad_request', 'Airlock: malformed request path.');

@@ -51,6 +51,8 @@ export interface TunnelContext {
   readonly session: ProxySession;
   readonly connect: Authority;
   sni: string | null;
+  /** The last Host header value found to match `connect` (a cache, not a decision). */
+  matchedHostHeader?: string;
 }
 
 // Denials report mode lets through: the policy's rules. Malformed hosts stay refused.
