@@ -1,16 +1,14 @@
 // A per-session certificate authority: one root (name-constrained to the hosts the session may
 // inspect), one leaf key for the whole session, and a leaf certificate minted on first use of each
 // host and kept as a ready SecureContext. A new host costs one signature; a known host nothing.
-import 'reflect-metadata';
-import { webcrypto, randomBytes } from 'node:crypto';
+import { webcrypto } from 'node:crypto';
 import { isIP } from 'node:net';
 import tls from 'node:tls';
 import * as x509 from '@peculiar/x509';
 import { AsnConvert } from '@peculiar/asn1-schema';
 import { GeneralName, GeneralSubtree, GeneralSubtrees, NameConstraints, id_ce_nameConstraints } from '@peculiar/asn1-x509';
 import { Lru } from './lru.js';
-
-x509.cryptoProvider.set(webcrypto as unknown as Crypto);
+import { EC_KEYGEN, EC_SIGN, serialNumber, toPem } from './x509-util.js';
 
 export type CaKeyType = 'ec' | 'rsa';
 
@@ -28,8 +26,6 @@ export interface SessionCaOptions {
   readonly validityDays?: number;
 }
 
-const EC_KEYGEN = { name: 'ECDSA', namedCurve: 'P-256' } as const;
-const EC_SIGN = { name: 'ECDSA', hash: 'SHA-256' } as const;
 const RSA_KEYGEN = {
   name: 'RSASSA-PKCS1-v1_5',
   modulusLength: 2048,
@@ -39,17 +35,6 @@ const RSA_KEYGEN = {
 // A name no public DNS will ever hold (RFC 2606): a constrained CA with nothing to inspect.
 const NOTHING_PERMITTED = 'invalid';
 const DAY_MS = 86_400_000;
-
-function serialNumber(): string {
-  const bytes = randomBytes(16);
-  bytes[0] = bytes[0]! & 0x7f; // positive INTEGER
-  return bytes.toString('hex');
-}
-
-function toPem(label: string, der: ArrayBuffer): string {
-  const b64 = Buffer.from(der).toString('base64').replace(/.{64}/g, '$&\n');
-  return `-----BEGIN ${label}-----\n${b64}${b64.endsWith('\n') ? '' : '\n'}-----END ${label}-----\n`;
-}
 
 function nameConstraintsExtension(dns: readonly string[]): x509.Extension {
   const names = dns.length > 0 ? dns : [NOTHING_PERMITTED];

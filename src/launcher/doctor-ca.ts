@@ -1,11 +1,9 @@
 // A throwaway CA and a leaf for 127.0.0.1/localhost, made fresh for each `airlock doctor` run: the
 // doctor serves TLS with the leaf inside the container and checks that clients trust the CA the
 // way a session's CA is trusted (through /etc/airlock/ca.pem and the CA variables).
-import 'reflect-metadata';
-import { webcrypto, randomBytes } from 'node:crypto';
+import { webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
-
-x509.cryptoProvider.set(webcrypto as unknown as Crypto);
+import { EC_KEYGEN as KEYGEN, EC_SIGN as SIGN, serialNumber as serial, toPem as pem } from '../ca/x509-util.js';
 
 export interface DoctorCa {
   readonly caPem: string;
@@ -13,19 +11,6 @@ export interface DoctorCa {
   readonly leafKeyPem: string;
 }
 
-const KEYGEN = { name: 'ECDSA', namedCurve: 'P-256' } as const;
-const SIGN = { name: 'ECDSA', hash: 'SHA-256' } as const;
-
-function pem(label: string, der: ArrayBuffer): string {
-  const b64 = Buffer.from(der).toString('base64').replace(/.{64}/g, '$&\n');
-  return `-----BEGIN ${label}-----\n${b64}${b64.endsWith('\n') ? '' : '\n'}-----END ${label}-----\n`;
-}
-
-function serial(): string {
-  const bytes = randomBytes(16);
-  bytes[0] = bytes[0]! & 0x7f;
-  return bytes.toString('hex');
-}
 
 export async function makeDoctorCa(): Promise<DoctorCa> {
   const now = Date.now();

@@ -247,14 +247,8 @@ export class ProxyServer {
   // ---- CONNECT
 
   private onConnect(req: http.IncomingMessage, socket: net.Socket, head: Buffer, listener: string): void {
-    socket.on('error', () => socket.destroy());
-    this.track(socket, listener);
-    const session = this.authenticate(req, listener);
-    if (!session) {
-      endWith(socket, rawResponse(407, 'Proxy Authentication Required', PROXY_AUTH_BODY, AUTH_CHALLENGE));
-      return;
-    }
-    this.bind(socket, session);
+    const session = this.authenticateSocket(req, socket, listener);
+    if (!session) return;
     const record = new RequestRecord(session, 'tunnel', 'CONNECT', 'https');
     const authority = parseAuthority(req.url, null);
     if (!authority) {
@@ -459,14 +453,8 @@ export class ProxyServer {
   }
 
   private onPlainUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer, listener: string): void {
-    socket.on('error', () => socket.destroy());
-    this.track(socket, listener);
-    const session = this.authenticate(req, listener);
-    if (!session) {
-      endWith(socket, rawResponse(407, 'Proxy Authentication Required', PROXY_AUTH_BODY, AUTH_CHALLENGE));
-      return;
-    }
-    this.bind(socket, session);
+    const session = this.authenticateSocket(req, socket, listener);
+    if (!session) return;
     relayWebSocket(this.forwardDeps, { req, socket, head, session, scheme: 'http' });
   }
 
@@ -484,6 +472,22 @@ export class ProxyServer {
     const record = new RequestRecord(context.session, 'request', '-', 'https');
     record.target(context.connect.host, context.connect.port, '');
     record.finish(status, { action: 'deny', rule: null, reason: 'bad_request' }, code);
+  }
+
+  /**
+   * For sockets taken over from the HTTP server (CONNECT, upgrades): track them, authenticate,
+   * and answer 407 on failure. Returns the session bound to the socket, or null when refused.
+   */
+  private authenticateSocket(req: http.IncomingMessage, socket: Duplex, listener: string): ProxySession | null {
+    socket.on('error', () => socket.destroy());
+    this.track(socket, listener);
+    const session = this.authenticate(req, listener);
+    if (!session) {
+      endWith(socket, rawResponse(407, 'Proxy Authentication Required', PROXY_AUTH_BODY, AUTH_CHALLENGE));
+      return null;
+    }
+    this.bind(socket, session);
+    return session;
   }
 
   private authenticate(req: http.IncomingMessage, listener: string): ProxySession | null {

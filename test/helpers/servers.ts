@@ -42,6 +42,7 @@ import { fileURLToPath } from 'node:url';
 import * as x509 from '@peculiar/x509';
 import pino from 'pino';
 import { parsePolicy } from '../../src/policy/index.js';
+import { EC_KEYGEN as EC, EC_SIGN, serialNumber as serial, toPem as pem } from '../../src/ca/x509-util.js';
 import { ProxyRuntime } from '../../src/sessions/runtime.js';
 import type { RuntimeOptions } from '../../src/sessions/runtime.js';
 import { proxyUrl as sessionProxyUrl } from '../../src/sessions/registry.js';
@@ -54,7 +55,6 @@ import type { Policy } from '../../src/policy/index.js';
 import { parseAuditLines } from '../../src/audit/report.js';
 import type { AuditLine } from '../../src/audit/report.js';
 
-x509.cryptoProvider.set(webcrypto as unknown as Crypto);
 
 export type { AuditLine };
 
@@ -92,19 +92,6 @@ export interface TestPki {
   issue(names: readonly string[]): Promise<IssuedCert>;
 }
 
-const EC = { name: 'ECDSA', namedCurve: 'P-256' } as const;
-const EC_SIGN = { name: 'ECDSA', hash: 'SHA-256' } as const;
-
-function pem(label: string, der: ArrayBuffer): string {
-  const b64 = Buffer.from(der).toString('base64').replace(/.{64}/g, '$&\n');
-  return `-----BEGIN ${label}-----\n${b64}${b64.endsWith('\n') ? '' : '\n'}-----END ${label}-----\n`;
-}
-
-function serial(): string {
-  const b = randomBytes(16);
-  b[0] = b[0]! & 0x7f;
-  return b.toString('hex');
-}
 
 /**
  * A CA for upstream test servers ("the public internet" of the tests). Unconstrained, EC P-256.
