@@ -2,13 +2,13 @@
 // inspect), one leaf key for the whole session, and a leaf certificate minted on first use of each
 // host and kept as a ready SecureContext. A new host costs one signature; a known host nothing.
 import { webcrypto } from 'node:crypto';
-import { isIP } from 'node:net';
 import tls from 'node:tls';
 import * as x509 from '@peculiar/x509';
 import { AsnConvert } from '@peculiar/asn1-schema';
 import { GeneralName, GeneralSubtree, GeneralSubtrees, NameConstraints, id_ce_nameConstraints } from '@peculiar/asn1-x509';
 import { Lru } from './lru.js';
 import { EC_KEYGEN, EC_SIGN, serialNumber, toPem } from './x509-util.js';
+import { LeafTemplate } from './leaf-template.js';
 
 export type CaKeyType = 'ec' | 'rsa';
 
@@ -50,8 +50,7 @@ export class SessionCa {
   readonly certPem: string;
   private readonly contexts: Lru<string, tls.SecureContext>;
   private readonly pending = new Map<string, Promise<tls.SecureContext>>();
-  private leafKeyPem: string | null = null;
-  private leafKeys: CryptoKeyPair | null = null;
+  private material: Promise<{ keyPem: string; template: LeafTemplate }> | undefined;
 
   private constructor(
     private readonly cert: x509.X509Certificate,
@@ -109,48 +108,39 @@ export class SessionCa {
     return pending;
   }
 
-  private async leafKey(): Promise<{ keys: CryptoKeyPair; pem: string }> {
-    if (!this.leafKeys || !this.leafKeyPem) {
+  /** The session's one leaf key and the leaf template built around it, made on first use. */
+  private leafMaterial(): Promise<{ keyPem: string; template: LeafTemplate }> {
+    this.material ??= (async () => {
       const keys = (await webcrypto.subtle.generateKey(this.keyType === 'ec' ? EC_KEYGEN : RSA_KEYGEN, true, [
         'sign',
         'verify',
       ])) as CryptoKeyPair;
-      // Assigned together after the await so concurrent first mints agree on one key.
-      if (!this.leafKeys) {
-        this.leafKeys = keys;
-        this.leafKeyPem = toPem('PRIVATE KEY', await webcrypto.subtle.exportKey('pkcs8', keys.privateKey));
-      }
-    }
-    return { keys: this.leafKeys, pem: this.leafKeyPem! };
+      const template = await LeafTemplate.create({
+        ca: this.cert,
+        caPrivateKey: this.keys.privateKey,
+        keyType: this.keyType,
+        leafPublicKey: keys.publicKey,
+        commonExtensions: [
+          new x509.BasicConstraintsExtension(false, undefined, true),
+          new x509.KeyUsagesExtension(
+            x509.KeyUsageFlags.digitalSignature | (this.keyType === 'rsa' ? x509.KeyUsageFlags.keyEncipherment : 0),
+            true,
+          ),
+          new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
+          await x509.AuthorityKeyIdentifierExtension.create(this.cert),
+        ],
+      });
+      return { keyPem: toPem('PRIVATE KEY', await webcrypto.subtle.exportKey('pkcs8', keys.privateKey)), template };
+    })();
+    return this.material;
   }
 
   private async mint(host: string): Promise<tls.SecureContext> {
-    const { keys, pem } = await this.leafKey();
-    const ip = isIP(host) !== 0;
+    const { keyPem, template } = await this.leafMaterial();
     const now = Date.now();
-    const leaf = await x509.X509CertificateGenerator.create({
-      serialNumber: serialNumber(),
-      // Host names reaching here are normalised ([a-z0-9._-]), so they cannot inject RDN syntax.
-      subject: !ip && host.length <= 64 ? `CN=${host}` : 'CN=Airlock leaf',
-      issuer: this.cert.subject,
-      notBefore: new Date(now - 3_600_000),
-      notAfter: new Date(Math.min(now + this.validityDays * DAY_MS, this.cert.notAfter.getTime())),
-      signingKey: this.keys.privateKey,
-      publicKey: keys.publicKey,
-      signingAlgorithm: this.keyType === 'ec' ? EC_SIGN : RSA_KEYGEN,
-      extensions: [
-        new x509.BasicConstraintsExtension(false, undefined, true),
-        new x509.KeyUsagesExtension(
-          x509.KeyUsageFlags.digitalSignature |
-            (this.keyType === 'rsa' ? x509.KeyUsageFlags.keyEncipherment : 0),
-          true,
-        ),
-        new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
-        new x509.SubjectAlternativeNameExtension([{ type: ip ? 'ip' : 'dns', value: host }]),
-        await x509.AuthorityKeyIdentifierExtension.create(this.cert),
-      ],
-    });
-    const context = tls.createSecureContext({ key: pem, cert: leaf.toString('pem') });
+    const notAfter = new Date(Math.min(now + this.validityDays * DAY_MS, this.cert.notAfter.getTime()));
+    const leaf = await template.issue(host, new Date(now - 3_600_000), notAfter);
+    const context = tls.createSecureContext({ key: keyPem, cert: toPem('CERTIFICATE', leaf) });
     this.contexts.set(host, context);
     return context;
   }

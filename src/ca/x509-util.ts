@@ -12,11 +12,11 @@ export const EC_SIGN = { name: 'ECDSA', hash: 'SHA-256' } as const;
 /** A random positive 128-bit certificate serial number (hex). */
 export function serialNumber(): string {
   const bytes = randomBytes(16);
-  bytes[0] = bytes[0]! & 0x7f; // positive INTEGER
+  bytes[0] = (bytes[0]! & 0x7f) | 0x01; // positive, and no leading zero byte (minimal DER)
   return bytes.toString('hex');
 }
 
-export function toPem(label: string, der: ArrayBuffer): string {
-  const b64 = Buffer.from(der).toString('base64').replace(/.{64}/g, '$&\n');
+export function toPem(label: string, der: ArrayBuffer | Uint8Array): string {
+  const b64 = (der instanceof Uint8Array ? Buffer.from(der.buffer, der.byteOffset, der.byteLength) : Buffer.from(der)).toString('base64').replace(/.{64}/g, '$&\n');
   return `-----BEGIN ${label}-----\n${b64}${b64.endsWith('\n') ? '' : '\n'}-----END ${label}-----\n`;
 }

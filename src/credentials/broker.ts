@@ -35,6 +35,11 @@ export interface ResponseScrub {
   readonly headers: Record<string, string | string[]>;
   /** Replaces echoed secrets in the body, or null when nothing needs scrubbing. */
   readonly bodyTransform: Duplex | null;
+  /**
+   * Scrubs a whole (identity-encoded) body at once, so a small response can keep an exact
+   * Content-Length and leave in one write; null when the body must be decoded first.
+   */
+  readonly scrubWhole: ((body: Buffer) => Buffer) | null;
   /** True when a header was scrubbed (the body transform reports its own). */
   readonly scrubbedHeaders: boolean;
 }

@@ -50,6 +50,12 @@ export class ReplaceStream extends Transform {
     callback(null, Buffer.concat(out));
   }
 
+  /** Replaces every needle in one complete body (for responses small enough to hold whole). */
+  replaceWhole(data: Buffer): Buffer {
+    const { out } = this.scan(data, data.length);
+    return out.length === 1 ? out[0]! : Buffer.concat(out);
+  }
+
   /**
    * How many trailing bytes could be the start of a needle and must wait for the next chunk.
    * Usually none: holding back a fixed window would delay every streamed event (SSE) until the

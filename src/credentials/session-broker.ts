@@ -218,9 +218,9 @@ export class SessionBroker implements CredentialBroker {
     const decoder = encoding === 'gzip' || encoding === 'x-gzip' ? createGunzip() : encoding === 'br' ? createBrotliDecompress() : encoding === 'deflate' ? createInflate() : null;
     if (decoder) {
       delete out['content-encoding'];
-      return { headers: out, bodyTransform: chain(decoder, replacer), scrubbedHeaders: scrubbed };
+      return { headers: out, bodyTransform: chain(decoder, replacer), scrubbedHeaders: scrubbed, scrubWhole: null };
     }
-    return { headers: out, bodyTransform: replacer, scrubbedHeaders: scrubbed };
+    return { headers: out, bodyTransform: replacer, scrubbedHeaders: scrubbed, scrubWhole: (body) => replacer.replaceWhole(body) };
   }
 }
 

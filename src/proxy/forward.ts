@@ -1,6 +1,7 @@
 // One HTTP request through the proxy: work out the target, decide, swap credentials, stream to the
 // upstream and back with backpressure, abort upstream if the client leaves, audit once.
 import type http from 'node:http';
+import { Writable as WritableStream } from 'node:stream';
 import type { Duplex, Writable } from 'node:stream';
 import type pino from 'pino';
 import type { Decision, RequestFacts } from '../policy/index.js';
@@ -300,6 +301,16 @@ function send(
           });
           if (scrub) {
             responseHeaders = scrub.headers;
+            const declared = Number(responseHeaders['content-length']);
+            if (scrub.scrubWhole && declared <= WHOLE_BODY_LIMIT) {
+              // Small body: scrub it whole and send it with its exact length in one write, not
+              // chunked (which would cost an extra TLS record and syscall per response).
+              return wholeBody((body) => {
+                const clean = scrub.scrubWhole!(body);
+                res.writeHead(statusCode, { ...responseHeaders, 'content-length': String(clean.length) });
+                res.end(clean);
+              });
+            }
             scrubber = scrub.bodyTransform;
             if (scrubber) {
               delete responseHeaders['content-length'];
@@ -359,4 +370,22 @@ class UploadBudgetExceeded extends Error {
   constructor() {
     super('upload budget exceeded');
   }
+}
+
+/** Responses up to this size are scrubbed whole (see wholeBody). */
+const WHOLE_BODY_LIMIT = 64 * 1024;
+
+/** A sink that gathers a body of known length and hands it over once complete. */
+function wholeBody(onComplete: (body: Buffer) => void): Writable {
+  const chunks: Buffer[] = [];
+  return new WritableStream({
+    write(chunk: Buffer, _encoding, callback) {
+      chunks.push(chunk);
+      callback();
+    },
+    final(callback) {
+      onComplete(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
+      callback();
+    },
+  });
 }

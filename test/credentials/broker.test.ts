@@ -73,6 +73,13 @@ describe('credential broker through the proxy', () => {
           setTimeout(() => res.end(`${token.slice(10)} end`), 30);
           return;
         }
+        if (url.pathname === '/echo-small') {
+          const token = String(req.headers.authorization ?? '').replace(/^Bearer /, '');
+          const body = `{"token":"${token}"}`;
+          res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) });
+          res.end(body);
+          return;
+        }
         if (url.pathname === '/echo-gzip' || url.pathname === '/echo-br') {
           const token = String(req.headers.authorization ?? '').replace(/^Bearer /, '');
           const body = Buffer.from(JSON.stringify({ token }));
@@ -199,6 +206,19 @@ describe('credential broker through the proxy', () => {
     expect(r.stdout).toMatch(new RegExp(`x-echo: token=${PLACEHOLDER}`, 'i'));
     expect(r.stdout).toContain(`start ${PLACEHOLDER} end`);
     const line = await airlock.waitForAudit((l) => l.path === '/echo-split');
+    expect(line.detail).toBe('secret_scrubbed');
+  });
+
+  it('scrubs a small echo whole and sends it with its corrected Content-Length', async () => {
+    const r = await runProcess('curl', ['-sS', '-i', '-H', `Authorization: Bearer ${PLACEHOLDER}`, 'https://api.github.com/echo-small'], {
+      env: { PATH: process.env.PATH, HTTPS_PROXY: airlock.proxyUrl, CURL_CA_BUNDLE: airlock.bundlePath },
+    });
+    const body = `{"token":"${PLACEHOLDER}"}`;
+    expect(r.stdout).not.toContain(SECRET);
+    expect(r.stdout).toMatch(new RegExp(`content-length: ${Buffer.byteLength(body)}\\r?\\n`, 'i'));
+    expect(r.stdout).not.toMatch(/transfer-encoding/i);
+    expect(r.stdout.endsWith(body)).toBe(true);
+    const line = await airlock.waitForAudit((l) => l.path === '/echo-small');
     expect(line.detail).toBe('secret_scrubbed');
   });
 
