@@ -1,0 +1,851 @@
+#!/usr/bin/env node
+// The Airlock benchmark: `npm run bench` (full, two rounds) or `npm run bench -- --quick`.
+// Three kinds of process: the HTTPS upstream (bench/upstream.mjs), the proxy under test, and the
+// load generator (bench/loadgen.mjs, one process per measurement). This script only starts them,
+// samples the proxy's RSS and CPU from /proc, and writes the results. See bench/README.md.
+import { spawn, execFileSync } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync, chmodSync, existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import os from 'node:os';
+import { summariseProfile, formatProfile } from './profile.mjs';
+
+const BENCH = dirname(fileURLToPath(import.meta.url));
+const ROOT = join(BENCH, '..');
+const RESULTS = join(BENCH, 'results');
+const ALL_TARGETS = ['direct', 'airlock', 'squid', 'mitmproxy', 'http-mitm-proxy'];
+// Diagnostic only (not in the default set): Airlock with the same policy minus the credential.
+const EXTRA_TARGETS = ['airlock-nocreds'];
+
+// ---- options
+
+const argv = process.argv.slice(2);
+const flag = (name) => argv.includes(`--${name}`);
+const value = (name, dflt) => {
+  const hit = argv.find((a) => a.startsWith(`--${name}=`));
+  if (hit) return hit.slice(name.length + 3);
+  const i = argv.indexOf(`--${name}`);
+  return i !== -1 && argv[i + 1] && !argv[i + 1].startsWith('--') ? argv[i + 1] : dflt;
+};
+if (flag('help') || flag('h')) {
+  process.stdout.write(`usage: npm run bench -- [options]
+  --quick              ~1-2 minute run: one round, short durations, 20 new hosts, 250 idle
+                       tunnels (instead of 200 and 1,000)
+  --rounds N           rounds per target (default 2; --quick: 1)
+  --targets a,b,...    of ${ALL_TARGETS.join(', ')} (direct is always run); also
+                       airlock-nocreds: Airlock without the credential (diagnostic)
+  --profile            after the comparison, profile Airlock (--cpu-prof) on the keep-alive c=64
+                       scenario; writes bench/results/*.cpuprofile and prints top self-time
+  --profile-only       only the profile pass
+  --profile-scenario S keepalive (default: c=64 keep-alive), newhosts (the new-host scenario),
+                       download, upload or sse
+  --seconds N          override the keep-alive c=64 and new-connection durations
+  --render FILE.json   rewrite the markdown next to a saved JSON result (no measurement)
+  --out NAME           results file stem (default: latest, or latest-quick with --quick)
+  --quiet-wait S       before each target, wait up to S seconds for the machine to be quiet
+                       (other processes using < 25% of the CPUs); default 120, --quick 0
+`);
+  process.exit(0);
+}
+const quick = flag('quick');
+const profileOnly = flag('profile-only');
+const doProfile = profileOnly || flag('profile');
+// --render FILE.json: rewrite FILE.md from a saved result (no measurement).
+const renderFile = value('render');
+const rendered = renderFile ? JSON.parse(readFileSync(renderFile, 'utf8')) : null;
+const rounds = rendered ? rendered.rounds : Number(value('rounds', quick ? 1 : 2));
+const wanted = (value('targets', ALL_TARGETS.join(',')) || '').split(',').filter(Boolean);
+for (const t of wanted) if (![...ALL_TARGETS, ...EXTRA_TARGETS].includes(t)) die(`unknown target ${t} (known: ${[...ALL_TARGETS, ...EXTRA_TARGETS].join(', ')})`);
+const targets = rendered ? rendered.targets : profileOnly ? [] : [...ALL_TARGETS, ...EXTRA_TARGETS].filter((t) => t === 'direct' || wanted.includes(t));
+const secondsOverride = value('seconds') ? Number(value('seconds')) : null;
+const outStem = value('out', quick ? 'latest-quick' : 'latest');
+const quietWait = Number(value('quiet-wait', quick ? 0 : 120));
+const profileScenario = value('profile-scenario', 'keepalive');
+if (!['keepalive', 'newhosts', 'download', 'upload', 'sse'].includes(profileScenario)) die(`unknown --profile-scenario ${profileScenario}`);
+
+const P = quick
+  ? { warmup: 1, latencyRequests: 2000, latencySeconds: 1.5, c64: 2, newconn: 2, newconnC: 16, transfer: 100 * 1048576, newHosts: 20, sseStreams: 1, idle: 250, profileSeconds: 6 }
+  : { warmup: 2, latencyRequests: 10000, latencySeconds: 5, c64: 10, newconn: 8, newconnC: 16, transfer: 100 * 1048576, newHosts: 200, sseStreams: 5, idle: 1000, profileSeconds: 15 };
+if (secondsOverride) P.c64 = P.newconn = secondsOverride;
+if (rendered) Object.assign(P, rendered.machine.params);
+
+function die(msg) {
+  process.stderr.write(`bench: ${msg}\n`);
+  process.exit(2);
+}
+const log = (msg) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
+
+// ---- processes
+
+const children = new Set();
+function track(child) {
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  return child;
+}
+function cleanup() {
+  for (const c of children) {
+    try {
+      c.kill('SIGKILL');
+    } catch {}
+  }
+}
+process.on('exit', cleanup);
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, () => {
+    log(`${sig}: stopping`);
+    stopPeers();
+    cleanup();
+    process.exit(130);
+  });
+}
+
+/** Spawns and resolves with the first stdout line `match` accepts (its return value). */
+function spawnReady(cmd, args, opts, match, timeoutMs = 30_000) {
+  return new Promise((resolve, reject) => {
+    const child = track(spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...opts }));
+    let stderr = '';
+    child.stderr.on('data', (d) => {
+      stderr += d;
+      if (stderr.length > 20_000) stderr = stderr.slice(-10_000);
+    });
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${cmd} ${args.join(' ')}: not ready in ${timeoutMs} ms\n${stderr}`));
+    }, timeoutMs);
+    const rl = createInterface({ input: child.stdout });
+    let ready = false;
+    rl.on('line', (line) => {
+      if (ready) return; // keep draining
+      const v = match(line);
+      if (v !== undefined) {
+        ready = true;
+        clearTimeout(timer);
+        resolve({ child, value: v, stderr: () => stderr });
+      }
+    });
+    child.once('exit', (code) => {
+      if (!ready) {
+        clearTimeout(timer);
+        reject(new Error(`${cmd} exited (${code}) before ready:\n${stderr}`));
+      }
+    });
+  });
+}
+
+function stopChild(child, signal = 'SIGTERM', timeoutMs = 8000) {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const t = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('exit', () => {
+      clearTimeout(t);
+      resolve();
+    });
+    child.kill(signal);
+  });
+}
+
+// ---- /proc sampling
+
+function procTable() {
+  const kids = new Map();
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'latin1');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (!kids.has(ppid)) kids.set(ppid, []);
+      kids.get(ppid).push(Number(name));
+    } catch {}
+  }
+  return kids;
+}
+function tree(pid) {
+  const kids = procTable();
+  const out = [];
+  const walk = (p) => {
+    out.push(p);
+    for (const k of kids.get(p) ?? []) walk(k);
+  };
+  walk(pid);
+  return out;
+}
+/** Sum of VmRSS over a process tree, MiB. */
+function rssMiB(pids) {
+  let kb = 0;
+  for (const p of pids) {
+    try {
+      const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${p}/status`, 'latin1'));
+      if (m) kb += Number(m[1]);
+    } catch {}
+  }
+  return kb / 1024;
+}
+const TICK = 100; // USER_HZ
+/** CPU seconds (user+sys) over a process tree. */
+function cpuSeconds(pids) {
+  let ticks = 0;
+  for (const p of pids) {
+    try {
+      const stat = readFileSync(`/proc/${p}/stat`, 'latin1');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(f[11]) + Number(f[12]);
+    } catch {}
+  }
+  return ticks / TICK;
+}
+
+/** Fraction of all CPUs busy over `ms` (from /proc/stat). */
+async function cpuBusy(ms = 1000) {
+  const read = () => {
+    const f = readFileSync('/proc/stat', 'latin1').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+    const idle = f[3] + (f[4] ?? 0);
+    return { idle, total: f.reduce((a, b) => a + b, 0) };
+  };
+  const a = read();
+  await sleep(ms);
+  const b = read();
+  return b.total > a.total ? 1 - (b.idle - a.idle) / (b.total - a.total) : 0;
+}
+
+/** Waits (up to `seconds`) until other processes leave the CPUs mostly idle; returns the last busy fraction. */
+async function waitQuiet(seconds) {
+  let busy = await cpuBusy(1000);
+  if (seconds <= 0 || busy < 0.25) return { busy, waitedS: 0 };
+  log(`machine busy (${(busy * 100).toFixed(0)}% of CPUs used by other processes): waiting up to ${seconds} s`);
+  const t0 = Date.now();
+  while (busy >= 0.25 && Date.now() - t0 < seconds * 1000) busy = await cpuBusy(2000);
+  return { busy, waitedS: (Date.now() - t0) / 1000 };
+}
+
+// ---- load generator
+
+/**
+ * Runs one loadgen measurement. `onHolding` (idle scenario) is awaited while the tunnels are held.
+ * `watch`: { pid } of the proxy to sample RSS (max) and CPU during the run.
+ */
+function loadgen(target, spec, { timeoutMs = 180_000, onHolding, watch } = {}) {
+  return new Promise((resolve) => {
+    const child = track(
+      spawn(process.execPath, [join(BENCH, 'loadgen.mjs'), JSON.stringify({ ...spec, target })], {
+        stdio: ['pipe', 'pipe', 'pipe'],
+      }),
+    );
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr = (stderr + d).slice(-4000)));
+    let result = null;
+    const rl = createInterface({ input: child.stdout });
+    rl.on('line', async (line) => {
+      let msg;
+      try {
+        msg = JSON.parse(line);
+      } catch {
+        return;
+      }
+      if (msg.event === 'holding') {
+        if (onHolding) await onHolding(msg);
+        child.stdin.write('release\n');
+        return;
+      }
+      result = msg;
+    });
+    let sampler = null;
+    let peak = 0;
+    const w = watch ? { pids: tree(watch.pid), cpu0: 0, cpu: {}, t0: process.hrtime.bigint() } : null;
+    if (w) {
+      w.cpu0 = cpuSeconds(w.pids);
+      w.gen0 = null;
+      sampler = setInterval(() => {
+        w.pids = tree(watch.pid);
+        peak = Math.max(peak, rssMiB(w.pids));
+      }, 200);
+      // the generator's own CPU, to show it is not the bottleneck
+      w.genPid = child.pid;
+      w.gen0 = cpuSeconds([child.pid]);
+      if (watch.upstreamPid) w.up0 = cpuSeconds([watch.upstreamPid]);
+    }
+    let genCpu = null;
+    const timer = setTimeout(() => {
+      stderr += `\n(timed out after ${timeoutMs} ms)`;
+      child.kill('SIGKILL');
+    }, timeoutMs);
+    // Read the generator's CPU just before it exits (its last line is the result).
+    const pollGen = w
+      ? setInterval(() => {
+          const c = cpuSeconds([child.pid]);
+          if (c > 0) genCpu = c;
+        }, 200)
+      : null;
+    child.once('exit', () => {
+      clearTimeout(timer);
+      if (sampler) clearInterval(sampler);
+      if (pollGen) clearInterval(pollGen);
+      rl.close();
+      if (!result) result = { ok: false, error: `loadgen exited without a result: ${stderr.trim().split('\n').slice(-3).join(' | ')}` };
+      if (w && result.ok) {
+        const secs = Number(process.hrtime.bigint() - w.t0) / 1e9;
+        peak = Math.max(peak, rssMiB(tree(watch.pid)));
+        result.result.proxyRssPeakMiB = peak;
+        result.result.cpu = {
+          wallSeconds: secs,
+          proxyCores: (cpuSeconds(tree(watch.pid)) - w.cpu0) / secs,
+          upstreamCores: watch.upstreamPid ? (cpuSeconds([watch.upstreamPid]) - w.up0) / secs : null,
+          loadgenCores: genCpu !== null ? (genCpu - w.gen0) / secs : null,
+        };
+      }
+      if (!result.ok && stderr.trim()) result.stderr = stderr.trim().slice(-1500);
+      resolve(result);
+    });
+  });
+}
+
+// ---- setup: certificates, names, policies
+
+const WORK = join(os.tmpdir(), 'airlock-bench');
+const hostsFile = join(WORK, 'hosts');
+const NEW_HOSTS = Array.from({ length: P.newHosts }, (_, i) => `h${i + 1}.bench.test`);
+const ALL_NAMES = ['bench.test', ...Array.from({ length: 200 }, (_, i) => `h${i + 1}.bench.test`)];
+const SECRET = 'bench-secret-' + Math.random().toString(36).slice(2, 12);
+const DUMMY_TOKEN = 'bench-placeholder-000000000000';
+
+function sh(cmd, args, opts = {}) {
+  return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], ...opts });
+}
+
+function prepare() {
+  rmSync(WORK, { recursive: true, force: true });
+  mkdirSync(WORK, { recursive: true });
+  chmodSync(WORK, 0o755); // Squid runs as user proxy and must traverse it
+  const c = (f) => join(WORK, f);
+  sh('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '7', '-subj', '/CN=bench upstream CA', '-keyout', c('upstream-ca.key'), '-out', c('upstream-ca.pem')]);
+  sh('openssl', ['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=bench.test', '-keyout', c('upstream.key'), '-out', c('upstream.csr')]);
+  writeFileSync(c('upstream.ext'), 'subjectAltName=DNS:bench.test,DNS:*.bench.test\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n');
+  sh('openssl', ['x509', '-req', '-in', c('upstream.csr'), '-CA', c('upstream-ca.pem'), '-CAkey', c('upstream-ca.key'), '-CAcreateserial', '-days', '7', '-sha256', '-extfile', c('upstream.ext'), '-out', c('upstream.pem')]);
+  const lines = [];
+  for (let i = 0; i < ALL_NAMES.length; i += 10) lines.push(`127.0.0.1 ${ALL_NAMES.slice(i, i + 10).join(' ')}`);
+  writeFileSync(hostsFile, lines.join('\n') + '\n');
+  for (const f of readdirSync(WORK)) chmodSync(c(f), 0o644);
+}
+
+function writePolicies(upstreamPort) {
+  const allow = `allow:\n  - host: bench.test\n    ports: [${upstreamPort}]\n  - host: "*.bench.test"\n    ports: [${upstreamPort}]\n`;
+  const head = `# Written by bench/run.mjs: the bench hosts, one credential swapped by the broker.\nversion: 1\nname: bench\nmode: enforce\n`;
+  const creds = `credentials:\n  - name: bench\n    env: [BENCH_TOKEN]\n    secret: { env: AIRLOCK_BENCH_SECRET }\n    hosts: [bench.test, "*.bench.test"]\n`;
+  writeFileSync(join(WORK, 'policy.yaml'), head + allow + creds);
+  writeFileSync(join(WORK, 'policy-nocreds.yaml'), head.replace('name: bench', 'name: bench-nocreds') + allow + 'credentials: []\n');
+}
+
+// ---- targets
+
+let upstream; // { child, port }
+const peersStarted = new Set();
+function stopPeers() {
+  for (const p of peersStarted) {
+    try {
+      sh('bash', [join(BENCH, 'setup.sh'), 'stop', p, join(WORK, 'peers')]);
+    } catch {}
+  }
+  peersStarted.clear();
+}
+
+function basicAuth(proxyUrl) {
+  const u = new URL(proxyUrl);
+  return 'Basic ' + Buffer.from(`${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`).toString('base64');
+}
+
+async function startTarget(name, { cpuProf } = {}) {
+  const base = { upstreamPort: upstream.port, token: DUMMY_TOKEN };
+  if (name === 'direct') {
+    return { name, pid: null, target: { ...base, direct: true, ca: join(WORK, 'upstream-ca.pem') }, notes: [], stop: async () => {} };
+  }
+  if (name === 'airlock' || name === 'airlock-nocreds') {
+    const nocreds = name === 'airlock-nocreds';
+    const stateDir = join(WORK, `airlock-state-${Date.now()}`);
+    const memFile = join(WORK, `airlock-mem-${Date.now()}.json`);
+    const nodeArgs = cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${cpuProf.dir}`, `--cpu-prof-name=${cpuProf.name}`] : [];
+    const { child, value: ready } = await spawnReady(
+      process.execPath,
+      [
+        ...nodeArgs,
+        join(BENCH, 'airlock-proxy.mjs'),
+        ...(nocreds
+          ? ['--policy', join(WORK, 'policy-nocreds.yaml')]
+          : ['--policy', join(WORK, 'policy.yaml'), '--fallback-policy', join(WORK, 'policy-nocreds.yaml')]),
+        '--state-dir', stateDir,
+        '--upstream-ca', join(WORK, 'upstream-ca.pem'),
+        '--hosts', hostsFile,
+        '--upstream-port', String(upstream.port),
+        '--mem-file', memFile,
+      ],
+      { env: { ...process.env, AIRLOCK_BENCH_SECRET: SECRET }, cwd: ROOT },
+      (line) => {
+        try {
+          const v = JSON.parse(line);
+          return v.ready ? v : undefined;
+        } catch {
+          return undefined;
+        }
+      },
+    );
+    const notes = [];
+    let token = DUMMY_TOKEN;
+    if (nocreds) {
+      notes.push('diagnostic: policy without credentials');
+    } else if (ready.credentials) {
+      token = ready.session.env.BENCH_TOKEN;
+      if (!token) notes.push('session env has no BENCH_TOKEN placeholder');
+    } else {
+      notes.push(`WARNING: ${ready.warning}`);
+      log(`airlock: WARNING: ${ready.warning}`);
+    }
+    return {
+      name,
+      pid: child.pid,
+      child,
+      credentials: ready.credentials && !nocreds,
+      target: { ...base, token, proxyHost: '127.0.0.1', proxyPort: ready.port, proxyAuth: basicAuth(ready.session.proxy_url), ca: ready.ca },
+      notes,
+      audit: ready.session.audit,
+      memory: async () => {
+        rmSync(memFile, { force: true });
+        child.kill('SIGUSR2');
+        for (let i = 0; i < 20 && !existsSync(memFile); i++) await sleep(50);
+        try {
+          return JSON.parse(readFileSync(memFile, 'utf8'));
+        } catch {
+          return null;
+        }
+      },
+      stop: () => stopChild(child),
+    };
+  }
+  if (name === 'squid' || name === 'mitmproxy') {
+    const peersDir = join(WORK, 'peers');
+    mkdirSync(peersDir, { recursive: true });
+    chmodSync(peersDir, 0o755);
+    const out = sh('bash', [join(BENCH, 'setup.sh'), 'start', name, peersDir, join(WORK, 'upstream-ca.pem'), hostsFile], { timeout: 600_000 });
+    peersStarted.add(name);
+    const m = /port=(\d+) pid=(\d+) ca=(\S+)/.exec(out);
+    if (!m) throw new Error(`setup.sh start ${name}: unexpected output ${out}`);
+    return {
+      name,
+      pid: Number(m[2]),
+      target: { ...base, proxyHost: '127.0.0.1', proxyPort: Number(m[1]), proxyAuth: null, ca: m[3] },
+      notes: [],
+      stop: async () => {
+        sh('bash', [join(BENCH, 'setup.sh'), 'stop', name, peersDir]);
+        peersStarted.delete(name);
+      },
+    };
+  }
+  if (name === 'http-mitm-proxy') {
+    const caDir = join(WORK, `http-mitm-proxy-${Date.now()}`);
+    const { child, value: ready } = await spawnReady(
+      process.execPath,
+      [join(BENCH, 'http-mitm-proxy.mjs'), '--ca-dir', caDir, '--upstream-ca', join(WORK, 'upstream-ca.pem'), '--hosts', hostsFile],
+      { cwd: ROOT },
+      (line) => {
+        try {
+          const v = JSON.parse(line);
+          return v.ready ? v : undefined;
+        } catch {
+          return undefined;
+        }
+      },
+    );
+    return {
+      name,
+      pid: child.pid,
+      child,
+      target: { ...base, proxyHost: '127.0.0.1', proxyPort: ready.port, proxyAuth: null, ca: ready.ca },
+      notes: [],
+      stop: () => stopChild(child),
+    };
+  }
+  throw new Error(`unknown target ${name}`);
+}
+
+// ---- one target, one round
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function runTarget(name, round) {
+  const quiet = await waitQuiet(quietWait);
+  log(`round ${round}: ${name}: starting (other processes using ${(quiet.busy * 100).toFixed(0)}% of CPUs)`);
+  const t = await startTarget(name);
+  const out = { target: name, round, notes: [...t.notes], scenarios: {}, otherCpuBusy: quiet.busy, loadavg1: os.loadavg()[0] };
+  const watch = t.pid ? { pid: t.pid, upstreamPid: upstream.child.pid } : { pid: upstream.child.pid, upstreamPid: null };
+  const run = async (key, spec, opts = {}) => {
+    const attempts = opts.attempts ?? 1;
+    const failures = [];
+    for (let i = 0; i < attempts; i++) {
+      const r = await loadgen(t.target, spec, opts);
+      if (r.ok) {
+        out.scenarios[key] = { ...r.result, ...(failures.length ? { failedAttempts: failures } : {}) };
+        return r.result;
+      }
+      failures.push(r.error);
+      log(`round ${round}: ${name}: ${key} FAILED (attempt ${i + 1}/${attempts}): ${r.error}${r.stderr ? `\n${r.stderr}` : ''}`);
+    }
+    out.scenarios[key] = { error: failures.at(-1), failedAttempts: failures };
+    return null;
+  };
+  try {
+    // Credential swap check: what Authorization did the upstream receive?
+    const probe = await loadgen(t.target, { scenario: 'probe' });
+    if (!probe.ok) throw new Error(`probe failed: ${probe.error}${probe.stderr ? `\n${probe.stderr}` : ''}`);
+    out.upstreamAuthorization = probe.result.auth;
+    if (name === 'airlock' || name === 'airlock-nocreds') {
+      out.credentialSwap = t.credentials
+        ? probe.result.auth === 'secret' ? 'verified' : `NOT swapped (upstream saw ${probe.result.auth})`
+        : name === 'airlock' ? 'off (fallback policy)' : 'off (diagnostic target)';
+      if (t.credentials && probe.result.auth !== 'secret') log(`airlock: WARNING: credential swap not seen upstream (${probe.result.auth})`);
+    }
+    await run('warmup', { scenario: 'keepalive', connections: 16, seconds: P.warmup });
+    if (t.pid) {
+      await sleep(500);
+      out.rssIdleMiB = rssMiB(tree(t.pid));
+      if (t.memory) out.memoryAfterWarmup = await t.memory();
+    }
+    log(`round ${round}: ${name}: keep-alive c=1`);
+    await run('latency_c1', { scenario: 'keepalive', connections: 1, seconds: P.latencySeconds, maxRequests: P.latencyRequests });
+    log(`round ${round}: ${name}: keep-alive c=64`);
+    await run('keepalive_c64', { scenario: 'keepalive', connections: 64, seconds: P.c64 }, { watch });
+    log(`round ${round}: ${name}: new connection per request`);
+    await run('newconn', { scenario: 'newconn', concurrency: P.newconnC, seconds: P.newconn }, { watch });
+    log(`round ${round}: ${name}: 100 MB download / upload`);
+    // A failed transfer is retried (twice) and reported in the notes.
+    await run('download', { scenario: 'download', bytes: P.transfer }, { watch, attempts: 3 });
+    await run('upload', { scenario: 'upload', bytes: P.transfer }, { watch, attempts: 3 });
+    log(`round ${round}: ${name}: ${NEW_HOSTS.length} new hosts`);
+    await run('newhosts', { scenario: 'newhosts', hosts: NEW_HOSTS }, { timeoutMs: 600_000 });
+    log(`round ${round}: ${name}: SSE`);
+    await run('sse', { scenario: 'sse', streams: P.sseStreams, events: 100, intervalMs: 10 });
+    log(`round ${round}: ${name}: ${P.idle} idle tunnels`);
+    let idleRss = null;
+    const before = t.pid ? rssMiB(tree(t.pid)) : null;
+    await run(
+      'idle',
+      { scenario: 'idle', count: P.idle, parallel: 32 },
+      {
+        timeoutMs: 300_000,
+        onHolding: async () => {
+          await sleep(1500);
+          if (!t.pid) return;
+          let max = 0;
+          for (let i = 0; i < 3; i++) {
+            max = Math.max(max, rssMiB(tree(t.pid)));
+            await sleep(300);
+          }
+          idleRss = max;
+          if (t.memory) out.memoryIdleTunnels = await t.memory();
+        },
+      },
+    );
+    if (out.scenarios.idle && !out.scenarios.idle.error) {
+      out.scenarios.idle.proxyRssMiB = idleRss;
+      out.scenarios.idle.proxyRssBeforeMiB = before;
+    }
+    if (t.audit) {
+      // Audit on: count the lines it wrote (it is flushed asynchronously; give it a moment).
+      await sleep(300);
+      try {
+        out.auditLines = readFileSync(t.audit, 'utf8').split('\n').filter(Boolean).length;
+      } catch {
+        out.auditLines = null;
+      }
+    }
+  } catch (err) {
+    out.error = err.message;
+    log(`round ${round}: ${name}: FAILED: ${err.message}`);
+  } finally {
+    await t.stop();
+  }
+  return out;
+}
+
+// ---- metrics and the table
+
+const METRICS = [
+  { key: 'c1_p50', label: 'Keep-alive 1 KB GET, c=1: p50 latency', unit: 'ms', better: 'lower', rel: 'added', get: (s) => s.latency_c1?.latencyMs?.p50 },
+  { key: 'c1_p99', label: 'Keep-alive 1 KB GET, c=1: p99 latency', unit: 'ms', better: 'lower', rel: 'added', get: (s) => s.latency_c1?.latencyMs?.p99 },
+  { key: 'c64_rps', label: 'Keep-alive 1 KB GET, c=64', unit: 'req/s', better: 'higher', rel: 'ratio', get: (s) => s.keepalive_c64?.rps },
+  { key: 'newconn_rps', label: `New connection per request, c=${P.newconnC}`, unit: 'req/s', better: 'higher', rel: 'ratio', get: (s) => s.newconn?.rps },
+  { key: 'download', label: '100 MB download', unit: 'MiB/s', better: 'higher', rel: 'ratio', get: (s) => s.download?.mibps },
+  { key: 'upload', label: '100 MB upload', unit: 'MiB/s', better: 'higher', rel: 'ratio', get: (s) => s.upload?.mibps },
+  { key: 'newhost_p50', label: `First request to a new host (${P.newHosts} hosts), p50`, unit: 'ms', better: 'lower', rel: 'added', get: (s) => s.newhosts?.newHostMs?.p50 },
+  { key: 'knownhost_p50', label: 'Same, known host (new connection), p50', unit: 'ms', better: 'lower', rel: 'added', get: (s) => s.newhosts?.knownHostMs?.p50 },
+  { key: 'newhost_added', label: 'New host: added over known host (p50)', unit: 'ms', better: 'lower', rel: null, get: (s) => sub(s.newhosts?.newHostMs?.p50, s.newhosts?.knownHostMs?.p50) },
+  { key: 'sse_p50', label: 'SSE per-event delay, p50', unit: 'ms', better: 'lower', rel: 'added', get: (s) => s.sse?.delayMs?.p50 },
+  { key: 'sse_p99', label: 'SSE per-event delay, p99', unit: 'ms', better: 'lower', rel: 'added', get: (s) => s.sse?.delayMs?.p99 },
+  { key: 'rss_idle', label: 'Proxy RSS after warm-up', unit: 'MiB', better: 'lower', rel: null, proxyOnly: true, get: (s, r) => r.rssIdleMiB },
+  { key: 'rss_c64', label: 'Proxy RSS peak under c=64', unit: 'MiB', better: 'lower', rel: null, proxyOnly: true, get: (s) => s.keepalive_c64?.proxyRssPeakMiB },
+  { key: 'rss_idle1000', label: `Proxy RSS with ${P.idle.toLocaleString('en-US')} idle tunnels`, unit: 'MiB', better: 'lower', rel: null, proxyOnly: true, get: (s) => s.idle?.proxyRssMiB },
+];
+function sub(a, b) {
+  return typeof a === 'number' && typeof b === 'number' ? a - b : undefined;
+}
+
+function aggregate(runs) {
+  const byTarget = {};
+  for (const t of targets) {
+    byTarget[t] = {};
+    const rs = runs.filter((r) => r.target === t);
+    for (const m of METRICS) {
+      const vals = rs.map((r) => m.get(r.scenarios ?? {}, r)).filter((v) => typeof v === 'number' && Number.isFinite(v));
+      if (vals.length === 0) {
+        byTarget[t][m.key] = null;
+        continue;
+      }
+      const best = m.better === 'higher' ? Math.max(...vals) : Math.min(...vals);
+      const worst = m.better === 'higher' ? Math.min(...vals) : Math.max(...vals);
+      byTarget[t][m.key] = { best, rounds: vals, spreadPct: best !== 0 ? (Math.abs(worst - best) / Math.abs(best)) * 100 : 0 };
+    }
+  }
+  // vs direct
+  for (const t of targets) {
+    for (const m of METRICS) {
+      const v = byTarget[t][m.key];
+      const d = byTarget.direct?.[m.key];
+      if (!v || !d || !m.rel || t === 'direct') continue;
+      if (m.rel === 'ratio') v.ratio = v.best / d.best;
+      if (m.rel === 'added') v.added = v.best - d.best;
+    }
+  }
+  return byTarget;
+}
+
+function fmt(v, unit) {
+  if (v === null || v === undefined) return '–';
+  const a = Math.abs(v);
+  if (unit === 'req/s') return Math.round(v).toLocaleString('en-US');
+  if (unit === 'MiB' || unit === 'MiB/s') return a >= 100 ? v.toFixed(0) : v.toFixed(1);
+  return a >= 100 ? v.toFixed(0) : a >= 10 ? v.toFixed(1) : a >= 1 ? v.toFixed(2) : v.toFixed(3);
+}
+
+function cell(t, m, agg, rounds) {
+  if (t === 'direct' && m.proxyOnly) return 'n/a';
+  const v = agg[t][m.key];
+  if (!v) return 'failed';
+  let s = fmt(v.best, m.unit);
+  if (t !== 'direct' && v.ratio !== undefined) s += ` (${v.ratio.toFixed(2)}×)`;
+  if (t !== 'direct' && v.added !== undefined) s += ` (${v.added >= 0 ? '+' : '−'}${fmt(Math.abs(v.added), m.unit)})`;
+  if (rounds > 1 && v.rounds.length > 1) s += ` ±${v.spreadPct.toFixed(0)}%`;
+  return s;
+}
+
+const TARGET_CHECKS = [
+  { label: 'keep-alive c=64 ≥ 0.5× direct', ok: (a) => a.c64_rps?.ratio >= 0.5, show: (a) => `${a.c64_rps?.ratio?.toFixed(2)}×` },
+  { label: 'added p50 at c=1 ≤ 0.25 ms', ok: (a) => a.c1_p50?.added <= 0.25, show: (a) => `+${fmt(a.c1_p50?.added, 'ms')} ms` },
+  { label: '100 MB download ≥ 0.45× direct', ok: (a) => a.download?.ratio >= 0.45, show: (a) => `${a.download?.ratio?.toFixed(2)}×` },
+  { label: '100 MB upload ≥ 0.45× direct', ok: (a) => a.upload?.ratio >= 0.45, show: (a) => `${a.upload?.ratio?.toFixed(2)}×` },
+  { label: 'new host ≤ 5 ms over known host (p50)', ok: (a) => a.newhost_added?.best <= 5, show: (a) => `${fmt(a.newhost_added?.best, 'ms')} ms` },
+  { label: 'SSE ≤ 1 ms added per event (p99)', ok: (a) => a.sse_p99?.added <= 1, show: (a) => `+${fmt(a.sse_p99?.added, 'ms')} ms` },
+  { label: 'RSS under c=64 ≤ 100 MB', ok: (a) => a.rss_c64?.best <= 100, show: (a) => `${fmt(a.rss_c64?.best, 'MiB')} MiB` },
+  { label: `${P.idle.toLocaleString('en-US')} idle tunnels ≤ 150 MB${P.idle !== 1000 ? ' (target is for 1,000)' : ''}`, ok: (a) => a.rss_idle1000?.best <= 150, show: (a) => `${fmt(a.rss_idle1000?.best, 'MiB')} MiB` },
+];
+
+function markdown(report) {
+  const { agg, machine, runs } = report;
+  const L = [];
+  L.push(`### Airlock benchmark${report.quick ? ' (--quick)' : ''}`);
+  L.push('');
+  L.push(
+    `${machine.date.slice(0, 10)} · ${machine.cpu} × ${machine.cores} cores · ${machine.memGiB} GiB · Linux ${machine.kernel} · Node ${machine.node} · ` +
+      `Airlock ${machine.airlock} · ${machine.squid} · ${machine.mitmproxy} · http-mitm-proxy ${machine.httpMitmProxy} · ` +
+      `${rounds} round${rounds > 1 ? 's' : ''}, best shown${rounds > 1 ? ' (±: spread between rounds)' : ''}`,
+  );
+  L.push('');
+  L.push(`| Scenario | ${targets.join(' | ')} |`);
+  L.push(`|---|${targets.map(() => '---:').join('|')}|`);
+  for (const m of METRICS) L.push(`| ${m.label} (${m.unit}) | ${targets.map((t) => cell(t, m, agg, rounds)).join(' | ')} |`);
+  L.push('');
+  L.push('(N×) = ratio to direct; (+N) = added over direct. RSS is the sum over the proxy\'s process tree (Squid: master, worker and certificate helpers).');
+  L.push('All proxies intercept TLS (CONNECT + a minted leaf per host); Airlock runs with its policy, audit log and credential broker on.');
+  if (agg.airlock) {
+    L.push('');
+    L.push('Airlock against its targets (2 shared cores):');
+    L.push('');
+    for (const c of TARGET_CHECKS) {
+      let ok = false;
+      try {
+        ok = c.ok(agg.airlock);
+      } catch {}
+      L.push(`- ${ok ? 'PASS' : 'MISS'} ${c.label}: ${(() => { try { return c.show(agg.airlock); } catch { return '–'; } })()}`);
+    }
+  }
+  const notes = [];
+  for (const r of runs) {
+    if (r.credentialSwap) notes.push(`round ${r.round} airlock: credential swap ${r.credentialSwap}; audit lines written: ${r.auditLines ?? '?'}`);
+    for (const n of r.notes) notes.push(`round ${r.round} ${r.target}: ${n}`);
+    if (r.error) notes.push(`round ${r.round} ${r.target}: FAILED: ${r.error.split('\n')[0]}`);
+    for (const [k, s] of Object.entries(r.scenarios ?? {})) {
+      const known = r.target === 'squid' && k === 'upload' && (s?.error || s?.failedAttempts)
+        ? ' (Squid 5.7 bug 5405, "large uploads fill request buffer and die": a zero-size read taken for EOF; fixed upstream in 2024, squid-cache/squid#1887)'
+        : '';
+      if (s?.error) notes.push(`round ${r.round} ${r.target} ${k}: failed: ${s.error}${known}`);
+      else if (s?.failedAttempts) notes.push(`round ${r.round} ${r.target} ${k}: ${s.failedAttempts.length} failed attempt(s) before success: ${s.failedAttempts.join('; ')}${known}`);
+      else if (s?.errors) notes.push(`round ${r.round} ${r.target} ${k}: ${s.errors} request errors`);
+      if (k === 'idle' && s && !s.error && s.open < s.count) notes.push(`round ${r.round} ${r.target} idle: only ${s.open} of ${s.count} tunnels opened`);
+      if (k === 'idle' && s && !s.error && s.aliveAtRelease < s.open) notes.push(`round ${r.round} ${r.target} idle: ${s.open - s.aliveAtRelease} tunnels closed by the proxy while held`);
+    }
+    if (r.otherCpuBusy >= 0.25) notes.push(`round ${r.round} ${r.target}: other processes were using ${(r.otherCpuBusy * 100).toFixed(0)}% of the CPUs when it started: its numbers are noisy`);
+    const m0 = r.memoryAfterWarmup;
+    const m1 = r.memoryIdleTunnels;
+    if (m0 && m1) {
+      const f = (m) => `RSS ${m.rss}, V8 heap ${m.heapTotal} (used ${m.heapUsed}), external ${m.external} (array buffers ${m.arrayBuffers})`;
+      notes.push(`round ${r.round} ${r.target} memory (MiB): after warm-up ${f(m0)}; with idle tunnels ${f(m1)}`);
+    }
+    const cpu = r.scenarios?.keepalive_c64?.cpu;
+    if (cpu) notes.push(`round ${r.round} ${r.target} c=64 CPU (cores): ${r.target === 'direct' ? 'upstream' : 'proxy'} ${cpu.proxyCores.toFixed(2)}${cpu.upstreamCores !== null ? `, upstream ${cpu.upstreamCores.toFixed(2)}` : ''}, load generator ${cpu.loadgenCores?.toFixed(2) ?? '?'}`);
+  }
+  if (notes.length) {
+    L.push('');
+    L.push('<details><summary>Notes</summary>');
+    L.push('');
+    for (const n of notes) L.push(`- ${n}`);
+    L.push('');
+    L.push('</details>');
+  }
+  return L.join('\n') + '\n';
+}
+
+function machineInfo() {
+  const tryOut = (fn) => {
+    try {
+      return fn();
+    } catch {
+      return 'unknown';
+    }
+  };
+  return {
+    date: new Date().toISOString(),
+    cpu: os.cpus()[0]?.model?.trim() ?? 'unknown',
+    cores: os.availableParallelism?.() ?? os.cpus().length,
+    memGiB: Math.round(os.totalmem() / 2 ** 30),
+    kernel: os.release(),
+    node: process.version,
+    airlock: tryOut(() => {
+      const rev = sh('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT }).trim();
+      const dirty = sh('git', ['status', '--porcelain', '--', 'src'], { cwd: ROOT }).trim() ? '+dirty src' : '';
+      return rev + dirty;
+    }),
+    squid: tryOut(() => sh('squid', ['-v']).split('\n')[0].replace('Squid Cache: Version', 'Squid').trim()),
+    mitmproxy: tryOut(() => sh('mitmdump', ['--version']).split('\n')[0].replace('Mitmproxy:', 'mitmproxy').trim()),
+    httpMitmProxy: tryOut(() => JSON.parse(readFileSync(join(ROOT, 'node_modules/http-mitm-proxy/package.json'), 'utf8')).version),
+    loadavgAtStart: os.loadavg(),
+    params: P,
+  };
+}
+
+// ---- profile pass
+
+async function profilePass() {
+  mkdirSync(RESULTS, { recursive: true });
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
+  const specs = {
+    keepalive: { title: `keep-alive 1 KB GETs, c=64, ${P.profileSeconds} s`, tag: 'keepalive-c64', spec: { scenario: 'keepalive', connections: 64, seconds: P.profileSeconds } },
+    newhosts: { title: `first request to ${P.newHosts} new hosts (alternating with a known host)`, tag: 'newhosts', spec: { scenario: 'newhosts', hosts: NEW_HOSTS } },
+    download: { title: '100 MB download', tag: 'download', spec: { scenario: 'download', bytes: P.transfer } },
+    upload: { title: '100 MB upload', tag: 'upload', spec: { scenario: 'upload', bytes: P.transfer } },
+    sse: { title: `SSE, ${P.sseStreams} × 100 events`, tag: 'sse', spec: { scenario: 'sse', streams: P.sseStreams, events: 100, intervalMs: 10 } },
+  };
+  const chosen = specs[profileScenario];
+  const name = `airlock-${chosen.tag}-${stamp}.cpuprofile`;
+  await waitQuiet(quietWait);
+  log(`profile: Airlock under --cpu-prof: ${chosen.title}`);
+  const t = await startTarget('airlock', { cpuProf: { dir: RESULTS, name } });
+  let r;
+  const window = [0, 0];
+  try {
+    await loadgen(t.target, { scenario: 'keepalive', connections: 16, seconds: P.warmup });
+    window[0] = Number(process.hrtime.bigint() / 1000n);
+    r = await loadgen(t.target, chosen.spec, { watch: { pid: t.pid, upstreamPid: upstream.child.pid }, timeoutMs: 600_000 });
+    window[1] = Number(process.hrtime.bigint() / 1000n);
+  } finally {
+    await t.stop();
+  }
+  const file = join(RESULTS, name);
+  for (let i = 0; i < 20 && !existsSync(file); i++) await sleep(100);
+  if (!existsSync(file)) throw new Error(`no profile written at ${file}`);
+  const summary = summariseProfile(JSON.parse(readFileSync(file, 'utf8')), { root: ROOT, window });
+  const res = r?.ok ? r.result : null;
+  const what = !res
+    ? `run failed: ${r?.error}`
+    : [
+        res.rps !== undefined ? `${Math.round(res.rps).toLocaleString('en-US')} req/s under the profiler` : null,
+        res.mibps !== undefined ? `${res.mibps.toFixed(0)} MiB/s under the profiler` : null,
+        res.newHostMs ? `new host p50 ${res.newHostMs.p50.toFixed(2)} ms, known host p50 ${res.knownHostMs.p50.toFixed(2)} ms under the profiler` : null,
+        res.delayMs ? `per-event delay p50 ${res.delayMs.p50.toFixed(2)} ms under the profiler` : null,
+        res.cpu ? `proxy ${res.cpu.proxyCores.toFixed(2)} cores, upstream ${res.cpu.upstreamCores?.toFixed(2)}, load generator ${res.cpu.loadgenCores?.toFixed(2)}` : null,
+      ]
+        .filter(Boolean)
+        .join('; ');
+  const header =
+    `### Airlock CPU profile: ${chosen.title}\n\n` +
+    `${new Date().toISOString().slice(0, 10)} · ${os.cpus()[0]?.model?.trim()} × ${os.availableParallelism?.() ?? os.cpus().length} · Node ${process.version} · ${what}\n\n` +
+    `Profile: bench/results/${name}\n\n`;
+  const text = header + formatProfile(summary, { top: 30 });
+  writeFileSync(join(RESULTS, profileScenario === 'keepalive' ? 'profile-latest.md' : `profile-${chosen.tag}-latest.md`), text);
+  process.stdout.write('\n' + text);
+}
+
+// ---- main
+
+async function main() {
+  if (rendered) {
+    rendered.agg = aggregate(rendered.runs);
+    const md = markdown(rendered);
+    writeFileSync(renderFile.replace(/\.json$/, '.md'), md);
+    process.stdout.write(md);
+    return;
+  }
+  if (!existsSync(join(ROOT, 'dist/sessions/runtime.js'))) die('dist/ is missing: run `npm run build` first');
+  if (targets.some((t) => t === 'squid' || t === 'mitmproxy')) {
+    log('checking peers (bench/setup.sh install)');
+    sh('bash', [join(BENCH, 'setup.sh'), 'install'], { stdio: ['ignore', 'inherit', 'inherit'], timeout: 900_000 });
+  }
+  prepare();
+  const machine = machineInfo();
+  if (machine.loadavgAtStart[0] > 0.5) {
+    log(`WARNING: the machine is busy (1-min load average ${machine.loadavgAtStart[0].toFixed(2)} on ${machine.cores} cores): results will be noisy`);
+  }
+  const up = await spawnReady(
+    process.execPath,
+    [join(BENCH, 'upstream.mjs'), '--cert', join(WORK, 'upstream.pem'), '--key', join(WORK, 'upstream.key')],
+    { env: { ...process.env, AIRLOCK_BENCH_SECRET: SECRET } },
+    (line) => (line.startsWith('READY ') ? Number(line.slice(6)) : undefined),
+  );
+  upstream = { child: up.child, port: up.value };
+  writePolicies(upstream.port);
+  log(`upstream on 127.0.0.1:${upstream.port}; work dir ${WORK}`);
+
+  const runs = [];
+  if (targets.length > 0) {
+    const t0 = Date.now();
+    for (let round = 1; round <= rounds; round++) {
+      for (const name of targets) runs.push(await runTarget(name, round));
+    }
+    const agg = aggregate(runs);
+    const report = { machine, quick, rounds, targets, agg, runs, seconds: (Date.now() - t0) / 1000 };
+    const md = markdown(report);
+    mkdirSync(RESULTS, { recursive: true });
+    writeFileSync(join(RESULTS, `${outStem}.json`), JSON.stringify(report, null, 2) + '\n');
+    writeFileSync(join(RESULTS, `${outStem}.md`), md);
+    process.stdout.write('\n' + md);
+    log(`wrote bench/results/${outStem}.md and .json (${Math.round(report.seconds)} s)`);
+  }
+  if (doProfile) await profilePass();
+  await stopChild(upstream.child);
+}
+
+main().then(
+  () => process.exit(0),
+  (err) => {
+    log(`failed: ${err.stack ?? err.message}`);
+    stopPeers();
+    cleanup();
+    process.exit(1);
+  },
+);

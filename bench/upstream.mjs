@@ -1,0 +1,118 @@
+#!/usr/bin/env node
+// Bench upstream: one HTTPS server in its own process, answering for bench.test and *.bench.test.
+//   node bench/upstream.mjs --cert FILE --key FILE [--host 127.0.0.1] [--port 0]
+// Prints "READY <port>" on stdout once listening. Routes:
+//   GET  /1k                 1024-byte body, Content-Length
+//   GET  /download/<bytes>   streamed body of that many bytes, Content-Length, with backpressure
+//   POST /upload             consumes the body, answers {"bytes": N}
+//   GET  /sse?n=100&ms=10    text/event-stream (chunked): n events, ms apart; each event's data is
+//                            process.hrtime.bigint() at send (CLOCK_MONOTONIC, comparable across
+//                            processes on one machine), so the client can compute per-event delay
+//   GET  /auth               says which Authorization arrived: "secret" (the value of
+//                            $AIRLOCK_BENCH_SECRET, i.e. swapped in by a credential broker),
+//                            "other" or "none"; used to verify the credential swap
+import https from 'node:https';
+import { readFileSync } from 'node:fs';
+
+const args = process.argv.slice(2);
+const opt = (name, dflt) => {
+  const i = args.indexOf(`--${name}`);
+  return i === -1 ? dflt : args[i + 1];
+};
+
+const ONE_K = Buffer.alloc(1024, 'a');
+const CHUNK = Buffer.alloc(64 * 1024, 'b');
+const SECRET = process.env.AIRLOCK_BENCH_SECRET ? `Bearer ${process.env.AIRLOCK_BENCH_SECRET}` : null;
+
+const server = https.createServer(
+  {
+    key: readFileSync(opt('key')),
+    cert: readFileSync(opt('cert')),
+    keepAliveTimeout: 120_000,
+    headersTimeout: 60_000,
+    requestTimeout: 0,
+  },
+  (req, res) => {
+    const url = req.url ?? '/';
+    if (url === '/1k') {
+      res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': 1024 });
+      res.end(ONE_K);
+      req.resume();
+      return;
+    }
+    if (url.startsWith('/download/')) {
+      const total = Number(url.slice('/download/'.length));
+      if (!Number.isSafeInteger(total) || total < 0) return fail(res, 400);
+      res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': total });
+      let left = total;
+      const pump = () => {
+        while (left > 0) {
+          const n = Math.min(left, CHUNK.length);
+          left -= n;
+          const more = res.write(n === CHUNK.length ? CHUNK : CHUNK.subarray(0, n));
+          if (!more) return void res.once('drain', pump);
+        }
+        res.end();
+      };
+      res.on('close', () => (left = 0));
+      pump();
+      req.resume();
+      return;
+    }
+    if (url === '/upload') {
+      let bytes = 0;
+      req.on('data', (c) => (bytes += c.length));
+      req.on('end', () => {
+        const body = JSON.stringify({ bytes });
+        res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) });
+        res.end(body);
+      });
+      return;
+    }
+    if (url.startsWith('/sse')) {
+      const q = new URLSearchParams(url.split('?')[1] ?? '');
+      const n = Math.min(Number(q.get('n') ?? 100), 10_000);
+      const ms = Math.min(Number(q.get('ms') ?? 10), 10_000);
+      res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache' });
+      res.flushHeaders();
+      let i = 0;
+      const tick = () => {
+        if (res.destroyed) return;
+        res.write(`id: ${i}\ndata: ${process.hrtime.bigint()}\n\n`);
+        if (++i >= n) return void res.end();
+        timer = setTimeout(tick, ms);
+      };
+      let timer = setTimeout(tick, ms);
+      res.on('close', () => clearTimeout(timer));
+      req.resume();
+      return;
+    }
+    if (url === '/auth') {
+      const auth = req.headers.authorization;
+      const body = auth === undefined ? 'none' : SECRET !== null && auth === SECRET ? 'secret' : 'other';
+      res.writeHead(200, { 'Content-Type': 'text/plain', 'Content-Length': body.length });
+      res.end(body);
+      req.resume();
+      return;
+    }
+    fail(res, 404);
+    req.resume();
+  },
+);
+
+function fail(res, status) {
+  res.writeHead(status, { 'Content-Type': 'text/plain', 'Content-Length': 0 });
+  res.end();
+}
+
+server.on('clientError', (_err, socket) => socket.destroy());
+server.listen({ host: opt('host', '127.0.0.1'), port: Number(opt('port', '0')), backlog: 4096 }, () => {
+  process.stdout.write(`READY ${server.address().port}\n`);
+});
+const stop = () => {
+  server.close();
+  server.closeAllConnections();
+  process.exit(0);
+};
+process.on('SIGTERM', stop);
+process.on('SIGINT', stop);
