@@ -33,6 +33,19 @@ export class AuditLog {
     );
   }
 
+  /**
+   * Resolves once the file is open. Until then pino cannot flush, and its exit hook would throw
+   * if the process ended in that window.
+   */
+  ready(): Promise<void> {
+    const d = this.destination as unknown as { fd: number; once(e: string, f: (...a: unknown[]) => void): void };
+    if (d.fd >= 0) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      d.once('ready', () => resolve());
+      d.once('error', (err) => reject(err as Error));
+    });
+  }
+
   record(entry: AuditEntry): void {
     const key = `${entry.host}:${entry.port}`;
     let t = this.tally.get(key);

@@ -24,7 +24,7 @@ export async function runExec(command: string[], options: ExecOptions): Promise<
   const resolve = parseResolve(options.resolve);
   const roots = upstreamRoots(options.upstreamCa);
   mkdirSync(options.stateDir, { recursive: true, mode: 0o700 });
-  const log = pino({ base: null }, pino.destination({ dest: join(options.stateDir, 'proxy.log'), mkdir: true, sync: false }));
+  const log = pino({ base: null }, pino.destination({ dest: join(options.stateDir, 'proxy.log'), mkdir: true, sync: true }));
   const runtime = new ProxyRuntime({
     stateDir: options.stateDir,
     trustRoots: roots,

@@ -85,7 +85,7 @@ export function registerRunCommands(program: Command): void {
           trustRoots: roots,
           upstreamCa: roots,
           resolve: parseResolve(opts.resolve),
-          log: pino({ base: null }, pino.destination({ dest: join(opts.stateDir, 'proxy.log'), mkdir: true, sync: false })),
+          log: pino({ base: null }, pino.destination({ dest: join(opts.stateDir, 'proxy.log'), mkdir: true, sync: true })),
           credentials: credentialsFactory(process.env),
           allowPrivate: checkCidrs(opts.allowPrivate),
         });

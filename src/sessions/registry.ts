@@ -80,6 +80,7 @@ export class SessionRegistry implements SessionDirectory {
       token: newToken(),
       listener: opts.listener ?? 'default',
     };
+    await session.audit.ready();
     this.sessions.set(id, session);
     return session;
   }
