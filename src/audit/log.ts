@@ -19,6 +19,10 @@ export class AuditLog {
 
   constructor(readonly file: string) {
     this.destination = pino.destination({ dest: file, mkdir: true, sync: false });
+    // A full disk on one session's log must not take the proxy (and every session) down.
+    this.destination.on('error', (err: Error) => {
+      process.emitWarning(`airlock audit log ${file}: ${err.message}`);
+    });
     this.logger = pino(
       {
         base: null,
@@ -59,7 +63,11 @@ export class AuditLog {
     if (this.closed) {
       // A request that ended after its session was removed (or the proxy shut down) is still
       // logged, in the same format; writing to the ended stream would throw.
-      appendFileSync(this.file, JSON.stringify({ time: new Date().toISOString(), ...entry }) + '\n');
+      try {
+        appendFileSync(this.file, JSON.stringify({ time: new Date().toISOString(), ...entry }) + '\n');
+      } catch (err) {
+        process.emitWarning(`airlock audit log ${this.file}: ${(err as Error).message}`);
+      }
       return;
     }
     this.logger.info(entry);

@@ -74,12 +74,19 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
 
 /** Shell exports for a session: eval "$(airlock session create)". */
 export function exportsFor(info: SessionInfo): string {
-  const lines = [`# airlock session ${info.id} (policy ${info.policy}); audit: ${info.audit}`];
-  for (const name of ['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy']) lines.push(`export ${name}='${info.proxy_url}'`);
+  const lines = [`# airlock session ${info.id} (policy ${info.policy}); audit: ${info.audit.replace(/[\r\n]/g, ' ')}`];
+  for (const name of ['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy']) lines.push(`export ${name}=${shellQuote(info.proxy_url)}`);
   lines.push(`export NO_PROXY='localhost,127.0.0.1,::1' no_proxy='localhost,127.0.0.1,::1'`);
-  for (const name of CA_ENV_VARS) lines.push(`export ${name}='${info.bundle}'`);
-  for (const [name, value] of Object.entries(info.env)) lines.push(`export ${name}='${value}'`);
+  for (const name of CA_ENV_VARS) lines.push(`export ${name}=${shellQuote(info.bundle)}`);
+  for (const [name, value] of Object.entries(info.env)) lines.push(`export ${name}=${shellQuote(value)}`);
+  // The shell that evals this must not keep the real secrets' source variables either.
+  for (const name of info.secret_source_env ?? []) lines.push(`unset ${name}`);
   return lines.join('\n') + '\n';
+}
+
+/** Single-quotes a value for POSIX shells (a ' inside becomes '\''). */
+function shellQuote(value: string): string {
+  return `'${value.replace(/'/g, `'\\''`)}'`;
 }
 
 /** Calls the daemon's admin endpoint. */
@@ -103,8 +110,15 @@ export async function adminRequest(stateDir: string, method: string, path: strin
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('error', (err) => reject(new UsageError(`the airlock proxy's admin reply broke off (${err.message})`)));
         res.on('end', () => {
-          const parsed = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}') as { error?: string };
+          let parsed: { error?: string };
+          try {
+            parsed = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}') as { error?: string };
+          } catch {
+            reject(new UsageError(`the airlock proxy at ${paths.socket} answered something other than JSON (status ${res.statusCode})`));
+            return;
+          }
           if ((res.statusCode ?? 500) >= 400) reject(new UsageError(parsed.error ?? `admin endpoint answered ${res.statusCode}`));
           else resolve(parsed);
         });

@@ -91,7 +91,10 @@ export function registerRunCommands(program: Command): void {
         });
         provider = new EmbeddedProvider(runtime);
       }
-      const user = opts.user ?? `${process.getuid?.() ?? 1000}:${process.getgid?.() ?? 1000}`;
+      // Under sudo the caller is SUDO_UID, not root: files in the workspace stay theirs.
+      const callerUid = process.env.SUDO_UID ?? String(process.getuid?.() ?? 1000);
+      const callerGid = process.env.SUDO_GID ?? String(process.getgid?.() ?? 1000);
+      const user = opts.user ?? `${callerUid}:${callerGid}`;
       if (!/^\d+(:\d+)?$/.test(user)) throw new UsageError(`--user ${user}: expected UID or UID:GID`);
       try {
         const result = await runSession({

@@ -2,7 +2,9 @@
 // clients read, credential placeholders, and none of the host's secret sources.
 import type { Session } from '../sessions/session.js';
 
-export const CA_ENV_VARS = ['SSL_CERT_FILE', 'NODE_EXTRA_CA_CERTS', 'REQUESTS_CA_BUNDLE', 'CURL_CA_BUNDLE', 'GIT_SSL_CAINFO'] as const;
+import { CA_ENV_VARS } from '../sessions/client-env.js';
+
+export { CA_ENV_VARS };
 
 export function sessionEnv(
   base: NodeJS.ProcessEnv,

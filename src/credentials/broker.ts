@@ -40,8 +40,8 @@ export interface ResponseScrub {
    * Content-Length and leave in one write; null when the body must be decoded first.
    */
   readonly scrubWhole: ((body: Buffer) => Buffer) | null;
-  /** True when a header was scrubbed (the body transform reports its own). */
-  readonly scrubbedHeaders: boolean;
+  /** Set when the body cannot be scrubbed (an encoding the proxy cannot decode): refuse it. */
+  readonly refuse?: string;
 }
 
 export interface CredentialBroker {
@@ -59,6 +59,7 @@ export interface CredentialBroker {
   scrubResponse(
     host: string,
     headers: Record<string, string | string[] | undefined>,
+    hasBody: boolean,
     onScrub: () => void,
   ): ResponseScrub | null;
 }

@@ -66,6 +66,8 @@ function replaceWhole(text: string, needle: string, value: string): string {
   return out + text.slice(pos);
 }
 
+const SCRUBBABLE_ENCODINGS = new Set(['gzip', 'x-gzip', 'deflate', 'br', 'identity']);
+
 class Misuse extends Error {
   constructor(
     readonly credential: string,
@@ -119,6 +121,16 @@ export class SessionBroker implements CredentialBroker {
     let headers = request.headers;
     let pathWithQuery = request.pathWithQuery;
     let bodyTransform: Duplex | null = null;
+
+    // A host that may receive a secret must answer in an encoding the scrubber can read.
+    if (this.bound.some((c) => c.spec.hosts.some((p) => matchHostPattern(p, request.host)))) {
+      for (let i = 0; i < headers.length; i += 2) {
+        if (headers[i]!.toLowerCase() !== 'accept-encoding') continue;
+        const accepted = headers[i + 1]!.split(',').map((t) => t.split(';')[0]!.trim().toLowerCase()).filter((t) => SCRUBBABLE_ENCODINGS.has(t));
+        headers = headers === request.headers ? [...headers] : headers;
+        headers[i + 1] = accepted.length > 0 ? accepted.join(', ') : 'identity';
+      }
+    }
 
     for (const c of this.bound) {
       const refusal = this.boundTo(c, request);
@@ -180,6 +192,7 @@ export class SessionBroker implements CredentialBroker {
   scrubResponse(
     host: string,
     headers: Record<string, string | string[] | undefined>,
+    hasBody: boolean,
     onScrub: () => void,
   ): ResponseScrub | null {
     // Only hosts a secret is ever sent to can echo one.
@@ -211,6 +224,7 @@ export class SessionBroker implements CredentialBroker {
       out[name] = Array.isArray(value) ? value.map(scrub) : scrub(value);
     }
     if (scrubbed) onScrub();
+    if (!hasBody) return { headers: out, bodyTransform: null, scrubWhole: null };
     const replacer = new ReplaceStream(replacements, onScrub);
     // Compressed bodies are decoded so an echoed secret cannot hide in them; the client then
     // receives the body uncompressed.
@@ -218,9 +232,12 @@ export class SessionBroker implements CredentialBroker {
     const decoder = encoding === 'gzip' || encoding === 'x-gzip' ? createGunzip() : encoding === 'br' ? createBrotliDecompress() : encoding === 'deflate' ? createInflate() : null;
     if (decoder) {
       delete out['content-encoding'];
-      return { headers: out, bodyTransform: chain(decoder, replacer), scrubbedHeaders: scrubbed, scrubWhole: null };
+      return { headers: out, bodyTransform: chain(decoder, replacer), scrubWhole: null };
     }
-    return { headers: out, bodyTransform: replacer, scrubbedHeaders: scrubbed, scrubWhole: (body) => replacer.replaceWhole(body) };
+    if (encoding !== '' && encoding !== 'identity') {
+      return { headers: out, bodyTransform: null, scrubWhole: null, refuse: `response from ${host} is ${encoding}-encoded, which the proxy cannot inspect for echoed secrets` };
+    }
+    return { headers: out, bodyTransform: replacer, scrubWhole: (body) => replacer.replaceWhole(body) };
   }
 }
 

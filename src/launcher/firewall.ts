@@ -68,6 +68,7 @@ export async function removeFirewall(sessionId: string): Promise<void> {
 export async function firewallSessions(): Promise<string[]> {
   const r = await run('iptables', ['-w', '-S']);
   const ids = new Set<string>();
-  for (const match of r.stdout.matchAll(/^-N AIRLOCK-([a-z0-9-]+)$/gm)) ids.add(match[1]!);
+  // Only chains whose name is one of ours (chainName() would refuse anything else).
+  for (const match of r.stdout.matchAll(/^-N AIRLOCK-([a-z0-9-]{1,20})$/gm)) ids.add(match[1]!);
   return [...ids];
 }

@@ -33,6 +33,10 @@ function alive(pid: string | undefined): boolean {
 
 export async function collectGarbage(docker: Docker, options: GcOptions): Promise<GcReport> {
   const report: GcReport = { containers: [], networks: [], firewall: [] };
+  // Chains are listed first: a session starting meanwhile creates its network before its chain,
+  // so any chain seen here has its network visible below, and a chain created later is not ours
+  // to judge.
+  const chains = canManageFirewall() ? await firewallSessions() : [];
   const filters = JSON.stringify({ label: [LABEL_SESSION] });
   const containers = await docker.listContainers({ all: true, filters });
   const networks = await docker.listNetworks({ filters });
@@ -46,25 +50,32 @@ export async function collectGarbage(docker: Docker, options: GcOptions): Promis
     }
     return true;
   };
+  // One failed removal must not stop the rest (or every later `airlock run`, which gcs first).
+  const attempt = async (what: string, step: () => Promise<unknown>): Promise<boolean> => {
+    try {
+      await step();
+      return true;
+    } catch (err) {
+      options.notice(`airlock gc: could not remove ${what}: ${(err as Error).message}`);
+      return false;
+    }
+  };
   for (const c of containers) {
     // Kept on purpose and finished: left for inspection (`docker rm` it, or `airlock gc --all`).
     // A kept container still running after its launcher died is a leftover like any other.
     if (options.onlyDead && c.Labels?.[LABEL_KEEP] === '1' && c.State !== 'running') continue;
     if (!stale(c.Labels)) continue;
-    await docker.getContainer(c.Id).remove({ force: true, v: true });
-    report.containers.push(c.Id.slice(0, 12));
+    if (await attempt(`container ${c.Id.slice(0, 12)}`, () => docker.getContainer(c.Id).remove({ force: true, v: true }))) {
+      report.containers.push(c.Id.slice(0, 12));
+    }
   }
   for (const n of networks) {
     if (!stale(n.Labels)) continue;
-    await docker.getNetwork(n.Id).remove();
-    report.networks.push(n.Name);
+    if (await attempt(`network ${n.Name}`, () => docker.getNetwork(n.Id).remove())) report.networks.push(n.Name);
   }
-  if (canManageFirewall()) {
-    for (const session of await firewallSessions()) {
-      if (live.has(session)) continue;
-      await removeFirewall(session);
-      report.firewall.push(session);
-    }
+  for (const session of chains) {
+    if (live.has(session)) continue;
+    if (await attempt(`firewall chain of ${session}`, () => removeFirewall(session))) report.firewall.push(session);
   }
   const total = report.containers.length + report.networks.length + report.firewall.length;
   if (total > 0) {

@@ -5,13 +5,12 @@ import type Docker from 'dockerode';
 import { makeDoctorCa } from './doctor-ca.js';
 import { tarOf } from './tar.js';
 import type { TarFile } from './tar.js';
+import { CA_ENV_VARS, CA_PATH_IN_CONTAINER } from '../sessions/client-env.js';
 
 export type { TarFile } from './tar.js';
 
 /** The build context file that carries an optional build CA (see images/agent/Dockerfile). */
 export const BUILD_CA_NAME = 'build-ca.pem';
-const CA_PATH = '/etc/airlock/ca.pem';
-const CA_ENV = ['SSL_CERT_FILE', 'NODE_EXTRA_CA_CERTS', 'REQUESTS_CA_BUNDLE', 'CURL_CA_BUNDLE', 'GIT_SSL_CAINFO'];
 
 export class ImageError extends Error {}
 
@@ -250,7 +249,7 @@ export async function runDoctor(docker: Docker, o: DoctorOptions): Promise<Check
     Image: o.image,
     Cmd: ['sh', '-c', SCRIPT],
     User: user,
-    Env: CA_ENV.map((name) => `${name}=${CA_PATH}`),
+    Env: CA_ENV_VARS.map((name) => `${name}=${CA_PATH_IN_CONTAINER}`),
     Labels: { 'airlock.doctor': '1' },
     Tty: false,
     HostConfig: {
@@ -266,7 +265,7 @@ export async function runDoctor(docker: Docker, o: DoctorOptions): Promise<Check
   try {
     await container.putArchive(
       tarOf([
-        { name: CA_PATH.slice(1), content: ca.caPem, mode: 0o644 },
+        { name: CA_PATH_IN_CONTAINER.slice(1), content: ca.caPem, mode: 0o644 },
         { name: 'etc/airlock-doctor/leaf.pem', content: ca.leafPem, mode: 0o644 },
         // A throwaway key for a throwaway certificate: readable by the unprivileged test user.
         { name: 'etc/airlock-doctor/leaf-key.pem', content: ca.leafKeyPem, mode: 0o644 },

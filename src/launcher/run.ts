@@ -8,12 +8,11 @@ import type Docker from 'dockerode';
 import type { Policy } from '../policy/index.js';
 import type { SessionLease, SessionProvider } from './provider.js';
 import { tarOf } from './tar.js';
+import { CA_ENV_VARS, CA_PATH_IN_CONTAINER } from '../sessions/client-env.js';
 import { canManageFirewall, installFirewall, removeFirewall } from './firewall.js';
 import { collectGarbage, LABEL_KEEP, LABEL_PID, LABEL_SESSION } from './gc.js';
 import { pack, extract } from 'tar-fs';
 
-export const CA_PATH_IN_CONTAINER = '/etc/airlock/ca.pem';
-const CA_ENV = ['SSL_CERT_FILE', 'NODE_EXTRA_CA_CERTS', 'REQUESTS_CA_BUNDLE', 'CURL_CA_BUNDLE', 'GIT_SSL_CAINFO'];
 
 export class LaunchError extends Error {}
 
@@ -187,7 +186,7 @@ function sessionEnv(lease: SessionLease, extra: readonly string[]): string[] {
     ...['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy'].map((n) => `${n}=${proxy}`),
     'NO_PROXY=localhost,127.0.0.1',
     'no_proxy=localhost,127.0.0.1',
-    ...CA_ENV.map((n) => `${n}=${CA_PATH_IN_CONTAINER}`),
+    ...CA_ENV_VARS.map((n) => `${n}=${CA_PATH_IN_CONTAINER}`),
     ...Object.entries(lease.placeholders).map(([k, v]) => `${k}=${v}`),
     `AIRLOCK_SESSION=${lease.id}`,
   ];
@@ -216,6 +215,8 @@ function dockerEndpoint(docker: Docker): string {
 
 async function attachAndWait(o: RunOptions, container: Docker.Container, interrupted: () => boolean): Promise<number> {
   const stream = (await container.attach({ stream: true, stdin: true, stdout: true, stderr: true, hijack: true })) as NodeJS.ReadWriteStream;
+  // A reset Docker socket ends the output stream; it must not crash the launcher before cleanup.
+  stream.on('error', (err: Error) => o.notice(`attach stream: ${err.message}`));
   if (o.tty) {
     stream.pipe(o.stdout);
   } else {

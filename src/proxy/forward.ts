@@ -228,12 +228,23 @@ export function forwardHttp(deps: ForwardDeps, x: Exchange & { res: http.ServerR
           return;
         }
         record.usedCredentials(swap.used);
+        if (res.destroyed) {
+          // The client left while the secret was being resolved: send nothing, say so.
+          record.finish(499, outcomeOf(decision), 'client_closed');
+          return;
+        }
         send(deps, x, record, target, decision, swap.headers, swap.pathWithQuery, swap.bodyTransform);
       },
       (err: Error) => {
         // A secret source failed (file gone, command failed): say which, never what.
         deps.log.error({ session: session.id, err: err.message }, 'credential swap failed');
-        refuse(deps, { ...x, record }, refusal(502, 'upstream_error', `Airlock: ${err.message}`), decision.rule);
+        // The details (paths, commands) stay in the proxy log; the session learns only that.
+        refuse(
+          deps,
+          { ...x, record },
+          refusal(502, 'upstream_error', 'Airlock: a credential this request needs is unavailable right now (the operator can see why in the proxy log).'),
+          decision.rule,
+        );
       },
     );
 }
@@ -295,14 +306,25 @@ function send(
       ({ statusCode, headers: upstreamHeaders }): Writable => {
         let responseHeaders = forwardResponseHeaders(upstreamHeaders as Record<string, string | string[] | undefined>);
         let scrubber: Duplex | null = null;
-        if (!session.credentials.empty && responseHasBody(req.method, statusCode)) {
-          const scrub = session.credentials.scrubResponse(target.host, responseHeaders, () => {
+        if (!session.credentials.empty) {
+          // Headers are scrubbed on every response (HEAD, 204 and 304 included); bodies when present.
+          const withBody = responseHasBody(req.method, statusCode);
+          const scrub = session.credentials.scrubResponse(target.host, responseHeaders, withBody, () => {
             detail = 'secret_scrubbed';
           });
+          if (scrub?.refuse) {
+            // A body the scrubber cannot read could carry an echoed secret: fail closed.
+            outcome = { action: outcome.action, rule: decision.rule, reason: 'upstream_error' };
+            detail = scrub.refuse;
+            const message = `Airlock: ${scrub.refuse}.\n`;
+            res.writeHead(502, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': Buffer.byteLength(message) });
+            res.end(message);
+            return discard();
+          }
           if (scrub) {
             responseHeaders = scrub.headers;
             const declared = Number(responseHeaders['content-length']);
-            if (scrub.scrubWhole && declared <= WHOLE_BODY_LIMIT) {
+            if (withBody && scrub.scrubWhole && declared <= WHOLE_BODY_LIMIT) {
               // Small body: scrub it whole and send it with its exact length in one write, not
               // chunked (which would cost an extra TLS record and syscall per response).
               return wholeBody((body) => {
@@ -388,4 +410,9 @@ function wholeBody(onComplete: (body: Buffer) => void): Writable {
       callback();
     },
   });
+}
+
+/** Swallows a response body that is not passed on. */
+function discard(): Writable {
+  return new WritableStream({ write: (_chunk, _encoding, callback) => callback() });
 }

@@ -106,6 +106,9 @@ export class ProxyServer {
       // slowloris head would otherwise live up to headersTimeout + 30 s.
       connectionsCheckingInterval: checkingInterval(this.limits.headersTimeoutMs),
     });
+    // Node resets each socket's timeout to server.timeout on every request: without this, a
+    // kept-alive connection or tunnel would have no idle limit after its first request.
+    server.timeout = this.limits.idleTimeoutMs;
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
       // Node reports the parse error again for every later chunk the client sends; the first
       // answer stands (destroying the socket then would reset the connection under it).

@@ -3,12 +3,12 @@
 // another local user can reach it. Never on a network address a session can route to.
 import http from 'node:http';
 import { chmodSync, rmSync } from 'node:fs';
-import { timingSafeEqual } from 'node:crypto';
 import { parsePolicy, PolicyError } from '../policy/index.js';
 import type { Policy } from '../policy/index.js';
 import type { AddressInfo } from 'node:net';
 import type { ProxyRuntime } from './runtime.js';
 import { proxyUrl } from './registry.js';
+import { tokenMatches } from './session.js';
 import type { Session } from './session.js';
 
 export interface AdminOptions {
@@ -46,6 +46,7 @@ export function describeSession(session: Session, host: string, port: number): S
     audit: session.audit.file,
     created: session.createdAt.toISOString(),
     env: { ...session.credentials.sessionEnv },
+    secret_source_env: session.credentials.secretSourceEnv,
   };
 }
 
@@ -56,9 +57,7 @@ function send(res: http.ServerResponse, status: number, body: unknown): void {
 }
 
 function authorised(req: http.IncomingMessage, token: string): boolean {
-  const given = Buffer.from((req.headers.authorization ?? '').replace(/^Bearer\s+/i, ''));
-  const expected = Buffer.from(token);
-  return given.length === expected.length && timingSafeEqual(given, expected);
+  return tokenMatches(token, (req.headers.authorization ?? '').replace(/^Bearer\s+/i, ''));
 }
 
 async function readJson(req: http.IncomingMessage, limit = 1 << 20): Promise<Record<string, unknown>> {

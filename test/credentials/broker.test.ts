@@ -73,6 +73,18 @@ describe('credential broker through the proxy', () => {
           setTimeout(() => res.end(`${token.slice(10)} end`), 30);
           return;
         }
+        if (url.pathname === '/echo-head') {
+          const token = String(req.headers.authorization ?? '').replace(/^Bearer /, '');
+          res.writeHead(req.method === 'HEAD' ? 200 : 204, { 'X-Echo': token, Location: `https://api.github.com/x?t=${token}` });
+          res.end();
+          return;
+        }
+        if (url.pathname === '/zstd') {
+          const token = String(req.headers.authorization ?? '').replace(/^Bearer /, '');
+          res.writeHead(200, { 'Content-Encoding': 'zstd', 'X-Accept-Encoding-Seen': String(req.headers['accept-encoding']) });
+          res.end(`not really zstd: ${token}`);
+          return;
+        }
         if (url.pathname === '/echo-small') {
           const token = String(req.headers.authorization ?? '').replace(/^Bearer /, '');
           const body = `{"token":"${token}"}`;
@@ -220,6 +232,26 @@ describe('credential broker through the proxy', () => {
     expect(r.stdout.endsWith(body)).toBe(true);
     const line = await airlock.waitForAudit((l) => l.path === '/echo-small');
     expect(line.detail).toBe('secret_scrubbed');
+  });
+
+  it('scrubs echoed secrets from the headers of HEAD and 204 responses too', async () => {
+    for (const args of [['-I'], ['-X', 'DELETE']]) {
+      const r = await runProcess('curl', ['-sS', '-i', ...args, '-H', `Authorization: Bearer ${PLACEHOLDER}`, 'https://api.github.com/echo-head'], {
+        env: { PATH: process.env.PATH, HTTPS_PROXY: airlock.proxyUrl, CURL_CA_BUNDLE: airlock.bundlePath },
+      });
+      expect(r.stdout).not.toContain(SECRET);
+      expect(r.stdout).toMatch(new RegExp(`x-echo: ${PLACEHOLDER}`, 'i'));
+    }
+  });
+
+  it('asks bound hosts only for encodings it can inspect, and refuses a body it cannot', async () => {
+    const before = github.requests.length;
+    const r = await curl(['-H', 'Accept-Encoding: zstd, br;q=0.9, gzip', '-H', `Authorization: Bearer ${PLACEHOLDER}`, 'https://api.github.com/zstd']);
+    expect(github.requests.length).toBe(before + 1);
+    expect(github.requests.at(-1)!.headers['accept-encoding']).toBe('br, gzip');
+    expect(r.status).toBe(502);
+    expect(r.body).toContain('cannot inspect');
+    expect(r.body).not.toContain(SECRET);
   });
 
   it('scrubs an echoed secret inside gzip- and br-encoded bodies', async () => {

@@ -1,0 +1,23 @@
+import { describe, it, expect } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import { exportsFor } from '../../src/cli/daemon.js';
+
+describe('session exports (eval "$(airlock session create)")', () => {
+  it('quotes values for the shell and unsets the secret source variables', () => {
+    const text = exportsFor({
+      id: 's-abc123',
+      policy: 'p',
+      proxy_url: 'http://s-abc123:tok@127.0.0.1:8080',
+      proxy_port: 8080,
+      bundle: "/tmp/it's here/bundle.pem",
+      audit: '/tmp/a\nrm -rf /',
+      created: '',
+      env: { GH_TOKEN: 'ghp_airlock-github-x' },
+      secret_source_env: ['AIRLOCK_GITHUB_TOKEN'],
+    });
+    const out = execFileSync('sh', ['-c', `${text}\nprintf '%s|%s|%s|%s' "$SSL_CERT_FILE" "$GH_TOKEN" "\${AIRLOCK_GITHUB_TOKEN-unset}" "$HTTPS_PROXY"`], {
+      env: { PATH: process.env.PATH, AIRLOCK_GITHUB_TOKEN: 'real' },
+    }).toString();
+    expect(out).toBe("/tmp/it's here/bundle.pem|ghp_airlock-github-x|unset|http://s-abc123:tok@127.0.0.1:8080");
+  });
+});
