@@ -1,6 +1,6 @@
 // WebSocket upgrades on allowed hosts: decided like any request, then relayed message by message.
 // The upstream handshake happens first, so the subprotocol the server picks is the one the client gets.
-import type http from 'node:http';
+import http from 'node:http';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
@@ -12,6 +12,7 @@ import type { Exchange, ForwardDeps } from './forward.js';
 import { forwardRequestHeaders } from './headers.js';
 import { denyBody, endWith, rawResponse } from './responses.js';
 import { outcomeOf, RequestRecord } from './record.js';
+import { usageOf } from './usage.js';
 
 const chosenProtocol = new WeakMap<http.IncomingMessage, string | false>();
 
@@ -30,8 +31,6 @@ const HANDSHAKE_HEADERS = new Set([
   'sec-websocket-protocol',
 ]);
 
-const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 403: 'Forbidden', 502: 'Bad Gateway' };
-
 // Close codes that may not be sent on the wire (RFC 6455 7.4.1).
 function sendableCode(code: number): number | undefined {
   return code === 1005 || code === 1006 || code === 1015 ? undefined : code;
@@ -43,7 +42,7 @@ export function relayWebSocket(deps: ForwardDeps, x: Exchange & { socket: Duplex
   const record = new RequestRecord(session, 'websocket', req.method ?? 'GET', x.scheme);
   const fail = (status: number, reason: string, body: string, rule: string | null, action: 'deny' | 'allow' = 'deny') => {
     record.finish(status, { action, rule, reason: reason as never });
-    endWith(socket, rawResponse(status, STATUS_TEXT[status] ?? 'Error', body));
+    endWith(socket, rawResponse(status, http.STATUS_CODES[status] ?? 'Error', body));
   };
 
   const admitted = admit(deps, x, record);
@@ -57,6 +56,20 @@ export function relayWebSocket(deps: ForwardDeps, x: Exchange & { socket: Duplex
     return;
   }
   const { target, decision } = admitted;
+  // Same per-session limits as any request; the upgraded connection holds a connection slot.
+  const usage = usageOf(session);
+  if (!usage.takeRequest() || !usage.openConnection()) {
+    fail(429, 'rate_limited', 'Airlock: this session is over its connection or request-rate limit; retry later.\n', decision.rule);
+    return;
+  }
+  socket.once('close', () => usage.closeConnection());
+  let detail: string | undefined;
+  // Messages from a host that may hold a secret are scrubbed like response bodies.
+  const scrub = session.credentials.empty
+    ? null
+    : session.credentials.scrubResponse(target.host, {}, true, () => {
+        detail = 'secret_scrubbed';
+      });
   const forwarded = forwardRequestHeaders(req.rawHeaders, req.headers.connection);
   const headers: string[] = [];
   for (let i = 0; i < forwarded.length; i += 2) {
@@ -130,11 +143,17 @@ export function relayWebSocket(deps: ForwardDeps, x: Exchange & { socket: Duplex
       server.handleUpgrade(req, socket, x.head, (client) => {
         client.on('message', (data: RawData, isBinary) => {
           up += byteLength(data);
+          if (!usage.addUpload(byteLength(data))) {
+            detail = 'upload_budget_exceeded';
+            client.close(1008, 'upload budget exceeded');
+            return;
+          }
           if (upstream.readyState === WebSocket.OPEN) upstream.send(data, { binary: isBinary });
         });
         upstream.on('message', (data: RawData, isBinary) => {
           down += byteLength(data);
-          if (client.readyState === WebSocket.OPEN) client.send(data, { binary: isBinary });
+          const out = scrub?.scrubWhole ? scrub.scrubWhole(toBuffer(data)) : data;
+          if (client.readyState === WebSocket.OPEN) client.send(out, { binary: isBinary });
         });
         client.on('close', (code, reason) => upstream.close(sendableCode(code), reason));
         upstream.on('close', (code, reason) => client.close(sendableCode(code), reason));
@@ -143,7 +162,7 @@ export function relayWebSocket(deps: ForwardDeps, x: Exchange & { socket: Duplex
         client.once('close', () => {
           upstream.terminate();
           record.bytes(up, down);
-          record.finish(101, outcomeOf(decision));
+          record.finish(101, outcomeOf(decision), detail);
         });
       });
     });
@@ -162,4 +181,10 @@ export function relayWebSocket(deps: ForwardDeps, x: Exchange & { socket: Duplex
 function byteLength(data: RawData): number {
   if (Array.isArray(data)) return data.reduce((n, b) => n + b.length, 0);
   return (data as Buffer | ArrayBuffer).byteLength;
+}
+
+function toBuffer(data: RawData): Buffer {
+  if (Buffer.isBuffer(data)) return data;
+  if (Array.isArray(data)) return Buffer.concat(data);
+  return Buffer.from(data as ArrayBuffer);
 }
