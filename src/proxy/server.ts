@@ -290,7 +290,10 @@ export class ProxyServer {
     const started = { read: socket.bytesRead, written: socket.bytesWritten };
     Promise.resolve(session.ca.contextFor(connect.host)).then(
       (secureContext) => {
-        if (socket.destroyed) return;
+        if (socket.destroyed) {
+          record.finish(499, outcomeOf(decision), 'client_closed');
+          return;
+        }
         socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
         const context: TunnelContext = { session, connect, sni: null };
         const tlsSocket = new tls.TLSSocket(socket, {
@@ -377,6 +380,7 @@ export class ProxyServer {
       (upstream) => {
         if (socket.destroyed) {
           upstream.destroy();
+          record.finish(499, outcomeOf(decision), 'client_closed');
           return;
         }
         socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
@@ -401,6 +405,10 @@ export class ProxyServer {
           record.finish(403, { action: 'deny', rule: decision.rule, reason: 'destination_blocked' }, err.message);
           const refusal = { rule: decision.rule, reason: 'destination_blocked' as const, message: err.message };
           endWith(socket, rawResponse(403, 'Forbidden', denyBody(this.denyInfo(session, connect, refusal))));
+          return;
+        }
+        if (err.code === 'ABORTED') {
+          record.finish(499, outcomeOf(decision), 'client_closed');
           return;
         }
         const status = err.status ?? 502;

@@ -130,20 +130,32 @@ export class Upstream {
   /** A raw TCP connection to host:port (for blind tunnels). */
   async connectTcp(host: string, port: number, signal?: AbortSignal): Promise<net.Socket> {
     const endpoint = await this.endpointFor(host, port);
+    if (signal?.aborted) throw new UpstreamError(`client left before ${host}:${port} was dialled`, 502, 'ABORTED');
     return await new Promise((resolve, reject) => {
       const socket = net.connect({ host: endpoint.address, port: endpoint.port, noDelay: true });
+      let settled = false;
+      const onAbort = () => fail(Object.assign(new Error('aborted'), { code: 'ABORTED' }));
+      const settle = () => {
+        settled = true;
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+      };
       const fail = (err: NodeJS.ErrnoException) => {
+        if (settled) return;
+        settle();
         socket.destroy();
-        reject(new UpstreamError(`cannot connect to ${host}:${port} (${err.code ?? err.message})`, 502, err.code ?? 'ECONNECT'));
+        const timeout = err.code === 'ETIMEDOUT';
+        reject(new UpstreamError(`cannot connect to ${host}:${port} (${err.code ?? err.message})`, timeout ? 504 : 502, err.code ?? 'ECONNECT'));
       };
       const timer = setTimeout(
         () => fail(Object.assign(new Error('connect timeout'), { code: 'ETIMEDOUT' })),
         this.options.connectTimeoutMs ?? 10_000,
       );
-      signal?.addEventListener('abort', () => fail(Object.assign(new Error('aborted'), { code: 'ABORTED' })), { once: true });
+      signal?.addEventListener('abort', onAbort, { once: true });
       socket.once('error', fail);
       socket.once('connect', () => {
-        clearTimeout(timer);
+        if (settled) return;
+        settle();
         socket.off('error', fail);
         resolve(socket);
       });

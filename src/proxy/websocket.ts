@@ -56,6 +56,20 @@ export function relayWebSocket(deps: ForwardDeps, x: Exchange & { socket: Duplex
     return;
   }
   const { target, decision } = admitted;
+  // Validate the client's handshake before any upstream is opened with credentials in it: ws
+  // would abort an invalid one without a callback, leaving that upstream connection behind.
+  const key = req.headers['sec-websocket-key'];
+  const version = req.headers['sec-websocket-version'];
+  if (
+    req.method !== 'GET' ||
+    String(req.headers.upgrade).toLowerCase() !== 'websocket' ||
+    typeof key !== 'string' ||
+    !/^[+/0-9A-Za-z]{22}==$/.test(key) ||
+    (version !== '13' && version !== '8')
+  ) {
+    fail(400, 'bad_request', 'Airlock: only WebSocket upgrades (GET, Upgrade: websocket, a valid key, version 13) are relayed.\n', decision.rule);
+    return;
+  }
   // Same per-session limits as any request; the upgraded connection holds a connection slot.
   const usage = usageOf(session);
   if (!usage.takeRequest() || !usage.openConnection()) {
@@ -134,10 +148,17 @@ export function relayWebSocket(deps: ForwardDeps, x: Exchange & { socket: Duplex
         fail(502, 'upstream_error', `Airlock: upstream ${target.host}:${target.port} failed (${err.code ?? 'error'}).\n`, decision.rule, 'allow');
       }
     });
+    // The client leaving during the upstream handshake ends that handshake too.
+    socket.once('close', () => {
+      if (upstream.readyState !== WebSocket.CONNECTING) return;
+      record.finish(499, outcomeOf(decision), 'client_closed');
+      upstream.terminate();
+    });
     upstream.on('open', () => {
       chosenProtocol.set(req, upstream.protocol || false);
       if (socket.destroyed) {
         upstream.terminate();
+        record.finish(499, outcomeOf(decision), 'client_closed');
         return;
       }
       server.handleUpgrade(req, socket, x.head, (client) => {

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import WebSocket, { WebSocketServer } from 'ws';
 import { createTestPki, rmTmp, startAirlock, startHttpsUpstream } from '../helpers/servers.js';
 import type { AirlockHandle, TestPki, TestUpstream } from '../helpers/servers.js';
-import { TunnelAgent } from '../helpers/clients.js';
+import { TunnelAgent, openTunnelTls, rawExchange } from '../helpers/clients.js';
 import { credentialsFactory } from '../../src/cli/secrets.js';
 
 const SECRET = 'ghs_WebSocketRealSecret0123456789abcd';
@@ -60,5 +60,24 @@ describe('WebSocket to a credential-bound host', () => {
     const line = await airlock.waitForAudit((l) => l.kind === 'websocket');
     expect(line.credentials).toEqual(['github']);
     expect(line.detail).toBe('secret_scrubbed');
+  });
+
+  it('refuses an upgrade that is not a valid WebSocket handshake before opening any upstream', async () => {
+    const before = upstream.requests.length;
+    const tunnel = await openTunnelTls({
+      proxyPort: airlock.port,
+      proxyAuthorization: airlock.proxyAuthorization,
+      target: 'api.github.com:443',
+      servername: 'api.github.com',
+      ca: readFileSync(airlock.bundlePath, 'utf8'),
+    });
+    const answer = await rawExchange(
+      tunnel,
+      `GET /socket HTTP/1.1\r\nHost: api.github.com\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nAuthorization: Bearer ${PLACEHOLDER}\r\n\r\n`,
+      /\r\n\r\n[\s\S]*\n/,
+    );
+    tunnel.destroy();
+    expect(answer).toMatch(/^HTTP\/1\.1 400/);
+    expect(upstream.requests.length).toBe(before);
   });
 });
