@@ -15,6 +15,8 @@ import { parsePolicy } from '../../src/policy/index.js';
 import { parseAuditLines } from '../../src/audit/report.js';
 import type { Session } from '../../src/sessions/session.js';
 import type { AirlockHandle, AuditLine } from '../helpers/servers.js';
+import { rawConnect } from '../helpers/clients.js';
+import type { RawConnectResult } from '../helpers/clients.js';
 
 // ---------------------------------------------------------------- dial recorder and resolver
 
@@ -235,55 +237,11 @@ export async function send(proxy: Pick<ProxyAddress, 'host' | 'port'>, data: str
   }
 }
 
-export interface ConnectResult {
-  readonly status: number;
-  readonly head: string;
-  readonly body: string;
-  /** Open (paused) for a 200; closed otherwise. */
-  readonly socket: net.Socket;
-}
+export type ConnectResult = RawConnectResult;
 
 /** `CONNECT target` to the proxy; for a 200 the socket is handed back paused, tunnel open. */
 export function proxyConnect(proxy: ProxyAddress, target: string, extraHeaders: string[] = [], auth: string | null = proxy.auth): Promise<ConnectResult> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: proxy.host, port: proxy.port });
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new Error(`CONNECT ${target}: no answer`));
-    }, 10_000);
-    let buffer = Buffer.alloc(0);
-    socket.once('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    socket.once('connect', () => {
-      const lines = [`CONNECT ${target} HTTP/1.1`, `Host: ${target}`, ...(auth ? [`Proxy-Authorization: ${auth}`] : []), ...extraHeaders];
-      socket.write(lines.join('\r\n') + '\r\n\r\n');
-    });
-    const onData = (chunk: Buffer) => {
-      buffer = Buffer.concat([buffer, chunk]);
-      const end = buffer.indexOf('\r\n\r\n');
-      if (end === -1) return;
-      socket.off('data', onData);
-      const head = buffer.subarray(0, end).toString('latin1');
-      const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(head)?.[1] ?? 0);
-      const rest = buffer.subarray(end + 4);
-      if (status === 200) {
-        clearTimeout(timer);
-        socket.pause();
-        if (rest.length > 0) socket.unshift(rest);
-        resolve({ status, head, body: '', socket });
-        return;
-      }
-      const chunks: Buffer[] = [rest];
-      socket.on('data', (c: Buffer) => chunks.push(c));
-      socket.once('close', () => {
-        clearTimeout(timer);
-        resolve({ status, head, body: Buffer.concat(chunks).toString('utf8'), socket });
-      });
-    };
-    socket.on('data', onData);
-  });
+  return rawConnect({ proxyHost: proxy.host, proxyPort: proxy.port, target, proxyAuthorization: auth ?? undefined, extraHeaders });
 }
 
 /** CONNECT (expects 200), then TLS inside the tunnel. */

@@ -29,12 +29,16 @@ export interface RawConnectResult {
 /** Sends `CONNECT target` to the proxy by hand and reads the answer. */
 export function rawConnect(opts: {
   proxyPort: number;
+  /** Default 127.0.0.1. */
+  proxyHost?: string;
   target: string;
   proxyAuthorization?: string;
+  /** More header lines for the CONNECT request ("Name: value"). */
+  extraHeaders?: readonly string[];
   timeoutMs?: number;
 }): Promise<RawConnectResult> {
   return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: '127.0.0.1', port: opts.proxyPort });
+    const socket = net.connect({ host: opts.proxyHost ?? '127.0.0.1', port: opts.proxyPort });
     const timer = setTimeout(() => {
       socket.destroy();
       reject(new Error(`CONNECT ${opts.target}: no answer within ${opts.timeoutMs ?? 10_000} ms`));
@@ -47,6 +51,7 @@ export function rawConnect(opts: {
     socket.on('connect', () => {
       const lines = [`CONNECT ${opts.target} HTTP/1.1`, `Host: ${opts.target}`];
       if (opts.proxyAuthorization) lines.push(`Proxy-Authorization: ${opts.proxyAuthorization}`);
+      lines.push(...(opts.extraHeaders ?? []));
       socket.write(lines.join('\r\n') + '\r\n\r\n');
     });
     const onData = (chunk: Buffer) => {
