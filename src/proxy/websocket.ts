@@ -169,12 +169,12 @@ export function relayWebSocket(deps: ForwardDeps, x: Exchange & { socket: Duplex
             client.close(1008, 'upload budget exceeded');
             return;
           }
-          if (upstream.readyState === WebSocket.OPEN) upstream.send(data, { binary: isBinary });
+          forward(client, upstream, data, isBinary);
         });
         upstream.on('message', (data: RawData, isBinary) => {
           down += byteLength(data);
           const out = scrub?.scrubWhole ? scrub.scrubWhole(toBuffer(data)) : data;
-          if (client.readyState === WebSocket.OPEN) client.send(out, { binary: isBinary });
+          forward(upstream, client, out, isBinary);
         });
         client.on('close', (code, reason) => upstream.close(sendableCode(code), reason));
         upstream.on('close', (code, reason) => client.close(sendableCode(code), reason));
@@ -208,4 +208,17 @@ function toBuffer(data: RawData): Buffer {
   if (Buffer.isBuffer(data)) return data;
   if (Array.isArray(data)) return Buffer.concat(data);
   return Buffer.from(data as ArrayBuffer);
+}
+
+// Backpressure between the two sides: a sender faster than its receiver is paused while more than
+// HIGH_WATER bytes wait to be written, and resumed once the backlog drains below LOW_WATER.
+const HIGH_WATER = 1 << 20;
+const LOW_WATER = 1 << 18;
+
+function forward(from: WebSocket, to: WebSocket, data: RawData | Buffer, isBinary: boolean): void {
+  if (to.readyState !== WebSocket.OPEN) return;
+  to.send(data, { binary: isBinary }, () => {
+    if (from.isPaused && to.bufferedAmount < LOW_WATER) from.resume();
+  });
+  if (to.bufferedAmount > HIGH_WATER) from.pause();
 }
