@@ -14,7 +14,8 @@ import type { Endpoint } from '../../src/proxy/upstream.js';
 import { parsePolicy } from '../../src/policy/index.js';
 import { parseAuditLines } from '../../src/audit/report.js';
 import type { Session } from '../../src/sessions/session.js';
-import type { AirlockHandle, AuditLine } from '../helpers/servers.js';
+import { startAirlock } from '../helpers/servers.js';
+import type { AirlockHandle, AirlockOptions, AuditLine } from '../helpers/servers.js';
 import { rawConnect } from '../helpers/clients.js';
 import type { RawConnectResult } from '../helpers/clients.js';
 
@@ -347,6 +348,18 @@ export async function extraSession(airlock: AirlockHandle, policyText?: string):
   const session = await airlock.runtime.sessions.create(policy);
   const host = new URL(airlock.proxyUrl).hostname.replace(/^\[|\]$/g, '');
   return { session, proxy: { host, port: airlock.port, auth: basic(session.id, session.token) }, audit: sessionAudit(session) };
+}
+
+/**
+ * An in-process Airlock for attack tests: name resolution only through a fake resolver (never
+ * real DNS) and every dial recorded, so a broken guard can never send a packet off this machine.
+ */
+export async function startGuardedAirlock(
+  opts: Omit<AirlockOptions, 'lookup' | 'beforeDial'>,
+): Promise<{ airlock: AirlockHandle; dials: DialRecorder; proxy: ProxyAddress; bundle: string }> {
+  const dials = dialRecorder();
+  const airlock = await startAirlock({ ...opts, lookup: fakeDns().lookup, beforeDial: dials.beforeDial });
+  return { airlock, dials, proxy: proxyOf(airlock), bundle: readFileSync(airlock.bundlePath, 'utf8') };
 }
 
 /** The handle's own session as a ProxyAddress. */

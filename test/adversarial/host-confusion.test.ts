@@ -6,12 +6,11 @@
 // Every denied host has a real local server behind it (resolve map), so a bypass would show up as
 // a connection there; each must stay at zero. Names never go to real DNS (lookup hook).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import { WebSocketServer } from 'ws';
-import { createTestPki, rmTmp, startAirlock, startHttpUpstream, startHttpsUpstream } from '../helpers/servers.js';
+import { createTestPki, rmTmp, startHttpUpstream, startHttpsUpstream } from '../helpers/servers.js';
 import type { AirlockHandle, TestPki, TestUpstream, UpgradeHandler } from '../helpers/servers.js';
-import { alongside, dialRecorder, exchange, fakeDns, proxyConnect, proxyOf, send, tunnelTls, upgradeHead } from './helpers.js';
+import { alongside, exchange, send, tunnelTls, upgradeHead, startGuardedAirlock } from './helpers.js';
 import type { DialRecorder, ProxyAddress } from './helpers.js';
 
 const POLICY = `
@@ -53,8 +52,7 @@ beforeAll(async () => {
   goodTls = await startHttpsUpstream({ pki, names: ['good.test', 'also-good.test'] });
   evilPlain = await startHttpUpstream({ onUpgrade: evilWs.onUpgrade });
   evilTls = await startHttpsUpstream({ pki, names: ['evil.test'], onUpgrade: evilWs.onUpgrade });
-  dials = dialRecorder();
-  airlock = await startAirlock({
+  ({ airlock, dials, proxy, bundle } = await startGuardedAirlock({
     policy: POLICY,
     resolve: {
       'good.test:80': goodPlain.port,
@@ -65,11 +63,7 @@ beforeAll(async () => {
       'evil.test:443': evilTls.port,
     },
     upstreamCa: [pki.caPem],
-    lookup: fakeDns().lookup,
-    beforeDial: dials.beforeDial,
-  });
-  proxy = proxyOf(airlock);
-  bundle = readFileSync(airlock.bundlePath, 'utf8');
+  }));
 });
 
 afterAll(async () => {

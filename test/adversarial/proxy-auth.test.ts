@@ -5,9 +5,9 @@
 // credential itself never travels upstream.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
-import { createTestPki, rmTmp, startAirlock, startHttpUpstream, startHttpsUpstream } from '../helpers/servers.js';
+import { createTestPki, rmTmp, startHttpUpstream, startHttpsUpstream } from '../helpers/servers.js';
 import type { AirlockHandle, TestPki, TestUpstream } from '../helpers/servers.js';
-import { alongside, basic, connectTcp, dialRecorder, exchange, extraSession, fakeDns, proxyOf, send, tunnelTls, upgradeHead, sleep } from './helpers.js';
+import { alongside, basic, connectTcp, exchange, extraSession, send, tunnelTls, upgradeHead, sleep, startGuardedAirlock } from './helpers.js';
 import type { DialRecorder, ProxyAddress } from './helpers.js';
 import type { Session } from '../../src/sessions/session.js';
 
@@ -33,15 +33,11 @@ beforeAll(async () => {
     onUpgrade: (_req, socket) => socket.destroy(),
   });
   tlsUp = await startHttpsUpstream({ pki, names: ['good.test'] });
-  dials = dialRecorder();
-  airlock = await startAirlock({
+  ({ airlock, dials, proxy } = await startGuardedAirlock({
     policy: POLICY,
     resolve: { 'good.test:80': plainUp.port, 'good.test:443': tlsUp.port },
     upstreamCa: [pki.caPem],
-    lookup: fakeDns().lookup,
-    beforeDial: dials.beforeDial,
-  });
-  proxy = proxyOf(airlock);
+  }));
   other = await extraSession(airlock);
   removed = await extraSession(airlock);
   await airlock.runtime.sessions.remove(removed.session.id);

@@ -4,12 +4,11 @@
 // during an intercepted tunnel's TLS handshake — while a parallel well-behaved client keeps
 // being served.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
-import { createTestPki, rmTmp, startAirlock, startHttpUpstream, startHttpsUpstream } from '../helpers/servers.js';
+import { createTestPki, rmTmp, startHttpUpstream, startHttpsUpstream } from '../helpers/servers.js';
 import type { AirlockHandle, TestPki, TestUpstream } from '../helpers/servers.js';
-import { connectTcp, dialRecorder, fakeDns, proxyConnect, proxyGet, proxyOf, tunnelTls } from './helpers.js';
+import { connectTcp, proxyConnect, proxyGet, tunnelTls, startGuardedAirlock } from './helpers.js';
 import type { ProxyAddress } from './helpers.js';
 
 const HEADERS_TIMEOUT_MS = 1_500;
@@ -37,16 +36,12 @@ beforeAll(async () => {
   pki = await createTestPki();
   plainUp = await startHttpUpstream();
   tlsUp = await startHttpsUpstream({ pki, names: ['good.test'] });
-  airlock = await startAirlock({
+  ({ airlock, proxy, bundle } = await startGuardedAirlock({
     policy: POLICY,
     resolve: { 'good.test:80': plainUp.port, 'good.test:443': tlsUp.port },
     upstreamCa: [pki.caPem],
     limits: { headersTimeoutMs: HEADERS_TIMEOUT_MS },
-    lookup: fakeDns().lookup,
-    beforeDial: dialRecorder().beforeDial,
-  });
-  proxy = proxyOf(airlock);
-  bundle = readFileSync(airlock.bundlePath, 'utf8');
+  }));
 });
 
 afterAll(async () => {

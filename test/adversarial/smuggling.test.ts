@@ -4,10 +4,9 @@
 // floods) with the connection closed, and the upstream must see neither the outer request nor the
 // smuggled one (it counts every request it receives).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readFileSync } from 'node:fs';
-import { createTestPki, rmTmp, startAirlock, startHttpUpstream, startHttpsUpstream } from '../helpers/servers.js';
+import { createTestPki, rmTmp, startHttpUpstream, startHttpsUpstream } from '../helpers/servers.js';
 import type { AirlockHandle, TestPki, TestUpstream } from '../helpers/servers.js';
-import { alongside, dialRecorder, exchange, fakeDns, proxyOf, send, tunnelTls } from './helpers.js';
+import { alongside, exchange, send, tunnelTls, startGuardedAirlock } from './helpers.js';
 import type { DialRecorder, Exchange, ProxyAddress } from './helpers.js';
 
 const POLICY = `
@@ -29,16 +28,11 @@ beforeAll(async () => {
   pki = await createTestPki();
   plainUp = await startHttpUpstream();
   tlsUp = await startHttpsUpstream({ pki, names: ['good.test'] });
-  dials = dialRecorder();
-  airlock = await startAirlock({
+  ({ airlock, dials, proxy, bundle } = await startGuardedAirlock({
     policy: POLICY,
     resolve: { 'good.test:80': plainUp.port, 'good.test:443': tlsUp.port },
     upstreamCa: [pki.caPem],
-    lookup: fakeDns().lookup,
-    beforeDial: dials.beforeDial,
-  });
-  proxy = proxyOf(airlock);
-  bundle = readFileSync(airlock.bundlePath, 'utf8');
+  }));
 });
 
 afterAll(async () => {

@@ -4,11 +4,10 @@
 // by name — closed right after the handshake, audited bad_request "TLS without SNI". The upstream
 // sees nothing either way.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readFileSync } from 'node:fs';
 import tls from 'node:tls';
-import { createTestPki, rmTmp, startAirlock, startHttpUpstream, startHttpsUpstream } from '../helpers/servers.js';
+import { createTestPki, rmTmp, startHttpUpstream, startHttpsUpstream } from '../helpers/servers.js';
 import type { AirlockHandle, TestPki, TestUpstream } from '../helpers/servers.js';
-import { alongside, dialRecorder, exchange, fakeDns, proxyConnect, proxyOf } from './helpers.js';
+import { alongside, exchange, proxyConnect, startGuardedAirlock } from './helpers.js';
 import type { DialRecorder, ProxyAddress } from './helpers.js';
 
 const POLICY = `
@@ -31,16 +30,11 @@ beforeAll(async () => {
   pki = await createTestPki();
   plainUp = await startHttpUpstream();
   inspectedUp = await startHttpsUpstream({ pki, names: ['inspected.test'] });
-  dials = dialRecorder();
-  airlock = await startAirlock({
+  ({ airlock, dials, proxy, bundle } = await startGuardedAirlock({
     policy: POLICY,
     resolve: { 'good.test:80': plainUp.port, 'inspected.test:443': inspectedUp.port },
     upstreamCa: [pki.caPem],
-    lookup: fakeDns().lookup,
-    beforeDial: dials.beforeDial,
-  });
-  proxy = proxyOf(airlock);
-  bundle = readFileSync(airlock.bundlePath, 'utf8');
+  }));
 });
 
 afterAll(async () => {
