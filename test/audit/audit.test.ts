@@ -41,11 +41,13 @@ beforeAll(async () => {
   expect(tunnelDenied.status).toBe(403);
   const plain = await httpViaProxy({ proxyPort: airlock.port, proxyAuthorization: auth, url: `http://api.github.com/plain?q=${SECRET}` });
   expect(plain.status).toBe(200);
-  // Tunnels are audited when they close: wait for both.
+  // Lines are written when each request or tunnel ends (the plain request's when the proxy sees
+  // its response close, which can be after the client has the body): wait for all six.
   lines = await waitFor(async () => {
     const all = await airlock.auditLines();
-    return all.filter((l) => l.kind === 'tunnel' && l.host === 'api.github.com').length === 2 ? all : null;
-  }, 5_000, 'both api.github.com tunnels to be audited');
+    const tunnels = all.filter((l) => l.kind === 'tunnel' && l.host === 'api.github.com').length;
+    return tunnels === 2 && all.length >= 6 ? all : null;
+  }, 5_000, 'all six requests and tunnels to be audited');
 });
 
 afterAll(async () => {
