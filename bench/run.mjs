@@ -16,7 +16,8 @@ const ROOT = join(BENCH, '..');
 const RESULTS = join(BENCH, 'results');
 const ALL_TARGETS = ['direct', 'airlock', 'squid', 'mitmproxy', 'http-mitm-proxy'];
 // Diagnostic only (not in the default set): Airlock with the same policy minus the credential.
-const EXTRA_TARGETS = ['airlock-nocreds'];
+// bare-node: a minimal Node interception path (no policy, audit or credentials), the floor on this machine.
+const EXTRA_TARGETS = ['airlock-nocreds', 'bare-node'];
 
 // ---- options
 
@@ -35,6 +36,8 @@ if (flag('help') || flag('h')) {
   --rounds N           rounds per target (default 2; --quick: 1)
   --targets a,b,...    of ${ALL_TARGETS.join(', ')} (direct is always run); also
                        airlock-nocreds: Airlock without the credential (diagnostic)
+                       bare-node: a minimal Node interception path (diagnostic floor)
+  --scenarios a,b,...  only these of c1, c64, newconn, download, upload, newhosts, sse, idle
   --profile            after the comparison, profile Airlock (--cpu-prof) on the keep-alive c=64
                        scenario; writes bench/results/*.cpuprofile and prints top self-time
   --profile-only       only the profile pass
@@ -58,6 +61,9 @@ const rounds = rendered ? rendered.rounds : Number(value('rounds', quick ? 1 : 2
 const wanted = (value('targets', ALL_TARGETS.join(',')) || '').split(',').filter(Boolean);
 for (const t of wanted) if (![...ALL_TARGETS, ...EXTRA_TARGETS].includes(t)) die(`unknown target ${t} (known: ${[...ALL_TARGETS, ...EXTRA_TARGETS].join(', ')})`);
 const targets = rendered ? rendered.targets : profileOnly ? [] : [...ALL_TARGETS, ...EXTRA_TARGETS].filter((t) => t === 'direct' || wanted.includes(t));
+const SCENARIOS = ['c1', 'c64', 'newconn', 'download', 'upload', 'newhosts', 'sse', 'idle'];
+const scenarios = new Set((value('scenarios', SCENARIOS.join(',')) || '').split(',').filter(Boolean));
+for (const s of scenarios) if (!SCENARIOS.includes(s)) die(`unknown scenario ${s} (known: ${SCENARIOS.join(', ')})`);
 const secondsOverride = value('seconds') ? Number(value('seconds')) : null;
 const outStem = value('out', quick ? 'latest-quick' : 'latest');
 const quietWait = Number(value('quiet-wait', quick ? 0 : 120));
@@ -322,6 +328,10 @@ function prepare() {
   sh('openssl', ['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=bench.test', '-keyout', c('upstream.key'), '-out', c('upstream.csr')]);
   writeFileSync(c('upstream.ext'), 'subjectAltName=DNS:bench.test,DNS:*.bench.test\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n');
   sh('openssl', ['x509', '-req', '-in', c('upstream.csr'), '-CA', c('upstream-ca.pem'), '-CAkey', c('upstream-ca.key'), '-CAcreateserial', '-days', '7', '-sha256', '-extfile', c('upstream.ext'), '-out', c('upstream.pem')]);
+  // bare-node's CA and its one leaf for every bench name
+  sh('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '7', '-subj', '/CN=bench bare-node CA', '-keyout', c('bare-ca.key'), '-out', c('bare-ca.pem')]);
+  sh('openssl', ['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=bench.test', '-keyout', c('bare-leaf.key'), '-out', c('bare-leaf.csr')]);
+  sh('openssl', ['x509', '-req', '-in', c('bare-leaf.csr'), '-CA', c('bare-ca.pem'), '-CAkey', c('bare-ca.key'), '-CAcreateserial', '-days', '7', '-sha256', '-extfile', c('upstream.ext'), '-out', c('bare-leaf.pem')]);
   const lines = [];
   for (let i = 0; i < ALL_NAMES.length; i += 10) lines.push(`127.0.0.1 ${ALL_NAMES.slice(i, i + 10).join(' ')}`);
   writeFileSync(hostsFile, lines.join('\n') + '\n');
@@ -439,6 +449,29 @@ async function startTarget(name, { cpuProf } = {}) {
       },
     };
   }
+  if (name === 'bare-node') {
+    const { child, value: ready } = await spawnReady(
+      process.execPath,
+      [join(BENCH, 'bare-node-proxy.mjs'), '--cert', join(WORK, 'bare-leaf.pem'), '--key', join(WORK, 'bare-leaf.key'), '--ca', join(WORK, 'bare-ca.pem'), '--upstream-ca', join(WORK, 'upstream-ca.pem'), '--hosts', hostsFile],
+      { cwd: ROOT },
+      (line) => {
+        try {
+          const v = JSON.parse(line);
+          return v.ready ? v : undefined;
+        } catch {
+          return undefined;
+        }
+      },
+    );
+    return {
+      name,
+      pid: child.pid,
+      child,
+      target: { ...base, proxyHost: '127.0.0.1', proxyPort: ready.port, proxyAuth: null, ca: ready.ca },
+      notes: ['diagnostic: minimal Node interception path, no policy, audit or credentials'],
+      stop: () => stopChild(child),
+    };
+  }
   if (name === 'http-mitm-proxy') {
     const caDir = join(WORK, `http-mitm-proxy-${Date.now()}`);
     const { child, value: ready } = await spawnReady(
@@ -508,24 +541,24 @@ async function runTarget(name, round) {
       out.rssIdleMiB = rssMiB(tree(t.pid));
       if (t.memory) out.memoryAfterWarmup = await t.memory();
     }
-    log(`round ${round}: ${name}: keep-alive c=1`);
-    await run('latency_c1', { scenario: 'keepalive', connections: 1, seconds: P.latencySeconds, maxRequests: P.latencyRequests });
-    log(`round ${round}: ${name}: keep-alive c=64`);
-    await run('keepalive_c64', { scenario: 'keepalive', connections: 64, seconds: P.c64 }, { watch });
-    log(`round ${round}: ${name}: new connection per request`);
-    await run('newconn', { scenario: 'newconn', concurrency: P.newconnC, seconds: P.newconn }, { watch });
+    if (scenarios.has('c1')) log(`round ${round}: ${name}: keep-alive c=1`);
+    if (scenarios.has('c1')) await run('latency_c1', { scenario: 'keepalive', connections: 1, seconds: P.latencySeconds, maxRequests: P.latencyRequests });
+    if (scenarios.has('c64')) log(`round ${round}: ${name}: keep-alive c=64`);
+    if (scenarios.has('c64')) await run('keepalive_c64', { scenario: 'keepalive', connections: 64, seconds: P.c64 }, { watch });
+    if (scenarios.has('newconn')) log(`round ${round}: ${name}: new connection per request`);
+    if (scenarios.has('newconn')) await run('newconn', { scenario: 'newconn', concurrency: P.newconnC, seconds: P.newconn }, { watch });
     log(`round ${round}: ${name}: 100 MB download / upload`);
     // A failed transfer is retried (twice) and reported in the notes.
-    await run('download', { scenario: 'download', bytes: P.transfer }, { watch, attempts: 3 });
-    await run('upload', { scenario: 'upload', bytes: P.transfer }, { watch, attempts: 3 });
-    log(`round ${round}: ${name}: ${NEW_HOSTS.length} new hosts`);
-    await run('newhosts', { scenario: 'newhosts', hosts: NEW_HOSTS }, { timeoutMs: 600_000 });
-    log(`round ${round}: ${name}: SSE`);
-    await run('sse', { scenario: 'sse', streams: P.sseStreams, events: 100, intervalMs: 10 });
-    log(`round ${round}: ${name}: ${P.idle} idle tunnels`);
+    if (scenarios.has('download')) await run('download', { scenario: 'download', bytes: P.transfer }, { watch, attempts: 3 });
+    if (scenarios.has('upload')) await run('upload', { scenario: 'upload', bytes: P.transfer }, { watch, attempts: 3 });
+    if (scenarios.has('newhosts')) log(`round ${round}: ${name}: ${NEW_HOSTS.length} new hosts`);
+    if (scenarios.has('newhosts')) await run('newhosts', { scenario: 'newhosts', hosts: NEW_HOSTS }, { timeoutMs: 600_000 });
+    if (scenarios.has('sse')) log(`round ${round}: ${name}: SSE`);
+    if (scenarios.has('sse')) await run('sse', { scenario: 'sse', streams: P.sseStreams, events: 100, intervalMs: 10 });
     let idleRss = null;
     const before = t.pid ? rssMiB(tree(t.pid)) : null;
-    await run(
+    if (scenarios.has('idle')) log(`round ${round}: ${name}: ${P.idle} idle tunnels`);
+    if (scenarios.has('idle')) await run(
       'idle',
       { scenario: 'idle', count: P.idle, parallel: 32 },
       {

@@ -2,11 +2,12 @@
 // upstream and back with backpressure, abort upstream if the client leaves, audit once.
 import type http from 'node:http';
 import { Writable as WritableStream } from 'node:stream';
-import type { Duplex, Writable } from 'node:stream';
+import type { Duplex, Readable, Writable } from 'node:stream';
 import type pino from 'pino';
 import type { Decision, RequestFacts } from '../policy/index.js';
 import type { ProxySession } from './context.js';
 import { DestinationBlocked } from './upstream.js';
+import { TIMEOUT_CODES } from './http1-client.js';
 import type { Upstream } from './upstream.js';
 import type { TunnelContext } from './server.js';
 import { normalisePath, parseAbsoluteUri, parseAuthority } from './target.js';
@@ -176,11 +177,6 @@ function responseHasBody(method: string | undefined, status: number): boolean {
   return method !== 'HEAD' && status >= 200 && status !== 204 && status !== 304;
 }
 
-function originOf(scheme: string, host: string, port: number): string {
-  return `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`;
-}
-
-const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'ETIMEDOUT']);
 
 export function forwardHttp(deps: ForwardDeps, x: Exchange & { res: http.ServerResponse }): void {
   const record = new RequestRecord(x.session, 'request', x.req.method ?? 'GET', x.scheme);
@@ -263,19 +259,22 @@ function send(
   const socket = req.socket;
   const startWritten = socket.bytesWritten;
   let bodyBytes = 0;
-  const aborter = new AbortController();
+  let aborted = false;
   let outcome: Outcome = outcomeOf(decision);
   let detail: string | undefined;
   res.on('close', () => {
     const unfinished = !res.writableFinished;
-    if (unfinished) aborter.abort();
+    if (unfinished) {
+      aborted = true;
+      call.abort();
+    }
     record.bytes(bodyBytes, socket.bytesWritten - startWritten);
     // A client that left before any answer gets 499 (as nginx logs it), not res.statusCode's
     // default 200; one that left mid-response keeps the status it was sent.
     record.finish(res.headersSent ? res.statusCode : 499, outcome, detail ?? (unfinished ? 'client_closed' : undefined));
   });
 
-  let source: NodeJS.ReadableStream | null = hasBody(req) ? req : null;
+  let source: Readable | null = hasBody(req) ? req : null;
   if (source && bodyTransform) {
     // The body's length may change: drop Content-Length and let it go chunked.
     for (let i = headers.length - 2; i >= 0; i -= 2) {
@@ -284,27 +283,24 @@ function send(
     req.on('error', (err) => bodyTransform.destroy(err));
     source = req.pipe(bodyTransform);
   }
-  // Counted as undici pulls it (a 'data' listener would start the flow before undici is ready).
   const usage = usageOf(session);
-  const body = source
-    ? counted(source, (n) => {
-        bodyBytes += n;
-        if (!usage.addUpload(n)) throw new UploadBudgetExceeded();
-      })
-    : null;
-
-  deps.upstream.dispatcher
-    .stream(
+  const call = deps.upstream.http.request(
       {
-        origin: originOf(x.scheme, target.host, target.port),
+        secure: x.scheme === 'https',
+        host: target.host,
+        port: target.port,
         path,
         method: req.method ?? 'GET',
         headers,
-        body: body as never, // undici accepts async iterables; its types list only Readable
-        signal: aborter.signal,
+        body: source,
+        // Counted as the client sends it upstream; over budget stops the request.
+        onBodyChunk: (n) => {
+          bodyBytes += n;
+          if (!usage.addUpload(n)) throw new UploadBudgetExceeded();
+        },
       },
       ({ statusCode, headers: upstreamHeaders }): Writable => {
-        let responseHeaders = forwardResponseHeaders(upstreamHeaders as Record<string, string | string[] | undefined>);
+        let responseHeaders = forwardResponseHeaders(upstreamHeaders);
         let scrubber: Duplex | null = null;
         if (!session.credentials.empty) {
           // Headers are scrubbed on every response (HEAD, 204 and 304 included); bodies when present.
@@ -344,9 +340,9 @@ function send(
         res.writeHead(statusCode, responseHeaders);
         return scrubber ?? res;
       },
-    )
-    .catch((err: Error & { code?: string }) => {
-      if (aborter.signal.aborted) return; // the client left; nothing to answer
+    );
+  call.done.catch((err: Error & { code?: string }) => {
+      if (aborted) return; // the client left; nothing to answer
       if (err instanceof UploadBudgetExceeded || (err as { cause?: unknown }).cause instanceof UploadBudgetExceeded) {
         outcome = { action: 'deny', rule: decision.rule, reason: 'upload_budget_exceeded' };
         if (res.headersSent) return void res.destroy();
@@ -378,14 +374,6 @@ function send(
       res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': Buffer.byteLength(message) });
       res.end(message);
     });
-}
-
-async function* counted(source: NodeJS.ReadableStream, onChunk: (bytes: number) => void): AsyncGenerator<Buffer> {
-  for await (const chunk of source) {
-    const buffer = chunk as Buffer;
-    onChunk(buffer.length);
-    yield buffer;
-  }
 }
 
 class UploadBudgetExceeded extends Error {

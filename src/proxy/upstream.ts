@@ -5,8 +5,8 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import { lookup } from 'node:dns/promises';
-import { Agent, buildConnector } from 'undici';
 import { DestinationGuard } from './destination.js';
+import { Http1Client } from './http1-client.js';
 
 export interface UpstreamOptions {
   /** "host:port" → where to dial instead of resolving the name (operator-trusted). */
@@ -54,43 +54,62 @@ async function systemLookup(host: string): Promise<string[]> {
 }
 
 export class Upstream {
-  readonly dispatcher: Agent;
+  readonly http: Http1Client;
   readonly guard: DestinationGuard;
   /** Built once: parsing a root list per connection would cost milliseconds per handshake. */
   private readonly secureContext: tls.SecureContext | undefined;
+  /** Last TLS session per server name, so a new upstream connection resumes instead of a full handshake. */
+  private readonly sessions = new Map<string, Buffer>();
 
   constructor(private readonly options: UpstreamOptions) {
     this.guard = new DestinationGuard(options.allowPrivate);
     this.secureContext = options.ca.length > 0 ? tls.createSecureContext({ ca: [...options.ca] }) : undefined;
-    const base = buildConnector({
-      secureContext: this.secureContext,
-      timeout: options.connectTimeoutMs ?? 10_000,
-      keepAlive: true,
-      maxCachedSessions: 1000,
-    } as buildConnector.BuildOptions);
-    this.dispatcher = new Agent({
-      keepAliveTimeout: 30_000,
-      keepAliveMaxTimeout: 120_000,
-      headersTimeout: 120_000,
-      bodyTimeout: 300_000,
-      connections: 256,
-      connect: (opts, callback) => {
-        const hostname = stripBrackets(opts.hostname);
-        this.endpointFor(hostname, Number(opts.port) || (opts.protocol === 'https:' ? 443 : 80)).then(
-          (endpoint) =>
-            base(
-              {
-                ...opts,
-                hostname: endpoint.address,
-                port: String(endpoint.port),
-                // Verify the certificate against the name, not the address we dialled.
-                servername: net.isIP(hostname) ? undefined : hostname,
-              },
-              callback,
-            ),
-          (err: Error) => callback(err, null),
-        );
-      },
+    this.http = new Http1Client({
+      dial: (host, port, secure) => (secure ? this.connectTls(host, port) : this.connectTcp(host, port)),
+      keepAliveMs: 30_000,
+      headersTimeoutMs: 120_000,
+      bodyTimeoutMs: 300_000,
+      maxPerOrigin: 256,
+    });
+  }
+
+  /** A verified TLS connection to host:port (checked, dialled at the checked address). */
+  async connectTls(host: string, port: number): Promise<tls.TLSSocket> {
+    const started = Date.now();
+    const tcp = await this.connectTcp(host, port);
+    const servername = net.isIP(host) ? undefined : host;
+    const sessionKey = `${host}:${port}`;
+    return await new Promise((resolve, reject) => {
+      const socket = tls.connect({
+        socket: tcp,
+        secureContext: this.secureContext,
+        servername,
+        // Checked against the name, not the address dialled.
+        host,
+        session: this.sessions.get(sessionKey),
+      });
+      const timer = setTimeout(
+        () => fail(Object.assign(new Error('TLS handshake timeout'), { code: 'ETIMEDOUT' })),
+        Math.max(1, (this.options.connectTimeoutMs ?? 10_000) - (Date.now() - started)),
+      );
+      const fail = (err: NodeJS.ErrnoException) => {
+        clearTimeout(timer);
+        socket.destroy();
+        tcp.destroy();
+        const timeout = err.code === 'ETIMEDOUT';
+        reject(new UpstreamError(`TLS to ${host}:${port} failed (${err.code ?? err.message})`, timeout ? 504 : 502, err.code ?? 'ETLS'));
+      };
+      socket.once('error', fail);
+      socket.on('session', (session: Buffer) => {
+        if (this.sessions.size >= 1000 && !this.sessions.has(sessionKey)) this.sessions.delete(this.sessions.keys().next().value!);
+        this.sessions.set(sessionKey, session);
+      });
+      socket.once('secureConnect', () => {
+        clearTimeout(timer);
+        socket.off('error', fail);
+        socket.setNoDelay(true);
+        resolve(socket);
+      });
     });
   }
 
@@ -168,10 +187,8 @@ export class Upstream {
   }
 
   async close(): Promise<void> {
-    await this.dispatcher.close();
+    this.http.close();
   }
 }
 
-function stripBrackets(host: string): string {
-  return host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
-}
+

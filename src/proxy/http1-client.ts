@@ -1,0 +1,717 @@
+// The proxy's upstream HTTP/1.1 client: keep-alive connections pooled per origin, one request at a
+// time per connection, bodies streamed both ways with backpressure. It exists because a general
+// client's per-request machinery (request objects, abort signals, async resources) cost more CPU
+// than the whole relay of a small request (bench/README.md has the measurements); this one does
+// only what a forwarding proxy needs: write one head, parse one response, frame bodies strictly.
+import type net from 'node:net';
+import type { Readable, Writable } from 'node:stream';
+
+/** How the client reaches an origin; the caller resolves, guards and (for https) verifies TLS. */
+export type Dial = (host: string, port: number, secure: boolean) => Promise<net.Socket>;
+
+export interface Http1Options {
+  readonly dial: Dial;
+  /** Connections per origin; further requests wait for one to come free. */
+  readonly maxPerOrigin?: number;
+  readonly headersTimeoutMs?: number;
+  readonly bodyTimeoutMs?: number;
+  /** Idle keep-alive connections close after this (or the server's own, shorter, hint). */
+  readonly keepAliveMs?: number;
+}
+
+export interface UpstreamCall {
+  readonly secure: boolean;
+  readonly host: string;
+  readonly port: number;
+  readonly method: string;
+  /** Path and query, already checked. */
+  readonly path: string;
+  /** Flat [name, value, ...] list; sent as given (Host added when absent). */
+  readonly headers: readonly string[];
+  /** Request body: with a Content-Length header it is sent as is, otherwise chunked. */
+  readonly body: Readable | null;
+  /** Called per body chunk before it is sent; throwing stops the request with that error. */
+  readonly onBodyChunk?: (bytes: number) => void;
+}
+
+export interface ResponseHead {
+  readonly statusCode: number;
+  /** Lower-case names; repeated headers as arrays. */
+  readonly headers: Record<string, string | string[]>;
+}
+
+/** Where a response body goes: the factory sees the head and returns the sink. */
+export type SinkFactory = (head: ResponseHead) => Writable;
+
+export class Http1Error extends Error {
+  constructor(
+    message: string,
+    readonly code: string,
+  ) {
+    super(message);
+  }
+}
+
+export const TIMEOUT_CODES: ReadonlySet<string> = new Set(['ETIMEDOUT', 'UPSTREAM_HEADERS_TIMEOUT', 'UPSTREAM_BODY_TIMEOUT']);
+
+const MAX_HEAD_BYTES = 64 * 1024;
+const MAX_CHUNK_LINE = 4096;
+const CRLF = Buffer.from('\r\n');
+const CRLF2 = Buffer.from('\r\n\r\n');
+const LAST_CHUNK = Buffer.from('0\r\n\r\n');
+// Header names are tokens; values may not carry CR, LF or NUL (a swapped-in secret included).
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const BAD_VALUE = /[\r\n\0]/;
+const BAD_PATH = /[\s\0]/;
+
+const enum Phase {
+  Idle,
+  Head,
+  Fixed,
+  UntilClose,
+  ChunkSize,
+  ChunkData,
+  ChunkDataEnd,
+  Trailers,
+}
+
+/** One request in flight: its promise, its sink, and whether it may still be retried. */
+export class UpstreamRequest {
+  readonly done: Promise<void>;
+  private resolveDone!: () => void;
+  private rejectDone!: (err: Error) => void;
+  sink: Writable | null = null;
+  conn: Connection | null = null;
+  aborted = false;
+  settled = false;
+  /** Response bytes seen: after the first, a failure is not retried. */
+  answered = false;
+  retried = false;
+
+  origin!: Origin;
+
+  constructor(
+    readonly call: UpstreamCall,
+    readonly factory: SinkFactory,
+  ) {
+    this.done = new Promise<void>((resolve, reject) => {
+      this.resolveDone = resolve;
+      this.rejectDone = reject;
+    });
+  }
+
+  /** The client left: drop the exchange (a connection mid-response cannot be reused). */
+  abort(): void {
+    if (this.settled) return;
+    this.aborted = true;
+    const conn = this.conn;
+    this.origin?.unqueue(this);
+    this.fail(new Http1Error('aborted by the client', 'ABORTED'));
+    conn?.destroy();
+  }
+
+  succeed(): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.resolveDone();
+  }
+
+  fail(err: Error): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.rejectDone(err);
+  }
+}
+
+/** The pool of connections to one origin. */
+class Origin {
+  readonly idle: Connection[] = [];
+  readonly waiting: UpstreamRequest[] = [];
+  total = 0;
+
+  constructor(
+    readonly client: Http1Client,
+    readonly key: string,
+    readonly secure: boolean,
+    readonly host: string,
+    readonly port: number,
+  ) {}
+
+  dispatch(x: UpstreamRequest): void {
+    if (x.settled) return;
+    while (this.idle.length > 0) {
+      const conn = this.idle.pop()!;
+      if (conn.usable()) return conn.start(x);
+    }
+    if (this.total >= this.client.maxPerOrigin) {
+      this.waiting.push(x);
+      return;
+    }
+    this.total++;
+    this.client.dial(this.host, this.port, this.secure).then(
+      (socket) => {
+        const conn = new Connection(socket, this);
+        if (x.settled) conn.release();
+        else conn.start(x, true);
+      },
+      (err: Error) => {
+        this.total--;
+        x.fail(err);
+        this.next();
+      },
+    );
+  }
+
+  unqueue(x: UpstreamRequest): void {
+    const i = this.waiting.indexOf(x);
+    if (i !== -1) this.waiting.splice(i, 1);
+  }
+
+  /** A connection came free (or closed): start the next waiting request, if any. */
+  next(conn?: Connection): void {
+    while (this.waiting.length > 0) {
+      const x = this.waiting.shift()!;
+      if (x.settled) continue;
+      if (conn?.usable()) return conn.start(x);
+      return this.dispatch(x);
+    }
+    if (!conn?.usable()) return;
+    if (conn.keepAliveMs < 1000) return conn.destroy(); // the server is about to close it anyway
+    this.idle.push(conn);
+    conn.socket.setTimeout(conn.keepAliveMs);
+  }
+
+  closed(conn: Connection): void {
+    this.total--;
+    const i = this.idle.indexOf(conn);
+    if (i !== -1) this.idle.splice(i, 1);
+    this.next();
+    if (this.total === 0 && this.waiting.length === 0) this.client.forget(this);
+  }
+}
+
+/** One keep-alive connection and the response parser for its current request. */
+class Connection {
+  private x: UpstreamRequest | null = null;
+  private phase = Phase.Idle;
+  private pending: Buffer | null = null;
+  private left = 0;
+  private keepAlive = true;
+  private requestBodyDone = true;
+  private draining = false;
+  private dead = false;
+  private reused = false;
+  private method = 'GET';
+  private stopBody: (() => void) | null = null;
+  private gone = false;
+  keepAliveMs: number;
+
+  constructor(
+    readonly socket: net.Socket,
+    readonly origin: Origin,
+  ) {
+    this.keepAliveMs = origin.client.keepAliveMs;
+    socket.on('data', (d: Buffer) => this.onData(d));
+    socket.on('end', () => this.onEnd());
+    socket.on('error', (err: Error) => this.onClose(err));
+    socket.on('close', () => this.onClose(null));
+    socket.on('timeout', () => this.onTimeout());
+  }
+
+  usable(): boolean {
+    return !this.dead && this.keepAlive && !this.socket.destroyed && this.x === null;
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  /** Returns a fresh connection nobody needs any more to the pool. */
+  release(): void {
+    this.origin.next(this);
+  }
+
+  start(x: UpstreamRequest, fresh = false): void {
+    if (!fresh) this.reused = true;
+    this.x = x;
+    x.conn = this;
+    const { call } = x;
+    this.method = call.method;
+    this.phase = Phase.Head;
+    this.pending = null;
+    this.socket.setTimeout(this.origin.client.headersTimeoutMs);
+    let head: string;
+    let chunked = false;
+    try {
+      ({ head, chunked } = requestHead(call));
+    } catch (err) {
+      this.x = null;
+      x.fail(err as Error);
+      this.release();
+      return;
+    }
+    if (!call.body) {
+      this.socket.write(head, 'latin1');
+      return;
+    }
+    this.sendBody(x, head, call.body, chunked);
+  }
+
+  /**
+   * Streams the request body. The head waits for the first body bytes (or the end): a request
+   * whose body turns out malformed (the client's parser fails on it) never reaches the upstream.
+   */
+  private sendBody(x: UpstreamRequest, head: string, body: Readable, chunked: boolean): void {
+    this.requestBodyDone = false;
+    const socket = this.socket;
+    let headSent = false;
+    const sendHead = () => {
+      if (headSent) return;
+      headSent = true;
+      socket.write(head, 'latin1');
+    };
+    const cleanup = () => {
+      this.stopBody = null;
+      body.off('data', onData);
+      body.off('end', onEnd);
+      body.off('error', onError);
+      socket.off('drain', onDrain);
+    };
+    // Answered (or failed) before the body was all sent: stop sending, let the rest drain away.
+    this.stopBody = () => {
+      cleanup();
+      body.resume();
+    };
+    const onData = (chunk: Buffer) => {
+      if (x.settled || this.x !== x) return cleanup();
+      try {
+        x.call.onBodyChunk?.(chunk.length);
+      } catch (err) {
+        cleanup();
+        this.fail(err as Error);
+        return;
+      }
+      if (chunk.length === 0) return;
+      let more: boolean;
+      socket.cork();
+      sendHead();
+      if (chunked) {
+        socket.write(chunk.length.toString(16) + '\r\n', 'latin1');
+        socket.write(chunk);
+        more = socket.write(CRLF);
+      } else {
+        more = socket.write(chunk);
+      }
+      socket.uncork();
+      if (!more) body.pause();
+    };
+    const onDrain = () => body.resume();
+    const onEnd = () => {
+      cleanup();
+      if (this.x !== x) return;
+      socket.cork();
+      sendHead();
+      if (chunked) socket.write(LAST_CHUNK);
+      socket.uncork();
+      this.requestBodyDone = true;
+    };
+    const onError = (err: Error) => {
+      cleanup();
+      if (this.x === x) this.fail(err);
+    };
+    body.on('data', onData);
+    body.on('end', onEnd);
+    body.on('error', onError);
+    socket.on('drain', onDrain);
+    body.resume();
+  }
+
+  private onData(data: Buffer): void {
+    const x = this.x;
+    if (x === null) {
+      // Bytes nobody asked for: this connection is out of step; never reuse it.
+      this.dead = true;
+      this.socket.destroy();
+      return;
+    }
+    x.answered = true;
+    // Corked while one read is parsed, so what it yields leaves in one write (a sink made by
+    // this read was corked by onHead).
+    const sink = x.sink;
+    sink?.cork();
+    try {
+      this.parse(x, data);
+    } finally {
+      (sink ?? x.sink)?.uncork();
+    }
+  }
+
+  private parse(x: UpstreamRequest, data: Buffer): void {
+    let off = 0;
+    while (this.x === x && !x.settled) {
+      switch (this.phase) {
+        case Phase.Head: {
+          const buf = this.pending ? Buffer.concat([this.pending, data.subarray(off)]) : off === 0 ? data : data.subarray(off);
+          this.pending = null;
+          const end = buf.indexOf(CRLF2);
+          if (end === -1) {
+            if (buf.length > MAX_HEAD_BYTES) return this.fail(new Http1Error('upstream response head too large', 'UPSTREAM_BAD_RESPONSE'));
+            if (buf.length > 0) this.pending = buf;
+            return;
+          }
+          if (end > MAX_HEAD_BYTES) return this.fail(new Http1Error('upstream response head too large', 'UPSTREAM_BAD_RESPONSE'));
+          data = buf;
+          off = end + 4;
+          if (!this.onHead(x, buf.toString('latin1', 0, end), off < buf.length)) return;
+          break;
+        }
+        case Phase.Fixed: {
+          const n = Math.min(this.left, data.length - off);
+          this.left -= n;
+          const piece = off === 0 && n === data.length ? data : data.subarray(off, off + n);
+          off += n;
+          if (this.left === 0) {
+            if (off < data.length) this.dead = true; // more than the response: out of step
+            return this.finish(x, piece);
+          }
+          if (n > 0) this.write(x, piece);
+          return;
+        }
+        case Phase.UntilClose:
+          if (off < data.length) this.write(x, off === 0 ? data : data.subarray(off));
+          return;
+        case Phase.ChunkSize: {
+          const line = this.line(data, off);
+          if (line === null) return;
+          if (line === undefined) return this.fail(new Http1Error('upstream sent a malformed chunk size', 'UPSTREAM_BAD_RESPONSE'));
+          off = line.next;
+          data = line.data;
+          const size = parseChunkSize(line.text);
+          if (size < 0) return this.fail(new Http1Error('upstream sent a malformed chunk size', 'UPSTREAM_BAD_RESPONSE'));
+          if (size === 0) {
+            this.phase = Phase.Trailers;
+          } else {
+            this.left = size;
+            this.phase = Phase.ChunkData;
+          }
+          break;
+        }
+        case Phase.ChunkData: {
+          if (off >= data.length) return;
+          const n = Math.min(this.left, data.length - off);
+          this.write(x, data.subarray(off, off + n));
+          off += n;
+          this.left -= n;
+          if (this.left === 0) this.phase = Phase.ChunkDataEnd;
+          break;
+        }
+        case Phase.ChunkDataEnd: {
+          const line = this.line(data, off);
+          if (line === null) return;
+          if (line === undefined || line.text !== '') return this.fail(new Http1Error('upstream chunk not followed by CRLF', 'UPSTREAM_BAD_RESPONSE'));
+          off = line.next;
+          data = line.data;
+          this.phase = Phase.ChunkSize;
+          break;
+        }
+        case Phase.Trailers: {
+          // Trailers are read and dropped (the client's framing is the proxy's own).
+          const line = this.line(data, off);
+          if (line === null) return;
+          if (line === undefined) return this.fail(new Http1Error('upstream trailer too long', 'UPSTREAM_BAD_RESPONSE'));
+          off = line.next;
+          data = line.data;
+          if (line.text === '') {
+            if (off < data.length) this.dead = true;
+            return this.finish(x, null);
+          }
+          break;
+        }
+        default:
+          return;
+      }
+    }
+  }
+
+  /**
+   * The next CRLF-terminated line from `data` at `off`, joined with any partial line held back;
+   * null when it is not complete yet (kept), undefined when too long.
+   */
+  private line(data: Buffer, off: number): { text: string; next: number; data: Buffer } | null | undefined {
+    let buf = data;
+    let from = off;
+    if (this.pending) {
+      buf = Buffer.concat([this.pending, data.subarray(off)]);
+      from = 0;
+      this.pending = null;
+    }
+    const end = buf.indexOf(CRLF, from);
+    if (end === -1) {
+      if (buf.length - from > MAX_CHUNK_LINE) return undefined;
+      if (buf.length > from) this.pending = buf.subarray(from);
+      return null;
+    }
+    if (end - from > MAX_CHUNK_LINE) return undefined;
+    return { text: buf.toString('latin1', from, end), next: end + 2, data: buf };
+  }
+
+  /** Parses a response head; false when the exchange ended (error) or is waiting for more. */
+  private onHead(x: UpstreamRequest, text: string, trailing: boolean): boolean {
+    const lines = text.split('\r\n');
+    const status = /^HTTP\/1\.([01]) (\d{3})(?: [^\r\n]*)?$/.exec(lines[0]!);
+    if (!status) {
+      this.fail(new Http1Error('upstream sent a malformed status line', 'UPSTREAM_BAD_RESPONSE'));
+      return false;
+    }
+    const statusCode = Number(status[2]);
+    const headers: Record<string, string | string[]> = {};
+    let length: string | undefined;
+    let transferEncoding: string | undefined;
+    let connection = '';
+    for (let i = 1; i < lines.length; i++) {
+      const line = lines[i]!;
+      const colon = line.indexOf(':');
+      const name = colon > 0 ? line.slice(0, colon) : '';
+      if (!TOKEN.test(name)) {
+        // No name, a space before the colon, obs-fold or junk: not a response we can frame safely.
+        this.fail(new Http1Error('upstream sent a malformed header line', 'UPSTREAM_BAD_RESPONSE'));
+        return false;
+      }
+      const value = line.slice(colon + 1).trim();
+      const key = name.toLowerCase();
+      if (key === 'content-length') {
+        if (!/^\d{1,15}$/.test(value) || (length !== undefined && length !== value)) {
+          this.fail(new Http1Error('upstream sent an invalid Content-Length', 'UPSTREAM_BAD_RESPONSE'));
+          return false;
+        }
+        length = value;
+      } else if (key === 'transfer-encoding') {
+        transferEncoding = transferEncoding === undefined ? value : `${transferEncoding}, ${value}`;
+      } else if (key === 'connection') {
+        connection += `,${value.toLowerCase()}`;
+      }
+      const prior = headers[key];
+      if (prior === undefined) headers[key] = value;
+      else if (Array.isArray(prior)) prior.push(value);
+      else headers[key] = [prior, value];
+    }
+    if (statusCode < 200) {
+      if (statusCode === 101) {
+        this.fail(new Http1Error('upstream switched protocols on a plain request', 'UPSTREAM_BAD_RESPONSE'));
+        return false;
+      }
+      return true; // 100, 102, 103: informational, not passed on; the real head follows
+    }
+    if (status[1] === '0' ? !/(^|,)\s*keep-alive\s*(,|$)/.test(connection) : /(^|,)\s*close\s*(,|$)/.test(connection)) {
+      this.keepAlive = false;
+    }
+    const hint = /timeout=(\d+)/.exec(String(headers['keep-alive'] ?? ''));
+    if (hint) this.keepAliveMs = Math.min(this.origin.client.keepAliveMs, Math.max(0, Number(hint[1]) * 1000 - 1000));
+    const noBody = this.method === 'HEAD' || statusCode === 204 || statusCode === 304;
+    if (!noBody && transferEncoding !== undefined) {
+      if (length !== undefined) {
+        // Both framings at once is how responses get split; refuse rather than guess.
+        this.fail(new Http1Error('upstream sent both Transfer-Encoding and Content-Length', 'UPSTREAM_BAD_RESPONSE'));
+        return false;
+      }
+      this.phase = /(^|,)\s*chunked\s*$/i.test(transferEncoding) ? Phase.ChunkSize : Phase.UntilClose;
+    } else if (noBody) {
+      this.phase = Phase.Idle;
+    } else if (length !== undefined) {
+      this.left = Number(length);
+      this.phase = this.left === 0 ? Phase.Idle : Phase.Fixed;
+    } else {
+      this.phase = Phase.UntilClose;
+    }
+    if (this.phase === Phase.UntilClose) this.keepAlive = false;
+    let sink: Writable;
+    try {
+      sink = x.factory({ statusCode, headers });
+    } catch (err) {
+      this.fail(err as Error);
+      return false;
+    }
+    x.sink = sink;
+    sink.cork(); // uncorked by onData, so head and body leave in one write
+    sink.on('error', (err) => {
+      if (this.x === x) this.fail(err);
+    });
+    this.socket.setTimeout(this.origin.client.bodyTimeoutMs);
+    if (this.phase === Phase.Idle) {
+      if (trailing) this.dead = true; // bytes after a bodiless response: out of step
+      this.finish(x, null);
+      return false;
+    }
+    return true;
+  }
+
+  private write(x: UpstreamRequest, piece: Buffer): void {
+    const sink = x.sink!;
+    if (!sink.write(piece) && !this.draining) {
+      this.draining = true;
+      this.socket.pause();
+      sink.once('drain', () => {
+        this.draining = false;
+        if (this.x === x) this.socket.resume();
+      });
+    }
+  }
+
+  private finish(x: UpstreamRequest, last: Buffer | null): void {
+    const sink = x.sink!;
+    this.x = null;
+    this.phase = Phase.Idle;
+    this.pending = null;
+    x.conn = null;
+    if (last && last.length > 0) sink.end(last);
+    else sink.end();
+    x.succeed();
+    if (this.draining) {
+      this.draining = false;
+      this.socket.resume();
+    }
+    // A request body still going when the answer ended: the connection is out of step.
+    if (!this.requestBodyDone) {
+      this.dead = true;
+      this.stopBody?.();
+    }
+    if (this.usable()) this.release();
+    else this.socket.destroy();
+  }
+
+  private fail(err: Error): void {
+    const x = this.x;
+    this.x = null;
+    this.dead = true;
+    this.stopBody?.();
+    this.socket.destroy();
+    if (x) {
+      x.conn = null;
+      x.fail(err);
+    }
+  }
+
+  private onEnd(): void {
+    const x = this.x;
+    if (x && this.phase === Phase.UntilClose) {
+      this.keepAlive = false;
+      this.finish(x, null);
+    }
+  }
+
+  private onTimeout(): void {
+    if (!this.x) {
+      this.socket.destroy(); // idle past keep-alive
+      return;
+    }
+    const code = this.phase === Phase.Head ? 'UPSTREAM_HEADERS_TIMEOUT' : 'UPSTREAM_BODY_TIMEOUT';
+    this.fail(new Http1Error(`upstream ${code === 'UPSTREAM_HEADERS_TIMEOUT' ? 'sent no response head' : 'stalled mid-body'} in time`, code));
+  }
+
+  private onClose(err: Error | null): void {
+    if (this.gone) return; // 'error' is followed by 'close'
+    this.gone = true;
+    this.dead = true;
+    this.stopBody?.();
+    this.socket.destroy();
+    const x = this.x;
+    this.x = null;
+    this.origin.closed(this);
+    if (!x || x.settled) return;
+    x.conn = null;
+    // A kept-alive connection the server closed just as it was reused: nothing was answered, and
+    // a request without a body can safely go again, once, on a fresh connection.
+    if (this.reused && !x.answered && !x.call.body && !x.retried) {
+      x.retried = true;
+      this.origin.client.route(x);
+      return;
+    }
+    const code = (err as NodeJS.ErrnoException | null)?.code ?? 'UPSTREAM_CLOSED';
+    x.fail(err ? new Http1Error(`upstream connection failed (${code})`, code) : new Http1Error('upstream closed the connection before the response ended', code));
+  }
+}
+
+function requestHead(call: UpstreamCall): { head: string; chunked: boolean } {
+  if (BAD_PATH.test(call.path) || !TOKEN.test(call.method)) throw new Http1Error('request line not sendable', 'INVALID_REQUEST');
+  let head = `${call.method} ${call.path} HTTP/1.1\r\n`;
+  let host = false;
+  let length = false;
+  const h = call.headers;
+  for (let i = 0; i < h.length; i += 2) {
+    const name = h[i]!;
+    const value = h[i + 1]!;
+    if (!TOKEN.test(name) || BAD_VALUE.test(value)) throw new Http1Error(`header ${JSON.stringify(name)} not sendable`, 'INVALID_HEADER');
+    if (name.length === 4 && name.toLowerCase() === 'host') host = true;
+    else if (name.length === 14 && name.toLowerCase() === 'content-length') length = true;
+    head += `${name}: ${value}\r\n`;
+  }
+  if (!host) head += `host: ${hostHeader(call)}\r\n`;
+  const chunked = call.body !== null && !length;
+  if (chunked) head += 'transfer-encoding: chunked\r\n';
+  return { head: head + '\r\n', chunked };
+}
+
+function hostHeader(call: UpstreamCall): string {
+  const host = call.host.includes(':') ? `[${call.host}]` : call.host;
+  return call.port === (call.secure ? 443 : 80) ? host : `${host}:${call.port}`;
+}
+
+/** Hex chunk size with optional extensions; -1 when malformed. */
+function parseChunkSize(text: string): number {
+  const semi = text.indexOf(';');
+  const digits = (semi === -1 ? text : text.slice(0, semi)).trim();
+  if (!/^[0-9a-fA-F]{1,12}$/.test(digits)) return -1;
+  return parseInt(digits, 16);
+}
+
+export class Http1Client {
+  readonly maxPerOrigin: number;
+  readonly headersTimeoutMs: number;
+  readonly bodyTimeoutMs: number;
+  readonly keepAliveMs: number;
+  readonly dial: Dial;
+  private readonly origins = new Map<string, Origin>();
+  private closing = false;
+
+  forget(origin: Origin): void {
+    if (this.origins.get(origin.key) === origin) this.origins.delete(origin.key);
+  }
+
+  constructor(options: Http1Options) {
+    this.dial = options.dial;
+    this.maxPerOrigin = options.maxPerOrigin ?? 256;
+    this.headersTimeoutMs = options.headersTimeoutMs ?? 120_000;
+    this.bodyTimeoutMs = options.bodyTimeoutMs ?? 300_000;
+    this.keepAliveMs = options.keepAliveMs ?? 30_000;
+  }
+
+  /** Sends a request; the factory gets the response head and returns where the body goes. */
+  request(call: UpstreamCall, factory: SinkFactory): UpstreamRequest {
+    const x = new UpstreamRequest(call, factory);
+    this.route(x);
+    return x;
+  }
+
+  /** Hands a request to its origin's pool (again, when retried). */
+  route(x: UpstreamRequest): void {
+    const { call } = x;
+    const key = `${call.secure ? 's' : 'p'}${call.host}:${call.port}`;
+    let origin = this.origins.get(key);
+    if (!origin) {
+      origin = new Origin(this, key, call.secure, call.host, call.port);
+      this.origins.set(key, origin);
+    }
+    x.origin = origin;
+    if (this.closing) x.fail(new Http1Error('proxy is shutting down', 'CLOSED'));
+    else origin.dispatch(x);
+  }
+
+  /** Closes idle connections and refuses new requests (those in flight finish or fail). */
+  close(): void {
+    this.closing = true;
+    for (const origin of this.origins.values()) {
+      for (const conn of origin.idle.splice(0)) conn.destroy();
+      for (const x of origin.waiting.splice(0)) x.fail(new Http1Error('proxy is shutting down', 'CLOSED'));
+    }
+  }
+}
