@@ -1,6 +1,7 @@
 // The credential broker's contract with the proxy. The proxy calls it on every request it
 // forwards; the broker decides whether a placeholder may be swapped for its real secret.
 import type { Duplex } from 'node:stream';
+import type { ChunkScrubber } from './replace-stream.js';
 
 export interface OutgoingRequest {
   readonly scheme: 'http' | 'https';
@@ -33,8 +34,10 @@ export type SwapResult =
 
 export interface ResponseScrub {
   readonly headers: Record<string, string | string[]>;
-  /** Replaces echoed secrets in the body, or null when nothing needs scrubbing. */
+  /** For an encoded body: decodes it and replaces echoed secrets (a stream, for the decoder). */
   readonly bodyTransform: Duplex | null;
+  /** For an identity-encoded body: replaces echoed secrets chunk by chunk. */
+  readonly scrubChunks: ChunkScrubber | null;
   /**
    * Scrubs a whole (identity-encoded) body at once, so a small response can keep an exact
    * Content-Length and leave in one write; null when the body must be decoded first.

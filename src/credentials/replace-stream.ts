@@ -8,7 +8,16 @@ export interface Replacement {
   readonly replace: Buffer;
 }
 
-export class ReplaceStream extends Transform {
+export interface ChunkScrubber {
+  push(chunk: Buffer): Buffer;
+  flush(): Buffer;
+}
+
+/**
+ * The scrubbing itself, without stream machinery: the proxy calls it directly per chunk on its hot
+ * path; ReplaceStream wraps it where a stream is needed (after a decompressor).
+ */
+export class Replacer implements ChunkScrubber {
   private carry: Buffer = Buffer.alloc(0);
   private readonly keep: number;
   private replacedAny = false;
@@ -24,15 +33,12 @@ export class ReplaceStream extends Transform {
     private readonly onReplace: () => void = () => {},
     private readonly limit = Infinity,
   ) {
-    super();
     this.keep = Math.max(0, ...replacements.map((r) => r.find.length)) - 1;
   }
 
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    if (this.seen >= this.limit) {
-      callback(null, chunk);
-      return;
-    }
+  /** Output for one chunk; a possible needle start at its end is held back for the next. */
+  push(chunk: Buffer): Buffer {
+    if (this.seen >= this.limit) return chunk;
     this.seen += chunk.length;
     const data = this.carry.length > 0 ? Buffer.concat([this.carry, chunk]) : chunk;
     const { out, consumed } = this.scan(data, this.seen >= this.limit ? data.length : data.length - this.heldBack(data));
@@ -41,13 +47,14 @@ export class ReplaceStream extends Transform {
       out.push(this.carry);
       this.carry = Buffer.alloc(0);
     }
-    callback(null, out.length === 1 ? out[0] : Buffer.concat(out));
+    return out.length === 1 ? out[0]! : Buffer.concat(out);
   }
 
-  override _flush(callback: TransformCallback): void {
+  /** What was held back, at the end of the body. */
+  flush(): Buffer {
     const { out } = this.scan(this.carry, this.carry.length);
     this.carry = Buffer.alloc(0);
-    callback(null, Buffer.concat(out));
+    return Buffer.concat(out);
   }
 
   /** Replaces every needle in one complete body (for responses small enough to hold whole). */
@@ -94,5 +101,22 @@ export class ReplaceStream extends Transform {
     const end = Math.max(pos, safeEnd);
     out.push(data.subarray(pos, end));
     return { out, consumed: end };
+  }
+}
+
+export class ReplaceStream extends Transform {
+  private readonly replacer: Replacer;
+
+  constructor(replacements: readonly Replacement[], onReplace: () => void = () => {}, limit = Infinity) {
+    super();
+    this.replacer = new Replacer(replacements, onReplace, limit);
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    callback(null, this.replacer.push(chunk));
+  }
+
+  override _flush(callback: TransformCallback): void {
+    callback(null, this.replacer.flush());
   }
 }

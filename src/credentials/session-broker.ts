@@ -7,7 +7,7 @@ import { Duplex } from 'node:stream';
 import { matchHostPattern } from '../policy/index.js';
 import type { CredentialSpec } from '../policy/index.js';
 import type { CredentialBroker, OutgoingRequest, ResponseScrub, SwapResult } from './broker.js';
-import { ReplaceStream } from './replace-stream.js';
+import { Replacer, ReplaceStream } from './replace-stream.js';
 import type { Replacement } from './replace-stream.js';
 
 /** Where the real value comes from. Implemented by the CLI (which may read env, files, commands). */
@@ -224,20 +224,20 @@ export class SessionBroker implements CredentialBroker {
       out[name] = Array.isArray(value) ? value.map(scrub) : scrub(value);
     }
     if (scrubbed) onScrub();
-    if (!hasBody) return { headers: out, bodyTransform: null, scrubWhole: null };
-    const replacer = new ReplaceStream(replacements, onScrub);
+    if (!hasBody) return { headers: out, bodyTransform: null, scrubChunks: null, scrubWhole: null };
     // Compressed bodies are decoded so an echoed secret cannot hide in them; the client then
     // receives the body uncompressed.
     const encoding = String(out['content-encoding'] ?? '').trim().toLowerCase();
     const decoder = encoding === 'gzip' || encoding === 'x-gzip' ? createGunzip() : encoding === 'br' ? createBrotliDecompress() : encoding === 'deflate' ? createInflate() : null;
     if (decoder) {
       delete out['content-encoding'];
-      return { headers: out, bodyTransform: chain(decoder, replacer), scrubWhole: null };
+      return { headers: out, bodyTransform: chain(decoder, new ReplaceStream(replacements, onScrub)), scrubChunks: null, scrubWhole: null };
     }
     if (encoding !== '' && encoding !== 'identity') {
-      return { headers: out, bodyTransform: null, scrubWhole: null, refuse: `response from ${host} is ${encoding}-encoded, which the proxy cannot inspect for echoed secrets` };
+      return { headers: out, bodyTransform: null, scrubChunks: null, scrubWhole: null, refuse: `response from ${host} is ${encoding}-encoded, which the proxy cannot inspect for echoed secrets` };
     }
-    return { headers: out, bodyTransform: replacer, scrubWhole: (body) => replacer.replaceWhole(body) };
+    const replacer = new Replacer(replacements, onScrub);
+    return { headers: out, bodyTransform: null, scrubChunks: replacer, scrubWhole: (body) => replacer.replaceWhole(body) };
   }
 }
 

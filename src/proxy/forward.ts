@@ -1,13 +1,14 @@
 // One HTTP request through the proxy: work out the target, decide, swap credentials, stream to the
 // upstream and back with backpressure, abort upstream if the client leaves, audit once.
 import type http from 'node:http';
-import { Writable as WritableStream } from 'node:stream';
-import type { Duplex, Readable, Writable } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import type pino from 'pino';
 import type { Decision, RequestFacts } from '../policy/index.js';
 import type { ProxySession } from './context.js';
 import { DestinationBlocked } from './upstream.js';
 import { TIMEOUT_CODES } from './http1-client.js';
+import type { BodySink } from './http1-client.js';
+import type { ChunkScrubber } from '../credentials/replace-stream.js';
 import type { Upstream } from './upstream.js';
 import type { TunnelContext } from './server.js';
 import { normalisePath, parseAbsoluteUri, parseAuthority } from './target.js';
@@ -299,7 +300,7 @@ function send(
           if (!usage.addUpload(n)) throw new UploadBudgetExceeded();
         },
       },
-      ({ statusCode, headers: upstreamHeaders }): Writable => {
+      ({ statusCode, headers: upstreamHeaders }): BodySink => {
         let responseHeaders = forwardResponseHeaders(upstreamHeaders);
         let scrubber: Duplex | null = null;
         if (!session.credentials.empty) {
@@ -328,6 +329,12 @@ function send(
                 res.writeHead(statusCode, { ...responseHeaders, 'content-length': String(clean.length) });
                 res.end(clean);
               });
+            }
+            if (withBody && scrub.scrubChunks) {
+              // The length may change: it goes chunked.
+              delete responseHeaders['content-length'];
+              res.writeHead(statusCode, responseHeaders);
+              return scrubbingSink(res, scrub.scrubChunks);
             }
             scrubber = scrub.bodyTransform;
             if (scrubber) {
@@ -386,21 +393,44 @@ class UploadBudgetExceeded extends Error {
 const WHOLE_BODY_LIMIT = 64 * 1024;
 
 /** A sink that gathers a body of known length and hands it over once complete. */
-function wholeBody(onComplete: (body: Buffer) => void): Writable {
+function wholeBody(onComplete: (body: Buffer) => void): BodySink {
   const chunks: Buffer[] = [];
-  return new WritableStream({
-    write(chunk: Buffer, _encoding, callback) {
+  return {
+    write(chunk) {
       chunks.push(chunk);
-      callback();
+      return true;
     },
-    final(callback) {
+    end(chunk) {
+      if (chunk) chunks.push(chunk);
       onComplete(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
-      callback();
     },
-  });
+    cork() {},
+    uncork() {},
+    once() {},
+    on() {},
+  };
+}
+
+/** Passes a body on to the client with echoed secrets replaced, chunk by chunk. */
+function scrubbingSink(res: http.ServerResponse, scrubber: ChunkScrubber): BodySink {
+  return {
+    write: (chunk) => {
+      const clean = scrubber.push(chunk);
+      return clean.length === 0 || res.write(clean);
+    },
+    end: (chunk) => {
+      const clean = chunk ? scrubber.push(chunk) : null;
+      const tail = scrubber.flush();
+      res.end(clean && tail.length > 0 ? Buffer.concat([clean, tail]) : (clean ?? tail));
+    },
+    cork: () => res.cork(),
+    uncork: () => res.uncork(),
+    once: (event, listener) => res.once(event, listener),
+    on: (event, listener) => res.on(event, listener),
+  };
 }
 
 /** Swallows a response body that is not passed on. */
-function discard(): Writable {
-  return new WritableStream({ write: (_chunk, _encoding, callback) => callback() });
+function discard(): BodySink {
+  return wholeBody(() => {});
 }

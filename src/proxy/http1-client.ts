@@ -4,7 +4,7 @@
 // than the whole relay of a small request (bench/README.md has the measurements); this one does
 // only what a forwarding proxy needs: write one head, parse one response, frame bodies strictly.
 import type net from 'node:net';
-import type { Readable, Writable } from 'node:stream';
+import type { Readable } from 'node:stream';
 
 /** How the client reaches an origin; the caller resolves, guards and (for https) verifies TLS. */
 export type Dial = (host: string, port: number, secure: boolean) => Promise<net.Socket>;
@@ -40,8 +40,22 @@ export interface ResponseHead {
   readonly headers: Record<string, string | string[]>;
 }
 
-/** Where a response body goes: the factory sees the head and returns the sink. */
-export type SinkFactory = (head: ResponseHead) => Writable;
+/**
+ * Where a response body goes. A Writable (such as http.ServerResponse) is one; so is any object
+ * with these few methods, which spares a stream per response on the hot path.
+ */
+export interface BodySink {
+  /** False asks the upstream to pause until 'drain'. */
+  write(chunk: Buffer): boolean;
+  end(chunk?: Buffer): unknown;
+  cork(): void;
+  uncork(): void;
+  once(event: 'drain', listener: () => void): unknown;
+  on(event: 'error', listener: (err: Error) => void): unknown;
+}
+
+/** The factory sees the response head and returns where the body goes. */
+export type SinkFactory = (head: ResponseHead) => BodySink;
 
 export class Http1Error extends Error {
   constructor(
@@ -80,7 +94,7 @@ export class UpstreamRequest {
   readonly done: Promise<void>;
   private resolveDone!: () => void;
   private rejectDone!: (err: Error) => void;
-  sink: Writable | null = null;
+  sink: BodySink | null = null;
   conn: Connection | null = null;
   aborted = false;
   settled = false;
@@ -335,15 +349,7 @@ class Connection {
       return;
     }
     x.answered = true;
-    // Corked while one read is parsed, so what it yields leaves in one write (a sink made by
-    // this read was corked by onHead).
-    const sink = x.sink;
-    sink?.cork();
-    try {
-      this.parse(x, data);
-    } finally {
-      (sink ?? x.sink)?.uncork();
-    }
+    this.parse(x, data);
   }
 
   private parse(x: UpstreamRequest, data: Buffer): void {
@@ -524,7 +530,7 @@ class Connection {
       this.phase = Phase.UntilClose;
     }
     if (this.phase === Phase.UntilClose) this.keepAlive = false;
-    let sink: Writable;
+    let sink: BodySink;
     try {
       sink = x.factory({ statusCode, headers });
     } catch (err) {
@@ -532,7 +538,6 @@ class Connection {
       return false;
     }
     x.sink = sink;
-    sink.cork(); // uncorked by onData, so head and body leave in one write
     sink.on('error', (err) => {
       if (this.x === x) this.fail(err);
     });
@@ -545,8 +550,30 @@ class Connection {
     return true;
   }
 
+  /**
+   * Holds a sink's writes until the event loop has delivered everything that arrived together:
+   * TLS hands over one 16 KiB record per 'data' event, and writing each on its own would cost a
+   * TLS record and a syscall apiece. A body that ends (end()) flushes at once.
+   */
+  private corkUntilImmediate(sink: BodySink): void {
+    if (this.corked === sink) return;
+    this.uncorkNow();
+    sink.cork();
+    this.corked = sink;
+    setImmediate(this.uncorkNow);
+  }
+
+  private corked: BodySink | null = null;
+  private readonly uncorkNow = (): void => {
+    const sink = this.corked;
+    this.corked = null;
+    sink?.uncork();
+  };
+
+  /** A piece of a body that goes on (the last piece goes with end()). */
   private write(x: UpstreamRequest, piece: Buffer): void {
     const sink = x.sink!;
+    this.corkUntilImmediate(sink);
     if (!sink.write(piece) && !this.draining) {
       this.draining = true;
       this.socket.pause();

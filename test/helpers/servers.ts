@@ -579,6 +579,44 @@ export function runCli(args: readonly string[], opts: RunOptions = {}): Promise<
 }
 
 /** A TCP port on 127.0.0.1 that was free when asked (for CLIs that need a fixed --listen port). */
+export interface ScriptedServer {
+  readonly port: number;
+  /** Every connection accepted so far, in order. */
+  readonly connections: net.Socket[];
+  /** Raw bytes each connection received, by connection index. */
+  readonly received: string[];
+  close(): Promise<void>;
+}
+
+/**
+ * A plain TCP server on loopback that answers with whatever `onData` writes: for exact byte-level
+ * responses (framing edge cases) that a real HTTP server would never send.
+ */
+export async function startScriptedServer(onData: (socket: net.Socket, text: string, index: number) => void): Promise<ScriptedServer> {
+  const connections: net.Socket[] = [];
+  const received: string[] = [];
+  const server = net.createServer((socket) => {
+    const index = connections.push(socket) - 1;
+    received[index] = '';
+    socket.on('error', () => {});
+    socket.on('data', (d) => {
+      received[index] += d.toString('latin1');
+      onData(socket, received[index]!, index);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    connections,
+    received,
+    close: () =>
+      new Promise((resolve) => {
+        for (const c of connections) c.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = net.createServer();
