@@ -9,7 +9,8 @@ export interface Replacement {
 }
 
 export interface ChunkScrubber {
-  push(chunk: Buffer): Buffer;
+  /** Output pieces for one chunk (the chunk itself, sliced, when nothing changes). */
+  push(chunk: Buffer): Buffer[];
   flush(): Buffer;
 }
 
@@ -36,30 +37,51 @@ export class Replacer implements ChunkScrubber {
     this.keep = Math.max(0, ...replacements.map((r) => r.find.length)) - 1;
   }
 
-  /** Output for one chunk; a possible needle start at its end is held back for the next. */
-  push(chunk: Buffer): Buffer {
-    if (this.seen >= this.limit) return chunk;
+  /**
+   * Output for one chunk, as pieces (no copy of the chunk); a possible needle start at its end is
+   * held back for the next.
+   */
+  push(chunk: Buffer): Buffer[] {
+    if (this.seen >= this.limit) return [chunk];
     this.seen += chunk.length;
-    const data = this.carry.length > 0 ? Buffer.concat([this.carry, chunk]) : chunk;
-    const { out, consumed } = this.scan(data, this.seen >= this.limit ? data.length : data.length - this.heldBack(data));
+    const last = this.seen >= this.limit;
+    let data = chunk;
+    let from = 0;
+    const out: Buffer[] = [];
+    if (this.carry.length > 0) {
+      const carry = this.carry;
+      if (chunk.length >= this.keep) {
+        // Only a needle that starts in the held-back bytes can straddle, and it ends within the
+        // next `keep` bytes: settle it on that small joint instead of copying the whole chunk.
+        const joint = Buffer.concat([carry, chunk.subarray(0, this.keep)]);
+        const settled = this.scan(joint, 0, carry.length, carry.length);
+        out.push(...settled.out);
+        from = settled.consumed - carry.length;
+      } else {
+        data = Buffer.concat([carry, chunk]);
+      }
+    }
+    const safeEnd = last ? data.length : Math.max(from, data.length - this.heldBack(data));
+    const { out: rest, consumed } = this.scan(data, from, safeEnd);
+    out.push(...rest);
     this.carry = data.subarray(consumed);
-    if (this.seen >= this.limit) {
+    if (last) {
       out.push(this.carry);
       this.carry = Buffer.alloc(0);
     }
-    return out.length === 1 ? out[0]! : Buffer.concat(out);
+    return out.filter((b) => b.length > 0);
   }
 
   /** What was held back, at the end of the body. */
   flush(): Buffer {
-    const { out } = this.scan(this.carry, this.carry.length);
+    const { out } = this.scan(this.carry, 0, this.carry.length);
     this.carry = Buffer.alloc(0);
     return Buffer.concat(out);
   }
 
   /** Replaces every needle in one complete body (for responses small enough to hold whole). */
   replaceWhole(data: Buffer): Buffer {
-    const { out } = this.scan(data, data.length);
+    const { out } = this.scan(data, 0, data.length);
     return out.length === 1 ? out[0]! : Buffer.concat(out);
   }
 
@@ -76,10 +98,13 @@ export class Replacer implements ChunkScrubber {
     return 0;
   }
 
-  /** Replaces needles starting before `safeEnd`; returns output and how much input it covers. */
-  private scan(data: Buffer, safeEnd: number): { out: Buffer[]; consumed: number } {
+  /**
+   * Replaces needles from `from` on (only those starting before `maxStart`); returns the output
+   * and how much input it covers (at least up to `safeEnd`).
+   */
+  private scan(data: Buffer, from: number, safeEnd: number, maxStart = Infinity): { out: Buffer[]; consumed: number } {
     const out: Buffer[] = [];
-    let pos = 0;
+    let pos = from;
     for (;;) {
       let best = -1;
       let which: Replacement | undefined;
@@ -90,7 +115,7 @@ export class Replacer implements ChunkScrubber {
           which = r;
         }
       }
-      if (best === -1 || !which) break;
+      if (best === -1 || !which || best >= maxStart) break;
       out.push(data.subarray(pos, best), which.replace);
       pos = best + which.find.length;
       if (!this.replacedAny) {
@@ -113,7 +138,8 @@ export class ReplaceStream extends Transform {
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    callback(null, this.replacer.push(chunk));
+    for (const piece of this.replacer.push(chunk)) this.push(piece);
+    callback();
   }
 
   override _flush(callback: TransformCallback): void {

@@ -415,13 +415,14 @@ function wholeBody(onComplete: (body: Buffer) => void): BodySink {
 function scrubbingSink(res: http.ServerResponse, scrubber: ChunkScrubber): BodySink {
   return {
     write: (chunk) => {
-      const clean = scrubber.push(chunk);
-      return clean.length === 0 || res.write(clean);
+      let more = true;
+      for (const piece of scrubber.push(chunk)) more = res.write(piece);
+      return more;
     },
     end: (chunk) => {
-      const clean = chunk ? scrubber.push(chunk) : null;
-      const tail = scrubber.flush();
-      res.end(clean && tail.length > 0 ? Buffer.concat([clean, tail]) : (clean ?? tail));
+      const pieces = chunk ? scrubber.push(chunk) : [];
+      pieces.push(scrubber.flush());
+      res.end(pieces.length === 1 ? pieces[0] : Buffer.concat(pieces));
     },
     cork: () => res.cork(),
     uncork: () => res.uncork(),

@@ -49,4 +49,24 @@ describe('ReplaceStream', () => {
     stream.write('RET\n\n');
     expect(seen.join('')).toBe('data: one\n\ndata: P\n\n');
   });
+
+  it('matches replacing the whole body for any chunking (seeded random texts and cuts)', async () => {
+    let seed = 7;
+    const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n);
+    const needle = 'SECRET-1';
+    for (let round = 0; round < 300; round++) {
+      // Texts dense in needle prefixes, so held-back tails and straddling needles are common.
+      let text = '';
+      while (text.length < 60) text += ['S', 'SE', 'SECRET-', needle, 'x', 'SECRET-1S'][rand(6)];
+      const chunks: string[] = [];
+      for (let at = 0; at < text.length; ) {
+        const len = 1 + rand(12);
+        chunks.push(text.slice(at, at + len));
+        at += len;
+      }
+      const { out } = await run(chunks, needle, 'P');
+      expect(out).toBe(text.split(needle).join('P'));
+    }
+  });
 });
+
