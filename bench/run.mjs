@@ -601,20 +601,20 @@ async function runTarget(name, round) {
 // ---- metrics and the table
 
 const METRICS = [
-  { key: 'c1_p50', label: 'Keep-alive 1 KB GET, c=1: p50 latency', unit: 'ms', better: 'lower', rel: 'added', get: (s) => s.latency_c1?.latencyMs?.p50 },
-  { key: 'c1_p99', label: 'Keep-alive 1 KB GET, c=1: p99 latency', unit: 'ms', better: 'lower', rel: 'added', get: (s) => s.latency_c1?.latencyMs?.p99 },
-  { key: 'c64_rps', label: 'Keep-alive 1 KB GET, c=64', unit: 'req/s', better: 'higher', rel: 'ratio', get: (s) => s.keepalive_c64?.rps },
-  { key: 'newconn_rps', label: `New connection per request, c=${P.newconnC}`, unit: 'req/s', better: 'higher', rel: 'ratio', get: (s) => s.newconn?.rps },
-  { key: 'download', label: '100 MB download', unit: 'MiB/s', better: 'higher', rel: 'ratio', get: (s) => s.download?.mibps },
-  { key: 'upload', label: '100 MB upload', unit: 'MiB/s', better: 'higher', rel: 'ratio', get: (s) => s.upload?.mibps },
-  { key: 'newhost_p50', label: `First request to a new host (${P.newHosts} hosts), p50`, unit: 'ms', better: 'lower', rel: 'added', get: (s) => s.newhosts?.newHostMs?.p50 },
-  { key: 'knownhost_p50', label: 'Same, known host (new connection), p50', unit: 'ms', better: 'lower', rel: 'added', get: (s) => s.newhosts?.knownHostMs?.p50 },
-  { key: 'newhost_added', label: 'New host: added over known host (p50)', unit: 'ms', better: 'lower', rel: null, get: (s) => sub(s.newhosts?.newHostMs?.p50, s.newhosts?.knownHostMs?.p50) },
-  { key: 'sse_p50', label: 'SSE per-event delay, p50', unit: 'ms', better: 'lower', rel: 'added', get: (s) => s.sse?.delayMs?.p50 },
-  { key: 'sse_p99', label: 'SSE per-event delay, p99', unit: 'ms', better: 'lower', rel: 'added', get: (s) => s.sse?.delayMs?.p99 },
+  { key: 'c1_p50', needs: 'c1', label: 'Keep-alive 1 KB GET, c=1: p50 latency', unit: 'ms', better: 'lower', rel: 'added', get: (s) => s.latency_c1?.latencyMs?.p50 },
+  { key: 'c1_p99', needs: 'c1', label: 'Keep-alive 1 KB GET, c=1: p99 latency', unit: 'ms', better: 'lower', rel: 'added', get: (s) => s.latency_c1?.latencyMs?.p99 },
+  { key: 'c64_rps', needs: 'c64', label: 'Keep-alive 1 KB GET, c=64', unit: 'req/s', better: 'higher', rel: 'ratio', get: (s) => s.keepalive_c64?.rps },
+  { key: 'newconn_rps', needs: 'newconn', label: `New connection per request, c=${P.newconnC}`, unit: 'req/s', better: 'higher', rel: 'ratio', get: (s) => s.newconn?.rps },
+  { key: 'download', needs: 'download', label: '100 MB download', unit: 'MiB/s', better: 'higher', rel: 'ratio', get: (s) => s.download?.mibps },
+  { key: 'upload', needs: 'upload', label: '100 MB upload', unit: 'MiB/s', better: 'higher', rel: 'ratio', get: (s) => s.upload?.mibps },
+  { key: 'newhost_p50', needs: 'newhosts', label: `First request to a new host (${P.newHosts} hosts), p50`, unit: 'ms', better: 'lower', rel: 'added', get: (s) => s.newhosts?.newHostMs?.p50 },
+  { key: 'knownhost_p50', needs: 'newhosts', label: 'Same, known host (new connection), p50', unit: 'ms', better: 'lower', rel: 'added', get: (s) => s.newhosts?.knownHostMs?.p50 },
+  { key: 'newhost_added', needs: 'newhosts', label: 'New host: added over known host (p50)', unit: 'ms', better: 'lower', rel: null, get: (s) => sub(s.newhosts?.newHostMs?.p50, s.newhosts?.knownHostMs?.p50) },
+  { key: 'sse_p50', needs: 'sse', label: 'SSE per-event delay, p50', unit: 'ms', better: 'lower', rel: 'added', get: (s) => s.sse?.delayMs?.p50 },
+  { key: 'sse_p99', needs: 'sse', label: 'SSE per-event delay, p99', unit: 'ms', better: 'lower', rel: 'added', get: (s) => s.sse?.delayMs?.p99 },
   { key: 'rss_idle', label: 'Proxy RSS after warm-up', unit: 'MiB', better: 'lower', rel: null, proxyOnly: true, get: (s, r) => r.rssIdleMiB },
-  { key: 'rss_c64', label: 'Proxy RSS peak under c=64', unit: 'MiB', better: 'lower', rel: null, proxyOnly: true, get: (s) => s.keepalive_c64?.proxyRssPeakMiB },
-  { key: 'rss_idle1000', label: `Proxy RSS with ${P.idle.toLocaleString('en-US')} idle tunnels`, unit: 'MiB', better: 'lower', rel: null, proxyOnly: true, get: (s) => s.idle?.proxyRssMiB },
+  { key: 'rss_c64', needs: 'c64', label: 'Proxy RSS peak under c=64', unit: 'MiB', better: 'lower', rel: null, proxyOnly: true, get: (s) => s.keepalive_c64?.proxyRssPeakMiB },
+  { key: 'rss_idle1000', needs: 'idle', label: `Proxy RSS with ${P.idle.toLocaleString('en-US')} idle tunnels`, unit: 'MiB', better: 'lower', rel: null, proxyOnly: true, get: (s) => s.idle?.proxyRssMiB },
 ];
 function sub(a, b) {
   return typeof a === 'number' && typeof b === 'number' ? a - b : undefined;
@@ -660,7 +660,7 @@ function fmt(v, unit) {
 function cell(t, m, agg, rounds) {
   if (t === 'direct' && m.proxyOnly) return 'n/a';
   const v = agg[t][m.key];
-  if (!v) return 'failed';
+  if (!v) return m.needs && !scenarios.has(m.needs) ? 'not run' : 'failed';
   let s = fmt(v.best, m.unit);
   if (t !== 'direct' && v.ratio !== undefined) s += ` (${v.ratio.toFixed(2)}×)`;
   if (t !== 'direct' && v.added !== undefined) s += ` (${v.added >= 0 ? '+' : '−'}${fmt(Math.abs(v.added), m.unit)})`;

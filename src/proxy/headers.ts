@@ -10,7 +10,7 @@ const HOP_BY_HOP = new Set([
   'trailer',
   'transfer-encoding',
   'upgrade',
-  // Node's server already answered 100-continue; undici refuses to send Expect itself.
+  // Node's server already answered 100-continue; the upstream gets the body without asking.
   'expect',
 ]);
 
