@@ -364,6 +364,13 @@ function basicAuth(proxyUrl) {
   return 'Basic ' + Buffer.from(`${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`).toString('base64');
 }
 
+/** The V8 flags the `airlock` command runs with (its shebang), so the bench runs Airlock alike. */
+function airlockNodeFlags() {
+  const first = readFileSync(join(ROOT, 'dist', 'cli', 'main.js'), 'utf8').split('\n')[0];
+  const m = /^#!\/usr\/bin\/env -S node(.*)$/.exec(first);
+  return m ? m[1].trim().split(/\s+/).filter(Boolean) : [];
+}
+
 async function startTarget(name, { cpuProf } = {}) {
   const base = { upstreamPort: upstream.port, token: DUMMY_TOKEN };
   if (name === 'direct') {
@@ -373,7 +380,7 @@ async function startTarget(name, { cpuProf } = {}) {
     const nocreds = name === 'airlock-nocreds';
     const stateDir = join(WORK, `airlock-state-${Date.now()}`);
     const memFile = join(WORK, `airlock-mem-${Date.now()}.json`);
-    const nodeArgs = cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${cpuProf.dir}`, `--cpu-prof-name=${cpuProf.name}`] : [];
+    const nodeArgs = airlockNodeFlags().concat(cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${cpuProf.dir}`, `--cpu-prof-name=${cpuProf.name}`] : []);
     const { child, value: ready } = await spawnReady(
       process.execPath,
       [

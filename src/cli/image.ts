@@ -3,7 +3,7 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import Docker from 'dockerode';
+import { dockerClient } from './docker.js';
 import type { Command } from 'commander';
 import { BUILD_CA_NAME, buildAgentImage, formatCheck, runDoctor } from '../launcher/image.js';
 import type { TarFile } from '../launcher/image.js';
@@ -71,7 +71,7 @@ export function registerImageCommands(program: Command): void {
       const files = readContext(AGENT_CONTEXT);
       const buildCaPem = opts.buildCa ? readBuildCa(opts.buildCa) : undefined;
       const buildArgs = parseBuildArgs(opts.buildArg);
-      const docker = new Docker();
+      const docker = await dockerClient();
       await pingDocker(docker);
       const started = Date.now();
       process.stderr.write(`airlock: building ${opts.tag} from ${AGENT_CONTEXT}${buildCaPem ? ` (npm trusts ${opts.buildCa} during the build)` : ''}\n`);
@@ -95,7 +95,7 @@ export function registerImageCommands(program: Command): void {
       if (!/^\d+:\d+$/.test(opts.user) || opts.user.startsWith('0:')) {
         throw new UsageError(`--user ${JSON.stringify(opts.user)}: expected a non-root UID:GID, e.g. 4242:4242`);
       }
-      const docker = new Docker();
+      const docker = await dockerClient();
       await pingDocker(docker);
       process.stdout.write(`airlock doctor: ${opts.image} as uid ${opts.user}, all capabilities dropped, no-new-privileges, no network\n`);
       const checks = await runDoctor(docker, { image: opts.image, user: opts.user });

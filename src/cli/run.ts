@@ -1,7 +1,7 @@
 // `airlock run` and `airlock gc`: Docker sessions, served by an embedded proxy or a running daemon.
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join, resolve as resolvePath } from 'node:path';
-import Docker from 'dockerode';
+import { dockerClient } from './docker.js';
 import type { Command } from 'commander';
 import pino from 'pino';
 import type { Policy } from '../policy/index.js';
@@ -71,7 +71,7 @@ export function registerRunCommands(program: Command): void {
       const policy = loadPolicy(opts.policy);
       // Before Docker: without root the answer is "no" whether or not the engine is reachable.
       requireHostClosure(Boolean(opts.allowHostPorts));
-      const docker = new Docker();
+      const docker = await dockerClient();
       await pingDocker(docker);
       let runtime: ProxyRuntime | undefined;
       let provider: SessionProvider;
@@ -132,7 +132,7 @@ export function registerRunCommands(program: Command): void {
     .description('remove containers, networks and firewall rules left by sessions whose launcher died')
     .option('--all', 'also remove those of sessions that are still running, and containers kept with --keep')
     .action(async (opts) => {
-      const docker = new Docker();
+      const docker = await dockerClient();
       await pingDocker(docker);
       const report = await collectGarbage(docker, { onlyDead: !opts.all, notice: (l) => process.stderr.write(l + '\n') });
       const total = report.containers.length + report.networks.length + report.firewall.length;
