@@ -13,8 +13,8 @@ export interface Http1Options {
   readonly dial: Dial;
   /** Connections per origin; further requests wait for one to come free. */
   readonly maxPerOrigin?: number;
-  readonly headersTimeoutMs?: number;
-  readonly bodyTimeoutMs?: number;
+  /** An exchange fails when the upstream sends nothing for this long (before or in the body). */
+  readonly stallTimeoutMs?: number;
   /** Idle keep-alive connections close after this (or the server's own, shorter, hint). */
   readonly keepAliveMs?: number;
 }
@@ -77,6 +77,7 @@ const LAST_CHUNK = Buffer.from('0\r\n\r\n');
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const BAD_VALUE = /[\r\n\0]/;
 const BAD_PATH = /[\s\0]/;
+const STATUS_LINE = /^HTTP\/1\.[01] \d{3}(?: [^\r\n]*)?$/;
 
 const enum Phase {
   Idle,
@@ -153,9 +154,11 @@ class Origin {
 
   dispatch(x: UpstreamRequest): void {
     if (x.settled) return;
+    const now = Date.now();
     while (this.idle.length > 0) {
       const conn = this.idle.pop()!;
-      if (conn.usable()) return conn.start(x);
+      if (conn.usable() && conn.idleUntil > now) return conn.start(x);
+      conn.destroy();
     }
     if (this.total >= this.client.maxPerOrigin) {
       this.waiting.push(x);
@@ -191,8 +194,11 @@ class Origin {
     }
     if (!conn?.usable()) return;
     if (conn.keepAliveMs < 1000) return conn.destroy(); // the server is about to close it anyway
+    // Idle expiry is checked when a connection is taken and by the client's sweep, not with a
+    // timer per request.
+    conn.idleUntil = Date.now() + conn.keepAliveMs;
     this.idle.push(conn);
-    conn.socket.setTimeout(conn.keepAliveMs);
+    this.client.sweepSoon();
   }
 
   closed(conn: Connection): void {
@@ -219,12 +225,15 @@ class Connection {
   private stopBody: (() => void) | null = null;
   private gone = false;
   keepAliveMs: number;
+  idleUntil = 0;
 
   constructor(
     readonly socket: net.Socket,
     readonly origin: Origin,
   ) {
     this.keepAliveMs = origin.client.keepAliveMs;
+    // One inactivity timeout for the connection's whole life: set once, not per request.
+    socket.setTimeout(origin.client.stallTimeoutMs);
     socket.on('data', (d: Buffer) => this.onData(d));
     socket.on('end', () => this.onEnd());
     socket.on('error', (err: Error) => this.onClose(err));
@@ -253,7 +262,6 @@ class Connection {
     this.method = call.method;
     this.phase = Phase.Head;
     this.pending = null;
-    this.socket.setTimeout(this.origin.client.headersTimeoutMs);
     let head: string;
     let chunked = false;
     try {
@@ -463,27 +471,31 @@ class Connection {
 
   /** Parses a response head; false when the exchange ended (error) or is waiting for more. */
   private onHead(x: UpstreamRequest, text: string, trailing: boolean): boolean {
-    const lines = text.split('\r\n');
-    const status = /^HTTP\/1\.([01]) (\d{3})(?: [^\r\n]*)?$/.exec(lines[0]!);
-    if (!status) {
+    // Scanned by hand rather than split and matched line by line: this runs once per response.
+    let eol = text.indexOf('\r\n');
+    if (eol === -1) eol = text.length;
+    if (!STATUS_LINE.test(eol === text.length ? text : text.slice(0, eol))) {
       this.fail(new Http1Error('upstream sent a malformed status line', 'UPSTREAM_BAD_RESPONSE'));
       return false;
     }
-    const statusCode = Number(status[2]);
+    const http10 = text.charCodeAt(7) === 48; // "HTTP/1.0"
+    const statusCode = Number(text.slice(9, 12));
     const headers: Record<string, string | string[]> = {};
     let length: string | undefined;
     let transferEncoding: string | undefined;
     let connection = '';
-    for (let i = 1; i < lines.length; i++) {
-      const line = lines[i]!;
-      const colon = line.indexOf(':');
-      const name = colon > 0 ? line.slice(0, colon) : '';
-      if (!TOKEN.test(name)) {
-        // No name, a space before the colon, obs-fold or junk: not a response we can frame safely.
+    for (let at = eol + 2; at < text.length; at = eol + 2) {
+      eol = text.indexOf('\r\n', at);
+      if (eol === -1) eol = text.length;
+      const colon = text.indexOf(':', at);
+      const name = colon > at && colon < eol ? text.slice(at, colon) : '';
+      const value = name ? text.slice(colon + 1, eol).trim() : '';
+      if (!TOKEN.test(name) || BAD_VALUE.test(value)) {
+        // No name, a space before the colon, obs-fold, a bare LF or NUL: not a response we can
+        // frame (or pass on) safely.
         this.fail(new Http1Error('upstream sent a malformed header line', 'UPSTREAM_BAD_RESPONSE'));
         return false;
       }
-      const value = line.slice(colon + 1).trim();
       const key = name.toLowerCase();
       if (key === 'content-length') {
         if (!/^\d{1,15}$/.test(value) || (length !== undefined && length !== value)) {
@@ -508,10 +520,10 @@ class Connection {
       }
       return true; // 100, 102, 103: informational, not passed on; the real head follows
     }
-    if (status[1] === '0' ? !/(^|,)\s*keep-alive\s*(,|$)/.test(connection) : /(^|,)\s*close\s*(,|$)/.test(connection)) {
+    if (http10 ? !/(^|,)\s*keep-alive\s*(,|$)/.test(connection) : connection !== '' && /(^|,)\s*close\s*(,|$)/.test(connection)) {
       this.keepAlive = false;
     }
-    const hint = /timeout=(\d+)/.exec(String(headers['keep-alive'] ?? ''));
+    const hint = headers['keep-alive'] === undefined ? null : /timeout=(\d+)/.exec(String(headers['keep-alive']));
     if (hint) this.keepAliveMs = Math.min(this.origin.client.keepAliveMs, Math.max(0, Number(hint[1]) * 1000 - 1000));
     const noBody = this.method === 'HEAD' || statusCode === 204 || statusCode === 304;
     if (!noBody && transferEncoding !== undefined) {
@@ -541,7 +553,6 @@ class Connection {
     sink.on('error', (err) => {
       if (this.x === x) this.fail(err);
     });
-    this.socket.setTimeout(this.origin.client.bodyTimeoutMs);
     if (this.phase === Phase.Idle) {
       if (trailing) this.dead = true; // bytes after a bodiless response: out of step
       this.finish(x, null);
@@ -693,12 +704,29 @@ function parseChunkSize(text: string): number {
 
 export class Http1Client {
   readonly maxPerOrigin: number;
-  readonly headersTimeoutMs: number;
-  readonly bodyTimeoutMs: number;
+  readonly stallTimeoutMs: number;
   readonly keepAliveMs: number;
   readonly dial: Dial;
   private readonly origins = new Map<string, Origin>();
   private closing = false;
+
+  private sweeper: NodeJS.Timeout | null = null;
+
+  /** Closes idle connections past their keep-alive, every few seconds while any are pooled. */
+  sweepSoon(): void {
+    if (this.sweeper || this.closing) return;
+    this.sweeper = setTimeout(() => {
+      this.sweeper = null;
+      const now = Date.now();
+      let pooled = 0;
+      for (const origin of this.origins.values()) {
+        for (const conn of [...origin.idle]) if (conn.idleUntil <= now) conn.destroy();
+        pooled += origin.idle.length;
+      }
+      if (pooled > 0) this.sweepSoon();
+    }, 2000);
+    this.sweeper.unref();
+  }
 
   forget(origin: Origin): void {
     if (this.origins.get(origin.key) === origin) this.origins.delete(origin.key);
@@ -707,8 +735,7 @@ export class Http1Client {
   constructor(options: Http1Options) {
     this.dial = options.dial;
     this.maxPerOrigin = options.maxPerOrigin ?? 256;
-    this.headersTimeoutMs = options.headersTimeoutMs ?? 120_000;
-    this.bodyTimeoutMs = options.bodyTimeoutMs ?? 300_000;
+    this.stallTimeoutMs = options.stallTimeoutMs ?? 300_000;
     this.keepAliveMs = options.keepAliveMs ?? 30_000;
   }
 
@@ -736,6 +763,7 @@ export class Http1Client {
   /** Closes idle connections and refuses new requests (those in flight finish or fail). */
   close(): void {
     this.closing = true;
+    if (this.sweeper) clearTimeout(this.sweeper);
     for (const origin of this.origins.values()) {
       for (const conn of origin.idle.splice(0)) conn.destroy();
       for (const x of origin.waiting.splice(0)) x.fail(new Http1Error('proxy is shutting down', 'CLOSED'));

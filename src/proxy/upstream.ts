@@ -67,8 +67,7 @@ export class Upstream {
     this.http = new Http1Client({
       dial: (host, port, secure) => (secure ? this.connectTls(host, port) : this.connectTcp(host, port)),
       keepAliveMs: 30_000,
-      headersTimeoutMs: 120_000,
-      bodyTimeoutMs: 300_000,
+      stallTimeoutMs: 300_000,
       maxPerOrigin: 256,
     });
   }

@@ -15,8 +15,9 @@ afterEach(async () => {
   for (const s of servers.splice(0)) await s.close();
 });
 
-function client(): Http1Client {
+function client(options: { stallTimeoutMs?: number; keepAliveMs?: number } = {}): Http1Client {
   const c = new Http1Client({
+    ...options,
     dial: (host, port) =>
       new Promise((resolve, reject) => {
         const s = net.connect({ host, port }, () => resolve(s));
@@ -132,6 +133,8 @@ describe('Http1Client', () => {
     'a malformed chunk size': 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n',
     'chunk data longer than its size': 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n',
     '101 on a plain request': 'HTTP/1.1 101 Switching Protocols\r\n\r\n',
+    'a bare LF inside a header line': 'HTTP/1.1 200 OK\r\nX-A: 1\nX-B: 2\r\nContent-Length: 0\r\n\r\n',
+    'a NUL in a header value': 'HTTP/1.1 200 OK\r\nX-A: a\u0000b\r\nContent-Length: 0\r\n\r\n',
   };
   for (const [name, reply] of Object.entries(malformed)) {
     it(`refuses a response with ${name} and closes that connection`, async () => {
@@ -204,4 +207,23 @@ describe('Http1Client', () => {
     });
     await expect(client().request(req, () => ({ write: () => true, end() {}, cork() {}, uncork() {}, once() {}, on() {} })).done).rejects.toBe(budget);
   });
+
+  it('times out an upstream that stalls, before the head and mid-body, with codes that say which', async () => {
+    const silent = await server(() => null);
+    await expect(fetchVia(client({ stallTimeoutMs: 200 }), call(silent.port))).rejects.toMatchObject({ code: 'UPSTREAM_HEADERS_TIMEOUT' });
+    const half = await server(() => 'HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc');
+    await expect(fetchVia(client({ stallTimeoutMs: 200 }), call(half.port))).rejects.toMatchObject({ code: 'UPSTREAM_BODY_TIMEOUT' });
+  });
+
+  it('closes idle connections past their keep-alive and does not reuse them', async () => {
+    const s = await server(() => 'HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n');
+    const c = client({ keepAliveMs: 1000 });
+    await fetchVia(c, call(s.port));
+    const first = s.connections[0]!;
+    const closed = new Promise<void>((resolve) => first.once('close', () => resolve()));
+    await closed; // the sweep closes it (keep-alive 1 s, sweep every 2 s) without another request
+    await fetchVia(c, call(s.port));
+    expect(s.connections).toHaveLength(2);
+  });
 });
+
