@@ -206,7 +206,7 @@ export class SessionBroker implements CredentialBroker {
     }
     if (replacements.length === 0) return null;
     let scrubbed = false;
-    const out: Record<string, string | string[]> = {};
+    const out: Record<string, string | string[]> = Object.create(null);
     for (const name in headers) {
       const value = headers[name];
       if (value === undefined) continue;

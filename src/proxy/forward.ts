@@ -376,8 +376,11 @@ function send(
         res.destroy();
         return;
       }
-      const status = TIMEOUT_CODES.has(code) ? 504 : 502;
-      const message = `Airlock: upstream ${target.host}:${target.port} failed (${code}).\n`;
+      const status = code === 'CLIENT_BODY_TIMEOUT' ? 408 : TIMEOUT_CODES.has(code) ? 504 : 502;
+      const message =
+        status === 408
+          ? 'Airlock: the request body did not arrive in time.\n'
+          : `Airlock: upstream ${target.host}:${target.port} failed (${code}).\n`;
       res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': Buffer.byteLength(message) });
       res.end(message);
     });
@@ -431,7 +434,7 @@ function scrubbingSink(res: http.ServerResponse, scrubber: ChunkScrubber): BodyS
   };
 }
 
-/** Swallows a response body that is not passed on. */
+/** A response body that is not passed on: the upstream connection is closed, not read. */
 function discard(): BodySink {
-  return wholeBody(() => {});
+  return { ...wholeBody(() => {}), discard: true };
 }

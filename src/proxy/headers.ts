@@ -42,7 +42,8 @@ export function forwardResponseHeaders(
 ): Record<string, string | string[]> {
   const connection = headers.connection;
   const listed = connectionTokens(Array.isArray(connection) ? connection.join(',') : connection);
-  const out: Record<string, string | string[]> = {};
+  // No prototype: a header named __proto__ is just a header.
+  const out: Record<string, string | string[]> = Object.create(null);
   for (const name in headers) {
     const value = headers[name];
     if (value === undefined || HOP_BY_HOP.has(name) || listed?.has(name)) continue;

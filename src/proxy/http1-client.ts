@@ -52,6 +52,8 @@ export interface BodySink {
   uncork(): void;
   once(event: 'drain', listener: () => void): unknown;
   on(event: 'error', listener: (err: Error) => void): unknown;
+  /** The body is not wanted: the connection is closed instead of read to the end. */
+  readonly discard?: boolean;
 }
 
 /** The factory sees the response head and returns where the body goes. */
@@ -75,8 +77,12 @@ const CRLF2 = Buffer.from('\r\n\r\n');
 const LAST_CHUNK = Buffer.from('0\r\n\r\n');
 // Header names are tokens; values may not carry CR, LF or NUL (a swapped-in secret included).
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-const BAD_VALUE = /[\r\n\0]/;
-const BAD_PATH = /[\s\0]/;
+// Node's own rule for header values (and what latin1 writing can carry): no control characters
+// but tab, nothing above U+00FF (written as latin1 it would lose its high byte: U+010A is LF).
+const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
+const BAD_PATH = /[^\x21-\x7e\x80-\xff]/;
+/** Methods that may be sent again when a kept-alive connection died before any answer. */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE']);
 const STATUS_LINE = /^HTTP\/1\.[01] \d{3}(?: [^\r\n]*)?$/;
 
 const enum Phase {
@@ -101,6 +107,8 @@ export class UpstreamRequest {
   settled = false;
   /** Response bytes seen: after the first, a failure is not retried. */
   answered = false;
+  /** The head went out: from then on only an idempotent, bodiless request may go again. */
+  written = false;
   retried = false;
 
   origin!: Origin;
@@ -175,6 +183,7 @@ class Origin {
         this.total--;
         x.fail(err);
         this.next();
+        if (this.total === 0 && this.waiting.length === 0) this.client.forget(this);
       },
     );
   }
@@ -193,7 +202,8 @@ class Origin {
       return this.dispatch(x);
     }
     if (!conn?.usable()) return;
-    if (conn.keepAliveMs < 1000) return conn.destroy(); // the server is about to close it anyway
+    // Shutting down, or the server is about to close it anyway: do not pool it.
+    if (this.client.closed || conn.keepAliveMs < 1000) return conn.destroy();
     // Idle expiry is checked when a connection is taken and by the client's sweep, not with a
     // timer per request.
     conn.idleUntil = Date.now() + conn.keepAliveMs;
@@ -222,7 +232,7 @@ class Connection {
   private dead = false;
   private reused = false;
   private method = 'GET';
-  private stopBody: (() => void) | null = null;
+  private stopBody: ((drain?: boolean) => void) | null = null;
   private gone = false;
   keepAliveMs: number;
   idleUntil = 0;
@@ -242,7 +252,7 @@ class Connection {
   }
 
   usable(): boolean {
-    return !this.dead && this.keepAlive && !this.socket.destroyed && this.x === null;
+    return !this.dead && this.keepAlive && this.socket.writable && this.x === null;
   }
 
   destroy(): void {
@@ -273,6 +283,7 @@ class Connection {
       return;
     }
     if (!call.body) {
+      x.written = true;
       this.socket.write(head, 'latin1');
       return;
     }
@@ -286,10 +297,9 @@ class Connection {
   private sendBody(x: UpstreamRequest, head: string, body: Readable, chunked: boolean): void {
     this.requestBodyDone = false;
     const socket = this.socket;
-    let headSent = false;
     const sendHead = () => {
-      if (headSent) return;
-      headSent = true;
+      if (x.written) return;
+      x.written = true;
       socket.write(head, 'latin1');
     };
     const cleanup = () => {
@@ -299,10 +309,12 @@ class Connection {
       body.off('error', onError);
       socket.off('drain', onDrain);
     };
-    // Answered (or failed) before the body was all sent: stop sending, let the rest drain away.
-    this.stopBody = () => {
+    // Answered (or failed) before the body was all sent: stop sending, let the rest drain away;
+    // or, when nothing was sent yet and the request goes again elsewhere, just let go of it.
+    this.stopBody = (drain = true) => {
       cleanup();
-      body.resume();
+      if (drain) body.resume();
+      else body.pause();
     };
     const onData = (chunk: Buffer) => {
       if (x.settled || this.x !== x) return cleanup();
@@ -480,7 +492,7 @@ class Connection {
     }
     const http10 = text.charCodeAt(7) === 48; // "HTTP/1.0"
     const statusCode = Number(text.slice(9, 12));
-    const headers: Record<string, string | string[]> = {};
+    const headers: Record<string, string | string[]> = Object.create(null);
     let length: string | undefined;
     let transferEncoding: string | undefined;
     let connection = '';
@@ -526,13 +538,22 @@ class Connection {
     const hint = headers['keep-alive'] === undefined ? null : /timeout=(\d+)/.exec(String(headers['keep-alive']));
     if (hint) this.keepAliveMs = Math.min(this.origin.client.keepAliveMs, Math.max(0, Number(hint[1]) * 1000 - 1000));
     const noBody = this.method === 'HEAD' || statusCode === 204 || statusCode === 304;
+    if ((statusCode === 204 || statusCode === 304) && (transferEncoding !== undefined || (length !== undefined && length !== '0'))) {
+      this.dead = true; // a body may follow that nobody reads: never reuse this connection
+    }
     if (!noBody && transferEncoding !== undefined) {
       if (length !== undefined) {
         // Both framings at once is how responses get split; refuse rather than guess.
         this.fail(new Http1Error('upstream sent both Transfer-Encoding and Content-Length', 'UPSTREAM_BAD_RESPONSE'));
         return false;
       }
-      this.phase = /(^|,)\s*chunked\s*$/i.test(transferEncoding) ? Phase.ChunkSize : Phase.UntilClose;
+      if (transferEncoding.trim().toLowerCase() !== 'chunked') {
+        // "gzip, chunked" and the like: the proxy asks for none, and a coding it does not undo
+        // would pass an echoed secret through the scrubber unseen.
+        this.fail(new Http1Error(`upstream sent Transfer-Encoding: ${transferEncoding}`, 'UPSTREAM_BAD_RESPONSE'));
+        return false;
+      }
+      this.phase = Phase.ChunkSize;
     } else if (noBody) {
       this.phase = Phase.Idle;
     } else if (length !== undefined) {
@@ -550,6 +571,15 @@ class Connection {
       return false;
     }
     x.sink = sink;
+    if (sink.discard) {
+      // Not wanted (the proxy answered the client itself): do not read what may be endless.
+      this.x = null;
+      x.conn = null;
+      this.dead = true;
+      this.socket.destroy();
+      x.succeed();
+      return false;
+    }
     sink.on('error', (err) => {
       if (this.x === x) this.fail(err);
     });
@@ -585,7 +615,15 @@ class Connection {
   private write(x: UpstreamRequest, piece: Buffer): void {
     const sink = x.sink!;
     this.corkUntilImmediate(sink);
-    if (!sink.write(piece) && !this.draining) {
+    let more: boolean;
+    try {
+      more = sink.write(piece);
+    } catch (err) {
+      // A sink that throws (Node refusing a header only when it is finally written, say) fails
+      // this exchange; it must never escape into the socket's event handler.
+      return this.fail(err as Error);
+    }
+    if (!more && !this.draining) {
       this.draining = true;
       this.socket.pause();
       sink.once('drain', () => {
@@ -601,8 +639,15 @@ class Connection {
     this.phase = Phase.Idle;
     this.pending = null;
     x.conn = null;
-    if (last && last.length > 0) sink.end(last);
-    else sink.end();
+    try {
+      if (last && last.length > 0) sink.end(last);
+      else sink.end();
+    } catch (err) {
+      this.dead = true;
+      this.socket.destroy();
+      x.fail(err as Error);
+      return;
+    }
     x.succeed();
     if (this.draining) {
       this.draining = false;
@@ -631,6 +676,7 @@ class Connection {
 
   private onEnd(): void {
     const x = this.x;
+    this.dead = true; // the server is done with this connection
     if (x && this.phase === Phase.UntilClose) {
       this.keepAlive = false;
       this.finish(x, null);
@@ -642,6 +688,11 @@ class Connection {
       this.socket.destroy(); // idle past keep-alive
       return;
     }
+    if (!this.x.written) {
+      // The head waits for the client's body, which never came: the client stalled, not the upstream.
+      this.fail(new Http1Error('the client sent no request body in time', 'CLIENT_BODY_TIMEOUT'));
+      return;
+    }
     const code = this.phase === Phase.Head ? 'UPSTREAM_HEADERS_TIMEOUT' : 'UPSTREAM_BODY_TIMEOUT';
     this.fail(new Http1Error(`upstream ${code === 'UPSTREAM_HEADERS_TIMEOUT' ? 'sent no response head' : 'stalled mid-body'} in time`, code));
   }
@@ -650,16 +701,24 @@ class Connection {
     if (this.gone) return; // 'error' is followed by 'close'
     this.gone = true;
     this.dead = true;
-    this.stopBody?.();
-    this.socket.destroy();
     const x = this.x;
     this.x = null;
+    // Sent again elsewhere, once, when that is safe: nothing written at all (the head was waiting
+    // for the body), or a kept-alive connection the server closed as it was reused, for an
+    // idempotent request without a body that got no answer. A request the server may have acted
+    // on is never sent twice.
+    const retry =
+      x !== null &&
+      !x.settled &&
+      !x.answered &&
+      !x.retried &&
+      (!x.written || (this.reused && !x.call.body && IDEMPOTENT.has(x.call.method)));
+    this.stopBody?.(!retry);
+    this.socket.destroy();
     this.origin.closed(this);
     if (!x || x.settled) return;
     x.conn = null;
-    // A kept-alive connection the server closed just as it was reused: nothing was answered, and
-    // a request without a body can safely go again, once, on a fresh connection.
-    if (this.reused && !x.answered && !x.call.body && !x.retried) {
+    if (retry) {
       x.retried = true;
       this.origin.client.route(x);
       return;
@@ -709,6 +768,15 @@ export class Http1Client {
   readonly dial: Dial;
   private readonly origins = new Map<string, Origin>();
   private closing = false;
+
+  get closed(): boolean {
+    return this.closing;
+  }
+
+  /** Origins with connections or waiting requests (tests check nothing is kept for no reason). */
+  get openOrigins(): number {
+    return this.origins.size;
+  }
 
   private sweeper: NodeJS.Timeout | null = null;
 

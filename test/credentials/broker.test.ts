@@ -315,3 +315,46 @@ describe('secret sources', () => {
     expect(String(err)).not.toContain('leaked-secret');
   });
 });
+
+describe('a hostile upstream bound to a credential', () => {
+  it('a header Node would refuse to write (a control character) is a 502, and the proxy keeps serving', async () => {
+    const { startScriptedServer } = await import('../helpers/servers.js');
+    const { httpViaProxy } = await import('../helpers/clients.js');
+    // Small body with a bound credential: scrubbed whole, so the head is written late, after the
+    // client has parsed it. A control byte there used to throw outside any handler.
+    const hostile = await startScriptedServer((socket, text) => {
+      if (text.includes('\r\n\r\n')) socket.end(`HTTP/1.1 200 OK\r\nX-A: a\u0001b\r\nContent-Length: 2\r\n\r\nok`);
+    });
+    const good = await startHttpUpstream();
+    const handle = await startAirlock({
+      policy: `
+version: 1
+name: hostile
+allow:
+  - host: bad.example
+    ports: [80]
+  - host: good.example
+    ports: [80]
+credentials:
+  - name: bound
+    env: [BOUND_TOKEN]
+    secret: { env: AIRLOCK_BOUND_TOKEN }
+    hosts: [bad.example]
+`,
+      resolve: { 'bad.example:80': hostile.port, 'good.example:80': good.port },
+      credentials: credentialsFactory({ AIRLOCK_BOUND_TOKEN: SECRET }),
+    });
+    try {
+      const res = await httpViaProxy({ proxyPort: handle.port, proxyAuthorization: handle.proxyAuthorization, url: 'http://bad.example/' });
+      expect(res.status).toBe(502);
+      const line = await handle.waitForAudit((l) => l.host === 'bad.example');
+      expect(line).toMatchObject({ status: 502, reason: 'upstream_error', detail: 'UPSTREAM_BAD_RESPONSE' });
+      const after = await httpViaProxy({ proxyPort: handle.port, proxyAuthorization: handle.proxyAuthorization, url: 'http://good.example/ok' });
+      expect(after.status).toBe(200);
+    } finally {
+      await handle.close();
+      await hostile.close();
+      await good.close();
+    }
+  });
+});

@@ -135,6 +135,8 @@ describe('Http1Client', () => {
     '101 on a plain request': 'HTTP/1.1 101 Switching Protocols\r\n\r\n',
     'a bare LF inside a header line': 'HTTP/1.1 200 OK\r\nX-A: 1\nX-B: 2\r\nContent-Length: 0\r\n\r\n',
     'a NUL in a header value': 'HTTP/1.1 200 OK\r\nX-A: a\u0000b\r\nContent-Length: 0\r\n\r\n',
+    'a control character in a header value': 'HTTP/1.1 200 OK\r\nX-A: a\u0001b\r\nContent-Length: 0\r\n\r\n',
+    'a Transfer-Encoding other than chunked': 'HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n',
   };
   for (const [name, reply] of Object.entries(malformed)) {
     it(`refuses a response with ${name} and closes that connection`, async () => {
@@ -224,6 +226,80 @@ describe('Http1Client', () => {
     await closed; // the sweep closes it (keep-alive 1 s, sweep every 2 s) without another request
     await fetchVia(c, call(s.port));
     expect(s.connections).toHaveLength(2);
+  });
+
+  it('a sink that throws fails the exchange instead of escaping into the socket handler', async () => {
+    const s = await server(() => 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+    const boom = new Error('sink refused');
+    const sink: BodySink = { write: () => true, end: () => { throw boom; }, cork() {}, uncork() {}, once() {}, on() {} };
+    await expect(client().request(call(s.port), () => sink).done).rejects.toBe(boom);
+  });
+
+  it('never sends a non-idempotent request twice, even without a body', async () => {
+    const s = await server((n) => {
+      if (n === 2) {
+        s.connections[0]!.destroy(); // acted on (maybe), then gone without an answer
+        return null;
+      }
+      return 'HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n';
+    });
+    const c = client();
+    await fetchVia(c, call(s.port));
+    await expect(fetchVia(c, call(s.port, { method: 'POST', headers: ['host', 'up.test', 'content-length', '0'] }))).rejects.toMatchObject({ code: 'UPSTREAM_CLOSED' });
+    expect(s.received.join('').match(/^POST /gm)).toHaveLength(1);
+  });
+
+  it('a request whose head was still waiting for its body goes again, whole, when the connection dies', async () => {
+    const s = await server((n) => (n === 1 ? 'HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n' : 'HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n'));
+    const c = client();
+    await fetchVia(c, call(s.port));
+    const body = new Readable({ read() {} });
+    const pending = fetchVia(c, call(s.port, { method: 'PUT', headers: ['host', 'up.test', 'content-length', '4'], body }));
+    await new Promise((r) => setTimeout(r, 50));
+    s.connections[0]!.destroy(); // the kept-alive connection dies before the body starts
+    await new Promise((r) => setTimeout(r, 50));
+    body.push('data');
+    body.push(null);
+    expect((await pending).head.statusCode).toBe(201);
+    expect(s.connections).toHaveLength(2);
+    expect(s.received[1]).toContain('PUT / HTTP/1.1\r\nhost: up.test\r\ncontent-length: 4\r\n\r\ndata');
+    expect(s.received[0]).not.toContain('PUT');
+  });
+
+  it('a discarded body closes the connection instead of reading it (an endless body included)', async () => {
+    const s = await startScriptedServer((socket) => {
+      socket.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n');
+      const more = setInterval(() => (socket.destroyed ? clearInterval(more) : socket.write('4\r\nmore\r\n')), 5);
+    });
+    servers.push(s);
+    const sink: BodySink = { write: () => true, end() {}, cork() {}, uncork() {}, once() {}, on() {}, discard: true };
+    await client().request(call(s.port), () => sink).done;
+    await new Promise<void>((resolve) => (s.connections[0]!.destroyed ? resolve() : s.connections[0]!.once('close', () => resolve())));
+  });
+
+  it('keeps nothing for an origin it could not reach', async () => {
+    const c = client();
+    const closed = await server(() => null);
+    const port = closed.port;
+    await closed.close();
+    servers.splice(servers.indexOf(closed), 1);
+    for (let i = 0; i < 5; i++) await expect(fetchVia(c, call(port))).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+    expect(c.openOrigins).toBe(0);
+  });
+
+  it('after close(), a request still in flight finishes and its connection is closed, not pooled', async () => {
+    let answer: (() => void) | undefined;
+    const s = await server(() => {
+      answer = () => s.connections[0]!.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+      return null;
+    });
+    const c = client();
+    const pending = fetchVia(c, call(s.port));
+    await new Promise((r) => setTimeout(r, 50));
+    c.close();
+    answer!();
+    expect((await pending).body).toBe('ok');
+    await new Promise<void>((resolve) => (s.connections[0]!.destroyed ? resolve() : s.connections[0]!.once('close', () => resolve())));
   });
 });
 
