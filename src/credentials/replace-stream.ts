@@ -91,9 +91,17 @@ export class Replacer implements ChunkScrubber {
    * next one arrives.
    */
   private heldBack(data: Buffer): number {
-    for (let k = Math.min(this.keep, data.length); k > 0; k--) {
-      const tail = data.subarray(data.length - k);
-      if (this.replacements.some((r) => r.find.subarray(0, k).equals(tail))) return k;
+    // Byte comparisons in place: this runs on every chunk of every scrubbed body, and slicing
+    // and comparing buffers per candidate length allocated dozens of objects per chunk.
+    const end = data.length;
+    for (let k = Math.min(this.keep, end); k > 0; k--) {
+      const from = end - k;
+      for (const { find } of this.replacements) {
+        if (find.length <= k) continue;
+        let i = 0;
+        while (i < k && data[from + i] === find[i]) i++;
+        if (i === k) return k;
+      }
     }
     return 0;
   }
