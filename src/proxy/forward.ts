@@ -429,6 +429,9 @@ function scrubbingSink(res: http.ServerResponse, scrubber: ChunkScrubber): BodyS
     },
     cork: () => res.cork(),
     uncork: () => res.uncork(),
+    get writableLength() {
+      return res.writableLength;
+    },
     once: (event, listener) => res.once(event, listener),
     on: (event, listener) => res.on(event, listener),
   };

@@ -50,6 +50,8 @@ export interface BodySink {
   end(chunk?: Buffer): unknown;
   cork(): void;
   uncork(): void;
+  /** Bytes waiting to be written; when absent, a false write() pauses at once. */
+  readonly writableLength?: number;
   once(event: 'drain', listener: () => void): unknown;
   on(event: 'error', listener: (err: Error) => void): unknown;
   /** The body is not wanted: the connection is closed instead of read to the end. */
@@ -71,6 +73,12 @@ export class Http1Error extends Error {
 export const TIMEOUT_CODES: ReadonlySet<string> = new Set(['ETIMEDOUT', 'UPSTREAM_HEADERS_TIMEOUT', 'UPSTREAM_BODY_TIMEOUT']);
 
 const MAX_HEAD_BYTES = 64 * 1024;
+/**
+ * How much of a body may wait in the receiving side's buffer before the sending side is paused.
+ * Above a stream's 16 KiB default on purpose: pausing at every full TLS record stalled the relay
+ * between reads (the 100 MB transfers ran at 0.75 of a core, waiting).
+ */
+const BUFFER_LIMIT = 256 * 1024;
 const MAX_CHUNK_LINE = 4096;
 const CRLF = Buffer.from('\r\n');
 const CRLF2 = Buffer.from('\r\n\r\n');
@@ -327,7 +335,8 @@ class Connection {
       }
       if (chunk.length === 0) return;
       let more: boolean;
-      socket.cork();
+      // Batched like response bodies: one TLS write for what one read of the client delivered.
+      this.corkUntilImmediate(socket);
       sendHead();
       if (chunked) {
         socket.write(chunk.length.toString(16) + '\r\n', 'latin1');
@@ -336,8 +345,8 @@ class Connection {
       } else {
         more = socket.write(chunk);
       }
-      socket.uncork();
-      if (!more) body.pause();
+      // 'drain' follows a false write once the buffer empties, so the resume below comes.
+      if (!more && socket.writableLength > BUFFER_LIMIT) body.pause();
     };
     const onDrain = () => body.resume();
     const onEnd = () => {
@@ -596,7 +605,7 @@ class Connection {
    * TLS hands over one 16 KiB record per 'data' event, and writing each on its own would cost a
    * TLS record and a syscall apiece. A body that ends (end()) flushes at once.
    */
-  private corkUntilImmediate(sink: BodySink): void {
+  private corkUntilImmediate(sink: Pick<BodySink, 'cork' | 'uncork'>): void {
     if (this.corked === sink) return;
     this.uncorkNow();
     sink.cork();
@@ -604,7 +613,7 @@ class Connection {
     setImmediate(this.uncorkNow);
   }
 
-  private corked: BodySink | null = null;
+  private corked: Pick<BodySink, 'cork' | 'uncork'> | null = null;
   private readonly uncorkNow = (): void => {
     const sink = this.corked;
     this.corked = null;
@@ -623,7 +632,7 @@ class Connection {
       // this exchange; it must never escape into the socket's event handler.
       return this.fail(err as Error);
     }
-    if (!more && !this.draining) {
+    if (!more && !this.draining && (sink.writableLength ?? Infinity) > BUFFER_LIMIT) {
       this.draining = true;
       this.socket.pause();
       sink.once('drain', () => {
