@@ -17,7 +17,7 @@ const RESULTS = join(BENCH, 'results');
 const ALL_TARGETS = ['direct', 'airlock', 'squid', 'mitmproxy', 'http-mitm-proxy'];
 // Diagnostic only (not in the default set): Airlock with the same policy minus the credential.
 // bare-node: a minimal Node interception path (no policy, audit or credentials), the floor on this machine.
-const EXTRA_TARGETS = ['airlock-nocreds', 'bare-node'];
+const EXTRA_TARGETS = ['airlock-nocreds', 'bare-node', 'raw-relay'];
 
 // ---- options
 
@@ -37,6 +37,7 @@ if (flag('help') || flag('h')) {
   --targets a,b,...    of ${ALL_TARGETS.join(', ')} (direct is always run); also
                        airlock-nocreds: Airlock without the credential (diagnostic)
                        bare-node: a minimal Node interception path (diagnostic floor)
+                       raw-relay: TLS terminated and re-originated, no HTTP parsed (the ceiling)
   --scenarios a,b,...  only these of c1, c64, newconn, download, upload, newhosts, sse, idle
   --profile            after the comparison, profile Airlock (--cpu-prof) on the keep-alive c=64
                        scenario; writes bench/results/*.cpuprofile and prints top self-time
@@ -456,10 +457,10 @@ async function startTarget(name, { cpuProf } = {}) {
       },
     };
   }
-  if (name === 'bare-node') {
+  if (name === 'bare-node' || name === 'raw-relay') {
     const { child, value: ready } = await spawnReady(
       process.execPath,
-      [join(BENCH, 'bare-node-proxy.mjs'), '--cert', join(WORK, 'bare-leaf.pem'), '--key', join(WORK, 'bare-leaf.key'), '--ca', join(WORK, 'bare-ca.pem'), '--upstream-ca', join(WORK, 'upstream-ca.pem'), '--hosts', hostsFile],
+      [join(BENCH, 'bare-node-proxy.mjs'), '--cert', join(WORK, 'bare-leaf.pem'), '--key', join(WORK, 'bare-leaf.key'), '--ca', join(WORK, 'bare-ca.pem'), '--upstream-ca', join(WORK, 'upstream-ca.pem'), '--hosts', hostsFile, ...(name === 'raw-relay' ? ['--raw'] : [])],
       { cwd: ROOT },
       (line) => {
         try {
@@ -475,7 +476,7 @@ async function startTarget(name, { cpuProf } = {}) {
       pid: child.pid,
       child,
       target: { ...base, proxyHost: '127.0.0.1', proxyPort: ready.port, proxyAuth: null, ca: ready.ca },
-      notes: ['diagnostic: minimal Node interception path, no policy, audit or credentials'],
+      notes: [name === 'raw-relay' ? 'diagnostic: TLS relay, no HTTP parsed' : 'diagnostic: minimal Node interception path, no policy, audit or credentials'],
       stop: () => stopChild(child),
     };
   }
