@@ -83,7 +83,7 @@ const MAX_CHUNK_LINE = 4096;
 const CRLF = Buffer.from('\r\n');
 const CRLF2 = Buffer.from('\r\n\r\n');
 const LAST_CHUNK = Buffer.from('0\r\n\r\n');
-// Header names are tokens; values may not carry CR, LF or NUL (a swapped-in secret included).
+// Header names (and methods) are tokens.
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 // Node's own rule for header values (and what latin1 writing can carry): no control characters
 // but tab, nothing above U+00FF (written as latin1 it would lose its high byte: U+010A is LF).
@@ -111,7 +111,6 @@ export class UpstreamRequest {
   private rejectDone!: (err: Error) => void;
   sink: BodySink | null = null;
   conn: Connection | null = null;
-  aborted = false;
   settled = false;
   /** Response bytes seen: after the first, a failure is not retried. */
   answered = false;
@@ -134,7 +133,6 @@ export class UpstreamRequest {
   /** The client left: drop the exchange (a connection mid-response cannot be reused). */
   abort(): void {
     if (this.settled) return;
-    this.aborted = true;
     const conn = this.conn;
     this.origin?.unqueue(this);
     this.fail(new Http1Error('aborted by the client', 'ABORTED'));
