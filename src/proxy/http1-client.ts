@@ -388,11 +388,11 @@ class Connection {
           this.pending = null;
           const end = buf.indexOf(CRLF2);
           if (end === -1) {
-            if (buf.length > MAX_HEAD_BYTES) return this.fail(new Http1Error('upstream response head too large', 'UPSTREAM_BAD_RESPONSE'));
+            if (buf.length > MAX_HEAD_BYTES) return this.refuse('upstream response head too large');
             if (buf.length > 0) this.pending = buf;
             return;
           }
-          if (end > MAX_HEAD_BYTES) return this.fail(new Http1Error('upstream response head too large', 'UPSTREAM_BAD_RESPONSE'));
+          if (end > MAX_HEAD_BYTES) return this.refuse('upstream response head too large');
           data = buf;
           off = end + 4;
           if (!this.onHead(x, buf.toString('latin1', 0, end), off < buf.length)) return;
@@ -414,13 +414,11 @@ class Connection {
           if (off < data.length) this.write(x, off === 0 ? data : data.subarray(off));
           return;
         case Phase.ChunkSize: {
-          const line = this.line(data, off);
-          if (line === null) return;
-          if (line === undefined) return this.fail(new Http1Error('upstream sent a malformed chunk size', 'UPSTREAM_BAD_RESPONSE'));
-          off = line.next;
-          data = line.data;
+          const line = this.line(data, off, 'upstream sent a malformed chunk size');
+          if (!line) return;
+          ({ next: off, data } = line);
           const size = parseChunkSize(line.text);
-          if (size < 0) return this.fail(new Http1Error('upstream sent a malformed chunk size', 'UPSTREAM_BAD_RESPONSE'));
+          if (size < 0) return this.refuse('upstream sent a malformed chunk size');
           if (size === 0) {
             this.phase = Phase.Trailers;
           } else {
@@ -439,21 +437,18 @@ class Connection {
           break;
         }
         case Phase.ChunkDataEnd: {
-          const line = this.line(data, off);
-          if (line === null) return;
-          if (line === undefined || line.text !== '') return this.fail(new Http1Error('upstream chunk not followed by CRLF', 'UPSTREAM_BAD_RESPONSE'));
-          off = line.next;
-          data = line.data;
+          const line = this.line(data, off, 'upstream chunk not followed by CRLF');
+          if (!line) return;
+          if (line.text !== '') return this.refuse('upstream chunk not followed by CRLF');
+          ({ next: off, data } = line);
           this.phase = Phase.ChunkSize;
           break;
         }
         case Phase.Trailers: {
           // Trailers are read and dropped (the client's framing is the proxy's own).
-          const line = this.line(data, off);
-          if (line === null) return;
-          if (line === undefined) return this.fail(new Http1Error('upstream trailer too long', 'UPSTREAM_BAD_RESPONSE'));
-          off = line.next;
-          data = line.data;
+          const line = this.line(data, off, 'upstream trailer too long');
+          if (!line) return;
+          ({ next: off, data } = line);
           if (line.text === '') {
             if (off < data.length) this.dead = true;
             return this.finish(x, null);
@@ -468,9 +463,10 @@ class Connection {
 
   /**
    * The next CRLF-terminated line from `data` at `off`, joined with any partial line held back;
-   * null when it is not complete yet (kept), undefined when too long.
+   * null when parsing stops here: the line is not complete yet (kept for the next read), or it is
+   * too long (the response is refused with `tooLong`).
    */
-  private line(data: Buffer, off: number): { text: string; next: number; data: Buffer } | null | undefined {
+  private line(data: Buffer, off: number, tooLong: string): { text: string; next: number; data: Buffer } | null {
     let buf = data;
     let from = off;
     if (this.pending) {
@@ -479,12 +475,14 @@ class Connection {
       this.pending = null;
     }
     const end = buf.indexOf(CRLF, from);
+    if (end - from > MAX_CHUNK_LINE || (end === -1 && buf.length - from > MAX_CHUNK_LINE)) {
+      this.refuse(tooLong);
+      return null;
+    }
     if (end === -1) {
-      if (buf.length - from > MAX_CHUNK_LINE) return undefined;
       if (buf.length > from) this.pending = buf.subarray(from);
       return null;
     }
-    if (end - from > MAX_CHUNK_LINE) return undefined;
     return { text: buf.toString('latin1', from, end), next: end + 2, data: buf };
   }
 
@@ -494,7 +492,7 @@ class Connection {
     let eol = text.indexOf('\r\n');
     if (eol === -1) eol = text.length;
     if (!STATUS_LINE.test(eol === text.length ? text : text.slice(0, eol))) {
-      this.fail(new Http1Error('upstream sent a malformed status line', 'UPSTREAM_BAD_RESPONSE'));
+      this.refuse('upstream sent a malformed status line');
       return false;
     }
     const http10 = text.charCodeAt(7) === 48; // "HTTP/1.0"
@@ -512,13 +510,13 @@ class Connection {
       if (!TOKEN.test(name) || BAD_VALUE.test(value)) {
         // No name, a space before the colon, obs-fold, a bare LF or NUL: not a response we can
         // frame (or pass on) safely.
-        this.fail(new Http1Error('upstream sent a malformed header line', 'UPSTREAM_BAD_RESPONSE'));
+        this.refuse('upstream sent a malformed header line');
         return false;
       }
       const key = name.toLowerCase();
       if (key === 'content-length') {
         if (!/^\d{1,15}$/.test(value) || (length !== undefined && length !== value)) {
-          this.fail(new Http1Error('upstream sent an invalid Content-Length', 'UPSTREAM_BAD_RESPONSE'));
+          this.refuse('upstream sent an invalid Content-Length');
           return false;
         }
         length = value;
@@ -534,7 +532,7 @@ class Connection {
     }
     if (statusCode < 200) {
       if (statusCode === 101) {
-        this.fail(new Http1Error('upstream switched protocols on a plain request', 'UPSTREAM_BAD_RESPONSE'));
+        this.refuse('upstream switched protocols on a plain request');
         return false;
       }
       return true; // 100, 102, 103: informational, not passed on; the real head follows
@@ -551,13 +549,13 @@ class Connection {
     if (!noBody && transferEncoding !== undefined) {
       if (length !== undefined) {
         // Both framings at once is how responses get split; refuse rather than guess.
-        this.fail(new Http1Error('upstream sent both Transfer-Encoding and Content-Length', 'UPSTREAM_BAD_RESPONSE'));
+        this.refuse('upstream sent both Transfer-Encoding and Content-Length');
         return false;
       }
       if (transferEncoding.trim().toLowerCase() !== 'chunked') {
         // "gzip, chunked" and the like: the proxy asks for none, and a coding it does not undo
         // would pass an echoed secret through the scrubber unseen.
-        this.fail(new Http1Error(`upstream sent Transfer-Encoding: ${transferEncoding}`, 'UPSTREAM_BAD_RESPONSE'));
+        this.refuse(`upstream sent Transfer-Encoding: ${transferEncoding}`);
         return false;
       }
       this.phase = Phase.ChunkSize;
@@ -667,6 +665,11 @@ class Connection {
     }
     if (this.usable()) this.release();
     else this.socket.destroy();
+  }
+
+  /** A response that cannot be framed (or passed on) safely: refused, never guessed at. */
+  private refuse(message: string): void {
+    this.fail(new Http1Error(message, 'UPSTREAM_BAD_RESPONSE'));
   }
 
   private fail(err: Error): void {
