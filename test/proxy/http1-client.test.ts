@@ -48,18 +48,19 @@ function call(port: number, extra: Partial<UpstreamCall> = {}): UpstreamCall {
   return { secure: false, host: '127.0.0.1', port, method: 'GET', path: '/', headers: ['host', 'up.test'], body: null, ...extra };
 }
 
+/** A sink that accepts everything and drops it, with `parts` changed. */
+function sinkWith(parts: Partial<BodySink>): BodySink {
+  return { write: () => true, end() {}, cork() {}, uncork() {}, once() {}, on() {}, ...parts };
+}
+
 /** Sends a request; resolves with the head and the body as a string. */
 async function fetchVia(c: Http1Client, req: UpstreamCall): Promise<{ head: ResponseHead; body: string }> {
   let head: ResponseHead | undefined;
   const chunks: Buffer[] = [];
-  const sink: BodySink = {
+  const sink = sinkWith({
     write: (b) => (chunks.push(b), true),
     end: (b?: Buffer) => void (b && chunks.push(b)),
-    cork() {},
-    uncork() {},
-    once() {},
-    on() {},
-  };
+  });
   await c.request(req, (h) => ((head = h), sink)).done;
   return { head: head!, body: Buffer.concat(chunks).toString() };
 }
@@ -207,7 +208,7 @@ describe('Http1Client', () => {
         throw budget;
       },
     });
-    await expect(client().request(req, () => ({ write: () => true, end() {}, cork() {}, uncork() {}, once() {}, on() {} })).done).rejects.toBe(budget);
+    await expect(client().request(req, () => sinkWith({})).done).rejects.toBe(budget);
   });
 
   it('times out an upstream that stalls, before the head and mid-body, with codes that say which', async () => {
@@ -231,7 +232,11 @@ describe('Http1Client', () => {
   it('a sink that throws fails the exchange instead of escaping into the socket handler', async () => {
     const s = await server(() => 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
     const boom = new Error('sink refused');
-    const sink: BodySink = { write: () => true, end: () => { throw boom; }, cork() {}, uncork() {}, once() {}, on() {} };
+    const sink = sinkWith({
+      end: () => {
+        throw boom;
+      },
+    });
     await expect(client().request(call(s.port), () => sink).done).rejects.toBe(boom);
   });
 
@@ -272,7 +277,7 @@ describe('Http1Client', () => {
       const more = setInterval(() => (socket.destroyed ? clearInterval(more) : socket.write('4\r\nmore\r\n')), 5);
     });
     servers.push(s);
-    const sink: BodySink = { write: () => true, end() {}, cork() {}, uncork() {}, once() {}, on() {}, discard: true };
+    const sink = sinkWith({ discard: true });
     await client().request(call(s.port), () => sink).done;
     await new Promise<void>((resolve) => (s.connections[0]!.destroyed ? resolve() : s.connections[0]!.once('close', () => resolve())));
   });
