@@ -365,6 +365,29 @@ function basicAuth(proxyUrl) {
   return 'Basic ' + Buffer.from(`${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`).toString('base64');
 }
 
+/** A launcher's ready line: one JSON object with "ready": true (anything else is not it yet). */
+function jsonReady(line) {
+  try {
+    const v = JSON.parse(line);
+    return v.ready ? v : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A Node proxy launcher in bench/ (no authentication; it prints its port and CA when ready). */
+async function startNodePeer(name, base, script, args, notes) {
+  const { child, value: ready } = await spawnReady(process.execPath, [join(BENCH, script), ...args], { cwd: ROOT }, jsonReady);
+  return {
+    name,
+    pid: child.pid,
+    child,
+    target: { ...base, proxyHost: '127.0.0.1', proxyPort: ready.port, proxyAuth: null, ca: ready.ca },
+    notes,
+    stop: () => stopChild(child),
+  };
+}
+
 /** The V8 flags the `airlock` command runs with (its shebang), so the bench runs Airlock alike. */
 function airlockNodeFlags() {
   const first = readFileSync(join(ROOT, 'dist', 'cli', 'main.js'), 'utf8').split('\n')[0];
@@ -397,14 +420,7 @@ async function startTarget(name, { cpuProf } = {}) {
         '--mem-file', memFile,
       ],
       { env: { ...process.env, AIRLOCK_BENCH_SECRET: SECRET }, cwd: ROOT },
-      (line) => {
-        try {
-          const v = JSON.parse(line);
-          return v.ready ? v : undefined;
-        } catch {
-          return undefined;
-        }
-      },
+      jsonReady,
     );
     const notes = [];
     let token = DUMMY_TOKEN;
@@ -458,51 +474,14 @@ async function startTarget(name, { cpuProf } = {}) {
     };
   }
   if (name === 'bare-node' || name === 'raw-relay') {
-    const { child, value: ready } = await spawnReady(
-      process.execPath,
-      [join(BENCH, 'bare-node-proxy.mjs'), '--cert', join(WORK, 'bare-leaf.pem'), '--key', join(WORK, 'bare-leaf.key'), '--ca', join(WORK, 'bare-ca.pem'), '--upstream-ca', join(WORK, 'upstream-ca.pem'), '--hosts', hostsFile, ...(name === 'raw-relay' ? ['--raw'] : [])],
-      { cwd: ROOT },
-      (line) => {
-        try {
-          const v = JSON.parse(line);
-          return v.ready ? v : undefined;
-        } catch {
-          return undefined;
-        }
-      },
-    );
-    return {
-      name,
-      pid: child.pid,
-      child,
-      target: { ...base, proxyHost: '127.0.0.1', proxyPort: ready.port, proxyAuth: null, ca: ready.ca },
-      notes: [name === 'raw-relay' ? 'diagnostic: TLS relay, no HTTP parsed' : 'diagnostic: minimal Node interception path, no policy, audit or credentials'],
-      stop: () => stopChild(child),
-    };
+    const args = ['--cert', join(WORK, 'bare-leaf.pem'), '--key', join(WORK, 'bare-leaf.key'), '--ca', join(WORK, 'bare-ca.pem'), '--upstream-ca', join(WORK, 'upstream-ca.pem'), '--hosts', hostsFile];
+    return name === 'raw-relay'
+      ? startNodePeer(name, base, 'bare-node-proxy.mjs', [...args, '--raw'], ['diagnostic: TLS relay, no HTTP parsed'])
+      : startNodePeer(name, base, 'bare-node-proxy.mjs', args, ['diagnostic: minimal Node interception path, no policy, audit or credentials']);
   }
   if (name === 'http-mitm-proxy') {
     const caDir = join(WORK, `http-mitm-proxy-${Date.now()}`);
-    const { child, value: ready } = await spawnReady(
-      process.execPath,
-      [join(BENCH, 'http-mitm-proxy.mjs'), '--ca-dir', caDir, '--upstream-ca', join(WORK, 'upstream-ca.pem'), '--hosts', hostsFile],
-      { cwd: ROOT },
-      (line) => {
-        try {
-          const v = JSON.parse(line);
-          return v.ready ? v : undefined;
-        } catch {
-          return undefined;
-        }
-      },
-    );
-    return {
-      name,
-      pid: child.pid,
-      child,
-      target: { ...base, proxyHost: '127.0.0.1', proxyPort: ready.port, proxyAuth: null, ca: ready.ca },
-      notes: [],
-      stop: () => stopChild(child),
-    };
+    return startNodePeer(name, base, 'http-mitm-proxy.mjs', ['--ca-dir', caDir, '--upstream-ca', join(WORK, 'upstream-ca.pem'), '--hosts', hostsFile], []);
   }
   throw new Error(`unknown target ${name}`);
 }
