@@ -14,8 +14,8 @@ import type { Endpoint } from '../../src/proxy/upstream.js';
 import { parsePolicy } from '../../src/policy/index.js';
 import { parseAuditLines } from '../../src/audit/report.js';
 import type { Session } from '../../src/sessions/session.js';
-import { startAirlock } from '../helpers/servers.js';
-import type { AirlockHandle, AirlockOptions, AuditLine } from '../helpers/servers.js';
+import { createTestPki, rmTmp, startAirlock, startHttpUpstream, startHttpsUpstream } from '../helpers/servers.js';
+import type { AirlockHandle, AirlockOptions, AuditLine, TestPki, TestUpstream, UpstreamOptions } from '../helpers/servers.js';
 import { rawConnect } from '../helpers/clients.js';
 import type { RawConnectResult } from '../helpers/clients.js';
 
@@ -360,6 +360,61 @@ export async function startGuardedAirlock(
   const dials = dialRecorder();
   const airlock = await startAirlock({ ...opts, lookup: fakeDns().lookup, beforeDial: dials.beforeDial });
   return { airlock, dials, proxy: proxyOf(airlock), bundle: readFileSync(airlock.bundlePath, 'utf8') };
+}
+
+export interface GuardedRig {
+  readonly pki: TestPki;
+  /** good.test on port 80. */
+  readonly plainUp: TestUpstream;
+  /** Every name in `tlsNames` on port 443. */
+  readonly tlsUp: TestUpstream;
+  readonly airlock: AirlockHandle;
+  readonly dials: DialRecorder;
+  readonly proxy: ProxyAddress;
+  readonly bundle: string;
+  close(): Promise<void>;
+}
+
+/**
+ * The set-up most attack tests share: good.test served over plain HTTP and one TLS upstream for
+ * `tlsNames` (default good.test), both behind a guarded Airlock; close() undoes all of it.
+ */
+export async function startGuardedRig(opts: {
+  policy: string;
+  tlsNames?: readonly string[];
+  plain?: UpstreamOptions;
+  limits?: AirlockOptions['limits'];
+}): Promise<GuardedRig> {
+  const tlsNames = opts.tlsNames ?? ['good.test'];
+  const pki = await createTestPki();
+  const opened: { close(): Promise<void> }[] = [];
+  try {
+    const plainUp = await startHttpUpstream(opts.plain);
+    opened.push(plainUp);
+    const tlsUp = await startHttpsUpstream({ pki, names: tlsNames });
+    opened.push(tlsUp);
+    const guarded = await startGuardedAirlock({
+      policy: opts.policy,
+      resolve: { 'good.test:80': plainUp.port, ...Object.fromEntries(tlsNames.map((n) => [`${n}:443`, tlsUp.port])) },
+      upstreamCa: [pki.caPem],
+      ...(opts.limits ? { limits: opts.limits } : {}),
+    });
+    return {
+      pki,
+      plainUp,
+      tlsUp,
+      ...guarded,
+      close: async () => {
+        await guarded.airlock.close();
+        await Promise.all(opened.map((o) => o.close()));
+        rmTmp(pki.dir);
+      },
+    };
+  } catch (err) {
+    await Promise.all(opened.map((o) => o.close()));
+    rmTmp(pki.dir);
+    throw err;
+  }
 }
 
 /** The handle's own session as a ProxyAddress. */

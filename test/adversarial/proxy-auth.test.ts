@@ -5,10 +5,9 @@
 // credential itself never travels upstream.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
-import { createTestPki, rmTmp, startHttpUpstream, startHttpsUpstream } from '../helpers/servers.js';
-import type { AirlockHandle, TestPki, TestUpstream } from '../helpers/servers.js';
-import { alongside, basic, connectTcp, exchange, extraSession, send, tunnelTls, upgradeHead, sleep, startGuardedAirlock } from './helpers.js';
-import type { DialRecorder, ProxyAddress } from './helpers.js';
+import type { AirlockHandle, TestUpstream } from '../helpers/servers.js';
+import { alongside, basic, connectTcp, exchange, extraSession, send, tunnelTls, upgradeHead, sleep, startGuardedRig } from './helpers.js';
+import type { DialRecorder, GuardedRig, ProxyAddress } from './helpers.js';
 import type { Session } from '../../src/sessions/session.js';
 
 const POLICY = `
@@ -18,7 +17,7 @@ allow:
   - host: good.test
 `;
 
-let pki: TestPki;
+let rig: GuardedRig;
 let plainUp: TestUpstream;
 let tlsUp: TestUpstream;
 let dials: DialRecorder;
@@ -28,26 +27,14 @@ let other: { session: Session; proxy: ProxyAddress };
 let removed: { session: Session; proxy: ProxyAddress };
 
 beforeAll(async () => {
-  pki = await createTestPki();
-  plainUp = await startHttpUpstream({
-    onUpgrade: (_req, socket) => socket.destroy(),
-  });
-  tlsUp = await startHttpsUpstream({ pki, names: ['good.test'] });
-  ({ airlock, dials, proxy } = await startGuardedAirlock({
-    policy: POLICY,
-    resolve: { 'good.test:80': plainUp.port, 'good.test:443': tlsUp.port },
-    upstreamCa: [pki.caPem],
-  }));
+  rig = await startGuardedRig({ policy: POLICY, plain: { onUpgrade: (_req, socket) => socket.destroy() } });
+  ({ plainUp, tlsUp, dials, airlock, proxy } = rig);
   other = await extraSession(airlock);
   removed = await extraSession(airlock);
   await airlock.runtime.sessions.remove(removed.session.id);
 });
 
-afterAll(async () => {
-  await airlock?.close();
-  await Promise.all([plainUp?.close(), tlsUp?.close()]);
-  rmTmp(pki?.dir);
-});
+afterAll(() => rig?.close());
 
 const GOOD = 'http://good.test/healthy';
 const b64 = (s: string | Buffer) => Buffer.from(s).toString('base64');

@@ -6,10 +6,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import net from 'node:net';
 import tls from 'node:tls';
-import { createTestPki, rmTmp, startHttpUpstream, startHttpsUpstream } from '../helpers/servers.js';
-import type { AirlockHandle, TestPki, TestUpstream } from '../helpers/servers.js';
-import { connectTcp, proxyConnect, proxyGet, tunnelTls, startGuardedAirlock } from './helpers.js';
-import type { ProxyAddress } from './helpers.js';
+import type { AirlockHandle, TestUpstream } from '../helpers/servers.js';
+import { connectTcp, proxyConnect, proxyGet, tunnelTls, startGuardedRig } from './helpers.js';
+import type { GuardedRig, ProxyAddress } from './helpers.js';
 
 const HEADERS_TIMEOUT_MS = 1_500;
 const DRIP_MS = 500;
@@ -25,7 +24,7 @@ allow:
   - host: good.test
 `;
 
-let pki: TestPki;
+let rig: GuardedRig;
 let plainUp: TestUpstream;
 let tlsUp: TestUpstream;
 let airlock: AirlockHandle;
@@ -33,22 +32,11 @@ let proxy: ProxyAddress;
 let bundle: string;
 
 beforeAll(async () => {
-  pki = await createTestPki();
-  plainUp = await startHttpUpstream();
-  tlsUp = await startHttpsUpstream({ pki, names: ['good.test'] });
-  ({ airlock, proxy, bundle } = await startGuardedAirlock({
-    policy: POLICY,
-    resolve: { 'good.test:80': plainUp.port, 'good.test:443': tlsUp.port },
-    upstreamCa: [pki.caPem],
-    limits: { headersTimeoutMs: HEADERS_TIMEOUT_MS },
-  }));
+  rig = await startGuardedRig({ policy: POLICY, limits: { headersTimeoutMs: HEADERS_TIMEOUT_MS } });
+  ({ plainUp, tlsUp, airlock, proxy, bundle } = rig);
 });
 
-afterAll(async () => {
-  await airlock?.close();
-  await Promise.all([plainUp?.close(), tlsUp?.close()]);
-  rmTmp(pki?.dir);
-});
+afterAll(() => rig?.close());
 
 /**
  * Writes `bytes` one at a time every DRIP_MS until the peer closes (or `giveUpMs`). Resolves with

@@ -4,10 +4,9 @@
 // floods) with the connection closed, and the upstream must see neither the outer request nor the
 // smuggled one (it counts every request it receives).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestPki, rmTmp, startHttpUpstream, startHttpsUpstream } from '../helpers/servers.js';
-import type { AirlockHandle, TestPki, TestUpstream } from '../helpers/servers.js';
-import { alongside, exchange, send, tunnelTls, startGuardedAirlock } from './helpers.js';
-import type { DialRecorder, Exchange, ProxyAddress } from './helpers.js';
+import type { AirlockHandle, TestUpstream } from '../helpers/servers.js';
+import { alongside, exchange, send, tunnelTls, startGuardedRig } from './helpers.js';
+import type { DialRecorder, Exchange, GuardedRig, ProxyAddress } from './helpers.js';
 
 const POLICY = `
 version: 1
@@ -16,7 +15,7 @@ allow:
   - host: good.test
 `;
 
-let pki: TestPki;
+let rig: GuardedRig;
 let plainUp: TestUpstream;
 let tlsUp: TestUpstream;
 let dials: DialRecorder;
@@ -25,21 +24,11 @@ let proxy: ProxyAddress;
 let bundle: string;
 
 beforeAll(async () => {
-  pki = await createTestPki();
-  plainUp = await startHttpUpstream();
-  tlsUp = await startHttpsUpstream({ pki, names: ['good.test'] });
-  ({ airlock, dials, proxy, bundle } = await startGuardedAirlock({
-    policy: POLICY,
-    resolve: { 'good.test:80': plainUp.port, 'good.test:443': tlsUp.port },
-    upstreamCa: [pki.caPem],
-  }));
+  rig = await startGuardedRig({ policy: POLICY });
+  ({ plainUp, tlsUp, dials, airlock, proxy, bundle } = rig);
 });
 
-afterAll(async () => {
-  await airlock?.close();
-  await Promise.all([plainUp?.close(), tlsUp?.close()]);
-  rmTmp(pki?.dir);
-});
+afterAll(() => rig?.close());
 
 const GOOD = 'http://good.test/healthy';
 

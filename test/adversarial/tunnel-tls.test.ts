@@ -5,10 +5,9 @@
 // sees nothing either way.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import tls from 'node:tls';
-import { createTestPki, rmTmp, startHttpUpstream, startHttpsUpstream } from '../helpers/servers.js';
-import type { AirlockHandle, TestPki, TestUpstream } from '../helpers/servers.js';
-import { alongside, exchange, proxyConnect, startGuardedAirlock } from './helpers.js';
-import type { DialRecorder, ProxyAddress } from './helpers.js';
+import type { AirlockHandle, TestUpstream } from '../helpers/servers.js';
+import { alongside, exchange, proxyConnect, startGuardedRig } from './helpers.js';
+import type { DialRecorder, GuardedRig, ProxyAddress } from './helpers.js';
 
 const POLICY = `
 version: 1
@@ -18,7 +17,7 @@ allow:
   - host: inspected.test
 `;
 
-let pki: TestPki;
+let rig: GuardedRig;
 let plainUp: TestUpstream;
 let inspectedUp: TestUpstream;
 let dials: DialRecorder;
@@ -27,21 +26,11 @@ let proxy: ProxyAddress;
 let bundle: string;
 
 beforeAll(async () => {
-  pki = await createTestPki();
-  plainUp = await startHttpUpstream();
-  inspectedUp = await startHttpsUpstream({ pki, names: ['inspected.test'] });
-  ({ airlock, dials, proxy, bundle } = await startGuardedAirlock({
-    policy: POLICY,
-    resolve: { 'good.test:80': plainUp.port, 'inspected.test:443': inspectedUp.port },
-    upstreamCa: [pki.caPem],
-  }));
+  rig = await startGuardedRig({ policy: POLICY, tlsNames: ['inspected.test'] });
+  ({ plainUp, tlsUp: inspectedUp, dials, airlock, proxy, bundle } = rig);
 });
 
-afterAll(async () => {
-  await airlock?.close();
-  await Promise.all([plainUp?.close(), inspectedUp?.close()]);
-  rmTmp(pki?.dir);
-});
+afterAll(() => rig?.close());
 
 const GOOD = 'http://good.test/healthy';
 
