@@ -198,29 +198,26 @@ export class SessionBroker implements CredentialBroker {
     // Only hosts a secret is ever sent to can echo one.
     const relevant = this.bound.filter((c) => c.spec.hosts.some((p) => matchHostPattern(p, host)));
     if (relevant.length === 0) return null;
-    const replacements: Replacement[] = [];
-    for (const c of relevant) {
-      for (const value of c.secret.known()) {
-        replacements.push({ find: Buffer.from(value), replace: Buffer.from(c.placeholder) });
-      }
-    }
-    if (replacements.length === 0) return null;
+    // The same pairs as text (for headers) and as bytes (for bodies).
+    const pairs: { find: string; replace: string }[] = [];
+    for (const c of relevant) for (const value of c.secret.known()) pairs.push({ find: value, replace: c.placeholder });
+    if (pairs.length === 0) return null;
+    const replacements: Replacement[] = pairs.map((p) => ({ find: Buffer.from(p.find), replace: Buffer.from(p.replace) }));
     let scrubbed = false;
+    const scrub = (v: string) => {
+      let result = v;
+      for (const p of pairs) {
+        if (result.includes(p.find)) {
+          result = result.split(p.find).join(p.replace);
+          scrubbed = true;
+        }
+      }
+      return result;
+    };
     const out: Record<string, string | string[]> = Object.create(null);
     for (const name in headers) {
       const value = headers[name];
       if (value === undefined) continue;
-      const scrub = (v: string) => {
-        let result = v;
-        for (const r of replacements) {
-          const find = r.find.toString('utf8');
-          if (result.includes(find)) {
-            result = result.split(find).join(r.replace.toString('utf8'));
-            scrubbed = true;
-          }
-        }
-        return result;
-      };
       out[name] = Array.isArray(value) ? value.map(scrub) : scrub(value);
     }
     if (scrubbed) onScrub();
