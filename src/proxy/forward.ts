@@ -178,7 +178,6 @@ function responseHasBody(method: string | undefined, status: number): boolean {
   return method !== 'HEAD' && status >= 200 && status !== 204 && status !== 304;
 }
 
-
 export function forwardHttp(deps: ForwardDeps, x: Exchange & { res: http.ServerResponse }): void {
   const record = new RequestRecord(x.session, 'request', x.req.method ?? 'GET', x.scheme);
   const admitted = admit(deps, x, record);
@@ -286,104 +285,104 @@ function send(
   }
   const usage = usageOf(session);
   const call = deps.upstream.http.request(
-      {
-        secure: x.scheme === 'https',
-        host: target.host,
-        port: target.port,
-        path,
-        method: req.method ?? 'GET',
-        headers,
-        body: source,
-        // Counted as the client sends it upstream; over budget stops the request.
-        onBodyChunk: (n) => {
-          bodyBytes += n;
-          if (!usage.addUpload(n)) throw new UploadBudgetExceeded();
-        },
+    {
+      secure: x.scheme === 'https',
+      host: target.host,
+      port: target.port,
+      path,
+      method: req.method ?? 'GET',
+      headers,
+      body: source,
+      // Counted as the client sends it upstream; over budget stops the request.
+      onBodyChunk: (n) => {
+        bodyBytes += n;
+        if (!usage.addUpload(n)) throw new UploadBudgetExceeded();
       },
-      ({ statusCode, headers: upstreamHeaders }): BodySink => {
-        let responseHeaders = forwardResponseHeaders(upstreamHeaders);
-        let scrubber: Duplex | null = null;
-        if (!session.credentials.empty) {
-          // Headers are scrubbed on every response (HEAD, 204 and 304 included); bodies when present.
-          const withBody = responseHasBody(req.method, statusCode);
-          const scrub = session.credentials.scrubResponse(target.host, responseHeaders, withBody, () => {
-            detail = 'secret_scrubbed';
-          });
-          if (scrub?.refuse) {
-            // A body the scrubber cannot read could carry an echoed secret: fail closed.
-            outcome = { action: outcome.action, rule: decision.rule, reason: 'upstream_error' };
-            detail = scrub.refuse;
-            const message = `Airlock: ${scrub.refuse}.\n`;
-            res.writeHead(502, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': Buffer.byteLength(message) });
-            res.end(message);
-            return discard();
+    },
+    ({ statusCode, headers: upstreamHeaders }): BodySink => {
+      let responseHeaders = forwardResponseHeaders(upstreamHeaders);
+      let scrubber: Duplex | null = null;
+      if (!session.credentials.empty) {
+        // Headers are scrubbed on every response (HEAD, 204 and 304 included); bodies when present.
+        const withBody = responseHasBody(req.method, statusCode);
+        const scrub = session.credentials.scrubResponse(target.host, responseHeaders, withBody, () => {
+          detail = 'secret_scrubbed';
+        });
+        if (scrub?.refuse) {
+          // A body the scrubber cannot read could carry an echoed secret: fail closed.
+          outcome = { action: outcome.action, rule: decision.rule, reason: 'upstream_error' };
+          detail = scrub.refuse;
+          const message = `Airlock: ${scrub.refuse}.\n`;
+          res.writeHead(502, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': Buffer.byteLength(message) });
+          res.end(message);
+          return discard();
+        }
+        if (scrub) {
+          responseHeaders = scrub.headers;
+          const declared = Number(responseHeaders['content-length']);
+          if (withBody && scrub.scrubWhole && declared <= WHOLE_BODY_LIMIT) {
+            // Small body: scrub it whole and send it with its exact length in one write, not
+            // chunked (which would cost an extra TLS record and syscall per response).
+            return wholeBody((body) => {
+              const clean = scrub.scrubWhole!(body);
+              res.writeHead(statusCode, { ...responseHeaders, 'content-length': String(clean.length) });
+              res.end(clean);
+            });
           }
-          if (scrub) {
-            responseHeaders = scrub.headers;
-            const declared = Number(responseHeaders['content-length']);
-            if (withBody && scrub.scrubWhole && declared <= WHOLE_BODY_LIMIT) {
-              // Small body: scrub it whole and send it with its exact length in one write, not
-              // chunked (which would cost an extra TLS record and syscall per response).
-              return wholeBody((body) => {
-                const clean = scrub.scrubWhole!(body);
-                res.writeHead(statusCode, { ...responseHeaders, 'content-length': String(clean.length) });
-                res.end(clean);
-              });
-            }
-            if (withBody && scrub.scrubChunks) {
-              // The length may change: it goes chunked.
-              delete responseHeaders['content-length'];
-              res.writeHead(statusCode, responseHeaders);
-              return scrubbingSink(res, scrub.scrubChunks);
-            }
-            scrubber = scrub.bodyTransform;
-            if (scrubber) {
-              delete responseHeaders['content-length'];
-              scrubber.on('error', () => res.destroy());
-              scrubber.pipe(res);
-            }
+          if (withBody && scrub.scrubChunks) {
+            // The length may change: it goes chunked.
+            delete responseHeaders['content-length'];
+            res.writeHead(statusCode, responseHeaders);
+            return scrubbingSink(res, scrub.scrubChunks);
+          }
+          scrubber = scrub.bodyTransform;
+          if (scrubber) {
+            delete responseHeaders['content-length'];
+            scrubber.on('error', () => res.destroy());
+            scrubber.pipe(res);
           }
         }
-        res.writeHead(statusCode, responseHeaders);
-        return scrubber ?? res;
-      },
-    );
+      }
+      res.writeHead(statusCode, responseHeaders);
+      return scrubber ?? res;
+    },
+  );
   call.done.catch((err: Error & { code?: string }) => {
-      if (aborted) return; // the client left; nothing to answer
-      if (err instanceof UploadBudgetExceeded || (err as { cause?: unknown }).cause instanceof UploadBudgetExceeded) {
-        outcome = { action: 'deny', rule: decision.rule, reason: 'upload_budget_exceeded' };
-        if (res.headersSent) return void res.destroy();
-        const message = "Airlock: the session's upload budget (limits.max_upload_bytes) is used up; the request was cut off.\n";
-        res.shouldKeepAlive = false;
-        res.writeHead(429, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': Buffer.byteLength(message) });
-        res.end(message);
-        return;
-      }
-      if (err instanceof DestinationBlocked) {
-        // Decided after resolution, before any packet: a denial like any other.
-        outcome = { action: 'deny', rule: decision.rule, reason: 'destination_blocked' };
-        detail = err.message;
-        if (res.headersSent) return void res.destroy();
-        const body = denyBody(deps.denyInfo(session, target, { rule: decision.rule, reason: 'destination_blocked', message: err.message }));
-        res.writeHead(403, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body), 'X-Airlock-Decision': 'deny; reason=destination_blocked' });
-        res.end(body);
-        return;
-      }
-      const code = err.code ?? err.name;
-      outcome = { action: outcome.action, rule: decision.rule, reason: 'upstream_error' };
-      detail = code;
-      if (res.headersSent) {
-        res.destroy();
-        return;
-      }
-      const status = code === 'CLIENT_BODY_TIMEOUT' ? 408 : TIMEOUT_CODES.has(code) ? 504 : 502;
-      const message =
-        status === 408
-          ? 'Airlock: the request body did not arrive in time.\n'
-          : `Airlock: upstream ${target.host}:${target.port} failed (${code}).\n`;
-      res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': Buffer.byteLength(message) });
+    if (aborted) return; // the client left; nothing to answer
+    if (err instanceof UploadBudgetExceeded) {
+      outcome = { action: 'deny', rule: decision.rule, reason: 'upload_budget_exceeded' };
+      if (res.headersSent) return void res.destroy();
+      const message = "Airlock: the session's upload budget (limits.max_upload_bytes) is used up; the request was cut off.\n";
+      res.shouldKeepAlive = false;
+      res.writeHead(429, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': Buffer.byteLength(message) });
       res.end(message);
-    });
+      return;
+    }
+    if (err instanceof DestinationBlocked) {
+      // Decided after resolution, before any packet: a denial like any other.
+      outcome = { action: 'deny', rule: decision.rule, reason: 'destination_blocked' };
+      detail = err.message;
+      if (res.headersSent) return void res.destroy();
+      const body = denyBody(deps.denyInfo(session, target, { rule: decision.rule, reason: 'destination_blocked', message: err.message }));
+      res.writeHead(403, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body), 'X-Airlock-Decision': 'deny; reason=destination_blocked' });
+      res.end(body);
+      return;
+    }
+    const code = err.code ?? err.name;
+    outcome = { action: outcome.action, rule: decision.rule, reason: 'upstream_error' };
+    detail = code;
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    const status = code === 'CLIENT_BODY_TIMEOUT' ? 408 : TIMEOUT_CODES.has(code) ? 504 : 502;
+    const message =
+      status === 408
+        ? 'Airlock: the request body did not arrive in time.\n'
+        : `Airlock: upstream ${target.host}:${target.port} failed (${code}).\n`;
+    res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': Buffer.byteLength(message) });
+    res.end(message);
+  });
 }
 
 class UploadBudgetExceeded extends Error {
