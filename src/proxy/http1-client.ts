@@ -186,10 +186,8 @@ class Origin {
         else conn.start(x, true);
       },
       (err: Error) => {
-        this.total--;
         x.fail(err);
-        this.next();
-        if (this.total === 0 && this.waiting.length === 0) this.client.forget(this);
+        this.lost();
       },
     );
   }
@@ -218,9 +216,14 @@ class Origin {
   }
 
   closed(conn: Connection): void {
-    this.total--;
     const i = this.idle.indexOf(conn);
     if (i !== -1) this.idle.splice(i, 1);
+    this.lost();
+  }
+
+  /** One connection fewer (closed, or its dial failed): serve who waits; forget an unused origin. */
+  private lost(): void {
+    this.total--;
     this.next();
     if (this.total === 0 && this.waiting.length === 0) this.client.forget(this);
   }
