@@ -27,8 +27,42 @@ export interface ForwardDeps {
   denyInfo(session: ProxySession, target: Authority, decision: Pick<Decision, 'rule' | 'reason' | 'message'>): DenyInfo;
 }
 
+/**
+ * What forwarding reads of a request head. Node's IncomingMessage has it; so does the tunnel's
+ * fast path (TunnelRequest), which skips Node's HTTP server.
+ */
+export interface RequestHead {
+  readonly method?: string;
+  readonly url?: string;
+  readonly rawHeaders: string[];
+  readonly headers: {
+    readonly host?: string;
+    readonly 'content-length'?: string;
+    readonly 'content-type'?: string;
+    readonly connection?: string;
+  };
+  readonly socket: { readonly bytesWritten: number };
+}
+
+/** What forwarding does with a response: the part of Node's ServerResponse it uses. */
+export interface ResponseOut extends BodySink {
+  readonly headersSent: boolean;
+  readonly statusCode: number;
+  readonly destroyed: boolean;
+  readonly writableFinished: boolean;
+  readonly writableLength: number;
+  /** False: the connection closes after this response. */
+  shouldKeepAlive: boolean;
+  writeHead(status: number, headers: Record<string, string | string[] | number>): unknown;
+  end(chunk?: Buffer | string): unknown;
+  destroy(): unknown;
+  on(event: 'close', listener: () => void): unknown;
+  on(event: 'error', listener: (err: Error) => void): unknown;
+  once(event: 'close' | 'drain', listener: () => void): unknown;
+}
+
 export interface Exchange {
-  readonly req: http.IncomingMessage;
+  readonly req: RequestHead;
   readonly session: ProxySession;
   readonly scheme: 'http' | 'https';
   /** Set for requests inside an inspected tunnel. */
@@ -146,7 +180,7 @@ export function admit(
 /** Answers a request the proxy refused, and audits it when the answer is sent. */
 export function refuse(
   deps: ForwardDeps,
-  x: Exchange & { res: http.ServerResponse; record: RequestRecord },
+  x: Exchange & { res: ResponseOut; record: RequestRecord },
   refusalValue: Refusal,
   rule: string | null,
   detail?: string,
@@ -168,17 +202,24 @@ export function refuse(
   res.end(body);
 }
 
-function hasBody(req: http.IncomingMessage): boolean {
+/** The body of a request parsed by Node's server: the request itself, when it has one. */
+export function bodyOf(req: http.IncomingMessage): Readable | null {
   const length = req.headers['content-length'];
-  if (length !== undefined) return length !== '0';
-  return req.headers['transfer-encoding'] !== undefined;
+  if (length !== undefined) return length !== '0' ? req : null;
+  return req.headers['transfer-encoding'] !== undefined ? req : null;
+}
+
+/** A request to forward: its head, its body (null when none) and where the answer goes. */
+export interface HttpExchange extends Exchange {
+  readonly res: ResponseOut;
+  readonly body: Readable | null;
 }
 
 function responseHasBody(method: string | undefined, status: number): boolean {
   return method !== 'HEAD' && status >= 200 && status !== 204 && status !== 304;
 }
 
-export function forwardHttp(deps: ForwardDeps, x: Exchange & { res: http.ServerResponse }): void {
+export function forwardHttp(deps: ForwardDeps, x: HttpExchange): void {
   const record = new RequestRecord(x.session, 'request', x.req.method ?? 'GET', x.scheme);
   const admitted = admit(deps, x, record);
   if ('refusal' in admitted) {
@@ -247,7 +288,7 @@ export function forwardHttp(deps: ForwardDeps, x: Exchange & { res: http.ServerR
 
 function send(
   deps: ForwardDeps,
-  x: Exchange & { res: http.ServerResponse },
+  x: HttpExchange,
   record: RequestRecord,
   target: CheckedTarget,
   decision: Decision,
@@ -274,14 +315,14 @@ function send(
     record.finish(res.headersSent ? res.statusCode : 499, outcome, detail ?? (unfinished ? 'client_closed' : undefined));
   });
 
-  let source: Readable | null = hasBody(req) ? req : null;
+  let source = x.body;
   if (source && bodyTransform) {
     // The body's length may change: drop Content-Length and let it go chunked.
     for (let i = headers.length - 2; i >= 0; i -= 2) {
       if (headers[i]!.toLowerCase() === 'content-length') headers.splice(i, 2);
     }
-    req.on('error', (err) => bodyTransform.destroy(err));
-    source = req.pipe(bodyTransform);
+    source.on('error', (err) => bodyTransform.destroy(err));
+    source = source.pipe(bodyTransform);
   }
   const usage = usageOf(session);
   const call = deps.upstream.http.request(
@@ -339,7 +380,7 @@ function send(
           if (scrubber) {
             delete responseHeaders['content-length'];
             scrubber.on('error', () => res.destroy());
-            scrubber.pipe(res);
+            pipeInto(scrubber, res);
           }
         }
       }
@@ -414,7 +455,7 @@ function wholeBody(onComplete: (body: Buffer) => void): BodySink {
 }
 
 /** Passes a body on to the client with echoed secrets replaced, chunk by chunk. */
-function scrubbingSink(res: http.ServerResponse, scrubber: ChunkScrubber): BodySink {
+function scrubbingSink(res: ResponseOut, scrubber: ChunkScrubber): BodySink {
   return {
     write: (chunk) => {
       let more = true;
@@ -439,4 +480,15 @@ function scrubbingSink(res: http.ServerResponse, scrubber: ChunkScrubber): BodyS
 /** A response body that is not passed on: the upstream connection is closed, not read. */
 function discard(): BodySink {
   return { ...wholeBody(() => {}), discard: true };
+}
+
+/** Streams a scrubbed body into the response with backpressure (the response need not be a Writable). */
+function pipeInto(source: Readable, res: ResponseOut): void {
+  source.on('data', (chunk: Buffer) => {
+    if (res.write(chunk)) return;
+    source.pause();
+    res.once('drain', () => source.resume());
+  });
+  source.once('end', () => res.end());
+  res.once('close', () => source.destroy());
 }

@@ -5,6 +5,7 @@
 // only what a forwarding proxy needs: write one head, parse one response, frame bodies strictly.
 import type net from 'node:net';
 import type { Readable } from 'node:stream';
+import { BAD_VALUE, TOKEN } from './http-syntax.js';
 
 /** How the client reaches an origin; the caller resolves, guards and (for https) verifies TLS. */
 export type Dial = (host: string, port: number, secure: boolean) => Promise<net.Socket>;
@@ -83,11 +84,6 @@ const MAX_CHUNK_LINE = 4096;
 const CRLF = Buffer.from('\r\n');
 const CRLF2 = Buffer.from('\r\n\r\n');
 const LAST_CHUNK = Buffer.from('0\r\n\r\n');
-// Header names (and methods) are tokens.
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-// Node's own rule for header values (and what latin1 writing can carry): no control characters
-// but tab, nothing above U+00FF (written as latin1 it would lose its high byte: U+010A is LF).
-const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
 const BAD_PATH = /[^\x21-\x7e\x80-\xff]/;
 /** Methods that may be sent again when a kept-alive connection died before any answer. */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE']);

@@ -17,9 +17,11 @@ import type { Authority } from './target.js';
 import { PROXY_AUTH_BODY, denyBody, endWith, rawResponse } from './responses.js';
 import { outcomeOf, RequestRecord } from './record.js';
 import { usageOf } from './usage.js';
-import { forwardHttp } from './forward.js';
+import { bodyOf, forwardHttp } from './forward.js';
 import type { ForwardDeps } from './forward.js';
 import { relayWebSocket } from './websocket.js';
+import { serveTunnelHttp } from './tunnel-http.js';
+import type { TunnelHttpHandlers } from './tunnel-http.js';
 
 export interface ProxyLimits {
   /** Tunnels with no traffic for this long are closed. */
@@ -244,7 +246,7 @@ export class ProxyServer {
     res.once('close', () => usage.closeConnection());
     this.plainInFlight.set(res, session.id);
     res.once('close', () => this.plainInFlight.delete(res));
-    forwardHttp(this.forwardDeps, { req, res, session, scheme: 'http' });
+    forwardHttp(this.forwardDeps, { req, res, body: bodyOf(req), session, scheme: 'http' });
   }
 
   // ---- CONNECT
@@ -345,10 +347,10 @@ export class ProxyServer {
             tlsSocket.destroy();
             return;
           }
-          // Only now is the decrypted stream handed to the HTTP parser (as https.Server does):
-          // a request sent along with the client's Finished is never parsed, let alone forwarded,
-          // before the checks above have run. Until then it waits, unread, in the TLS socket.
-          this.inner.emit('connection', tlsSocket);
+          // Only now is the decrypted stream read (as https.Server does): a request sent along
+          // with the client's Finished is never parsed, let alone forwarded, before the checks
+          // above have run. Until then it waits, unread, in the TLS socket.
+          serveTunnelHttp(tlsSocket, this.limits, this.tunnelHandlers(context));
         });
         // Idle tunnels (slowloris, forgotten connections) are closed.
         tlsSocket.setTimeout(this.limits.idleTimeoutMs, () => tlsSocket.destroy());
@@ -422,13 +424,28 @@ export class ProxyServer {
 
   // ---- requests inside an inspected tunnel
 
+  /**
+   * Requests the tunnel's fast path reads go straight to forwarding; a connection it hands off
+   * (any head outside its subset) goes to the inner Node server, whose handlers are below.
+   */
+  private tunnelHandlers(context: TunnelContext): TunnelHttpHandlers {
+    return {
+      request: (req, res, body) => forwardHttp(this.forwardDeps, { req, res, body, session: context.session, scheme: 'https', tunnel: context }),
+      handOff: (socket) => this.inner.emit('connection', socket),
+      headTimedOut: (socket) => {
+        this.auditClientError(socket, 408, 'ERR_HTTP_REQUEST_TIMEOUT');
+        endWith(socket, rawResponse(408, 'Request Timeout', 'Airlock: the request head took too long.\n'));
+      },
+    };
+  }
+
   private onTunnelRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
     const context = this.tunnels.get(req.socket);
     if (!context) {
       req.socket.destroy();
       return;
     }
-    inTurn(res, () => forwardHttp(this.forwardDeps, { req, res, session: context.session, scheme: 'https', tunnel: context }));
+    inTurn(res, () => forwardHttp(this.forwardDeps, { req, res, body: bodyOf(req), session: context.session, scheme: 'https', tunnel: context }));
   }
 
   /** A CONNECT relayed inside a tunnel: decided like any CONNECT, and never tunnelled twice. */

@@ -36,7 +36,7 @@ function sendableCode(code: number): number | undefined {
   return code === 1005 || code === 1006 || code === 1015 ? undefined : code;
 }
 
-export function relayWebSocket(deps: ForwardDeps, x: Exchange & { socket: Duplex; head: Buffer }): void {
+export function relayWebSocket(deps: ForwardDeps, x: Exchange & { req: http.IncomingMessage; socket: Duplex; head: Buffer }): void {
   const { req, socket, session } = x;
   socket.on('error', () => socket.destroy());
   const record = new RequestRecord(session, 'websocket', req.method ?? 'GET', x.scheme);

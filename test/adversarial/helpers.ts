@@ -383,6 +383,7 @@ export async function startGuardedRig(opts: {
   policy: string;
   tlsNames?: readonly string[];
   plain?: UpstreamOptions;
+  tls?: UpstreamOptions;
   limits?: AirlockOptions['limits'];
 }): Promise<GuardedRig> {
   const tlsNames = opts.tlsNames ?? ['good.test'];
@@ -391,7 +392,7 @@ export async function startGuardedRig(opts: {
   try {
     const plainUp = await startHttpUpstream(opts.plain);
     opened.push(plainUp);
-    const tlsUp = await startHttpsUpstream({ pki, names: tlsNames });
+    const tlsUp = await startHttpsUpstream({ ...opts.tls, pki, names: tlsNames });
     opened.push(tlsUp);
     const guarded = await startGuardedAirlock({
       policy: opts.policy,

@@ -1,0 +1,403 @@
+// HTTP/1.1 on the decrypted side of an inspected tunnel, without Node's http server for the
+// requests parseRequestHead() accepts: one request at a time, in order, kept alive. Anything else
+// (a head it does not accept, an upgrade, 100-continue, chunked uploads) hands the connection,
+// with its unread bytes, to Node's server for good, which serves or refuses it as before.
+import { STATUS_CODES } from 'node:http';
+import { Readable } from 'node:stream';
+import type tls from 'node:tls';
+import { BAD_VALUE, TOKEN } from './http-syntax.js';
+import { parseRequestHead } from './request-head.js';
+import type { ParsedHead } from './request-head.js';
+
+export interface TunnelHttpLimits {
+  readonly headersTimeoutMs: number;
+  readonly keepAliveTimeoutMs: number;
+  readonly maxHeaderBytes: number;
+}
+
+export interface TunnelHttpHandlers {
+  /** A request to answer through `res`; `body` is set when it has one. */
+  request(req: TunnelRequest, res: TunnelResponse, body: Readable | null): void;
+  /** Node's server takes the connection over (its unread bytes are back in the socket). */
+  handOff(socket: tls.TLSSocket): void;
+  /** A request head did not arrive within headersTimeoutMs: answered 408, to be audited. */
+  headTimedOut(socket: tls.TLSSocket): void;
+}
+
+const CRLF2 = Buffer.from('\r\n\r\n');
+/** Pipelined bytes held while a response is under way before reading stops. */
+const PIPELINE_LIMIT = 64 * 1024;
+
+/** The head of a request on the fast path, shaped as forwarding reads Node's IncomingMessage. */
+export class TunnelRequest {
+  readonly method: string;
+  readonly url: string;
+  readonly rawHeaders: string[];
+  readonly headers: ParsedHead['headers'];
+  constructor(
+    head: ParsedHead,
+    readonly socket: tls.TLSSocket,
+  ) {
+    this.method = head.method;
+    this.url = head.url;
+    this.rawHeaders = head.rawHeaders;
+    this.headers = head.headers;
+  }
+}
+
+/** A request body of known length, fed from the connection. */
+class RequestBody extends Readable {
+  constructor(private readonly socket: tls.TLSSocket) {
+    super();
+  }
+  override _read(): void {
+    this.socket.resume();
+  }
+}
+
+/** Serves one decrypted tunnel connection until it closes or is handed off. */
+export function serveTunnelHttp(socket: tls.TLSSocket, limits: TunnelHttpLimits, handlers: TunnelHttpHandlers): void {
+  new TunnelConnection(socket, limits, handlers);
+}
+
+class TunnelConnection {
+  /** Received bytes not yet parsed (the next request, or a part of it). */
+  private pending: Buffer | null = null;
+  private res: TunnelResponse | null = null;
+  private body: RequestBody | null = null;
+  private bodyLeft = 0;
+  private headTimer: NodeJS.Timeout | null = null;
+  private idleTimer: NodeJS.Timeout | null = null;
+  /** The client half-closed, or asked for close: no further request is read. */
+  private closing = false;
+
+  constructor(
+    private readonly socket: tls.TLSSocket,
+    private readonly limits: TunnelHttpLimits,
+    private readonly handlers: TunnelHttpHandlers,
+  ) {
+    socket.on('data', this.onData);
+    socket.on('end', this.onEnd);
+    socket.on('close', this.onClose);
+    // The first head's deadline runs from the connection's start, as in Node's server.
+    this.startHeadTimer();
+    this.next();
+  }
+
+  private startHeadTimer(): void {
+    this.headTimer ??= setTimeout(() => {
+      this.closing = true;
+      this.socket.removeListener('data', this.onData);
+      this.handlers.headTimedOut(this.socket);
+    }, this.limits.headersTimeoutMs);
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    if (this.closing && !this.res) return; // answered and closing: what still comes is dropped
+    if (this.bodyLeft > 0) {
+      const take = Math.min(this.bodyLeft, chunk.length);
+      this.feedBody(take === chunk.length ? chunk : chunk.subarray(0, take));
+      if (take === chunk.length) return;
+      chunk = chunk.subarray(take);
+    }
+    this.pending = this.pending ? Buffer.concat([this.pending, chunk]) : chunk;
+    if (this.res) {
+      // A pipelined request waits for the response before it; past a limit, reading stops.
+      if (this.pending.length > PIPELINE_LIMIT) this.socket.pause();
+      return;
+    }
+    this.next();
+  };
+
+  private feedBody(piece: Buffer): void {
+    const body = this.body!;
+    this.bodyLeft -= piece.length;
+    const more = body.push(piece);
+    if (this.bodyLeft === 0) {
+      body.push(null);
+      this.body = null;
+    } else if (!more) {
+      this.socket.pause();
+    }
+  }
+
+  private readonly onEnd = (): void => {
+    // The client hung up (as Node's server sees it: no half-open HTTP). A request under way is
+    // aborted, so its upstream exchange is dropped, and the connection ends.
+    this.closing = true;
+    this.clearTimers();
+    this.abortBody();
+    const res = this.res;
+    this.res = null;
+    res?.connectionClosed();
+    this.socket.end();
+  };
+
+  private readonly onClose = (): void => {
+    this.clearTimers();
+    this.abortBody();
+    const res = this.res;
+    this.res = null;
+    res?.connectionClosed();
+  };
+
+  private abortBody(): void {
+    if (!this.body) return;
+    const body = this.body;
+    this.body = null;
+    this.bodyLeft = 0;
+    body.destroy(Object.assign(new Error('aborted'), { code: 'ECONNRESET' }));
+  }
+
+  private clearTimers(): void {
+    if (this.headTimer) clearTimeout(this.headTimer);
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.headTimer = this.idleTimer = null;
+  }
+
+  /** Reads the next request, if one has arrived whole; otherwise waits for it with a deadline. */
+  private next(): void {
+    if (this.closing || this.socket.destroyed) return;
+    const pending = this.pending;
+    if (!pending || pending.length === 0) {
+      // Between requests: kept alive for keepAliveTimeoutMs (before the first: its head timer).
+      this.pending = null;
+      if (!this.headTimer) this.idleTimer ??= setTimeout(() => this.socket.destroy(), this.limits.keepAliveTimeoutMs);
+      return;
+    }
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = null;
+    const end = pending.indexOf(CRLF2);
+    if (end === -1) {
+      if (pending.length > this.limits.maxHeaderBytes) return this.handOff();
+      // Started, not finished: a head gets headersTimeoutMs from its first byte (slowloris).
+      this.startHeadTimer();
+      return;
+    }
+    const head = end + 4 <= this.limits.maxHeaderBytes ? parseRequestHead(pending, end) : null;
+    if (!head) return this.handOff();
+    if (this.headTimer) clearTimeout(this.headTimer);
+    this.headTimer = null;
+    const rest = pending.subarray(head.headBytes);
+    this.pending = null;
+    let body: RequestBody | null = null;
+    if (head.contentLength > 0) {
+      body = this.body = new RequestBody(this.socket);
+      this.bodyLeft = head.contentLength;
+    }
+    if (head.close) this.closing = true;
+    const res = (this.res = new TunnelResponse(this.socket, head.method === 'HEAD', () => this.done(res)));
+    if (head.close) res.shouldKeepAlive = false;
+    if (rest.length > 0) {
+      if (this.bodyLeft > 0) this.onData(rest);
+      else this.pending = rest;
+    }
+    this.handlers.request(new TunnelRequest(head, this.socket), res, body);
+  }
+
+  /** A response was sent whole: serve the next request, or close. */
+  private done(res: TunnelResponse): void {
+    if (this.res !== res) return;
+    this.res = null;
+    if (!res.shouldKeepAlive || this.bodyLeft > 0 || this.closing) {
+      // Refused, asked to close, or a body left unread (it cannot be told from the next request
+      // without reading it): end the connection once the answer is out.
+      this.closing = true;
+      this.abortBody();
+      this.clearTimers();
+      this.socket.end();
+      this.socket.once('finish', () => this.socket.destroy());
+      return;
+    }
+    if (this.socket.isPaused()) this.socket.resume();
+    this.next();
+  }
+
+  /** Gives the connection to Node's server: detach, and put the unread bytes back. */
+  private handOff(): void {
+    this.clearTimers();
+    this.socket.removeListener('data', this.onData);
+    this.socket.removeListener('end', this.onEnd);
+    this.socket.removeListener('close', this.onClose);
+    if (this.pending) this.socket.unshift(this.pending);
+    this.pending = null;
+    this.handlers.handOff(this.socket);
+  }
+}
+
+type HeaderValue = string | string[] | number;
+
+/**
+ * The response to a fast-path request: the slice of Node's ServerResponse that forwarding uses,
+ * writing straight to the socket. Framing: Content-Length when given, else chunked (no body at
+ * all for HEAD, 1xx, 204 and 304).
+ */
+export class TunnelResponse {
+  statusCode = 200;
+  headersSent = false;
+  writableFinished = false;
+  destroyed = false;
+  /** False: the connection closes after this response (Connection: close is sent). */
+  shouldKeepAlive = true;
+  private chunked = false;
+  private bodyless: boolean;
+  /** The head, held until the first body bytes (or the end) so that both go in one write. */
+  private head: string | null = null;
+  private ended = false;
+  private closeListeners: (() => void)[] = [];
+
+  constructor(
+    private readonly socket: tls.TLSSocket,
+    isHead: boolean,
+    private readonly onDone: () => void,
+  ) {
+    this.bodyless = isHead;
+  }
+
+  get writableLength(): number {
+    return this.socket.writableLength;
+  }
+
+  writeHead(status: number, headers: Record<string, HeaderValue | undefined>): this {
+    if (this.headersSent) throw new Error('response head already sent');
+    if (this.destroyed) return this;
+    this.statusCode = status;
+    if (status < 200 || status === 204 || status === 304) this.bodyless = true;
+    let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Unknown'}\r\n`;
+    let hasLength = false;
+    let hasDate = false;
+    for (const name in headers) {
+      const value = headers[name];
+      if (value === undefined) continue;
+      if (!TOKEN.test(name)) throw new Error(`invalid response header name ${JSON.stringify(name)}`);
+      const lower = name.toLowerCase();
+      if (lower === 'content-length') hasLength = true;
+      else if (lower === 'date') hasDate = true;
+      else if (lower === 'connection' || lower === 'transfer-encoding' || lower === 'keep-alive') continue; // framing is ours
+      if (Array.isArray(value)) for (const v of value) head += line(name, v);
+      else head += line(name, value);
+    }
+    if (!hasDate) head += `Date: ${httpDate()}\r\n`;
+    if (!hasLength && !this.bodyless) {
+      this.chunked = true;
+      head += 'Transfer-Encoding: chunked\r\n';
+    }
+    head += this.shouldKeepAlive ? 'Connection: keep-alive\r\n\r\n' : 'Connection: close\r\n\r\n';
+    this.headersSent = true;
+    this.head = head;
+    return this;
+  }
+
+  write(chunk: Buffer): boolean {
+    if (this.destroyed) return true; // the client left: nothing goes out
+    if (!this.headersSent) this.writeHead(this.statusCode, {});
+    if (this.bodyless || chunk.length === 0) return true;
+    // Corked: the head, the chunk framing and the bytes leave in one TLS record and syscall.
+    this.socket.cork();
+    this.flushHead();
+    let more: boolean;
+    if (this.chunked) {
+      this.socket.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
+      this.socket.write(chunk);
+      more = this.socket.write('\r\n', 'latin1');
+    } else {
+      more = this.socket.write(chunk);
+    }
+    this.socket.uncork();
+    return more;
+  }
+
+  private flushHead(): void {
+    if (this.head === null) return;
+    this.socket.write(this.head, 'latin1');
+    this.head = null;
+  }
+
+  end(chunk?: Buffer | string): this {
+    if (this.ended || this.destroyed) return this;
+    if (!this.headersSent) {
+      const length = chunk === undefined ? 0 : Buffer.byteLength(chunk);
+      this.writeHead(this.statusCode, { 'Content-Length': length });
+    }
+    this.ended = true;
+    const piece = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+    this.socket.cork();
+    if (piece && piece.length > 0 && !this.bodyless) this.write(piece);
+    // Finished when the last bytes are handed to the socket (Node's 'finish' does the same).
+    if (this.chunked) {
+      this.flushHead();
+      this.socket.write('0\r\n\r\n', 'latin1', () => this.finished());
+    } else if (this.head !== null) {
+      this.socket.write(this.head, 'latin1', () => this.finished());
+      this.head = null;
+    } else {
+      process.nextTick(() => this.finished());
+    }
+    this.socket.uncork();
+    return this;
+  }
+
+  private finished(): void {
+    if (this.writableFinished || this.destroyed) return;
+    this.writableFinished = true;
+    this.emitClose();
+    this.onDone();
+  }
+
+  /** The connection closed under this response (or after it). */
+  connectionClosed(): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    this.emitClose();
+  }
+
+  destroy(): this {
+    this.socket.destroy();
+    return this;
+  }
+
+  cork(): void {
+    this.socket.cork();
+  }
+
+  uncork(): void {
+    this.socket.uncork();
+  }
+
+  on(event: 'close' | 'error', listener: (...args: never[]) => void): this {
+    if (event === 'close') this.closeListeners.push(listener as () => void);
+    // 'error': a failing socket closes, which 'close' reports.
+    return this;
+  }
+
+  once(event: 'close' | 'drain', listener: () => void): this {
+    if (event === 'drain') this.socket.once('drain', listener);
+    else this.closeListeners.push(listener);
+    return this;
+  }
+
+  private emitClose(): void {
+    const listeners = this.closeListeners;
+    this.closeListeners = [];
+    for (const listener of listeners) listener();
+  }
+}
+
+function line(name: string, value: string | number): string {
+  const text = typeof value === 'number' ? String(value) : value;
+  if (BAD_VALUE.test(text)) throw new Error(`invalid value for response header ${JSON.stringify(name)}`);
+  return `${name}: ${text}\r\n`;
+}
+
+let dateSecond = 0;
+let dateText = '';
+/** The Date header value, formatted once per second. */
+function httpDate(): string {
+  const now = Date.now();
+  const second = Math.floor(now / 1000);
+  if (second !== dateSecond) {
+    dateSecond = second;
+    dateText = new Date(now).toUTCString();
+  }
+  return dateText;
+}
