@@ -186,6 +186,12 @@ export function refuse(
   detail?: string,
 ): void {
   const { res, record } = x;
+  if (res.destroyed) {
+    // The client left (during a credential swap, say): nothing to answer, but the refusal is
+    // still audited.
+    record.finish(499, { action: 'deny', rule, reason: refusalValue.reason }, detail ?? 'client_closed');
+    return;
+  }
   const decision = { rule, reason: refusalValue.reason, message: refusalValue.message };
   const body = refusalValue.status === 403 ? denyBody(deps.denyInfo(x.session, record.authority, decision)) : refusalValue.message + '\n';
   res.on('close', () => {

@@ -118,14 +118,7 @@ export class ProxyServer {
       this.options.log.debug({ code: err.code }, 'client error');
       const timedOut = err.code === 'ERR_HTTP_REQUEST_TIMEOUT'; // headersTimeout (slowloris)
       if (socket.writable && (timedOut || err.code?.startsWith('HPE_'))) {
-        const status = timedOut ? 408 : err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
-        answered.add(socket);
-        this.auditClientError(socket, status, err.code!);
-        const text = status === 408 ? 'Request Timeout' : status === 431 ? 'Request Header Fields Too Large' : 'Bad Request';
-        const message = timedOut ? 'Airlock: the request head took too long.\n' : `Airlock: malformed request (${err.code}).\n`;
-        // Lingering close: what the client is still sending (a header flood) is read and dropped
-        // for a moment, so the answer reaches it instead of a reset; then the connection goes.
-        endWith(socket, rawResponse(status, text, message));
+        this.answerClientError(socket, err.code!);
       } else {
         socket.destroy();
       }
@@ -432,10 +425,7 @@ export class ProxyServer {
     return {
       request: (req, res, body) => forwardHttp(this.forwardDeps, { req, res, body, session: context.session, scheme: 'https', tunnel: context }),
       handOff: (socket) => this.inner.emit('connection', socket),
-      headTimedOut: (socket) => {
-        this.auditClientError(socket, 408, 'ERR_HTTP_REQUEST_TIMEOUT');
-        endWith(socket, rawResponse(408, 'Request Timeout', 'Airlock: the request head took too long.\n'));
-      },
+      clientError: (socket, code) => this.answerClientError(socket, code),
     };
   }
 
@@ -488,6 +478,19 @@ export class ProxyServer {
 
   // ---- shared pieces
 
+
+  /** Answers a head that could not be served (malformed, too large, too slow) and audits it. */
+  private answerClientError(socket: Duplex, code: string): void {
+    const timedOut = code === 'ERR_HTTP_REQUEST_TIMEOUT'; // headersTimeout (slowloris)
+    const status = timedOut ? 408 : code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
+    answered.add(socket);
+    this.auditClientError(socket, status, code);
+    const text = status === 408 ? 'Request Timeout' : status === 431 ? 'Request Header Fields Too Large' : 'Bad Request';
+    const message = timedOut ? 'Airlock: the request head took too long.\n' : `Airlock: malformed request (${code}).\n`;
+    // Lingering close: what the client is still sending (a header flood) is read and dropped
+    // for a moment, so the answer reaches it instead of a reset; then the connection goes.
+    endWith(socket, rawResponse(status, text, message));
+  }
 
   /**
    * A request inside a tunnel that the parser refused (smuggling attempts, header floods) or that

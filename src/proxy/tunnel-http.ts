@@ -20,8 +20,12 @@ export interface TunnelHttpHandlers {
   request(req: TunnelRequest, res: TunnelResponse, body: Readable | null): void;
   /** Node's server takes the connection over (its unread bytes are back in the socket). */
   handOff(socket: tls.TLSSocket): void;
-  /** A request head did not arrive within headersTimeoutMs: answered 408, to be audited. */
-  headTimedOut(socket: tls.TLSSocket): void;
+  /**
+   * A head that cannot be served: not complete within headersTimeoutMs (ERR_HTTP_REQUEST_TIMEOUT)
+   * or cut off by the client (HPE_INVALID_EOF_STATE); to be answered and audited as Node's
+   * server would report it.
+   */
+  clientError(socket: tls.TLSSocket, code: string): void;
 }
 
 const CRLF2 = Buffer.from('\r\n\r\n');
@@ -45,6 +49,56 @@ export class TunnelRequest {
   }
 }
 
+/**
+ * Received bytes not yet parsed. Appending is amortised linear and the search for a head's end
+ * resumes where it stopped, so a head sent a byte at a time costs no more than one sent whole.
+ */
+class Pending {
+  private buf: Buffer | null = null;
+  /** Whether `buf` is a buffer of ours with spare room (not a chunk as received). */
+  private owned = false;
+  length = 0;
+  private scanned = 0;
+
+  append(chunk: Buffer): void {
+    if (this.length === 0) {
+      this.buf = chunk;
+      this.owned = false;
+      this.length = chunk.length;
+      return;
+    }
+    const need = this.length + chunk.length;
+    if (!this.owned || need > this.buf!.length) {
+      const grown = Buffer.allocUnsafe(Math.max(need, this.length * 2, 1024));
+      this.buf!.copy(grown, 0, 0, this.length);
+      this.buf = grown;
+      this.owned = true;
+    }
+    chunk.copy(this.buf!, this.length);
+    this.length = need;
+  }
+
+  bytes(): Buffer {
+    return this.buf ? this.buf.subarray(0, this.length) : EMPTY;
+  }
+
+  /** Index of the CRLFCRLF ending the head, or -1 while it has not arrived. */
+  headEnd(): number {
+    const end = this.bytes().indexOf(CRLF2, Math.max(0, this.scanned - 3));
+    if (end === -1) this.scanned = this.length;
+    return end;
+  }
+
+  clear(): void {
+    this.buf = null;
+    this.owned = false;
+    this.length = 0;
+    this.scanned = 0;
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+
 /** A request body of known length, fed from the connection. */
 class RequestBody extends Readable {
   constructor(private readonly socket: tls.TLSSocket) {
@@ -62,8 +116,10 @@ export function serveTunnelHttp(socket: tls.TLSSocket, limits: TunnelHttpLimits,
 
 class TunnelConnection {
   /** Received bytes not yet parsed (the next request, or a part of it). */
-  private pending: Buffer | null = null;
+  private readonly pending = new Pending();
   private res: TunnelResponse | null = null;
+  /** A response is out but the socket has too much waiting: the next request waits for 'drain'. */
+  private draining = false;
   private body: RequestBody | null = null;
   private bodyLeft = 0;
   private headTimer: NodeJS.Timeout | null = null;
@@ -88,7 +144,7 @@ class TunnelConnection {
     this.headTimer ??= setTimeout(() => {
       this.closing = true;
       this.socket.removeListener('data', this.onData);
-      this.handlers.headTimedOut(this.socket);
+      this.handlers.clientError(this.socket, 'ERR_HTTP_REQUEST_TIMEOUT');
     }, this.limits.headersTimeoutMs);
   }
 
@@ -100,8 +156,8 @@ class TunnelConnection {
       if (take === chunk.length) return;
       chunk = chunk.subarray(take);
     }
-    this.pending = this.pending ? Buffer.concat([this.pending, chunk]) : chunk;
-    if (this.res) {
+    this.pending.append(chunk);
+    if (this.res || this.draining) {
       // A pipelined request waits for the response before it; past a limit, reading stops.
       if (this.pending.length > PIPELINE_LIMIT) this.socket.pause();
       return;
@@ -123,14 +179,21 @@ class TunnelConnection {
 
   private readonly onEnd = (): void => {
     // The client hung up (as Node's server sees it: no half-open HTTP). A request under way is
-    // aborted, so its upstream exchange is dropped, and the connection ends.
+    // aborted, so its upstream exchange is dropped, and the connection ends; a head cut off
+    // half-way is answered and audited as Node's parser reports it.
+    const tornHead = !this.res && this.bodyLeft === 0 && this.pending.length > 0 && !this.closing;
     this.closing = true;
     this.clearTimers();
     this.abortBody();
     const res = this.res;
     this.res = null;
     res?.connectionClosed();
-    this.socket.end();
+    if (tornHead) {
+      this.socket.removeListener('data', this.onData);
+      this.handlers.clientError(this.socket, 'HPE_INVALID_EOF_STATE');
+    } else {
+      this.socket.end();
+    }
   };
 
   private readonly onClose = (): void => {
@@ -159,27 +222,27 @@ class TunnelConnection {
   private next(): void {
     if (this.closing || this.socket.destroyed) return;
     const pending = this.pending;
-    if (!pending || pending.length === 0) {
+    if (pending.length === 0) {
       // Between requests: kept alive for keepAliveTimeoutMs (before the first: its head timer).
-      this.pending = null;
       if (!this.headTimer) this.idleTimer ??= setTimeout(() => this.socket.destroy(), this.limits.keepAliveTimeoutMs);
       return;
     }
     if (this.idleTimer) clearTimeout(this.idleTimer);
     this.idleTimer = null;
-    const end = pending.indexOf(CRLF2);
+    const end = pending.headEnd();
     if (end === -1) {
       if (pending.length > this.limits.maxHeaderBytes) return this.handOff();
       // Started, not finished: a head gets headersTimeoutMs from its first byte (slowloris).
       this.startHeadTimer();
       return;
     }
-    const head = end + 4 <= this.limits.maxHeaderBytes ? parseRequestHead(pending, end) : null;
+    const bytes = pending.bytes();
+    const head = end + 4 <= this.limits.maxHeaderBytes ? parseRequestHead(bytes, end) : null;
     if (!head) return this.handOff();
     if (this.headTimer) clearTimeout(this.headTimer);
     this.headTimer = null;
-    const rest = pending.subarray(head.headBytes);
-    this.pending = null;
+    const rest = bytes.subarray(head.headBytes);
+    pending.clear();
     let body: RequestBody | null = null;
     if (head.contentLength > 0) {
       body = this.body = new RequestBody(this.socket);
@@ -190,7 +253,7 @@ class TunnelConnection {
     if (head.close) res.shouldKeepAlive = false;
     if (rest.length > 0) {
       if (this.bodyLeft > 0) this.onData(rest);
-      else this.pending = rest;
+      else pending.append(rest);
     }
     this.handlers.request(new TunnelRequest(head, this.socket), res, body);
   }
@@ -209,6 +272,21 @@ class TunnelConnection {
       this.socket.once('finish', () => this.socket.destroy());
       return;
     }
+    // Like Node's server: no further request is read while the answers wait to be sent (a
+    // client pipelining requests it never reads the answers to would otherwise fill memory).
+    if (this.socket.writableNeedDrain) {
+      this.draining = true;
+      this.socket.once('drain', () => {
+        this.draining = false;
+        this.resumeReading();
+      });
+      return;
+    }
+    this.resumeReading();
+  }
+
+  private resumeReading(): void {
+    if (this.socket.destroyed) return;
     if (this.socket.isPaused()) this.socket.resume();
     this.next();
   }
@@ -219,8 +297,8 @@ class TunnelConnection {
     this.socket.removeListener('data', this.onData);
     this.socket.removeListener('end', this.onEnd);
     this.socket.removeListener('close', this.onClose);
-    if (this.pending) this.socket.unshift(this.pending);
-    this.pending = null;
+    if (this.pending.length > 0) this.socket.unshift(this.pending.bytes());
+    this.pending.clear();
     this.handlers.handOff(this.socket);
   }
 }
@@ -261,8 +339,10 @@ export class TunnelResponse {
   writeHead(status: number, headers: Record<string, HeaderValue | undefined>): this {
     if (this.headersSent) throw new Error('response head already sent');
     if (this.destroyed) return this;
-    this.statusCode = status;
-    if (status < 200 || status === 204 || status === 304) this.bodyless = true;
+    // Built and checked whole before anything is committed: a bad header throws and leaves the
+    // response as it was, so an error answer can still be sent on it.
+    const bodyless = this.bodyless || status < 200 || status === 204 || status === 304;
+    let chunked = false;
     let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Unknown'}\r\n`;
     let hasLength = false;
     let hasDate = false;
@@ -278,11 +358,14 @@ export class TunnelResponse {
       else head += line(name, value);
     }
     if (!hasDate) head += `Date: ${httpDate()}\r\n`;
-    if (!hasLength && !this.bodyless) {
-      this.chunked = true;
+    if (!hasLength && !bodyless) {
+      chunked = true;
       head += 'Transfer-Encoding: chunked\r\n';
     }
     head += this.shouldKeepAlive ? 'Connection: keep-alive\r\n\r\n' : 'Connection: close\r\n\r\n';
+    this.statusCode = status;
+    this.bodyless = bodyless;
+    this.chunked = chunked;
     this.headersSent = true;
     this.head = head;
     return this;
@@ -321,17 +404,26 @@ export class TunnelResponse {
     }
     this.ended = true;
     const piece = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+    const body = piece && piece.length > 0 && !this.bodyless ? piece : null;
+    // Finished when the last bytes are handed to the socket (Node's 'finish' does the same); a
+    // write that fails means the client left, which 'close' reports instead.
+    const written = (err?: Error | null) => {
+      if (!err) this.finished();
+    };
     this.socket.cork();
-    if (piece && piece.length > 0 && !this.bodyless) this.write(piece);
-    // Finished when the last bytes are handed to the socket (Node's 'finish' does the same).
     if (this.chunked) {
+      if (body) this.write(body);
       this.flushHead();
-      this.socket.write('0\r\n\r\n', 'latin1', () => this.finished());
+      this.socket.write('0\r\n\r\n', 'latin1', written);
+    } else if (body) {
+      this.flushHead();
+      this.socket.write(body, written);
     } else if (this.head !== null) {
-      this.socket.write(this.head, 'latin1', () => this.finished());
+      this.socket.write(this.head, 'latin1', written);
       this.head = null;
     } else {
-      process.nextTick(() => this.finished());
+      // Everything went out with earlier writes.
+      process.nextTick(written);
     }
     this.socket.uncork();
     return this;

@@ -83,8 +83,17 @@ async function readResponses(socket: tls.TLSSocket, data: string | readonly stri
   return { list: responses(text, methods), text };
 }
 
-/** Echoes, except /no-length: a body sent without Content-Length (chunked by the upstream). */
+const BLOCK = Buffer.alloc(8 * 1024, 'z');
+
+/**
+ * Echoes, except /no-length: a body sent without Content-Length (chunked by the upstream), and
+ * /block: 8 KiB with a length (it reaches the proxy in one read).
+ */
 const handler: UpstreamHandler = (req, res) => {
+  if (req.url?.startsWith('/block')) {
+    res.writeHead(200, { 'Content-Length': BLOCK.length });
+    return void res.end(BLOCK);
+  }
   if (!req.url?.startsWith('/no-length')) return echoHandler(req, res);
   res.writeHead(200, { 'Content-Type': 'text/plain' });
   res.end('a body of unknown length');
@@ -192,6 +201,45 @@ describe('requests inside a tunnel', () => {
     expect(r.text).toContain('"error":"airlock_denied"');
     expect(upstreamSaw('/elsewhere')).toEqual([]);
     expect(upstreamSaw('/never-after-deny')).toEqual([]);
+  });
+});
+
+describe('clients that misbehave', () => {
+  it('pipelining requests and never reading the answers: the proxy stops taking requests', async () => {
+    const socket = await open();
+    try {
+      socket.pause();
+      const before = upstreamSaw('/block').length;
+      socket.write(Array.from({ length: 3000 }, (_, i) => get(`/block?${i}`)).join(''));
+      // Let the proxy serve what it will; a bounded proxy stops once the socket's buffers are full
+      // (a few MB on loopback), an unbounded one would queue all 3,000 answers (~24 MB).
+      let seen = -1;
+      for (let i = 0; i < 40 && seen !== upstreamSaw('/block').length; i++) {
+        seen = upstreamSaw('/block').length;
+        await sleep(150);
+      }
+      expect(seen - before).toBeGreaterThan(0);
+      expect(seen - before).toBeLessThan(1500);
+    } finally {
+      socket.destroy();
+    }
+  });
+
+  it('a head cut off by the client hanging up is answered 400 and audited, as Node reports it', async () => {
+    const socket = await open();
+    let text = '';
+    socket.on('data', (d: Buffer) => (text += d.toString('latin1')));
+    const closed = new Promise((resolve) => socket.once('close', resolve));
+    socket.write('GET /torn-head HTTP/1.1\r\nHost: good.test\r\nX-Half');
+    await sleep(100);
+    expect(text).toBe(''); // nothing is answered while the head may still come
+    socket.end(); // the client is done sending, still reading
+    await Promise.race([closed, sleep(5_000)]);
+    expect(text).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n/);
+    expect(text).toContain('HPE_INVALID_EOF_STATE');
+    const line = await rig.airlock.waitForAudit((l) => l.detail === 'HPE_INVALID_EOF_STATE');
+    expect(line).toMatchObject({ kind: 'request', host: 'good.test', status: 400, action: 'deny', reason: 'bad_request' });
+    expect(upstreamSaw('/torn-head')).toEqual([]);
   });
 });
 
