@@ -147,6 +147,14 @@ class Conn {
     if (this.onBody) this.onBody(d);
   }
 
+  /** Passes up to `remaining` bytes of `d` to the body; returns the rest of `d`. */
+  takeBody(d) {
+    const take = Math.min(this.remaining, d.length);
+    this.body(take === d.length ? d : d.subarray(0, take));
+    this.remaining -= take;
+    return d.subarray(take);
+  }
+
   onData(d) {
     while (d.length > 0) {
       switch (this.state) {
@@ -180,10 +188,7 @@ class Conn {
           break;
         }
         case H_CL: {
-          const take = Math.min(this.remaining, d.length);
-          this.body(take === d.length ? d : d.subarray(0, take));
-          this.remaining -= take;
-          d = d.subarray(take);
+          d = this.takeBody(d);
           if (this.remaining === 0) this.complete();
           break;
         }
@@ -207,10 +212,7 @@ class Conn {
           break;
         }
         case H_CHUNK_DATA: {
-          const take = Math.min(this.remaining, d.length);
-          this.body(take === d.length ? d : d.subarray(0, take));
-          this.remaining -= take;
-          d = d.subarray(take);
+          d = this.takeBody(d);
           if (this.remaining === 0) {
             this.state = H_CHUNK_CRLF;
             this.crlf = 2;
