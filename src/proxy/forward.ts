@@ -16,6 +16,7 @@ import type { Authority } from './target.js';
 import { denyBody } from './responses.js';
 import type { DenyInfo } from './responses.js';
 import { forwardRequestHeaders, forwardResponseHeaders } from './headers.js';
+import type { HeadFields } from './request-head.js';
 import { outcomeOf, RequestRecord } from './record.js';
 import { usageOf } from './usage.js';
 import type { Outcome } from './record.js';
@@ -35,12 +36,7 @@ export interface RequestHead {
   readonly method?: string;
   readonly url?: string;
   readonly rawHeaders: string[];
-  readonly headers: {
-    readonly host?: string;
-    readonly 'content-length'?: string;
-    readonly 'content-type'?: string;
-    readonly connection?: string;
-  };
+  readonly headers: HeadFields;
   readonly socket: { readonly bytesWritten: number };
 }
 

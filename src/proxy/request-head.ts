@@ -6,18 +6,21 @@
 // a head that Node's parser would read differently.
 import { TOKEN } from './http-syntax.js';
 
+/** The header values forwarding reads by name (Node's IncomingMessage.headers has them too). */
+export interface HeadFields {
+  readonly host?: string;
+  readonly 'content-length'?: string;
+  readonly 'content-type'?: string;
+  readonly connection?: string;
+}
+
 /** The request head fields forwarding uses (Node's IncomingMessage has the same). */
 export interface ParsedHead {
   readonly method: string;
   readonly url: string;
   /** [name, value, ...] in order, names as sent. */
   readonly rawHeaders: string[];
-  readonly headers: {
-    readonly host?: string;
-    readonly 'content-length'?: string;
-    readonly 'content-type'?: string;
-    readonly connection?: string;
-  };
+  readonly headers: HeadFields;
   /** Body length (0: none). */
   readonly contentLength: number;
   /** The client asked for the connection to close after this exchange. */

@@ -7,7 +7,7 @@ import { Readable } from 'node:stream';
 import type tls from 'node:tls';
 import { BAD_VALUE, TOKEN } from './http-syntax.js';
 import { parseRequestHead } from './request-head.js';
-import type { ParsedHead } from './request-head.js';
+import type { HeadFields, ParsedHead } from './request-head.js';
 
 export interface TunnelHttpLimits {
   readonly headersTimeoutMs: number;
@@ -37,7 +37,7 @@ export class TunnelRequest {
   readonly method: string;
   readonly url: string;
   readonly rawHeaders: string[];
-  readonly headers: ParsedHead['headers'];
+  readonly headers: HeadFields;
   constructor(
     head: ParsedHead,
     readonly socket: tls.TLSSocket,
