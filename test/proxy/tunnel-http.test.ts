@@ -108,13 +108,21 @@ beforeAll(async () => {
 afterAll(() => rig?.close());
 
 const open = () => tunnelTls(rig.proxy, 'good.test:443', { ca: rig.bundle });
+/** Runs `use` on a fresh tunnel, closed afterwards whatever happens. */
+async function withTunnel(use: (socket: tls.TLSSocket) => Promise<void>): Promise<void> {
+  const socket = await open();
+  try {
+    await use(socket);
+  } finally {
+    socket.destroy();
+  }
+}
 const get = (path: string, extra = '') => `GET ${path} HTTP/1.1\r\nHost: good.test\r\n${extra}\r\n`;
 const upstreamSaw = (fragment: string) => rig.tlsUp.requests.filter((r) => r.url.includes(fragment));
 
 describe('requests inside a tunnel', () => {
   it('three requests, one after another, on one kept-alive connection; each audited', async () => {
-    const socket = await open();
-    try {
+    await withTunnel(async (socket) => {
       for (const n of [1, 2, 3]) {
         const { list } = await readResponses(socket, get(`/keep-${n}`), 1);
         expect(list).toHaveLength(1);
@@ -126,52 +134,40 @@ describe('requests inside a tunnel', () => {
       for (const n of [1, 2, 3]) {
         await rig.airlock.waitForAudit((l) => l.path === `/keep-${n}` && l.status === 200 && l.action === 'allow');
       }
-    } finally {
-      socket.destroy();
-    }
+    });
   });
 
   it('pipelined requests in one write are answered in order', async () => {
-    const socket = await open();
-    try {
+    await withTunnel(async (socket) => {
       const { list } = await readResponses(socket, get('/pipe-a') + get('/pipe-b') + get('/pipe-c'), 3);
       expect(list.map((r) => JSON.parse(r.body).path)).toEqual(['/pipe-a', '/pipe-b', '/pipe-c']);
-    } finally {
-      socket.destroy();
-    }
+    });
   });
 
   it('a body in pieces arrives whole, and a request pipelined right behind it is served', async () => {
-    const socket = await open();
-    try {
+    await withTunnel(async (socket) => {
       const body = 'x'.repeat(5000) + 'END';
       const head = `POST /upload-1 HTTP/1.1\r\nHost: good.test\r\nContent-Type: text/plain\r\nContent-Length: ${body.length}\r\n\r\n`;
       const { list } = await readResponses(socket, [head + body.slice(0, 100), body.slice(100, 4000), body.slice(4000) + get('/after-upload')], 2);
       expect(list).toHaveLength(2);
       expect(JSON.parse(list[0]!.body)).toMatchObject({ method: 'POST', path: '/upload-1', body });
       expect(JSON.parse(list[1]!.body).path).toBe('/after-upload');
-    } finally {
-      socket.destroy();
-    }
+    });
   });
 
   it('HEAD: the length is passed on, no body follows, and the next request is framed right', async () => {
-    const socket = await open();
-    try {
+    await withTunnel(async (socket) => {
       const head = `HEAD /head-1 HTTP/1.1\r\nHost: good.test\r\n\r\n`;
       const { list, text } = await readResponses(socket, head + get('/after-head'), 2, ['HEAD', 'GET']);
       expect(list[0]!.status).toBe(200);
       expect(list[0]!.head).toMatch(/\r\ncontent-length: \d+/i);
       expect(JSON.parse(list[1]!.body).path).toBe('/after-head');
       expect(text.match(/HTTP\/1\.1 /g)).toHaveLength(2);
-    } finally {
-      socket.destroy();
-    }
+    });
   });
 
   it('a body without a length goes on chunked; HEAD of the same gets no body and no framing', async () => {
-    const socket = await open();
-    try {
+    await withTunnel(async (socket) => {
       const head = `HEAD /no-length HTTP/1.1\r\nHost: good.test\r\n\r\n`;
       const { list, text } = await readResponses(socket, get('/no-length') + head + get('/after-no-length'), 3, ['GET', 'HEAD', 'GET']);
       expect(list[0]!.head).toMatch(/\r\ntransfer-encoding: chunked/i);
@@ -180,9 +176,7 @@ describe('requests inside a tunnel', () => {
       expect(list[1]!.head).not.toMatch(/transfer-encoding|content-length/i);
       expect(JSON.parse(list[2]!.body).path).toBe('/after-no-length');
       expect(text.match(/HTTP\/1\.1 /g)).toHaveLength(3);
-    } finally {
-      socket.destroy();
-    }
+    });
   });
 
   it('Connection: close is answered with Connection: close, and the connection ends', async () => {
@@ -206,8 +200,7 @@ describe('requests inside a tunnel', () => {
 
 describe('clients that misbehave', () => {
   it('pipelining requests and never reading the answers: the proxy stops taking requests', async () => {
-    const socket = await open();
-    try {
+    await withTunnel(async (socket) => {
       socket.pause();
       const before = upstreamSaw('/block').length;
       socket.write(Array.from({ length: 3000 }, (_, i) => get(`/block?${i}`)).join(''));
@@ -220,9 +213,7 @@ describe('clients that misbehave', () => {
       }
       expect(seen - before).toBeGreaterThan(0);
       expect(seen - before).toBeLessThan(1500);
-    } finally {
-      socket.destroy();
-    }
+    });
   });
 
   it('a head cut off by the client hanging up is answered 400 and audited, as Node reports it', async () => {
@@ -245,17 +236,14 @@ describe('clients that misbehave', () => {
 
 describe('hand-over to Node’s parser in the middle of a connection', () => {
   it('a chunked upload after a fast-path request is served by the same connection', async () => {
-    const socket = await open();
-    try {
+    await withTunnel(async (socket) => {
       const chunked = `POST /chunked-up HTTP/1.1\r\nHost: good.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n`;
       const { list } = await readResponses(socket, get('/before-chunked') + chunked + get('/after-chunked'), 3);
       expect(list.map((r) => r.status)).toEqual([200, 200, 200]);
       expect(JSON.parse(list[0]!.body).path).toBe('/before-chunked');
       expect(JSON.parse(list[1]!.body)).toMatchObject({ path: '/chunked-up', body: 'hello world' });
       expect(JSON.parse(list[2]!.body).path).toBe('/after-chunked');
-    } finally {
-      socket.destroy();
-    }
+    });
   });
 
   it('a smuggling attempt after a fast-path request: 200, then 400, closed, audited, nothing smuggled', async () => {
@@ -275,8 +263,7 @@ describe('hand-over to Node’s parser in the middle of a connection', () => {
   });
 
   it('a request head split at every byte still parses (the reader waits for the whole head)', async () => {
-    const socket = await open();
-    try {
+    await withTunnel(async (socket) => {
       const text = get('/bytewise', 'X-Trace: 1\r\n');
       let early = '';
       socket.on('data', (d: Buffer) => (early += d.toString('latin1')));
@@ -289,9 +276,7 @@ describe('hand-over to Node’s parser in the middle of a connection', () => {
       socket.removeAllListeners('data');
       const rest = await readResponses(socket, text.slice(30), 1);
       expect(JSON.parse(rest.list[0]!.body).path).toBe('/bytewise');
-    } finally {
-      socket.destroy();
-    }
+    });
   });
 });
 
