@@ -44,7 +44,11 @@ if (flag('help') || flag('h')) {
   --profile-only       only the profile pass
   --profile-scenario S keepalive (default: c=64 keep-alive), newhosts (the new-host scenario),
                        download, upload or sse
-  --seconds N          override the keep-alive c=64 and new-connection durations
+  --seconds N          override the keep-alive c=64 and new-connection durations (totals,
+                       split over the pairs)
+  --pairs N            slices per compared scenario, proxy and round (default: c1 4, c64 5,
+                       newconn 4, download 3, upload 3, sse 3; --quick: 2, 2, 2, 1, 1, 1).
+                       Direct and the proxy alternate, and ratios are taken pair by pair
   --render FILE.json   rewrite the markdown next to a saved JSON result (no measurement)
   --out NAME           results file stem (default: latest, or latest-quick with --quick)
   --quiet-wait S       before each target, wait up to S seconds for the machine to be quiet
@@ -71,10 +75,15 @@ const quietWait = Number(value('quiet-wait', quick ? 0 : 120));
 const profileScenario = value('profile-scenario', 'keepalive');
 if (!['keepalive', 'newhosts', 'download', 'upload', 'sse'].includes(profileScenario)) die(`unknown --profile-scenario ${profileScenario}`);
 
+// Durations are totals per target and round; the scenarios compared with direct are cut into
+// `pairs` slices (see `paired` in runTarget).
 const P = quick
-  ? { warmup: 1, latencyRequests: 2000, latencySeconds: 1.5, c64: 2, newconn: 2, newconnC: 16, transfer: 100 * 1048576, newHosts: 20, sseStreams: 1, idle: 250, profileSeconds: 6 }
-  : { warmup: 2, latencyRequests: 10000, latencySeconds: 5, c64: 10, newconn: 8, newconnC: 16, transfer: 100 * 1048576, newHosts: 200, sseStreams: 5, idle: 1000, profileSeconds: 15 };
+  ? { warmup: 1, latencyRequests: 2000, latencySeconds: 1.5, c64: 2, newconn: 2, newconnC: 16, transfer: 100 * 1048576, newHosts: 20, sseStreams: 1, idle: 250, profileSeconds: 6,
+      pairs: { c1: 2, c64: 2, newconn: 2, download: 1, upload: 1, sse: 1 } }
+  : { warmup: 2, latencyRequests: 10000, latencySeconds: 5, c64: 10, newconn: 8, newconnC: 16, transfer: 100 * 1048576, newHosts: 200, sseStreams: 5, idle: 1000, profileSeconds: 15,
+      pairs: { c1: 4, c64: 5, newconn: 4, download: 3, upload: 3, sse: 3 } };
 if (secondsOverride) P.c64 = P.newconn = secondsOverride;
+if (value('pairs')) for (const k of Object.keys(P.pairs)) P.pairs[k] = Math.max(1, Number(value('pairs')));
 if (rendered) Object.assign(P, rendered.machine.params);
 
 function die(msg) {
@@ -395,11 +404,21 @@ function airlockNodeFlags() {
   return m ? m[1].trim().split(/\s+/).filter(Boolean) : [];
 }
 
+/** Direct: no proxy process; what the load generator needs, and the upstream as the process to watch. */
+function startDirect() {
+  return {
+    name: 'direct',
+    pid: null,
+    target: { upstreamPort: upstream.port, token: DUMMY_TOKEN, direct: true, ca: join(WORK, 'upstream-ca.pem') },
+    watch: { pid: upstream.child.pid, upstreamPid: null },
+    notes: [],
+    stop: async () => {},
+  };
+}
+
 async function startTarget(name, { cpuProf } = {}) {
   const base = { upstreamPort: upstream.port, token: DUMMY_TOKEN };
-  if (name === 'direct') {
-    return { name, pid: null, target: { ...base, direct: true, ca: join(WORK, 'upstream-ca.pem') }, notes: [], stop: async () => {} };
-  }
+  if (name === 'direct') return startDirect();
   if (name === 'airlock' || name === 'airlock-nocreds') {
     const nocreds = name === 'airlock-nocreds';
     const stateDir = join(WORK, `airlock-state-${Date.now()}`);
@@ -490,26 +509,43 @@ async function startTarget(name, { cpuProf } = {}) {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** The scenarios that are compared with direct, by the key their result is stored under. */
+const PAIRED = { c1: 'latency_c1', c64: 'keepalive_c64', newconn: 'newconn', download: 'download', upload: 'upload', sse: 'sse' };
+// With any proxy to compare, direct is measured in slices next to each proxy's (below) instead of
+// in a round of its own; its own round then runs only the scenarios that are not compared.
+const pairing = () => targets.some((t) => t !== 'direct');
+/** Each compared scenario's main figure (to pick the median slice). */
+const PAIR_FIGURE = {
+  c1: (r) => r.latencyMs.p50,
+  c64: (r) => r.rps,
+  newconn: (r) => r.rps,
+  download: (r) => r.mibps,
+  upload: (r) => r.mibps,
+  sse: (r) => r.delayMs.p50,
+};
+
 async function runTarget(name, round) {
   const quiet = await waitQuiet(quietWait);
   log(`round ${round}: ${name}: starting (other processes using ${(quiet.busy * 100).toFixed(0)}% of CPUs)`);
   const t = await startTarget(name);
-  const out = { target: name, round, notes: [...t.notes], scenarios: {}, otherCpuBusy: quiet.busy, loadavg1: os.loadavg()[0] };
-  const watch = t.pid ? { pid: t.pid, upstreamPid: upstream.child.pid } : { pid: upstream.child.pid, upstreamPid: null };
-  const run = async (key, spec, opts = {}) => {
+  const out = { target: name, round, notes: [...t.notes], scenarios: {}, pairs: {}, otherCpuBusy: quiet.busy, loadavg1: os.loadavg()[0] };
+  const watch = t.pid ? { pid: t.pid, upstreamPid: upstream.child.pid } : t.watch;
+  // One measurement, retried up to `opts.attempts` times; failures are logged (and kept for the notes).
+  const measure = async (target, who, key, spec, opts = {}) => {
     const attempts = opts.attempts ?? 1;
     const failures = [];
     for (let i = 0; i < attempts; i++) {
-      const r = await loadgen(t.target, spec, opts);
-      if (r.ok) {
-        out.scenarios[key] = { ...r.result, ...(failures.length ? { failedAttempts: failures } : {}) };
-        return r.result;
-      }
+      const r = await loadgen(target, spec, opts);
+      if (r.ok) return { result: failures.length ? { ...r.result, failedAttempts: failures } : r.result };
       failures.push(r.error);
-      log(`round ${round}: ${name}: ${key} FAILED (attempt ${i + 1}/${attempts}): ${r.error}${r.stderr ? `\n${r.stderr}` : ''}`);
+      log(`round ${round}: ${who}: ${key} FAILED (attempt ${i + 1}/${attempts}): ${r.error}${r.stderr ? `\n${r.stderr}` : ''}`);
     }
-    out.scenarios[key] = { error: failures.at(-1), failedAttempts: failures };
-    return null;
+    return { error: failures.at(-1), failures };
+  };
+  const run = async (key, spec, opts = {}) => {
+    const m = await measure(t.target, name, key, spec, opts);
+    out.scenarios[key] = m.result ?? { error: m.error, failedAttempts: m.failures };
+    return m.result ?? null;
   };
   try {
     // Credential swap check: what Authorization did the upstream receive?
@@ -528,20 +564,61 @@ async function runTarget(name, round) {
       out.rssIdleMiB = rssMiB(tree(t.pid));
       if (t.memory) out.memoryAfterWarmup = await t.memory();
     }
+    // A scenario compared with direct. Paired: direct and this target alternate in `n` slices
+    // (direct first, then the target first, and so on), so each ratio compares two measurements
+    // taken seconds apart: this machine's speed drifts by tens of percent within minutes.
+    const compared = async (scenario, spec, opts = {}) => {
+      if (!scenarios.has(scenario)) return;
+      const key = PAIRED[scenario];
+      const n = P.pairs[scenario];
+      if (name === 'direct') {
+        if (!pairing()) await run(key, spec, opts);
+        return;
+      }
+      const slice = { ...spec };
+      if (spec.seconds) slice.seconds = spec.seconds / n;
+      if (spec.maxRequests) slice.maxRequests = Math.ceil(spec.maxRequests / n);
+      const pairs = [];
+      const results = [];
+      for (let i = 0; i < n; i++) {
+        const order = i % 2 === 0 ? ['direct', name] : [name, 'direct'];
+        const pair = {};
+        for (const who of order) {
+          const m = who === 'direct'
+            ? await measure(startDirect().target, `${name} (paired direct)`, key, slice, { ...opts, watch: opts.watch ? startDirect().watch : undefined })
+            : await measure(t.target, name, key, slice, opts);
+          if (m.result) pair[who === 'direct' ? 'direct' : 'target'] = m.result;
+          else out.notes.push(`${key} slice ${i + 1}/${n}${who === 'direct' ? ' (paired direct)' : ''} failed: ${m.error}`);
+        }
+        if (pair.direct && pair.target) pairs.push(pair);
+        if (pair.target) results.push(pair.target);
+      }
+      if (!results.length) out.scenarios[key] = { error: `all ${n} slices failed` };
+      // What the table shows for this round: the slice with the median value of the scenario's
+      // main figure; peak RSS over all slices.
+      if (results.length) {
+        const main = PAIR_FIGURE[scenario];
+        const sorted = [...results].sort((a, b) => main(a) - main(b));
+        const mid = { ...sorted[Math.floor((sorted.length - 1) / 2)] };
+        if (results.some((r) => r.proxyRssPeakMiB !== undefined)) mid.proxyRssPeakMiB = Math.max(...results.map((r) => r.proxyRssPeakMiB ?? 0));
+        out.scenarios[key] = mid;
+      }
+      out.pairs[key] = pairs;
+    };
     if (scenarios.has('c1')) log(`round ${round}: ${name}: keep-alive c=1`);
-    if (scenarios.has('c1')) await run('latency_c1', { scenario: 'keepalive', connections: 1, seconds: P.latencySeconds, maxRequests: P.latencyRequests });
+    await compared('c1', { scenario: 'keepalive', connections: 1, seconds: P.latencySeconds, maxRequests: P.latencyRequests });
     if (scenarios.has('c64')) log(`round ${round}: ${name}: keep-alive c=64`);
-    if (scenarios.has('c64')) await run('keepalive_c64', { scenario: 'keepalive', connections: 64, seconds: P.c64 }, { watch });
+    await compared('c64', { scenario: 'keepalive', connections: 64, seconds: P.c64 }, { watch });
     if (scenarios.has('newconn')) log(`round ${round}: ${name}: new connection per request`);
-    if (scenarios.has('newconn')) await run('newconn', { scenario: 'newconn', concurrency: P.newconnC, seconds: P.newconn }, { watch });
-    log(`round ${round}: ${name}: 100 MB download / upload`);
+    await compared('newconn', { scenario: 'newconn', concurrency: P.newconnC, seconds: P.newconn }, { watch });
+    if (scenarios.has('download') || scenarios.has('upload')) log(`round ${round}: ${name}: 100 MB download / upload`);
     // A failed transfer is retried (twice) and reported in the notes.
-    if (scenarios.has('download')) await run('download', { scenario: 'download', bytes: P.transfer }, { watch, attempts: 3 });
-    if (scenarios.has('upload')) await run('upload', { scenario: 'upload', bytes: P.transfer }, { watch, attempts: 3 });
+    await compared('download', { scenario: 'download', bytes: P.transfer }, { watch, attempts: 3 });
+    await compared('upload', { scenario: 'upload', bytes: P.transfer }, { watch, attempts: 3 });
     if (scenarios.has('newhosts')) log(`round ${round}: ${name}: ${NEW_HOSTS.length} new hosts`);
     if (scenarios.has('newhosts')) await run('newhosts', { scenario: 'newhosts', hosts: NEW_HOSTS }, { timeoutMs: 600_000 });
     if (scenarios.has('sse')) log(`round ${round}: ${name}: SSE`);
-    if (scenarios.has('sse')) await run('sse', { scenario: 'sse', streams: P.sseStreams, events: 100, intervalMs: 10 });
+    await compared('sse', { scenario: 'sse', streams: P.sseStreams, events: 100, intervalMs: 10 });
     let idleRss = null;
     const before = t.pid ? rssMiB(tree(t.pid)) : null;
     if (scenarios.has('idle')) log(`round ${round}: ${name}: ${P.idle} idle tunnels`);
@@ -607,13 +684,47 @@ function sub(a, b) {
   return typeof a === 'number' && typeof b === 'number' ? a - b : undefined;
 }
 
+const median = (xs) => {
+  const a = [...xs].sort((x, y) => x - y);
+  return a.length % 2 ? a[(a.length - 1) / 2] : (a[a.length / 2 - 1] + a[a.length / 2]) / 2;
+};
+const finite = (v) => typeof v === 'number' && Number.isFinite(v);
+
+/**
+ * Per target and metric: the figure shown, and against direct a ratio or an added figure. For a
+ * compared scenario measured in pairs, the ratio (or added figure) is the median over all pairs
+ * of all rounds, each pair's proxy slice against its own direct slice, with the range over the
+ * pairs; the figure shown is the median slice. Otherwise (a result saved before pairs existed,
+ * or only direct run): the best round, and the ratio of the best rounds.
+ */
 function aggregate(runs) {
   const byTarget = {};
+  const directSlices = {};
   for (const t of targets) {
     byTarget[t] = {};
     const rs = runs.filter((r) => r.target === t);
     for (const m of METRICS) {
-      const vals = rs.map((r) => m.get(r.scenarios ?? {}, r)).filter((v) => typeof v === 'number' && Number.isFinite(v));
+      const key = PAIRED[m.needs];
+      const pairs = key && t !== 'direct' ? rs.flatMap((r) => r.pairs?.[key] ?? []) : [];
+      const fig = (res) => m.get({ [key]: res }, {});
+      const usable = pairs.filter((p) => finite(fig(p.target)) && finite(fig(p.direct)));
+      if (m.rel && usable.length) {
+        const mine = usable.map((p) => fig(p.target));
+        const theirs = usable.map((p) => fig(p.direct));
+        (directSlices[m.key] ??= []).push(...theirs);
+        const rel = usable.map((p) => (m.rel === 'ratio' ? fig(p.target) / fig(p.direct) : fig(p.target) - fig(p.direct)));
+        const shown = median(mine);
+        byTarget[t][m.key] = {
+          best: shown,
+          rounds: mine,
+          spreadPct: shown !== 0 ? ((Math.max(...mine) - Math.min(...mine)) / Math.abs(shown)) * 100 : 0,
+          pairs: usable.length,
+          relRange: [Math.min(...rel), Math.max(...rel)],
+          [m.rel]: median(rel),
+        };
+        continue;
+      }
+      const vals = rs.map((r) => m.get(r.scenarios ?? {}, r)).filter(finite);
       if (vals.length === 0) {
         byTarget[t][m.key] = null;
         continue;
@@ -623,12 +734,18 @@ function aggregate(runs) {
       byTarget[t][m.key] = { best, rounds: vals, spreadPct: best !== 0 ? (Math.abs(worst - best) / Math.abs(best)) * 100 : 0 };
     }
   }
-  // vs direct
+  // Direct's column, for the compared scenarios: the median of every direct slice.
+  for (const [k, vals] of Object.entries(directSlices)) {
+    if (!byTarget.direct || byTarget.direct[k]) continue;
+    const shown = median(vals);
+    byTarget.direct[k] = { best: shown, rounds: vals, spreadPct: shown !== 0 ? ((Math.max(...vals) - Math.min(...vals)) / Math.abs(shown)) * 100 : 0, pairs: vals.length };
+  }
+  // Unpaired: against direct's best round.
   for (const t of targets) {
     for (const m of METRICS) {
       const v = byTarget[t][m.key];
       const d = byTarget.direct?.[m.key];
-      if (!v || !d || !m.rel || t === 'direct') continue;
+      if (!v || !d || !m.rel || t === 'direct' || v.pairs) continue;
       if (m.rel === 'ratio') v.ratio = v.best / d.best;
       if (m.rel === 'added') v.added = v.best - d.best;
     }
@@ -649,9 +766,13 @@ function cell(t, m, agg, rounds) {
   const v = agg[t][m.key];
   if (!v) return m.needs && !scenarios.has(m.needs) ? 'not run' : 'failed';
   let s = fmt(v.best, m.unit);
-  if (t !== 'direct' && v.ratio !== undefined) s += ` (${v.ratio.toFixed(2)}×)`;
-  if (t !== 'direct' && v.added !== undefined) s += ` (${v.added >= 0 ? '+' : '−'}${fmt(Math.abs(v.added), m.unit)})`;
-  if (rounds > 1 && v.rounds.length > 1) s += ` ±${v.spreadPct.toFixed(0)}%`;
+  const signed = (x) => `${x >= 0 ? '+' : '−'}${fmt(Math.abs(x), m.unit)}`;
+  const range = v.relRange && v.pairs > 1
+    ? ` [${m.rel === 'ratio' ? v.relRange.map((x) => x.toFixed(2)).join('–') : v.relRange.map(signed).join(' … ')}]`
+    : '';
+  if (t !== 'direct' && v.ratio !== undefined) s += ` (${v.ratio.toFixed(2)}×${range})`;
+  if (t !== 'direct' && v.added !== undefined) s += ` (${signed(v.added)}${range})`;
+  if (!v.relRange && v.rounds.length > 1 && (rounds > 1 || v.pairs)) s += ` ±${v.spreadPct.toFixed(0)}%`;
   return s;
 }
 
@@ -674,14 +795,26 @@ function markdown(report) {
   L.push(
     `${machine.date.slice(0, 10)} · ${machine.cpu} × ${machine.cores} cores · ${machine.memGiB} GiB · Linux ${machine.kernel} · Node ${machine.node} · ` +
       `Airlock ${machine.airlock} · ${machine.squid} · ${machine.mitmproxy} · http-mitm-proxy ${machine.httpMitmProxy} · ` +
-      `${rounds} round${rounds > 1 ? 's' : ''}, best shown${rounds > 1 ? ' (±: spread between rounds)' : ''}`,
+      `${rounds} round${rounds > 1 ? 's' : ''}`,
   );
   L.push('');
   L.push(`| Scenario | ${targets.join(' | ')} |`);
   L.push(`|---|${targets.map(() => '---:').join('|')}|`);
   for (const m of METRICS) L.push(`| ${m.label} (${m.unit}) | ${targets.map((t) => cell(t, m, agg, rounds)).join(' | ')} |`);
   L.push('');
-  L.push('(N×) = ratio to direct; (+N) = added over direct. RSS is the sum over the proxy\'s process tree (Squid: master, worker and certificate helpers).');
+  const paired = runs.some((r) => Object.values(r.pairs ?? {}).some((p) => p.length));
+  if (paired) {
+    const n = Object.entries(P.pairs).map(([k, v]) => `${k} ${v}`).join(', ');
+    L.push(
+      `(N×) = ratio to direct; (+N) = added over direct. Latency, throughput and SSE are measured in pairs: direct and the proxy alternate in short slices ` +
+        `(per proxy and round: ${n}), and each ratio or added figure is the median over the pairs of all rounds, each proxy slice against its own direct slice; ` +
+        `[a–b] is the range over those pairs. Figures shown are medians of the slices; direct's are over all its slices. ` +
+        `Other rows: best of the rounds, ± the spread between rounds.`,
+    );
+  } else {
+    L.push(`(N×) = ratio to direct; (+N) = added over direct. Best of the rounds shown${rounds > 1 ? '; ±: spread between rounds' : ''}.`);
+  }
+  L.push("RSS is the sum over the proxy's process tree (Squid: master, worker and certificate helpers).");
   L.push('All proxies intercept TLS (CONNECT + a minted leaf per host); Airlock runs with its policy, audit log and credential broker on.');
   if (agg.airlock) {
     L.push('');
@@ -717,8 +850,13 @@ function markdown(report) {
       const f = (m) => `RSS ${m.rss}, V8 heap ${m.heapTotal} (used ${m.heapUsed}), external ${m.external} (array buffers ${m.arrayBuffers})`;
       notes.push(`round ${r.round} ${r.target} memory (MiB): after warm-up ${f(m0)}; with idle tunnels ${f(m1)}`);
     }
+    const cpuNote = (who, cpu) =>
+      `round ${r.round} ${who} c=64 CPU (cores): ${who === 'direct' ? 'upstream' : 'proxy'} ${cpu.proxyCores.toFixed(2)}${cpu.upstreamCores !== null ? `, upstream ${cpu.upstreamCores.toFixed(2)}` : ''}, load generator ${cpu.loadgenCores?.toFixed(2) ?? '?'}`;
+    const c64Pairs = r.pairs?.keepalive_c64 ?? [];
+    const pairedDirect = c64Pairs.map((p) => p.direct).sort((a, b) => a.rps - b.rps)[Math.floor((c64Pairs.length - 1) / 2)];
+    if (pairedDirect?.cpu) notes.push(cpuNote('direct', pairedDirect.cpu) + ` (median slice paired with ${r.target})`);
     const cpu = r.scenarios?.keepalive_c64?.cpu;
-    if (cpu) notes.push(`round ${r.round} ${r.target} c=64 CPU (cores): ${r.target === 'direct' ? 'upstream' : 'proxy'} ${cpu.proxyCores.toFixed(2)}${cpu.upstreamCores !== null ? `, upstream ${cpu.upstreamCores.toFixed(2)}` : ''}, load generator ${cpu.loadgenCores?.toFixed(2) ?? '?'}`);
+    if (cpu) notes.push(cpuNote(r.target, cpu) + (c64Pairs.length ? ' (median slice)' : ''));
   }
   if (notes.length) {
     L.push('');
