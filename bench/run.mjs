@@ -10,6 +10,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 import { summariseProfile, formatProfile } from './profile.mjs';
+import { perfUnavailable, recordPerf, readPerf, perRequest, PERF_HZ } from './perf.mjs';
 
 const BENCH = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(BENCH, '..');
@@ -44,6 +45,12 @@ if (flag('help') || flag('h')) {
   --profile-only       only the profile pass
   --profile-scenario S keepalive (default: c=64 keep-alive), newhosts (the new-host scenario),
                        download, upload or sse
+  --perf               after the comparison, sample the keep-alive c=64 scenario with Linux perf
+                       (on-CPU, kernel and OpenSSL included) for direct and each of
+                       --perf-targets (default airlock,raw-relay,squid): CPU microseconds per
+                       request by component; writes bench/results/perf-latest.md (needs root or
+                       perf_event_paranoid <= 1, and Debian's linux-perf)
+  --perf-only          only the perf pass
   --seconds N          override the keep-alive c=64 and new-connection durations (totals,
                        split over the pairs)
   --pairs N            slices per compared scenario, proxy and round (default: c1 4, c64 5,
@@ -59,13 +66,17 @@ if (flag('help') || flag('h')) {
 const quick = flag('quick');
 const profileOnly = flag('profile-only');
 const doProfile = profileOnly || flag('profile');
+const perfOnly = flag('perf-only');
+const doPerf = perfOnly || flag('perf');
+const perfTargets = (value('perf-targets', 'airlock,raw-relay,squid') || '').split(',').filter(Boolean);
+for (const t of perfTargets) if (t === 'direct' || ![...ALL_TARGETS, ...EXTRA_TARGETS].includes(t)) die(`unknown --perf-targets entry ${t} (direct is always sampled)`);
 // --render FILE.json: rewrite FILE.md from a saved result (no measurement).
 const renderFile = value('render');
 const rendered = renderFile ? JSON.parse(readFileSync(renderFile, 'utf8')) : null;
 const rounds = rendered ? rendered.rounds : Number(value('rounds', quick ? 1 : 2));
 const wanted = (value('targets', ALL_TARGETS.join(',')) || '').split(',').filter(Boolean);
 for (const t of wanted) if (![...ALL_TARGETS, ...EXTRA_TARGETS].includes(t)) die(`unknown target ${t} (known: ${[...ALL_TARGETS, ...EXTRA_TARGETS].join(', ')})`);
-const targets = rendered ? rendered.targets : profileOnly ? [] : [...ALL_TARGETS, ...EXTRA_TARGETS].filter((t) => t === 'direct' || wanted.includes(t));
+const targets = rendered ? rendered.targets : profileOnly || perfOnly ? [] : [...ALL_TARGETS, ...EXTRA_TARGETS].filter((t) => t === 'direct' || wanted.includes(t));
 const SCENARIOS = ['c1', 'c64', 'newconn', 'download', 'upload', 'newhosts', 'sse', 'idle'];
 const scenarios = new Set((value('scenarios', SCENARIOS.join(',')) || '').split(',').filter(Boolean));
 for (const s of scenarios) if (!SCENARIOS.includes(s)) die(`unknown scenario ${s} (known: ${SCENARIOS.join(', ')})`);
@@ -241,13 +252,14 @@ async function waitQuiet(seconds) {
  * Runs one loadgen measurement. `onHolding` (idle scenario) is awaited while the tunnels are held.
  * `watch`: { pid } of the proxy to sample RSS (max) and CPU during the run.
  */
-function loadgen(target, spec, { timeoutMs = 180_000, onHolding, watch } = {}) {
+function loadgen(target, spec, { timeoutMs = 180_000, onHolding, watch, onSpawn } = {}) {
   return new Promise((resolve) => {
     const child = track(
       spawn(process.execPath, [join(BENCH, 'loadgen.mjs'), JSON.stringify({ ...spec, target })], {
         stdio: ['pipe', 'pipe', 'pipe'],
       }),
     );
+    onSpawn?.(child.pid);
     let stderr = '';
     child.stderr.on('data', (d) => (stderr = (stderr + d).slice(-4000)));
     let result = null;
@@ -385,8 +397,8 @@ function jsonReady(line) {
 }
 
 /** A Node proxy launcher in bench/ (no authentication; it prints its port and CA when ready). */
-async function startNodePeer(name, base, script, args, notes) {
-  const { child, value: ready } = await spawnReady(process.execPath, [join(BENCH, script), ...args], { cwd: ROOT }, jsonReady);
+async function startNodePeer(name, base, script, args, notes, nodeFlags = []) {
+  const { child, value: ready } = await spawnReady(process.execPath, [...nodeFlags, join(BENCH, script), ...args], { cwd: ROOT }, jsonReady);
   return {
     name,
     pid: child.pid,
@@ -416,14 +428,14 @@ function startDirect() {
   };
 }
 
-async function startTarget(name, { cpuProf } = {}) {
+async function startTarget(name, { cpuProf, nodeFlags = [] } = {}) {
   const base = { upstreamPort: upstream.port, token: DUMMY_TOKEN };
   if (name === 'direct') return startDirect();
   if (name === 'airlock' || name === 'airlock-nocreds') {
     const nocreds = name === 'airlock-nocreds';
     const stateDir = join(WORK, `airlock-state-${Date.now()}`);
     const memFile = join(WORK, `airlock-mem-${Date.now()}.json`);
-    const nodeArgs = airlockNodeFlags().concat(cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${cpuProf.dir}`, `--cpu-prof-name=${cpuProf.name}`] : []);
+    const nodeArgs = airlockNodeFlags().concat(cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${cpuProf.dir}`, `--cpu-prof-name=${cpuProf.name}`] : [], nodeFlags);
     const { child, value: ready } = await spawnReady(
       process.execPath,
       [
@@ -495,12 +507,12 @@ async function startTarget(name, { cpuProf } = {}) {
   if (name === 'bare-node' || name === 'raw-relay') {
     const args = ['--cert', join(WORK, 'bare-leaf.pem'), '--key', join(WORK, 'bare-leaf.key'), '--ca', join(WORK, 'bare-ca.pem'), '--upstream-ca', join(WORK, 'upstream-ca.pem'), '--hosts', hostsFile];
     return name === 'raw-relay'
-      ? startNodePeer(name, base, 'bare-node-proxy.mjs', [...args, '--raw'], ['diagnostic: TLS relay, no HTTP parsed'])
-      : startNodePeer(name, base, 'bare-node-proxy.mjs', args, ['diagnostic: minimal Node interception path, no policy, audit or credentials']);
+      ? startNodePeer(name, base, 'bare-node-proxy.mjs', [...args, '--raw'], ['diagnostic: TLS relay, no HTTP parsed'], nodeFlags)
+      : startNodePeer(name, base, 'bare-node-proxy.mjs', args, ['diagnostic: minimal Node interception path, no policy, audit or credentials'], nodeFlags);
   }
   if (name === 'http-mitm-proxy') {
     const caDir = join(WORK, `http-mitm-proxy-${Date.now()}`);
-    return startNodePeer(name, base, 'http-mitm-proxy.mjs', ['--ca-dir', caDir, '--upstream-ca', join(WORK, 'upstream-ca.pem'), '--hosts', hostsFile], []);
+    return startNodePeer(name, base, 'http-mitm-proxy.mjs', ['--ca-dir', caDir, '--upstream-ca', join(WORK, 'upstream-ca.pem'), '--hosts', hostsFile], [], nodeFlags);
   }
   throw new Error(`unknown target ${name}`);
 }
@@ -949,6 +961,106 @@ async function profilePass() {
   process.stdout.write('\n' + text);
 }
 
+// ---- perf: CPU per request by component
+
+/**
+ * Keep-alive c=64 under `perf record` for direct and each of --perf-targets: the proxy's process
+ * tree in one recording, the upstream and load generator in another, both over the same window
+ * in the middle of the run. Per request = samples / rate / requests in the window.
+ */
+async function perfPass() {
+  const why = perfUnavailable();
+  if (why) {
+    log(`perf: skipped: ${why}`);
+    return;
+  }
+  mkdirSync(RESULTS, { recursive: true });
+  const seconds = P.profileSeconds;
+  const windowS = Math.max(2, seconds - 4);
+  const cols = [];
+  for (const name of ['direct', ...perfTargets]) {
+    await waitQuiet(quietWait);
+    log(`perf: ${name}: keep-alive c=64, ${windowS} s sampled`);
+    const t = await startTarget(name, { nodeFlags: ['--perf-basic-prof'] });
+    try {
+      await loadgen(t.target, { scenario: 'keepalive', connections: 16, seconds: P.warmup });
+      let genPid = null;
+      const running = loadgen(t.target, { scenario: 'keepalive', connections: 64, seconds }, { onSpawn: (pid) => (genPid = pid) });
+      await sleep(2000);
+      const proxyFile = join(WORK, `perf-${name}-proxy.data`);
+      const endsFile = join(WORK, `perf-${name}-ends.data`);
+      const ends = [upstream.child.pid, genPid].filter(Boolean);
+      await Promise.all([t.pid ? recordPerf(tree(t.pid), windowS, proxyFile) : null, recordPerf(ends, windowS, endsFile)]);
+      const r = await running;
+      if (!r.ok) throw new Error(r.error);
+      // The load is steady over the run (connections are open before it starts), so the window
+      // holds its share of the requests.
+      const requests = r.result.rps * windowS;
+      const proxy = t.pid ? readPerf(proxyFile) : null;
+      const endsSummary = readPerf(endsFile);
+      cols.push({
+        name,
+        rps: r.result.rps,
+        proxy: proxy ? perRequest(proxy, requests) : null,
+        proxyCores: proxy ? proxy.total / PERF_HZ / windowS : null,
+        ends: perRequest(endsSummary, requests).total,
+        endsCores: endsSummary.total / PERF_HZ / windowS,
+      });
+    } catch (err) {
+      log(`perf: ${name}: FAILED: ${err.message}`);
+    } finally {
+      await t.stop();
+    }
+  }
+  const text = perfMarkdown(cols, windowS);
+  writeFileSync(join(RESULTS, 'perf-latest.md'), text);
+  process.stdout.write('\n' + text);
+}
+
+function perfMarkdown(cols, windowS) {
+  const proxies = cols.filter((c) => c.proxy);
+  const direct = cols.find((c) => c.name === 'direct');
+  const comps = [...new Set(proxies.flatMap((c) => c.proxy.rows.map((r) => r.component)))];
+  const usOf = (c, comp) => c.proxy.rows.find((r) => r.component === comp)?.us ?? 0;
+  comps.sort((a, b) => usOf(proxies[0], b) - usOf(proxies[0], a));
+  const f1 = (x) => (x === null || x === undefined ? '–' : x.toFixed(1));
+  const L = [];
+  L.push(`### CPU per request by component: keep-alive 1 KB GETs, c=64 (Linux perf, cpu-clock at ${PERF_HZ} Hz, ${windowS} s per target)`);
+  L.push('');
+  const m = machineInfo();
+  L.push(`${m.date.slice(0, 10)} · ${m.cpu} × ${m.cores} cores · Linux ${m.kernel} · Node ${m.node} · Airlock ${m.airlock} · ${m.squid}`);
+  L.push('');
+  L.push('On-CPU samples only (a thread waiting for a core is not counted), kernel and OpenSSL included; microseconds of CPU per request.');
+  L.push('');
+  L.push(`| | ${proxies.map((c) => c.name).join(' | ')} |`);
+  L.push(`|---|${proxies.map(() => '---:').join('|')}|`);
+  for (const comp of comps) L.push(`| ${comp} | ${proxies.map((c) => f1(usOf(c, comp))).join(' | ')} |`);
+  L.push(`| **proxy, all threads** | ${proxies.map((c) => `**${f1(c.proxy.total)}**`).join(' | ')} |`);
+  L.push(`| proxy, busiest thread (the event loop) | ${proxies.map((c) => f1(c.proxy.busiestThread)).join(' | ')} |`);
+  L.push(`| upstream + load generator | ${proxies.map((c) => f1(c.ends)).join(' | ')} |`);
+  L.push(`| req/s while sampled | ${proxies.map((c) => Math.round(c.rps).toLocaleString('en-US')).join(' | ')} |`);
+  L.push(`| cores: proxy / upstream + load generator | ${proxies.map((c) => `${c.proxyCores.toFixed(2)} / ${c.endsCores.toFixed(2)}`).join(' | ')} |`);
+  if (direct) {
+    L.push('');
+    L.push(
+      `Direct, sampled the same way: ${Math.round(direct.rps).toLocaleString('en-US')} req/s, upstream + load generator ${f1(direct.ends)} µs per request ` +
+        `on ${direct.endsCores.toFixed(2)} cores.`,
+    );
+    // What 0.5× direct leaves a proxy: one event loop can give 1 s of CPU per second; the
+    // machine, as much as the direct run could use plus the idle rest of its cores.
+    const half = direct.rps / 2;
+    const loopBudget = 1e6 / half;
+    const cores = m.cores;
+    const machineBudget = ((cores - direct.endsCores / 2) * 1e6) / half;
+    L.push(
+      `At 0.5× direct (${Math.round(half).toLocaleString('en-US')} req/s) a proxy's event loop may spend at most ${f1(loopBudget)} µs per request, ` +
+        `and the whole proxy at most ${f1(machineBudget)} µs if the ${cores} cores were otherwise idle (the upstream and load generator still take half ` +
+        `of direct's ${direct.endsCores.toFixed(2)} cores; in practice the interrupts and the bench take some of the rest).`,
+    );
+  }
+  return L.join('\n') + '\n';
+}
+
 // ---- main
 
 async function main() {
@@ -960,7 +1072,7 @@ async function main() {
     return;
   }
   if (!existsSync(join(ROOT, 'dist/sessions/runtime.js'))) die('dist/ is missing: run `npm run build` first');
-  if (targets.some((t) => t === 'squid' || t === 'mitmproxy')) {
+  if (targets.some((t) => t === 'squid' || t === 'mitmproxy') || (doPerf && perfTargets.includes('squid'))) {
     log('checking peers (bench/setup.sh install)');
     sh('bash', [join(BENCH, 'setup.sh'), 'install'], { stdio: ['ignore', 'inherit', 'inherit'], timeout: 900_000 });
   }
@@ -995,6 +1107,7 @@ async function main() {
     log(`wrote bench/results/${outStem}.md and .json (${Math.round(report.seconds)} s)`);
   }
   if (doProfile) await profilePass();
+  if (doPerf) await perfPass();
   await stopChild(upstream.child);
 }
 
