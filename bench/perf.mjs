@@ -20,15 +20,24 @@ export function perfUnavailable() {
   }
 }
 
-/** Records the processes `pids` for `seconds`; resolves when the file is written. */
-export function recordPerf(pids, seconds, file) {
-  return new Promise((resolve, reject) => {
-    const child = spawn('perf', ['record', '-e', 'cpu-clock', '-F', String(PERF_HZ), '-p', pids.join(','), '-o', file, '--', 'sleep', String(seconds)], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (d) => (stderr = (stderr + d).slice(-2000)));
+/**
+ * Starts recording the processes `pids`; `stop()` ends the recording (SIGINT, as perf expects)
+ * and resolves when the file is written.
+ */
+export function startPerf(pids, file) {
+  const child = spawn('perf', ['record', '-e', 'cpu-clock', '-F', String(PERF_HZ), '-p', pids.join(','), '-o', file], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr = (stderr + d).slice(-2000)));
+  const exited = new Promise((resolve, reject) => {
     child.once('error', reject);
-    child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`perf record exited ${code}: ${stderr.trim()}`))));
+    child.once('exit', (code, signal) => (code === 0 || signal === 'SIGINT' ? resolve() : reject(new Error(`perf record exited ${code ?? signal}: ${stderr.trim()}`))));
   });
+  return {
+    stop: () => {
+      child.kill('SIGINT');
+      return exited;
+    },
+  };
 }
 
 const OPENSSL = /^(ssl|SSL|tls|TLS|EVP|evp|aes|_aesni|aesni|gcm|GCM|BIO|ossl|OSSL|CRYPTO|OPENSSL|ERR_|RAND|sha|SHA|_x86_64|bn_|BN_|ec_|EC_|ecp_|do_ssl|dtls|WPACKET|PACKET|cipher|ctr|ChaCha|chacha|Poly|poly1305|ghash|gcm_|_vpaes|x25519|X25519|OBJ_|ASN1|asn1|ossl_|CRYPTO_)/;
@@ -84,7 +93,7 @@ export function readPerf(file) {
   return { total, byComponent, busiestThread: threads[0]?.samples ?? 0, threads: threads.length };
 }
 
-/** Microseconds of CPU per request, per component. */
+/** Microseconds of CPU per unit of work (a request, a MiB), per component. */
 export function perRequest(summary, requests, hz = PERF_HZ) {
   const us = (samples) => (samples / hz / requests) * 1e6;
   const rows = Object.entries(summary.byComponent)

@@ -10,7 +10,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 import { summariseProfile, formatProfile } from './profile.mjs';
-import { perfUnavailable, recordPerf, readPerf, perRequest, PERF_HZ } from './perf.mjs';
+import { perfUnavailable, startPerf, readPerf, perRequest, PERF_HZ } from './perf.mjs';
 
 const BENCH = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(BENCH, '..');
@@ -51,6 +51,8 @@ if (flag('help') || flag('h')) {
                        request by component; writes bench/results/perf-latest.md (needs root or
                        perf_event_paranoid <= 1, and Debian's linux-perf)
   --perf-only          only the perf pass
+  --perf-scenario S    keepalive (default), or download / upload of 1 GiB (256 MiB with
+                       --quick): CPU per MiB; writes perf-<scenario>-latest.md
   --seconds N          override the keep-alive c=64 and new-connection durations (totals,
                        split over the pairs)
   --pairs N            slices per compared scenario, proxy and round (default: c1 4, c64 5,
@@ -69,6 +71,8 @@ const doProfile = profileOnly || flag('profile');
 const perfOnly = flag('perf-only');
 const doPerf = perfOnly || flag('perf');
 const perfTargets = (value('perf-targets', 'airlock,raw-relay,squid') || '').split(',').filter(Boolean);
+const perfScenario = value('perf-scenario', 'keepalive');
+if (!['keepalive', 'download', 'upload'].includes(perfScenario)) die(`unknown --perf-scenario ${perfScenario} (keepalive, download or upload)`);
 for (const t of perfTargets) if (t === 'direct' || ![...ALL_TARGETS, ...EXTRA_TARGETS].includes(t)) die(`unknown --perf-targets entry ${t} (direct is always sampled)`);
 // --render FILE.json: rewrite FILE.md from a saved result (no measurement).
 const renderFile = value('render');
@@ -975,35 +979,58 @@ async function perfPass() {
     return;
   }
   mkdirSync(RESULTS, { recursive: true });
+  const transfer = perfScenario === 'download' || perfScenario === 'upload';
+  const bytes = quick ? 256 * 1048576 : 1024 * 1048576;
   const seconds = P.profileSeconds;
-  const windowS = Math.max(2, seconds - 4);
   const cols = [];
   for (const name of ['direct', ...perfTargets]) {
     await waitQuiet(quietWait);
-    log(`perf: ${name}: keep-alive c=64, ${windowS} s sampled`);
+    log(`perf: ${name}: ${transfer ? `${perfScenario} of ${bytes / 1048576} MiB` : 'keep-alive c=64'}`);
     const t = await startTarget(name, { nodeFlags: ['--perf-basic-prof'] });
     try {
       await loadgen(t.target, { scenario: 'keepalive', connections: 16, seconds: P.warmup });
-      let genPid = null;
-      const running = loadgen(t.target, { scenario: 'keepalive', connections: 64, seconds }, { onSpawn: (pid) => (genPid = pid) });
-      await sleep(2000);
       const proxyFile = join(WORK, `perf-${name}-proxy.data`);
       const endsFile = join(WORK, `perf-${name}-ends.data`);
-      const ends = [upstream.child.pid, genPid].filter(Boolean);
-      await Promise.all([t.pid ? recordPerf(tree(t.pid), windowS, proxyFile) : null, recordPerf(ends, windowS, endsFile)]);
-      const r = await running;
-      if (!r.ok) throw new Error(r.error);
-      // The load is steady over the run (connections are open before it starts), so the window
-      // holds its share of the requests.
-      const requests = r.result.rps * windowS;
+      let recorders = [];
+      let windowS;
+      let units;
+      let rate;
+      if (transfer) {
+        // The whole transfer (the load generator's start is a few ms of it), per MiB moved.
+        const started = process.hrtime.bigint();
+        const r = await loadgen(t.target, { scenario: perfScenario, bytes }, {
+          onSpawn: (pid) => {
+            recorders = [t.pid ? startPerf(tree(t.pid), proxyFile) : null, startPerf([upstream.child.pid, pid], endsFile)];
+          },
+        });
+        await Promise.all(recorders.map((x) => x?.stop()));
+        windowS = Number(process.hrtime.bigint() - started) / 1e9;
+        if (!r.ok) throw new Error(r.error);
+        units = bytes / 1048576;
+        rate = r.result.mibps;
+      } else {
+        // Sampled in the middle of a steady run (its connections are open before it starts),
+        // so the window holds its share of the requests.
+        windowS = Math.max(2, seconds - 4);
+        let genPid = null;
+        const running = loadgen(t.target, { scenario: 'keepalive', connections: 64, seconds }, { onSpawn: (pid) => (genPid = pid) });
+        await sleep(2000);
+        recorders = [t.pid ? startPerf(tree(t.pid), proxyFile) : null, startPerf([upstream.child.pid, genPid], endsFile)];
+        await sleep(windowS * 1000);
+        await Promise.all(recorders.map((x) => x?.stop()));
+        const r = await running;
+        if (!r.ok) throw new Error(r.error);
+        units = r.result.rps * windowS;
+        rate = r.result.rps;
+      }
       const proxy = t.pid ? readPerf(proxyFile) : null;
       const endsSummary = readPerf(endsFile);
       cols.push({
         name,
-        rps: r.result.rps,
-        proxy: proxy ? perRequest(proxy, requests) : null,
+        rate,
+        proxy: proxy ? perRequest(proxy, units) : null,
         proxyCores: proxy ? proxy.total / PERF_HZ / windowS : null,
-        ends: perRequest(endsSummary, requests).total,
+        ends: perRequest(endsSummary, units).total,
         endsCores: endsSummary.total / PERF_HZ / windowS,
       });
     } catch (err) {
@@ -1012,25 +1039,30 @@ async function perfPass() {
       await t.stop();
     }
   }
-  const text = perfMarkdown(cols, windowS);
-  writeFileSync(join(RESULTS, 'perf-latest.md'), text);
+  const text = perfMarkdown(cols, { transfer, bytes });
+  writeFileSync(join(RESULTS, perfScenario === 'keepalive' ? 'perf-latest.md' : `perf-${perfScenario}-latest.md`), text);
   process.stdout.write('\n' + text);
 }
 
-function perfMarkdown(cols, windowS) {
+function perfMarkdown(cols, { transfer, bytes }) {
   const proxies = cols.filter((c) => c.proxy);
   const direct = cols.find((c) => c.name === 'direct');
+  const per = transfer ? 'MiB' : 'request';
   const comps = [...new Set(proxies.flatMap((c) => c.proxy.rows.map((r) => r.component)))];
   const usOf = (c, comp) => c.proxy.rows.find((r) => r.component === comp)?.us ?? 0;
   comps.sort((a, b) => usOf(proxies[0], b) - usOf(proxies[0], a));
   const f1 = (x) => (x === null || x === undefined ? '–' : x.toFixed(1));
-  const L = [];
-  L.push(`### CPU per request by component: keep-alive 1 KB GETs, c=64 (Linux perf, cpu-clock at ${PERF_HZ} Hz, ${windowS} s per target)`);
-  L.push('');
+  const rateOf = (c) => (transfer ? `${c.rate.toFixed(0)} MiB/s` : `${Math.round(c.rate).toLocaleString('en-US')} req/s`);
   const m = machineInfo();
+  const L = [];
+  L.push(
+    `### CPU per ${per} by component: ${transfer ? `${perfScenario} of ${bytes / 1048576} MiB, one connection` : 'keep-alive 1 KB GETs, c=64'} ` +
+      `(Linux perf, cpu-clock at ${PERF_HZ} Hz)`,
+  );
+  L.push('');
   L.push(`${m.date.slice(0, 10)} · ${m.cpu} × ${m.cores} cores · Linux ${m.kernel} · Node ${m.node} · Airlock ${m.airlock} · ${m.squid}`);
   L.push('');
-  L.push('On-CPU samples only (a thread waiting for a core is not counted), kernel and OpenSSL included; microseconds of CPU per request.');
+  L.push(`On-CPU samples only (a thread waiting for a core is not counted), kernel and OpenSSL included; microseconds of CPU per ${per}.`);
   L.push('');
   L.push(`| | ${proxies.map((c) => c.name).join(' | ')} |`);
   L.push(`|---|${proxies.map(() => '---:').join('|')}|`);
@@ -1038,24 +1070,21 @@ function perfMarkdown(cols, windowS) {
   L.push(`| **proxy, all threads** | ${proxies.map((c) => `**${f1(c.proxy.total)}**`).join(' | ')} |`);
   L.push(`| proxy, busiest thread (the event loop) | ${proxies.map((c) => f1(c.proxy.busiestThread)).join(' | ')} |`);
   L.push(`| upstream + load generator | ${proxies.map((c) => f1(c.ends)).join(' | ')} |`);
-  L.push(`| req/s while sampled | ${proxies.map((c) => Math.round(c.rps).toLocaleString('en-US')).join(' | ')} |`);
+  L.push(`| ${transfer ? 'MiB/s' : 'req/s'} while sampled | ${proxies.map(rateOf).join(' | ')} |`);
   L.push(`| cores: proxy / upstream + load generator | ${proxies.map((c) => `${c.proxyCores.toFixed(2)} / ${c.endsCores.toFixed(2)}`).join(' | ')} |`);
   if (direct) {
     L.push('');
-    L.push(
-      `Direct, sampled the same way: ${Math.round(direct.rps).toLocaleString('en-US')} req/s, upstream + load generator ${f1(direct.ends)} µs per request ` +
-        `on ${direct.endsCores.toFixed(2)} cores.`,
-    );
-    // What 0.5× direct leaves a proxy: one event loop can give 1 s of CPU per second; the
-    // machine, as much as the direct run could use plus the idle rest of its cores.
-    const half = direct.rps / 2;
+    L.push(`Direct, sampled the same way: ${rateOf(direct)}, upstream + load generator ${f1(direct.ends)} µs per ${per} on ${direct.endsCores.toFixed(2)} cores.`);
+    // What a proxy may spend at half of direct's rate: its event loop gives at most 1 s of CPU
+    // per second; the machine, its cores less what the upstream and load generator still use.
+    const half = direct.rate / 2;
     const loopBudget = 1e6 / half;
-    const cores = m.cores;
-    const machineBudget = ((cores - direct.endsCores / 2) * 1e6) / half;
+    const machineBudget = ((m.cores - direct.endsCores / 2) * 1e6) / half;
     L.push(
-      `At 0.5× direct (${Math.round(half).toLocaleString('en-US')} req/s) a proxy's event loop may spend at most ${f1(loopBudget)} µs per request, ` +
-        `and the whole proxy at most ${f1(machineBudget)} µs if the ${cores} cores were otherwise idle (the upstream and load generator still take half ` +
-        `of direct's ${direct.endsCores.toFixed(2)} cores; in practice the interrupts and the bench take some of the rest).`,
+      `At 0.5× direct (${transfer ? `${half.toFixed(0)} MiB/s` : `${Math.round(half).toLocaleString('en-US')} req/s`}) a proxy's event loop may spend at most ` +
+        `${f1(loopBudget)} µs per ${per}, and the whole proxy at most ${f1(machineBudget)} µs if the ${m.cores} cores were otherwise idle (the upstream and ` +
+        `load generator still take half of direct's ${direct.endsCores.toFixed(2)} cores, and more per ${per} when proxied, as the table shows; ` +
+        `interrupts and the bench itself take some of the rest).`,
     );
   }
   return L.join('\n') + '\n';
