@@ -466,9 +466,12 @@ const scenarios = {
     const conn = await openConn();
     await get(conn, GET_1K);
     const delays = [];
+    // The slowest events, with where they fell in their stream (the tail is what p99 shows).
+    const worst = [];
     let received = 0;
     for (let i = 0; i < streams; i++) {
       let text = '';
+      let index = 0;
       const r = await conn.request(reqHead('GET', HOST, `/sse?n=${events}&ms=${intervalMs}`), (d) => {
         const at = now();
         text += d.latin1Slice(0, d.length);
@@ -478,7 +481,11 @@ const scenarios = {
           text = text.slice(end + 2);
           const m = /(?:^|\n)data: (\d+)/.exec(event);
           if (m) {
-            delays.push(ms(BigInt(m[1]), at));
+            const delay = ms(BigInt(m[1]), at);
+            delays.push(delay);
+            worst.push({ stream: i, event: index++, ms: delay });
+            worst.sort((a, b) => b.ms - a.ms);
+            if (worst.length > 5) worst.pop();
             received++;
           }
         }
@@ -487,7 +494,7 @@ const scenarios = {
     }
     conn.close();
     if (received !== streams * events) throw new Error(`sse: got ${received} of ${streams * events} events`);
-    return { streams, events, delayMs: summary(delays) };
+    return { streams, events, delayMs: summary(delays), worst };
   },
 
   /** Opens `count` tunnels with one GET each, holds them until a line on stdin, then closes. */
