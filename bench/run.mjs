@@ -597,6 +597,7 @@ async function runTarget(name, round) {
       const slice = { ...spec };
       if (spec.seconds) slice.seconds = spec.seconds / n;
       if (spec.maxRequests) slice.maxRequests = Math.ceil(spec.maxRequests / n);
+      const direct = startDirect();
       const pairs = [];
       const results = [];
       for (let i = 0; i < n; i++) {
@@ -604,7 +605,7 @@ async function runTarget(name, round) {
         const pair = {};
         for (const who of order) {
           const m = who === 'direct'
-            ? await measure(startDirect().target, `${name} (paired direct)`, key, slice, { ...opts, watch: opts.watch ? startDirect().watch : undefined })
+            ? await measure(direct.target, `${name} (paired direct)`, key, slice, { ...opts, watch: opts.watch ? direct.watch : undefined })
             : await measure(t.target, name, key, slice, opts);
           if (m.result) pair[who === 'direct' ? 'direct' : 'target'] = m.result;
           else out.notes.push(`${key} slice ${i + 1}/${n}${who === 'direct' ? ' (paired direct)' : ''} failed: ${m.error}`);

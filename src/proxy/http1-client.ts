@@ -78,7 +78,7 @@ const MAX_HEAD_BYTES = 64 * 1024;
  * How much of a response body may wait in the client's socket buffer before the upstream is
  * paused. Above a stream's 16 KiB default on purpose: pausing at every full TLS record stalled
  * the relay between reads (the 100 MB transfers ran at 0.75 of a core, waiting); at 64 KiB a
- * 1 GiB download still cost 1.3-2.5x the CPU per MiB.
+ * 1 GiB download still cost 10-15% more CPU per MiB.
  */
 const RESPONSE_BUFFER_LIMIT = 256 * 1024;
 /**
