@@ -3,7 +3,7 @@
 // JavaScript, V8's builtins, runtime and GC, Node's C++ and libuv, libc. Unlike --cpu-prof it
 // counts only time on a CPU (a thread waiting for a core is not sampled), it sees the kernel and
 // OpenSSL, and it works for any process (Squid too), so proxies can be compared per request.
-//   node bench/perf.mjs FILE.data REQUESTS [HZ]   # summarise a recording again
+//   node bench/perf.mjs FILE.data UNITS [HZ]   # summarise a recording again (UNITS: requests or MiB)
 import { execFileSync, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
@@ -40,21 +40,22 @@ export function startPerf(pids, file) {
   };
 }
 
-const OPENSSL = /^(ssl|SSL|tls|TLS|EVP|evp|aes|_aesni|aesni|gcm|GCM|BIO|ossl|OSSL|CRYPTO|OPENSSL|ERR_|RAND|sha|SHA|_x86_64|bn_|BN_|ec_|EC_|ecp_|do_ssl|dtls|WPACKET|PACKET|cipher|ctr|ChaCha|chacha|Poly|poly1305|ghash|gcm_|_vpaes|x25519|X25519|OBJ_|ASN1|asn1|ossl_|CRYPTO_)/;
+const OPENSSL = /^(ssl|SSL|tls|TLS|EVP|evp|aes|_aesni|aesni|gcm|GCM|BIO|ossl|OSSL|CRYPTO|OPENSSL|ERR_|RAND|sha|SHA|_x86_64|bn_|BN_|ec_|EC_|ecp_|do_ssl|dtls|WPACKET|PACKET|cipher|ctr|ChaCha|chacha|Poly|poly1305|ghash|_vpaes|x25519|X25519|OBJ_|ASN1|asn1)/;
 const GC = /Scaveng|Heap::|MarkCompact|Marking|Sweep|Evacuat|GCTracer|MemoryChunk|ArrayBufferSweeper|MinorM|PagedSpace|NewSpace|SemiSpace|Compactor/;
 
 /** The component a sample belongs to, from its DSO and symbol. */
 export function component(dso, sym) {
+  const inNode = dso === 'node' || dso.endsWith('/node'); // OpenSSL is linked into Node's binary
   if (dso.startsWith('[kernel')) return 'kernel';
-  if (/libssl|libcrypto/.test(dso) || ((dso === 'node' || dso.endsWith('/node')) && OPENSSL.test(sym))) return 'TLS (OpenSSL)';
+  if (/libssl|libcrypto/.test(dso) || (inNode && OPENSSL.test(sym))) return 'TLS (OpenSSL)';
   if (dso.startsWith('[JIT]') || dso.startsWith('perf-') || dso.includes('/tmp/perf-')) return sym.startsWith('RegExp:') ? 'JavaScript (regular expressions)' : 'JavaScript (compiled)';
   if (/libc\.so|libc-|ld-linux/.test(dso)) return 'libc (malloc, memcpy)';
-  if (dso === 'node' || dso.endsWith('/node')) {
+  if (inNode) {
     if (GC.test(sym)) return 'V8 garbage collector';
     if (sym.startsWith('Builtins_')) return 'V8 builtins';
     if (sym.startsWith('v8::') || sym.startsWith('Runtime_')) return 'V8 runtime';
     if (sym.startsWith('node::crypto')) return 'Node TLS glue';
-    if (sym.startsWith('node::') || sym.startsWith('uv_') || sym.startsWith('uv__')) return 'Node C++ and libuv';
+    if (sym.startsWith('node::') || sym.startsWith('uv_')) return 'Node C++ and libuv';
     return 'Node binary, other';
   }
   if (/squid/.test(dso)) return 'Squid';
@@ -94,8 +95,8 @@ export function readPerf(file) {
 }
 
 /** Microseconds of CPU per unit of work (a request, a MiB), per component. */
-export function perRequest(summary, requests, hz = PERF_HZ) {
-  const us = (samples) => (samples / hz / requests) * 1e6;
+export function perUnit(summary, units, hz = PERF_HZ) {
+  const us = (samples) => (samples / hz / units) * 1e6;
   const rows = Object.entries(summary.byComponent)
     .map(([c, s]) => ({ component: c, us: us(s) }))
     .sort((a, b) => b.us - a.us);
@@ -103,12 +104,12 @@ export function perRequest(summary, requests, hz = PERF_HZ) {
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const [file, requests, hz] = process.argv.slice(2);
-  if (!file || !requests) {
-    process.stderr.write('usage: node bench/perf.mjs FILE.data REQUESTS [HZ]\n');
+  const [file, units, hz] = process.argv.slice(2);
+  if (!file || !units) {
+    process.stderr.write('usage: node bench/perf.mjs FILE.data UNITS [HZ]   (UNITS: requests, or MiB moved)\n');
     process.exit(2);
   }
-  const r = perRequest(readPerf(file), Number(requests), Number(hz ?? PERF_HZ));
-  for (const row of r.rows) process.stdout.write(`${row.component.padEnd(36)} ${row.us.toFixed(1).padStart(7)} µs/request\n`);
-  process.stdout.write(`${'total'.padEnd(36)} ${r.total.toFixed(1).padStart(7)} µs/request (busiest thread ${r.busiestThread.toFixed(1)})\n`);
+  const r = perUnit(readPerf(file), Number(units), Number(hz ?? PERF_HZ));
+  for (const row of r.rows) process.stdout.write(`${row.component.padEnd(36)} ${row.us.toFixed(1).padStart(7)} µs per unit\n`);
+  process.stdout.write(`${'total'.padEnd(36)} ${r.total.toFixed(1).padStart(7)} µs per unit (busiest thread ${r.busiestThread.toFixed(1)})\n`);
 }

@@ -10,7 +10,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 import { summariseProfile, formatProfile } from './profile.mjs';
-import { perfUnavailable, startPerf, readPerf, perRequest, PERF_HZ } from './perf.mjs';
+import { perfUnavailable, startPerf, readPerf, perUnit, PERF_HZ } from './perf.mjs';
 
 const BENCH = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(BENCH, '..');
@@ -613,10 +613,11 @@ async function runTarget(name, round) {
         if (pair.direct && pair.target) pairs.push(pair);
         if (pair.target) results.push(pair.target);
       }
-      if (!results.length) out.scenarios[key] = { error: `all ${n} slices failed` };
       // What the table shows for this round: the slice with the median value of the scenario's
       // main figure; peak RSS over all slices.
-      if (results.length) {
+      if (!results.length) {
+        out.scenarios[key] = { error: `all ${n} slices failed` };
+      } else {
         const main = PAIR_FIGURE[scenario];
         const sorted = [...results].sort((a, b) => main(a) - main(b));
         const mid = { ...sorted[Math.floor((sorted.length - 1) / 2)] };
@@ -1032,9 +1033,9 @@ async function perfPass() {
       cols.push({
         name,
         rate,
-        proxy: proxy ? perRequest(proxy, units) : null,
+        proxy: proxy ? perUnit(proxy, units) : null,
         proxyCores: proxy ? proxy.total / PERF_HZ / windowS : null,
-        ends: perRequest(endsSummary, units).total,
+        ends: perUnit(endsSummary, units).total,
         endsCores: endsSummary.total / PERF_HZ / windowS,
       });
     } catch (err) {
