@@ -1,7 +1,7 @@
 // The credential broker's contract with the proxy. The proxy calls it on every request it
 // forwards; the broker decides whether a placeholder may be swapped for its real secret.
 import type { Duplex } from 'node:stream';
-import type { ChunkScrubber } from './replace-stream.js';
+import type { ChunkScrubber, Replacement } from './replace-stream.js';
 
 export interface OutgoingRequest {
   readonly scheme: 'http' | 'https';
@@ -23,6 +23,11 @@ export type SwapResult =
       readonly used: readonly string[];
       /** Rewrites the request body (opt-in body swapping), or null to stream it untouched. */
       readonly bodyTransform: Duplex | null;
+      /**
+       * Exact values this swap wrote (e.g. the base64 of "user:secret" in Basic credentials) with
+       * what the session had sent: an echo of them is turned back into the session's own value.
+       */
+      readonly echoes: readonly Replacement[];
     }
   | {
       readonly kind: 'misuse';
@@ -55,16 +60,19 @@ export interface CredentialBroker {
   /** True when no credential is configured: the proxy skips the broker entirely. */
   readonly empty: boolean;
   swapRequest(request: OutgoingRequest): Promise<SwapResult>;
-  /**
-   * Scrubs echoed secrets from a response. `onScrub` is called once if anything was replaced
-   * (headers or body).
-   */
-  scrubResponse(
-    host: string,
-    headers: Record<string, string | string[] | undefined>,
-    hasBody: boolean,
-    onScrub: () => void,
-  ): ResponseScrub | null;
+  /** Scrubs echoed secrets from a response; null when the host can hold no secret. */
+  scrubResponse(response: ResponseToScrub): ResponseScrub | null;
+}
+
+export interface ResponseToScrub {
+  readonly host: string;
+  readonly status: number;
+  readonly headers: Record<string, string | string[] | undefined>;
+  readonly hasBody: boolean;
+  /** Called once if anything was replaced (headers or body). */
+  readonly onScrub: () => void;
+  /** The request's own swap echoes (SwapResult.echoes). */
+  readonly echoes?: readonly Replacement[];
 }
 
 /** The broker of a session without credentials. */
@@ -78,6 +86,7 @@ export const NO_CREDENTIALS: CredentialBroker = Object.freeze({
     headers: request.headers,
     used: [],
     bodyTransform: null,
+    echoes: [],
   }),
   scrubResponse: () => null,
 });

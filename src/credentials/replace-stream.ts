@@ -1,11 +1,23 @@
-// A streaming find-and-replace over bytes, safe across chunk boundaries: a chunk's tail that could
-// begin a needle is held back until the next chunk shows whether the needle straddles.
+// A streaming find-and-replace over bytes, safe across chunk boundaries.
+//
+// What is held back for the next chunk never depends on the needles' contents: output goes up to
+// the last line end of what has arrived, and a line longer than LINE_CAP is released except for a
+// fixed window. Secrets never contain a line end, so no needle can straddle one. Holding back only
+// a tail that could begin a needle (the obvious way) is a timing oracle: a session that controls
+// reflected streamed text would see whether its guess of a secret's prefix was held.
 import { Transform } from 'node:stream';
 import type { TransformCallback } from 'node:stream';
 
 export interface Replacement {
   readonly find: Buffer;
   readonly replace: Buffer;
+  /**
+   * For a base64 form found mid-run: the character just before `find` carries `leadBits` low bits
+   * of the secret and the one just after it `trailBits` high bits. Those bits are overwritten with
+   * the same bits of `leadValue`/`trailValue` (6-bit base64 values), the rest kept, so the run
+   * still decodes and nothing of the secret is left at its edges.
+   */
+  readonly edges?: { readonly leadBits: number; readonly leadValue: number; readonly trailBits: number; readonly trailValue: number };
 }
 
 export interface ChunkScrubber {
@@ -14,13 +26,23 @@ export interface ChunkScrubber {
   flush(): Buffer;
 }
 
+/** Unterminated lines longer than this are released except for the last `window` bytes. */
+export const LINE_CAP = 16 * 1024;
+const NEWLINE = 0x0a;
+const EMPTY = Buffer.alloc(0);
+
+const B64_ALPHABET = Buffer.from('ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/');
+const B64_VALUE = new Int8Array(256).fill(-1);
+B64_ALPHABET.forEach((c, i) => (B64_VALUE[c] = i));
+
 /**
  * The scrubbing itself, without stream machinery: the proxy calls it directly per chunk on its hot
- * path; ReplaceStream wraps it where a stream is needed (after a decompressor).
+ * path; ReplaceStream wraps it where a stream is needed (after a decompressor, request bodies).
  */
 export class Replacer implements ChunkScrubber {
-  private carry: Buffer = Buffer.alloc(0);
-  private readonly keep: number;
+  private carry: Buffer = EMPTY;
+  /** Bytes kept from an over-long line: the longest needle plus its two edge characters. */
+  private readonly window: number;
   private replacedAny = false;
   private seen = 0;
 
@@ -34,83 +56,74 @@ export class Replacer implements ChunkScrubber {
     private readonly onReplace: () => void = () => {},
     private readonly limit = Infinity,
   ) {
-    this.keep = Math.max(0, ...replacements.map((r) => r.find.length)) - 1;
+    this.window = Math.max(0, ...replacements.map((r) => r.find.length)) + 2;
   }
 
-  /**
-   * Output for one chunk, as pieces (no copy of the chunk); a possible needle start at its end is
-   * held back for the next.
-   */
   push(chunk: Buffer): Buffer[] {
     if (this.seen >= this.limit) return [chunk];
     this.seen += chunk.length;
     const last = this.seen >= this.limit;
+    const carry = this.carry;
+    const out: Buffer[] = [];
     let data = chunk;
     let from = 0;
-    const out: Buffer[] = [];
-    if (this.carry.length > 0) {
-      const carry = this.carry;
-      if (chunk.length >= this.keep) {
-        // Only a needle that starts in the held-back bytes can straddle, and it ends within the
-        // next `keep` bytes: settle it on that small joint instead of copying the whole chunk.
-        const joint = Buffer.concat([carry, chunk.subarray(0, this.keep)]);
-        const settled = this.scan(joint, 0, carry.length, carry.length);
+    let pendingBefore = 0;
+    if (carry.length > 0) {
+      if (chunk.length > this.window) {
+        const nl = chunk.lastIndexOf(NEWLINE);
+        if (!last && nl === -1 && carry.length + chunk.length <= LINE_CAP) {
+          // The line goes on and is still short: nothing can be released yet.
+          this.carry = Buffer.concat([carry, chunk]);
+          return out;
+        }
+        // The held line is released now. Needles that start in it (or at the chunk's first
+        // byte, whose lead character it holds) are settled on a small joint instead of copying
+        // the whole chunk; each ends within `window` bytes.
+        const joint = Buffer.concat([carry, chunk.subarray(0, this.window)]);
+        const settled = this.scan(joint, 0, carry.length, carry.length + 1, false);
         out.push(...settled.out);
         from = settled.consumed - carry.length;
+        pendingBefore = carry.length;
       } else {
         data = Buffer.concat([carry, chunk]);
       }
     }
-    const safeEnd = last ? data.length : Math.max(from, data.length - this.heldBack(data));
-    const { out: rest, consumed } = this.scan(data, from, safeEnd);
+    let cut = data.length;
+    if (!last) {
+      const nl = data.lastIndexOf(NEWLINE);
+      const open = data.length - (nl + 1) + (nl === -1 ? pendingBefore : 0);
+      cut = open > LINE_CAP ? data.length - this.window : nl + 1;
+    }
+    cut = Math.max(cut, from);
+    const { out: rest, consumed } = this.scan(data, from, cut, cut + 1, last);
     out.push(...rest);
-    this.carry = data.subarray(consumed);
-    if (last) {
+    this.carry = consumed < data.length ? data.subarray(consumed) : EMPTY;
+    if (last && this.carry.length > 0) {
       out.push(this.carry);
-      this.carry = Buffer.alloc(0);
+      this.carry = EMPTY;
     }
     return out.filter((b) => b.length > 0);
   }
 
   /** What was held back, at the end of the body. */
   flush(): Buffer {
-    const { out } = this.scan(this.carry, 0, this.carry.length);
-    this.carry = Buffer.alloc(0);
-    return Buffer.concat(out);
+    const { out } = this.scan(this.carry, 0, this.carry.length, Infinity, true);
+    this.carry = EMPTY;
+    return out.length === 1 ? out[0]! : Buffer.concat(out);
   }
 
   /** Replaces every needle in one complete body (for responses small enough to hold whole). */
   replaceWhole(data: Buffer): Buffer {
-    const { out } = this.scan(data, 0, data.length);
+    const { out } = this.scan(data, 0, data.length, Infinity, true);
     return out.length === 1 ? out[0]! : Buffer.concat(out);
   }
 
   /**
-   * How many trailing bytes could be the start of a needle and must wait for the next chunk.
-   * Usually none: holding back a fixed window would delay every streamed event (SSE) until the
-   * next one arrives.
+   * Replaces needles that start at or after `from` and before `maxStart`; returns the output and
+   * how much input it covers (up to `safeEnd` at least, unless a needle's trailing edge character
+   * has not arrived yet, when output stops before that needle).
    */
-  private heldBack(data: Buffer): number {
-    // Byte comparisons in place: this runs on every chunk of every scrubbed body, and slicing
-    // and comparing buffers per candidate length allocated dozens of objects per chunk.
-    const end = data.length;
-    for (let k = Math.min(this.keep, end); k > 0; k--) {
-      const from = end - k;
-      for (const { find } of this.replacements) {
-        if (find.length <= k) continue;
-        let i = 0;
-        while (i < k && data[from + i] === find[i]) i++;
-        if (i === k) return k;
-      }
-    }
-    return 0;
-  }
-
-  /**
-   * Replaces needles from `from` on (only those starting before `maxStart`); returns the output
-   * and how much input it covers (at least up to `safeEnd`).
-   */
-  private scan(data: Buffer, from: number, safeEnd: number, maxStart = Infinity): { out: Buffer[]; consumed: number } {
+  private scan(data: Buffer, from: number, safeEnd: number, maxStart: number, final: boolean): { out: Buffer[]; consumed: number } {
     const out: Buffer[] = [];
     let pos = from;
     for (;;) {
@@ -118,14 +131,36 @@ export class Replacer implements ChunkScrubber {
       let which: Replacement | undefined;
       for (const r of this.replacements) {
         const at = data.indexOf(r.find, pos);
-        if (at !== -1 && (best === -1 || at < best)) {
+        if (at !== -1 && (best === -1 || at < best || (at === best && r.find.length > which!.find.length))) {
           best = at;
           which = r;
         }
       }
       if (best === -1 || !which || best >= maxStart) break;
-      out.push(data.subarray(pos, best), which.replace);
-      pos = best + which.find.length;
+      const end = best + which.find.length;
+      const edges = which.edges;
+      if (edges && edges.trailBits > 0 && end >= data.length && !final) {
+        // The character after this needle holds secret bits and has not arrived: stop before it.
+        const stop = edges.leadBits > 0 && best - 1 >= pos ? best - 1 : best;
+        out.push(data.subarray(pos, stop));
+        return { out, consumed: stop };
+      }
+      let start = best;
+      let lead: Buffer | null = null;
+      if (edges && edges.leadBits > 0 && best - 1 >= pos && B64_VALUE[data[best - 1]!]! >= 0) {
+        const mask = (1 << edges.leadBits) - 1;
+        lead = Buffer.of(B64_ALPHABET[(B64_VALUE[data[best - 1]!]! & ~mask) | (edges.leadValue & mask)]!);
+        start = best - 1;
+      }
+      out.push(data.subarray(pos, start));
+      if (lead) out.push(lead);
+      out.push(which.replace);
+      pos = end;
+      if (edges && edges.trailBits > 0 && end < data.length && B64_VALUE[data[end]!]! >= 0) {
+        const mask = ((1 << edges.trailBits) - 1) << (6 - edges.trailBits);
+        out.push(Buffer.of(B64_ALPHABET[(edges.trailValue & mask) | (B64_VALUE[data[end]!]! & ~mask & 63)]!));
+        pos = end + 1;
+      }
       if (!this.replacedAny) {
         this.replacedAny = true;
         this.onReplace();

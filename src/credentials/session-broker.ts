@@ -3,10 +3,12 @@
 // secrets that upstreams echo back.
 import { randomBytes } from 'node:crypto';
 import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
-import { Duplex } from 'node:stream';
+import { Duplex, Transform } from 'node:stream';
+import type { TransformCallback } from 'node:stream';
 import { matchHostPattern } from '../policy/index.js';
 import type { CredentialSpec } from '../policy/index.js';
-import type { CredentialBroker, OutgoingRequest, ResponseScrub, SwapResult } from './broker.js';
+import type { CredentialBroker, OutgoingRequest, ResponseScrub, ResponseToScrub, SwapResult } from './broker.js';
+import { secretForms } from './secret-forms.js';
 import { Replacer, ReplaceStream } from './replace-stream.js';
 import type { Replacement } from './replace-stream.js';
 
@@ -83,6 +85,7 @@ export class SessionBroker implements CredentialBroker {
   readonly secretSourceEnv: readonly string[];
   readonly empty: boolean;
   private readonly bound: readonly BoundCredential[];
+  private readonly forms = new Map<string, Replacement[]>();
 
   constructor(specs: readonly CredentialSpec[], secrets: ReadonlyMap<string, SecretHandle>) {
     this.bound = specs.map((spec) => {
@@ -116,48 +119,65 @@ export class SessionBroker implements CredentialBroker {
     }
   }
 
+  /** True when some credential may be sent to `host`: its responses are scrubbed. */
+  private holdsSecrets(host: string): boolean {
+    return this.bound.some((c) => c.spec.hosts.some((p) => matchHostPattern(p, host)));
+  }
+
   private async swap(request: OutgoingRequest): Promise<SwapResult> {
     const used = new Set<string>();
     let headers = request.headers;
     let pathWithQuery = request.pathWithQuery;
     let bodyTransform: Duplex | null = null;
+    const echoes: Replacement[] = [];
+    const writable = () => (headers === request.headers ? (headers = [...headers]) : headers);
 
-    // A host that may receive a secret must answer in an encoding the scrubber can read.
-    if (this.bound.some((c) => c.spec.hosts.some((p) => matchHostPattern(p, request.host)))) {
-      for (let i = 0; i < headers.length; i += 2) {
-        if (headers[i]!.toLowerCase() !== 'accept-encoding') continue;
-        const accepted = headers[i + 1]!.split(',').map((t) => t.split(';')[0]!.trim().toLowerCase()).filter((t) => SCRUBBABLE_ENCODINGS.has(t));
-        headers = headers === request.headers ? [...headers] : headers;
-        headers[i + 1] = accepted.length > 0 ? accepted.join(', ') : 'identity';
+    if (this.holdsSecrets(request.host)) {
+      for (let i = headers.length - 2; i >= 0; i -= 2) {
+        const name = headers[i]!.toLowerCase();
+        if (name === 'accept-encoding') {
+          // A host that may receive a secret must answer in an encoding the scrubber can read.
+          const accepted = headers[i + 1]!.split(',').map((t) => t.split(';')[0]!.trim().toLowerCase()).filter((t) => SCRUBBABLE_ENCODINGS.has(t));
+          writable()[i + 1] = accepted.length > 0 ? accepted.join(', ') : 'identity';
+        } else if (name === 'range' || name === 'if-range') {
+          // Byte ranges shorter than a secret would hand it over in slices no scrubber can see.
+          writable().splice(i, 2);
+        }
       }
     }
 
     for (const c of this.bound) {
       const refusal = this.boundTo(c, request);
       const allows = (where: 'header' | 'basic' | 'query' | 'body') => c.spec.in.includes(where);
+      const headerRefusal = (name: string) =>
+        refusal ??
+        (c.spec.headers.includes(name)
+          ? null
+          : `credential "${c.spec.name}" may only be sent in ${c.spec.headers.join(', ')}; if the service reads it from ${name}, add ${name} to the credential's headers: in the policy`);
       // Headers, including the inside of Basic credentials.
       for (let i = 1; i < headers.length; i += 2) {
-        const name = headers[i - 1]!;
+        const name = headers[i - 1]!.toLowerCase();
         const value = headers[i]!;
         const basic = /^basic\s+/i.exec(value);
         if (basic) {
           const decoded = Buffer.from(value.slice(basic[0].length).trim(), 'base64').toString('utf8');
           if (occurrences(decoded, c.placeholder).length > 0) {
-            if (refusal) throw new Misuse(c.spec.name, `header ${name.toLowerCase()} (basic)`, refusal);
+            const refused = headerRefusal(name);
+            if (refused) throw new Misuse(c.spec.name, `header ${name} (basic)`, refused);
             if (allows('basic')) {
-              const swapped = replaceWhole(decoded, c.placeholder, await c.secret.current());
-              headers = headers === request.headers ? [...headers] : headers;
-              headers[i] = `${value.slice(0, basic[0].length)}${Buffer.from(swapped, 'utf8').toString('base64')}`;
+              const swapped = Buffer.from(replaceWhole(decoded, c.placeholder, await c.secret.current()), 'utf8').toString('base64');
+              writable()[i] = `${value.slice(0, basic[0].length)}${swapped}`;
+              echoes.push({ find: Buffer.from(swapped), replace: Buffer.from(Buffer.from(decoded, 'utf8').toString('base64')) });
               used.add(c.spec.name);
             }
             continue;
           }
         }
         if (occurrences(value, c.placeholder).length > 0) {
-          if (refusal) throw new Misuse(c.spec.name, `header ${name.toLowerCase()}`, refusal);
+          const refused = headerRefusal(name);
+          if (refused) throw new Misuse(c.spec.name, `header ${name}`, refused);
           if (allows('header')) {
-            headers = headers === request.headers ? [...headers] : headers;
-            headers[i] = replaceWhole(value, c.placeholder, await c.secret.current());
+            writable()[i] = replaceWhole(value, c.placeholder, await c.secret.current());
             used.add(c.spec.name);
           }
         }
@@ -186,55 +206,108 @@ export class SessionBroker implements CredentialBroker {
         }
       }
     }
-    return { kind: 'forward', pathWithQuery, headers, used: [...used], bodyTransform };
+    return { kind: 'forward', pathWithQuery, headers, used: [...used], bodyTransform, echoes };
   }
 
-  scrubResponse(
-    host: string,
-    headers: Record<string, string | string[] | undefined>,
-    hasBody: boolean,
-    onScrub: () => void,
-  ): ResponseScrub | null {
-    // Only hosts a secret is ever sent to can echo one.
-    const relevant = this.bound.filter((c) => c.spec.hosts.some((p) => matchHostPattern(p, host)));
-    if (relevant.length === 0) return null;
-    // The same pairs as text (for headers) and as bytes (for bodies).
-    const pairs: { find: string; replace: string }[] = [];
-    for (const c of relevant) for (const value of c.secret.known()) pairs.push({ find: value, replace: c.placeholder });
-    if (pairs.length === 0) return null;
-    const replacements: Replacement[] = pairs.map((p) => ({ find: Buffer.from(p.find), replace: Buffer.from(p.replace) }));
-    let scrubbed = false;
-    const scrub = (v: string) => {
-      let result = v;
-      for (const p of pairs) {
-        if (result.includes(p.find)) {
-          result = result.split(p.find).join(p.replace);
-          scrubbed = true;
+  /** The needles for every known value of the credentials bound to `host`, cached per value. */
+  private formsFor(host: string): Replacement[] {
+    const out: Replacement[] = [];
+    for (const c of this.bound) {
+      if (!c.spec.hosts.some((p) => matchHostPattern(p, host))) continue;
+      for (const value of c.secret.known()) {
+        const key = `${c.spec.name}\0${value}`;
+        let forms = this.forms.get(key);
+        if (!forms) {
+          forms = secretForms(value, c.placeholder, c.spec.name);
+          this.forms.set(key, forms);
         }
+        out.push(...forms);
       }
-      return result;
-    };
+    }
+    return out;
+  }
+
+  scrubResponse(response: ResponseToScrub): ResponseScrub | null {
+    const { host, headers, hasBody, onScrub } = response;
+    // Only hosts a secret is ever sent to can echo one.
+    if (!this.holdsSecrets(host)) return null;
+    const forms = this.formsFor(host);
+    if (forms.length === 0) return null;
+    // The request's own echoes first: they cover a whole value and give back the session's own.
+    const replacements = response.echoes?.length ? [...response.echoes, ...forms] : forms;
+    const texts = replacements.map((r) => r.find.toString('latin1'));
+    const lowered = texts.map((t) => t.toLowerCase());
+    let scrubbed = false;
+    const header = new Replacer(replacements, () => (scrubbed = true));
+    const scrub = (v: string) => (texts.some((t) => v.includes(t)) ? header.replaceWhole(Buffer.from(v, 'latin1')).toString('latin1') : v);
     const out: Record<string, string | string[]> = Object.create(null);
     for (const name in headers) {
       const value = headers[name];
       if (value === undefined) continue;
+      // Names arrive lower-cased, so they are compared lower-cased; such a header has no use.
+      if (lowered.some((t) => name.includes(t))) {
+        scrubbed = true;
+        continue;
+      }
       out[name] = Array.isArray(value) ? value.map(scrub) : scrub(value);
     }
     if (scrubbed) onScrub();
-    if (!hasBody) return { headers: out, bodyTransform: null, scrubChunks: null, scrubWhole: null };
+    const none = { headers: out, bodyTransform: null, scrubChunks: null, scrubWhole: null };
+    if (response.status === 206) {
+      return { ...none, refuse: `partial content (206) from ${host}, which may receive a secret: a slice of a response could carry part of it past the scrubber` };
+    }
+    if (!hasBody) return none;
     // Compressed bodies are decoded so an echoed secret cannot hide in them; the client then
     // receives the body uncompressed.
     const encoding = String(out['content-encoding'] ?? '').trim().toLowerCase();
     const decoder = encoding === 'gzip' || encoding === 'x-gzip' ? createGunzip() : encoding === 'br' ? createBrotliDecompress() : encoding === 'deflate' ? createInflate() : null;
     if (decoder) {
       delete out['content-encoding'];
-      return { headers: out, bodyTransform: chain(decoder, new ReplaceStream(replacements, onScrub)), scrubChunks: null, scrubWhole: null };
+      return { ...none, bodyTransform: chain(chain(decoder, new RefuseCompressed(host)), new ReplaceStream(replacements, onScrub)) };
     }
     if (encoding !== '' && encoding !== 'identity') {
-      return { headers: out, bodyTransform: null, scrubChunks: null, scrubWhole: null, refuse: `response from ${host} is ${encoding}-encoded, which the proxy cannot inspect for echoed secrets` };
+      return { ...none, refuse: `response from ${host} is ${encoding}-encoded, which the proxy cannot inspect for echoed secrets` };
     }
     const replacer = new Replacer(replacements, onScrub);
-    return { headers: out, bodyTransform: null, scrubChunks: replacer, scrubWhole: (body) => replacer.replaceWhole(body) };
+    return { ...none, scrubChunks: replacer, scrubWhole: (body) => replacer.replaceWhole(body) };
+  }
+}
+
+/**
+ * Fails a decoded body that starts like another compressed stream (gzip, zlib, zstd): an encoding
+ * inside the declared one would hide an echoed secret from the scrubber. The first bytes are held
+ * until they can be checked, so nothing of such a body is passed on.
+ */
+class RefuseCompressed extends Transform {
+  private head: Buffer | null = Buffer.alloc(0);
+
+  constructor(private readonly host: string) {
+    super();
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    if (this.head === null) return callback(null, chunk);
+    this.head = Buffer.concat([this.head, chunk]);
+    if (this.head.length < 4) return callback();
+    this.release(callback);
+  }
+
+  override _flush(callback: TransformCallback): void {
+    if (this.head === null) return callback();
+    this.release(callback);
+  }
+
+  private release(callback: TransformCallback): void {
+    const head = this.head!;
+    this.head = null;
+    const gzip = head[0] === 0x1f && head[1] === 0x8b;
+    const zlib = head.length >= 2 && (head[0]! & 0x0f) === 8 && ((head[0]! << 8) | head[1]!) % 31 === 0;
+    const zstd = head.length >= 4 && head.readUInt32LE(0) === 0xfd2fb528;
+    if (gzip || zlib || zstd) {
+      callback(new Error(`response from ${this.host} is compressed twice, which hides its content from the scrubber`));
+      return;
+    }
+    callback(null, head);
   }
 }
 

@@ -8,11 +8,15 @@ import { CREDENTIAL_PRESETS, type CredentialPreset } from './presets.js';
 import type { Reader, Value } from './reader.js';
 import type { CredentialLocation, CredentialSpec, SecretSource } from './types.js';
 
-const CREDENTIAL_KEYS = ['name', 'preset', 'env', 'placeholder', 'secret', 'hosts', 'in', 'body'] as const;
+const CREDENTIAL_KEYS = ['name', 'preset', 'env', 'placeholder', 'secret', 'hosts', 'in', 'headers', 'body'] as const;
 const SECRET_KEYS = ['env', 'file', 'command', 'ttl_seconds'] as const;
 const BODY_KEYS = ['types', 'max_bytes'] as const;
 const LOCATIONS: readonly CredentialLocation[] = ['header', 'basic', 'query', 'body'];
 const DEFAULT_LOCATIONS: readonly CredentialLocation[] = Object.freeze(['header', 'basic']);
+const DEFAULT_HEADERS: readonly string[] = Object.freeze(['authorization']);
+// RFC 9110 token characters; hop-by-hop and proxy headers never reach an upstream.
+const HEADER_NAME_RE = /^[!#$%&'*+.^_`|~0-9a-z-]{1,64}$/;
+const UNUSABLE_HEADERS = new Set(['host', 'connection', 'proxy-authorization', 'proxy-connection', 'keep-alive', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'content-length', 'range', 'if-range']);
 const DEFAULT_TTL_SECONDS = 300;
 const DEFAULT_BODY_MAX_BYTES = 1048576;
 
@@ -37,6 +41,7 @@ const HINT = {
   ttl: 'Use a positive whole number of seconds, e.g. ttl_seconds: 300',
   hosts: 'Give hosts: a list of host names the secret may be sent to, e.g. hosts: [api.github.com, "*.githubusercontent.com"]',
   in: `Use a list from ${LOCATIONS.join(', ')}, e.g. in: [header, basic]`,
+  headers: 'Give headers: the request headers the service reads this credential from, e.g. headers: [authorization, x-api-key] (default: authorization, or the preset\'s own)',
   body: 'Write body: as { types: [application/json], max_bytes: 1048576 }, together with "body" in in:',
   types: 'Give types: a list of media types, e.g. types: [application/json, application/x-www-form-urlencoded]',
   maxBytes: 'Use a positive whole number of bytes, e.g. max_bytes: 1048576',
@@ -104,6 +109,8 @@ function parseCredential(r: Reader, item: Value, claims: Claims): CredentialSpec
 
   const inValue = f.get('in');
   const locations = inValue ? parseLocations(r, inValue) : (preset?.in ?? DEFAULT_LOCATIONS);
+  const headersValue = f.get('headers');
+  const headers = headersValue ? parseHeaderNames(r, headersValue) : (preset?.headers ?? DEFAULT_HEADERS);
 
   // `body` and "body" in `in:` come together: body injection needs to know which content types
   // to rewrite and how much to buffer, and a body: section that is never used is a mistake.
@@ -125,6 +132,7 @@ function parseCredential(r: Reader, item: Value, claims: Claims): CredentialSpec
     secret,
     hosts,
     in: locations,
+    headers,
     body,
   });
 }
@@ -204,6 +212,20 @@ function parseHosts(r: Reader, v: Value): readonly string[] {
     if (!hosts.includes(pattern.host)) hosts.push(pattern.host);
   }
   return Object.freeze(hosts);
+}
+
+function parseHeaderNames(r: Reader, v: Value): readonly string[] {
+  const items = r.list(v, HINT.headers);
+  if (items.length === 0) r.fail(v, v.path, 'is an empty list', HINT.headers);
+  const names: string[] = [];
+  for (const item of items) {
+    const raw = r.scalar(item, HINT.headers);
+    const name = typeof raw === 'string' ? raw.trim().toLowerCase() : '';
+    if (!HEADER_NAME_RE.test(name)) r.fail(item, v.path, `${JSON.stringify(raw)} is not a header name`, HINT.headers);
+    if (UNUSABLE_HEADERS.has(name)) r.fail(item, v.path, `${name} cannot carry a credential (the proxy manages it)`, HINT.headers);
+    if (!names.includes(name)) names.push(name);
+  }
+  return Object.freeze(names);
 }
 
 function parseLocations(r: Reader, v: Value): readonly CredentialLocation[] {

@@ -14,6 +14,8 @@ export interface CredentialPreset {
   readonly env: readonly string[];
   readonly hosts: readonly string[];
   readonly in: readonly CredentialLocation[];
+  /** Request headers the service reads the credential from (lower-case). */
+  readonly headers: readonly string[];
   /** null = a placeholder is generated per session. */
   readonly placeholder: string | null;
 }
@@ -22,6 +24,7 @@ function preset(p: CredentialPreset): CredentialPreset {
   Object.freeze(p.env);
   Object.freeze(p.hosts);
   Object.freeze(p.in);
+  Object.freeze(p.headers);
   return Object.freeze(p);
 }
 
@@ -32,6 +35,7 @@ export const CREDENTIAL_PRESETS: Readonly<Record<string, CredentialPreset>> = Ob
     hosts: ['api.github.com', 'github.com', 'uploads.github.com', '*.githubusercontent.com'],
     // git over HTTPS sends the token as a basic-auth password; the API uses a header.
     in: ['header', 'basic'],
+    headers: ['authorization'],
     placeholder: null,
   }),
   anthropic: preset({
@@ -39,6 +43,7 @@ export const CREDENTIAL_PRESETS: Readonly<Record<string, CredentialPreset>> = Ob
     env: ['ANTHROPIC_API_KEY'],
     hosts: ['api.anthropic.com'],
     in: ['header'],
+    headers: ['x-api-key', 'authorization'],
     placeholder: null,
   }),
   'anthropic-oauth': preset({
@@ -46,6 +51,7 @@ export const CREDENTIAL_PRESETS: Readonly<Record<string, CredentialPreset>> = Ob
     env: ['CLAUDE_CODE_OAUTH_TOKEN'],
     hosts: ['api.anthropic.com'],
     in: ['header'],
+    headers: ['authorization'],
     placeholder: null,
   }),
   openai: preset({
@@ -53,6 +59,7 @@ export const CREDENTIAL_PRESETS: Readonly<Record<string, CredentialPreset>> = Ob
     env: ['OPENAI_API_KEY'],
     hosts: ['api.openai.com'],
     in: ['header'],
+    headers: ['authorization'],
     placeholder: null,
   }),
   npm: preset({
@@ -60,6 +67,7 @@ export const CREDENTIAL_PRESETS: Readonly<Record<string, CredentialPreset>> = Ob
     env: ['NPM_TOKEN'],
     hosts: ['registry.npmjs.org'],
     in: ['header'],
+    headers: ['authorization'],
     placeholder: null,
   }),
 });

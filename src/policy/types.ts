@@ -38,6 +38,12 @@ export interface CredentialSpec {
   /** Normalised host patterns (exact or wildcard) the secret may be sent to, over TLS only. */
   readonly hosts: readonly string[];
   readonly in: readonly CredentialLocation[];
+  /**
+   * Lower-case names of the request headers the placeholder may be swapped in ("header" and
+   * "basic"); anywhere else it is refused, so the secret cannot be parked in a header a bound
+   * host stores or echoes.
+   */
+  readonly headers: readonly string[];
   readonly body: { readonly types: readonly string[]; readonly maxBytes: number } | null;
 }
 

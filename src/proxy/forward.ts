@@ -8,7 +8,7 @@ import type { ProxySession } from './context.js';
 import { DestinationBlocked } from './upstream.js';
 import { TIMEOUT_CODES } from './http1-client.js';
 import type { BodySink } from './http1-client.js';
-import type { ChunkScrubber } from '../credentials/replace-stream.js';
+import type { ChunkScrubber, Replacement } from '../credentials/replace-stream.js';
 import type { Upstream } from './upstream.js';
 import type { TunnelContext } from './server.js';
 import { normalisePath, parseAbsoluteUri, parseAuthority } from './target.js';
@@ -242,7 +242,7 @@ export function forwardHttp(deps: ForwardDeps, x: HttpExchange): void {
   const { req, res, session } = x;
   const headers = forwardRequestHeaders(req.rawHeaders, req.headers.connection);
   if (session.credentials.empty) {
-    send(deps, x, record, target, decision, headers, target.forward, null);
+    send(deps, x, record, target, decision, headers, target.forward, null, []);
     return;
   }
   session.credentials
@@ -272,7 +272,7 @@ export function forwardHttp(deps: ForwardDeps, x: HttpExchange): void {
           record.finish(499, outcomeOf(decision), 'client_closed');
           return;
         }
-        send(deps, x, record, target, decision, swap.headers, swap.pathWithQuery, swap.bodyTransform);
+        send(deps, x, record, target, decision, swap.headers, swap.pathWithQuery, swap.bodyTransform, swap.echoes);
       },
       (err: Error) => {
         // A secret source failed (file gone, command failed): say which, never what.
@@ -297,6 +297,7 @@ function send(
   headers: string[],
   path: string,
   bodyTransform: Duplex | null,
+  echoes: readonly Replacement[],
 ): void {
   const { req, res, session } = x;
   const socket = req.socket;
@@ -344,12 +345,18 @@ function send(
     },
     ({ statusCode, headers: upstreamHeaders }): BodySink => {
       let responseHeaders = forwardResponseHeaders(upstreamHeaders);
-      let scrubber: Duplex | null = null;
       if (!session.credentials.empty) {
         // Headers are scrubbed on every response (HEAD, 204 and 304 included); bodies when present.
         const withBody = responseHasBody(req.method, statusCode);
-        const scrub = session.credentials.scrubResponse(target.host, responseHeaders, withBody, () => {
-          detail = 'secret_scrubbed';
+        const scrub = session.credentials.scrubResponse({
+          host: target.host,
+          status: statusCode,
+          headers: responseHeaders,
+          hasBody: withBody,
+          onScrub: () => {
+            detail = 'secret_scrubbed';
+          },
+          echoes,
         });
         if (scrub?.refuse) {
           // A body the scrubber cannot read could carry an echoed secret: fail closed.
@@ -378,16 +385,27 @@ function send(
             res.writeHead(statusCode, responseHeaders);
             return scrubbingSink(res, scrub.scrubChunks);
           }
-          scrubber = scrub.bodyTransform;
+          const scrubber = scrub.bodyTransform;
           if (scrubber) {
             delete responseHeaders['content-length'];
-            scrubber.on('error', () => res.destroy());
-            pipeInto(scrubber, res);
+            const head = responseHeaders;
+            scrubber.on('error', (err) => {
+              // A body that cannot be decoded or checked: 502 if nothing was sent yet.
+              outcome = { action: outcome.action, rule: decision.rule, reason: 'upstream_error' };
+              detail = err.message;
+              if (res.headersSent) return void res.destroy();
+              const message = `Airlock: ${err.message}.\n`;
+              res.writeHead(502, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': Buffer.byteLength(message) });
+              res.end(message);
+            });
+            // The head goes out with the first decoded bytes, so a body refused early is a 502.
+            pipeInto(scrubber, res, () => res.writeHead(statusCode, head));
+            return scrubber;
           }
         }
       }
       res.writeHead(statusCode, responseHeaders);
-      return scrubber ?? res;
+      return res;
     },
   );
   call.done.catch((err: Error & { code?: string }) => {
@@ -484,13 +502,20 @@ function discard(): BodySink {
   return { ...wholeBody(() => {}), discard: true };
 }
 
-/** Streams a scrubbed body into the response with backpressure (the response need not be a Writable). */
-function pipeInto(source: Readable, res: ResponseOut): void {
+/**
+ * Streams a scrubbed body into the response with backpressure (the response need not be a
+ * Writable); `writeHead` runs before the first byte (or the end).
+ */
+function pipeInto(source: Readable, res: ResponseOut, writeHead: () => void): void {
   source.on('data', (chunk: Buffer) => {
+    if (!res.headersSent) writeHead();
     if (res.write(chunk)) return;
     source.pause();
     res.once('drain', () => source.resume());
   });
-  source.once('end', () => res.end());
+  source.once('end', () => {
+    if (!res.headersSent) writeHead();
+    res.end();
+  });
   res.once('close', () => source.destroy());
 }

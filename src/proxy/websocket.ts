@@ -81,8 +81,14 @@ export function relayWebSocket(deps: ForwardDeps, x: Exchange & { req: http.Inco
   // Messages from a host that may hold a secret are scrubbed like response bodies.
   const scrub = session.credentials.empty
     ? null
-    : session.credentials.scrubResponse(target.host, {}, true, () => {
-        detail = 'secret_scrubbed';
+    : session.credentials.scrubResponse({
+        host: target.host,
+        status: 101,
+        headers: {},
+        hasBody: true,
+        onScrub: () => {
+          detail = 'secret_scrubbed';
+        },
       });
   const forwarded = forwardRequestHeaders(req.rawHeaders, req.headers.connection);
   const headers: string[] = [];

@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import { Readable } from 'node:stream';
-import { ReplaceStream } from '../../src/credentials/replace-stream.js';
+import { LINE_CAP, ReplaceStream } from '../../src/credentials/replace-stream.js';
 
 async function run(chunks: string[], find: string, replace: string, limit = Infinity): Promise<{ out: string; replaced: boolean }> {
   let replaced = false;
@@ -38,16 +38,34 @@ describe('ReplaceStream', () => {
     expect(out).toBe('P....' + '..........' + 'SECRET');
   });
 
-  it('passes a chunk on at once unless its tail could begin a needle (SSE must not wait)', () => {
+  it('passes whole lines on at once and holds an unfinished line whatever it holds (no oracle)', () => {
     const stream = new ReplaceStream([{ find: Buffer.from('SECRET'), replace: Buffer.from('P') }]);
     const seen: string[] = [];
     stream.on('data', (c: Buffer) => seen.push(c.toString()));
     stream.write('data: one\n\n');
     expect(seen.join('')).toBe('data: one\n\n');
+    // A needle's beginning and an unrelated tail are held alike until the line ends.
     stream.write('data: SEC');
-    expect(seen.join('')).toBe('data: one\n\ndata: ');
-    stream.write('RET\n\n');
+    expect(seen.join('')).toBe('data: one\n\n');
+    stream.write('RET\n\ndata: XYZ');
     expect(seen.join('')).toBe('data: one\n\ndata: P\n\n');
+    stream.write('\n\n');
+    expect(seen.join('')).toBe('data: one\n\ndata: P\n\ndata: XYZ\n\n');
+  });
+
+  it('releases a line longer than the cap except a fixed window, and still finds a needle across it', async () => {
+    const long = 'x'.repeat(LINE_CAP + 5000);
+    const stream = new ReplaceStream([{ find: Buffer.from('SECRET'), replace: Buffer.from('P') }]);
+    const seen: Buffer[] = [];
+    stream.on('data', (c: Buffer) => seen.push(c));
+    stream.write(long.slice(0, 10_000));
+    expect(Buffer.concat(seen).length).toBe(0);
+    stream.write(long.slice(10_000) + 'SEC');
+    // Everything but the window (longest needle + 2) went out.
+    expect(Buffer.concat(seen).length).toBe(long.length + 3 - 8);
+    stream.end('RETyy');
+    await new Promise((r) => stream.once('end', r));
+    expect(Buffer.concat(seen).toString()).toBe(long + 'Pyy');
   });
 
   it('matches replacing the whole body for any chunking (seeded random texts and cuts)', async () => {

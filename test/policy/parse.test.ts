@@ -81,6 +81,7 @@ describe('parsePolicy: valid input', () => {
         secret: { kind: 'env', name: 'AIRLOCK_GITHUB_TOKEN' },
         hosts: ['api.github.com', 'github.com', '*.githubusercontent.com'],
         in: ['header', 'basic', 'body'],
+        headers: ['authorization'],
         body: { types: ['application/json', 'application/x-www-form-urlencoded'], maxBytes: 4096 },
       },
       {
@@ -91,6 +92,7 @@ describe('parsePolicy: valid input', () => {
         secret: { kind: 'file', path: '/run/secrets/anthropic' },
         hosts: ['api.anthropic.com'],
         in: ['header'],
+        headers: ['x-api-key', 'authorization'],
         body: null,
       },
       {
@@ -101,6 +103,7 @@ describe('parsePolicy: valid input', () => {
         secret: { kind: 'command', argv: ['op', 'read', 'op://dev/openai/key'], ttlSeconds: 60 },
         hosts: ['api.openai.com'],
         in: ['header'],
+        headers: ['authorization'],
         body: null,
       },
       {
@@ -111,6 +114,7 @@ describe('parsePolicy: valid input', () => {
         secret: { kind: 'command', argv: ['print-token'], ttlSeconds: 300 },
         hosts: ['api.anthropic.com'],
         in: ['header'],
+        headers: ['authorization'],
         body: null,
       },
     ]);
