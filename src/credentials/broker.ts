@@ -48,6 +48,11 @@ export interface ResponseScrub {
    * Content-Length and leave in one write; null when the body must be decoded first.
    */
   readonly scrubWhole: ((body: Buffer) => Buffer) | null;
+  /**
+   * Scrubs two consecutive messages (WebSocket) as one text, returning each one's part, so a
+   * secret split between them is found; null when the body must be decoded first.
+   */
+  readonly scrubAcross: ((first: Buffer, second: Buffer) => [Buffer, Buffer]) | null;
   /** Set when the body cannot be scrubbed (an encoding the proxy cannot decode): refuse it. */
   readonly refuse?: string;
 }

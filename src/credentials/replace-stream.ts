@@ -119,12 +119,37 @@ export class Replacer implements ChunkScrubber {
   }
 
   /**
+   * Scrubs two messages as one text and splits the result where they met, so a needle split
+   * between them is found; its replacement goes into the first, whatever of it was in the
+   * second is dropped from there.
+   */
+  replaceAcross(first: Buffer, second: Buffer): [Buffer, Buffer] {
+    const spans: Span[] = [];
+    const { out } = this.scan(Buffer.concat([first, second]), 0, first.length + second.length, Infinity, true, spans);
+    const a: Buffer[] = [];
+    const b: Buffer[] = [];
+    out.forEach((piece, i) => {
+      const span = spans[i]!;
+      if (!span.copied) (span.start < first.length ? a : b).push(piece);
+      else if (span.end <= first.length) a.push(piece);
+      else if (span.start >= first.length) b.push(piece);
+      else {
+        a.push(piece.subarray(0, first.length - span.start));
+        b.push(piece.subarray(first.length - span.start));
+      }
+    });
+    return [Buffer.concat(a), Buffer.concat(b)];
+  }
+
+  /**
    * Replaces needles that start at or after `from` and before `maxStart`; returns the output and
    * how much input it covers (up to `safeEnd` at least, unless a needle's trailing edge character
    * has not arrived yet, when output stops before that needle).
    */
-  private scan(data: Buffer, from: number, safeEnd: number, maxStart: number, final: boolean): { out: Buffer[]; consumed: number } {
+  private scan(data: Buffer, from: number, safeEnd: number, maxStart: number, final: boolean, spans?: Span[]): { out: Buffer[]; consumed: number } {
     const out: Buffer[] = [];
+    // Where each output piece came from, when asked (replaceAcross): input copied, or a needle.
+    const note = spans ? (start: number, end: number, copied: boolean) => spans.push({ start, end, copied }) : null;
     let pos = from;
     for (;;) {
       let best = -1;
@@ -143,6 +168,7 @@ export class Replacer implements ChunkScrubber {
         // The character after this needle holds secret bits and has not arrived: stop before it.
         const stop = edges.leadBits > 0 && best - 1 >= pos ? best - 1 : best;
         out.push(data.subarray(pos, stop));
+        note?.(pos, stop, true);
         return { out, consumed: stop };
       }
       let start = best;
@@ -153,6 +179,7 @@ export class Replacer implements ChunkScrubber {
         start = best - 1;
       }
       out.push(data.subarray(pos, start));
+      note?.(pos, start, true);
       if (lead) out.push(lead);
       out.push(which.replace);
       pos = end;
@@ -161,6 +188,7 @@ export class Replacer implements ChunkScrubber {
         out.push(Buffer.of(B64_ALPHABET[(edges.trailValue & mask) | (B64_VALUE[data[end]!]! & ~mask & 63)]!));
         pos = end + 1;
       }
+      if (note) for (let i = out.length - spans!.length; i > 0; i--) note(start, pos, false);
       if (!this.replacedAny) {
         this.replacedAny = true;
         this.onReplace();
@@ -168,8 +196,16 @@ export class Replacer implements ChunkScrubber {
     }
     const end = Math.max(pos, safeEnd);
     out.push(data.subarray(pos, end));
+    note?.(pos, end, true);
     return { out, consumed: end };
   }
+}
+
+interface Span {
+  readonly start: number;
+  readonly end: number;
+  /** True: the piece is input passed through; false: written for a needle starting at `start`. */
+  readonly copied: boolean;
 }
 
 export class ReplaceStream extends Transform {

@@ -252,7 +252,7 @@ export class SessionBroker implements CredentialBroker {
       out[name] = Array.isArray(value) ? value.map(scrub) : scrub(value);
     }
     if (scrubbed) onScrub();
-    const none = { headers: out, bodyTransform: null, scrubChunks: null, scrubWhole: null };
+    const none = { headers: out, bodyTransform: null, scrubChunks: null, scrubWhole: null, scrubAcross: null };
     if (response.status === 206) {
       return { ...none, refuse: `partial content (206) from ${host}, which may receive a secret: a slice of a response could carry part of it past the scrubber` };
     }
@@ -269,7 +269,7 @@ export class SessionBroker implements CredentialBroker {
       return { ...none, refuse: `response from ${host} is ${encoding}-encoded, which the proxy cannot inspect for echoed secrets` };
     }
     const replacer = new Replacer(replacements, onScrub);
-    return { ...none, scrubChunks: replacer, scrubWhole: (body) => replacer.replaceWhole(body) };
+    return { ...none, scrubChunks: replacer, scrubWhole: (body) => replacer.replaceWhole(body), scrubAcross: (a, b) => replacer.replaceAcross(a, b) };
   }
 }
 

@@ -22,14 +22,17 @@ const server = new WebSocketServer({
   handleProtocols: (_offered, req) => chosenProtocol.get(req) ?? false,
 });
 
-// ws sets these itself for the upstream handshake.
-const HANDSHAKE_HEADERS = new Set([
-  'host',
-  'sec-websocket-key',
-  'sec-websocket-version',
-  'sec-websocket-extensions',
-  'sec-websocket-protocol',
-]);
+// ws sets these itself for the upstream handshake. The subprotocol list goes through the
+// credential swap first (clients that send a token as a subprotocol), then to ws.
+const HANDSHAKE_HEADERS = new Set(['host', 'sec-websocket-key', 'sec-websocket-version', 'sec-websocket-extensions']);
+const PROTOCOL_HEADER = 'sec-websocket-protocol';
+
+function protocolList(value: string | undefined): string[] {
+  return (value ?? '')
+    .split(',')
+    .map((p) => p.trim())
+    .filter(Boolean);
+}
 
 // Close codes that may not be sent on the wire (RFC 6455 7.4.1).
 function sendableCode(code: number): number | undefined {
@@ -121,13 +124,16 @@ export function relayWebSocket(deps: ForwardDeps, x: Exchange & { req: http.Inco
     const endpoint = await deps.upstream.endpointFor(target.host, target.port);
     const secure = x.scheme === 'https';
     const hostInUrl = target.host.includes(':') ? `[${target.host}]` : target.host;
-    const offered = (req.headers['sec-websocket-protocol'] ?? '')
-      .split(',')
-      .map((p) => p.trim())
-      .filter(Boolean);
+    // What the session offered, and the same list as sent upstream (a token swapped in).
+    const offered = protocolList(req.headers[PROTOCOL_HEADER]);
+    let sent: string[] = offered;
     const headerObject: Record<string, string> = {};
-    for (let i = 0; i < finalHeaders.length; i += 2) headerObject[finalHeaders[i]!] = finalHeaders[i + 1]!;
-    const upstream = new WebSocket(`${secure ? 'wss' : 'ws'}://${hostInUrl}:${target.port}${path}`, offered, {
+    for (let i = 0; i < finalHeaders.length; i += 2) {
+      if (finalHeaders[i]!.toLowerCase() === PROTOCOL_HEADER) sent = protocolList(finalHeaders[i + 1]);
+      else headerObject[finalHeaders[i]!] = finalHeaders[i + 1]!;
+    }
+    if (sent.length !== offered.length) sent = offered;
+    const upstream = new WebSocket(`${secure ? 'wss' : 'ws'}://${hostInUrl}:${target.port}${path}`, sent, {
       headers: headerObject,
       perMessageDeflate: false,
       handshakeTimeout: 15_000,
@@ -146,7 +152,8 @@ export function relayWebSocket(deps: ForwardDeps, x: Exchange & { req: http.Inco
       response.resume();
       record.bytes(0, 0);
       record.finish(status, outcomeOf(decision), 'upstream refused the upgrade');
-      endWith(socket, rawResponse(status, response.statusMessage ?? 'Error', `Airlock: upstream refused the WebSocket upgrade (${status}).\n`));
+      // The standard phrase, not the upstream's: a bound host may put what it received there.
+      endWith(socket, rawResponse(status, http.STATUS_CODES[status] ?? 'Error', `Airlock: upstream refused the WebSocket upgrade (${status}).\n`));
       upstream.terminate();
     });
     upstream.on('error', (err: Error & { code?: string }) => {
@@ -161,7 +168,9 @@ export function relayWebSocket(deps: ForwardDeps, x: Exchange & { req: http.Inco
       upstream.terminate();
     });
     upstream.on('open', () => {
-      chosenProtocol.set(req, upstream.protocol || false);
+      // The server echoes the protocol it chose: the session gets back what it offered.
+      const chosen = sent.indexOf(upstream.protocol);
+      chosenProtocol.set(req, chosen === -1 ? false : offered[chosen]!);
       if (socket.destroyed) {
         upstream.terminate();
         record.finish(499, outcomeOf(decision), 'client_closed');
@@ -177,13 +186,17 @@ export function relayWebSocket(deps: ForwardDeps, x: Exchange & { req: http.Inco
           }
           forward(client, upstream, data, isBinary);
         });
+        const held = scrub?.scrubWhole && scrub.scrubAcross ? new HeldMessage(scrub.scrubWhole, scrub.scrubAcross, (data, isBinary) => forward(upstream, client, data, isBinary)) : null;
         upstream.on('message', (data: RawData, isBinary) => {
           down += byteLength(data);
-          const out = scrub?.scrubWhole ? scrub.scrubWhole(toBuffer(data)) : data;
-          forward(upstream, client, out, isBinary);
+          if (held) held.message(toBuffer(data), isBinary);
+          else forward(upstream, client, data, isBinary);
         });
         client.on('close', (code, reason) => upstream.close(sendableCode(code), reason));
-        upstream.on('close', (code, reason) => client.close(sendableCode(code), reason));
+        upstream.on('close', (code, reason) => {
+          held?.flush();
+          client.close(sendableCode(code), reason);
+        });
         client.on('error', () => client.terminate());
         upstream.on('error', () => client.terminate());
         client.once('close', () => {
@@ -203,6 +216,56 @@ export function relayWebSocket(deps: ForwardDeps, x: Exchange & { req: http.Inco
     }
     fail(502, 'upstream_error', `Airlock: upstream ${target.host}:${target.port} failed (${err.code ?? err.message}).\n`, decision.rule, 'allow');
   });
+}
+
+// A message that ends in a character a secret (or its percent or base64 form) can hold waits
+// this long for the next one, so a secret split between two messages is caught whole.
+const HOLD_MS = 50;
+const TOKEN_END = /[A-Za-z0-9+/=_.~%:-]/;
+
+/**
+ * Scrubs messages from a host that may hold a secret, across message boundaries. Which messages
+ * wait depends only on their last character's class and on time, never on the secret, so what is
+ * held reveals nothing about it (a held prefix of the secret would be a timing oracle).
+ */
+class HeldMessage {
+  private pending: { data: Buffer; isBinary: boolean } | null = null;
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly whole: (data: Buffer) => Buffer,
+    private readonly across: (first: Buffer, second: Buffer) => [Buffer, Buffer],
+    private readonly send: (data: Buffer, isBinary: boolean) => void,
+  ) {}
+
+  message(data: Buffer, isBinary: boolean): void {
+    let next = data;
+    if (this.pending) {
+      const [first, second] = this.across(this.pending.data, data);
+      this.send(first, this.pending.isBinary);
+      this.clear();
+      next = second;
+    }
+    if (next.length > 0 && TOKEN_END.test(String.fromCharCode(next[next.length - 1]!))) {
+      this.pending = { data: next, isBinary };
+      this.timer = setTimeout(() => this.flush(), HOLD_MS);
+    } else {
+      this.send(this.whole(next), isBinary);
+    }
+  }
+
+  flush(): void {
+    if (!this.pending) return;
+    const { data, isBinary } = this.pending;
+    this.clear();
+    this.send(this.whole(data), isBinary);
+  }
+
+  private clear(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.pending = null;
+  }
 }
 
 function byteLength(data: RawData): number {

@@ -74,4 +74,15 @@ describe('secret forms', () => {
       expect(out.equals(new Replacer(secretForms(SECRET, PLACEHOLDER, 'github')).replaceWhole(body))).toBe(true);
     }
   });
+
+  it('two messages scrubbed across their boundary: split anywhere, nothing recoverable, same as whole', () => {
+    const text = Buffer.from(`a ${SECRET} b ${Buffer.from(`x-access-token:${SECRET}`).toString('base64')} c ${encodeURIComponent(SECRET)} d`);
+    const replacer = new Replacer(secretForms(SECRET, PLACEHOLDER, 'github'));
+    for (let cut = 0; cut <= text.length; cut++) {
+      const [a, b] = replacer.replaceAcross(text.subarray(0, cut), text.subarray(cut));
+      expect(secretLeaks(a, SECRET, 8), `cut ${cut}`).toEqual([]);
+      expect(secretLeaks(b, SECRET, 8), `cut ${cut}`).toEqual([]);
+      expect(Buffer.concat([a, b]).equals(replacer.replaceWhole(text)), `cut ${cut}`).toBe(true);
+    }
+  });
 });
