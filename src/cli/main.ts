@@ -148,7 +148,7 @@ policyCommand
     }
     if (policy.allow.length === 0) out.push('  (no allow rules: every request is denied)');
     for (const c of policy.credentials) {
-      out.push(`  credential ${c.name}: env ${c.env.join(',')} → hosts ${c.hosts.join(',')} (in ${c.in.join(',')}; secret from ${c.secret.kind})`);
+      out.push(`  credential ${c.name}: env ${c.env.join(',')} → hosts ${c.hosts.join(',')} (in ${c.in.join(',')}; headers ${c.headers.join(',')}; secret from ${c.secret.kind})`);
     }
     process.stdout.write(out.join('\n') + '\n');
   });
