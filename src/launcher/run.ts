@@ -68,9 +68,7 @@ export async function runSession(o: RunOptions): Promise<RunResult> {
   const firewall = canManageFirewall();
   if (!firewall) o.notice('warning: not root, so no firewall rules: the container can reach other host ports on the session gateway (--allow-host-ports)');
   if (o.copy && !o.copyOut) throw new LaunchError('--copy needs --copy-out DIR: where to put the workspace after the run');
-  for (const entry of o.env ?? []) {
-    if (!/^[A-Za-z_][A-Za-z0-9_]*=/.test(entry)) throw new LaunchError(`-e ${JSON.stringify(entry)}: expected NAME=VALUE`);
-  }
+  parseExtraEnv(o.env ?? []);
 
   await pingDocker(o.docker);
   await collectGarbage(o.docker, { onlyDead: true, notice: o.notice });
@@ -118,12 +116,7 @@ export async function runSession(o: RunOptions): Promise<RunResult> {
       await installFirewall({ sessionId: o.sessionId, bridge, gateway, proxyPort: lease.proxyPort });
     }
 
-    for (const entry of o.env ?? []) {
-      const name = entry.slice(0, entry.indexOf('='));
-      if (lease.secretSourceEnv.includes(name)) {
-        throw new LaunchError(`-e ${name}: that variable is a secret source of this policy and never enters a session`);
-      }
-    }
+    checkExtraEnv(o.env ?? [], lease);
     const env = sessionEnv(lease, o.env ?? []);
     const binds = o.workspace && !o.copy ? [`${o.workspace}:/workspace`] : [];
     container = await o.docker.createContainer({
@@ -177,6 +170,26 @@ export async function runSession(o: RunOptions): Promise<RunResult> {
     process.off('SIGTERM', onSignal);
     process.off('SIGHUP', onSignal);
     await cleanup();
+  }
+}
+
+/** The -e entries as name → value; throws on an entry that is not NAME=VALUE. */
+export function parseExtraEnv(entries: readonly string[]): Map<string, string> {
+  const env = new Map<string, string>();
+  for (const entry of entries) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*=/.test(entry)) throw new LaunchError(`-e ${JSON.stringify(entry)}: expected NAME=VALUE`);
+    const at = entry.indexOf('=');
+    env.set(entry.slice(0, at), entry.slice(at + 1));
+  }
+  return env;
+}
+
+/** Throws unless every -e entry may enter the session. */
+export function checkExtraEnv(entries: readonly string[], lease: SessionLease): void {
+  for (const name of parseExtraEnv(entries).keys()) {
+    if (lease.secretSourceEnv.includes(name)) {
+      throw new LaunchError(`-e ${name}: that variable is a secret source of this policy and never enters a session`);
+    }
   }
 }
 
