@@ -9,7 +9,7 @@ import { describeSession, startAdmin } from '../sessions/admin.js';
 import type { SessionInfo } from '../sessions/admin.js';
 import { loadPolicy, parseResolve, upstreamRoots, UsageError, checkCidrs } from './config.js';
 import { credentialsFactory } from './secrets.js';
-import { CA_ENV_VARS } from './session-env.js';
+import { CA_ENV_VARS, withheldNotice } from './session-env.js';
 
 export interface DaemonOptions {
   readonly policy: string;
@@ -61,7 +61,9 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   log.info({ listen: `${address.address}:${address.port}`, admin: paths.socket, policy: policy.name }, 'airlock proxy ready');
   if (options.firstSession) {
     const session = await runtime.sessions.create(policy);
-    process.stdout.write(exportsFor(describeSession(session, address.address, address.port)));
+    const info = { ...describeSession(session, address.address, address.port), withheld_env: await session.credentials.variablesHoldingSecrets(process.env) };
+    process.stderr.write(withheldNotice(withheldByExports(info), 'the shell that evals these exports'));
+    process.stdout.write(exportsFor(info));
   }
   const stop = async () => {
     admin.close();
@@ -72,15 +74,37 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   process.once('SIGTERM', stop);
 }
 
+/** The variables a session's exports set, with their values. */
+function exported(info: SessionInfo): [string, string][] {
+  const noProxy = 'localhost,127.0.0.1,::1';
+  return [
+    ...['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy'].map((name): [string, string] => [name, info.proxy_url]),
+    ['NO_PROXY', noProxy],
+    ['no_proxy', noProxy],
+    ...CA_ENV_VARS.map((name): [string, string] => [name, info.bundle]),
+    ...Object.entries(info.env),
+  ];
+}
+
+/**
+ * The caller's variables the exports unset only because their values hold a secret (not a
+ * source variable, not one the exports set anyway): the ones to tell the user about.
+ */
+export function withheldByExports(info: SessionInfo): string[] {
+  const set = new Set(exported(info).map(([name]) => name));
+  return (info.withheld_env ?? []).filter((name) => !set.has(name) && !(info.secret_source_env ?? []).includes(name));
+}
+
 /** Shell exports for a session: eval "$(airlock session create)". */
 export function exportsFor(info: SessionInfo): string {
   const lines = [`# airlock session ${info.id} (policy ${info.policy}); audit: ${info.audit.replace(/[\r\n]/g, ' ')}`];
-  for (const name of ['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy']) lines.push(`export ${name}=${shellQuote(info.proxy_url)}`);
-  lines.push(`export NO_PROXY='localhost,127.0.0.1,::1' no_proxy='localhost,127.0.0.1,::1'`);
-  for (const name of CA_ENV_VARS) lines.push(`export ${name}=${shellQuote(info.bundle)}`);
-  for (const [name, value] of Object.entries(info.env)) lines.push(`export ${name}=${shellQuote(value)}`);
-  // The shell that evals this must not keep the real secrets' source variables either.
-  for (const name of info.secret_source_env ?? []) lines.push(`unset ${name}`);
+  const exports = exported(info);
+  const set = new Set(exports.map(([name]) => name));
+  // The shell that evals this must keep no secret: not the sources' variables, nor copies of a
+  // secret under other names. A variable the session sets gets the session's value instead.
+  const unset = new Set([...(info.secret_source_env ?? []), ...(info.withheld_env ?? [])]);
+  for (const name of unset) if (!set.has(name)) lines.push(`unset ${name}`);
+  for (const [name, value] of exports) lines.push(`export ${name}=${shellQuote(value)}`);
   return lines.join('\n') + '\n';
 }
 

@@ -7,7 +7,7 @@ import { ProxyRuntime } from '../sessions/runtime.js';
 import { proxyUrl } from '../sessions/registry.js';
 import type { Session } from '../sessions/session.js';
 import { checkCidrs, loadPolicy, parseResolve, upstreamRoots } from './config.js';
-import { sessionEnv } from './session-env.js';
+import { sessionEnv, withheldNotice } from './session-env.js';
 import { credentialsFactory } from './secrets.js';
 
 export interface ExecOptions {
@@ -36,8 +36,13 @@ export async function runExec(command: string[], options: ExecOptions): Promise<
     allowPrivate: checkCidrs(options.allowPrivate),
   });
   const session = await runtime.sessions.create(policy);
+  // Resolves every credential's secret now (commands run, files are read): any host variable
+  // holding a copy of one, under whatever name, stays out of the command's environment.
+  const withheld = await session.credentials.variablesHoldingSecrets(process.env);
   const address = await runtime.proxy.listen('127.0.0.1', 0);
-  const env = sessionEnv(process.env, session, proxyUrl(session, '127.0.0.1', address.port), session.bundlePath, 'localhost,127.0.0.1,::1');
+  const env = sessionEnv(process.env, session, proxyUrl(session, '127.0.0.1', address.port), session.bundlePath, 'localhost,127.0.0.1,::1', withheld);
+  const sources = session.credentials.secretSourceEnv;
+  process.stderr.write(withheldNotice(withheld.filter((name) => env[name] === undefined && !sources.includes(name)), "the command's environment"));
 
   const child = spawn(command[0]!, command.slice(1), { stdio: 'inherit', env });
   const forward = (signal: NodeJS.Signals) => child.kill(signal);

@@ -15,7 +15,8 @@ import { sessionDir } from '../sessions/registry.js';
 import type { SessionInfo } from '../sessions/admin.js';
 import { collect, defaultStateDir, loadPolicy, UsageError } from './config.js';
 import { runExec } from './exec.js';
-import { adminRequest, exportsFor, runDaemon } from './daemon.js';
+import { adminRequest, exportsFor, runDaemon, withheldByExports } from './daemon.js';
+import { withheldNotice } from './session-env.js';
 import { registerImageCommands } from './image.js';
 import { registerRunCommands } from './run.js';
 import { LaunchError } from '../launcher/run.js';
@@ -66,13 +67,16 @@ session
   .addOption(stateDirOption())
   .option('--json', 'print JSON instead of shell exports')
   .action(async (opts) => {
-    const body: Record<string, string> = {};
+    // This shell's variables go to the daemon, which holds the secrets and answers which of them
+    // hold one: those are unset along with the sources.
+    const body: Record<string, unknown> = { check_env: { ...process.env } };
     if (opts.policy) {
       const policy: Policy = loadPolicy(opts.policy); // validate here for a local error message
       body.policy_text = readFileSync(opts.policy, 'utf8');
       body.policy_source = policy.source;
     }
     const info = (await adminRequest(opts.stateDir, 'POST', '/sessions', body)) as SessionInfo;
+    process.stderr.write(withheldNotice(withheldByExports(info), opts.json ? "the session's environment (withheld_env)" : 'the shell that evals these exports'));
     process.stdout.write(opts.json ? JSON.stringify(info, null, 2) + '\n' : exportsFor(info));
   });
 session

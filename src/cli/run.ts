@@ -23,13 +23,19 @@ class DaemonProvider implements SessionProvider {
     private readonly policyFile: string,
   ) {}
 
-  async open(_policy: Policy, listenHost: string, sessionId: string): Promise<SessionLease> {
+  async open(_policy: Policy, listenHost: string, sessionId: string, checkEnv: Readonly<Record<string, string>>): Promise<SessionLease> {
     const info = (await adminRequest(this.stateDir, 'POST', '/sessions', {
       id: sessionId,
       listen_host: listenHost,
       policy_text: readFileSync(this.policyFile, 'utf8'),
       policy_source: this.policyFile,
+      check_env: checkEnv,
     })) as Required<SessionInfo>;
+    // A daemon that did not check the values cannot vouch for them.
+    if (!Array.isArray(info.withheld_env)) {
+      await adminRequest(this.stateDir, 'DELETE', `/sessions/${sessionId}`).catch(() => {});
+      throw new UsageError('the running airlock proxy does not check -e values for secrets; restart it with this version of airlock');
+    }
     const token = decodeURIComponent(new URL(info.proxy_url).password);
     return {
       id: info.id,
@@ -39,6 +45,7 @@ class DaemonProvider implements SessionProvider {
       auditFile: info.audit,
       placeholders: info.env,
       secretSourceEnv: info.secret_source_env,
+      withheldEnv: info.withheld_env,
       release: async () => {
         await adminRequest(this.stateDir, 'DELETE', `/sessions/${sessionId}`);
       },

@@ -1,20 +1,27 @@
 // The environment a session's command gets: the proxy, the CA bundle under every name common
-// clients read, credential placeholders, and none of the host's secret sources.
+// clients read, credential placeholders, and none of the host's secrets: not their source
+// variables, nor any other variable holding a copy of one.
 import type { Session } from '../sessions/session.js';
 
 import { CA_ENV_VARS } from '../sessions/client-env.js';
 
 export { CA_ENV_VARS };
 
+/**
+ * @param withheld variables of `base` that hold a secret (the broker's variablesHoldingSecrets);
+ *   a placeholder variable among them still gets its placeholder.
+ */
 export function sessionEnv(
   base: NodeJS.ProcessEnv,
   session: Session,
   proxy: string,
   bundlePath: string,
   noProxy: string,
+  withheld: readonly string[],
 ): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...base };
   for (const name of session.credentials.secretSourceEnv) delete env[name];
+  for (const name of withheld) delete env[name];
   // Variables the user had set to something else must not shadow the proxy (e.g. ALL_PROXY).
   for (const name of ['ALL_PROXY', 'all_proxy']) delete env[name];
   Object.assign(env, session.credentials.sessionEnv);
@@ -23,4 +30,15 @@ export function sessionEnv(
   for (const name of CA_ENV_VARS) env[name] = bundlePath;
   env.AIRLOCK_SESSION = session.id;
   return env;
+}
+
+/**
+ * One line for stderr about variables kept from a session because they hold a secret: their names,
+ * never their values. Source variables are not listed (dropping them is the documented rule), nor
+ * ones the session sets itself (a placeholder replaces the copy).
+ */
+export function withheldNotice(names: readonly string[], from: string): string {
+  if (names.length === 0) return '';
+  const hold = names.length === 1 ? 'its value holds' : 'their values hold';
+  return `airlock: withheld ${names.join(', ')} from ${from}: ${hold} a real secret of the policy's credentials (as is or encoded), which only the proxy may send\n`;
 }

@@ -64,6 +64,13 @@ export interface CredentialBroker {
   readonly secretSourceEnv: readonly string[];
   /** True when no credential is configured: the proxy skips the broker entirely. */
   readonly empty: boolean;
+  /**
+   * Names of the variables of `env` that hold one of the real secrets, as is or encoded (see
+   * holdsSecret): copies under other names than the sources, to be kept from the session too.
+   * Resolves every secret first, so file and command secrets count; rejects as a secret source
+   * does, naming the credential and never the value.
+   */
+  variablesHoldingSecrets(env: Readonly<Record<string, string | undefined>>): Promise<string[]>;
   swapRequest(request: OutgoingRequest): Promise<SwapResult>;
   /** Scrubs echoed secrets from a response; null when the host can hold no secret. */
   scrubResponse(response: ResponseToScrub): ResponseScrub | null;
@@ -85,6 +92,7 @@ export const NO_CREDENTIALS: CredentialBroker = Object.freeze({
   sessionEnv: Object.freeze({}),
   secretSourceEnv: Object.freeze([]) as readonly string[],
   empty: true,
+  variablesHoldingSecrets: async () => [],
   swapRequest: async (request: OutgoingRequest): Promise<SwapResult> => ({
     kind: 'forward',
     pathWithQuery: request.pathWithQuery,

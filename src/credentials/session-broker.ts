@@ -8,6 +8,7 @@ import type { TransformCallback } from 'node:stream';
 import { matchHostPattern } from '../policy/index.js';
 import type { CredentialSpec } from '../policy/index.js';
 import type { CredentialBroker, OutgoingRequest, ResponseScrub, ResponseToScrub, SwapResult } from './broker.js';
+import { variablesHolding } from './copies.js';
 import { secretForms } from './secret-forms.js';
 import { Replacer, ReplaceStream } from './replace-stream.js';
 import type { Replacement } from './replace-stream.js';
@@ -100,6 +101,13 @@ export class SessionBroker implements CredentialBroker {
       specs.flatMap((s) => (s.secret.kind === 'env' ? [s.secret.name] : [])),
     );
     this.empty = this.bound.length === 0;
+  }
+
+  async variablesHoldingSecrets(env: Readonly<Record<string, string | undefined>>): Promise<string[]> {
+    const current = await Promise.all(this.bound.map((c) => c.secret.current()));
+    // Values seen before the current one (a rotated file) may still be valid.
+    const secrets = new Set([...current, ...this.bound.flatMap((c) => c.secret.known())]);
+    return variablesHolding(env, [...secrets]);
   }
 
   private boundTo(c: BoundCredential, request: OutgoingRequest): string | null {

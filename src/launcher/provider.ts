@@ -15,24 +15,32 @@ export interface SessionLease {
   readonly placeholders: Readonly<Record<string, string>>;
   /** Host variables holding real secrets: never forwarded into the container. */
   readonly secretSourceEnv: readonly string[];
+  /** Names of the `checkEnv` variables given to open() whose values hold a real secret. */
+  readonly withheldEnv: readonly string[];
   release(): Promise<void>;
   /** One line per host for the end-of-run summary. */
   summary(): string;
 }
 
 export interface SessionProvider {
-  open(policy: Policy, listenHost: string, sessionId: string): Promise<SessionLease>;
+  /**
+   * @param checkEnv variables meant for the session (-e): the lease says which hold a secret, found
+   *   where the secrets are (in this process, or in the daemon).
+   */
+  open(policy: Policy, listenHost: string, sessionId: string, checkEnv: Readonly<Record<string, string>>): Promise<SessionLease>;
 }
 
 /** Sessions served by a proxy running inside this process. */
 export class EmbeddedProvider implements SessionProvider {
   constructor(private readonly runtime: ProxyRuntime) {}
 
-  async open(policy: Policy, listenHost: string, sessionId: string): Promise<SessionLease> {
+  async open(policy: Policy, listenHost: string, sessionId: string, checkEnv: Readonly<Record<string, string>>): Promise<SessionLease> {
     const listener = `session:${sessionId}`;
     const session = await this.runtime.sessions.create(policy, { id: sessionId, listener });
     let address;
+    let withheldEnv;
     try {
+      withheldEnv = await session.credentials.variablesHoldingSecrets(checkEnv);
       address = await this.runtime.proxy.listen(listenHost, 0, listener);
     } catch (err) {
       await this.runtime.sessions.remove(sessionId);
@@ -46,6 +54,7 @@ export class EmbeddedProvider implements SessionProvider {
       auditFile: session.audit.file,
       placeholders: session.credentials.sessionEnv,
       secretSourceEnv: session.credentials.secretSourceEnv,
+      withheldEnv,
       release: async () => {
         await this.runtime.proxy.unlisten(address);
         await this.runtime.sessions.remove(sessionId);

@@ -68,9 +68,7 @@ export async function runSession(o: RunOptions): Promise<RunResult> {
   const firewall = canManageFirewall();
   if (!firewall) o.notice('warning: not root, so no firewall rules: the container can reach other host ports on the session gateway (--allow-host-ports)');
   if (o.copy && !o.copyOut) throw new LaunchError('--copy needs --copy-out DIR: where to put the workspace after the run');
-  for (const entry of o.env ?? []) {
-    if (!/^[A-Za-z_][A-Za-z0-9_]*=/.test(entry)) throw new LaunchError(`-e ${JSON.stringify(entry)}: expected NAME=VALUE`);
-  }
+  const extraEnv = parseExtraEnv(o.env ?? []);
 
   await pingDocker(o.docker);
   await collectGarbage(o.docker, { onlyDead: true, notice: o.notice });
@@ -111,19 +109,14 @@ export async function runSession(o: RunOptions): Promise<RunResult> {
     if (!gateway) throw new LaunchError('the session network has no gateway address');
     const bridge = `br-${String(info.Id).slice(0, 12)}`;
 
-    const lease = await o.provider.open(o.policy, gateway, o.sessionId);
+    const lease = await o.provider.open(o.policy, gateway, o.sessionId, extraEnv);
     cleanups.push(() => lease.release());
     if (firewall) {
       cleanups.push(() => removeFirewall(o.sessionId));
       await installFirewall({ sessionId: o.sessionId, bridge, gateway, proxyPort: lease.proxyPort });
     }
 
-    for (const entry of o.env ?? []) {
-      const name = entry.slice(0, entry.indexOf('='));
-      if (lease.secretSourceEnv.includes(name)) {
-        throw new LaunchError(`-e ${name}: that variable is a secret source of this policy and never enters a session`);
-      }
-    }
+    checkExtraEnv(o.env ?? [], lease);
     const env = sessionEnv(lease, o.env ?? []);
     const binds = o.workspace && !o.copy ? [`${o.workspace}:/workspace`] : [];
     container = await o.docker.createContainer({
@@ -177,6 +170,41 @@ export async function runSession(o: RunOptions): Promise<RunResult> {
     process.off('SIGTERM', onSignal);
     process.off('SIGHUP', onSignal);
     await cleanup();
+  }
+}
+
+/**
+ * The -e entries as name → value; throws on an entry that is not NAME=VALUE. A bare NAME is refused
+ * rather than filled in from the host environment (docker run's meaning): no host variable enters a
+ * session unless spelt out, and the value spelt out is checked like any other.
+ */
+export function parseExtraEnv(entries: readonly string[]): Record<string, string> {
+  const env = new Map<string, string>();
+  for (const [i, entry] of entries.entries()) {
+    const at = entry.indexOf('=');
+    // Messages never show a value, and a bare entry may be one (a token pasted without NAME=).
+    if (at === -1) {
+      throw new LaunchError(`-e number ${i + 1}: expected NAME=VALUE (a bare NAME is not filled in from the host environment)`);
+    }
+    const name = entry.slice(0, at);
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) throw new LaunchError(`-e ${JSON.stringify(name)}=...: expected NAME=VALUE with a NAME of letters, digits and _`);
+    env.set(name, entry.slice(at + 1));
+  }
+  return Object.fromEntries(env);
+}
+
+/** Throws unless every -e entry may enter the session; messages name the variable, never the value. */
+export function checkExtraEnv(entries: readonly string[], lease: SessionLease): void {
+  for (const name of Object.keys(parseExtraEnv(entries))) {
+    if (lease.secretSourceEnv.includes(name)) {
+      throw new LaunchError(`-e ${name}: that variable is a secret source of this policy and never enters a session`);
+    }
+    if (lease.withheldEnv.includes(name)) {
+      throw new LaunchError(
+        `-e ${name}: its value holds a real secret of this policy's credentials (as is or encoded), and secrets never enter a session; ` +
+          'the session gets placeholders, which the proxy swaps for the secret',
+      );
+    }
   }
 }
 

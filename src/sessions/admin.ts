@@ -30,6 +30,8 @@ export interface SessionInfo {
   listen_host?: string;
   bundle_pem?: string;
   secret_source_env?: readonly string[];
+  /** Names of the create request's check_env variables that hold a secret of the session. */
+  withheld_env?: readonly string[];
   bundle: string;
   audit: string;
   created: string;
@@ -60,6 +62,16 @@ function authorised(req: http.IncomingMessage, token: string): boolean {
   return tokenMatches(token, (req.headers.authorization ?? '').replace(/^Bearer\s+/i, ''));
 }
 
+/** The string-valued entries of a request's check_env object, or null when it sent none. */
+function checkEnvOf(body: Record<string, unknown>): Record<string, string> | null {
+  const given = body.check_env;
+  if (given === undefined) return null;
+  if (typeof given !== 'object' || given === null || Array.isArray(given)) throw new BadRequest('check_env must be an object of strings');
+  return Object.fromEntries(Object.entries(given).filter((e): e is [string, string] => typeof e[1] === 'string'));
+}
+
+class BadRequest extends Error {}
+
 async function readJson(req: http.IncomingMessage, limit = 1 << 20): Promise<Record<string, unknown>> {
   let size = 0;
   const chunks: Buffer[] = [];
@@ -83,7 +95,7 @@ export async function startAdmin(options: AdminOptions): Promise<http.Server> {
   const server = http.createServer((req, res) => {
     if (!authorised(req, options.token)) return send(res, 401, { error: 'admin token required' });
     handle(req, res).catch((err: Error) => {
-      const status = err instanceof PolicyError ? 400 : 500;
+      const status = err instanceof PolicyError || err instanceof BadRequest ? 400 : 500;
       send(res, status, { error: err.message });
     });
   });
@@ -99,25 +111,24 @@ export async function startAdmin(options: AdminOptions): Promise<http.Server> {
           ? parsePolicy(body.policy_text, typeof body.policy_source === 'string' ? body.policy_source : 'policy')
           : options.defaultPolicy;
       const id = typeof body.id === 'string' ? body.id : undefined;
-      if (typeof body.listen_host !== 'string') {
-        const session = await runtime.sessions.create(policy, { id });
-        return send(res, 201, describe(session));
-      }
+      const checkEnv = checkEnvOf(body);
+      const listenHost = typeof body.listen_host === 'string' ? body.listen_host : null;
       // A session with its own listener, e.g. on a Docker session network's gateway.
-      const listener = `session:${id ?? 'x'}-${Date.now()}`;
+      const listener = listenHost === null ? undefined : `session:${id ?? 'x'}-${Date.now()}`;
       const session = await runtime.sessions.create(policy, { id, listener });
+      let withheld: string[] | undefined;
       try {
-        ownListeners.set(session.id, await runtime.proxy.listen(body.listen_host, 0, listener));
+        // The caller's variables are compared here, where the secrets are: the answer is names,
+        // so neither the secrets nor anything derived from them leave the daemon.
+        if (checkEnv) withheld = await session.credentials.variablesHoldingSecrets(checkEnv);
+        if (listenHost !== null) ownListeners.set(session.id, await runtime.proxy.listen(listenHost, 0, listener));
       } catch (err) {
         await runtime.sessions.remove(session.id);
         throw err;
       }
-      return send(res, 201, {
-        ...describe(session),
-        listen_host: body.listen_host,
-        bundle_pem: session.bundlePem,
-        secret_source_env: session.credentials.secretSourceEnv,
-      });
+      const info = { ...describe(session), withheld_env: withheld };
+      if (listenHost === null) return send(res, 201, info);
+      return send(res, 201, { ...info, listen_host: listenHost, bundle_pem: session.bundlePem, secret_source_env: session.credentials.secretSourceEnv });
     }
     const match = /^\/sessions\/([a-z0-9-]+)$/.exec(url.pathname);
     if (req.method === 'DELETE' && match) {

@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { exportsFor } from '../../src/cli/daemon.js';
+import { exportsFor, withheldByExports } from '../../src/cli/daemon.js';
 
 describe('session exports (eval "$(airlock session create)")', () => {
   it('quotes values for the shell and unsets the secret source variables', () => {
@@ -19,5 +19,28 @@ describe('session exports (eval "$(airlock session create)")', () => {
       env: { PATH: process.env.PATH, AIRLOCK_GITHUB_TOKEN: 'real' },
     }).toString();
     expect(out).toBe("/tmp/it's here/bundle.pem|ghp_airlock-github-x|unset|http://s-abc123:tok@127.0.0.1:8080");
+  });
+
+  it('also unsets the variables holding a secret, except those the session sets itself', () => {
+    const info = {
+      id: 's-abc123',
+      policy: 'p',
+      proxy_url: 'http://s-abc123:tok@127.0.0.1:8080',
+      proxy_port: 8080,
+      bundle: '/tmp/bundle.pem',
+      audit: '/tmp/audit.jsonl',
+      created: '',
+      env: { GH_TOKEN: 'ghp_airlock-github-x' },
+      secret_source_env: ['AIRLOCK_GITHUB_TOKEN'],
+      withheld_env: ['AIRLOCK_GITHUB_TOKEN', 'GH_TOKEN', 'GITHUB_PAT', 'HTTPS_PROXY', 'REPO_URL'],
+    };
+    const text = exportsFor(info);
+    expect(text.match(/^unset .*$/gm)).toEqual(['unset AIRLOCK_GITHUB_TOKEN', 'unset GITHUB_PAT', 'unset REPO_URL']);
+    const out = execFileSync('sh', ['-c', `${text}\nprintf '%s|%s|%s|%s' "$GH_TOKEN" "\${GITHUB_PAT-unset}" "\${REPO_URL-unset}" "$HTTPS_PROXY"`], {
+      env: { PATH: process.env.PATH, GH_TOKEN: 'real', GITHUB_PAT: 'real', REPO_URL: 'https://x:real@h/', HTTPS_PROXY: 'http://real@p' },
+    }).toString();
+    expect(out).toBe('ghp_airlock-github-x|unset|unset|http://s-abc123:tok@127.0.0.1:8080');
+    // Only the copies are news to the user: the source and the variables the session sets are not listed.
+    expect(withheldByExports(info)).toEqual(['GITHUB_PAT', 'REPO_URL']);
   });
 });

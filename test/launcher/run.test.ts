@@ -646,6 +646,24 @@ describeDocker('airlock run: command, output and workspace', () => {
     expect(ids).toHaveLength(1);
     expect(await leftovers(ids[0]!)).toEqual(NO_LEFTOVERS);
   }, 60_000);
+
+  it('refuses -e of any variable whose value holds a secret (a URL with the token), naming it and not the value', async () => {
+    const stateDir = newStateDir();
+    const cli = spawnCli(runArgs(policyA, stateDir, ['-e', `REPO_URL=https://x-access-token:${REAL_A}@github.com/o/r.git`], ['true']), {
+      ...baseEnv,
+      AIRLOCK_GITHUB_TOKEN: REAL_A,
+    });
+    const pid = cli.child.pid;
+    const r = await waitExit(cli);
+    record('secret value -e', r);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('-e REPO_URL: its value holds a real secret');
+    expect(secretsIn(r.stderr + r.stdout, SECRETS)).toEqual([]);
+    expect(await dockerOk(['ps', '-a', '-q', '--filter', `label=airlock.pid=${pid}`])).toBe('');
+    const ids = readdirSync(join(stateDir, 'sessions'));
+    expect(ids).toHaveLength(1);
+    expect(await leftovers(ids[0]!)).toEqual(NO_LEFTOVERS);
+  }, 60_000);
 });
 
 describeDocker('airlock run: interrupted, kept', () => {
