@@ -43,6 +43,7 @@ beforeAll(async () => {
       '    env: [FILE_TOKEN]',
       '    hosts: [api.github.com]',
       '    in: [header]',
+      '    headers: [x-file]',
       `    secret: { file: ${join(dir, 'file-secret')} }`,
       '',
     ].join('\n'),
