@@ -39,8 +39,12 @@ function jsonEscaped(value: string): string {
   return JSON.stringify(value).slice(1, -1);
 }
 
-/** Needles for one secret value, each replaced by the same form of the placeholder (or a mask). */
-export function secretForms(secret: string, placeholder: string, name: string): Replacement[] {
+/**
+ * Needles for one secret value, each replaced by the same form of the placeholder (or a mask).
+ * Base64 forms only with `base64` (the credential may be swapped into Basic credentials): each
+ * costs a pass over every scrubbed body, and the proxy writes no base64 otherwise.
+ */
+export function secretForms(secret: string, placeholder: string, name: string, base64 = true): Replacement[] {
   const forms = new Map<string, Replacement>();
   const add = (find: string, replace: string) => {
     if (find.length > 0 && !forms.has(find)) forms.set(find, { find: Buffer.from(find, 'latin1'), replace: Buffer.from(replace, 'latin1') });
@@ -54,7 +58,7 @@ export function secretForms(secret: string, placeholder: string, name: string): 
   add(Buffer.from(jsonEscaped(secret), 'utf8').toString('latin1'), jsonEscaped(placeholder));
   add(Buffer.from(jsonEscaped(secret).replace(/\//g, '\\/'), 'utf8').toString('latin1'), jsonEscaped(placeholder));
   const masked = mask(name, raw.length);
-  for (const align of [0, 1, 2]) {
+  for (const align of base64 ? [0, 1, 2] : []) {
     const s = base64Core(raw, align);
     const m = base64Core(masked, align);
     if (s.core.length === 0 || forms.has(s.core)) continue;

@@ -226,7 +226,7 @@ export class SessionBroker implements CredentialBroker {
         const key = `${c.spec.name}\0${value}`;
         let forms = this.forms.get(key);
         if (!forms) {
-          forms = secretForms(value, c.placeholder, c.spec.name);
+          forms = secretForms(value, c.placeholder, c.spec.name, c.spec.in.includes('basic'));
           this.forms.set(key, forms);
         }
         out.push(...forms);

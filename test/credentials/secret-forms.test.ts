@@ -44,6 +44,12 @@ describe('secret forms', () => {
     }
   });
 
+  it('base64 forms only for credentials the proxy may write into Basic credentials', () => {
+    const token = 'sk-PlainToken0123456789abcdefghij';
+    expect(secretForms(token, PLACEHOLDER, 'api', false).map((f) => f.find.toString())).toEqual([token]);
+    expect(secretForms(token, PLACEHOLDER, 'api', true)).toHaveLength(4);
+  });
+
   it('percent-encoded (either case) and JSON-escaped forms become the placeholder', () => {
     const pct = encodeURIComponent(SECRET);
     const lowerHex = pct.replace(/%[0-9A-F]{2}/g, (e) => e.toLowerCase());
