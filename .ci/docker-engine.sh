@@ -19,6 +19,9 @@ fi
 if ! docker image inspect debian:bookworm-slim >/dev/null 2>&1; then
   command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap
   root=$(mktemp -d)
+  # mktemp makes it 0700 and the imported image keeps that mode for /: engines without an overlay
+  # (rootless Podman on vfs) then refuse every non-root user of the image
+  chmod 755 "$root"
   # minbase only: a bare base, so `airlock doctor` has something real to fail on
   debootstrap --variant=minbase bookworm "$root" >"$log_dir/debootstrap.log" 2>&1 ||
     { echo "debootstrap failed; see $log_dir/debootstrap.log" >&2; exit 1; }
