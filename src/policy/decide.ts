@@ -7,6 +7,7 @@
 
 import { compilePathGlob, type PathMatcher } from './glob.js';
 import { matchHostPattern } from './hosts.js';
+import { ambiguousPathEncoding, withoutPathParameters } from './path-encoding.js';
 import type { AllowRule, Decision, Policy, RequestFacts } from './types.js';
 
 interface CompiledRule {
@@ -44,10 +45,14 @@ export function decide(policy: Policy, facts: RequestFacts): Decision {
   let firstOnHost: AllowRule | undefined;
   let firstOnPort: AllowRule | undefined;
   let methodOnly: AllowRule | undefined;
+  /** Why methodOnly refused the path when it is not a plain mismatch (an ambiguous spelling). */
+  let ambiguousBecause: string | undefined;
   // HTTP methods are case-sensitive (RFC 9110 9.1) and rule methods are upper-case, so "get"
   // does not pass a GET-only rule: the upstream might not treat it as GET.
   const method = facts.method ?? '';
   const path = facts.path;
+  // Judged once, when the first rule with paths: is reached (undefined: not yet).
+  let ambiguity: string | null | undefined;
   for (const { rule, paths } of compile(policy)) {
     if (!matchHostPattern(rule.host, host)) continue;
     firstOnHost ??= rule;
@@ -58,9 +63,22 @@ export function decide(policy: Policy, facts: RequestFacts): Decision {
       return allow(rule, `${host}:${port} allowed by ${rule.label}`);
     }
     if (rule.methods !== null && !rule.methods.includes(method)) continue;
-    // A rule with paths cannot pass a request whose path is unknown.
-    if (paths === null || (path !== undefined && paths.some((matches) => matches(path)))) {
+    if (paths === null) {
       return allow(rule, `${describeRequest(method, path)} on ${host} allowed by ${rule.label}`);
+    }
+    // A rule with paths cannot pass a request whose path is unknown, or one whose path servers
+    // may read as another path than the one matched.
+    if (path !== undefined) {
+      if (ambiguity === undefined) ambiguity = ambiguousPathEncoding(facts.rawPath ?? path);
+      if (ambiguity !== null) {
+        if (!methodOnly) ambiguousBecause = ambiguity;
+      } else if (paths.some((matches) => matches(path))) {
+        const bare = path.includes(';') ? withoutPathParameters(path) : path;
+        if (bare === path || paths.some((matches) => matches(bare))) {
+          return allow(rule, `${describeRequest(method, path)} on ${host} allowed by ${rule.label}`);
+        }
+        if (!methodOnly) ambiguousBecause = `";" parameters, which Tomcat and Spring drop, reading it as ${bare}`;
+      }
     }
     methodOnly ??= rule;
   }
@@ -76,7 +94,17 @@ export function decide(policy: Policy, facts: RequestFacts): Decision {
   // more about what to change than the first rule's method list does.
   if (methodOnly) {
     const r = methodOnly;
-    return deny(r.label, 'path_not_allowed', `${describeRequest(method, path)} on ${host} is not allowed: ${r.label} allows paths ${(r.paths ?? []).join(', ')}`);
+    const allowed = (r.paths ?? []).join(', ');
+    if (ambiguousBecause) {
+      return deny(
+        r.label,
+        'path_not_allowed',
+        `${describeRequest(method, facts.rawPath ?? path)} on ${host} is not allowed: its path has an ambiguous encoding, ${ambiguousBecause}; ` +
+          `servers decode such paths differently, so ${r.label} (paths ${allowed}) cannot vouch for the path the server would serve. ` +
+          `Send the path without that encoding, or ask the operator for a rule without paths: for ${host}.`,
+      );
+    }
+    return deny(r.label, 'path_not_allowed', `${describeRequest(method, path)} on ${host} is not allowed: ${r.label} allows paths ${allowed}`);
   }
   const r = firstOnPort;
   return deny(r.label, 'method_not_allowed', `${describeRequest(method, path)} on ${host} is not allowed: ${r.label} allows methods ${(r.methods ?? []).join(', ')}`);

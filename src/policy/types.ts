@@ -72,6 +72,11 @@ export interface RequestFacts {
   readonly method?: string;
   /** Path without query, dot segments already resolved. */
   readonly path?: string;
+  /**
+   * The path as the client sent it (no query). A rule with paths: refuses it when servers could
+   * read it differently (encoded slashes, "..;", double encoding, ...); absent: `path` is judged.
+   */
+  readonly rawPath?: string;
 }
 
 export type DenyReason =

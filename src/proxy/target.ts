@@ -62,6 +62,8 @@ const PLAIN_PATH = /^\/[A-Za-z0-9\-_~!$&'()*+,;=:@%/]*$/;
 export interface NormalisedPath {
   /** Path without query, dot segments resolved: what rules are matched against. */
   readonly path: string;
+  /** Path without query as the client sent it: what ambiguous encodings are judged on. */
+  readonly raw: string;
   /** What is sent upstream: the same path plus the query. */
   readonly forward: string;
 }
@@ -77,11 +79,11 @@ export function normalisePath(pathWithQuery: string): NormalisedPath | null {
   const rawPath = q === -1 ? pathWithQuery : pathWithQuery.slice(0, q);
   const query = q === -1 ? '' : pathWithQuery.slice(q);
   if (PLAIN_PATH.test(rawPath) && !rawPath.includes('/.') && !/%2e/i.test(rawPath)) {
-    return { path: rawPath, forward: pathWithQuery };
+    return { path: rawPath, raw: rawPath, forward: pathWithQuery };
   }
   try {
     const url = new URL(rawPath, 'http://airlock.invalid');
-    return { path: url.pathname, forward: url.pathname + query };
+    return { path: url.pathname, raw: rawPath, forward: url.pathname + query };
   } catch {
     return null;
   }
