@@ -1,11 +1,13 @@
-// Finding 8: walking out of a path rule with encodings the upstream decodes differently:
-//   /v1/..;/admin, /v1/..%2fadmin, %252e%252e, overlong UTF-8 ... against `paths: ["/v1/*"]`
+// Findings 8 and 9: walking out of a path rule with encodings the upstream decodes differently, and
+// getting past a method rule with a method override the upstream honours.
+//   8. /v1/..;/admin, /v1/..%2fadmin, %252e%252e, overlong UTF-8 ... against `paths: ["/v1/*"]`
+//   9. X-HTTP-Method-Override / X-HTTP-Method / X-Method-Override / ?_method= against `methods:`
 // Every attack is sent as raw bytes three ways: inside a CONNECT+TLS tunnel on the fast path,
 // inside the tunnel through Node's parser (a chunked body sends it there), and as a plain-HTTP
 // absolute URI. The upstreams are real servers on loopback that record every request they get:
 // an attack must be answered 403 with the right reason, reach no upstream, and be audited.
-// The user's side is checked too: ordinary encoded paths, and rules without paths: (which forward
-// such requests unchanged).
+// The user's side is checked too: ordinary encoded paths, overrides to allowed methods, and rules
+// without paths:/methods: (which forward such requests unchanged).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestPki, rmTmp, runProcess, startHttpUpstream, startHttpsUpstream } from '../helpers/servers.js';
 import type { AirlockHandle, TestPki, TestUpstream } from '../helpers/servers.js';
@@ -20,9 +22,15 @@ allow:
   - host: paths.test        # allow[0]
     paths: ["/v1/*", "/files/*.txt"]
   - host: open.test         # allow[1]
+  - host: getonly.test      # allow[2]
+    methods: [GET]
+  - host: patch.test        # allow[3]
+    methods: [POST, PATCH]
 `;
-const NAMES = ['paths.test', 'open.test'];
+const NAMES = ['paths.test', 'open.test', 'getonly.test', 'patch.test'];
 const PATHS_RULE = 'allow[0] paths.test';
+const GET_RULE = 'allow[2] getonly.test';
+const PATCH_RULE = 'allow[3] patch.test';
 
 let pki: TestPki;
 let tlsUp: TestUpstream;
@@ -245,6 +253,78 @@ describe('8, user side: ordinary paths still pass', () => {
     const r = await curl(['https://paths.test/v1/caf%C3%A9?__curl_ok__']);
     expect(r.status).toBe(200);
     expect(received('__curl_ok__').map((x) => x.url)).toEqual(['/v1/caf%C3%A9?__curl_ok__']);
+  });
+});
+
+// ---------------------------------------------------------------- 9: method overrides
+
+const OVERRIDE_ATTACKS: readonly { name: string; host: string; rule: string; method: string; path: string; headers: string[]; names: RegExp }[] = [
+  { name: 'X-HTTP-Method-Override: DELETE on GET-only', host: 'getonly.test', rule: GET_RULE, method: 'GET', path: '/x', headers: ['X-HTTP-Method-Override: DELETE'], names: /X-HTTP-Method-Override.*DELETE/ },
+  { name: 'x-http-method: PUT (any case)', host: 'getonly.test', rule: GET_RULE, method: 'GET', path: '/x', headers: ['x-http-method: PUT'], names: /x-http-method.*PUT/i },
+  { name: 'X-METHOD-OVERRIDE: delete (value upper-cased as frameworks do)', host: 'getonly.test', rule: GET_RULE, method: 'GET', path: '/x', headers: ['X-METHOD-OVERRIDE: delete'], names: /X-METHOD-OVERRIDE.*DELETE/i },
+  { name: 'X_HTTP_METHOD_OVERRIDE: DELETE (CGI-style servers read it as the dashed name)', host: 'getonly.test', rule: GET_RULE, method: 'GET', path: '/x', headers: ['X_HTTP_METHOD_OVERRIDE: DELETE'], names: /X_HTTP_METHOD_OVERRIDE.*DELETE/ },
+  { name: '?_method=DELETE', host: 'getonly.test', rule: GET_RULE, method: 'GET', path: '/x?_method=DELETE', headers: [], names: /_method.*DELETE/ },
+  { name: '?%5Fmethod=delete (encoded name)', host: 'getonly.test', rule: GET_RULE, method: 'GET', path: '/x?a=1&%5Fmethod=delete', headers: [], names: /_method.*DELETE/ },
+  { name: '?_method=%44ELETE (encoded value)', host: 'getonly.test', rule: GET_RULE, method: 'GET', path: '/x?_method=%44ELETE', headers: [], names: /_method.*DELETE/ },
+  { name: '?_method=GET&_method=DELETE (a repeat)', host: 'getonly.test', rule: GET_RULE, method: 'GET', path: '/x?_method=GET&_method=DELETE', headers: [], names: /_method.*DELETE/ },
+  { name: 'POST with ?_method=DELETE on POST/PATCH', host: 'patch.test', rule: PATCH_RULE, method: 'POST', path: '/x?_method=DELETE', headers: [], names: /_method.*DELETE/ },
+  { name: 'one allowed and one refused override', host: 'patch.test', rule: PATCH_RULE, method: 'POST', path: '/x', headers: ['X-HTTP-Method-Override: PATCH', 'X-HTTP-Method: DELETE'], names: /X-HTTP-Method\b.*DELETE/ },
+];
+
+describe('9: a methods: rule refuses overrides to other methods', () => {
+  const cases = OVERRIDE_ATTACKS.flatMap((attack) => CHANNELS.map((channel) => ({ ...attack, channel })));
+  it.each(cases)('[$channel] $name → 403 method_not_allowed, not forwarded, audited', async (c) => {
+    await expectRefused(c.channel, c.host, c.method, c.path, c.headers, { reason: 'method_not_allowed', rule: c.rule, message: c.names });
+  });
+
+  it('the same override on both tunnel readers: the fast path and Node’s parser', async () => {
+    const headers = ['X-HTTP-Method-Override: DELETE'];
+    expect(onFastPath(requestBytes('tunnel', 'getonly.test', 'GET', '/x', headers).head)).toBe(true);
+    expect(onFastPath(requestBytes('tunnel-node', 'getonly.test', 'GET', '/x', headers).head)).toBe(false);
+    for (const channel of ['tunnel', 'tunnel-node'] as const) {
+      await expectRefused(channel, 'getonly.test', 'GET', '/x', headers, { reason: 'method_not_allowed', rule: GET_RULE, message: /X-HTTP-Method-Override.*DELETE/ });
+    }
+  });
+
+  it('curl -H "X-HTTP-Method-Override: DELETE" over plain HTTP and CONNECT: 403 method_not_allowed', async () => {
+    for (const url of ['http://getonly.test/x?__curl_m1__', 'https://getonly.test/x?__curl_m2__']) {
+      const r = await curl(['-H', 'X-HTTP-Method-Override: DELETE', url]);
+      expect(r.status, url).toBe(403);
+      expect(JSON.parse(r.body), url).toMatchObject({ reason: 'method_not_allowed', rule: GET_RULE });
+      expect(JSON.parse(r.body).message, url).toMatch(/X-HTTP-Method-Override.*DELETE/);
+    }
+    expect(received('__curl_m')).toEqual([]);
+  });
+});
+
+describe('9, user side: overrides to allowed methods, and rules without methods:', () => {
+  it('POST with X-HTTP-Method-Override: PATCH (allowed) passes with the header intact', async () => {
+    for (const channel of CHANNELS) {
+      const { got } = await expectForwarded(channel, 'patch.test', 'POST', '/x', ['X-HTTP-Method-Override: PATCH']);
+      expect(got.method).toBe('POST');
+      expect(got.headers['x-http-method-override']).toBe('PATCH');
+    }
+  });
+
+  it('POST ?_method=patch and GET with an override to GET pass', async () => {
+    for (const channel of CHANNELS) {
+      await expectForwarded(channel, 'patch.test', 'POST', '/x?_method=patch');
+      await expectForwarded(channel, 'getonly.test', 'GET', '/x', ['X-HTTP-Method-Override: GET']);
+      await expectForwarded(channel, 'getonly.test', 'GET', '/x?_method=GET&method=DELETE&x_method=DELETE');
+    }
+  });
+
+  it('a rule without methods: forwards every override unchanged', async () => {
+    for (const attack of OVERRIDE_ATTACKS) {
+      for (const channel of CHANNELS) {
+        const { sent, got } = await expectForwarded(channel, 'open.test', attack.method, attack.path, attack.headers);
+        expect(got.url).toBe(sent);
+        for (const header of attack.headers) {
+          const [name, value] = header.split(': ') as [string, string];
+          expect(got.headers[name.toLowerCase()]).toBe(value);
+        }
+      }
+    }
   });
 });
 
