@@ -7,7 +7,8 @@
 
 import { compilePathGlob, type PathMatcher } from './glob.js';
 import { matchHostPattern } from './hosts.js';
-import type { AllowRule, Decision, Policy, RequestFacts } from './types.js';
+import { ambiguousPathEncoding, withoutPathParameters } from './path-encoding.js';
+import type { AllowRule, Decision, MethodOverride, Policy, RequestFacts } from './types.js';
 
 interface CompiledRule {
   readonly rule: AllowRule;
@@ -44,10 +45,16 @@ export function decide(policy: Policy, facts: RequestFacts): Decision {
   let firstOnHost: AllowRule | undefined;
   let firstOnPort: AllowRule | undefined;
   let methodOnly: AllowRule | undefined;
+  /** Why methodOnly refused the path when it is not a plain mismatch (an ambiguous spelling). */
+  let ambiguousBecause: string | undefined;
+  let overridden: { rule: AllowRule; override: MethodOverride } | undefined;
   // HTTP methods are case-sensitive (RFC 9110 9.1) and rule methods are upper-case, so "get"
   // does not pass a GET-only rule: the upstream might not treat it as GET.
   const method = facts.method ?? '';
   const path = facts.path;
+  const overrides = facts.methodOverrides ?? NO_OVERRIDES;
+  // Judged once, when the first rule with paths: is reached (undefined: not yet).
+  let ambiguity: string | null | undefined;
   for (const { rule, paths } of compile(policy)) {
     if (!matchHostPattern(rule.host, host)) continue;
     firstOnHost ??= rule;
@@ -57,10 +64,31 @@ export function decide(policy: Policy, facts: RequestFacts): Decision {
       // Method and path are not known until the tunnel is opened; they are checked per request.
       return allow(rule, `${host}:${port} allowed by ${rule.label}`);
     }
-    if (rule.methods !== null && !rule.methods.includes(method)) continue;
-    // A rule with paths cannot pass a request whose path is unknown.
-    if (paths === null || (path !== undefined && paths.some((matches) => matches(path)))) {
+    if (rule.methods !== null) {
+      if (!rule.methods.includes(method)) continue;
+      // Servers that honour an override run the request as that method: the rule must allow it too.
+      const refused = refusedOverride(rule.methods, overrides);
+      if (refused) {
+        overridden ??= { rule, override: refused };
+        continue;
+      }
+    }
+    if (paths === null) {
       return allow(rule, `${describeRequest(method, path)} on ${host} allowed by ${rule.label}`);
+    }
+    // A rule with paths cannot pass a request whose path is unknown, or one whose path servers
+    // may read as another path than the one matched.
+    if (path !== undefined) {
+      if (ambiguity === undefined) ambiguity = ambiguousPathEncoding(facts.rawPath ?? path);
+      if (ambiguity !== null) {
+        if (!methodOnly) ambiguousBecause = ambiguity;
+      } else if (paths.some((matches) => matches(path))) {
+        const bare = path.includes(';') ? withoutPathParameters(path) : path;
+        if (bare === path || paths.some((matches) => matches(bare))) {
+          return allow(rule, `${describeRequest(method, path)} on ${host} allowed by ${rule.label}`);
+        }
+        if (!methodOnly) ambiguousBecause = `";" parameters, which Tomcat and Spring drop, reading it as ${bare}`;
+      }
     }
     methodOnly ??= rule;
   }
@@ -76,10 +104,43 @@ export function decide(policy: Policy, facts: RequestFacts): Decision {
   // more about what to change than the first rule's method list does.
   if (methodOnly) {
     const r = methodOnly;
-    return deny(r.label, 'path_not_allowed', `${describeRequest(method, path)} on ${host} is not allowed: ${r.label} allows paths ${(r.paths ?? []).join(', ')}`);
+    const allowed = (r.paths ?? []).join(', ');
+    if (ambiguousBecause) {
+      return deny(
+        r.label,
+        'path_not_allowed',
+        `${describeRequest(method, facts.rawPath ?? path)} on ${host} is not allowed: its path has an ambiguous encoding, ${ambiguousBecause}; ` +
+          `servers decode such paths differently, so ${r.label} (paths ${allowed}) cannot vouch for the path the server would serve. ` +
+          `Send the path without that encoding, or ask the operator for a rule without paths: for ${host}.`,
+      );
+    }
+    return deny(r.label, 'path_not_allowed', `${describeRequest(method, path)} on ${host} is not allowed: ${r.label} allows paths ${allowed}`);
+  }
+  if (overridden) {
+    const { rule: r, override } = overridden;
+    return deny(
+      r.label,
+      'method_not_allowed',
+      `${describeRequest(method, path)} on ${host} is not allowed: ${override.via} asks the server to treat it as ${quoteMethod(override.method)}, ` +
+        `and ${r.label} allows methods ${(r.methods ?? []).join(', ')}. Leave the override out, or ask the operator to allow ${quoteMethod(override.method)}.`,
+    );
   }
   const r = firstOnPort;
   return deny(r.label, 'method_not_allowed', `${describeRequest(method, path)} on ${host} is not allowed: ${r.label} allows methods ${(r.methods ?? []).join(', ')}`);
+}
+
+const NO_OVERRIDES: readonly MethodOverride[] = [];
+
+/** The first override whose method `methods` does not include. */
+function refusedOverride(methods: readonly string[], overrides: readonly MethodOverride[]): MethodOverride | undefined {
+  for (const o of overrides) if (!methods.includes(o.method)) return o;
+  return undefined;
+}
+
+/** An override's method for a message: the client chose it, so it is cut short and quoted when odd. */
+function quoteMethod(method: string): string {
+  if (/^[A-Z]{1,20}$/.test(method)) return method;
+  return JSON.stringify(method.length > 40 ? `${method.slice(0, 40)}...` : method);
 }
 
 function describeRequest(method: string, path: string | undefined): string {

@@ -78,6 +78,21 @@ export interface RequestFacts {
   readonly method?: string;
   /** Path without query, dot segments already resolved. */
   readonly path?: string;
+  /**
+   * The path as the client sent it (no query). A rule with paths: refuses it when servers could
+   * read it differently (encoded slashes, "..;", double encoding, ...); absent: `path` is judged.
+   */
+  readonly rawPath?: string;
+  /** What the request asks the server to treat it as instead of `method`; a rule with methods: must allow each. */
+  readonly methodOverrides?: readonly MethodOverride[];
+}
+
+/** A method override: X-HTTP-Method-Override and its kin, or the `_method` query parameter. */
+export interface MethodOverride {
+  /** Where it was found, for messages: "header X-HTTP-Method-Override", "query parameter _method". */
+  readonly via: string;
+  /** The method asked for, upper-cased as the frameworks that honour overrides do. */
+  readonly method: string;
 }
 
 export type DenyReason =

@@ -11,7 +11,7 @@ import type { BodySink } from './http1-client.js';
 import type { ChunkScrubber, Replacement } from '../credentials/replace-stream.js';
 import type { Upstream } from './upstream.js';
 import type { TunnelContext } from './server.js';
-import { normalisePath, parseAbsoluteUri, parseAuthority } from './target.js';
+import { methodOverrides, normalisePath, parseAbsoluteUri, parseAuthority } from './target.js';
 import type { Authority } from './target.js';
 import { denyBody } from './responses.js';
 import type { DenyInfo } from './responses.js';
@@ -74,6 +74,8 @@ export interface Refusal {
 export interface CheckedTarget extends Authority {
   /** Path (no query, dot segments resolved) that rules saw. */
   readonly path: string;
+  /** The path (no query) as the client sent it. */
+  readonly rawPath: string;
   /** Path and query sent upstream: the one that was checked. */
   readonly forward: string;
 }
@@ -139,7 +141,7 @@ export function checkTarget(x: Exchange): CheckedTarget | Refusal {
   }
   const path = normalisePath(pathWithQuery);
   if (!path) return refusal(400, 'bad_request', 'Airlock: malformed request path.');
-  return { host: authority.host, port: authority.port, path: path.path, forward: path.forward };
+  return { host: authority.host, port: authority.port, path: path.path, rawPath: path.raw, forward: path.forward };
 }
 
 /** Decides a request; returns the target and decision, or a refusal to send. */
@@ -166,8 +168,13 @@ export function admit(
     port: target.port,
     method: x.req.method ?? 'GET',
     path: target.path,
+    rawPath: target.rawPath,
+    methodOverrides: methodOverrides(x.req.rawHeaders, target.forward),
   });
   if (decision.action === 'deny') {
+    // Audit a refused path as it was asked for (the query is the same either way): "/v1/a/%2e%2e/b"
+    // says more about the attempt than the "/v1/b" it resolves to.
+    record.target(target.host, target.port, target.rawPath + target.forward.slice(target.path.length));
     return { refusal: refusal(403, decision.reason, decision.message), decision };
   }
   return { target, decision };
