@@ -79,7 +79,12 @@ export function decide(policy: Policy, facts: RequestFacts): Decision {
     // A rule with paths cannot pass a request whose path is unknown, or one whose path servers
     // may read as another path than the one matched.
     if (path !== undefined) {
-      if (ambiguity === undefined) ambiguity = ambiguousPathEncoding(facts.rawPath ?? path);
+      if (ambiguity === undefined) {
+        const header = facts.pathOverrides?.[0];
+        ambiguity = header
+          ? `header ${header}, which some servers (IIS URL Rewrite, older Symfony and Zend) serve instead of the request's path`
+          : ambiguousPathEncoding(facts.rawPath ?? path);
+      }
       if (ambiguity !== null) {
         if (!methodOnly) ambiguousBecause = ambiguity;
       } else if (paths.some((matches) => matches(path))) {
@@ -109,8 +114,8 @@ export function decide(policy: Policy, facts: RequestFacts): Decision {
       return deny(
         r.label,
         'path_not_allowed',
-        `${describeRequest(method, facts.rawPath ?? path)} on ${host} is not allowed: its path has an ambiguous encoding, ${ambiguousBecause}; ` +
-          `servers decode such paths differently, so ${r.label} (paths ${allowed}) cannot vouch for the path the server would serve. ` +
+        `${describeRequest(method, facts.rawPath ?? path)} on ${host} is not allowed: its path is ambiguous (an ambiguous encoding or a path override), ${ambiguousBecause}; ` +
+          `servers read such requests differently, so ${r.label} (paths ${allowed}) cannot vouch for the path the server would serve. ` +
           `Send the path without that encoding, or ask the operator for a rule without paths: for ${host}.`,
       );
     }

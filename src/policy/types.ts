@@ -85,6 +85,11 @@ export interface RequestFacts {
   readonly rawPath?: string;
   /** What the request asks the server to treat it as instead of `method`; a rule with methods: must allow each. */
   readonly methodOverrides?: readonly MethodOverride[];
+  /**
+   * Names of headers that ask the server to serve another path than the request's (X-Original-URL,
+   * X-Rewrite-URL); a rule with paths: refuses a request that carries one.
+   */
+  readonly pathOverrides?: readonly string[];
 }
 
 /** A method override: X-HTTP-Method-Override and its kin, or the `_method` query parameter. */

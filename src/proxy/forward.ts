@@ -11,7 +11,7 @@ import type { BodySink } from './http1-client.js';
 import type { ChunkScrubber, Replacement } from '../credentials/replace-stream.js';
 import type { Upstream } from './upstream.js';
 import type { TunnelContext } from './server.js';
-import { methodOverrides, normalisePath, parseAbsoluteUri, parseAuthority } from './target.js';
+import { methodOverrides, normalisePath, pathOverrides, parseAbsoluteUri, parseAuthority } from './target.js';
 import type { Authority } from './target.js';
 import { denyBody } from './responses.js';
 import type { DenyInfo } from './responses.js';
@@ -170,6 +170,7 @@ export function admit(
     path: target.path,
     rawPath: target.rawPath,
     methodOverrides: methodOverrides(x.req.rawHeaders, target.forward),
+    pathOverrides: pathOverrides(x.req.rawHeaders),
   });
   if (decision.action === 'deny') {
     // Audit a refused path as it was asked for (the query is the same either way): "/v1/a/%2e%2e/b"

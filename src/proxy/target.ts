@@ -128,6 +128,22 @@ export function methodOverrides(rawHeaders: readonly string[], pathWithQuery: st
 }
 
 const NONE: readonly MethodOverride[] = [];
+
+const PATH_OVERRIDE_HEADERS = new Set(['x-original-url', 'x-rewrite-url']);
+
+/** Names of the headers a request carries that some servers serve instead of its path. */
+export function pathOverrides(rawHeaders: readonly string[]): readonly string[] {
+  let found: string[] | undefined;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!;
+    // Both names are 13 or 14 characters and start with "x-": most headers stop here.
+    if ((name.length !== 13 && name.length !== 14) || (name.charCodeAt(0) | 0x20) !== 0x78) continue;
+    if (PATH_OVERRIDE_HEADERS.has(name.toLowerCase().replace(/_/g, '-'))) (found ??= []).push(name);
+  }
+  return found ?? NO_NAMES;
+}
+
+const NO_NAMES: readonly string[] = [];
 const MAY_NAME_METHOD = /method|%/i;
 
 /**

@@ -209,6 +209,12 @@ describe('8: a paths: rule refuses paths that servers decode differently', () =>
     }
   });
 
+  it.each(CHANNELS)('[%s] a path override header (X-Original-URL, X-Rewrite-URL) on a paths: rule → 403, not forwarded', async (channel) => {
+    for (const header of ['X-Original-URL: /admin', 'x-rewrite-url: /admin']) {
+      await expectRefused(channel, 'paths.test', 'GET', '/v1/ok', [header], { reason: 'path_not_allowed', rule: PATHS_RULE, message: AMBIGUOUS });
+    }
+  });
+
   it('a WebSocket upgrade with an ambiguous path → 403 path_not_allowed, audited', async () => {
     const { target, tag } = tagged('/v1/..;/admin');
     const r = await send(proxy, upgradeHead(`http://paths.test${target}`, 'paths.test', proxy.auth));
