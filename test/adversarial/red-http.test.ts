@@ -26,6 +26,9 @@ const NL_PLACEHOLDER = 'airlock-multiline-placeholder-0000000';
 // Two otherwise identical credentials whose secrets differ only in length.
 const SHORT_SECRET = 'ghs_Short0123456789';
 const LONG_SECRET = 'ghs_LongerSecret0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOP';
+// A secret pasted with a trailing blank (environment variables keep it).
+const SPACED_SECRET = 'sk-SpacedRealSecret0123456789abcdef ';
+const SPACED_PLACEHOLDER = 'airlock-spaced-placeholder-0000000000';
 
 const POLICY = `version: 1
 name: red-http
@@ -35,6 +38,7 @@ allow:
   - host: lines.example
   - host: short.example
   - host: long.example
+  - host: space.example
 credentials:
   - name: acct
     env: [ACCOUNT_SID]
@@ -69,6 +73,13 @@ credentials:
     placeholder: airlock-long-placeholder-00000
     secret: { env: X }
     hosts: [long.example]
+  - name: spaced
+    env: [SPACED]
+    placeholder: ${SPACED_PLACEHOLDER}
+    secret: { env: X }
+    hosts: [space.example]
+    in: [header]
+    headers: [x-api-key]
 `;
 
 function fixed(value: string): SecretHandle {
@@ -110,7 +121,7 @@ describe('HTTP read-back through corners of the swap and the scrubber', () => {
         }
       });
     };
-    const names = ['api.twilio.example', 'latin.example', 'lines.example', 'short.example', 'long.example'];
+    const names = ['api.twilio.example', 'latin.example', 'lines.example', 'short.example', 'long.example', 'space.example'];
     upstream = await startHttpsUpstream({ pki, names, handler });
     airlock = await startAirlock({
       policy: POLICY,
@@ -126,6 +137,7 @@ describe('HTTP read-back through corners of the swap and the scrubber', () => {
             ['lines', fixed(NL_SECRET)],
             ['short', fixed(SHORT_SECRET)],
             ['long', fixed(LONG_SECRET)],
+            ['spaced', fixed(SPACED_SECRET)],
           ]),
         ),
     });
@@ -195,5 +207,11 @@ describe('HTTP read-back through corners of the swap and the scrubber', () => {
     const heldLong = await before('https://long.example/slow');
     // The window held back is the longest form of the secret plus two: it reads out its length.
     expect({ heldShort, heldLong }).toEqual({ heldShort: heldLong, heldLong });
+  });
+
+  it('a secret with a trailing blank, echoed as HTTP trims it, is still scrubbed', async () => {
+    const r = await get('https://space.example/echo-headers', { 'X-Api-Key': SPACED_PLACEHOLDER });
+    expect(upstream.requests.at(-1)?.headers['x-api-key']).toBe(SPACED_SECRET.trim());
+    expect(secretLeaks(r.head + r.body.toString('utf8'), SPACED_SECRET.trim(), 8)).toEqual([]);
   });
 });
