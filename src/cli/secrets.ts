@@ -7,6 +7,7 @@ import type { CredentialBroker } from '../credentials/broker.js';
 import { NO_CREDENTIALS } from '../credentials/broker.js';
 import { SessionBroker } from '../credentials/session-broker.js';
 import type { SecretHandle } from '../credentials/session-broker.js';
+import { secretValueProblem } from '../credentials/secret-forms.js';
 import { UsageError } from './config.js';
 
 const KEEP_KNOWN = 8;
@@ -35,6 +36,8 @@ function envSecret(spec: CredentialSpec, name: string, env: NodeJS.ProcessEnv): 
   if (!value) {
     throw new UsageError(`credential "${spec.name}": its secret comes from the environment variable ${name}, which is not set. Export it before starting airlock.`);
   }
+  const problem = secretValueProblem(value.trim());
+  if (problem) throw new UsageError(`credential "${spec.name}": the secret in ${name} ${problem}. Set it to the token alone.`);
   const known = new KnownValues();
   known.add(value);
   return { current: async () => value, known: () => known.list() };
@@ -58,6 +61,8 @@ function fileSecret(spec: CredentialSpec, path: string): SecretHandle {
     const next = `${st.ino}:${st.size}:${st.mtimeMs}`;
     if (next !== stamp) {
       const fresh = clean(readFileSync(path, 'utf8'));
+      const problem = fresh ? secretValueProblem(fresh.trim()) : null;
+      if (problem && atStart) throw new UsageError(`credential "${spec.name}": the secret in ${path} ${problem}. The file must hold the token alone (one line).`);
       if (!fresh) {
         const message = `credential "${spec.name}": secret file ${path} is empty`;
         if (atStart) throw new UsageError(message);

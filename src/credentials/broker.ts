@@ -49,10 +49,11 @@ export interface ResponseScrub {
    */
   readonly scrubWhole: ((body: Buffer) => Buffer) | null;
   /**
-   * Scrubs two consecutive messages (WebSocket) as one text, returning each one's part, so a
-   * secret split between them is found; null when the body must be decoded first.
+   * Scrubs consecutive messages (WebSocket) as one text, returning each one's part, so a secret
+   * split between them is found (see Replacer.replaceAcross); null when the body must be decoded
+   * first.
    */
-  readonly scrubAcross: ((first: Buffer, second: Buffer) => [Buffer, Buffer]) | null;
+  readonly scrubAcross: ((parts: readonly Buffer[], found?: { part: number; end: number }[]) => Buffer[]) | null;
   /** Set when the body cannot be scrubbed (an encoding the proxy cannot decode): refuse it. */
   readonly refuse?: string;
 }

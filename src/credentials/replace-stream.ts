@@ -28,6 +28,12 @@ export interface ChunkScrubber {
 
 /** Unterminated lines longer than this are released except for the last `window` bytes. */
 export const LINE_CAP = 16 * 1024;
+/**
+ * The window kept of an over-long line (and of WebSocket messages): fixed, so how much is held
+ * does not give away a secret's length; only a form longer than this (a secret of several KiB)
+ * widens it.
+ */
+export const HOLD_WINDOW = 4096;
 const NEWLINE = 0x0a;
 const EMPTY = Buffer.alloc(0);
 
@@ -41,8 +47,8 @@ B64_ALPHABET.forEach((c, i) => (B64_VALUE[c] = i));
  */
 export class Replacer implements ChunkScrubber {
   private carry: Buffer = EMPTY;
-  /** Bytes kept from an over-long line: the longest needle plus its two edge characters. */
-  private readonly window: number;
+  /** Bytes kept from an over-long line: room for the longest needle and its two edge characters. */
+  readonly window: number;
   private replacedAny = false;
   private seen = 0;
 
@@ -56,7 +62,7 @@ export class Replacer implements ChunkScrubber {
     private readonly onReplace: () => void = () => {},
     private readonly limit = Infinity,
   ) {
-    this.window = Math.max(0, ...replacements.map((r) => r.find.length)) + 2;
+    this.window = Math.max(HOLD_WINDOW, Math.max(0, ...replacements.map((r) => r.find.length)) + 2);
   }
 
   push(chunk: Buffer): Buffer[] {
@@ -119,26 +125,41 @@ export class Replacer implements ChunkScrubber {
   }
 
   /**
-   * Scrubs two messages as one text and splits the result where they met, so a needle split
-   * between them is found; its replacement goes into the first, whatever of it was in the
-   * second is dropped from there.
+   * Scrubs consecutive messages as one text and splits the result where they met, so a needle
+   * split between them is found; its replacement goes into the message where it started, and
+   * whatever of it was in later messages is dropped from there. `found`, when given, gets each
+   * needle replaced: the message it started in and where it ended (an offset in all of them).
    */
-  replaceAcross(first: Buffer, second: Buffer): [Buffer, Buffer] {
+  replaceAcross(parts: readonly Buffer[], found?: { part: number; end: number }[]): Buffer[] {
+    const ends: number[] = [];
+    let total = 0;
+    for (const part of parts) ends.push((total += part.length));
+    const partOf = (at: number) => {
+      let i = 0;
+      while (i < ends.length - 1 && at >= ends[i]!) i++;
+      return i;
+    };
     const spans: Span[] = [];
-    const { out } = this.scan(Buffer.concat([first, second]), 0, first.length + second.length, Infinity, true, spans);
-    const a: Buffer[] = [];
-    const b: Buffer[] = [];
+    const { out } = this.scan(Buffer.concat(parts as Buffer[]), 0, total, Infinity, true, spans);
+    const result: Buffer[][] = parts.map(() => []);
     out.forEach((piece, i) => {
       const span = spans[i]!;
-      if (!span.copied) (span.start < first.length ? a : b).push(piece);
-      else if (span.end <= first.length) a.push(piece);
-      else if (span.start >= first.length) b.push(piece);
-      else {
-        a.push(piece.subarray(0, first.length - span.start));
-        b.push(piece.subarray(first.length - span.start));
+      if (!span.copied) {
+        const part = partOf(span.start);
+        result[part]!.push(piece);
+        found?.push({ part, end: span.end });
+        return;
+      }
+      // Input passed through: cut at every message boundary it crosses.
+      let at = span.start;
+      while (at < span.end) {
+        const part = partOf(at);
+        const upTo = Math.min(span.end, ends[part]!);
+        result[part]!.push(piece.subarray(at - span.start, upTo - span.start));
+        at = upTo;
       }
     });
-    return [Buffer.concat(a), Buffer.concat(b)];
+    return result.map((pieces) => Buffer.concat(pieces));
   }
 
   /**

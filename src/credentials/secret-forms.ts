@@ -51,6 +51,8 @@ export function secretForms(secret: string, placeholder: string, name: string, b
   };
   const raw = Buffer.from(secret, 'utf8');
   add(raw.toString('latin1'), placeholder);
+  // Header values go out as Latin-1: "ö" is one byte there, two in UTF-8.
+  if (/^[\x00-\xff]*$/.test(secret)) add(secret, placeholder);
   const pct = encodeURIComponent(secret);
   add(pct, encodeURIComponent(placeholder));
   add(pct.replace(/%[0-9A-F]{2}/g, (e) => e.toLowerCase()), encodeURIComponent(placeholder));
@@ -74,4 +76,24 @@ export function secretForms(secret: string, placeholder: string, name: string, b
     });
   }
   return [...forms.values()];
+}
+
+/**
+ * Why a secret value cannot be used, or null. A line end or other control character would let
+ * the scrubber (which holds back unfinished lines) pass on part of the secret, and cannot go in a
+ * header anyway.
+ */
+export function secretValueProblem(value: string): string | null {
+  if (value === '') return 'is empty';
+  // eslint-disable-next-line no-control-regex
+  if (/[\x00-\x1f\x7f]/.test(value)) return 'contains a line end or another control character';
+  return null;
+}
+
+/** The value the proxy uses: blanks around it dropped, as HTTP drops them around a header value. */
+export function usableSecret(credential: string, value: string): string {
+  const trimmed = value.trim();
+  const problem = secretValueProblem(trimmed);
+  if (problem) throw new Error(`credential "${credential}": its secret ${problem}; fix the secret source`);
+  return trimmed;
 }

@@ -9,7 +9,7 @@ import { matchHostPattern } from '../policy/index.js';
 import type { CredentialSpec } from '../policy/index.js';
 import type { CredentialBroker, OutgoingRequest, ResponseScrub, ResponseToScrub, SwapResult } from './broker.js';
 import { variablesHolding } from './copies.js';
-import { secretForms } from './secret-forms.js';
+import { secretForms, usableSecret } from './secret-forms.js';
 import { Replacer, ReplaceStream } from './replace-stream.js';
 import type { Replacement } from './replace-stream.js';
 
@@ -139,6 +139,9 @@ export class SessionBroker implements CredentialBroker {
     let bodyTransform: Duplex | null = null;
     const echoes: Replacement[] = [];
     const writable = () => (headers === request.headers ? (headers = [...headers]) : headers);
+    // Basic credentials as the session sent them, by header index: their echo is mapped back once
+    // every credential is in (two credentials may share one header, user and password).
+    const basicSent = new Map<number, string>();
 
     if (this.holdsSecrets(request.host)) {
       for (let i = headers.length - 2; i >= 0; i -= 2) {
@@ -173,9 +176,9 @@ export class SessionBroker implements CredentialBroker {
             const refused = headerRefusal(name);
             if (refused) throw new Misuse(c.spec.name, `header ${name} (basic)`, refused);
             if (allows('basic')) {
-              const swapped = Buffer.from(replaceWhole(decoded, c.placeholder, await c.secret.current()), 'utf8').toString('base64');
+              const swapped = Buffer.from(replaceWhole(decoded, c.placeholder, usableSecret(c.spec.name, await c.secret.current())), 'utf8').toString('base64');
+              if (!basicSent.has(i)) basicSent.set(i, value.slice(basic[0].length).trim());
               writable()[i] = `${value.slice(0, basic[0].length)}${swapped}`;
-              echoes.push({ find: Buffer.from(swapped), replace: Buffer.from(Buffer.from(decoded, 'utf8').toString('base64')) });
               used.add(c.spec.name);
             }
             continue;
@@ -185,7 +188,7 @@ export class SessionBroker implements CredentialBroker {
           const refused = headerRefusal(name);
           if (refused) throw new Misuse(c.spec.name, `header ${name}`, refused);
           if (allows('header')) {
-            writable()[i] = replaceWhole(value, c.placeholder, await c.secret.current());
+            writable()[i] = replaceWhole(value, c.placeholder, usableSecret(c.spec.name, await c.secret.current()));
             used.add(c.spec.name);
           }
         }
@@ -195,7 +198,7 @@ export class SessionBroker implements CredentialBroker {
       if (q !== -1 && occurrences(pathWithQuery.slice(q), c.placeholder).length > 0) {
         if (refusal) throw new Misuse(c.spec.name, 'query', refusal);
         if (allows('query')) {
-          const secret = encodeURIComponent(await c.secret.current());
+          const secret = encodeURIComponent(usableSecret(c.spec.name, await c.secret.current()));
           pathWithQuery = pathWithQuery.slice(0, q) + replaceWhole(pathWithQuery.slice(q), c.placeholder, secret);
           used.add(c.spec.name);
         }
@@ -204,7 +207,7 @@ export class SessionBroker implements CredentialBroker {
       if (!refusal && allows('body') && c.spec.body && request.contentType) {
         const type = request.contentType.split(';')[0]!.trim().toLowerCase();
         if (c.spec.body.types.includes(type)) {
-          const secret = await c.secret.current();
+          const secret = usableSecret(c.spec.name, await c.secret.current());
           const encoded = type === 'application/json' ? JSON.stringify(secret).slice(1, -1) : encodeURIComponent(secret);
           const replacement: Replacement = { find: Buffer.from(c.placeholder), replace: Buffer.from(encoded) };
           const name = c.spec.name;
@@ -214,6 +217,10 @@ export class SessionBroker implements CredentialBroker {
         }
       }
     }
+    for (const [i, sent] of basicSent) {
+      const value = headers[i]!;
+      echoes.push({ find: Buffer.from(value.slice(value.search(/\s/)).trim()), replace: Buffer.from(sent) });
+    }
     return { kind: 'forward', pathWithQuery, headers, used: [...used], bodyTransform, echoes };
   }
 
@@ -222,7 +229,9 @@ export class SessionBroker implements CredentialBroker {
     const out: Replacement[] = [];
     for (const c of this.bound) {
       if (!c.spec.hosts.some((p) => matchHostPattern(p, host))) continue;
-      for (const value of c.secret.known()) {
+      for (const known of c.secret.known()) {
+        const value = known.trim();
+        if (value === '') continue;
         const key = `${c.spec.name}\0${value}`;
         let forms = this.forms.get(key);
         if (!forms) {
@@ -277,7 +286,7 @@ export class SessionBroker implements CredentialBroker {
       return { ...none, refuse: `response from ${host} is ${encoding}-encoded, which the proxy cannot inspect for echoed secrets` };
     }
     const replacer = new Replacer(replacements, onScrub);
-    return { ...none, scrubChunks: replacer, scrubWhole: (body) => replacer.replaceWhole(body), scrubAcross: (a, b) => replacer.replaceAcross(a, b) };
+    return { ...none, scrubChunks: replacer, scrubWhole: (body) => replacer.replaceWhole(body), scrubAcross: (parts, found) => replacer.replaceAcross(parts, found) };
   }
 }
 

@@ -13,6 +13,10 @@ import { forwardRequestHeaders } from './headers.js';
 import { denyBody, endWith, rawResponse } from './responses.js';
 import { outcomeOf, RequestRecord } from './record.js';
 import { usageOf } from './usage.js';
+import { HOLD_WINDOW } from '../credentials/replace-stream.js';
+import type { SwapResult } from '../credentials/broker.js';
+
+type SwapEchoes = Extract<SwapResult, { kind: 'forward' }>['echoes'];
 
 const chosenProtocol = new WeakMap<http.IncomingMessage, string | false>();
 
@@ -81,18 +85,6 @@ export function relayWebSocket(deps: ForwardDeps, x: Exchange & { req: http.Inco
   }
   socket.once('close', () => usage.closeConnection());
   let detail: string | undefined;
-  // Messages from a host that may hold a secret are scrubbed like response bodies.
-  const scrub = session.credentials.empty
-    ? null
-    : session.credentials.scrubResponse({
-        host: target.host,
-        status: 101,
-        headers: {},
-        hasBody: true,
-        onScrub: () => {
-          detail = 'secret_scrubbed';
-        },
-      });
   const forwarded = forwardRequestHeaders(req.rawHeaders, req.headers.connection);
   const headers: string[] = [];
   for (let i = 0; i < forwarded.length; i += 2) {
@@ -102,6 +94,7 @@ export function relayWebSocket(deps: ForwardDeps, x: Exchange & { req: http.Inco
   const start = async () => {
     let finalHeaders = headers;
     let path = target.forward;
+    let echoes: SwapEchoes = [];
     if (!session.credentials.empty) {
       const swap = await session.credentials.swapRequest({
         scheme: x.scheme,
@@ -119,8 +112,23 @@ export function relayWebSocket(deps: ForwardDeps, x: Exchange & { req: http.Inco
       }
       finalHeaders = swap.headers;
       path = swap.pathWithQuery;
+      echoes = swap.echoes;
       record.usedCredentials(swap.used);
     }
+    // Messages from a host that may hold a secret are scrubbed like response bodies; built after
+    // the swap, so a value that rotated just now is among those scrubbed.
+    const scrub = session.credentials.empty
+      ? null
+      : session.credentials.scrubResponse({
+          host: target.host,
+          status: 101,
+          headers: {},
+          hasBody: true,
+          onScrub: () => {
+            detail = 'secret_scrubbed';
+          },
+          echoes,
+        });
     const endpoint = await deps.upstream.endpointFor(target.host, target.port);
     const secure = x.scheme === 'https';
     const hostInUrl = target.host.includes(':') ? `[${target.host}]` : target.host;
@@ -186,7 +194,7 @@ export function relayWebSocket(deps: ForwardDeps, x: Exchange & { req: http.Inco
           }
           forward(client, upstream, data, isBinary);
         });
-        const held = scrub?.scrubWhole && scrub.scrubAcross ? new HeldMessage(scrub.scrubWhole, scrub.scrubAcross, (data, isBinary) => forward(upstream, client, data, isBinary)) : null;
+        const held = scrub?.scrubAcross ? new HeldMessages(scrub.scrubAcross, (data, isBinary) => forward(upstream, client, data, isBinary)) : null;
         upstream.on('message', (data: RawData, isBinary) => {
           down += byteLength(data);
           if (held) held.message(toBuffer(data), isBinary);
@@ -194,8 +202,9 @@ export function relayWebSocket(deps: ForwardDeps, x: Exchange & { req: http.Inco
         });
         client.on('close', (code, reason) => upstream.close(sendableCode(code), reason));
         upstream.on('close', (code, reason) => {
-          held?.flush();
-          client.close(sendableCode(code), reason);
+          // A close reason can carry text too: scrubbed with whatever is still held.
+          const scrubbed = held ? held.close(reason) : reason;
+          client.close(sendableCode(code), scrubbed.length <= MAX_CLOSE_REASON ? scrubbed : undefined);
         });
         client.on('error', () => client.terminate());
         upstream.on('error', () => client.terminate());
@@ -218,53 +227,76 @@ export function relayWebSocket(deps: ForwardDeps, x: Exchange & { req: http.Inco
   });
 }
 
-// A message that ends in a character a secret (or its percent or base64 form) can hold waits
-// this long for the next one, so a secret split between two messages is caught whole.
+// A message that ends in a character a secret (or its percent or base64 form) can hold waits up
+// to this long for the next one, so a secret split between messages is caught whole.
 const HOLD_MS = 50;
 const TOKEN_END = /[A-Za-z0-9+/=_.~%:-]/;
+// Bytes a close frame may carry as its reason (RFC 6455 5.5: 125 minus the code).
+const MAX_CLOSE_REASON = 123;
 
 /**
- * Scrubs messages from a host that may hold a secret, across message boundaries. Which messages
- * wait depends only on their last character's class and on time, never on the secret, so what is
- * held reveals nothing about it (a held prefix of the secret would be a timing oracle).
+ * Scrubs messages from a host that may hold a secret, across message boundaries. While the last
+ * message ends in a token character, the messages that hold the last HOLD_WINDOW bytes wait (at
+ * most HOLD_MS) to be scrubbed together with what follows. Which messages wait depends only on
+ * their lengths, their last character's class and time, never on the secret, so what is held
+ * reveals nothing about it (holding a prefix of the secret would be a timing oracle).
  */
-class HeldMessage {
-  private pending: { data: Buffer; isBinary: boolean } | null = null;
+class HeldMessages {
+  /** Messages waiting, as received (less what a needle from a sent message already took). */
+  private held: { data: Buffer; isBinary: boolean }[] = [];
   private timer: NodeJS.Timeout | null = null;
 
   constructor(
-    private readonly whole: (data: Buffer) => Buffer,
-    private readonly across: (first: Buffer, second: Buffer) => [Buffer, Buffer],
+    private readonly across: (parts: readonly Buffer[], found?: { part: number; end: number }[]) => Buffer[],
     private readonly send: (data: Buffer, isBinary: boolean) => void,
   ) {}
 
   message(data: Buffer, isBinary: boolean): void {
-    let next = data;
-    if (this.pending) {
-      const [first, second] = this.across(this.pending.data, data);
-      this.send(first, this.pending.isBinary);
-      this.clear();
-      next = second;
+    const messages = [...this.held, { data, isBinary }];
+    const found: { part: number; end: number }[] = [];
+    const scrubbed = this.across(
+      messages.map((m) => m.data),
+      found,
+    );
+    // Keep the messages that reach into the last HOLD_WINDOW bytes, if the last one could end
+    // inside a secret; they are scrubbed again, as received, with what follows.
+    let keep = 0;
+    if (data.length > 0 && TOKEN_END.test(String.fromCharCode(data[data.length - 1]!))) {
+      for (let bytes = 0; keep < messages.length && bytes < HOLD_WINDOW; keep++) bytes += messages[messages.length - 1 - keep]!.data.length;
     }
-    if (next.length > 0 && TOKEN_END.test(String.fromCharCode(next[next.length - 1]!))) {
-      this.pending = { data: next, isBinary };
-      this.timer = setTimeout(() => this.flush(), HOLD_MS);
-    } else {
-      this.send(this.whole(next), isBinary);
-    }
+    const release = messages.length - keep;
+    for (let i = 0; i < release; i++) this.send(scrubbed[i]!, messages[i]!.isBinary);
+    // What a needle from a sent message took of the held ones was replaced there: drop it.
+    let taken = 0;
+    for (const n of found) if (n.part < release) taken = Math.max(taken, n.end);
+    let start = 0;
+    for (let i = 0; i < release; i++) start += messages[i]!.data.length;
+    this.held = messages.slice(release).map((m) => {
+      const cut = Math.min(m.data.length, Math.max(0, taken - start));
+      start += m.data.length;
+      return { data: m.data.subarray(cut), isBinary: m.isBinary };
+    });
+    if (this.held.length === 0) this.stop();
+    else this.timer ??= setTimeout(() => this.flush(), HOLD_MS);
   }
 
+  /** Sends what is held, scrubbed. */
   flush(): void {
-    if (!this.pending) return;
-    const { data, isBinary } = this.pending;
-    this.clear();
-    this.send(this.whole(data), isBinary);
+    this.close(Buffer.alloc(0));
   }
 
-  private clear(): void {
+  /** The connection closes: what is held goes out, and the close reason is scrubbed with it. */
+  close(reason: Buffer): Buffer {
+    const parts = this.across([...this.held.map((m) => m.data), reason]);
+    this.held.forEach((m, i) => this.send(parts[i]!, m.isBinary));
+    this.held = [];
+    this.stop();
+    return parts.at(-1)!;
+  }
+
+  private stop(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
-    this.pending = null;
   }
 }
 

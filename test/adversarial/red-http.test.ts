@@ -188,9 +188,12 @@ describe('HTTP read-back through corners of the swap and the scrubber', () => {
     expect(secretLeaks(r.body.toString('utf8'), LATIN_SECRET, 8)).toEqual([]);
   });
 
-  it('a secret holding a line end, echoed in a streamed body, does not get through in parts', async () => {
+  it('a secret holding a line end is never swapped in, so no streamed echo can hand it over in parts', async () => {
+    const before = upstream.requests.length;
     const r = await get(`https://lines.example/search?q=${NL_PLACEHOLDER}`);
-    expect(r.status).toBe(200);
+    // Refused as unusable (the proxy log says which credential); the upstream saw nothing.
+    expect(r.status).toBe(502);
+    expect(upstream.requests.length).toBe(before);
     expect(secretLeaks(r.body, NL_SECRET, 8)).toEqual([]);
   });
 

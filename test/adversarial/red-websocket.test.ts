@@ -15,7 +15,7 @@ import type { SecretHandle } from '../../src/credentials/session-broker.js';
 
 const SECRET = 'ghs_WsRedTeamSecret0123456789abcdefXYZ';
 const ROTATED = 'ghs_WsRotatedSecretAfterTtl987654321QRS';
-const PLACEHOLDER = 'ghp_airlockWsRedTeamPlaceholder00000000';
+const PLACEHOLDER = 'ghp_airlockWsProbePlaceholder0000000000';
 
 const POLICY = `version: 1
 name: ws-red

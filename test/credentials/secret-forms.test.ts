@@ -81,11 +81,24 @@ describe('secret forms', () => {
     }
   });
 
+  it('three messages with the secret spread over all of them, and an empty one between', () => {
+    const text = Buffer.from(`token ${SECRET} end`);
+    const replacer = new Replacer(secretForms(SECRET, PLACEHOLDER, 'github'));
+    for (let a = 0; a <= text.length; a += 3) {
+      for (let b = a; b <= text.length; b += 5) {
+        const parts = replacer.replaceAcross([text.subarray(0, a), Buffer.alloc(0), text.subarray(a, b), text.subarray(b)]);
+        expect(parts).toHaveLength(4);
+        for (const part of parts) expect(secretLeaks(part, SECRET, 8), `${a}/${b}`).toEqual([]);
+        expect(Buffer.concat(parts).toString()).toBe(`token ${PLACEHOLDER} end`);
+      }
+    }
+  });
+
   it('two messages scrubbed across their boundary: split anywhere, nothing recoverable, same as whole', () => {
     const text = Buffer.from(`a ${SECRET} b ${Buffer.from(`x-access-token:${SECRET}`).toString('base64')} c ${encodeURIComponent(SECRET)} d`);
     const replacer = new Replacer(secretForms(SECRET, PLACEHOLDER, 'github'));
     for (let cut = 0; cut <= text.length; cut++) {
-      const [a, b] = replacer.replaceAcross(text.subarray(0, cut), text.subarray(cut));
+      const [a, b] = replacer.replaceAcross([text.subarray(0, cut), text.subarray(cut)]) as [Buffer, Buffer];
       expect(secretLeaks(a, SECRET, 8), `cut ${cut}`).toEqual([]);
       expect(secretLeaks(b, SECRET, 8), `cut ${cut}`).toEqual([]);
       expect(Buffer.concat([a, b]).equals(replacer.replaceWhole(text)), `cut ${cut}`).toBe(true);
