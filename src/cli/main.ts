@@ -38,7 +38,7 @@ program
   .addOption(stateDirOption())
   .option('--resolve <host:port:addr>', 'connect to ADDR for HOST:PORT (repeatable, like curl)', collect, [])
   .option('--upstream-ca <file>', 'extra CA (PEM) trusted for upstream TLS (repeatable)', collect, [])
-  .option('--allow-private <cidr>', 'let upstreams resolve into this private/loopback range (repeatable)', collect, [])
+  .option('--allow-private <cidr>', "let upstreams resolve into this private range (repeatable; never this host's own addresses)", collect, [])
   .addOption(new Option('--ca-key <type>', 'session CA key type').choices(['ec', 'rsa']).default('ec'))
   .argument('<command...>', 'command and arguments (after --)')
   .action(async (command: string[], opts) => {
@@ -53,7 +53,7 @@ program
   .addOption(stateDirOption())
   .option('--resolve <host:port:addr>', 'connect to ADDR for HOST:PORT (repeatable)', collect, [])
   .option('--upstream-ca <file>', 'extra CA (PEM) trusted for upstream TLS (repeatable)', collect, [])
-  .option('--allow-private <cidr>', 'let upstreams resolve into this private/loopback range (repeatable)', collect, [])
+  .option('--allow-private <cidr>', "let upstreams resolve into this private range (repeatable; never this host's own addresses)", collect, [])
   .option('--first-session', 'create a session at start and print its shell exports', false)
   .action(async (opts) => {
     await runDaemon(opts);

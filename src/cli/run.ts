@@ -72,7 +72,7 @@ export function registerRunCommands(program: Command): void {
     .option('--state-dir <dir>', 'state dir (audit logs, bundles)', defaultStateDir())
     .option('--resolve <host:port:addr>', 'connect to ADDR for HOST:PORT (repeatable; embedded proxy only)', collect, [])
     .option('--upstream-ca <file>', 'extra CA trusted for upstream TLS (repeatable; embedded proxy only)', collect, [])
-    .option('--allow-private <cidr>', 'let upstreams resolve into this private range (repeatable; embedded proxy only)', collect, [])
+    .option('--allow-private <cidr>', "let upstreams resolve into this private range (repeatable; embedded proxy only; never this host's own addresses)", collect, [])
     .argument('<command...>', 'command and arguments (after --)')
     .action(async (command: string[], opts) => {
       const policy = loadPolicy(opts.policy);

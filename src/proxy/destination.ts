@@ -1,7 +1,9 @@
 // The destination guard: an allowlisted name is not a safe destination if it resolves to the
 // host itself, the cloud metadata service or a private network. Checked on the address that is
 // then dialled, so DNS rebinding between check and connect is impossible.
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
+import { networkInterfaces } from 'node:os';
 
 interface Range {
   readonly bytes: Uint8Array; // 16 bytes (IPv4 as ::ffff:a.b.c.d)
@@ -98,11 +100,154 @@ function embeddedIpv4(b: Uint8Array): Uint8Array | null {
   return null;
 }
 
+// Always this host, whatever the interfaces say: the loopback ranges (Linux answers on all of
+// 127.0.0.0/8; other systems may list only 127.0.0.1) and the unspecified addresses, which a
+// connect() on Linux delivers to the host itself.
+const ALWAYS_HOST = ['127.0.0.0/8', '::1/128', '0.0.0.0/32', '::/128'];
+
+/**
+ * Parses /proc/net/fib_trie: the IPv4 ranges whose route type is LOCAL, i.e. every address (or
+ * prefix, for `ip route add local ...`) the kernel delivers to this host. Each leaf line
+ * ("|-- 172.17.0.1") is followed by its routes ("/32 host LOCAL").
+ */
+export function localRoutesIpv4(fibTrie: string): string[] {
+  const out: string[] = [];
+  let leaf: string | null = null;
+  for (const line of fibTrie.split('\n')) {
+    const leafMatch = /^\s*\|-- (\d+\.\d+\.\d+\.\d+)\s*$/.exec(line);
+    if (leafMatch) {
+      leaf = leafMatch[1]!;
+      continue;
+    }
+    const route = /^\s*\/(\d{1,2}) \S+ LOCAL\s*$/.exec(line);
+    if (route && leaf) out.push(`${leaf}/${route[1]}`);
+    else if (!/^\s*\//.test(line)) leaf = null;
+  }
+  return out;
+}
+
+/**
+ * Parses /proc/net/ipv6_route: the IPv6 routes flagged local (RTF_LOCAL) or anycast
+ * (RTF_ANYCAST: the subnet-router addresses a forwarding host answers on), in every table.
+ */
+export function localRoutesIpv6(ipv6Route: string): string[] {
+  const RTF_LOCAL = 0x80000000;
+  const RTF_ANYCAST = 0x00100000;
+  const out: string[] = [];
+  for (const line of ipv6Route.split('\n')) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 10 || !/^[0-9a-f]{32}$/i.test(f[0]!)) continue;
+    const flags = parseInt(f[8]!, 16);
+    if ((flags & (RTF_LOCAL | RTF_ANYCAST)) === 0) continue;
+    const groups = f[0]!.match(/.{4}/g)!.join(':');
+    out.push(`${groups}/${parseInt(f[1]!, 16)}`);
+  }
+  return out;
+}
+
+/** Reads a /proc table and parses it, parsing again only when its text has changed. */
+function procTable(path: string, parse: (text: string) => string[]): () => string[] {
+  let lastText: string | null = null;
+  let lastRoutes: string[] = [];
+  return () => {
+    let text: string;
+    try {
+      text = readFileSync(path, 'latin1');
+    } catch {
+      return []; // not Linux, or /proc not mounted: the interface list still answers
+    }
+    if (text !== lastText) {
+      lastRoutes = parse(text);
+      lastText = text;
+    }
+    return lastRoutes;
+  };
+}
+
+const ipv4LocalRoutes = procTable('/proc/net/fib_trie', localRoutesIpv4);
+const ipv6LocalRoutes = procTable('/proc/net/ipv6_route', localRoutesIpv6);
+
+/**
+ * Every address this host answers on, as CIDRs: each interface address os.networkInterfaces()
+ * lists, and on Linux the kernel's local routes. Both, because Node lists only interfaces that
+ * are up and have carrier: a Docker bridge before its first container starts (or after its last
+ * one stops) is missing there, yet the host answers on its address; the local routes have it.
+ */
+export function readHostAddresses(): string[] {
+  const out = [...ALWAYS_HOST];
+  try {
+    for (const list of Object.values(networkInterfaces())) {
+      for (const info of list ?? []) out.push(`${info.address.split('%')[0]}/${info.family === 'IPv4' ? 32 : 128}`);
+    }
+  } catch {
+    // Listing can fail in a restricted sandbox; the local routes and ALWAYS_HOST still hold.
+  }
+  out.push(...ipv4LocalRoutes(), ...ipv6LocalRoutes());
+  return out;
+}
+
+/**
+ * This host's addresses, re-read on a miss. Interfaces come and go while the proxy runs (Docker
+ * creates a bridge for every session network), and nothing cheap tells a process when. A stale
+ * list errs in one direction only: an address that has gone stays refused until the next read
+ * (harmless), while an address that has appeared would pass. So an address not in the list is
+ * never accepted on the old list: the list is read again first, before that one dial, leaving no
+ * window for a caller that keeps trying the address a new bridge will get. A periodic refresh
+ * would leave one as long as its period. The cost (0.1-0.2 ms: listing interfaces, reading two
+ * /proc tables; parsed again only when they changed) is paid once per upstream connection the
+ * guard lets through, not per request (connections are pooled), and never for an address
+ * already known to be the host.
+ */
+export class HostAddresses {
+  private ranges: readonly Range[] = [];
+  private key = '';
+
+  constructor(private readonly read: () => readonly string[] = readHostAddresses) {
+    this.refresh();
+  }
+
+  /** The first of `candidates` that is an address of this host, or null. */
+  find(candidates: readonly Uint8Array[]): Uint8Array | null {
+    const known = this.match(candidates);
+    if (known) return known;
+    this.refresh();
+    return this.match(candidates);
+  }
+
+  private match(candidates: readonly Uint8Array[]): Uint8Array | null {
+    return candidates.find((c) => this.ranges.some((r) => inRange(c, r))) ?? null;
+  }
+
+  private refresh(): void {
+    const cidrs = this.read();
+    // Usually nothing has changed: skip parsing then (it is most of a re-read's cost).
+    const key = cidrs.join(',');
+    if (key === this.key) return;
+    this.key = key;
+    const ranges: Range[] = [];
+    for (const cidr of cidrs) {
+      try {
+        ranges.push(parseCidr(cidr));
+      } catch {
+        // An entry this parser does not know is skipped; ALWAYS_HOST and the rest still hold.
+      }
+    }
+    this.ranges = ranges;
+  }
+}
+
 export class DestinationGuard {
   private readonly allowed: readonly Range[];
   private readonly own = new Map<string, Uint8Array>();
 
-  constructor(allowPrivate: readonly string[] = []) {
+  /**
+   * `allowPrivate` opens ranges of BLOCKED; it never opens the proxy's own listeners or any
+   * address of this host, which are refused whatever it says.
+   */
+  constructor(
+    allowPrivate: readonly string[] = [],
+    private readonly host: HostAddresses = new HostAddresses(),
+  ) {
     this.allowed = allowPrivate.map(parseCidr);
   }
 
@@ -133,6 +278,12 @@ export class DestinationGuard {
       const hit = BLOCKED.find((r) => inRange(candidate, r));
       if (hit) return candidate === bytes ? hit.name : `${hit.name}, embedded in ${address}`;
     }
+    // Last, as it may re-read the interfaces: only an address that would otherwise be dialled
+    // pays for that. Whatever allow_private opened, the host itself stays closed: a service
+    // bound to 0.0.0.0 answers on every one of its addresses, and another session's proxy
+    // listener sits on one (a Docker session network's gateway).
+    const self = this.host.find(candidates);
+    if (self) return self === bytes ? 'an address of this host' : `an address of this host, embedded in ${address}`;
     return null;
   }
 }

@@ -44,7 +44,7 @@ export class DestinationBlocked extends UpstreamError {
     readonly address: string,
     readonly why: string,
   ) {
-    super(`${host} resolves to ${address}: ${why}`, 403, 'destination_blocked');
+    super(host === address ? `${host} is ${why}` : `${host} resolves to ${address}: ${why}`, 403, 'destination_blocked');
   }
 }
 
@@ -113,8 +113,10 @@ export class Upstream {
   }
 
   /**
-   * The one endpoint this host:port is dialled at: a --resolve override (operator-trusted), or
-   * the first resolved address the destination guard accepts. Every path dials what this returns.
+   * The one endpoint this host:port is dialled at: a --resolve override, or the first resolved
+   * address the destination guard accepts. Every path dials what this returns. Overrides are the
+   * operator's word and skip the guard: they are how a service on this host (or a test's upstream
+   * on 127.0.0.1) is reached on purpose, and a session cannot add one.
    */
   async endpointFor(host: string, port: number): Promise<Endpoint> {
     const endpoint = (await this.checkedEndpoint(host, port)) ;

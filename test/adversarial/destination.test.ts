@@ -8,8 +8,10 @@
 // with no dial ever attempted (the dial recorder throws for off-machine addresses, and local
 // servers on 127.0.0.1 and ::1 at the port used count connections).
 //
-// The proxy listens on 127.0.0.2 here, so 127.0.0.1 is "just loopback" (not the proxy's own
-// address) and allowPrivate can open it for the control case.
+// The proxy listens on 127.0.0.2 here, so 127.0.0.1 is "just loopback", not the proxy's own
+// address. allowPrivate cannot open loopback (an address of this host, see
+// host-addresses.test.ts), so the control case opens 10.0.0.0/8 and sees the guard let 10.1.2.3
+// through to the dial recorder, which stops it there.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { parsePolicy } from '../../src/policy/index.js';
@@ -169,7 +171,7 @@ describe('attack 1: an allowlisted name resolving to a hostile address', () => {
   }
 });
 
-describe('attack 1, controls: allowPrivate opens a range, never the proxy itself', () => {
+describe('attack 1, controls: allowPrivate opens a range, never the proxy itself nor this host', () => {
   let open: AirlockHandle;
   let openDials: DialRecorder;
   let openProxy: ProxyAddress;
@@ -181,12 +183,13 @@ describe('attack 1, controls: allowPrivate opens a range, never the proxy itself
       policy: policyFor(P),
       listenHost: PROXY_HOST,
       resolve: { 'good.test:80': good.port },
-      allowPrivate: ['127.0.0.0/8'],
+      allowPrivate: ['10.0.0.0/8', '127.0.0.0/8'],
       lookup: fakeDns({
+        'rfc1918.rebind.test': ['10.1.2.3'],
+        'rfc1918.blind.test': ['10.1.2.3'],
         'loop4.rebind.test': ['127.0.0.1'],
-        'loop4.blind.test': ['127.0.0.1'],
         // Hostile answers first, the opened one last: the hostile ones are skipped, never dialled.
-        'mixed.rebind.test': ['169.254.169.254', '10.1.2.3', '127.0.0.1'],
+        'mixed.rebind.test': ['169.254.169.254', '127.0.0.1', '10.1.2.3'],
         'self.rebind.test': [PROXY_HOST],
         'selfmapped.rebind.test': [`::ffff:${PROXY_HOST}`],
         'selfnat64.rebind.test': ['64:ff9b::7f00:2'],
@@ -204,25 +207,36 @@ describe('attack 1, controls: allowPrivate opens a range, never the proxy itself
     await open?.close();
   });
 
-  it('allowPrivate: [127.0.0.0/8] lets loop4.rebind.test reach the local server on 127.0.0.1 (the control)', async () => {
-    const before = target4.connections;
-    const res = await proxyGet(openProxy, `http://loop4.rebind.test:${P}/opened`);
-    expect(res.status).toBe(200);
-    expect(res.body).toBe('reached\n');
-    expect(target4.connections).toBeGreaterThan(before);
-    expect(target4.urls).toContain('/opened');
-    const connect = await proxyConnect(openProxy, `loop4.blind.test:${P}`);
-    expect(connect.status).toBe(200);
-    connect.socket.destroy();
-    expect(openDials.forHost('loop4.rebind.test')).toEqual([{ host: 'loop4.rebind.test', address: '127.0.0.1', port: P }]);
-    expect(openDials.refused).toEqual([]);
+  // The control dials are to 10.1.2.3: the guard lets them through and the dial recorder, which
+  // refuses anything off loopback, stops them before a socket exists (a 502, not a 403).
+  const unexpectedRefusals = () => openDials.refused.filter((d) => d.address !== '10.1.2.3');
+
+  it('allowPrivate: [10.0.0.0/8] lets rfc1918.rebind.test → 10.1.2.3 through the guard (the control)', async () => {
+    const res = await proxyGet(openProxy, `http://rfc1918.rebind.test:${P}/opened`);
+    expect(res.status).toBe(502);
+    expect(res.body).toContain('ETESTREFUSED');
+    const connect = await proxyConnect(openProxy, `rfc1918.blind.test:${P}`);
+    expect(connect.status).toBe(502);
+    expect(openDials.forHost('rfc1918.rebind.test')).toEqual([{ host: 'rfc1918.rebind.test', address: '10.1.2.3', port: P }]);
+    expect(openDials.forHost('rfc1918.blind.test')).toEqual([{ host: 'rfc1918.blind.test', address: '10.1.2.3', port: P }]);
+    expect(unexpectedRefusals()).toEqual([]);
   });
 
-  it('a name answering [169.254.169.254, 10.1.2.3, 127.0.0.1] dials only the opened address', async () => {
+  it('allowPrivate: [127.0.0.0/8] does not open loopback: an address of this host', async () => {
+    const before = reached();
+    const res = await proxyGet(openProxy, `http://loop4.rebind.test:${P}/loopback`);
+    expect(res.status).toBe(403);
+    expect(JSON.parse(res.body)).toMatchObject({ reason: 'destination_blocked' });
+    expect(JSON.parse(res.body).message).toContain('an address of this host');
+    expect(openDials.forHost('loop4.rebind.test')).toEqual([]);
+    expect(reached()).toBe(before);
+  });
+
+  it('a name answering [169.254.169.254, 127.0.0.1, 10.1.2.3] dials only the opened address that is not this host', async () => {
     const res = await proxyGet(openProxy, `http://mixed.rebind.test:${P}/mixed`);
-    expect(res.status).toBe(200);
-    expect(openDials.forHost('mixed.rebind.test').map((d) => d.address)).toEqual(['127.0.0.1']);
-    expect(openDials.refused).toEqual([]);
+    expect(res.status).toBe(502);
+    expect(openDials.forHost('mixed.rebind.test').map((d) => d.address)).toEqual(['10.1.2.3']);
+    expect(unexpectedRefusals()).toEqual([]);
   });
 
   for (const [name, shown] of [
@@ -247,7 +261,7 @@ describe('attack 1, controls: allowPrivate opens a range, never the proxy itself
         expect(JSON.parse(other.body).message).toContain("the proxy's own address");
       });
       expect(openDials.forHost(host)).toEqual([]);
-      expect(openDials.refused).toEqual([]);
+      expect(unexpectedRefusals()).toEqual([]);
       expect(reached()).toBe(before);
     });
   }
