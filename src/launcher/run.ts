@@ -11,7 +11,8 @@ import { tarOf } from './tar.js';
 import { CA_ENV_VARS, CA_PATH_IN_CONTAINER } from '../sessions/client-env.js';
 import { canManageFirewall, installFirewall, removeFirewall } from './firewall.js';
 import { collectGarbage, LABEL_KEEP, LABEL_PID, LABEL_SESSION } from './gc.js';
-import { pack, extract } from 'tar-fs';
+import { pack } from 'tar-fs';
+import { copyOut } from './copy-out.js';
 
 
 export class LaunchError extends Error {}
@@ -156,13 +157,7 @@ export async function runSession(o: RunOptions): Promise<RunResult> {
     const exitCode = await attachAndWait(o, container, () => interrupted);
     if (o.copy && o.copyOut) {
       const archive = (await container.getArchive({ path: '/workspace/.' })) as NodeJS.ReadableStream;
-      await new Promise<void>((resolve, reject) => {
-        const sink = extract(o.copyOut!);
-        sink.on('finish', () => resolve());
-        sink.on('error', reject);
-        archive.on('error', reject);
-        archive.pipe(sink);
-      });
+      await copyOut(archive, o.copyOut);
     }
     return { exitCode, sessionId: lease.id, auditFile: lease.auditFile, summary: lease.summary() };
   } finally {
