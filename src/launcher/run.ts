@@ -13,9 +13,9 @@ import { canManageFirewall, installFirewall, removeFirewall } from './firewall.j
 import { collectGarbage, LABEL_KEEP, LABEL_PID, LABEL_SESSION } from './gc.js';
 import { pack } from 'tar-fs';
 import { copyOut } from './copy-out.js';
+import { LaunchError } from './errors.js';
 
-
-export class LaunchError extends Error {}
+export { LaunchError };
 
 export interface RunOptions {
   readonly docker: Docker;
