@@ -12,7 +12,8 @@ import { CA_ENV_VARS, CA_PATH_IN_CONTAINER } from '../sessions/client-env.js';
 import { canManageFirewall, installFirewall, removeFirewall } from './firewall.js';
 import { collectGarbage, LABEL_KEEP, LABEL_PID, LABEL_SESSION } from './gc.js';
 import { pack } from 'tar-fs';
-import { copyOut } from './copy-out.js';
+import { copyOut, copyOutNotices } from './copy-out.js';
+import type { Owner } from './copy-out.js';
 import { LaunchError } from './errors.js';
 
 export { LaunchError };
@@ -29,6 +30,8 @@ export interface RunOptions {
   /** Copy the workspace in instead of bind-mounting it; copy results out to `copyOut`. */
   readonly copy?: boolean;
   readonly copyOut?: string;
+  /** Owner of what copy-out writes (the invoking user; see invokingUser). */
+  readonly copyOutOwner?: Owner;
   readonly name?: string;
   /** Keep the container (stopped) after the run, for inspection. */
   readonly keep?: boolean;
@@ -157,7 +160,8 @@ export async function runSession(o: RunOptions): Promise<RunResult> {
     const exitCode = await attachAndWait(o, container, () => interrupted);
     if (o.copy && o.copyOut) {
       const archive = (await container.getArchive({ path: '/workspace/.' })) as NodeJS.ReadableStream;
-      await copyOut(archive, o.copyOut);
+      const report = await copyOut(archive, o.copyOut, { owner: o.copyOutOwner });
+      for (const line of copyOutNotices(report, o.copyOut)) o.notice(line);
     }
     return { exitCode, sessionId: lease.id, auditFile: lease.auditFile, summary: lease.summary() };
   } finally {
