@@ -11,6 +11,7 @@ import { newSessionId } from '../sessions/session.js';
 import { EmbeddedProvider } from '../launcher/provider.js';
 import type { SessionLease, SessionProvider } from '../launcher/provider.js';
 import { runSession, pingDocker, requireHostClosure } from '../launcher/run.js';
+import { invokingUser } from '../launcher/copy-out.js';
 import { collectGarbage } from '../launcher/gc.js';
 import { checkCidrs, collect, defaultStateDir, loadPolicy, parseResolve, upstreamRoots, UsageError } from './config.js';
 import { credentialsFactory } from './secrets.js';
@@ -114,6 +115,7 @@ export function registerRunCommands(program: Command): void {
           workspace: opts.workspace ? resolvePath(opts.workspace) : undefined,
           copy: Boolean(opts.copy),
           copyOut: opts.copyOut ? resolvePath(opts.copyOut) : undefined,
+          copyOutOwner: opts.copyOut ? invokingUser(process.env) : undefined,
           name: opts.name,
           keep: Boolean(opts.keep),
           env: opts.env,

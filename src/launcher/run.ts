@@ -11,10 +11,12 @@ import { tarOf } from './tar.js';
 import { CA_ENV_VARS, CA_PATH_IN_CONTAINER } from '../sessions/client-env.js';
 import { canManageFirewall, installFirewall, removeFirewall } from './firewall.js';
 import { collectGarbage, LABEL_KEEP, LABEL_PID, LABEL_SESSION } from './gc.js';
-import { pack, extract } from 'tar-fs';
+import { pack } from 'tar-fs';
+import { copyOut, copyOutNotices } from './copy-out.js';
+import type { Owner } from './copy-out.js';
+import { LaunchError } from './errors.js';
 
-
-export class LaunchError extends Error {}
+export { LaunchError };
 
 export interface RunOptions {
   readonly docker: Docker;
@@ -28,6 +30,8 @@ export interface RunOptions {
   /** Copy the workspace in instead of bind-mounting it; copy results out to `copyOut`. */
   readonly copy?: boolean;
   readonly copyOut?: string;
+  /** Owner of what copy-out writes (the invoking user; see invokingUser). */
+  readonly copyOutOwner?: Owner;
   readonly name?: string;
   /** Keep the container (stopped) after the run, for inspection. */
   readonly keep?: boolean;
@@ -156,13 +160,8 @@ export async function runSession(o: RunOptions): Promise<RunResult> {
     const exitCode = await attachAndWait(o, container, () => interrupted);
     if (o.copy && o.copyOut) {
       const archive = (await container.getArchive({ path: '/workspace/.' })) as NodeJS.ReadableStream;
-      await new Promise<void>((resolve, reject) => {
-        const sink = extract(o.copyOut!);
-        sink.on('finish', () => resolve());
-        sink.on('error', reject);
-        archive.on('error', reject);
-        archive.pipe(sink);
-      });
+      const report = await copyOut(archive, o.copyOut, { owner: o.copyOutOwner });
+      for (const line of copyOutNotices(report, o.copyOut)) o.notice(line);
     }
     return { exitCode, sessionId: lease.id, auditFile: lease.auditFile, summary: lease.summary() };
   } finally {
