@@ -9,6 +9,7 @@ import { describeSession, startAdmin } from '../sessions/admin.js';
 import type { SessionInfo } from '../sessions/admin.js';
 import { loadPolicy, parseResolve, upstreamRoots, UsageError, checkCidrs } from './config.js';
 import { credentialsFactory } from './secrets.js';
+import { capsFor, raiseOpenFileLimit, UNKNOWN_LIMIT_CAPS } from './fd-limit.js';
 import { CA_ENV_VARS, withheldNotice } from './session-env.js';
 
 export interface DaemonOptions {
@@ -19,6 +20,51 @@ export interface DaemonOptions {
   readonly upstreamCa: string[];
   readonly allowPrivate: string[];
   readonly firstSession: boolean;
+  /** Client connections of all sessions together (default: fitted to the open-file limit). */
+  readonly maxConnections?: string;
+  /** Client connections per listener (default: a quarter of the total, at most 1024). */
+  readonly listenerConnections?: string;
+  /** Seconds a connection may take to send its first authenticated request head. */
+  readonly authTimeout?: string;
+}
+
+function positiveInt(value: string | undefined, flag: string, max: number): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^\d+$/.test(value) || Number(value) < 1 || Number(value) > max) throw new UsageError(`${flag} ${JSON.stringify(value)}: expected a whole number from 1 to ${max}`);
+  return Number(value);
+}
+
+/**
+ * The connection caps and auth deadline of the daemon: fitted under its open-file limit (raised
+ * to the hard limit first), with a reserve so the admin socket, upstream connections and audit
+ * logs never run out of descriptors because of client connections. Logs what it settled on.
+ */
+function connectionLimits(options: DaemonOptions, log: pino.Logger) {
+  const total = positiveInt(options.maxConnections, '--max-connections', 10_000_000);
+  const perListener = positiveInt(options.listenerConnections, '--listener-connections', 10_000_000);
+  const authTimeout = positiveInt(options.authTimeout, '--auth-timeout', 3_600);
+  const { limit, problem } = raiseOpenFileLimit();
+  const fitted = limit ? capsFor(limit.soft) : UNKNOWN_LIMIT_CAPS;
+  const caps = { total: total ?? fitted.total, perListener: perListener ?? Math.min(fitted.perListener, total ?? fitted.total) };
+  if (problem && limit) {
+    log.warn(
+      { soft: limit.soft, hard: limit.hard, reason: problem },
+      `the open-file soft limit ${limit.soft} is below the hard limit ${limit.hard} and could not be raised; raise it before starting (ulimit -n ${limit.hard})`,
+    );
+  }
+  const fields = { max_connections: caps.total, listener_connections: caps.perListener, auth_timeout_s: authTimeout ?? 10 };
+  if (!limit) {
+    log.warn(fields, `open-file limit unknown here (no /proc/self/limits): client connections capped at ${caps.total}; set --max-connections to fit \`ulimit -n\``);
+  } else {
+    log.info(
+      { ...fields, open_files_soft: limit.soft, open_files_hard: limit.hard },
+      `open-file limit ${limit.soft}: client connections capped at ${caps.total} in all and ${caps.perListener} per listener, the rest kept for upstream connections, audit logs and the admin socket`,
+    );
+    if (total !== undefined && total > fitted.total) {
+      log.warn({ max_connections: total, fits: fitted.total }, `--max-connections ${total} leaves too few of the ${limit.soft} open files for upstream connections and the admin socket; ${fitted.total} fits`);
+    }
+  }
+  return { maxClientConnections: caps.total, maxListenerConnections: caps.perListener, ...(authTimeout ? { authTimeoutMs: authTimeout * 1000 } : {}) };
 }
 
 function parseListen(listen: string): { host: string; port: number } {
@@ -37,7 +83,9 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   const roots = upstreamRoots(options.upstreamCa);
   mkdirSync(options.stateDir, { recursive: true, mode: 0o700 });
   const log = pino({ base: null, name: 'airlock' }, pino.destination(2));
+  const limits = connectionLimits(options, log);
   const runtime = new ProxyRuntime({
+    limits,
     stateDir: options.stateDir,
     trustRoots: roots,
     upstreamCa: roots,

@@ -55,6 +55,9 @@ program
   .option('--upstream-ca <file>', 'extra CA (PEM) trusted for upstream TLS (repeatable)', collect, [])
   .option('--allow-private <cidr>', 'let upstreams resolve into this private/loopback range (repeatable)', collect, [])
   .option('--first-session', 'create a session at start and print its shell exports', false)
+  .option('--max-connections <n>', 'client connections of all sessions together (default: fitted to the open-file limit)')
+  .option('--listener-connections <n>', 'client connections per listener, authenticated or not (default: a quarter of --max-connections, at most 1024)')
+  .option('--auth-timeout <seconds>', 'close a connection that sends no authenticated request head within this', '10')
   .action(async (opts) => {
     await runDaemon(opts);
   });

@@ -8,6 +8,7 @@ import net from 'node:net';
 import { parsePolicy } from '../../src/policy/index.js';
 import type { Session } from '../../src/sessions/session.js';
 import { waitFor } from '../helpers/servers.js';
+import { openIdleConnections as flood } from '../helpers/clients.js';
 import type { AirlockHandle, TestUpstream } from '../helpers/servers.js';
 import { basic, connectTcp, exchange, proxyConnect, proxyGet, sleep, startGuardedRig } from './helpers.js';
 import type { GuardedRig, ProxyAddress } from './helpers.js';
@@ -19,49 +20,6 @@ allow:
   - host: good.test
 ${limits}
 `;
-
-interface Flood {
-  readonly sockets: net.Socket[];
-  /** What each socket received, by index. */
-  readonly received: string[];
-  open(): number;
-  close(): void;
-}
-
-/**
- * Opens `count` idle TCP connections to host:port, `batch` at a time, and waits until each has
- * connected or been closed. Nothing is ever written on them.
- */
-async function flood(host: string, port: number, count: number, batch = 200): Promise<Flood> {
-  const sockets: net.Socket[] = [];
-  const received: string[] = [];
-  const closed = new Set<net.Socket>();
-  for (let start = 0; start < count; start += batch) {
-    await Promise.all(
-      Array.from({ length: Math.min(batch, count - start) }, (_, k) => {
-        const index = start + k;
-        received[index] = '';
-        return new Promise<void>((resolve) => {
-          const socket = net.connect({ host, port });
-          sockets.push(socket);
-          socket.on('data', (c: Buffer) => (received[index] += c.toString('latin1')));
-          socket.on('error', () => {});
-          socket.once('close', () => {
-            closed.add(socket);
-            resolve();
-          });
-          socket.once('connect', () => resolve());
-        });
-      }),
-    );
-  }
-  return {
-    sockets,
-    received,
-    open: () => sockets.length - closed.size,
-    close: () => sockets.forEach((s) => s.destroy()),
-  };
-}
 
 /** Plain GETs for `session` every 100 ms while `during` runs: every one answered, 200, promptly. */
 async function servedThroughout<T>(proxy: ProxyAddress, during: Promise<T>, boundMs = 2_000): Promise<{ result: T; served: number; slowest: number }> {
