@@ -14,27 +14,41 @@ import { runSession, pingDocker, requireHostClosure } from '../launcher/run.js';
 import { collectGarbage } from '../launcher/gc.js';
 import { checkCidrs, collect, defaultStateDir, loadPolicy, parseResolve, upstreamRoots, UsageError } from './config.js';
 import { credentialsFactory } from './secrets.js';
-import { adminRequest } from './daemon.js';
+import { AdminError, openLease, removeDaemonSession } from './daemon.js';
 
-/** Sessions created through a running `airlock proxy` (several sessions share its process). */
+/**
+ * Sessions created through a running `airlock proxy` (several sessions share its process). Each
+ * is tied to this launcher by a lease, an admin connection held open for the session's life: when
+ * the launcher exits in any way, kill -9 included, the daemon sees it close and ends the session.
+ */
 class DaemonProvider implements SessionProvider {
   constructor(
     private readonly stateDir: string,
     private readonly policyFile: string,
+    private readonly notice: (line: string) => void,
   ) {}
 
   async open(_policy: Policy, listenHost: string, sessionId: string, checkEnv: Readonly<Record<string, string>>): Promise<SessionLease> {
-    const info = (await adminRequest(this.stateDir, 'POST', '/sessions', {
+    const lease = await openLease(this.stateDir, '/sessions', {
       id: sessionId,
       listen_host: listenHost,
       policy_text: readFileSync(this.policyFile, 'utf8'),
       policy_source: this.policyFile,
       check_env: checkEnv,
-    })) as Required<SessionInfo>;
+      launcher_pid: process.pid,
+    });
+    const info = lease.info as Required<SessionInfo>;
+    const refuse = async (message: string): Promise<never> => {
+      await removeDaemonSession(this.stateDir, sessionId).catch(() => {});
+      lease.end();
+      throw new UsageError(message);
+    };
+    // A daemon that does not tie the session to this process would keep it, its credentials and
+    // its listener after a crash of this launcher.
+    if (!lease.held) await refuse('the running airlock proxy does not end sessions whose launcher is gone; restart it with this version of airlock');
     // A daemon that did not check the values cannot vouch for them.
     if (!Array.isArray(info.withheld_env)) {
-      await adminRequest(this.stateDir, 'DELETE', `/sessions/${sessionId}`).catch(() => {});
-      throw new UsageError('the running airlock proxy does not check -e values for secrets; restart it with this version of airlock');
+      await refuse('the running airlock proxy does not check -e values for secrets; restart it with this version of airlock');
     }
     const token = decodeURIComponent(new URL(info.proxy_url).password);
     return {
@@ -47,7 +61,15 @@ class DaemonProvider implements SessionProvider {
       secretSourceEnv: info.secret_source_env,
       withheldEnv: info.withheld_env,
       release: async () => {
-        await adminRequest(this.stateDir, 'DELETE', `/sessions/${sessionId}`);
+        try {
+          await removeDaemonSession(this.stateDir, sessionId, { notice: this.notice });
+        } catch (err) {
+          // Already gone (removed by hand) is what release wants.
+          if (err instanceof AdminError && err.status === 404) return;
+          throw new UsageError(`${(err as Error).message}; closing the session's lease instead, which makes the airlock proxy end it`);
+        } finally {
+          lease.end();
+        }
       },
       summary: () => `see \`airlock audit ${info.id} --state-dir ${this.stateDir}\``,
     };
@@ -83,7 +105,7 @@ export function registerRunCommands(program: Command): void {
       let runtime: ProxyRuntime | undefined;
       let provider: SessionProvider;
       if (opts.daemon) {
-        provider = new DaemonProvider(opts.stateDir, opts.policy);
+        provider = new DaemonProvider(opts.stateDir, opts.policy, (line) => process.stderr.write(`airlock: ${line}\n`));
       } else {
         mkdirSync(opts.stateDir, { recursive: true, mode: 0o700 });
         const roots = upstreamRoots(opts.upstreamCa);
@@ -146,3 +168,4 @@ export function registerRunCommands(program: Command): void {
       if (total === 0) process.stdout.write('airlock gc: nothing to remove\n');
     });
 }
+
