@@ -11,10 +11,11 @@ import { newSessionId } from '../sessions/session.js';
 import { EmbeddedProvider } from '../launcher/provider.js';
 import type { SessionLease, SessionProvider } from '../launcher/provider.js';
 import { runSession, pingDocker, requireHostClosure } from '../launcher/run.js';
-import { collectGarbage } from '../launcher/gc.js';
+import { collectDaemonSessions, collectGarbage } from '../launcher/gc.js';
+import type { DaemonSessions } from '../launcher/gc.js';
 import { checkCidrs, collect, defaultStateDir, loadPolicy, parseResolve, upstreamRoots, UsageError } from './config.js';
 import { credentialsFactory } from './secrets.js';
-import { AdminError, openLease, removeDaemonSession } from './daemon.js';
+import { AdminError, adminRequest, openLease, removeDaemonSession } from './daemon.js';
 
 /**
  * Sessions created through a running `airlock proxy` (several sessions share its process). Each
@@ -160,12 +161,31 @@ export function registerRunCommands(program: Command): void {
     .command('gc')
     .description('remove containers, networks and firewall rules left by sessions whose launcher died')
     .option('--all', 'also remove those of sessions that are still running, and containers kept with --keep')
+    .option('--state-dir <dir>', "state dir of the airlock proxy whose sessions to check", defaultStateDir())
     .action(async (opts) => {
+      const notice = (l: string) => process.stderr.write(l + '\n');
+      // The daemon's sessions first: that closes their listeners before their networks go.
+      const sessions = await collectDaemonSessions(daemonSessions(opts.stateDir), { onlyDead: !opts.all, notice });
       const docker = await dockerClient();
       await pingDocker(docker);
-      const report = await collectGarbage(docker, { onlyDead: !opts.all, notice: (l) => process.stderr.write(l + '\n') });
-      const total = report.containers.length + report.networks.length + report.firewall.length;
+      const report = await collectGarbage(docker, { onlyDead: !opts.all, notice });
+      const total = sessions.length + report.containers.length + report.networks.length + report.firewall.length;
       if (total === 0) process.stdout.write('airlock gc: nothing to remove\n');
     });
 }
 
+/** The daemon's sessions for gc; no daemon running for the state dir means none. */
+function daemonSessions(stateDir: string): DaemonSessions {
+  return {
+    list: async () => {
+      try {
+        return (await adminRequest(stateDir, 'GET', '/sessions')) as SessionInfo[];
+      } catch (err) {
+        // No token file, or a stale one and nobody at the socket: no daemon, nothing of it to collect.
+        if (err instanceof AdminError && ['NO_DAEMON', 'ENOENT', 'ECONNREFUSED'].includes(err.code ?? '')) return [];
+        throw err;
+      }
+    },
+    remove: (id) => removeDaemonSession(stateDir, id),
+  };
+}

@@ -1,6 +1,7 @@
 // Daemon sessions end with their launcher. `airlock run --daemon` creates its session on an admin
 // connection it holds open (a lease): when that process dies, kill -9 included, the daemon removes
-// the session and closes its listener. Removing a session retries when the admin socket resets.
+// the session and closes its listener. `airlock gc` removes what a lease did not cover: sessions
+// naming a launcher pid that is gone. Removing a session retries when the admin socket resets.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
@@ -114,6 +115,31 @@ describe('daemon sessions tied to their launcher', () => {
     expect((await runCli(['session', 'ls', '--state-dir', stateDir])).stdout).not.toContain(id);
     expect(daemonLog).toMatch(new RegExp(`"session":"${id}".*session removed: its launcher closed its lease`));
   }, 30_000);
+
+  it('airlock gc removes sessions whose launcher pid is gone (and reports them), and leaves the others', async () => {
+    // A launcher that is gone: a process that has exited, so its pid names nobody.
+    const gone = spawn(process.execPath, ['-e', '0']);
+    await new Promise((resolve) => gone.once('exit', resolve));
+    const orphan = (await adminJson('POST', '/sessions', { listen_host: '127.0.0.1', launcher_pid: gone.pid })).json as Listed;
+    const live = (await adminJson('POST', '/sessions', { listen_host: '127.0.0.1', launcher_pid: process.pid })).json as Listed;
+    const manual = (await adminJson('POST', '/sessions', {})).json as Listed;
+    expect(await listening(orphan.proxy_port)).toBe(true);
+
+    // gc takes the daemon's sessions before it turns to Docker. Pointed at no engine, it never
+    // touches the Docker engine this machine shares with other test runs, and says so.
+    const gc = await runCli(['gc', '--state-dir', stateDir], { timeoutMs: 60_000, env: { ...process.env, DOCKER_HOST: `unix://${join(dir, 'no-docker.sock')}` } });
+    expect(gc.stderr).toContain(`airlock gc: removed 1 session(s) of the airlock proxy whose launcher is gone: ${orphan.id}`);
+    expect(gc.stderr).toContain('Docker engine not reachable');
+    expect(gc.code).toBe(2);
+    const left = (await sessions()).map((s) => s.id);
+    expect(left).not.toContain(orphan.id);
+    expect(left).toContain(live.id);
+    expect(left).toContain(manual.id);
+    expect(await listening(orphan.proxy_port)).toBe(false);
+
+    await adminJson('DELETE', `/sessions/${live.id}`);
+    await adminJson('DELETE', `/sessions/${manual.id}`);
+  }, 120_000);
 });
 
 describe('removing a daemon session retries when the admin connection fails', () => {
