@@ -3,7 +3,8 @@
 // starts, so this test needs ~3000 descriptors of its own, not the machine's limit): without caps
 // fitted to that limit, the flood takes every descriptor, another session's requests fail and the
 // admin socket resets. With them, the flood is held to its listener's share, the other session is
-// served throughout, and `airlock session ls` / `rm` still work.
+// served throughout, and `airlock session ls` / `rm` still work; even with every client slot
+// taken, the descriptors kept in reserve serve the admin socket.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
@@ -24,41 +25,59 @@ function hasPrlimit(): boolean {
     execFileSync('prlimit', ['--version'], { stdio: 'pipe' });
     return true;
   } catch {
+    console.warn('\n*** SKIPPING the daemon flood tests: no prlimit (util-linux) to start the daemon with a low open-file limit. ***\n');
     return false;
   }
 }
 
 let upstream: TestUpstream;
 let dir: string;
-let stateDir: string;
-let daemon: ChildProcess;
-let daemonLog = '';
+const daemons: Daemon[] = [];
+
+interface Daemon {
+  readonly child: ChildProcess;
+  readonly stateDir: string;
+  log(): string;
+  stop(): Promise<void>;
+}
+
+/** `airlock proxy` with an open-file limit of FD_LIMIT (soft and hard, so Node cannot raise it). */
+async function startDaemon(name: string, extra: readonly string[] = []): Promise<Daemon> {
+  const state = join(dir, name);
+  const port = await freePort();
+  const args = [CLI_PATH, 'proxy', '--policy', join(dir, 'policy.yaml'), '--listen', `127.0.0.1:${port}`, '--state-dir', state, '--resolve', `good.test:80:127.0.0.1:${upstream.port}`, ...extra];
+  const child = spawn('prlimit', [`--nofile=${FD_LIMIT}:${FD_LIMIT}`, '--', process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  child.stderr!.setEncoding('utf8').on('data', (c: string) => (log += c));
+  child.stdout!.resume();
+  await waitFor(() => log.includes('airlock proxy ready') || child.exitCode !== null, 20_000, 'the daemon to start');
+  expect(child.exitCode, log).toBeNull();
+  return {
+    child,
+    stateDir: state,
+    log: () => log,
+    stop: async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGKILL');
+      await new Promise((resolve) => child.once('exit', resolve));
+    },
+  };
+}
 
 beforeAll(async () => {
   upstream = await startHttpUpstream();
   dir = tmpDir('airlock-flood-');
-  stateDir = join(dir, 'state');
   writeFileSync(join(dir, 'policy.yaml'), 'version: 1\nname: flood\nallow:\n  - host: good.test\n');
-  const port = await freePort();
-  const args = [CLI_PATH, 'proxy', '--policy', join(dir, 'policy.yaml'), '--listen', `127.0.0.1:${port}`, '--state-dir', stateDir, '--resolve', `good.test:80:127.0.0.1:${upstream.port}`];
-  daemon = spawn('prlimit', [`--nofile=${FD_LIMIT}:${FD_LIMIT}`, '--', process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  daemon.stderr!.setEncoding('utf8').on('data', (c: string) => (daemonLog += c));
-  daemon.stdout!.resume();
-  await waitFor(() => daemonLog.includes('airlock proxy ready') || daemon.exitCode !== null, 20_000, 'the daemon to start');
-  expect(daemon.exitCode, daemonLog).toBeNull();
 }, 30_000);
 
 afterAll(async () => {
-  if (daemon && daemon.exitCode === null && daemon.signalCode === null) {
-    daemon.kill('SIGKILL');
-    await new Promise((resolve) => daemon.once('exit', resolve));
-  }
+  await Promise.all(daemons.map((d) => d.stop()));
   await upstream?.close();
   rmTmp(dir);
 });
 
 /** POST /sessions on the admin socket (as `airlock run --daemon` does for a Docker session). */
-function createOwnListenerSession(): Promise<{ id: string; proxy_url: string; proxy_port: number }> {
+function createOwnListenerSession(stateDir: string): Promise<{ id: string; proxy_url: string; proxy_port: number }> {
   const token = readFileSync(join(stateDir, 'admin.token'), 'utf8').trim();
   const body = JSON.stringify({ listen_host: '127.0.0.1' });
   return new Promise((resolve, reject) => {
@@ -92,7 +111,10 @@ function refused(port: number): Promise<boolean> {
 
 describe.skipIf(!hasPrlimit())('a shared daemon under a connection flood from one session', () => {
   it(`${FLOOD} idle connections to one session's listener: the other session is served, session ls and rm work, the flood is held to its share`, async () => {
-    const flooder = await createOwnListenerSession();
+    const daemon = await startDaemon('shared');
+    daemons.push(daemon);
+    const { stateDir } = daemon;
+    const flooder = await createOwnListenerSession(stateDir);
     const other = JSON.parse((await runCli(['session', 'create', '--state-dir', stateDir, '--json'])).stdout) as { id: string; proxy_url: string };
     expect((await curl(other.proxy_url, 'http://good.test/before')).stdout).toBe('200');
 
@@ -135,8 +157,37 @@ describe.skipIf(!hasPrlimit())('a shared daemon under a connection flood from on
     expect((await curl(other.proxy_url, 'http://good.test/after')).stdout).toBe('200');
     expect(upstream.requests.filter((r) => r.url.startsWith('/during-'))).toHaveLength(10);
     // The daemon said what it fitted and what it refused.
-    expect(daemonLog).toContain(`open-file limit ${FD_LIMIT}: client connections capped at 448 in all and 112 per listener`);
-    expect(daemonLog).toContain('refused client connections: the listener is at its connection cap');
-    expect(daemon.exitCode).toBeNull();
+    expect(daemon.log()).toContain(`open-file limit ${FD_LIMIT}: client connections capped at 448 in all and 112 per listener`);
+    expect(daemon.log()).toContain('refused client connections: the listener is at its connection cap');
+    expect(daemon.child.exitCode).toBeNull();
+  }, 120_000);
+
+  it('with the per-listener cap raised past the total, one session fills every client slot: the admin socket still answers, and removing the session gives the slots back', async () => {
+    const daemon = await startDaemon('full', ['--listener-connections', '1000']);
+    daemons.push(daemon);
+    const { stateDir } = daemon;
+    const flooder = await createOwnListenerSession(stateDir);
+    const other = JSON.parse((await runCli(['session', 'create', '--state-dir', stateDir, '--json'])).stdout) as { id: string; proxy_url: string };
+    let flood: IdleConnections | undefined;
+    try {
+      flood = await openIdleConnections('127.0.0.1', flooder.proxy_port, FLOOD);
+      await waitFor(() => flood!.open() <= 448, 10_000, 'the flood to be held to the total cap');
+      expect(flood.open()).toBe(448);
+      expect(flood.received.find((t) => t.length > 0)).toContain('the proxy holds its maximum of 448 client connections');
+      // Every client slot is taken: the other session is refused with a reason, not left hanging.
+      const full = await curl(other.proxy_url, 'http://good.test/while-full');
+      expect(full.stdout).toBe('503');
+      // The descriptors kept in reserve serve the admin socket.
+      const ls = await runCli(['session', 'ls', '--state-dir', stateDir], { timeoutMs: 15_000 });
+      expect(ls.code, ls.stderr).toBe(0);
+      expect(ls.stdout).toContain(flooder.id);
+      const rm = await runCli(['session', 'rm', flooder.id, '--state-dir', stateDir], { timeoutMs: 15_000 });
+      expect(rm.code, rm.stderr).toBe(0);
+      await waitFor(() => flood!.open() === 0, 5_000, 'the flood connections to be closed with the session');
+    } finally {
+      flood?.close();
+    }
+    expect((await curl(other.proxy_url, 'http://good.test/after-full')).stdout).toBe('200');
+    expect(daemon.log()).toContain('refused client connections: the proxy is at its connection cap');
   }, 120_000);
 });
