@@ -110,13 +110,25 @@ export async function startAdmin(options: AdminOptions): Promise<http.Server> {
    * Removes a session and closes its own listener. With `only`, removes it only if the id still
    * names that very session (a lease ending late must not take a later session of the same id).
    */
-  const remove = async (id: string, only?: Session): Promise<boolean> => {
+  const removing = new Map<string, Promise<boolean>>();
+  const remove = (id: string, only?: Session): Promise<boolean> => {
+    // A DELETE and a closing lease may meet: the second waits for the first, and both say removed.
+    const pending = removing.get(id);
+    if (pending) return pending;
     const session = runtime.sessions.get(id);
-    if (!session || (only && session !== only)) return false;
+    if (!session || (only && session !== only)) return Promise.resolve(false);
     const h = held.get(id);
     held.delete(id);
-    if (h?.listener) await runtime.proxy.unlisten(h.listener);
-    return await runtime.sessions.remove(id);
+    const done = (async () => {
+      try {
+        if (h?.listener) await runtime.proxy.unlisten(h.listener);
+        return await runtime.sessions.remove(id);
+      } finally {
+        removing.delete(id);
+      }
+    })();
+    removing.set(id, done);
+    return done;
   };
   const server = http.createServer((req, res) => {
     if (!authorised(req, options.token)) return send(res, 401, { error: 'admin token required' });
