@@ -219,7 +219,8 @@ export class ProxyServer {
     // FIN after it, not a reset that would discard it. No lingering: in a flood every refused
     // socket must give its descriptor back at once.
     socket.end(rawResponse(refusal.status, refusal.reason, refusal.body, ['Retry-After: 1']), () => socket.destroy());
-    setTimeout(() => socket.destroy(), 1_000).unref();
+    const stuck = setTimeout(() => socket.destroy(), 1_000).unref();
+    socket.once('close', () => clearTimeout(stuck));
   }
 
   private track(socket: Duplex, listener: string): void {
