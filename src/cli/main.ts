@@ -15,7 +15,7 @@ import { sessionDir } from '../sessions/registry.js';
 import type { SessionInfo } from '../sessions/admin.js';
 import { collect, defaultStateDir, loadPolicy, UsageError } from './config.js';
 import { runExec } from './exec.js';
-import { adminRequest, exportsFor, runDaemon, withheldByExports } from './daemon.js';
+import { adminRequest, exportsFor, removeDaemonSession, runDaemon, withheldByExports } from './daemon.js';
 import { withheldNotice } from './session-env.js';
 import { registerImageCommands } from './image.js';
 import { registerRunCommands } from './run.js';
@@ -55,6 +55,9 @@ program
   .option('--upstream-ca <file>', 'extra CA (PEM) trusted for upstream TLS (repeatable)', collect, [])
   .option('--allow-private <cidr>', "let upstreams resolve into this private range (repeatable; never this host's own addresses)", collect, [])
   .option('--first-session', 'create a session at start and print its shell exports', false)
+  .option('--max-connections <n>', 'client connections of all sessions together (default: fitted to the open-file limit)')
+  .option('--listener-connections <n>', 'client connections per listener, authenticated or not (default: a quarter of --max-connections, at most 1024)')
+  .option('--auth-timeout <seconds>', 'close a connection that sends no authenticated request head within this', '10')
   .action(async (opts) => {
     await runDaemon(opts);
   });
@@ -85,7 +88,10 @@ session
   .addOption(stateDirOption())
   .action(async (opts) => {
     const list = (await adminRequest(opts.stateDir, 'GET', '/sessions')) as SessionInfo[];
-    for (const s of list) process.stdout.write(`${s.id}  policy=${s.policy}  created=${s.created}  audit=${s.audit}\n`);
+    for (const s of list) {
+      const launcher = s.launcher_pid === undefined ? '' : `  launcher=${s.launcher_pid}${s.leased ? ' (leased)' : ''}`;
+      process.stdout.write(`${s.id}  policy=${s.policy}  created=${s.created}  audit=${s.audit}${launcher}\n`);
+    }
     if (list.length === 0) process.stdout.write('no sessions\n');
   });
 session
@@ -94,7 +100,7 @@ session
   .argument('<id>')
   .addOption(stateDirOption())
   .action(async (id: string, opts) => {
-    await adminRequest(opts.stateDir, 'DELETE', `/sessions/${encodeURIComponent(id)}`);
+    await removeDaemonSession(opts.stateDir, id, { notice: (line) => process.stderr.write(`airlock: ${line}\n`) });
     process.stdout.write(`removed ${id}\n`);
   });
 

@@ -12,30 +12,45 @@ import { EmbeddedProvider } from '../launcher/provider.js';
 import type { SessionLease, SessionProvider } from '../launcher/provider.js';
 import { runSession, pingDocker, requireHostClosure } from '../launcher/run.js';
 import { invokingUser } from '../launcher/copy-out.js';
-import { collectGarbage } from '../launcher/gc.js';
+import { collectDaemonSessions, collectGarbage } from '../launcher/gc.js';
+import type { DaemonSessions } from '../launcher/gc.js';
 import { checkCidrs, collect, defaultStateDir, loadPolicy, parseResolve, upstreamRoots, UsageError } from './config.js';
 import { credentialsFactory } from './secrets.js';
-import { adminRequest } from './daemon.js';
+import { AdminError, adminRequest, openLease, removeDaemonSession } from './daemon.js';
 
-/** Sessions created through a running `airlock proxy` (several sessions share its process). */
+/**
+ * Sessions created through a running `airlock proxy` (several sessions share its process). Each
+ * is tied to this launcher by a lease, an admin connection held open for the session's life: when
+ * the launcher exits in any way, kill -9 included, the daemon sees it close and ends the session.
+ */
 class DaemonProvider implements SessionProvider {
   constructor(
     private readonly stateDir: string,
     private readonly policyFile: string,
+    private readonly notice: (line: string) => void,
   ) {}
 
   async open(_policy: Policy, listenHost: string, sessionId: string, checkEnv: Readonly<Record<string, string>>): Promise<SessionLease> {
-    const info = (await adminRequest(this.stateDir, 'POST', '/sessions', {
+    const lease = await openLease(this.stateDir, '/sessions', {
       id: sessionId,
       listen_host: listenHost,
       policy_text: readFileSync(this.policyFile, 'utf8'),
       policy_source: this.policyFile,
       check_env: checkEnv,
-    })) as Required<SessionInfo>;
+      launcher_pid: process.pid,
+    });
+    const info = lease.info as Required<SessionInfo>;
+    const refuse = async (message: string): Promise<never> => {
+      await removeDaemonSession(this.stateDir, sessionId).catch(() => {});
+      lease.end();
+      throw new UsageError(message);
+    };
+    // A daemon that does not tie the session to this process would keep it, its credentials and
+    // its listener after a crash of this launcher.
+    if (!lease.held) await refuse('the running airlock proxy does not end sessions whose launcher is gone; restart it with this version of airlock');
     // A daemon that did not check the values cannot vouch for them.
     if (!Array.isArray(info.withheld_env)) {
-      await adminRequest(this.stateDir, 'DELETE', `/sessions/${sessionId}`).catch(() => {});
-      throw new UsageError('the running airlock proxy does not check -e values for secrets; restart it with this version of airlock');
+      await refuse('the running airlock proxy does not check -e values for secrets; restart it with this version of airlock');
     }
     const token = decodeURIComponent(new URL(info.proxy_url).password);
     return {
@@ -48,7 +63,15 @@ class DaemonProvider implements SessionProvider {
       secretSourceEnv: info.secret_source_env,
       withheldEnv: info.withheld_env,
       release: async () => {
-        await adminRequest(this.stateDir, 'DELETE', `/sessions/${sessionId}`);
+        try {
+          await removeDaemonSession(this.stateDir, sessionId, { notice: this.notice });
+        } catch (err) {
+          // Already gone (removed by hand) is what release wants.
+          if (err instanceof AdminError && err.status === 404) return;
+          throw new UsageError(`${(err as Error).message}; closing the session's lease instead, which makes the airlock proxy end it`);
+        } finally {
+          lease.end();
+        }
       },
       summary: () => `see \`airlock audit ${info.id} --state-dir ${this.stateDir}\``,
     };
@@ -84,7 +107,7 @@ export function registerRunCommands(program: Command): void {
       let runtime: ProxyRuntime | undefined;
       let provider: SessionProvider;
       if (opts.daemon) {
-        provider = new DaemonProvider(opts.stateDir, opts.policy);
+        provider = new DaemonProvider(opts.stateDir, opts.policy, (line) => process.stderr.write(`airlock: ${line}\n`));
       } else {
         mkdirSync(opts.stateDir, { recursive: true, mode: 0o700 });
         const roots = upstreamRoots(opts.upstreamCa);
@@ -140,11 +163,31 @@ export function registerRunCommands(program: Command): void {
     .command('gc')
     .description('remove containers, networks and firewall rules left by sessions whose launcher died')
     .option('--all', 'also remove those of sessions that are still running, and containers kept with --keep')
+    .option('--state-dir <dir>', "state dir of the airlock proxy whose sessions to check", defaultStateDir())
     .action(async (opts) => {
+      const notice = (l: string) => process.stderr.write(l + '\n');
+      // The daemon's sessions first: that closes their listeners before their networks go.
+      const sessions = await collectDaemonSessions(daemonSessions(opts.stateDir), { onlyDead: !opts.all, notice });
       const docker = await dockerClient();
       await pingDocker(docker);
-      const report = await collectGarbage(docker, { onlyDead: !opts.all, notice: (l) => process.stderr.write(l + '\n') });
-      const total = report.containers.length + report.networks.length + report.firewall.length;
+      const report = await collectGarbage(docker, { onlyDead: !opts.all, notice });
+      const total = sessions.length + report.containers.length + report.networks.length + report.firewall.length;
       if (total === 0) process.stdout.write('airlock gc: nothing to remove\n');
     });
+}
+
+/** The daemon's sessions for gc; no daemon running for the state dir means none. */
+function daemonSessions(stateDir: string): DaemonSessions {
+  return {
+    list: async () => {
+      try {
+        return (await adminRequest(stateDir, 'GET', '/sessions')) as SessionInfo[];
+      } catch (err) {
+        // No token file, or a stale one and nobody at the socket: no daemon, nothing of it to collect.
+        if (err instanceof AdminError && ['NO_DAEMON', 'ENOENT', 'ECONNREFUSED'].includes(err.code ?? '')) return [];
+        throw err;
+      }
+    },
+    remove: (id) => removeDaemonSession(stateDir, id),
+  };
 }

@@ -1,5 +1,6 @@
 // Leftovers of sessions whose launcher died (kill -9, crash): containers, networks and firewall
-// chains, found by label (and chain name) and removed. Sessions of live launchers are kept.
+// chains, found by label (and chain name), and sessions a daemon still holds for a launcher that
+// is gone; all removed. Sessions of live launchers are kept.
 import type Docker from 'dockerode';
 import { firewallSessions, removeFirewall, canManageFirewall } from './firewall.js';
 
@@ -20,7 +21,7 @@ export interface GcReport {
   firewall: string[];
 }
 
-function alive(pid: string | undefined): boolean {
+function alive(pid: string | number | undefined): boolean {
   const n = Number(pid);
   if (!Number.isInteger(n) || n <= 0) return false;
   try {
@@ -84,4 +85,34 @@ export async function collectGarbage(docker: Docker, options: GcOptions): Promis
     );
   }
   return report;
+}
+
+/** The admin side of a running daemon, as gc needs it. */
+export interface DaemonSessions {
+  list(): Promise<ReadonlyArray<{ readonly id: string; readonly launcher_pid?: number }>>;
+  remove(id: string): Promise<void>;
+}
+
+/**
+ * Removes the daemon's sessions whose launcher (`airlock run --daemon`) is gone. The daemon ends
+ * such a session itself when its launcher's lease connection closes; this catches what that
+ * missed (a daemon of an older version, a lease that never took). Sessions made with `airlock
+ * session create` name no launcher and are left to `airlock session rm`.
+ */
+export async function collectDaemonSessions(daemon: DaemonSessions, options: GcOptions): Promise<string[]> {
+  const removed: string[] = [];
+  for (const session of await daemon.list()) {
+    if (session.launcher_pid === undefined) continue;
+    if (options.onlyDead && alive(session.launcher_pid)) continue;
+    try {
+      await daemon.remove(session.id);
+      removed.push(session.id);
+    } catch (err) {
+      options.notice(`airlock gc: could not remove session ${session.id} from the airlock proxy: ${(err as Error).message}`);
+    }
+  }
+  if (removed.length > 0) {
+    options.notice(`airlock gc: removed ${removed.length} session(s) of the airlock proxy whose launcher is gone: ${removed.join(', ')}`);
+  }
+  return removed;
 }

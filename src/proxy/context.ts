@@ -19,4 +19,10 @@ export interface SessionDirectory {
    * listener the request came in on, so sessions bound to one listener cannot be used from another.
    */
   authenticate(proxyAuthorization: string | undefined, listener: string): ProxySession | null;
+  /**
+   * The session a listener belongs to when only that session may use it (a Docker session's
+   * gateway listener), else null: its connections count against that session before they
+   * authenticate.
+   */
+  ownerOf(listener: string): ProxySession | null;
 }

@@ -20,10 +20,12 @@ import { usageOf } from './usage.js';
 import { bodyOf, forwardHttp } from './forward.js';
 import type { ForwardDeps } from './forward.js';
 import { relayWebSocket } from './websocket.js';
+import { Admission } from './admission.js';
+import type { AdmissionLimits } from './admission.js';
 import { serveTunnelHttp } from './tunnel-http.js';
 import type { TunnelHttpHandlers } from './tunnel-http.js';
 
-export interface ProxyLimits {
+export interface ProxyLimits extends AdmissionLimits {
   /** Tunnels with no traffic for this long are closed. */
   readonly idleTimeoutMs: number;
   /** Time allowed to receive a request's headers (slowloris). */
@@ -38,6 +40,13 @@ export const DEFAULT_LIMITS: ProxyLimits = Object.freeze({
   headersTimeoutMs: 30_000,
   keepAliveTimeoutMs: 60_000,
   maxHeaderBytes: 32 * 1024,
+  // A client sends its first request right after connecting; 10 s covers a slow start, not an
+  // idle flood.
+  authTimeoutMs: 10_000,
+  // Far above what one agent uses (browsers keep ~6 per host, npm ~15), far below what exhausts a
+  // host. The daemon lowers both caps to fit its open-file limit.
+  maxListenerConnections: 1024,
+  maxClientConnections: Infinity,
 });
 
 export interface ProxyOptions {
@@ -78,9 +87,11 @@ export class ProxyServer {
   private readonly listenerNames = new WeakMap<http.Server, string>();
   private readonly limits: ProxyLimits;
   private readonly forwardDeps: ForwardDeps;
+  private readonly admission: Admission;
 
   constructor(private readonly options: ProxyOptions) {
     this.limits = { ...DEFAULT_LIMITS, ...options.limits };
+    this.admission = new Admission(this.limits, options.log);
     this.forwardDeps = {
         upstream: this.options.upstream,
         log: this.options.log,
@@ -129,6 +140,9 @@ export class ProxyServer {
   /** Starts a listener. `name` identifies it to the session directory (session binding). */
   async listen(host: string, port: number, name = 'default'): Promise<AddressInfo> {
     const server = this.createHttpServer();
+    // Registered after the HTTP server's own handler: a refused socket is ended right away, and
+    // the handlers below ignore anything its parser still reports.
+    server.on('connection', (socket: net.Socket) => this.admit(socket, name));
     server.on('request', (req, res) => this.onPlainRequest(req, res, name));
     server.on('connect', (req, socket, head) => this.onConnect(req, socket as net.Socket, head, name));
     server.on('upgrade', (req, socket, head) => this.onPlainUpgrade(req, socket, head, name));
@@ -171,8 +185,14 @@ export class ProxyServer {
     await settle([closeServer(server!), destroyAll(open)]);
   }
 
+  /** Open client connections, in all or on one listener (by name). */
+  clientConnections(listener?: string): number {
+    return this.admission.open(listener);
+  }
+
   async close(): Promise<void> {
     const servers = this.servers.splice(0);
+    this.admission.close();
     this.inner.closeAllConnections();
     this.inner.close(() => {}); // not listening: this only stops its connection checker
     // Ending the tunnels and upgrades lets the listeners finish closing, and lets their audit
@@ -190,6 +210,19 @@ export class ProxyServer {
     if (sockets.length > 0) await settle([destroyAll(sockets)]);
   }
 
+  /** Counts an accepted connection against its caps, or answers why not and closes it. */
+  private admit(socket: net.Socket, listener: string): void {
+    const refusal = this.admission.admit(socket, listener, this.options.sessions.ownerOf(listener));
+    if (!refusal) return;
+    socket.on('error', () => socket.destroy());
+    // The answer goes out before the client's request is likely to arrive, so the close is a
+    // FIN after it, not a reset that would discard it. No lingering: in a flood every refused
+    // socket must give its descriptor back at once.
+    socket.end(rawResponse(refusal.status, refusal.reason, refusal.body, ['Retry-After: 1']), () => socket.destroy());
+    const stuck = setTimeout(() => socket.destroy(), 1_000).unref();
+    socket.once('close', () => clearTimeout(stuck));
+  }
+
   private track(socket: Duplex, listener: string): void {
     if (socket.destroyed) return;
     this.detached.set(socket, { listener, session: null });
@@ -205,6 +238,10 @@ export class ProxyServer {
   // ---- plain HTTP: absolute-URI requests to the proxy
 
   private onPlainRequest(req: http.IncomingMessage, res: http.ServerResponse, listener: string): void {
+    if (this.admission.isRefused(req.socket)) {
+      req.socket.destroy();
+      return;
+    }
     inTurn(res, () => this.handlePlainRequest(req, res, listener));
   }
 
@@ -215,6 +252,7 @@ export class ProxyServer {
       res.end(PROXY_AUTH_BODY);
       return;
     }
+    this.admission.authenticated(req.socket);
     const usage = usageOf(session);
     if (!usage.openConnection()) {
       // Audited like the CONNECT path's refusal: a session hitting its cap shows in its log.
@@ -511,6 +549,10 @@ export class ProxyServer {
    */
   private authenticateSocket(req: http.IncomingMessage, socket: Duplex, listener: string): ProxySession | null {
     socket.on('error', () => socket.destroy());
+    if (this.admission.isRefused(socket)) {
+      socket.destroy();
+      return null;
+    }
     this.track(socket, listener);
     const session = this.authenticate(req, listener);
     if (!session) {
@@ -518,6 +560,7 @@ export class ProxyServer {
       return null;
     }
     this.bind(socket, session);
+    this.admission.authenticated(socket as net.Socket);
     return session;
   }
 

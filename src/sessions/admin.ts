@@ -3,6 +3,7 @@
 // another local user can reach it. Never on a network address a session can route to.
 import http from 'node:http';
 import { chmodSync, rmSync } from 'node:fs';
+import type pino from 'pino';
 import { parsePolicy, PolicyError } from '../policy/index.js';
 import type { Policy } from '../policy/index.js';
 import type { AddressInfo } from 'node:net';
@@ -19,6 +20,7 @@ export interface AdminOptions {
   /** Address clients use to reach the proxy listener, for the URLs handed out. */
   readonly proxyHost: string;
   readonly proxyPort: number;
+  readonly log: pino.Logger;
 }
 
 export interface SessionInfo {
@@ -36,6 +38,10 @@ export interface SessionInfo {
   audit: string;
   created: string;
   env: Record<string, string>;
+  /** The process that asked for the session (`airlock run --daemon`), for `airlock gc`. */
+  launcher_pid?: number;
+  /** True while the session is tied to an open admin connection of its launcher (its lease). */
+  leased?: boolean;
 }
 
 export function describeSession(session: Session, host: string, port: number): SessionInfo {
@@ -84,13 +90,45 @@ async function readJson(req: http.IncomingMessage, limit = 1 << 20): Promise<Rec
   return JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>;
 }
 
+/** What the admin endpoint keeps about a session besides the registry's record. */
+interface Held {
+  /** The session's own listener (Docker sessions on a network gateway), closed with it. */
+  listener?: AddressInfo;
+  launcherPid?: number;
+  leased: boolean;
+}
+
 export async function startAdmin(options: AdminOptions): Promise<http.Server> {
-  const { runtime } = options;
-  // Listeners opened for sessions on their own address (Docker gateways), closed with the session.
-  const ownListeners = new Map<string, AddressInfo>();
-  const describe = (session: Session) => {
-    const own = ownListeners.get(session.id);
-    return own ? describeSession(session, own.address, own.port) : describeSession(session, options.proxyHost, options.proxyPort);
+  const { runtime, log } = options;
+  const held = new Map<string, Held>();
+  const describe = (session: Session): SessionInfo => {
+    const h = held.get(session.id);
+    const info = h?.listener ? describeSession(session, h.listener.address, h.listener.port) : describeSession(session, options.proxyHost, options.proxyPort);
+    return { ...info, launcher_pid: h?.launcherPid, leased: h?.leased ?? false };
+  };
+  /**
+   * Removes a session and closes its own listener. With `only`, removes it only if the id still
+   * names that very session (a lease ending late must not take a later session of the same id).
+   */
+  const removing = new Map<string, Promise<boolean>>();
+  const remove = (id: string, only?: Session): Promise<boolean> => {
+    // A DELETE and a closing lease may meet: the second waits for the first, and both say removed.
+    const pending = removing.get(id);
+    if (pending) return pending;
+    const session = runtime.sessions.get(id);
+    if (!session || (only && session !== only)) return Promise.resolve(false);
+    const h = held.get(id);
+    held.delete(id);
+    const done = (async () => {
+      try {
+        if (h?.listener) await runtime.proxy.unlisten(h.listener);
+        return await runtime.sessions.remove(id);
+      } finally {
+        removing.delete(id);
+      }
+    })();
+    removing.set(id, done);
+    return done;
   };
   const server = http.createServer((req, res) => {
     if (!authorised(req, options.token)) return send(res, 401, { error: 'admin token required' });
@@ -105,6 +143,11 @@ export async function startAdmin(options: AdminOptions): Promise<http.Server> {
       return send(res, 200, runtime.sessions.list().map(describe));
     }
     if (req.method === 'POST' && url.pathname === '/sessions') {
+      // A leased session lives as long as this request's connection: known from the start, so a
+      // launcher that dies while the session is being made does not leave it behind.
+      const lease = req.headers['x-airlock-lease'] === 'hold';
+      let callerGone = false;
+      if (lease) res.once('close', () => (callerGone = true));
       const body = await readJson(req);
       const policy =
         typeof body.policy_text === 'string'
@@ -113,31 +156,40 @@ export async function startAdmin(options: AdminOptions): Promise<http.Server> {
       const id = typeof body.id === 'string' ? body.id : undefined;
       const checkEnv = checkEnvOf(body);
       const listenHost = typeof body.listen_host === 'string' ? body.listen_host : null;
+      const launcherPid = Number.isSafeInteger(body.launcher_pid) && (body.launcher_pid as number) > 0 ? (body.launcher_pid as number) : undefined;
       // A session with its own listener, e.g. on a Docker session network's gateway.
       const listener = listenHost === null ? undefined : `session:${id ?? 'x'}-${Date.now()}`;
       const session = await runtime.sessions.create(policy, { id, listener });
+      held.set(session.id, { launcherPid, leased: lease });
       let withheld: string[] | undefined;
       try {
         // The caller's variables are compared here, where the secrets are: the answer is names,
         // so neither the secrets nor anything derived from them leave the daemon.
         if (checkEnv) withheld = await session.credentials.variablesHoldingSecrets(checkEnv);
-        if (listenHost !== null) ownListeners.set(session.id, await runtime.proxy.listen(listenHost, 0, listener));
+        if (listenHost !== null) held.get(session.id)!.listener = await runtime.proxy.listen(listenHost, 0, listener);
       } catch (err) {
-        await runtime.sessions.remove(session.id);
+        await remove(session.id, session);
         throw err;
       }
-      const info = { ...describe(session), withheld_env: withheld };
-      if (listenHost === null) return send(res, 201, info);
-      return send(res, 201, { ...info, listen_host: listenHost, bundle_pem: session.bundlePem, secret_source_env: session.credentials.secretSourceEnv });
+      let info: SessionInfo = { ...describe(session), withheld_env: withheld };
+      if (listenHost !== null) info = { ...info, listen_host: listenHost, bundle_pem: session.bundlePem, secret_source_env: session.credentials.secretSourceEnv };
+      if (!lease) return send(res, 201, info);
+      const end = () => {
+        void remove(session.id, session).then((removed) => {
+          if (removed) log.info({ session: session.id, launcher_pid: launcherPid }, 'session removed: its launcher closed its lease (it exited or was killed)');
+        });
+      };
+      if (callerGone) return end();
+      // The answer is one JSON line; the response then stays open until the launcher goes. Its
+      // closing (exit, crash, kill -9: the kernel closes the socket) ends the session.
+      res.writeHead(201, { 'Content-Type': 'application/x-ndjson', 'Cache-Control': 'no-store', 'X-Airlock-Lease': 'held' });
+      res.write(JSON.stringify(info) + '\n');
+      res.once('close', end);
+      return;
     }
     const match = /^\/sessions\/([a-z0-9-]+)$/.exec(url.pathname);
     if (req.method === 'DELETE' && match) {
-      const own = ownListeners.get(match[1]!);
-      if (own) {
-        ownListeners.delete(match[1]!);
-        await runtime.proxy.unlisten(own);
-      }
-      const removed = await runtime.sessions.remove(match[1]!);
+      const removed = await remove(match[1]!);
       return send(res, removed ? 200 : 404, removed ? { removed: match[1] } : { error: `no session ${match[1]}` });
     }
     send(res, 404, { error: 'unknown admin route' });

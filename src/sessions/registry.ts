@@ -47,6 +47,8 @@ export function sessionDir(stateDir: string, id: string): string {
 
 export class SessionRegistry implements SessionDirectory {
   private readonly sessions = new Map<string, LiveSession>();
+  /** Sessions with a listener of their own, by listener name (looked up at every accept). */
+  private readonly owners = new Map<string, LiveSession>();
 
   constructor(private readonly options: SessionRegistryOptions) {}
 
@@ -82,6 +84,7 @@ export class SessionRegistry implements SessionDirectory {
     };
     await session.audit.ready();
     this.sessions.set(id, session);
+    if (session.listener !== 'default') this.owners.set(session.listener, session);
     return session;
   }
 
@@ -97,6 +100,7 @@ export class SessionRegistry implements SessionDirectory {
     const session = this.sessions.get(id);
     if (!session) return false;
     this.sessions.delete(id);
+    if (this.owners.get(session.listener) === session) this.owners.delete(session.listener);
     await this.options.onRemove?.(id);
     await session.audit.close();
     return true;
@@ -104,6 +108,10 @@ export class SessionRegistry implements SessionDirectory {
 
   async closeAll(): Promise<void> {
     await Promise.all([...this.sessions.keys()].map((id) => this.remove(id)));
+  }
+
+  ownerOf(listener: string): ProxySession | null {
+    return this.owners.get(listener) ?? null;
   }
 
   authenticate(header: string | undefined, listener: string): ProxySession | null {

@@ -6,6 +6,7 @@
 //   httpsViaProxy({ proxyPort, proxyAuthorization?, url, ca, ... })  → { connectStatus, status, headers, body }
 //   httpViaProxy({ proxyPort, proxyAuthorization?, url, ... })        → { status, headers, body }
 //   openTunnelTls({ proxyPort, proxyAuthorization, target, servername, ca }) → tls.TLSSocket (after CONNECT 200)
+//   openIdleConnections(host, port, count) → a flood of connections that never send a byte
 import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
@@ -249,4 +250,53 @@ export class TunnelAgent extends https.Agent {
     );
     return undefined;
   }
+}
+
+export interface IdleConnections {
+  readonly sockets: net.Socket[];
+  /** What each connection received (latin1), by index. */
+  readonly received: string[];
+  /** Connections the peer has not closed. */
+  open(): number;
+  close(): void;
+}
+
+/**
+ * Opens `count` TCP connections to host:port, `batch` at a time, and writes nothing on them. Each
+ * batch waits until its connections have connected or been closed (at most `batchTimeoutMs`: a
+ * peer that stops accepting leaves connects hanging in its backlog).
+ */
+export async function openIdleConnections(host: string, port: number, count: number, opts: { batch?: number; batchTimeoutMs?: number } = {}): Promise<IdleConnections> {
+  const batch = opts.batch ?? 200;
+  const sockets: net.Socket[] = [];
+  const received: string[] = [];
+  const closed = new Set<net.Socket>();
+  for (let start = 0; start < count; start += batch) {
+    let timer: NodeJS.Timeout | undefined;
+    const settled = Promise.all(
+      Array.from({ length: Math.min(batch, count - start) }, (_, k) => {
+        const index = start + k;
+        received[index] = '';
+        return new Promise<void>((resolve) => {
+          const socket = net.connect({ host, port });
+          sockets.push(socket);
+          socket.on('data', (c: Buffer) => (received[index] += c.toString('latin1')));
+          socket.on('error', () => {});
+          socket.once('close', () => {
+            closed.add(socket);
+            resolve();
+          });
+          socket.once('connect', () => resolve());
+        });
+      }),
+    );
+    await Promise.race([settled, new Promise((resolve) => (timer = setTimeout(resolve, opts.batchTimeoutMs ?? 10_000)))]);
+    clearTimeout(timer);
+  }
+  return {
+    sockets,
+    received,
+    open: () => sockets.length - closed.size,
+    close: () => sockets.forEach((s) => s.destroy()),
+  };
 }

@@ -867,6 +867,92 @@ describeDocker('airlock run --daemon: sessions through a running airlock proxy',
   }, 180_000);
 });
 
+describeDocker('airlock run --daemon: launcher killed with SIGKILL', () => {
+  let daemon: LiveCli | undefined;
+  let stateDir: string;
+
+  beforeAll(async () => {
+    stateDir = newStateDir();
+    const listen = `127.0.0.1:${await freePort()}`;
+    daemon = spawnCli(
+      [
+        'proxy', '--policy', policyA, '--listen', listen, '--state-dir', stateDir,
+        '--resolve', `api.github.com:443:127.0.0.1:${github.port}`, '--upstream-ca', pki.caFile,
+      ],
+      { ...baseEnv, AIRLOCK_GITHUB_TOKEN: REAL_D },
+    );
+    await waitFor(() => existsSync(join(stateDir, 'admin.sock')) || daemon!.exited(), 30_000, 'the daemon admin socket');
+    expect(daemon.exited(), daemon.stderr()).toBe(false);
+  }, 60_000);
+
+  afterAll(async () => {
+    if (daemon && !daemon.exited()) {
+      daemon.child.kill('SIGTERM');
+      record('daemon of killed launchers', await waitExit(daemon, 15_000).catch(() => ({ stdout: '', stderr: daemon!.stderr() })));
+    }
+  });
+
+  /** A `run --daemon` session up and running, with the port of its listener in the daemon. */
+  async function launch(): Promise<{ cli: LiveCli; c: SessionContainer; address: string }> {
+    const workspace = newWorkspace();
+    const name = containerName('daemon-killed');
+    const cli = spawnCli(
+      ['run', '--daemon', '--state-dir', stateDir, '--policy', policyA, '--image', image, '--workspace', workspace, '--name', name, '--', ...sessionCommand()],
+      baseEnv,
+    );
+    const c = await waitForSession(cli, name, join(workspace, 'ready'));
+    const port = new URL(readFileSync(join(workspace, 'proxy-url'), 'utf8').trim()).port;
+    const address = `${c.gateway}:${port}`;
+    expect((await listeners()).get(address), `listener of ${c.sessionId}`).toEqual([daemon!.child.pid]);
+    expect((await runCli(['session', 'ls', '--state-dir', stateDir], { env: baseEnv })).stdout).toContain(c.sessionId);
+    return { cli, c, address };
+  }
+
+  async function kill9(cli: LiveCli): Promise<void> {
+    cli.child.kill('SIGKILL');
+    const r = await waitExit(cli, 15_000);
+    record('killed daemon launcher', r);
+    expect(r.signal).toBe('SIGKILL');
+  }
+
+  const listed = async () => (await runCli(['session', 'ls', '--state-dir', stateDir], { env: baseEnv })).stdout;
+
+  it('the daemon ends the session by itself (its lease closed): no session, no listener; airlock gc then removes container, network and chain', async () => {
+    const { cli, c, address } = await launch();
+    await kill9(cli);
+    await waitFor(async () => !(await listed()).includes(c.sessionId), 10_000, `the daemon to drop ${c.sessionId}`);
+    expect([...(await listeners()).keys()]).not.toContain(address);
+    expect(daemon!.stderr()).toContain('session removed: its launcher closed its lease');
+    // The Docker side is the launcher's to clean up, and it was killed: still there for gc.
+    expect((await inspectContainer(c.name)).info.State.Running).toBe(true);
+
+    const gc = await runCli(['gc'], { env: { ...baseEnv, AIRLOCK_STATE_DIR: stateDir }, timeoutMs: 60_000 });
+    record('gc after killed daemon launcher', gc);
+    expect(gc.code, gc.stderr).toBe(0);
+    expect(await leftovers(c.sessionId)).toEqual(NO_LEFTOVERS);
+    expect(await listed()).not.toContain(c.sessionId);
+    expect(daemon!.exited()).toBe(false);
+  }, 180_000);
+
+  it('kill -9, then airlock gc at once: nothing of the session in session ls, its listener closed, no container, network or chain', async () => {
+    const { cli, c, address } = await launch();
+    await kill9(cli);
+    const gc = await runCli(['gc'], { env: { ...baseEnv, AIRLOCK_STATE_DIR: stateDir }, timeoutMs: 60_000 });
+    record('gc right after killed daemon launcher', gc);
+    expect(gc.code, gc.stderr).toBe(0);
+    expect(await listed()).not.toContain(c.sessionId);
+    expect([...(await listeners()).keys()]).not.toContain(address);
+    expect(await leftovers(c.sessionId)).toEqual(NO_LEFTOVERS);
+    // The daemon still serves: a new session works.
+    const next = await launch();
+    const r = await execScript(next.c.name, `curl -sS --max-time 15 -o /dev/null -w 'HTTP %{http_code}\\n' https://api.github.com/after-kill`);
+    expect(r.stdout, r.stderr).toContain('HTTP 200');
+    await finishSession(next.c.name, 0);
+    expect((await waitExit(next.cli)).code).toBe(0);
+    expect(await leftovers(next.c.sessionId)).toEqual(NO_LEFTOVERS);
+  }, 180_000);
+});
+
 describeDocker('airlock run: no real secret in any output', () => {
   it('never printed a secret, nor wrote one to a state dir', async () => {
     // Runs last (a file runs its tests in order): everything recorded above.
