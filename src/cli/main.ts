@@ -163,7 +163,7 @@ policyCommand
   .argument('<session>', 'session id')
   .addOption(stateDirOption())
   .option('--name <name>', 'name of the suggested policy (default: suggested-<session>)')
-  .option('--from <policy>', "keep this policy's credentials: and limits: sections")
+  .option('--from <policy>', "keep this policy's credentials:, limits: and container: sections")
   .option('--paths', 'list the exact paths used (default: leave paths out, i.e. any path)', false)
   .action((id: string, opts: { stateDir: string; name?: string; from?: string; paths: boolean }) => {
     let dir: string;
