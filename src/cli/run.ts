@@ -67,7 +67,10 @@ export function registerRunCommands(program: Command): void {
     .option('--keep', 'keep the stopped container after the run (gc leaves it; remove it with docker rm)')
     .option('-e, --env <NAME=VALUE>', 'extra environment variable (repeatable)', collect, [])
     .option('--user <uid:gid>', 'user inside the container (default: yours)')
-    .option('--allow-host-ports', 'run without root: accept that the container can reach other host ports on its gateway')
+    .option(
+      '--allow-host-ports',
+      "run without root: accept that the container can reach other host ports on its gateway, and that only Docker's own rules, unchecked, keep it off other networks",
+    )
     .option('--daemon', 'create the session through the running `airlock proxy` instead of an embedded proxy')
     .option('--state-dir <dir>', 'state dir (audit logs, bundles)', defaultStateDir())
     .option('--resolve <host:port:addr>', 'connect to ADDR for HOST:PORT (repeatable; embedded proxy only)', collect, [])

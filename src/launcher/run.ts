@@ -2,14 +2,17 @@
 //
 //   internal network (no route out, no outside DNS)  ──  gateway = host bridge address
 //   proxy listener on the gateway, only this session's credential accepted there
-//   iptables: from this bridge the host accepts the proxy port and drops everything else
+//   iptables: from this bridge the host accepts the proxy port and drops everything else, and
+//     nothing is routed from or to it (Airlock's own rules, whatever the engine's)
+//   embedded DNS forwards only to the gateway, where those rules drop it
 //   CA bundle copied in; placeholders in env; secrets stay on the host
 import type Docker from 'dockerode';
 import type { Policy } from '../policy/index.js';
 import type { SessionLease, SessionProvider } from './provider.js';
 import { tarOf } from './tar.js';
 import { CA_ENV_VARS, CA_PATH_IN_CONTAINER } from '../sessions/client-env.js';
-import { canManageFirewall, installFirewall, removeFirewall } from './firewall.js';
+import { canManageFirewall, engineFirewall, installFirewall, removeFirewall } from './firewall.js';
+import type { EngineFirewall } from './firewall.js';
 import { collectGarbage, LABEL_KEEP, LABEL_PID, LABEL_SESSION } from './gc.js';
 import { pack, extract } from 'tar-fs';
 
@@ -57,16 +60,47 @@ export interface RunResult {
 export function requireHostClosure(allowHostPorts: boolean | undefined): void {
   if (!canManageFirewall() && !allowHostPorts) {
     throw new LaunchError(
-      'airlock run needs root to close the host side: without iptables rules the container could reach every port the host ' +
-        'listens on at the session gateway. Run as root, or pass --allow-host-ports to accept that gap.',
+      'airlock run needs root to close the host side: without its iptables rules the container could reach every port the host ' +
+        "listens on at the session gateway, and only Docker's own rules, which Airlock cannot read without root, would keep it " +
+        'off other networks. Run as root, or pass --allow-host-ports to accept both.',
     );
   }
+}
+
+/**
+ * Why the session cannot start when Airlock's rules could not be added (`error`), given what the
+ * engine does for the network itself. Root gets no way around it: run as root means Airlock's
+ * rules are wanted, and with an engine that filters nothing they are all there is.
+ */
+export function firewallFailure(error: string, engine: EngineFirewall): string {
+  const fix = 'Run airlock as root on the Docker host itself, with a working iptables';
+  if (engine === 'none') {
+    return (
+      'refusing to run: the Docker engine manages no firewall rules for the session network (is dockerd running with ' +
+      `--iptables=false?) and Airlock could not add its own (${error}), so nothing would keep the container from routing ` +
+      'through its gateway to other networks, or from reaching every port the host listens on there. ' +
+      `${fix}, so Airlock adds its rules, or start dockerd with iptables enabled (the default).`
+    );
+  }
+  const engineSide =
+    engine === 'rules'
+      ? " (Docker's own rules for the network, which are in place, would still keep it off other networks)"
+      : ", and the engine's rules for it could not be read either: nothing Airlock can see would keep it off other networks";
+  return (
+    `Airlock could not add its firewall rules for the session network (${error}): without them the container could reach ` +
+    `every port the host listens on at its gateway${engineSide}. ${fix}.`
+  );
 }
 
 export async function runSession(o: RunOptions): Promise<RunResult> {
   requireHostClosure(o.allowHostPorts);
   const firewall = canManageFirewall();
-  if (!firewall) o.notice('warning: not root, so no firewall rules: the container can reach other host ports on the session gateway (--allow-host-ports)');
+  if (!firewall) {
+    o.notice(
+      "warning: not root, so no firewall rules of Airlock's: the container can reach other host ports on the session gateway, " +
+        "and only Docker's own rules, unchecked, keep it off other networks (--allow-host-ports)",
+    );
+  }
   if (o.copy && !o.copyOut) throw new LaunchError('--copy needs --copy-out DIR: where to put the workspace after the run');
   const extraEnv = parseExtraEnv(o.env ?? []);
 
@@ -112,8 +146,20 @@ export async function runSession(o: RunOptions): Promise<RunResult> {
     const lease = await o.provider.open(o.policy, gateway, o.sessionId, extraEnv);
     cleanups.push(() => lease.release());
     if (firewall) {
+      // Read before Airlock's own rules exist: only the engine's can name the bridge then.
+      const engine = await engineFirewall(bridge);
       cleanups.push(() => removeFirewall(o.sessionId));
-      await installFirewall({ sessionId: o.sessionId, bridge, gateway, proxyPort: lease.proxyPort });
+      try {
+        await installFirewall({ sessionId: o.sessionId, bridge, gateway, proxyPort: lease.proxyPort });
+      } catch (err) {
+        throw new LaunchError(firewallFailure((err as Error).message, engine));
+      }
+      if (engine === 'none') {
+        o.notice(
+          'the Docker engine manages no firewall rules for the session network (is dockerd running with --iptables=false?): ' +
+            "Airlock's own rules are what keep the container off other networks",
+        );
+      }
     }
 
     checkExtraEnv(o.env ?? [], lease);
@@ -139,7 +185,13 @@ export async function runSession(o: RunOptions): Promise<RunResult> {
         CapDrop: ['ALL'],
         SecurityOpt: ['no-new-privileges'],
         Privileged: false,
-        // Outside names never resolve on an internal network; fail in a second, not twenty.
+        // Docker's embedded DNS forwards names it does not know to upstream servers, from an
+        // internal network too, and DNS alone can carry data out (CVE-2024-29018: Docker before
+        // 26.0/25.0.4 even forwarded from the host's namespace when the host's resolver was on
+        // loopback). Its only upstream is the gateway, where Airlock's firewall drops everything
+        // but the proxy port, so outside names never resolve and no query leaves the session.
+        Dns: [gateway],
+        // ...and fail in a second, not twenty.
         DnsOptions: ['timeout:1', 'attempts:1'],
         Binds: binds,
         Init: false,

@@ -1,7 +1,9 @@
-// Reading the engine's firewall rules for a session bridge. (The rules themselves are tested
-// against the real engine in containment.test.ts and run.test.ts.)
+// Reading the engine's firewall rules for a session bridge, and what `airlock run` says when its
+// own rules cannot be added. (The rules themselves are tested against the real engine in
+// containment.test.ts and run.test.ts.)
 import { describe, expect, it } from 'vitest';
 import { engineRules } from '../../src/launcher/firewall.js';
+import { firewallFailure } from '../../src/launcher/run.js';
 
 const BRIDGE = 'br-f970196d73f3';
 
@@ -61,5 +63,21 @@ describe('engineRules', () => {
       '}',
     ].join('\n');
     expect(engineRules(nft, BRIDGE)).toEqual([`oifname "${BRIDGE}" iifname != "${BRIDGE}" counter drop comment "INTERNAL NETWORK INGRESS"`]);
+  });
+});
+
+describe('firewallFailure', () => {
+  it('refuses with what to do when the engine manages no rules for the network', () => {
+    const text = firewallFailure('iptables -w -N AIRLOCK-s-1 failed: Permission denied', 'none');
+    expect(text).toContain('the Docker engine manages no firewall rules for the session network');
+    expect(text).toContain('Permission denied');
+    expect(text).toContain('nothing would keep the container from routing through its gateway');
+    expect(text).toMatch(/start dockerd with iptables enabled/);
+  });
+
+  it('says the host side would be open when the engine isolates the network, and that it could not tell when unknown', () => {
+    expect(firewallFailure('boom', 'rules')).toMatch(/could reach every port the host listens on/);
+    expect(firewallFailure('boom', 'rules')).not.toContain('manages no firewall rules');
+    expect(firewallFailure('boom', 'unknown')).toMatch(/could not be read either/);
   });
 });
