@@ -6,7 +6,7 @@
 import { readFileSync, existsSync, statSync, watchFile } from 'node:fs';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
-import { PolicyError } from '../policy/index.js';
+import { formatBytes, PolicyError } from '../policy/index.js';
 import type { Policy } from '../policy/index.js';
 import { parseAuditLines, formatRow, summariseByHost, formatSummary } from '../audit/report.js';
 import type { AuditLine } from '../audit/report.js';
@@ -153,6 +153,13 @@ policyCommand
     if (policy.allow.length === 0) out.push('  (no allow rules: every request is denied)');
     for (const c of policy.credentials) {
       out.push(`  credential ${c.name}: env ${c.env.join(',')} → hosts ${c.hosts.join(',')} (in ${c.in.join(',')}; headers ${c.headers.join(',')}; secret from ${c.secret.kind})`);
+    }
+    const { pids, memoryBytes, cpus } = policy.container;
+    if (pids !== null || memoryBytes !== null || cpus !== null) {
+      const shown = (v: number | null, f: (n: number) => string) => (v === null ? 'default' : f(v));
+      out.push(
+        `  container: pids ${shown(pids, String)}; memory ${shown(memoryBytes, formatBytes)}; cpus ${shown(cpus, String)} (airlock run; flags override)`,
+      );
     }
     process.stdout.write(out.join('\n') + '\n');
   });

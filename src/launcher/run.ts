@@ -5,8 +5,10 @@
 //   iptables: from this bridge the host accepts the proxy port and drops everything else, and
 //     nothing is routed from or to it (Airlock's own rules, whatever the engine's)
 //   embedded DNS forwards only to the gateway, where those rules drop it
+//   pids, memory (no swap) and CPU limited
 //   CA bundle copied in; placeholders in env; secrets stay on the host
 import type Docker from 'dockerode';
+import { formatBytes, sizeFlag } from '../policy/index.js';
 import type { Policy } from '../policy/index.js';
 import type { SessionLease, SessionProvider } from './provider.js';
 import { tarOf } from './tar.js';
@@ -18,6 +20,32 @@ import { pack, extract } from 'tar-fs';
 
 
 export class LaunchError extends Error {}
+
+/** Limits given on the command line; each overrides the policy's `container:` entry. */
+export interface LimitFlags {
+  readonly pids?: number;
+  readonly memoryBytes?: number;
+  readonly cpus?: number;
+}
+
+/**
+ * Limits of a session container when neither flag nor policy sets them. A session may be hostile:
+ * without a pids limit a fork loop takes the host's process table, without a memory limit an
+ * allocation loop takes its memory. 512 tasks (threads count) leave room for an agent, a build and
+ * a test runner; 4 GiB for a large build. CPUs are capped at what the engine has.
+ */
+export const DEFAULT_LIMITS = Object.freeze({ pids: 512, memoryBytes: 4 * 1024 ** 3, cpus: 2 });
+
+export interface Limit {
+  readonly value: number;
+  readonly source: 'flag' | 'policy' | 'default';
+}
+
+export interface SessionLimits {
+  readonly pids: Limit;
+  readonly memoryBytes: Limit;
+  readonly cpus: Limit;
+}
 
 export interface RunOptions {
   readonly docker: Docker;
@@ -38,6 +66,8 @@ export interface RunOptions {
   /** uid:gid inside the container. */
   readonly user: string;
   readonly allowHostPorts?: boolean;
+  /** From the flags; the policy's `container:` and DEFAULT_LIMITS fill in the rest. */
+  readonly limits?: LimitFlags;
   readonly tty: boolean;
   readonly stdin: NodeJS.ReadStream;
   readonly stdout: NodeJS.WriteStream;
@@ -92,6 +122,37 @@ export function firewallFailure(error: string, engine: EngineFirewall): string {
   );
 }
 
+/** Flags over the policy over the defaults; throws if the engine has fewer CPUs than asked for. */
+export function resolveLimits(flags: LimitFlags, policy: Policy, engineCpus: number): SessionLimits {
+  const pick = (flag: number | undefined, fromPolicy: number | null, fallback: number): Limit =>
+    flag !== undefined ? { value: flag, source: 'flag' } : fromPolicy !== null ? { value: fromPolicy, source: 'policy' } : { value: fallback, source: 'default' };
+  let cpus = pick(flags.cpus, policy.container.cpus, DEFAULT_LIMITS.cpus);
+  if (cpus.source === 'default') {
+    cpus = { value: Math.min(cpus.value, engineCpus), source: 'default' };
+  } else if (cpus.value > engineCpus) {
+    const what = cpus.source === 'flag' ? `--cpus ${cpus.value}` : `container.cpus: ${cpus.value} in ${policy.source}`;
+    const override = cpus.source === 'policy' ? ` (--cpus ${engineCpus} overrides the policy)` : '';
+    throw new LaunchError(`${what}: this Docker engine has ${engineCpus} CPU${engineCpus === 1 ? '' : 's'}; ask for at most ${engineCpus}${override}`);
+  }
+  return {
+    pids: pick(flags.pids, policy.container.pids, DEFAULT_LIMITS.pids),
+    memoryBytes: pick(flags.memoryBytes, policy.container.memoryBytes, DEFAULT_LIMITS.memoryBytes),
+    cpus,
+  };
+}
+
+/** What to tell the user when the kernel killed a process of the session for its memory. */
+export function outOfMemoryMessage(limits: SessionLimits, policy: Policy): string {
+  const memory = limits.memoryBytes;
+  const origin =
+    memory.source === 'flag' ? `--memory ${sizeFlag(memory.value)}` : memory.source === 'policy' ? `container.memory in ${policy.source}` : 'the default';
+  const more = sizeFlag(memory.value * 2);
+  return (
+    `the session hit its memory limit of ${formatBytes(memory.value)} (${origin}): the kernel killed a process in it (out of memory). ` +
+    `To allow more, pass --memory ${more}, or set container: { memory: ${more} } in the policy.`
+  );
+}
+
 export async function runSession(o: RunOptions): Promise<RunResult> {
   requireHostClosure(o.allowHostPorts);
   const firewall = canManageFirewall();
@@ -105,6 +166,7 @@ export async function runSession(o: RunOptions): Promise<RunResult> {
   const extraEnv = parseExtraEnv(o.env ?? []);
 
   await pingDocker(o.docker);
+  const limits = resolveLimits(o.limits ?? {}, o.policy, await engineCpus(o.docker));
   await collectGarbage(o.docker, { onlyDead: true, notice: o.notice });
 
   const cleanups: Array<() => Promise<unknown>> = [];
@@ -195,6 +257,12 @@ export async function runSession(o: RunOptions): Promise<RunResult> {
         DnsOptions: ['timeout:1', 'attempts:1'],
         Binds: binds,
         Init: false,
+        PidsLimit: limits.pids.value,
+        Memory: limits.memoryBytes.value,
+        // No swap on top: an allocation loop would page the host to a crawl instead of ending.
+        MemorySwap: limits.memoryBytes.value,
+        OomKillDisable: false,
+        NanoCpus: Math.round(limits.cpus.value * 1e9),
       },
     });
     const created = container;
@@ -206,6 +274,8 @@ export async function runSession(o: RunOptions): Promise<RunResult> {
     }
 
     const exitCode = await attachAndWait(o, container, () => interrupted);
+    // Whichever process the kernel picked (the command or one of its children), say why.
+    if ((await container.inspect()).State.OOMKilled) o.notice(outOfMemoryMessage(limits, o.policy));
     if (o.copy && o.copyOut) {
       const archive = (await container.getArchive({ path: '/workspace/.' })) as NodeJS.ReadableStream;
       await new Promise<void>((resolve, reject) => {
@@ -280,6 +350,16 @@ export async function pingDocker(docker: Docker): Promise<void> {
     const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
     const hint = code === 'EACCES' ? 'no permission on the Docker socket: run as root or as a member of the docker group' : 'start dockerd or set DOCKER_HOST';
     throw new LaunchError(`Docker engine not reachable at ${dockerEndpoint(docker)} (${code}): ${hint}`);
+  }
+}
+
+/** CPUs the engine can hand out (Docker refuses a quota above that); no cap if it does not say. */
+async function engineCpus(docker: Docker): Promise<number> {
+  try {
+    const ncpu = Number(((await docker.info()) as { NCPU?: unknown }).NCPU);
+    return Number.isInteger(ncpu) && ncpu > 0 ? ncpu : Infinity;
+  } catch {
+    return Infinity;
   }
 }
 

@@ -1,6 +1,7 @@
 // Containment that does not rest on Docker alone, against the real engine: Airlock's own FORWARD
 // drops for the session bridge (tested with Docker's isolation rules for that bridge removed),
-// the embedded DNS pointed where Airlock's firewall drops it, and the start-up check.
+// the embedded DNS pointed where Airlock's firewall drops it, the start-up check, and per-session
+// resource limits (pids, memory, CPU) with a clear end when the memory limit is hit.
 //
 // Every address tried is this test's own: a server container on a network the test made, a
 // control container on another, DNS servers the test binds on those networks' gateways. Rules of
@@ -32,6 +33,8 @@ import type { LiveCli, SessionContainer } from './run-helpers.js';
 
 const RUN_ID = randomBytes(3).toString('hex');
 const LABEL = 'airlock-test=containment';
+const GiB = 1024 ** 3;
+const MiB = 1024 ** 2;
 
 const POLICY = `
 version: 1
@@ -46,6 +49,7 @@ let allowed: TestUpstream;
 let work: string;
 let policyFile: string;
 let baseEnv: NodeJS.ProcessEnv;
+let engineCpus: number;
 const scratch: string[] = [];
 
 function runArgs(stateDir: string, extra: readonly string[], command: readonly string[], policy = policyFile): string[] {
@@ -206,6 +210,7 @@ beforeAll(async () => {
   work = newDir('airlock-contain-');
   policyFile = join(work, 'policy.yaml');
   writeFileSync(policyFile, POLICY, { mode: 0o644 });
+  engineCpus = Number(await dockerOk(['info', '--format', '{{.NCPU}}']));
 }, 30 * 60_000);
 
 afterAll(async () => {
@@ -361,6 +366,108 @@ describeDocker('airlock run: routed traffic and DNS do not rest on Docker alone'
   }, 60_000);
 });
 
+describeDocker('airlock run: resource limits of the session container', () => {
+  const FORK_LOOP = [
+    'python3', '-c',
+    [
+      'import os',
+      'n, err, kids = 0, "none", []',
+      'for i in range(1500):',
+      '    try:',
+      '        pid = os.fork()',
+      '    except OSError as e:',
+      '        err = e.strerror',
+      '        break',
+      '    if pid == 0:',
+      '        os.execv("/bin/sleep", ["sleep", "300"])',
+      '    n += 1',
+      '    kids.append(pid)',
+      'print("FORKED", n, "ERR", err, flush=True)',
+      'for pid in kids:',
+      '    os.kill(pid, 9)',
+      '    os.waitpid(pid, 0)',
+    ].join('\n'),
+  ];
+  /** Allocates (and touches) 64 MiB at a time, up to `mib` MiB. */
+  const allocLoop = (mib: number) => [
+    'python3', '-c',
+    [
+      'chunks = []',
+      `for i in range(${Math.ceil(mib / 64)}):`,
+      '    chunks.append(b"\\x01" * (64 << 20))',
+      '    print("ALLOC", (i + 1) * 64, flush=True)',
+      'print("ALLOC DONE", flush=True)',
+    ].join('\n'),
+  ];
+
+  async function hostConfig(container: string): Promise<{ PidsLimit: number | null; Memory: number; MemorySwap: number; NanoCpus: number }> {
+    return JSON.parse(await dockerOk(['inspect', '-f', '{{json .HostConfig}}', container]));
+  }
+
+  it('a fork loop stops at the default pids limit (512), and the defaults are memory 4 GiB, no swap, 2 CPUs at most', async () => {
+    const container = name('forks');
+    try {
+      const r = await runCli(runArgs(newDir('airlock-contain-state-'), ['--keep', '--name', container], FORK_LOOP), { env: baseEnv, timeoutMs: 120_000 });
+      const m = /^FORKED (\d+) ERR (.*)$/m.exec(r.stdout);
+      expect(m, r.stdout + r.stderr).not.toBeNull();
+      expect(Number(m![1])).toBeLessThan(512);
+      expect(m![2]).toBe('Resource temporarily unavailable');
+      expect(r.code, r.stderr).toBe(0);
+      const hc = await hostConfig(container);
+      expect(hc).toMatchObject({ PidsLimit: 512, Memory: 4 * GiB, MemorySwap: 4 * GiB, NanoCpus: Math.min(2, engineCpus) * 1e9 });
+      expect(await expectNoLeftovers(sessionSummary(r.stderr)!.id)).toMatchObject({ networks: [], rules: [] });
+    } finally {
+      await docker(['rm', '-f', container]);
+    }
+  }, 180_000);
+
+  it('an allocation loop is killed at the default memory limit, and the session ends saying so and how to raise it', async () => {
+    const r = await runCli(runArgs(newDir('airlock-contain-state-'), [], allocLoop(4608)), { env: baseEnv, timeoutMs: 240_000 });
+    expect(r.stdout).not.toContain('ALLOC DONE');
+    const reached = Math.max(0, ...[...r.stdout.matchAll(/^ALLOC (\d+)$/gm)].map((x) => Number(x[1])));
+    expect(reached).toBeGreaterThan(3 * 1024);
+    expect(reached).toBeLessThanOrEqual(4096);
+    expect(r.code, r.stderr).toBe(137);
+    expect(r.stderr).toMatch(/the session hit its memory limit of 4 GiB \(the default\)/);
+    expect(r.stderr).toContain('--memory 8g');
+    expect(r.stderr).toContain('container: { memory: 8g }');
+    const summary = sessionSummary(r.stderr);
+    expect(summary).not.toBeNull();
+    expect(await expectNoLeftovers(summary!.id)).toEqual(NO_LEFTOVERS);
+  }, 300_000);
+
+  it('the policy sets the limits and flags override it; the out-of-memory message names where the limit came from', async () => {
+    const policy = join(work, 'limited.yaml');
+    writeFileSync(policy, `${POLICY}container:\n  pids: 64\n  memory: 200m\n  cpus: 1\n`, { mode: 0o644 });
+    const container = name('limited');
+    try {
+      const r = await runCli(
+        runArgs(newDir('airlock-contain-state-'), ['--keep', '--name', container, '--pids-limit', '100', '--cpus', '0.5'], ['sh', '-c', `${quote(FORK_LOOP)}; ${quote(allocLoop(1024))}`], policy),
+        { env: baseEnv, timeoutMs: 120_000 },
+      );
+      const forked = /^FORKED (\d+) ERR (.*)$/m.exec(r.stdout);
+      expect(forked, r.stdout + r.stderr).not.toBeNull();
+      expect(Number(forked![1])).toBeLessThan(100);
+      expect(Number(forked![1])).toBeGreaterThan(64);
+      expect(r.stdout).not.toContain('ALLOC DONE');
+      expect(r.code, r.stderr).toBe(137);
+      expect(r.stderr).toContain(`the session hit its memory limit of 200 MiB (container.memory in ${policy})`);
+      expect(r.stderr).toContain('--memory 400m');
+      expect(await hostConfig(container)).toMatchObject({ PidsLimit: 100, Memory: 200 * MiB, MemorySwap: 200 * MiB, NanoCpus: 0.5e9 });
+    } finally {
+      await docker(['rm', '-f', container]);
+    }
+  }, 180_000);
+
+  it('refuses more CPUs than the engine has, naming the flag, before starting anything', async () => {
+    const stateDir = newDir('airlock-contain-state-');
+    const r = await runCli(runArgs(stateDir, ['--cpus', String(engineCpus + 1)], ['true']), { env: baseEnv, timeoutMs: 60_000 });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`--cpus ${engineCpus + 1}: this Docker engine has ${engineCpus} CPU`);
+    expect(existsSync(join(stateDir, 'sessions'))).toBe(false);
+  }, 60_000);
+});
+
 describeDocker('airlock run: the start-up check when the engine adds no firewall rules', () => {
   /**
    * An `iptables` (and `nft`) first in PATH that shows the host's rules without any that name a
@@ -414,3 +521,8 @@ describeDocker('airlock run: the start-up check when the engine adds no firewall
     expect(await expectNoLeftovers(sessionSummary(r.stderr)!.id)).toEqual(NO_LEFTOVERS);
   }, 60_000);
 });
+
+/** A command line as one shell word list. */
+function quote(argv: readonly string[]): string {
+  return argv.map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
+}
