@@ -1,6 +1,6 @@
 // `airlock policy suggest`: a least-privilege policy learned from a session's audit log.
 //
-// Pure: audit lines (and optionally the text of a policy to keep credentials/limits from) in,
+// Pure: audit lines (and optionally the text of a policy to keep credentials/limits/container from) in,
 // a policy object and its YAML text out. The CLI does the file reading.
 //
 // What counts as "used": requests and tunnels the proxy let through (action allow, or would_deny
@@ -45,7 +45,7 @@ export interface SuggestOptions {
   readonly name?: string;
   /** List the exact paths used (default: leave paths out, i.e. any path). */
   readonly paths?: boolean;
-  /** A policy whose `credentials:` and `limits:` sections are kept. */
+  /** A policy whose `credentials:`, `limits:` and `container:` sections are kept. */
   readonly from?: { readonly text: string; readonly source: string };
   /** When the suggestion is made (header comment). Default: now. */
   readonly now?: Date;
@@ -285,12 +285,12 @@ function ruleComment(rule: SuggestedRule): string {
   return ` ${what}${denied}`;
 }
 
-/** The `credentials:` and `limits:` sections of a policy's text, as plain data. */
+/** The `credentials:`, `limits:` and `container:` sections of a policy's text, as plain data. */
 function keptSections(from: { text: string; source: string }): Record<string, unknown> {
   parsePolicy(from.text, from.source); // a broken --from policy is reported as such (PolicyError)
   const data = parseDocument(from.text).toJS({ maxAliasCount: 100 }) as Record<string, unknown>;
   const out: Record<string, unknown> = {};
-  for (const key of ['credentials', 'limits']) {
+  for (const key of ['credentials', 'limits', 'container']) {
     if (data[key] !== undefined && data[key] !== null) out[key] = data[key];
   }
   return out;
@@ -327,7 +327,7 @@ export function suggestPolicy(lines: readonly AuditLine[], opts: SuggestOptions)
   const skipped = Object.entries(learned.skipped);
   if (skipped.length > 0) header.push(` Not learned from (refused or not a policy matter): ${counts(learned.skipped)}.`);
   for (const note of learned.notes) header.push(` Note: ${note}.`);
-  if (opts.from) header.push(` credentials: and limits: are kept from ${opts.from.source}.`);
+  if (opts.from) header.push(` credentials:, limits: and container: are kept from ${opts.from.source}.`);
   if (learned.rules.length === 0) header.push(' Nothing was used: this policy denies every request.');
   header.push(' Review before use: hosts the session reached are allowed even if its policy would have denied them.');
   // One comment line per entry, whatever a file name contains.

@@ -6,7 +6,7 @@
 import { readFileSync, existsSync, statSync, watchFile } from 'node:fs';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
-import { PolicyError } from '../policy/index.js';
+import { formatBytes, PolicyError } from '../policy/index.js';
 import type { Policy } from '../policy/index.js';
 import { parseAuditLines, formatRow, summariseByHost, formatSummary } from '../audit/report.js';
 import type { AuditLine } from '../audit/report.js';
@@ -160,6 +160,13 @@ policyCommand
     for (const c of policy.credentials) {
       out.push(`  credential ${c.name}: env ${c.env.join(',')} → hosts ${c.hosts.join(',')} (in ${c.in.join(',')}; headers ${c.headers.join(',')}; secret from ${c.secret.kind})`);
     }
+    const { pids, memoryBytes, cpus } = policy.container;
+    if (pids !== null || memoryBytes !== null || cpus !== null) {
+      const shown = (v: number | null, f: (n: number) => string) => (v === null ? 'default' : f(v));
+      out.push(
+        `  container: pids ${shown(pids, String)}; memory ${shown(memoryBytes, formatBytes)}; cpus ${shown(cpus, String)} (airlock run; flags override)`,
+      );
+    }
     process.stdout.write(out.join('\n') + '\n');
   });
 
@@ -169,7 +176,7 @@ policyCommand
   .argument('<session>', 'session id')
   .addOption(stateDirOption())
   .option('--name <name>', 'name of the suggested policy (default: suggested-<session>)')
-  .option('--from <policy>', "keep this policy's credentials: and limits: sections")
+  .option('--from <policy>', "keep this policy's credentials:, limits: and container: sections")
   .option('--paths', 'list the exact paths used (default: leave paths out, i.e. any path)', false)
   .action((id: string, opts: { stateDir: string; name?: string; from?: string; paths: boolean }) => {
     let dir: string;

@@ -4,13 +4,15 @@ import { join, resolve as resolvePath } from 'node:path';
 import { dockerClient } from './docker.js';
 import type { Command } from 'commander';
 import pino from 'pino';
-import type { Policy } from '../policy/index.js';
+import { checkCpus, checkMemory, checkPids } from '../policy/index.js';
+import type { Checked, Policy } from '../policy/index.js';
 import { ProxyRuntime } from '../sessions/runtime.js';
 import type { SessionInfo } from '../sessions/admin.js';
 import { newSessionId } from '../sessions/session.js';
 import { EmbeddedProvider } from '../launcher/provider.js';
 import type { SessionLease, SessionProvider } from '../launcher/provider.js';
 import { runSession, pingDocker, requireHostClosure } from '../launcher/run.js';
+import type { LimitFlags } from '../launcher/run.js';
 import { invokingUser } from '../launcher/copy-out.js';
 import { collectDaemonSessions, collectGarbage } from '../launcher/gc.js';
 import type { DaemonSessions } from '../launcher/gc.js';
@@ -78,6 +80,24 @@ class DaemonProvider implements SessionProvider {
   }
 }
 
+/** --pids-limit, --memory and --cpus, checked like the policy's `container:` entries. */
+export function limitFlags(opts: { pidsLimit?: string; memory?: string; cpus?: string }): LimitFlags {
+  const read = <T>(flag: string, text: string | undefined, value: (t: string) => unknown, check: (v: unknown) => Checked<T>, hint: string): T | undefined => {
+    if (text === undefined) return undefined;
+    const checked = check(value(text.trim()));
+    if (!checked.ok) throw new UsageError(`${flag} ${text}: ${checked.problem}. ${hint}`);
+    return checked.value;
+  };
+  // Numbers only when the text is one, so "1,5" is reported as written rather than as NaN.
+  const integer = (t: string) => (/^\d+$/.test(t) ? Number(t) : t);
+  const decimal = (t: string) => (/^(\d+(\.\d*)?|\.\d+)$/.test(t) ? Number(t) : t);
+  return {
+    pids: read('--pids-limit', opts.pidsLimit, integer, checkPids, 'Use a whole number of processes (threads count too), e.g. --pids-limit 512'),
+    memoryBytes: read('--memory', opts.memory, (t) => t, checkMemory, 'Use a size with a unit k, m, g or t (binary: 4g is 4 GiB), e.g. --memory 4g'),
+    cpus: read('--cpus', opts.cpus, decimal, checkCpus, 'Use how many CPUs the container may keep busy, e.g. --cpus 2 or --cpus 0.5'),
+  };
+}
+
 export function registerRunCommands(program: Command): void {
   program
     .command('run')
@@ -91,7 +111,13 @@ export function registerRunCommands(program: Command): void {
     .option('--keep', 'keep the stopped container after the run (gc leaves it; remove it with docker rm)')
     .option('-e, --env <NAME=VALUE>', 'extra environment variable (repeatable)', collect, [])
     .option('--user <uid:gid>', 'user inside the container (default: yours)')
-    .option('--allow-host-ports', 'run without root: accept that the container can reach other host ports on its gateway')
+    .option(
+      '--allow-host-ports',
+      "run without root: accept that the container can reach other host ports on its gateway, and that only Docker's own rules, unchecked, keep it off other networks",
+    )
+    .option('--pids-limit <n>', "processes and threads in the container (default: the policy's container.pids, else 512)")
+    .option('--memory <size>', "memory of the container, e.g. 8g, no swap on top (default: the policy's container.memory, else 4g)")
+    .option('--cpus <n>', "CPUs' worth of time for the container, e.g. 0.5 (default: the policy's container.cpus, else 2)")
     .option('--daemon', 'create the session through the running `airlock proxy` instead of an embedded proxy')
     .option('--state-dir <dir>', 'state dir (audit logs, bundles)', defaultStateDir())
     .option('--resolve <host:port:addr>', 'connect to ADDR for HOST:PORT (repeatable; embedded proxy only)', collect, [])
@@ -100,6 +126,7 @@ export function registerRunCommands(program: Command): void {
     .argument('<command...>', 'command and arguments (after --)')
     .action(async (command: string[], opts) => {
       const policy = loadPolicy(opts.policy);
+      const limits = limitFlags(opts);
       // Before Docker: without root the answer is "no" whether or not the engine is reachable.
       requireHostClosure(Boolean(opts.allowHostPorts));
       const docker = await dockerClient();
@@ -144,6 +171,7 @@ export function registerRunCommands(program: Command): void {
           env: opts.env,
           user,
           allowHostPorts: Boolean(opts.allowHostPorts),
+          limits,
           tty: Boolean(process.stdin.isTTY && process.stdout.isTTY),
           stdin: process.stdin,
           stdout: process.stdout,

@@ -2,14 +2,19 @@
 //
 //   internal network (no route out, no outside DNS)  ──  gateway = host bridge address
 //   proxy listener on the gateway, only this session's credential accepted there
-//   iptables: from this bridge the host accepts the proxy port and drops everything else
+//   iptables: from this bridge the host accepts the proxy port and drops everything else, and
+//     nothing is routed from or to it (Airlock's own rules, whatever the engine's)
+//   embedded DNS forwards only to the gateway, where those rules drop it
+//   pids, memory (no swap) and CPU limited
 //   CA bundle copied in; placeholders in env; secrets stay on the host
 import type Docker from 'dockerode';
+import { formatBytes, sizeFlag } from '../policy/index.js';
 import type { Policy } from '../policy/index.js';
 import type { SessionLease, SessionProvider } from './provider.js';
 import { tarOf } from './tar.js';
 import { CA_ENV_VARS, CA_PATH_IN_CONTAINER } from '../sessions/client-env.js';
-import { canManageFirewall, installFirewall, removeFirewall } from './firewall.js';
+import { canManageFirewall, engineFirewall, installFirewall, removeFirewall } from './firewall.js';
+import type { EngineFirewall } from './firewall.js';
 import { collectGarbage, LABEL_KEEP, LABEL_PID, LABEL_SESSION } from './gc.js';
 import { pack } from 'tar-fs';
 import { copyOut, copyOutNotices } from './copy-out.js';
@@ -17,6 +22,32 @@ import type { Owner } from './copy-out.js';
 import { LaunchError } from './errors.js';
 
 export { LaunchError };
+
+/** Limits given on the command line; each overrides the policy's `container:` entry. */
+export interface LimitFlags {
+  readonly pids?: number;
+  readonly memoryBytes?: number;
+  readonly cpus?: number;
+}
+
+/**
+ * Limits of a session container when neither flag nor policy sets them. A session may be hostile:
+ * without a pids limit a fork loop takes the host's process table, without a memory limit an
+ * allocation loop takes its memory. 512 tasks (threads count) leave room for an agent, a build and
+ * a test runner; 4 GiB for a large build. CPUs are capped at what the engine has.
+ */
+export const DEFAULT_LIMITS = Object.freeze({ pids: 512, memoryBytes: 4 * 1024 ** 3, cpus: 2 });
+
+export interface Limit {
+  readonly value: number;
+  readonly source: 'flag' | 'policy' | 'default';
+}
+
+export interface SessionLimits {
+  readonly pids: Limit;
+  readonly memoryBytes: Limit;
+  readonly cpus: Limit;
+}
 
 export interface RunOptions {
   readonly docker: Docker;
@@ -39,6 +70,8 @@ export interface RunOptions {
   /** uid:gid inside the container. */
   readonly user: string;
   readonly allowHostPorts?: boolean;
+  /** From the flags; the policy's `container:` and DEFAULT_LIMITS fill in the rest. */
+  readonly limits?: LimitFlags;
   readonly tty: boolean;
   readonly stdin: NodeJS.ReadStream;
   readonly stdout: NodeJS.WriteStream;
@@ -61,20 +94,83 @@ export interface RunResult {
 export function requireHostClosure(allowHostPorts: boolean | undefined): void {
   if (!canManageFirewall() && !allowHostPorts) {
     throw new LaunchError(
-      'airlock run needs root to close the host side: without iptables rules the container could reach every port the host ' +
-        'listens on at the session gateway. Run as root, or pass --allow-host-ports to accept that gap.',
+      'airlock run needs root to close the host side: without its iptables rules the container could reach every port the host ' +
+        "listens on at the session gateway, and only Docker's own rules, which Airlock cannot read without root, would keep it " +
+        'off other networks. Run as root, or pass --allow-host-ports to accept both.',
     );
   }
+}
+
+/**
+ * Why the session cannot start when Airlock's rules could not be added (`error`), given what the
+ * engine does for the network itself. Root gets no way around it: run as root means Airlock's
+ * rules are wanted, and with an engine that filters nothing they are all there is.
+ */
+export function firewallFailure(error: string, engine: EngineFirewall): string {
+  const fix = 'Run airlock as root on the Docker host itself, with a working iptables';
+  if (engine === 'none') {
+    return (
+      'refusing to run: the Docker engine manages no firewall rules for the session network (is dockerd running with ' +
+      `--iptables=false?) and Airlock could not add its own (${error}), so nothing would keep the container from routing ` +
+      'through its gateway to other networks, or from reaching every port the host listens on there. ' +
+      `${fix}, so Airlock adds its rules, or start dockerd with iptables enabled (the default).`
+    );
+  }
+  const engineSide =
+    engine === 'rules'
+      ? " (Docker's own rules for the network, which are in place, would still keep it off other networks)"
+      : ", and the engine's rules for it could not be read either: nothing Airlock can see would keep it off other networks";
+  return (
+    `Airlock could not add its firewall rules for the session network (${error}): without them the container could reach ` +
+    `every port the host listens on at its gateway${engineSide}. ${fix}.`
+  );
+}
+
+/** Flags over the policy over the defaults; throws if the engine has fewer CPUs than asked for. */
+export function resolveLimits(flags: LimitFlags, policy: Policy, engineCpus: number): SessionLimits {
+  const pick = (flag: number | undefined, fromPolicy: number | null, fallback: number): Limit =>
+    flag !== undefined ? { value: flag, source: 'flag' } : fromPolicy !== null ? { value: fromPolicy, source: 'policy' } : { value: fallback, source: 'default' };
+  let cpus = pick(flags.cpus, policy.container.cpus, DEFAULT_LIMITS.cpus);
+  if (cpus.source === 'default') {
+    cpus = { value: Math.min(cpus.value, engineCpus), source: 'default' };
+  } else if (cpus.value > engineCpus) {
+    const what = cpus.source === 'flag' ? `--cpus ${cpus.value}` : `container.cpus: ${cpus.value} in ${policy.source}`;
+    const override = cpus.source === 'policy' ? ` (--cpus ${engineCpus} overrides the policy)` : '';
+    throw new LaunchError(`${what}: this Docker engine has ${engineCpus} CPU${engineCpus === 1 ? '' : 's'}; ask for at most ${engineCpus}${override}`);
+  }
+  return {
+    pids: pick(flags.pids, policy.container.pids, DEFAULT_LIMITS.pids),
+    memoryBytes: pick(flags.memoryBytes, policy.container.memoryBytes, DEFAULT_LIMITS.memoryBytes),
+    cpus,
+  };
+}
+
+/** What to tell the user when the kernel killed a process of the session for its memory. */
+export function outOfMemoryMessage(limits: SessionLimits, policy: Policy): string {
+  const memory = limits.memoryBytes;
+  const origin =
+    memory.source === 'flag' ? `--memory ${sizeFlag(memory.value)}` : memory.source === 'policy' ? `container.memory in ${policy.source}` : 'the default';
+  const more = sizeFlag(memory.value * 2);
+  return (
+    `the session hit its memory limit of ${formatBytes(memory.value)} (${origin}): the kernel killed a process in it (out of memory). ` +
+    `To allow more, pass --memory ${more}, or set container: { memory: ${more} } in the policy.`
+  );
 }
 
 export async function runSession(o: RunOptions): Promise<RunResult> {
   requireHostClosure(o.allowHostPorts);
   const firewall = canManageFirewall();
-  if (!firewall) o.notice('warning: not root, so no firewall rules: the container can reach other host ports on the session gateway (--allow-host-ports)');
+  if (!firewall) {
+    o.notice(
+      "warning: not root, so no firewall rules of Airlock's: the container can reach other host ports on the session gateway, " +
+        "and only Docker's own rules, unchecked, keep it off other networks (--allow-host-ports)",
+    );
+  }
   if (o.copy && !o.copyOut) throw new LaunchError('--copy needs --copy-out DIR: where to put the workspace after the run');
   const extraEnv = parseExtraEnv(o.env ?? []);
 
   await pingDocker(o.docker);
+  const limits = resolveLimits(o.limits ?? {}, o.policy, await engineCpus(o.docker));
   await collectGarbage(o.docker, { onlyDead: true, notice: o.notice });
 
   const cleanups: Array<() => Promise<unknown>> = [];
@@ -116,8 +212,20 @@ export async function runSession(o: RunOptions): Promise<RunResult> {
     const lease = await o.provider.open(o.policy, gateway, o.sessionId, extraEnv);
     cleanups.push(() => lease.release());
     if (firewall) {
+      // Read before Airlock's own rules exist: only the engine's can name the bridge then.
+      const engine = await engineFirewall(bridge);
       cleanups.push(() => removeFirewall(o.sessionId));
-      await installFirewall({ sessionId: o.sessionId, bridge, gateway, proxyPort: lease.proxyPort });
+      try {
+        await installFirewall({ sessionId: o.sessionId, bridge, gateway, proxyPort: lease.proxyPort });
+      } catch (err) {
+        throw new LaunchError(firewallFailure((err as Error).message, engine));
+      }
+      if (engine === 'none') {
+        o.notice(
+          'the Docker engine manages no firewall rules for the session network (is dockerd running with --iptables=false?): ' +
+            "Airlock's own rules are what keep the container off other networks",
+        );
+      }
     }
 
     checkExtraEnv(o.env ?? [], lease);
@@ -143,10 +251,22 @@ export async function runSession(o: RunOptions): Promise<RunResult> {
         CapDrop: ['ALL'],
         SecurityOpt: ['no-new-privileges'],
         Privileged: false,
-        // Outside names never resolve on an internal network; fail in a second, not twenty.
+        // Docker's embedded DNS forwards names it does not know to upstream servers, from an
+        // internal network too, and DNS alone can carry data out (CVE-2024-29018: Docker before
+        // 26.0/25.0.4 even forwarded from the host's namespace when the host's resolver was on
+        // loopback). Its only upstream is the gateway, where Airlock's firewall drops everything
+        // but the proxy port, so outside names never resolve and no query leaves the session.
+        Dns: [gateway],
+        // ...and fail in a second, not twenty.
         DnsOptions: ['timeout:1', 'attempts:1'],
         Binds: binds,
         Init: false,
+        PidsLimit: limits.pids.value,
+        Memory: limits.memoryBytes.value,
+        // No swap on top: an allocation loop would page the host to a crawl instead of ending.
+        MemorySwap: limits.memoryBytes.value,
+        OomKillDisable: false,
+        NanoCpus: Math.round(limits.cpus.value * 1e9),
       },
     });
     const created = container;
@@ -158,6 +278,8 @@ export async function runSession(o: RunOptions): Promise<RunResult> {
     }
 
     const exitCode = await attachAndWait(o, container, () => interrupted);
+    // Whichever process the kernel picked (the command or one of its children), say why.
+    if ((await container.inspect()).State.OOMKilled) o.notice(outOfMemoryMessage(limits, o.policy));
     if (o.copy && o.copyOut) {
       const archive = (await container.getArchive({ path: '/workspace/.' })) as NodeJS.ReadableStream;
       const report = await copyOut(archive, o.copyOut, { owner: o.copyOutOwner });
@@ -227,6 +349,16 @@ export async function pingDocker(docker: Docker): Promise<void> {
     const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
     const hint = code === 'EACCES' ? 'no permission on the Docker socket: run as root or as a member of the docker group' : 'start dockerd or set DOCKER_HOST';
     throw new LaunchError(`Docker engine not reachable at ${dockerEndpoint(docker)} (${code}): ${hint}`);
+  }
+}
+
+/** CPUs the engine can hand out (Docker refuses a quota above that); no cap if it does not say. */
+async function engineCpus(docker: Docker): Promise<number> {
+  try {
+    const ncpu = Number(((await docker.info()) as { NCPU?: unknown }).NCPU);
+    return Number.isInteger(ncpu) && ncpu > 0 ? ncpu : Infinity;
+  } catch {
+    return Infinity;
   }
 }
 

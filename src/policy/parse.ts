@@ -6,6 +6,7 @@
 // The caller passes the text; this module does no file or env access.
 
 import { isMap, LineCounter, parseDocument, type ErrorCode } from 'yaml';
+import { parseContainer } from './container.js';
 import { parseCredentials } from './credentials.js';
 import { PolicyError } from './errors.js';
 import { parseHostPattern } from './host-pattern.js';
@@ -14,7 +15,7 @@ import type { AllowRule, Limits, Policy } from './types.js';
 
 export { PolicyError } from './errors.js';
 
-const TOP_KEYS = ['version', 'name', 'mode', 'allow', 'credentials', 'limits'] as const;
+const TOP_KEYS = ['version', 'name', 'mode', 'allow', 'credentials', 'limits', 'container'] as const;
 const RULE_KEYS = ['host', 'methods', 'ports', 'paths', 'inspect'] as const;
 const LIMIT_KEYS = ['max_upload_bytes', 'max_connections', 'requests_per_second'] as const;
 
@@ -91,6 +92,7 @@ export function parsePolicy(text: string, source: string): Policy {
     allow: Object.freeze(parseAllow(r, top.get('allow'))),
     credentials: Object.freeze(parseCredentials(r, top.get('credentials'))),
     limits: parseLimits(r, top.get('limits')),
+    container: parseContainer(r, top.get('container')),
   };
   return Object.freeze(policy);
 }

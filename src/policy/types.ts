@@ -56,6 +56,15 @@ export interface Limits {
   readonly requestsPerSecond: number | null;
 }
 
+/** Resource limits of the `airlock run` container; null = the launcher's default. */
+export interface ContainerLimits {
+  /** Processes and threads. */
+  readonly pids: number | null;
+  readonly memoryBytes: number | null;
+  /** CPUs' worth of time (a CFS quota), e.g. 0.5 or 2. */
+  readonly cpus: number | null;
+}
+
 export interface Policy {
   readonly version: 1;
   readonly name: string;
@@ -66,6 +75,7 @@ export interface Policy {
   readonly allow: readonly AllowRule[];
   readonly credentials: readonly CredentialSpec[];
   readonly limits: Limits;
+  readonly container: ContainerLimits;
 }
 
 /** What a request looks like to the decision function. Host is already normalised. */

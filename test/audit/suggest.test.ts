@@ -251,7 +251,7 @@ describe('suggestPolicy', () => {
     expect(s.text).toContain('denies every request');
   });
 
-  it('keeps credentials: and limits: of a --from policy (and nothing else of it)', () => {
+  it('keeps credentials:, limits: and container: of a --from policy (and nothing else of it)', () => {
     const from = [
       'version: 1',
       'name: learned-from',
@@ -267,6 +267,8 @@ describe('suggestPolicy', () => {
       '    hosts: [api.example.com, "*.api.example.com"]',
       'limits:',
       '  max_upload_bytes: 1048576',
+      'container:',
+      '  memory: 8g',
       '',
     ].join('\n');
     const s = suggestPolicy(SESSION_LINES, { session: SESSION, now: NOW, name: 'api-client', from: { text: from, source: 'policies/x.yaml\n# injected' } });
@@ -279,6 +281,7 @@ describe('suggestPolicy', () => {
     ]);
     expect(s.policy.credentials[1]!.secret).toEqual({ kind: 'file', path: '/run/secrets/api' });
     expect(s.policy.limits.maxUploadBytes).toBe(1048576);
+    expect(s.policy.container).toEqual({ pids: null, memoryBytes: 8 * 1024 ** 3, cpus: null });
     expect(s.text).toContain('kept from policies/x.yaml # injected.');
   });
 

@@ -163,6 +163,7 @@ describe('parsePolicy: valid input', () => {
       allow: [],
       credentials: [],
       limits: { maxUploadBytes: null, maxConnections: null, requestsPerSecond: null },
+      container: { pids: null, memoryBytes: null, cpus: null },
     });
     // every entry commented out leaves an empty key: nothing is allowed
     const commented = parsePolicy('version: 1\nname: c\nallow:\n  # - host: x.com\ncredentials:\n', FILE);
