@@ -3,11 +3,12 @@
 // another local user can reach it. Never on a network address a session can route to.
 import http from 'node:http';
 import { chmodSync, rmSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { parsePolicy, PolicyError } from '../policy/index.js';
 import type { Policy } from '../policy/index.js';
 import type { AddressInfo } from 'node:net';
 import type { ProxyRuntime } from './runtime.js';
-import { proxyUrl } from './registry.js';
+import { proxyUrl, relaySocketPath } from './registry.js';
 import { tokenMatches } from './session.js';
 import type { Session } from './session.js';
 
@@ -28,6 +29,8 @@ export interface SessionInfo {
   proxy_port: number;
   /** Set for sessions with their own listener (Docker sessions on a network gateway). */
   listen_host?: string;
+  /** Set for sessions listening on their own unix socket (relayed Docker sessions). */
+  socket_path?: string;
   bundle_pem?: string;
   secret_source_env?: readonly string[];
   /** Names of the create request's check_env variables that hold a secret of the session. */
@@ -86,10 +89,12 @@ async function readJson(req: http.IncomingMessage, limit = 1 << 20): Promise<Rec
 
 export async function startAdmin(options: AdminOptions): Promise<http.Server> {
   const { runtime } = options;
-  // Listeners opened for sessions on their own address (Docker gateways), closed with the session.
-  const ownListeners = new Map<string, AddressInfo>();
+  // Listeners opened for sessions on their own address (Docker gateways) or unix socket (relayed
+  // sessions), closed with the session.
+  const ownListeners = new Map<string, AddressInfo | string>();
   const describe = (session: Session) => {
     const own = ownListeners.get(session.id);
+    if (typeof own === 'string') return { ...describeSession(session, '127.0.0.1', 0), socket_path: own };
     return own ? describeSession(session, own.address, own.port) : describeSession(session, options.proxyHost, options.proxyPort);
   };
   const server = http.createServer((req, res) => {
@@ -113,22 +118,26 @@ export async function startAdmin(options: AdminOptions): Promise<http.Server> {
       const id = typeof body.id === 'string' ? body.id : undefined;
       const checkEnv = checkEnvOf(body);
       const listenHost = typeof body.listen_host === 'string' ? body.listen_host : null;
+      // On a unix socket in the session's own dir, which the daemon picks (never a caller's path).
+      const listenSocket = body.listen_socket === true;
       // A session with its own listener, e.g. on a Docker session network's gateway.
-      const listener = listenHost === null ? undefined : `session:${id ?? 'x'}-${Date.now()}`;
+      const listener = listenHost === null && !listenSocket ? undefined : `session:${id ?? 'x'}-${Date.now()}`;
       const session = await runtime.sessions.create(policy, { id, listener });
       let withheld: string[] | undefined;
       try {
         // The caller's variables are compared here, where the secrets are: the answer is names,
         // so neither the secrets nor anything derived from them leave the daemon.
         if (checkEnv) withheld = await session.credentials.variablesHoldingSecrets(checkEnv);
-        if (listenHost !== null) ownListeners.set(session.id, await runtime.proxy.listen(listenHost, 0, listener));
+        if (listenSocket) ownListeners.set(session.id, await runtime.proxy.listenSocket(relaySocketPath(session.dir), listener!));
+        else if (listenHost !== null) ownListeners.set(session.id, await runtime.proxy.listen(listenHost, 0, listener));
       } catch (err) {
+        ownListeners.delete(session.id);
         await runtime.sessions.remove(session.id);
         throw err;
       }
       const info = { ...describe(session), withheld_env: withheld };
-      if (listenHost === null) return send(res, 201, info);
-      return send(res, 201, { ...info, listen_host: listenHost, bundle_pem: session.bundlePem, secret_source_env: session.credentials.secretSourceEnv });
+      if (listenHost === null && !listenSocket) return send(res, 201, info);
+      return send(res, 201, { ...info, ...(listenHost === null ? {} : { listen_host: listenHost }), bundle_pem: session.bundlePem, secret_source_env: session.credentials.secretSourceEnv });
     }
     const match = /^\/sessions\/([a-z0-9-]+)$/.exec(url.pathname);
     if (req.method === 'DELETE' && match) {
@@ -136,6 +145,7 @@ export async function startAdmin(options: AdminOptions): Promise<http.Server> {
       if (own) {
         ownListeners.delete(match[1]!);
         await runtime.proxy.unlisten(own);
+        if (typeof own === 'string') rmSync(dirname(own), { recursive: true, force: true });
       }
       const removed = await runtime.sessions.remove(match[1]!);
       return send(res, removed ? 200 : 404, removed ? { removed: match[1] } : { error: `no session ${match[1]}` });
