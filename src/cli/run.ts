@@ -9,7 +9,10 @@ import { ProxyRuntime } from '../sessions/runtime.js';
 import type { SessionInfo } from '../sessions/admin.js';
 import { newSessionId } from '../sessions/session.js';
 import { EmbeddedProvider } from '../launcher/provider.js';
-import type { SessionLease, SessionProvider } from '../launcher/provider.js';
+import { UNIX_SOCKET } from '../launcher/provider.js';
+import type { ListenOn, SessionLease, SessionProvider } from '../launcher/provider.js';
+import { DEFAULT_RELAY_IMAGE, NETWORK_MODES } from '../launcher/relay.js';
+import type { NetworkMode } from '../launcher/relay.js';
 import { runSession, pingDocker, requireHostClosure } from '../launcher/run.js';
 import { invokingUser } from '../launcher/copy-out.js';
 import { collectGarbage } from '../launcher/gc.js';
@@ -24,10 +27,10 @@ class DaemonProvider implements SessionProvider {
     private readonly policyFile: string,
   ) {}
 
-  async open(_policy: Policy, listenHost: string, sessionId: string, checkEnv: Readonly<Record<string, string>>): Promise<SessionLease> {
+  async open(_policy: Policy, listenOn: ListenOn, sessionId: string, checkEnv: Readonly<Record<string, string>>): Promise<SessionLease> {
     const info = (await adminRequest(this.stateDir, 'POST', '/sessions', {
       id: sessionId,
-      listen_host: listenHost,
+      ...(listenOn === UNIX_SOCKET ? { listen_socket: true } : { listen_host: listenOn }),
       policy_text: readFileSync(this.policyFile, 'utf8'),
       policy_source: this.policyFile,
       check_env: checkEnv,
@@ -37,11 +40,16 @@ class DaemonProvider implements SessionProvider {
       await adminRequest(this.stateDir, 'DELETE', `/sessions/${sessionId}`).catch(() => {});
       throw new UsageError('the running airlock proxy does not check -e values for secrets; restart it with this version of airlock');
     }
+    if (listenOn === UNIX_SOCKET && typeof info.socket_path !== 'string') {
+      await adminRequest(this.stateDir, 'DELETE', `/sessions/${sessionId}`).catch(() => {});
+      throw new UsageError('the running airlock proxy cannot serve a session on a unix socket; restart it with this version of airlock, or use --network-mode bridge');
+    }
     const token = decodeURIComponent(new URL(info.proxy_url).password);
     return {
       id: info.id,
       token,
       proxyPort: info.proxy_port,
+      socketPath: info.socket_path,
       bundlePem: info.bundle_pem,
       auditFile: info.audit,
       placeholders: info.env,
@@ -68,7 +76,14 @@ export function registerRunCommands(program: Command): void {
     .option('--keep', 'keep the stopped container after the run (gc leaves it; remove it with docker rm)')
     .option('-e, --env <NAME=VALUE>', 'extra environment variable (repeatable)', collect, [])
     .option('--user <uid:gid>', 'user inside the container (default: yours)')
-    .option('--allow-host-ports', 'run without root: accept that the container can reach other host ports on its gateway')
+    .option(
+      '--network-mode <mode>',
+      'none: no network, only a relay to the proxy (no root needed); bridge: an internal network closed by iptables (root)',
+      'none',
+    )
+    .option('--relay-image <image>', 'image of the session relay (network mode none; see `airlock image build`)', DEFAULT_RELAY_IMAGE)
+    .option('--engine <socket>', 'Docker-compatible engine socket (path, unix://PATH or tcp://HOST:PORT; default: DOCKER_HOST, then /var/run/docker.sock)')
+    .option('--allow-host-ports', 'bridge mode without root: accept that the container can reach other host ports on its gateway')
     .option('--daemon', 'create the session through the running `airlock proxy` instead of an embedded proxy')
     .option('--state-dir <dir>', 'state dir (audit logs, bundles)', defaultStateDir())
     .option('--resolve <host:port:addr>', 'connect to ADDR for HOST:PORT (repeatable; embedded proxy only)', collect, [])
@@ -77,9 +92,11 @@ export function registerRunCommands(program: Command): void {
     .argument('<command...>', 'command and arguments (after --)')
     .action(async (command: string[], opts) => {
       const policy = loadPolicy(opts.policy);
+      const networkMode = opts.networkMode as NetworkMode;
+      if (!NETWORK_MODES.includes(networkMode)) throw new UsageError(`--network-mode ${opts.networkMode}: expected ${NETWORK_MODES.join(' or ')}`);
       // Before Docker: without root the answer is "no" whether or not the engine is reachable.
-      requireHostClosure(Boolean(opts.allowHostPorts));
-      const docker = await dockerClient();
+      if (networkMode === 'bridge') requireHostClosure(Boolean(opts.allowHostPorts));
+      const docker = await dockerClient(opts.engine);
       await pingDocker(docker);
       let runtime: ProxyRuntime | undefined;
       let provider: SessionProvider;
@@ -121,6 +138,8 @@ export function registerRunCommands(program: Command): void {
           env: opts.env,
           user,
           allowHostPorts: Boolean(opts.allowHostPorts),
+          networkMode,
+          relayImage: opts.relayImage,
           tty: Boolean(process.stdin.isTTY && process.stdout.isTTY),
           stdin: process.stdin,
           stdout: process.stdout,
@@ -138,10 +157,11 @@ export function registerRunCommands(program: Command): void {
 
   program
     .command('gc')
-    .description('remove containers, networks and firewall rules left by sessions whose launcher died')
+    .description('remove containers, relays and their sockets, networks and firewall rules left by sessions whose launcher died')
     .option('--all', 'also remove those of sessions that are still running, and containers kept with --keep')
+    .option('--engine <socket>', 'Docker-compatible engine socket (default: DOCKER_HOST, then /var/run/docker.sock)')
     .action(async (opts) => {
-      const docker = await dockerClient();
+      const docker = await dockerClient(opts.engine);
       await pingDocker(docker);
       const report = await collectGarbage(docker, { onlyDead: !opts.all, notice: (l) => process.stderr.write(l + '\n') });
       const total = report.containers.length + report.networks.length + report.firewall.length;

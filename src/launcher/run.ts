@@ -1,4 +1,6 @@
-// `airlock run`: one container on its own internal network, with the proxy as its only way out.
+// `airlock run`: one container whose only way out is the proxy. The default mode gives it no
+// network at all, only a relay to the proxy's unix socket (see relay.ts); this file also has the
+// bridge mode (--network-mode bridge):
 //
 //   internal network (no route out, no outside DNS)  ──  gateway = host bridge address
 //   proxy listener on the gateway, only this session's credential accepted there
@@ -15,6 +17,8 @@ import { pack } from 'tar-fs';
 import { copyOut, copyOutNotices } from './copy-out.js';
 import type { Owner } from './copy-out.js';
 import { LaunchError } from './errors.js';
+import { DEFAULT_RELAY_IMAGE, openRelayNetwork } from './relay.js';
+import type { NetworkMode } from './relay.js';
 
 export { LaunchError };
 
@@ -39,6 +43,9 @@ export interface RunOptions {
   /** uid:gid inside the container. */
   readonly user: string;
   readonly allowHostPorts?: boolean;
+  /** none (default): a relay to the proxy's unix socket, no network; bridge: internal network + iptables. */
+  readonly networkMode?: NetworkMode;
+  readonly relayImage?: string;
   readonly tty: boolean;
   readonly stdin: NodeJS.ReadStream;
   readonly stdout: NodeJS.WriteStream;
@@ -68,9 +75,10 @@ export function requireHostClosure(allowHostPorts: boolean | undefined): void {
 }
 
 export async function runSession(o: RunOptions): Promise<RunResult> {
-  requireHostClosure(o.allowHostPorts);
-  const firewall = canManageFirewall();
-  if (!firewall) o.notice('warning: not root, so no firewall rules: the container can reach other host ports on the session gateway (--allow-host-ports)');
+  const bridged = o.networkMode === 'bridge';
+  if (bridged) requireHostClosure(o.allowHostPorts);
+  const firewall = bridged && canManageFirewall();
+  if (bridged && !firewall) o.notice('warning: not root, so no firewall rules: the container can reach other host ports on the session gateway (--allow-host-ports)');
   if (o.copy && !o.copyOut) throw new LaunchError('--copy needs --copy-out DIR: where to put the workspace after the run');
   const extraEnv = parseExtraEnv(o.env ?? []);
 
@@ -100,28 +108,19 @@ export async function runSession(o: RunOptions): Promise<RunResult> {
   process.on('SIGTERM', onSignal);
   process.on('SIGHUP', onSignal);
   try {
-    const network = await o.docker.createNetwork({
-      Name: `airlock-${o.sessionId}`,
-      Driver: 'bridge',
-      Internal: true,
-      CheckDuplicate: true,
-      Labels: labels,
-    });
-    cleanups.push(() => network.remove());
-    const info = await network.inspect();
-    const gateway: string | undefined = info.IPAM?.Config?.[0]?.Gateway;
-    if (!gateway) throw new LaunchError('the session network has no gateway address');
-    const bridge = `br-${String(info.Id).slice(0, 12)}`;
-
-    const lease = await o.provider.open(o.policy, gateway, o.sessionId, extraEnv);
-    cleanups.push(() => lease.release());
-    if (firewall) {
-      cleanups.push(() => removeFirewall(o.sessionId));
-      await installFirewall({ sessionId: o.sessionId, bridge, gateway, proxyPort: lease.proxyPort });
-    }
+    const { lease, hostConfig, proxyHost, proxyPort } = bridged
+      ? await openBridgeNetwork(o, labels, extraEnv, firewall, cleanups)
+      : await openRelayNetwork({
+          ...o,
+          extraEnv,
+          relayImage: o.relayImage ?? DEFAULT_RELAY_IMAGE,
+          sessionUser: o.user,
+          labels,
+          cleanups,
+        });
 
     checkExtraEnv(o.env ?? [], lease);
-    const env = sessionEnv(lease, o.env ?? []);
+    const env = sessionEnv(lease, proxyHost, proxyPort, o.env ?? []);
     const binds = o.workspace && !o.copy ? [`${o.workspace}:/workspace`] : [];
     container = await o.docker.createContainer({
       name: o.name,
@@ -138,13 +137,10 @@ export async function runSession(o: RunOptions): Promise<RunResult> {
       AttachStdout: true,
       AttachStderr: true,
       HostConfig: {
-        NetworkMode: `airlock-${o.sessionId}`,
-        ExtraHosts: [`host.docker.internal:${gateway}`],
+        ...hostConfig,
         CapDrop: ['ALL'],
         SecurityOpt: ['no-new-privileges'],
         Privileged: false,
-        // Outside names never resolve on an internal network; fail in a second, not twenty.
-        DnsOptions: ['timeout:1', 'attempts:1'],
         Binds: binds,
         Init: false,
       },
@@ -170,6 +166,43 @@ export async function runSession(o: RunOptions): Promise<RunResult> {
     process.off('SIGHUP', onSignal);
     await cleanup();
   }
+}
+
+/** Bridge mode: an internal network whose gateway is the proxy's listener, closed by iptables. */
+async function openBridgeNetwork(
+  o: RunOptions,
+  labels: Record<string, string>,
+  extraEnv: Record<string, string>,
+  firewall: boolean,
+  cleanups: Array<() => Promise<unknown>>,
+) {
+    const network = await o.docker.createNetwork({
+      Name: `airlock-${o.sessionId}`,
+      Driver: 'bridge',
+      Internal: true,
+      CheckDuplicate: true,
+      Labels: labels,
+    });
+    cleanups.push(() => network.remove());
+    const info = await network.inspect();
+    const gateway: string | undefined = info.IPAM?.Config?.[0]?.Gateway;
+    if (!gateway) throw new LaunchError('the session network has no gateway address');
+    const bridge = `br-${String(info.Id).slice(0, 12)}`;
+
+    const lease = await o.provider.open(o.policy, gateway, o.sessionId, extraEnv);
+    cleanups.push(() => lease.release());
+    if (firewall) {
+      cleanups.push(() => removeFirewall(o.sessionId));
+      await installFirewall({ sessionId: o.sessionId, bridge, gateway, proxyPort: lease.proxyPort });
+    }
+
+    const hostConfig = {
+      NetworkMode: `airlock-${o.sessionId}`,
+      ExtraHosts: [`host.docker.internal:${gateway}`],
+      // Outside names never resolve on an internal network; fail in a second, not twenty.
+      DnsOptions: ['timeout:1', 'attempts:1'],
+    };
+    return { lease, hostConfig, proxyHost: 'host.docker.internal', proxyPort: lease.proxyPort };
 }
 
 /**
@@ -207,8 +240,8 @@ export function checkExtraEnv(entries: readonly string[], lease: SessionLease): 
   }
 }
 
-function sessionEnv(lease: SessionLease, extra: readonly string[]): string[] {
-  const proxy = `http://${lease.id}:${lease.token}@host.docker.internal:${lease.proxyPort}`;
+function sessionEnv(lease: SessionLease, proxyHost: string, proxyPort: number, extra: readonly string[]): string[] {
+  const proxy = `http://${lease.id}:${lease.token}@${proxyHost}:${proxyPort}`;
   const env = [
     ...['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy'].map((n) => `${n}=${proxy}`),
     'NO_PROXY=localhost,127.0.0.1',
