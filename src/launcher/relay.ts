@@ -56,7 +56,9 @@ export interface RelayNetwork {
 
 /** Whether the engine runs without root (rootless Docker or Podman): container root is the user. */
 export async function engineIsRootless(docker: Docker): Promise<boolean> {
-  const info = (await docker.info()) as { SecurityOptions?: unknown };
+  const info = (await docker.info()) as { SecurityOptions?: unknown; Rootless?: unknown };
+  // Podman's compatible API says so in a field of its own; Docker in its security options.
+  if (info.Rootless === true) return true;
   const options = Array.isArray(info.SecurityOptions) ? info.SecurityOptions.map(String) : [];
   return options.some((o) => /(^|,)name=rootless(,|$)/.test(o));
 }
@@ -98,6 +100,9 @@ export async function requireRelayImage(docker: Docker, image: string): Promise<
 export async function openRelayNetwork(o: RelayOptions): Promise<RelayNetwork> {
   await requireRelayImage(o.docker, o.relayImage);
   const rootless = await engineIsRootless(o.docker);
+  if (rootless && String(((await o.docker.info()) as { CgroupVersion?: unknown }).CgroupVersion) === '1') {
+    o.notice('note: a rootless engine on cgroup v1 ignores the relay\'s pids and memory limits');
+  }
   const lease = await o.provider.open(o.policy, UNIX_SOCKET, o.sessionId, o.extraEnv);
   o.cleanups.push(() => lease.release());
   if (!lease.socketPath) throw new LaunchError('the proxy did not open a unix socket for the session (a daemon of an older airlock? restart it)');
