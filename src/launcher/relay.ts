@@ -203,17 +203,17 @@ export async function describeNetworkModes(
   }
   if (relayImage) {
     lines.push(
-      `PASS network   — airlock run uses --network-mode none (the default): the session gets only loopback, relayed to the proxy's ` +
+      `network: airlock run uses --network-mode none (the default): the session gets only loopback, relayed to the proxy's ` +
         `unix socket by ${o.relayImage}; no root and no firewall rule needed${rootless ? ' (rootless engine: the relay runs as you)' : ''}`,
     );
   } else {
     ok = false;
-    lines.push(`WARN network   — relay image ${o.relayImage} not found, so the default --network-mode none cannot run; fix: airlock image build`);
+    lines.push(`network: relay image ${o.relayImage} not found, so the default --network-mode none cannot run; fix: airlock image build`);
   }
   lines.push(
     o.launcherUid === 0
-      ? 'info network   — --network-mode bridge is available too (root: iptables closes the host side)'
-      : `info network   — --network-mode bridge would need root for its iptables rules (you are uid ${o.launcherUid}), or --allow-host-ports`,
+      ? 'network: --network-mode bridge is available too (root: iptables closes the host side)'
+      : `network: --network-mode bridge would need root for its iptables rules (you are uid ${o.launcherUid}), or --allow-host-ports`,
   );
   return { lines, ok };
 }
