@@ -10,7 +10,10 @@ import { ProxyRuntime } from '../sessions/runtime.js';
 import type { SessionInfo } from '../sessions/admin.js';
 import { newSessionId } from '../sessions/session.js';
 import { EmbeddedProvider } from '../launcher/provider.js';
-import type { SessionLease, SessionProvider } from '../launcher/provider.js';
+import { UNIX_SOCKET } from '../launcher/provider.js';
+import type { ListenOn, SessionLease, SessionProvider } from '../launcher/provider.js';
+import { DEFAULT_RELAY_IMAGE, NETWORK_MODES } from '../launcher/relay.js';
+import type { NetworkMode } from '../launcher/relay.js';
 import { runSession, pingDocker, requireHostClosure } from '../launcher/run.js';
 import type { LimitFlags } from '../launcher/run.js';
 import { invokingUser } from '../launcher/copy-out.js';
@@ -32,10 +35,10 @@ class DaemonProvider implements SessionProvider {
     private readonly notice: (line: string) => void,
   ) {}
 
-  async open(_policy: Policy, listenHost: string, sessionId: string, checkEnv: Readonly<Record<string, string>>): Promise<SessionLease> {
+  async open(_policy: Policy, listenOn: ListenOn, sessionId: string, checkEnv: Readonly<Record<string, string>>): Promise<SessionLease> {
     const lease = await openLease(this.stateDir, '/sessions', {
       id: sessionId,
-      listen_host: listenHost,
+      ...(listenOn === UNIX_SOCKET ? { listen_socket: true } : { listen_host: listenOn }),
       policy_text: readFileSync(this.policyFile, 'utf8'),
       policy_source: this.policyFile,
       check_env: checkEnv,
@@ -54,11 +57,16 @@ class DaemonProvider implements SessionProvider {
     if (!Array.isArray(info.withheld_env)) {
       await refuse('the running airlock proxy does not check -e values for secrets; restart it with this version of airlock');
     }
+    if (listenOn === UNIX_SOCKET && typeof info.socket_path !== 'string') {
+      await adminRequest(this.stateDir, 'DELETE', `/sessions/${sessionId}`).catch(() => {});
+      throw new UsageError('the running airlock proxy cannot serve a session on a unix socket; restart it with this version of airlock, or use --network-mode bridge');
+    }
     const token = decodeURIComponent(new URL(info.proxy_url).password);
     return {
       id: info.id,
       token,
       proxyPort: info.proxy_port,
+      socketPath: info.socket_path,
       bundlePem: info.bundle_pem,
       auditFile: info.audit,
       placeholders: info.env,
@@ -112,8 +120,15 @@ export function registerRunCommands(program: Command): void {
     .option('-e, --env <NAME=VALUE>', 'extra environment variable (repeatable)', collect, [])
     .option('--user <uid:gid>', 'user inside the container (default: yours)')
     .option(
+      '--network-mode <mode>',
+      'none: no network, only a relay to the proxy (no root needed); bridge: an internal network closed by iptables (root)',
+      'none',
+    )
+    .option('--relay-image <image>', 'image of the session relay (network mode none; see `airlock image build`)', DEFAULT_RELAY_IMAGE)
+    .option('--engine <socket>', 'Docker-compatible engine socket (path, unix://PATH or tcp://HOST:PORT; default: DOCKER_HOST, then /var/run/docker.sock)')
+    .option(
       '--allow-host-ports',
-      "run without root: accept that the container can reach other host ports on its gateway, and that only Docker's own rules, unchecked, keep it off other networks",
+      "bridge mode without root: accept that the container can reach other host ports on its gateway, and that only Docker's own rules, unchecked, keep it off other networks",
     )
     .option('--pids-limit <n>', "processes and threads in the container (default: the policy's container.pids, else 512)")
     .option('--memory <size>', "memory of the container, e.g. 8g, no swap on top (default: the policy's container.memory, else 4g)")
@@ -127,9 +142,11 @@ export function registerRunCommands(program: Command): void {
     .action(async (command: string[], opts) => {
       const policy = loadPolicy(opts.policy);
       const limits = limitFlags(opts);
+      const networkMode = opts.networkMode as NetworkMode;
+      if (!NETWORK_MODES.includes(networkMode)) throw new UsageError(`--network-mode ${opts.networkMode}: expected ${NETWORK_MODES.join(' or ')}`);
       // Before Docker: without root the answer is "no" whether or not the engine is reachable.
-      requireHostClosure(Boolean(opts.allowHostPorts));
-      const docker = await dockerClient();
+      if (networkMode === 'bridge') requireHostClosure(Boolean(opts.allowHostPorts));
+      const docker = await dockerClient(opts.engine);
       await pingDocker(docker);
       let runtime: ProxyRuntime | undefined;
       let provider: SessionProvider;
@@ -172,6 +189,8 @@ export function registerRunCommands(program: Command): void {
           user,
           allowHostPorts: Boolean(opts.allowHostPorts),
           limits,
+          networkMode,
+          relayImage: opts.relayImage,
           tty: Boolean(process.stdin.isTTY && process.stdout.isTTY),
           stdin: process.stdin,
           stdout: process.stdout,
@@ -189,14 +208,15 @@ export function registerRunCommands(program: Command): void {
 
   program
     .command('gc')
-    .description('remove containers, networks and firewall rules left by sessions whose launcher died')
+    .description('remove containers, relays and their sockets, networks and firewall rules left by sessions whose launcher died')
     .option('--all', 'also remove those of sessions that are still running, and containers kept with --keep')
     .option('--state-dir <dir>', "state dir of the airlock proxy whose sessions to check", defaultStateDir())
+    .option('--engine <socket>', 'Docker-compatible engine socket (default: DOCKER_HOST, then /var/run/docker.sock)')
     .action(async (opts) => {
       const notice = (l: string) => process.stderr.write(l + '\n');
       // The daemon's sessions first: that closes their listeners before their networks go.
       const sessions = await collectDaemonSessions(daemonSessions(opts.stateDir), { onlyDead: !opts.all, notice });
-      const docker = await dockerClient();
+      const docker = await dockerClient(opts.engine);
       await pingDocker(docker);
       const report = await collectGarbage(docker, { onlyDead: !opts.all, notice });
       const total = sessions.length + report.containers.length + report.networks.length + report.firewall.length;

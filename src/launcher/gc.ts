@@ -1,13 +1,17 @@
-// Leftovers of sessions whose launcher died (kill -9, crash): containers, networks and firewall
-// chains, found by label (and chain name), and sessions a daemon still holds for a launcher that
-// is gone; all removed. Sessions of live launchers are kept.
+// Leftovers of sessions whose launcher died (kill -9, crash): containers, relays and their socket
+// directories, networks and firewall chains, found by label (and chain name), and sessions a
+// daemon still holds for a launcher that is gone; all removed. Sessions of live launchers are kept.
 import type Docker from 'dockerode';
+import { rmSync } from 'node:fs';
+import { basename, dirname } from 'node:path';
 import { firewallSessions, removeFirewall, canManageFirewall } from './firewall.js';
 
 export const LABEL_SESSION = 'airlock.session';
 export const LABEL_PID = 'airlock.pid';
 /** Set on containers of `airlock run --keep`: once stopped they are the user's, not garbage. */
 export const LABEL_KEEP = 'airlock.keep';
+/** Set on relay containers (relay.ts): the host directory of the session's socket. */
+export const LABEL_RELAY_DIR = 'airlock.relay-dir';
 
 export interface GcOptions {
   /** Only sessions whose launcher process is gone (the default at every start). */
@@ -30,6 +34,18 @@ function alive(pid: string | number | undefined): boolean {
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
+}
+
+/**
+ * The relay's socket directory from its labels, only if it has the shape the launcher gives it
+ * (<state>/sessions/<that session>/relay): a label is never a licence to delete anything else.
+ */
+function relayDir(labels: Record<string, string> | undefined): string | undefined {
+  const dir = labels?.[LABEL_RELAY_DIR];
+  const session = labels?.[LABEL_SESSION];
+  if (!dir || !session || !dir.startsWith('/')) return undefined;
+  if (basename(dir) !== 'relay' || basename(dirname(dir)) !== session || basename(dirname(dirname(dir))) !== 'sessions') return undefined;
+  return dir;
 }
 
 export async function collectGarbage(docker: Docker, options: GcOptions): Promise<GcReport> {
@@ -61,6 +77,8 @@ export async function collectGarbage(docker: Docker, options: GcOptions): Promis
       return false;
     }
   };
+  // Session containers before relays: a relay holds the network namespace a session container joined.
+  containers.sort((a, b) => Number(Boolean(a.Labels?.[LABEL_RELAY_DIR])) - Number(Boolean(b.Labels?.[LABEL_RELAY_DIR])));
   for (const c of containers) {
     // Kept on purpose and finished: left for inspection (`docker rm` it, or `airlock gc --all`).
     // A kept container still running after its launcher died is a leftover like any other.
@@ -68,6 +86,9 @@ export async function collectGarbage(docker: Docker, options: GcOptions): Promis
     if (!stale(c.Labels)) continue;
     if (await attempt(`container ${c.Id.slice(0, 12)}`, () => docker.getContainer(c.Id).remove({ force: true, v: true }))) {
       report.containers.push(c.Id.slice(0, 12));
+      const dir = relayDir(c.Labels);
+      // A socket left by a killed launcher: nothing listens on it any more, but it goes too.
+      if (dir) await attempt(`socket directory ${dir}`, async () => rmSync(dir, { recursive: true, force: true }));
     }
   }
   for (const n of networks) {

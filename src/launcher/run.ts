@@ -1,4 +1,6 @@
-// `airlock run`: one container on its own internal network, with the proxy as its only way out.
+// `airlock run`: one container whose only way out is the proxy. The default mode gives it no
+// network at all, only a relay to the proxy's unix socket (see relay.ts); this file also has the
+// bridge mode (--network-mode bridge):
 //
 //   internal network (no route out, no outside DNS)  ──  gateway = host bridge address
 //   proxy listener on the gateway, only this session's credential accepted there
@@ -20,6 +22,8 @@ import { pack } from 'tar-fs';
 import { copyOut, copyOutNotices } from './copy-out.js';
 import type { Owner } from './copy-out.js';
 import { LaunchError } from './errors.js';
+import { DEFAULT_RELAY_IMAGE, openRelayNetwork } from './relay.js';
+import type { NetworkMode } from './relay.js';
 
 export { LaunchError };
 
@@ -72,6 +76,9 @@ export interface RunOptions {
   readonly allowHostPorts?: boolean;
   /** From the flags; the policy's `container:` and DEFAULT_LIMITS fill in the rest. */
   readonly limits?: LimitFlags;
+  /** none (default): a relay to the proxy's unix socket, no network; bridge: internal network + iptables. */
+  readonly networkMode?: NetworkMode;
+  readonly relayImage?: string;
   readonly tty: boolean;
   readonly stdin: NodeJS.ReadStream;
   readonly stdout: NodeJS.WriteStream;
@@ -158,9 +165,10 @@ export function outOfMemoryMessage(limits: SessionLimits, policy: Policy): strin
 }
 
 export async function runSession(o: RunOptions): Promise<RunResult> {
-  requireHostClosure(o.allowHostPorts);
-  const firewall = canManageFirewall();
-  if (!firewall) {
+  const bridged = o.networkMode === 'bridge';
+  if (bridged) requireHostClosure(o.allowHostPorts);
+  const firewall = bridged && canManageFirewall();
+  if (bridged && !firewall) {
     o.notice(
       "warning: not root, so no firewall rules of Airlock's: the container can reach other host ports on the session gateway, " +
         "and only Docker's own rules, unchecked, keep it off other networks (--allow-host-ports)",
@@ -196,40 +204,19 @@ export async function runSession(o: RunOptions): Promise<RunResult> {
   process.on('SIGTERM', onSignal);
   process.on('SIGHUP', onSignal);
   try {
-    const network = await o.docker.createNetwork({
-      Name: `airlock-${o.sessionId}`,
-      Driver: 'bridge',
-      Internal: true,
-      CheckDuplicate: true,
-      Labels: labels,
-    });
-    cleanups.push(() => network.remove());
-    const info = await network.inspect();
-    const gateway: string | undefined = info.IPAM?.Config?.[0]?.Gateway;
-    if (!gateway) throw new LaunchError('the session network has no gateway address');
-    const bridge = `br-${String(info.Id).slice(0, 12)}`;
-
-    const lease = await o.provider.open(o.policy, gateway, o.sessionId, extraEnv);
-    cleanups.push(() => lease.release());
-    if (firewall) {
-      // Read before Airlock's own rules exist: only the engine's can name the bridge then.
-      const engine = await engineFirewall(bridge);
-      cleanups.push(() => removeFirewall(o.sessionId));
-      try {
-        await installFirewall({ sessionId: o.sessionId, bridge, gateway, proxyPort: lease.proxyPort });
-      } catch (err) {
-        throw new LaunchError(firewallFailure((err as Error).message, engine));
-      }
-      if (engine === 'none') {
-        o.notice(
-          'the Docker engine manages no firewall rules for the session network (is dockerd running with --iptables=false?): ' +
-            "Airlock's own rules are what keep the container off other networks",
-        );
-      }
-    }
+    const { lease, hostConfig, proxyHost, proxyPort } = bridged
+      ? await openBridgeNetwork(o, labels, extraEnv, firewall, cleanups)
+      : await openRelayNetwork({
+          ...o,
+          extraEnv,
+          relayImage: o.relayImage ?? DEFAULT_RELAY_IMAGE,
+          sessionUser: o.user,
+          labels,
+          cleanups,
+        });
 
     checkExtraEnv(o.env ?? [], lease);
-    const env = sessionEnv(lease, o.env ?? []);
+    const env = sessionEnv(lease, proxyHost, proxyPort, o.env ?? []);
     const binds = o.workspace && !o.copy ? [`${o.workspace}:/workspace`] : [];
     container = await o.docker.createContainer({
       name: o.name,
@@ -246,19 +233,10 @@ export async function runSession(o: RunOptions): Promise<RunResult> {
       AttachStdout: true,
       AttachStderr: true,
       HostConfig: {
-        NetworkMode: `airlock-${o.sessionId}`,
-        ExtraHosts: [`host.docker.internal:${gateway}`],
+        ...hostConfig,
         CapDrop: ['ALL'],
         SecurityOpt: ['no-new-privileges'],
         Privileged: false,
-        // Docker's embedded DNS forwards names it does not know to upstream servers, from an
-        // internal network too, and DNS alone can carry data out (CVE-2024-29018: Docker before
-        // 26.0/25.0.4 even forwarded from the host's namespace when the host's resolver was on
-        // loopback). Its only upstream is the gateway, where Airlock's firewall drops everything
-        // but the proxy port, so outside names never resolve and no query leaves the session.
-        Dns: [gateway],
-        // ...and fail in a second, not twenty.
-        DnsOptions: ['timeout:1', 'attempts:1'],
         Binds: binds,
         Init: false,
         PidsLimit: limits.pids.value,
@@ -292,6 +270,61 @@ export async function runSession(o: RunOptions): Promise<RunResult> {
     process.off('SIGHUP', onSignal);
     await cleanup();
   }
+}
+
+/** Bridge mode: an internal network whose gateway is the proxy's listener, closed by iptables. */
+async function openBridgeNetwork(
+  o: RunOptions,
+  labels: Record<string, string>,
+  extraEnv: Record<string, string>,
+  firewall: boolean,
+  cleanups: Array<() => Promise<unknown>>,
+) {
+    const network = await o.docker.createNetwork({
+      Name: `airlock-${o.sessionId}`,
+      Driver: 'bridge',
+      Internal: true,
+      CheckDuplicate: true,
+      Labels: labels,
+    });
+    cleanups.push(() => network.remove());
+    const info = await network.inspect();
+    const gateway: string | undefined = info.IPAM?.Config?.[0]?.Gateway;
+    if (!gateway) throw new LaunchError('the session network has no gateway address');
+    const bridge = `br-${String(info.Id).slice(0, 12)}`;
+
+    const lease = await o.provider.open(o.policy, gateway, o.sessionId, extraEnv);
+    cleanups.push(() => lease.release());
+    if (firewall) {
+      // Read before Airlock's own rules exist: only the engine's can name the bridge then.
+      const engine = await engineFirewall(bridge);
+      cleanups.push(() => removeFirewall(o.sessionId));
+      try {
+        await installFirewall({ sessionId: o.sessionId, bridge, gateway, proxyPort: lease.proxyPort });
+      } catch (err) {
+        throw new LaunchError(firewallFailure((err as Error).message, engine));
+      }
+      if (engine === 'none') {
+        o.notice(
+          'the Docker engine manages no firewall rules for the session network (is dockerd running with --iptables=false?): ' +
+            "Airlock's own rules are what keep the container off other networks",
+        );
+      }
+    }
+
+    const hostConfig = {
+      NetworkMode: `airlock-${o.sessionId}`,
+      ExtraHosts: [`host.docker.internal:${gateway}`],
+      // Docker's embedded DNS forwards names it does not know to upstream servers, from an
+      // internal network too, and DNS alone can carry data out (CVE-2024-29018: Docker before
+      // 26.0/25.0.4 even forwarded from the host's namespace when the host's resolver was on
+      // loopback). Its only upstream is the gateway, where Airlock's firewall drops everything
+      // but the proxy port, so outside names never resolve and no query leaves the session.
+      Dns: [gateway],
+      // ...and fail in a second, not twenty.
+      DnsOptions: ['timeout:1', 'attempts:1'],
+    };
+    return { lease, hostConfig, proxyHost: 'host.docker.internal', proxyPort: lease.proxyPort };
 }
 
 /**
@@ -329,8 +362,8 @@ export function checkExtraEnv(entries: readonly string[], lease: SessionLease): 
   }
 }
 
-function sessionEnv(lease: SessionLease, extra: readonly string[]): string[] {
-  const proxy = `http://${lease.id}:${lease.token}@host.docker.internal:${lease.proxyPort}`;
+function sessionEnv(lease: SessionLease, proxyHost: string, proxyPort: number, extra: readonly string[]): string[] {
+  const proxy = `http://${lease.id}:${lease.token}@${proxyHost}:${proxyPort}`;
   const env = [
     ...['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy'].map((n) => `${n}=${proxy}`),
     'NO_PROXY=localhost,127.0.0.1',

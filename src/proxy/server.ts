@@ -4,6 +4,7 @@ import http from 'node:http';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { AddressInfo } from 'node:net';
+import { chmodSync, rmSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import type { Duplex } from 'node:stream';
 import type pino from 'pino';
@@ -160,6 +161,30 @@ export class ProxyServer {
     return address;
   }
 
+  /**
+   * Starts a listener on a unix socket (a relayed Docker session's only way in), owner-only. The
+   * socket's directory must already be private to this user: the socket exists with umask bits
+   * between listen() and chmod(), and only the directory keeps others out in that moment.
+   */
+  async listenSocket(path: string, name: string): Promise<string> {
+    const server = this.createHttpServer();
+    server.on('request', (req, res) => this.onPlainRequest(req, res, name));
+    server.on('connect', (req, socket, head) => this.onConnect(req, socket as net.Socket, head, name));
+    server.on('upgrade', (req, socket, head) => this.onPlainUpgrade(req, socket, head, name));
+    rmSync(path, { force: true }); // a socket left by a killed run of this session id
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ path, exclusive: true }, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    chmodSync(path, 0o600);
+    this.servers.push(server);
+    this.listenerNames.set(server, name);
+    return path;
+  }
+
   /** The proxy never dials itself: a listener's address (or, for a wildcard, every interface's). */
   private markOwnAddress(address: string): void {
     const guard = this.options.upstream.guard;
@@ -172,10 +197,11 @@ export class ProxyServer {
     }
   }
 
-  /** Stops one listener (e.g. a Docker session's gateway listener). */
-  async unlisten(address: AddressInfo): Promise<void> {
+  /** Stops one listener (a Docker session's gateway listener, or its unix socket, which is removed). */
+  async unlisten(address: AddressInfo | string): Promise<void> {
     const index = this.servers.findIndex((s) => {
-      const a = s.address() as AddressInfo | null;
+      const a = s.address() as AddressInfo | string | null;
+      if (typeof address === 'string' || typeof a === 'string') return a === address;
       return a !== null && a.port === address.port && a.address === address.address;
     });
     if (index === -1) return;

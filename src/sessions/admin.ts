@@ -3,12 +3,13 @@
 // another local user can reach it. Never on a network address a session can route to.
 import http from 'node:http';
 import { chmodSync, rmSync } from 'node:fs';
+import { dirname } from 'node:path';
 import type pino from 'pino';
 import { parsePolicy, PolicyError } from '../policy/index.js';
 import type { Policy } from '../policy/index.js';
 import type { AddressInfo } from 'node:net';
 import type { ProxyRuntime } from './runtime.js';
-import { proxyUrl } from './registry.js';
+import { proxyUrl, relaySocketPath } from './registry.js';
 import { tokenMatches } from './session.js';
 import type { Session } from './session.js';
 
@@ -30,6 +31,8 @@ export interface SessionInfo {
   proxy_port: number;
   /** Set for sessions with their own listener (Docker sessions on a network gateway). */
   listen_host?: string;
+  /** Set for sessions listening on their own unix socket (relayed Docker sessions). */
+  socket_path?: string;
   bundle_pem?: string;
   secret_source_env?: readonly string[];
   /** Names of the create request's check_env variables that hold a secret of the session. */
@@ -92,8 +95,11 @@ async function readJson(req: http.IncomingMessage, limit = 1 << 20): Promise<Rec
 
 /** What the admin endpoint keeps about a session besides the registry's record. */
 interface Held {
-  /** The session's own listener (Docker sessions on a network gateway), closed with it. */
-  listener?: AddressInfo;
+  /**
+   * The session's own listener, closed with it: an address (Docker sessions on a network gateway)
+   * or a unix socket path (relayed sessions).
+   */
+  listener?: AddressInfo | string;
   launcherPid?: number;
   leased: boolean;
 }
@@ -103,7 +109,13 @@ export async function startAdmin(options: AdminOptions): Promise<http.Server> {
   const held = new Map<string, Held>();
   const describe = (session: Session): SessionInfo => {
     const h = held.get(session.id);
-    const info = h?.listener ? describeSession(session, h.listener.address, h.listener.port) : describeSession(session, options.proxyHost, options.proxyPort);
+    const own = h?.listener;
+    const info =
+      typeof own === 'string'
+        ? { ...describeSession(session, '127.0.0.1', 0), socket_path: own }
+        : own
+          ? describeSession(session, own.address, own.port)
+          : describeSession(session, options.proxyHost, options.proxyPort);
     return { ...info, launcher_pid: h?.launcherPid, leased: h?.leased ?? false };
   };
   /**
@@ -122,6 +134,7 @@ export async function startAdmin(options: AdminOptions): Promise<http.Server> {
     const done = (async () => {
       try {
         if (h?.listener) await runtime.proxy.unlisten(h.listener);
+        if (typeof h?.listener === 'string') rmSync(dirname(h.listener), { recursive: true, force: true });
         return await runtime.sessions.remove(id);
       } finally {
         removing.delete(id);
@@ -156,9 +169,11 @@ export async function startAdmin(options: AdminOptions): Promise<http.Server> {
       const id = typeof body.id === 'string' ? body.id : undefined;
       const checkEnv = checkEnvOf(body);
       const listenHost = typeof body.listen_host === 'string' ? body.listen_host : null;
+      // On a unix socket in the session's own dir, which the daemon picks (never a caller's path).
+      const listenSocket = body.listen_socket === true;
       const launcherPid = Number.isSafeInteger(body.launcher_pid) && (body.launcher_pid as number) > 0 ? (body.launcher_pid as number) : undefined;
       // A session with its own listener, e.g. on a Docker session network's gateway.
-      const listener = listenHost === null ? undefined : `session:${id ?? 'x'}-${Date.now()}`;
+      const listener = listenHost === null && !listenSocket ? undefined : `session:${id ?? 'x'}-${Date.now()}`;
       const session = await runtime.sessions.create(policy, { id, listener });
       held.set(session.id, { launcherPid, leased: lease });
       let withheld: string[] | undefined;
@@ -166,13 +181,16 @@ export async function startAdmin(options: AdminOptions): Promise<http.Server> {
         // The caller's variables are compared here, where the secrets are: the answer is names,
         // so neither the secrets nor anything derived from them leave the daemon.
         if (checkEnv) withheld = await session.credentials.variablesHoldingSecrets(checkEnv);
-        if (listenHost !== null) held.get(session.id)!.listener = await runtime.proxy.listen(listenHost, 0, listener);
+        if (listenSocket) held.get(session.id)!.listener = await runtime.proxy.listenSocket(relaySocketPath(session.dir), listener!);
+        else if (listenHost !== null) held.get(session.id)!.listener = await runtime.proxy.listen(listenHost, 0, listener);
       } catch (err) {
         await remove(session.id, session);
         throw err;
       }
       let info: SessionInfo = { ...describe(session), withheld_env: withheld };
-      if (listenHost !== null) info = { ...info, listen_host: listenHost, bundle_pem: session.bundlePem, secret_source_env: session.credentials.secretSourceEnv };
+      if (listenHost !== null || listenSocket) {
+        info = { ...info, ...(listenHost === null ? {} : { listen_host: listenHost }), bundle_pem: session.bundlePem, secret_source_env: session.credentials.secretSourceEnv };
+      }
       if (!lease) return send(res, 201, info);
       const end = () => {
         void remove(session.id, session).then((removed) => {

@@ -1,7 +1,7 @@
 // The live sessions of one proxy process: created with a fresh CA and credential, found by the
 // Proxy-Authorization header, removed with their listener binding. Each session's files live in
 // <state dir>/sessions/<id>/: the trust bundle, the audit log and (only if asked) the CA key.
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SessionCa } from '../ca/session-ca.js';
 import type { CaKeyType } from '../ca/session-ca.js';
@@ -43,6 +43,23 @@ interface LiveSession extends Session {
 export function sessionDir(stateDir: string, id: string): string {
   if (!isSessionId(id)) throw new Error(`invalid session id ${JSON.stringify(id)}`);
   return join(stateDir, 'sessions', id);
+}
+
+/** The socket's file name inside its directory (the directory is what gets bound into the relay). */
+export const SOCKET_NAME = 'proxy.sock';
+/** sun_path holds 108 bytes, the terminating NUL included. */
+const MAX_SOCKET_PATH = 107;
+
+/** Creates `<session dir>/relay` (owner-only) and returns the socket path in it. */
+export function relaySocketPath(sessionDir: string): string {
+  const dir = join(sessionDir, 'relay');
+  const path = join(dir, SOCKET_NAME);
+  if (Buffer.byteLength(path) > MAX_SOCKET_PATH) {
+    throw new Error(`the session socket path ${path} is longer than the ${MAX_SOCKET_PATH} bytes a unix socket allows: use a shorter --state-dir`);
+  }
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  chmodSync(dir, 0o700); // mkdir leaves an existing directory's mode as it was
+  return path;
 }
 
 export class SessionRegistry implements SessionDirectory {

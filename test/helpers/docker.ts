@@ -8,6 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { runCli, sleep } from './servers.js';
 
 export const AGENT_TEST_IMAGE = 'airlock-agent:test';
+export const RELAY_TEST_IMAGE = 'airlock-relay:test';
 
 let availability: boolean | undefined;
 
@@ -88,4 +89,12 @@ export async function ensureAgentImage(): Promise<string> {
   } finally {
     rmSync(lock, { force: true });
   }
+}
+
+/** Builds the relay image once per machine with `airlock image build --only relay` (small: seconds). */
+export async function ensureRelayImage(): Promise<string> {
+  if (imageExists(RELAY_TEST_IMAGE)) return RELAY_TEST_IMAGE;
+  const r = await runCli(['image', 'build', '--only', 'relay', '--relay-tag', RELAY_TEST_IMAGE], { timeoutMs: 15 * 60_000 });
+  if (r.code !== 0 && !imageExists(RELAY_TEST_IMAGE)) throw new Error(`airlock image build --only relay failed (${r.code}):\n${r.stderr.slice(-4000)}`);
+  return RELAY_TEST_IMAGE;
 }

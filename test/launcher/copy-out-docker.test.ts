@@ -10,7 +10,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, lchownSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { describeDocker, ensureAgentImage } from '../helpers/docker.js';
+import { describeDocker, ensureAgentImage, ensureRelayImage } from '../helpers/docker.js';
 import { rmTmp, runCli, tmpDir } from '../helpers/servers.js';
 import { expectNoLeftovers, NO_LEFTOVERS, sessionSummary } from './run-helpers.js';
 
@@ -24,6 +24,7 @@ const CANARY_ID = 31337;
 const SUDO = { uid: 31338, gid: 31339 };
 
 let image: string;
+let relayImage: string;
 let policy: string;
 let stateDir: string;
 let env: NodeJS.ProcessEnv;
@@ -82,7 +83,7 @@ function setUp(): { base: string; ws: string; canary: string } {
 async function copyRun(ws: string, tag: string, script: string) {
   const r = await runCli(
     [
-      'run', '--policy', policy, '--image', image, '--state-dir', stateDir,
+      'run', '--policy', policy, '--image', image, '--relay-image', relayImage, '--state-dir', stateDir,
       '--name', `airlock-test-copyout-${RUN_ID}-${tag}-${randomBytes(2).toString('hex')}`,
       '--workspace', ws, '--copy', '--copy-out', ws,
       '--', 'sh', '-c', `set -e; cd /workspace; ${script}`,
@@ -97,6 +98,7 @@ async function copyRun(ws: string, tag: string, script: string) {
 describeDocker('airlock run --copy --copy-out: a session that plants links cannot write outside the output folder', () => {
   beforeAll(async () => {
     image = process.env.AIRLOCK_RUN_TEST_IMAGE || (await ensureAgentImage());
+    relayImage = await ensureRelayImage();
     const dir = tmpDir('airlock-copyout-docker-state-');
     scratch.push(dir);
     policy = join(dir, 'policy.yaml');

@@ -117,6 +117,8 @@ describeDocker('airlock image build and airlock doctor (Docker)', () => {
       expect(run.out).toMatch(/PASS agent-cli\s+— claude \S+ \(Claude Code\)/);
       expect(run.out).toMatch(/PASS ca-trust\s+— .*trusted by curl, git, node, python3/);
       expect(run.out).toContain('all 7 checks passed');
+      // Which network mode `airlock run` would use, and why (here: no airlock-relay:latest).
+      expect(run.out).toMatch(/^network: .*--network-mode none/m);
     },
     5 * MINUTE,
   );

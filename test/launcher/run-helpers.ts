@@ -97,14 +97,15 @@ export async function waitForSession(cli: LiveCli, name: string, ready?: string,
     if (r.code === 0) {
       const info = JSON.parse(r.stdout)[0] as ContainerInspect;
       if (info.State.Running && (!ready || existsSync(ready))) {
-        const net = Object.values(info.NetworkSettings.Networks)[0]!;
+        // A relayed session (network mode none) has no network of its own, so no addresses.
+        const net = Object.values(info.NetworkSettings.Networks ?? {})[0];
         return {
           name,
           id: info.Id,
           sessionId: info.Config.Labels['airlock.session']!,
           launcherPid: info.Config.Labels['airlock.pid']!,
-          gateway: net.Gateway,
-          ip: net.IPAddress,
+          gateway: net?.Gateway ?? '',
+          ip: net?.IPAddress ?? '',
         };
       }
     }

@@ -142,6 +142,9 @@ function runArgs(policy: string, stateDir: string, extra: readonly string[], com
     `evil.example:443:127.0.0.1:${evil.port}`,
     '--upstream-ca',
     pki.caFile,
+    // These tests are about the bridge mode; relay.test.ts covers the default (no network).
+    '--network-mode',
+    'bridge',
     ...extra,
     '--',
     ...command,
@@ -747,7 +750,7 @@ describeDocker('airlock run: launcher killed with SIGKILL, then airlock gc', () 
   }, 120_000);
 });
 
-describeDocker('airlock run: not root', () => {
+describeDocker('airlock run --network-mode bridge: not root', () => {
   const asNobody = (args: string[]) =>
     runProcess('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI_PATH, ...args], {
       env: { ...baseEnv, HOME: '/nonexistent' },
@@ -757,7 +760,7 @@ describeDocker('airlock run: not root', () => {
 
   it('refuses without --allow-host-ports, with the firewall message, before touching Docker', async () => {
     const stateDir = join(work, 'nobody-state');
-    const r = await asNobody(['run', '--policy', policyA, '--image', image, '--state-dir', stateDir, '--', 'true']);
+    const r = await asNobody(['run', '--network-mode', 'bridge', '--policy', policyA, '--image', image, '--state-dir', stateDir, '--', 'true']);
     record('not root', r);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('airlock run needs root to close the host side');
@@ -767,7 +770,7 @@ describeDocker('airlock run: not root', () => {
   }, 60_000);
 
   it('with --allow-host-ports gets past that check (and here stops at the Docker socket it may not use)', async () => {
-    const r = await asNobody(['run', '--allow-host-ports', '--policy', policyA, '--image', image, '--state-dir', join(work, 'nobody-state2'), '--', 'true']);
+    const r = await asNobody(['run', '--network-mode', 'bridge', '--allow-host-ports', '--policy', policyA, '--image', image, '--state-dir', join(work, 'nobody-state2'), '--', 'true']);
     record('not root, allow host ports', r);
     expect(r.code).toBe(2);
     expect(r.stderr).not.toContain('needs root');
@@ -805,7 +808,7 @@ describeDocker('airlock run --daemon: sessions through a running airlock proxy',
       const workspace = newWorkspace();
       const name = containerName('daemon');
       const cli = spawnCli(
-        ['run', '--daemon', '--state-dir', stateDir, '--policy', policyA, '--image', image, '--workspace', workspace, '--name', name, '--', ...sessionCommand()],
+        ['run', '--daemon', '--network-mode', 'bridge', '--state-dir', stateDir, '--policy', policyA, '--image', image, '--workspace', workspace, '--name', name, '--', ...sessionCommand()],
         baseEnv,
       );
       return { cli, workspace, name };
