@@ -58,8 +58,7 @@ class DaemonProvider implements SessionProvider {
       await refuse('the running airlock proxy does not check -e values for secrets; restart it with this version of airlock');
     }
     if (listenOn === UNIX_SOCKET && typeof info.socket_path !== 'string') {
-      await adminRequest(this.stateDir, 'DELETE', `/sessions/${sessionId}`).catch(() => {});
-      throw new UsageError('the running airlock proxy cannot serve a session on a unix socket; restart it with this version of airlock, or use --network-mode bridge');
+      await refuse('the running airlock proxy cannot serve a session on a unix socket; restart it with this version of airlock, or use --network-mode bridge');
     }
     const token = decodeURIComponent(new URL(info.proxy_url).password);
     return {
