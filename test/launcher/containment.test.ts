@@ -52,9 +52,11 @@ let baseEnv: NodeJS.ProcessEnv;
 let engineCpus: number;
 const scratch: string[] = [];
 
+// Bridge mode: these tests are about its routing, DNS and firewall rules (the limits are the same
+// in both modes).
 function runArgs(stateDir: string, extra: readonly string[], command: readonly string[], policy = policyFile): string[] {
   return [
-    'run', '--policy', policy, '--image', image, '--state-dir', stateDir,
+    'run', '--network-mode', 'bridge', '--policy', policy, '--image', image, '--state-dir', stateDir,
     '--resolve', `api.allowed.test:443:127.0.0.1:${allowed.port}`, '--upstream-ca', pki.caFile,
     ...extra, '--', ...command,
   ];

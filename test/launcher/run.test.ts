@@ -900,7 +900,7 @@ describeDocker('airlock run --daemon: launcher killed with SIGKILL', () => {
     const workspace = newWorkspace();
     const name = containerName('daemon-killed');
     const cli = spawnCli(
-      ['run', '--daemon', '--state-dir', stateDir, '--policy', policyA, '--image', image, '--workspace', workspace, '--name', name, '--', ...sessionCommand()],
+      ['run', '--daemon', '--network-mode', 'bridge', '--state-dir', stateDir, '--policy', policyA, '--image', image, '--workspace', workspace, '--name', name, '--', ...sessionCommand()],
       baseEnv,
     );
     const c = await waitForSession(cli, name, join(workspace, 'ready'));
