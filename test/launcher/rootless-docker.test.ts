@@ -1,0 +1,255 @@
+// `airlock run` (network mode none) against rootless Docker, as an unprivileged user this test
+// creates (and removes), with a dockerd of that user's own (Debian's dockerd-rootless.sh under
+// rootlesskit, vfs storage, data and runtime dirs in the user's home). Needs root (to make the
+// user), a Docker engine, and Debian's `rootlesskit` and `uidmap`; skipped loudly without them.
+// The images are copied from the system engine into the user's engine: the relay, and a small
+// curl image built here.
+//
+// rootlesskit gives dockerd a network namespace of its own through slirp4netns when that is
+// installed and the user may open /dev/net/tun; otherwise (no udev to make it 0666), dockerd shares the host's network
+// namespace instead (rootlesskit --net=host) without a bridge or iptables: the sessions have no
+// network either way, so Airlock's side is the same.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, chownSync, closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { networkInterfaces } from 'node:os';
+import { join } from 'node:path';
+import { dockerAvailable, ensureRelayImage } from '../helpers/docker.js';
+import { CLI_PATH, createTestPki, runProcess, sleep, startHttpsUpstream, tmpDir, waitFor } from '../helpers/servers.js';
+import type { TestPki, TestUpstream } from '../helpers/servers.js';
+import { dockerOk, parseProbes } from './run-helpers.js';
+
+const RUN_ID = randomBytes(3).toString('hex');
+const USER = `airlock-rd${RUN_ID}`;
+const CURL_IMAGE = `airlock-test-curl:${RUN_ID}`;
+// Debian's docker.io ships it in contrib; docker-ce's rootless extras in /usr/bin.
+const SETUP_SCRIPT = ['/usr/share/docker.io/contrib/dockerd-rootless.sh', '/usr/bin/dockerd-rootless.sh'].find((f) => existsSync(f)) ?? '';
+
+function rootlessDockerUsable(): boolean {
+  if (process.getuid?.() !== 0 || !dockerAvailable()) return false;
+  return SETUP_SCRIPT !== '' && ['/usr/bin/rootlesskit', '/usr/bin/newuidmap', '/usr/sbin/dockerd'].every((f) => existsSync(f));
+}
+
+const describeRootless = rootlessDockerUsable() ? describe : describe.skip;
+if (!rootlessDockerUsable()) {
+  console.warn('\n*** SKIPPING rootless Docker tests: they need root, a Docker engine (docker.io), and `apt-get install rootlesskit uidmap`. ***\n');
+}
+
+let pki: TestPki;
+let github: TestUpstream;
+let hostPort: net.Server;
+let home: string;
+let runtimeDir: string;
+let socket: string;
+let daemon: ChildProcess | undefined;
+let daemonLog = '';
+let userMade = false;
+let uid = 0;
+let gid = 0;
+
+/** A command as the test user, with its own runtime dir (no login session here to make one). */
+function asUser(cmd: string, args: readonly string[], opts: { input?: string; timeoutMs?: number; env?: Record<string, string> } = {}) {
+  const env = Object.entries(opts.env ?? {}).map(([k, v]) => `${k}=${v}`);
+  return runProcess('runuser', ['-u', USER, '--', 'env', `XDG_RUNTIME_DIR=${runtimeDir}`, `HOME=${home}`, ...env, cmd, ...args], {
+    cwd: '/',
+    env: { PATH: process.env.PATH, LANG: 'C.UTF-8' },
+    input: opts.input,
+    timeoutMs: opts.timeoutMs ?? 120_000,
+  });
+}
+
+/** The docker CLI as the test user, against the user's engine. */
+function userDocker(args: readonly string[], timeoutMs = 120_000) {
+  return asUser('docker', ['-H', `unix://${socket}`, ...args], { timeoutMs });
+}
+
+/** Copies an image from the system engine into the user's engine. */
+async function loadIntoUserEngine(image: string): Promise<void> {
+  const archive = join(home, `${RUN_ID}-${image.replace(/[^a-z0-9]/gi, '_')}.tar`);
+  await dockerOk(['save', '-o', archive, image], { timeoutMs: 600_000 });
+  chownSync(archive, uid, gid);
+  const r = await userDocker(['load', '-i', archive], 600_000);
+  rmSync(archive, { force: true });
+  if (r.code !== 0) throw new Error(`docker load ${image} into the rootless engine failed: ${r.stderr}`);
+}
+
+/** iptables/ip6tables rules of the host, without counters. */
+async function hostRules(): Promise<string[]> {
+  const out: string[] = [];
+  for (const cmd of ['iptables-save', 'ip6tables-save']) {
+    const r = await runProcess(cmd, [], { timeoutMs: 15_000 });
+    out.push(...r.stdout.split('\n').filter((l) => l && !l.startsWith('#')).map((l) => `${cmd}: ${l.replace(/\[\d+:\d+\]/, '')}`));
+  }
+  return out;
+}
+
+beforeAll(async () => {
+  if (!rootlessDockerUsable()) return;
+  pki = await createTestPki();
+  chmodSync(pki.dir, 0o755);
+  chmodSync(pki.caFile, 0o644);
+  github = await startHttpsUpstream({ pki, names: ['api.github.com'] });
+  hostPort = net.createServer((s) => s.end('host port answered\n'));
+  await new Promise<void>((resolve) => hostPort.listen({ host: '0.0.0.0', port: 0 }, resolve));
+
+  home = tmpDir('airlock-rdocker-home-');
+  const add = await runProcess('useradd', ['--home-dir', home, '--no-create-home', '--shell', '/usr/sbin/nologin', USER]);
+  if (add.code !== 0) throw new Error(`useradd: ${add.stderr}`);
+  userMade = true;
+  uid = Number((await runProcess('id', ['-u', USER])).stdout.trim());
+  gid = Number((await runProcess('id', ['-g', USER])).stdout.trim());
+  chownSync(home, uid, gid);
+  chmodSync(home, 0o755); // the policy and CA files below are read by the launcher as this user
+  runtimeDir = join(home, 'run');
+  mkdirSync(runtimeDir, { mode: 0o700 });
+  chownSync(runtimeDir, uid, gid);
+  socket = join(runtimeDir, 'docker.sock');
+
+  // slirp4netns needs /dev/net/tun open to the user; without it, the host's network namespace.
+  const slirp = existsSync('/usr/bin/slirp4netns') && (await asUser('sh', ['-c', 'exec 3<>/dev/net/tun'])).code === 0;
+  const netArgs = slirp ? [] : ['--bridge=none', '--iptables=false', '--ip6tables=false'];
+  const netEnv = slirp ? [] : ['DOCKERD_ROOTLESS_ROOTLESSKIT_NET=host', 'DOCKERD_ROOTLESS_ROOTLESSKIT_PORT_DRIVER=none'];
+  console.log(`rootless dockerd network: ${slirp ? 'slirp4netns' : 'host namespace (no slirp4netns, or /dev/net/tun not open to users), no bridge'}`);
+  const logFd = openSync(join(home, 'dockerd.log'), 'w');
+  daemonLog = join(home, 'dockerd.log');
+  daemon = spawn(
+    'runuser',
+    [
+      '-u', USER, '--', 'env', `XDG_RUNTIME_DIR=${runtimeDir}`, `HOME=${home}`, ...netEnv, SETUP_SCRIPT,
+      '--storage-driver', 'vfs', '--data-root', join(home, 'data'), '--exec-root', join(runtimeDir, 'docker'),
+      '--pidfile', join(runtimeDir, 'docker.pid'), '-H', `unix://${socket}`, ...netArgs,
+    ],
+    { cwd: '/', env: { PATH: process.env.PATH }, stdio: ['ignore', logFd, logFd] },
+  );
+  closeSync(logFd);
+  await waitFor(() => existsSync(socket), 60_000, `the rootless dockerd socket (log: ${daemonLog})`);
+  for (let i = 0; ; i++) {
+    const info = await userDocker(['info', '--format', '{{json .SecurityOptions}}']);
+    if (info.code === 0) {
+      if (!info.stdout.includes('name=rootless')) throw new Error(`the user's dockerd is not rootless: ${info.stdout}`);
+      break;
+    }
+    if (i > 100) throw new Error(`the rootless dockerd does not answer: ${info.stderr}`);
+    await sleep(200);
+  }
+
+  const relay = await ensureRelayImage();
+  // A small session image with curl: built on the system engine (Debian packages), labelled, removed at the end.
+  const ctx = join(home, 'curl-ctx');
+  mkdirSync(ctx);
+  writeFileSync(
+    join(ctx, 'Dockerfile'),
+    'FROM debian:bookworm-slim\nRUN apt-get update -qq && apt-get install -y -qq --no-install-recommends curl ca-certificates >/dev/null && rm -rf /var/lib/apt/lists/*\n',
+  );
+  await dockerOk(['build', '-q', '--label', 'airlock-test=rootless-docker', '-t', CURL_IMAGE, ctx], { timeoutMs: 600_000 });
+  await loadIntoUserEngine(relay);
+  await loadIntoUserEngine(CURL_IMAGE);
+}, 30 * 60_000);
+
+afterAll(async () => {
+  await github?.close();
+  await new Promise((resolve) => (hostPort ? hostPort.close(resolve) : resolve(undefined)));
+  if (userMade && socket && existsSync(socket)) {
+    const ids = (await userDocker(['ps', '-a', '-q']).catch(() => ({ stdout: '' }))).stdout.split('\n').filter(Boolean);
+    if (ids.length) await userDocker(['rm', '-f', '-v', ...ids]).catch(() => {});
+  }
+  if (userMade) {
+    // The user's processes (rootlesskit, dockerd, containerd, shims): by pid, TERM then KILL.
+    const pids = async () => (await runProcess('ps', ['-u', String(uid), '-o', 'pid='])).stdout.split('\n').map(Number).filter((n) => n > 0);
+    for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
+      for (const pid of await pids()) {
+        try {
+          process.kill(pid, signal);
+        } catch {
+          /* gone */
+        }
+      }
+      for (let i = 0; i < 50 && (await pids()).length; i++) await sleep(100);
+    }
+    await runProcess('userdel', [USER], { timeoutMs: 30_000 });
+  }
+  // The data root holds files of the user's subordinate ids: removed as root.
+  if (home) rmSync(home, { recursive: true, force: true });
+  if (pki) rmSync(pki.dir, { recursive: true, force: true });
+  if (rootlessDockerUsable()) await runProcess('docker', ['rmi', '-f', CURL_IMAGE]).catch(() => {});
+}, 300_000);
+
+describeRootless('airlock run on rootless Docker (unprivileged user, its own dockerd)', () => {
+  it('runs a session with only lo, proxy traffic through the relay, no host port, no iptables rule, and cleans up', async () => {
+    const policy = join(home, 'policy.yaml');
+    writeFileSync(policy, 'version: 1\nname: rootless-docker\nallow:\n  - host: api.github.com\n', { mode: 0o644 });
+    const stateDir = join(home, 'state');
+    const port = (hostPort.address() as net.AddressInfo).port;
+    const addrs = new Set<string>();
+    for (const list of Object.values(networkInterfaces())) for (const i of list ?? []) if (i.family === 'IPv4') addrs.add(i.address);
+    const probe = (name: string, args: string) =>
+      `out=$(curl -sS -o /dev/null -w '%{http_code} %{http_connect}' --connect-timeout 3 --max-time 6 ${args} 2>/tmp/e); rc=$?; ` +
+      `echo "PROBE ${name} rc=$rc http=\${out% *} connect=\${out#* } err=$(head -c 200 /tmp/e | tr '\\n' ' ')"`;
+    const script = [
+      'echo "IFACES $(ls /sys/class/net | tr \'\\n\' \' \')"',
+      probe('allowed', 'https://api.github.com/from-rootless-docker'),
+      probe('denied', 'https://evil.example/'),
+      ...[...addrs].map((ip, i) => `( unset HTTPS_PROXY https_proxy HTTP_PROXY http_proxy; ${probe(`host${i}`, `http://${ip}:${port}/`)} )`),
+    ].join('\n');
+    const before = await hostRules();
+    const r = await asUser(
+      process.execPath,
+      [
+        CLI_PATH, 'run', '--engine', `unix://${socket}`, '--policy', policy, '--image', CURL_IMAGE, '--relay-image', await ensureRelayImage(),
+        '--state-dir', stateDir, '--resolve', `api.github.com:443:127.0.0.1:${github.port}`, '--upstream-ca', pki.caFile,
+        '--', 'sh', '-c', script,
+      ],
+      { timeoutMs: 600_000 },
+    );
+    const after = await hostRules();
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    expect(/^IFACES (.*)$/m.exec(r.stdout)?.[1]?.trim()).toBe('lo');
+    const probes = parseProbes(r.stdout);
+    expect(probes.get('allowed')?.http, r.stdout).toBe('200');
+    expect(probes.get('denied')?.connect).toBe('403');
+    for (let i = 0; i < addrs.size; i++) {
+      expect(probes.get(`host${i}`)?.http).toBe('000');
+      expect([6, 7, 28]).toContain(probes.get(`host${i}`)?.rc);
+    }
+    expect(github.requests.map((q) => q.url)).toContain('/from-rootless-docker');
+    const session = /airlock: session (s-[0-9a-f]+)/.exec(r.stderr)?.[1];
+    expect(session, r.stderr).toBeDefined();
+    // No rule of this session's on the host (the launcher is not root and the engine is the
+    // user's); other tests on this shared host may add rules of their own meanwhile.
+    const added = after.filter((l) => !before.includes(l));
+    console.log(`host iptables/ip6tables rules: ${before.length} before, ${after.length} after; new lines: ${added.length ? added.join(' | ') : 'none'}`);
+    expect(after.filter((l) => l.includes(session!))).toEqual([]);
+    // Nothing left in the user's engine, and the socket directory is gone.
+    const ps = await userDocker(['ps', '-a', '-q']);
+    expect(ps.code, ps.stderr).toBe(0);
+    expect(ps.stdout.trim()).toBe('');
+    const sessions = readdirSync(join(stateDir, 'sessions'));
+    expect(sessions).toEqual([session]);
+    expect(existsSync(join(stateDir, 'sessions', session!, 'relay'))).toBe(false);
+  }, 900_000);
+
+  it('with --user 0:0 (container root is the user), writes the workspace as the user', async () => {
+    // The default session uid maps to a subordinate id on the host, which cannot write the user's
+    // files; container root is the user itself.
+    const policy = join(home, 'policy.yaml');
+    const workspace = join(home, 'ws');
+    mkdirSync(workspace);
+    chownSync(workspace, uid, gid);
+    const r = await asUser(
+      process.execPath,
+      [
+        CLI_PATH, 'run', '--engine', `unix://${socket}`, '--policy', policy, '--image', CURL_IMAGE, '--relay-image', await ensureRelayImage(),
+        '--state-dir', join(home, 'state-ws'), '--workspace', workspace, '--user', '0:0',
+        '--', 'sh', '-c', 'echo written > /workspace/out.txt',
+      ],
+      { timeoutMs: 600_000 },
+    );
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    expect(readFileSync(join(workspace, 'out.txt'), 'utf8')).toBe('written\n');
+    expect(statSync(join(workspace, 'out.txt')).uid).toBe(uid);
+    expect((await userDocker(['ps', '-a', '-q'])).stdout.trim()).toBe('');
+  }, 600_000);
+});
