@@ -347,7 +347,8 @@ describe('an interface created while the proxy runs', () => {
   });
 
   it(`a session gateway on a bridge without carrier, with allowPrivate covering it → 403, nothing dialled`, async (ctx) => {
-    if (process.getuid?.() !== 0) ctx.skip();
+    // CI runs as root with iproute2: there the test must run, not skip.
+    if (process.getuid?.() !== 0 && !process.env.CI) ctx.skip();
     try {
       ip('link', 'add', BRIDGE, 'type', 'bridge');
       created = true;
@@ -359,7 +360,7 @@ describe('an interface created while the proxy runs', () => {
       ip('link', 'del', `${BRIDGE}p`); // the bridge keeps its address and loses its carrier
       vethUp = false;
     } catch (err) {
-      if (!created) ctx.skip(); // no bridge support here
+      if (!created && !process.env.CI) ctx.skip(); // no bridge support here
       throw err;
     }
     // The gateway listener of a session run by another proxy process.

@@ -98,3 +98,21 @@ export async function ensureRelayImage(): Promise<string> {
   if (r.code !== 0 && !imageExists(RELAY_TEST_IMAGE)) throw new Error(`airlock image build --only relay failed (${r.code}):\n${r.stderr.slice(-4000)}`);
   return RELAY_TEST_IMAGE;
 }
+
+/**
+ * describe() for tests that need more than a Docker engine (root, a package): `missing` says what
+ * is missing, or null. Skipped with a loud warning when something is missing, unless CI is set,
+ * where the suite fails (CI installs all of it).
+ */
+export function describeNeeding(name: string, missing: string | null, fn: () => void): void {
+  if (missing === null) return describeDocker(name, fn);
+  if (process.env.CI) {
+    describe(name, () => {
+      throw new Error(`CI is set but ${missing}: .ci/run must provide it`);
+    });
+    return;
+  }
+  console.warn(`\n*** SKIPPING "${name}": ${missing}. ***\n`);
+  describe.skip(name, fn);
+}
+

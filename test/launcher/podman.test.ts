@@ -10,7 +10,7 @@ import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, rmSync, write
 import net from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
-import { dockerAvailable, ensureRelayImage } from '../helpers/docker.js';
+import { describeNeeding, dockerAvailable, ensureRelayImage } from '../helpers/docker.js';
 import { CLI_PATH, createTestPki, runProcess, startHttpsUpstream, tmpDir, waitFor } from '../helpers/servers.js';
 import type { TestPki, TestUpstream } from '../helpers/servers.js';
 import { dockerOk, parseProbes } from './run-helpers.js';
@@ -19,15 +19,15 @@ const RUN_ID = randomBytes(3).toString('hex');
 const USER = `airlock-pm${RUN_ID}`;
 const CURL_IMAGE = `airlock-test-curl:${RUN_ID}`;
 
-function podmanUsable(): boolean {
-  if (process.getuid?.() !== 0 || !dockerAvailable()) return false;
-  return ['/usr/bin/podman', '/usr/bin/newuidmap'].every((f) => existsSync(f));
+/** What this test lacks here, or null. */
+function podmanMissing(): string | null {
+  if (process.getuid?.() !== 0) return 'not root (the test makes a user)';
+  if (!dockerAvailable()) return 'no Docker engine answers';
+  const absent = ['/usr/bin/podman', '/usr/bin/newuidmap'].filter((f) => !existsSync(f));
+  return absent.length > 0 ? `missing ${absent.join(', ')}` : null;
 }
 
-const describePodman = podmanUsable() ? describe : describe.skip;
-if (!podmanUsable()) {
-  console.warn('\n*** SKIPPING rootless Podman tests: they need root, a Docker engine, and `apt-get install podman uidmap`. ***\n');
-}
+const describePodman = (name: string, fn: () => void) => describeNeeding(name, podmanMissing(), fn);
 
 let pki: TestPki;
 let github: TestUpstream;
@@ -61,7 +61,7 @@ async function loadIntoPodman(image: string): Promise<void> {
 }
 
 beforeAll(async () => {
-  if (!podmanUsable()) return;
+  if (podmanMissing() !== null) return;
   pki = await createTestPki();
   chmodSync(pki.dir, 0o755);
   chmodSync(pki.caFile, 0o644);
@@ -125,7 +125,7 @@ afterAll(async () => {
   }
   if (home) rmSync(home, { recursive: true, force: true });
   if (pki) rmSync(pki.dir, { recursive: true, force: true });
-  if (podmanUsable()) await runProcess('docker', ['rmi', '-f', CURL_IMAGE]).catch(() => {});
+  if (podmanMissing() === null) await runProcess('docker', ['rmi', '-f', CURL_IMAGE]).catch(() => {});
 }, 300_000);
 
 describePodman('airlock run on rootless Podman (Docker-compatible socket, unprivileged user)', () => {

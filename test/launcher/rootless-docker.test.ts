@@ -17,7 +17,7 @@ import { chmodSync, chownSync, closeSync, existsSync, mkdirSync, openSync, readd
 import net from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
-import { dockerAvailable, ensureRelayImage } from '../helpers/docker.js';
+import { describeNeeding, dockerAvailable, ensureRelayImage } from '../helpers/docker.js';
 import { CLI_PATH, createTestPki, runProcess, sleep, startHttpsUpstream, tmpDir, waitFor } from '../helpers/servers.js';
 import type { TestPki, TestUpstream } from '../helpers/servers.js';
 import { dockerOk, parseProbes } from './run-helpers.js';
@@ -28,15 +28,16 @@ const CURL_IMAGE = `airlock-test-curl:${RUN_ID}`;
 // Debian's docker.io ships it in contrib; docker-ce's rootless extras in /usr/bin.
 const SETUP_SCRIPT = ['/usr/share/docker.io/contrib/dockerd-rootless.sh', '/usr/bin/dockerd-rootless.sh'].find((f) => existsSync(f)) ?? '';
 
-function rootlessDockerUsable(): boolean {
-  if (process.getuid?.() !== 0 || !dockerAvailable()) return false;
-  return SETUP_SCRIPT !== '' && ['/usr/bin/rootlesskit', '/usr/bin/newuidmap', '/usr/sbin/dockerd'].every((f) => existsSync(f));
+/** What this test lacks here, or null. */
+function rootlessDockerMissing(): string | null {
+  if (process.getuid?.() !== 0) return 'not root (the test makes a user)';
+  if (!dockerAvailable()) return 'no Docker engine answers';
+  const absent = ['/usr/bin/rootlesskit', '/usr/bin/newuidmap', '/usr/sbin/dockerd'].filter((f) => !existsSync(f));
+  if (SETUP_SCRIPT === '') absent.push('dockerd-rootless.sh');
+  return absent.length > 0 ? `missing ${absent.join(', ')}` : null;
 }
 
-const describeRootless = rootlessDockerUsable() ? describe : describe.skip;
-if (!rootlessDockerUsable()) {
-  console.warn('\n*** SKIPPING rootless Docker tests: they need root, a Docker engine (docker.io), and `apt-get install rootlesskit uidmap`. ***\n');
-}
+const describeRootless = (name: string, fn: () => void) => describeNeeding(name, rootlessDockerMissing(), fn);
 
 let pki: TestPki;
 let github: TestUpstream;
@@ -87,7 +88,7 @@ async function hostRules(): Promise<string[]> {
 }
 
 beforeAll(async () => {
-  if (!rootlessDockerUsable()) return;
+  if (rootlessDockerMissing() !== null) return;
   pki = await createTestPki();
   chmodSync(pki.dir, 0o755);
   chmodSync(pki.caFile, 0o644);
@@ -174,7 +175,7 @@ afterAll(async () => {
   // The data root holds files of the user's subordinate ids: removed as root.
   if (home) rmSync(home, { recursive: true, force: true });
   if (pki) rmSync(pki.dir, { recursive: true, force: true });
-  if (rootlessDockerUsable()) await runProcess('docker', ['rmi', '-f', CURL_IMAGE]).catch(() => {});
+  if (rootlessDockerMissing() === null) await runProcess('docker', ['rmi', '-f', CURL_IMAGE]).catch(() => {});
 }, 300_000);
 
 describeRootless('airlock run on rootless Docker (unprivileged user, its own dockerd)', () => {
