@@ -10,7 +10,7 @@ import { TIMEOUT_CODES } from './http1-client.js';
 import type { BodySink } from './http1-client.js';
 import type { ChunkScrubber, Replacement } from '../credentials/replace-stream.js';
 import type { Upstream } from './upstream.js';
-import type { TunnelContext } from './server.js';
+import type { TunnelContext } from './tunnel-context.js';
 import { methodOverrides, normalisePath, pathOverrides, parseAbsoluteUri, parseAuthority } from './target.js';
 import type { Authority } from './target.js';
 import { denyBody } from './responses.js';

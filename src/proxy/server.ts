@@ -25,6 +25,7 @@ import { Admission } from './admission.js';
 import type { AdmissionLimits } from './admission.js';
 import { serveTunnelHttp } from './tunnel-http.js';
 import type { TunnelHttpHandlers } from './tunnel-http.js';
+import type { TunnelContext } from './tunnel-context.js';
 
 export interface ProxyLimits extends AdmissionLimits {
   /** Tunnels with no traffic for this long are closed. */
@@ -56,15 +57,6 @@ export interface ProxyOptions {
   /** The proxy's own operational log (never the audit log). */
   readonly log: pino.Logger;
   readonly limits?: Partial<ProxyLimits>;
-}
-
-/** Where a request inside an inspected tunnel belongs. */
-export interface TunnelContext {
-  readonly session: ProxySession;
-  readonly connect: Authority;
-  sni: string | null;
-  /** The last Host header value found to match `connect` (a cache, not a decision). */
-  matchedHostHeader?: string;
 }
 
 // Denials report mode lets through: the policy's rules. Malformed hosts stay refused.
