@@ -1,5 +1,4 @@
 // Small certificate helpers shared by the session CA, the doctor's throwaway CA and the tests.
-import 'reflect-metadata';
 import { webcrypto, randomBytes } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 

@@ -28,7 +28,6 @@
 //   REPO_ROOT, CLI_PATH
 // Hand-built proxy clients (raw CONNECT, requests inside tunnels, a CONNECT https.Agent for ws)
 // are in ./clients.ts.
-import 'reflect-metadata';
 import { spawn } from 'node:child_process';
 import { webcrypto, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, mkdirSync } from 'node:fs';
