@@ -51,11 +51,3 @@ export function forwardResponseHeaders(
   }
   return out;
 }
-
-/** Value of a header in a flat list (case-insensitive), first occurrence. */
-export function headerValue(flat: readonly string[], name: string): string | undefined {
-  for (let i = 0; i < flat.length; i += 2) {
-    if (flat[i]!.toLowerCase() === name) return flat[i + 1];
-  }
-  return undefined;
-}
