@@ -8,7 +8,7 @@ import { ProxyRuntime } from '../sessions/runtime.js';
 import { describeSession, startAdmin } from '../sessions/admin.js';
 import type { SessionInfo } from '../sessions/admin.js';
 import { loadPolicy, parseResolve, upstreamRoots, UsageError, checkCidrs } from './config.js';
-import { credentialsFactory } from './secrets.js';
+import { credentialsFactory } from '../credentials/sources.js';
 import { capsFor, raiseOpenFileLimit, UNKNOWN_LIMIT_CAPS } from './fd-limit.js';
 import { CA_ENV_VARS, withheldNotice } from './session-env.js';
 

@@ -8,7 +8,7 @@ import { proxyUrl } from '../sessions/registry.js';
 import type { Session } from '../sessions/session.js';
 import { checkCidrs, loadPolicy, parseResolve, upstreamRoots } from './config.js';
 import { sessionEnv, withheldNotice } from './session-env.js';
-import { credentialsFactory } from './secrets.js';
+import { credentialsFactory } from '../credentials/sources.js';
 
 export interface ExecOptions {
   readonly policy: string;

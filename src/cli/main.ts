@@ -20,6 +20,7 @@ import { withheldNotice } from './session-env.js';
 import { registerImageCommands } from './image.js';
 import { registerRunCommands } from './run.js';
 import { LaunchError } from '../launcher/run.js';
+import { SecretSourceError } from '../credentials/sources.js';
 
 const program = new Command();
 program
@@ -211,7 +212,7 @@ registerRunCommands(program);
 registerImageCommands(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
-  if (err instanceof PolicyError || err instanceof UsageError || err instanceof LaunchError) {
+  if (err instanceof PolicyError || err instanceof UsageError || err instanceof LaunchError || err instanceof SecretSourceError) {
     process.stderr.write(`airlock: ${err.message}\n`);
     process.exit(2);
   }

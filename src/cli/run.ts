@@ -20,7 +20,7 @@ import { invokingUser } from '../launcher/copy-out.js';
 import { collectDaemonSessions, collectGarbage } from '../launcher/gc.js';
 import type { DaemonSessions } from '../launcher/gc.js';
 import { checkCidrs, collect, defaultStateDir, loadPolicy, parseResolve, upstreamRoots, UsageError } from './config.js';
-import { credentialsFactory } from './secrets.js';
+import { credentialsFactory } from '../credentials/sources.js';
 import { AdminError, adminRequest, openLease, removeDaemonSession } from './daemon.js';
 
 /**
