@@ -8,6 +8,7 @@ import { proxyUrl } from '../sessions/registry.js';
 import type { Session } from '../sessions/session.js';
 import { checkCidrs, loadPolicy, parseResolve, upstreamRoots } from './config.js';
 import { sessionEnv, withheldNotice } from './session-env.js';
+import { formatTally } from '../audit/report.js';
 import { credentialsFactory } from '../credentials/sources.js';
 
 export interface ExecOptions {
@@ -70,17 +71,5 @@ function signalNumber(signal: NodeJS.Signals): number {
 
 /** One line: allowed and denied requests per host, and where the full log is. */
 export function summarise(session: Session): string {
-  const allowed: string[] = [];
-  const denied: string[] = [];
-  const wouldDeny: string[] = [];
-  for (const [host, tally] of session.audit.tally) {
-    if (tally.allowed) allowed.push(`${host}×${tally.allowed}`);
-    if (tally.denied) denied.push(`${host}×${tally.denied}`);
-    if (tally.wouldDeny) wouldDeny.push(`${host}×${tally.wouldDeny}`);
-  }
-  const report = wouldDeny.length ? `; would deny (report mode) ${wouldDeny.join(' ')}` : '';
-  return (
-    `airlock: session ${session.id}: allowed ${allowed.join(' ') || 'none'}; denied ${denied.join(' ') || 'none'}${report}; ` +
-    `audit: ${session.audit.file}\n`
-  );
+  return `airlock: session ${session.id}: ${formatTally(session.audit.tally, 'outcome')}; audit: ${session.audit.file}\n`;
 }

@@ -4,6 +4,7 @@
 import { rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Policy } from '../policy/index.js';
+import { formatTally } from '../audit/report.js';
 import type { ProxyRuntime } from '../sessions/runtime.js';
 import { relaySocketPath } from '../sessions/registry.js';
 
@@ -77,13 +78,7 @@ export class EmbeddedProvider implements SessionProvider {
         if (typeof address === 'string') rmSync(dirname(address), { recursive: true, force: true });
         await this.runtime.sessions.remove(sessionId);
       },
-      summary: () => {
-        const parts: string[] = [];
-        for (const [host, t] of session.audit.tally) {
-          parts.push(`${host} allowed ${t.allowed} denied ${t.denied}${t.wouldDeny ? ` would-deny ${t.wouldDeny}` : ''}`);
-        }
-        return parts.join('; ') || 'no requests';
-      },
+      summary: () => formatTally(session.audit.tally, 'host'),
     };
   }
 }
