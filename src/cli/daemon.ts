@@ -10,7 +10,8 @@ import type { SessionInfo } from '../sessions/admin.js';
 import { loadPolicy, parseResolve, upstreamRoots, UsageError, checkCidrs } from './config.js';
 import { credentialsFactory } from '../credentials/sources.js';
 import { capsFor, raiseOpenFileLimit, UNKNOWN_LIMIT_CAPS } from './fd-limit.js';
-import { CA_ENV_VARS, withheldNotice } from './session-env.js';
+import { withheldNotice } from './session-env.js';
+import { clientEnv, HOST_NO_PROXY } from '../sessions/client-env.js';
 
 export interface DaemonOptions {
   readonly policy: string;
@@ -125,14 +126,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
 
 /** The variables a session's exports set, with their values. */
 function exported(info: SessionInfo): [string, string][] {
-  const noProxy = 'localhost,127.0.0.1,::1';
-  return [
-    ...['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy'].map((name): [string, string] => [name, info.proxy_url]),
-    ['NO_PROXY', noProxy],
-    ['no_proxy', noProxy],
-    ...CA_ENV_VARS.map((name): [string, string] => [name, info.bundle]),
-    ...Object.entries(info.env),
-  ];
+  return clientEnv({ proxyUrl: info.proxy_url, noProxy: HOST_NO_PROXY, bundlePath: info.bundle, placeholders: info.env });
 }
 
 /**

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { ProxyRuntime } from '../sessions/runtime.js';
 import { proxyUrl } from '../sessions/registry.js';
+import { HOST_NO_PROXY } from '../sessions/client-env.js';
 import type { Session } from '../sessions/session.js';
 import { checkCidrs, loadPolicy, parseResolve, upstreamRoots } from './config.js';
 import { sessionEnv, withheldNotice } from './session-env.js';
@@ -41,7 +42,7 @@ export async function runExec(command: string[], options: ExecOptions): Promise<
   // holding a copy of one, under whatever name, stays out of the command's environment.
   const withheld = await session.credentials.variablesHoldingSecrets(process.env);
   const address = await runtime.proxy.listen('127.0.0.1', 0);
-  const env = sessionEnv(process.env, session, proxyUrl(session, '127.0.0.1', address.port), session.bundlePath, 'localhost,127.0.0.1,::1', withheld);
+  const env = sessionEnv(process.env, session, proxyUrl(session, '127.0.0.1', address.port), session.bundlePath, HOST_NO_PROXY, withheld);
   const sources = session.credentials.secretSourceEnv;
   process.stderr.write(withheldNotice(withheld.filter((name) => env[name] === undefined && !sources.includes(name)), "the command's environment"));
 
