@@ -1,12 +1,11 @@
 // `airlock run` and `airlock gc`: Docker sessions, served by an embedded proxy or a running daemon.
-import { mkdirSync } from 'node:fs';
-import { join, resolve as resolvePath } from 'node:path';
+import { resolve as resolvePath } from 'node:path';
 import { dockerClient } from './docker.js';
+import { Option } from 'commander';
 import type { Command } from 'commander';
-import pino from 'pino';
 import { checkCpus, checkMemory, checkPids } from '../policy/index.js';
 import type { Checked } from '../policy/index.js';
-import { ProxyRuntime } from '../sessions/runtime.js';
+import type { ProxyRuntime } from '../sessions/runtime.js';
 import type { SessionInfo } from '../sessions/admin.js';
 import { newSessionId } from '../sessions/session.js';
 import { DaemonProvider, EmbeddedProvider } from '../launcher/provider.js';
@@ -18,8 +17,8 @@ import type { LimitFlags } from '../launcher/run.js';
 import { invokingUser } from '../launcher/copy-out.js';
 import { collectDaemonSessions, collectGarbage } from '../launcher/gc.js';
 import type { DaemonSessions } from '../launcher/gc.js';
-import { checkCidrs, collect, defaultStateDir, loadPolicyText, parseResolve, upstreamRoots, UsageError } from './config.js';
-import { credentialsFactory } from '../credentials/sources.js';
+import { collect, defaultStateDir, loadPolicyText, UsageError } from './config.js';
+import { addProxyFlags, buildRuntime } from './runtime.js';
 import { AdminError, adminRequest, openLease, removeDaemonSession } from './daemon.js';
 
 /** --pids-limit, --memory and --cpus, checked like the policy's `container:` entries. */
@@ -41,7 +40,7 @@ export function limitFlags(opts: { pidsLimit?: string; memory?: string; cpus?: s
 }
 
 export function registerRunCommands(program: Command): void {
-  program
+  const run = program
     .command('run')
     .description('run a command in a container whose only way out is the Airlock proxy')
     .requiredOption('--policy <file>', 'policy YAML file')
@@ -67,11 +66,8 @@ export function registerRunCommands(program: Command): void {
     .option('--pids-limit <n>', "processes and threads in the container (default: the policy's container.pids, else 512)")
     .option('--memory <size>', "memory of the container, e.g. 8g, no swap on top (default: the policy's container.memory, else 4g)")
     .option('--cpus <n>', "CPUs' worth of time for the container, e.g. 0.5 (default: the policy's container.cpus, else 2)")
-    .option('--daemon', 'create the session through the running `airlock proxy` instead of an embedded proxy')
-    .option('--state-dir <dir>', 'state dir (audit logs, bundles)', defaultStateDir())
-    .option('--resolve <host:port:addr>', 'connect to ADDR for HOST:PORT (repeatable; embedded proxy only)', collect, [])
-    .option('--upstream-ca <file>', 'extra CA trusted for upstream TLS (repeatable; embedded proxy only)', collect, [])
-    .option('--allow-private <cidr>', "let upstreams resolve into this private range (repeatable; embedded proxy only; never this host's own addresses)", collect, [])
+    .option('--daemon', 'create the session through the running `airlock proxy` instead of an embedded proxy');
+  addProxyFlags(run, { stateDir: new Option('--state-dir <dir>', 'state dir (audit logs, bundles)').default(defaultStateDir()), scope: 'embedded proxy only' })
     .argument('<command...>', 'command and arguments (after --)')
     .action(async (command: string[], opts) => {
       const { policy, text: policyText } = loadPolicyText(opts.policy);
@@ -92,17 +88,8 @@ export function registerRunCommands(program: Command): void {
           notice: (line) => process.stderr.write(`airlock: ${line}\n`),
         });
       } else {
-        mkdirSync(opts.stateDir, { recursive: true, mode: 0o700 });
-        const roots = upstreamRoots(opts.upstreamCa);
-        runtime = new ProxyRuntime({
-          stateDir: opts.stateDir,
-          trustRoots: roots,
-          upstreamCa: roots,
-          resolve: parseResolve(opts.resolve),
-          log: pino({ base: null }, pino.destination({ dest: join(opts.stateDir, 'proxy.log'), mkdir: true, sync: true })),
-          credentials: credentialsFactory(process.env),
-          allowPrivate: checkCidrs(opts.allowPrivate),
-        });
+        const { stateDir, resolve, upstreamCa, allowPrivate } = opts;
+        runtime = buildRuntime({ stateDir, resolve, upstreamCa, allowPrivate }).runtime;
         provider = new EmbeddedProvider(runtime);
       }
       // Under sudo the caller is SUDO_UID, not root: files in the workspace stay theirs.
