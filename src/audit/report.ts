@@ -1,5 +1,7 @@
-// Reading audit logs back: parse lines, render a table and a per-host summary.
+// Reading audit logs back: parse lines, render a table and a per-host summary; and the one-line
+// tallies `airlock exec` and `airlock run` print when a session ends.
 import type { AuditEntry } from './entry.js';
+import type { HostTally } from './log.js';
 
 export type AuditLine = AuditEntry & { time: string };
 
@@ -56,10 +58,29 @@ export function summariseByHost(lines: readonly AuditLine[]): HostSummary[] {
   return [...byHost.values()].sort((a, b) => b.allowed + b.denied + b.wouldDeny - (a.allowed + a.denied + a.wouldDeny));
 }
 
+/** `allowed N denied N[ would-deny N]` for one host, each count padded to `width`. */
+function hostCounts(t: HostTally, width = 0): string {
+  const n = (count: number) => pad(String(count), width);
+  return `allowed ${n(t.allowed)} denied ${n(t.denied)}${t.wouldDeny ? ` would-deny ${n(t.wouldDeny)}` : ''}`;
+}
+
 export function formatSummary(summary: readonly HostSummary[]): string {
   const rows = summary.map(
     (s) =>
-      `${pad(s.host, 40)} allowed ${pad(String(s.allowed), 6)} denied ${pad(String(s.denied), 6)}${s.wouldDeny ? ` would-deny ${pad(String(s.wouldDeny), 6)}` : ''} up ${pad(String(s.bytesUp), 10)} down ${pad(String(s.bytesDown), 10)}${s.credentials.size ? ` creds=${[...s.credentials].join(',')}` : ''}`,
+      `${pad(s.host, 40)} ${hostCounts(s, 6)} up ${pad(String(s.bytesUp), 10)} down ${pad(String(s.bytesDown), 10)}${s.credentials.size ? ` creds=${[...s.credentials].join(',')}` : ''}`,
   );
   return ['per host:', ...rows].join('\n') + '\n';
+}
+
+/**
+ * A session's per-host tally on one line. `by: 'host'` (airlock run):
+ * `HOST allowed N denied N[ would-deny N]; ...`, or `no requests`. `by: 'outcome'` (airlock exec):
+ * `allowed HOST×N ...|none; denied HOST×N ...|none[; would deny (report mode) HOST×N ...]`.
+ */
+export function formatTally(tally: ReadonlyMap<string, HostTally>, by: 'host' | 'outcome'): string {
+  if (by === 'host') return [...tally].map(([host, t]) => `${host} ${hostCounts(t)}`).join('; ') || 'no requests';
+  const hosts = (count: (t: HostTally) => number) => [...tally].filter(([, t]) => count(t)).map(([host, t]) => `${host}×${count(t)}`);
+  const wouldDeny = hosts((t) => t.wouldDeny);
+  const report = wouldDeny.length ? `; would deny (report mode) ${wouldDeny.join(' ')}` : '';
+  return `allowed ${hosts((t) => t.allowed).join(' ') || 'none'}; denied ${hosts((t) => t.denied).join(' ') || 'none'}${report}`;
 }

@@ -13,13 +13,18 @@ import type { Policy } from '../policy/index.js';
 export class UsageError extends Error {}
 
 export function loadPolicy(file: string): Policy {
+  return loadPolicyText(file).policy;
+}
+
+/** The policy and the text it was read from (for a daemon, which parses it again). */
+export function loadPolicyText(file: string): { policy: Policy; text: string } {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
     throw new UsageError(`cannot read policy ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
-  return parsePolicy(text, file);
+  return { policy: parsePolicy(text, file), text };
 }
 
 export function defaultStateDir(env: NodeJS.ProcessEnv = process.env): string {

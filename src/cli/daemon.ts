@@ -1,24 +1,21 @@
 // `airlock proxy` (the long-running daemon) and `airlock session create|ls|rm` (its admin client).
 import http from 'node:http';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino from 'pino';
-import { ProxyRuntime } from '../sessions/runtime.js';
 import { describeSession, startAdmin } from '../sessions/admin.js';
 import type { SessionInfo } from '../sessions/admin.js';
-import { loadPolicy, parseResolve, upstreamRoots, UsageError, checkCidrs } from './config.js';
-import { credentialsFactory } from './secrets.js';
+import { loadPolicy, UsageError } from './config.js';
+import { buildRuntime } from './runtime.js';
+import type { ProxyFlags } from './runtime.js';
 import { capsFor, raiseOpenFileLimit, UNKNOWN_LIMIT_CAPS } from './fd-limit.js';
-import { CA_ENV_VARS, withheldNotice } from './session-env.js';
+import { withheldNotice } from './session-env.js';
+import { clientEnv, HOST_NO_PROXY } from '../sessions/client-env.js';
 
-export interface DaemonOptions {
+export interface DaemonOptions extends ProxyFlags {
   readonly policy: string;
   readonly listen: string;
-  readonly stateDir: string;
-  readonly resolve: string[];
-  readonly upstreamCa: string[];
-  readonly allowPrivate: string[];
   readonly firstSession: boolean;
   /** Client connections of all sessions together (default: fitted to the open-file limit). */
   readonly maxConnections?: string;
@@ -80,19 +77,10 @@ export function adminPaths(stateDir: string): { socket: string; token: string } 
 export async function runDaemon(options: DaemonOptions): Promise<void> {
   const policy = loadPolicy(options.policy);
   const { host, port } = parseListen(options.listen);
-  const roots = upstreamRoots(options.upstreamCa);
-  mkdirSync(options.stateDir, { recursive: true, mode: 0o700 });
-  const log = pino({ base: null, name: 'airlock' }, pino.destination(2));
-  const limits = connectionLimits(options, log);
-  const runtime = new ProxyRuntime({
-    limits,
-    stateDir: options.stateDir,
-    trustRoots: roots,
-    upstreamCa: roots,
-    resolve: parseResolve(options.resolve),
-    log,
-    credentials: credentialsFactory(process.env),
-    allowPrivate: checkCidrs(options.allowPrivate),
+  const { runtime, log } = buildRuntime({
+    ...options,
+    log: pino({ base: null, name: 'airlock' }, pino.destination(2)),
+    limits: (logger) => connectionLimits(options, logger),
   });
   const address = await runtime.proxy.listen(host, port);
   const paths = adminPaths(options.stateDir);
@@ -125,14 +113,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
 
 /** The variables a session's exports set, with their values. */
 function exported(info: SessionInfo): [string, string][] {
-  const noProxy = 'localhost,127.0.0.1,::1';
-  return [
-    ...['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy'].map((name): [string, string] => [name, info.proxy_url]),
-    ['NO_PROXY', noProxy],
-    ['no_proxy', noProxy],
-    ...CA_ENV_VARS.map((name): [string, string] => [name, info.bundle]),
-    ...Object.entries(info.env),
-  ];
+  return clientEnv({ proxyUrl: info.proxy_url, noProxy: HOST_NO_PROXY, bundlePath: info.bundle, placeholders: info.env });
 }
 
 /**

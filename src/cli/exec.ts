@@ -1,46 +1,28 @@
 // `airlock exec`: an embedded proxy on loopback, one fresh session, one command run through it.
 import { spawn } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
-import pino from 'pino';
-import { ProxyRuntime } from '../sessions/runtime.js';
 import { proxyUrl } from '../sessions/registry.js';
+import { HOST_NO_PROXY } from '../sessions/client-env.js';
 import type { Session } from '../sessions/session.js';
-import { checkCidrs, loadPolicy, parseResolve, upstreamRoots } from './config.js';
+import { loadPolicy } from './config.js';
 import { sessionEnv, withheldNotice } from './session-env.js';
-import { credentialsFactory } from './secrets.js';
+import { formatTally } from '../audit/report.js';
+import { buildRuntime } from './runtime.js';
+import type { ProxyFlags } from './runtime.js';
 
-export interface ExecOptions {
+export interface ExecOptions extends ProxyFlags {
   readonly policy: string;
-  readonly stateDir: string;
-  readonly resolve: string[];
-  readonly upstreamCa: string[];
-  readonly allowPrivate: string[];
   readonly caKey?: 'ec' | 'rsa';
 }
 
 export async function runExec(command: string[], options: ExecOptions): Promise<number> {
   const policy = loadPolicy(options.policy);
-  const resolve = parseResolve(options.resolve);
-  const roots = upstreamRoots(options.upstreamCa);
-  mkdirSync(options.stateDir, { recursive: true, mode: 0o700 });
-  const log = pino({ base: null }, pino.destination({ dest: join(options.stateDir, 'proxy.log'), mkdir: true, sync: true }));
-  const runtime = new ProxyRuntime({
-    stateDir: options.stateDir,
-    trustRoots: roots,
-    upstreamCa: roots,
-    resolve,
-    log,
-    caKeyType: options.caKey,
-    credentials: credentialsFactory(process.env),
-    allowPrivate: checkCidrs(options.allowPrivate),
-  });
+  const { runtime, log } = buildRuntime(options);
   const session = await runtime.sessions.create(policy);
   // Resolves every credential's secret now (commands run, files are read): any host variable
   // holding a copy of one, under whatever name, stays out of the command's environment.
   const withheld = await session.credentials.variablesHoldingSecrets(process.env);
   const address = await runtime.proxy.listen('127.0.0.1', 0);
-  const env = sessionEnv(process.env, session, proxyUrl(session, '127.0.0.1', address.port), session.bundlePath, 'localhost,127.0.0.1,::1', withheld);
+  const env = sessionEnv(process.env, session, proxyUrl(session, '127.0.0.1', address.port), session.bundlePath, HOST_NO_PROXY, withheld);
   const sources = session.credentials.secretSourceEnv;
   process.stderr.write(withheldNotice(withheld.filter((name) => env[name] === undefined && !sources.includes(name)), "the command's environment"));
 
@@ -70,17 +52,5 @@ function signalNumber(signal: NodeJS.Signals): number {
 
 /** One line: allowed and denied requests per host, and where the full log is. */
 export function summarise(session: Session): string {
-  const allowed: string[] = [];
-  const denied: string[] = [];
-  const wouldDeny: string[] = [];
-  for (const [host, tally] of session.audit.tally) {
-    if (tally.allowed) allowed.push(`${host}×${tally.allowed}`);
-    if (tally.denied) denied.push(`${host}×${tally.denied}`);
-    if (tally.wouldDeny) wouldDeny.push(`${host}×${tally.wouldDeny}`);
-  }
-  const report = wouldDeny.length ? `; would deny (report mode) ${wouldDeny.join(' ')}` : '';
-  return (
-    `airlock: session ${session.id}: allowed ${allowed.join(' ') || 'none'}; denied ${denied.join(' ') || 'none'}${report}; ` +
-    `audit: ${session.audit.file}\n`
-  );
+  return `airlock: session ${session.id}: ${formatTally(session.audit.tally, 'outcome')}; audit: ${session.audit.file}\n`;
 }

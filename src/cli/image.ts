@@ -5,7 +5,7 @@ import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { dockerClient } from './docker.js';
 import type { Command } from 'commander';
-import { BUILD_CA_NAME, buildAgentImage, formatCheck, runDoctor } from '../launcher/image.js';
+import { BUILD_CA_NAME, buildAgentImage, buildCaProblem, formatCheck, runDoctor } from '../launcher/image.js';
 import type { TarFile } from '../launcher/image.js';
 import { pingDocker } from '../launcher/run.js';
 import { DEFAULT_RELAY_IMAGE, describeNetworkModes } from '../launcher/relay.js';
@@ -46,8 +46,8 @@ function readBuildCa(file: string): string {
   } catch (err) {
     throw new UsageError(`cannot read --build-ca ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
-  if (!text.includes('-----BEGIN CERTIFICATE-----')) throw new UsageError(`--build-ca ${file} holds no PEM certificate`);
-  if (/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(text)) throw new UsageError(`--build-ca ${file} holds a private key: pass only the certificate`);
+  const problem = buildCaProblem(text);
+  if (problem) throw new UsageError(`--build-ca ${file} ${problem}`);
   return text;
 }
 

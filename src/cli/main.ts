@@ -13,13 +13,15 @@ import type { AuditLine } from '../audit/report.js';
 import { suggestPolicy, SuggestError } from '../audit/suggest.js';
 import { sessionDir } from '../sessions/registry.js';
 import type { SessionInfo } from '../sessions/admin.js';
-import { collect, defaultStateDir, loadPolicy, UsageError } from './config.js';
+import { defaultStateDir, loadPolicy, UsageError } from './config.js';
+import { addProxyFlags } from './runtime.js';
 import { runExec } from './exec.js';
 import { adminRequest, exportsFor, removeDaemonSession, runDaemon, withheldByExports } from './daemon.js';
 import { withheldNotice } from './session-env.js';
 import { registerImageCommands } from './image.js';
 import { registerRunCommands } from './run.js';
 import { LaunchError } from '../launcher/run.js';
+import { SecretSourceError } from '../credentials/sources.js';
 
 const program = new Command();
 program
@@ -31,29 +33,27 @@ program
 const stateDirOption = () =>
   new Option('--state-dir <dir>', 'where sessions keep their audit logs and bundles').default(defaultStateDir(), '$AIRLOCK_STATE_DIR or ~/.local/state/airlock');
 
-program
-  .command('exec')
-  .description('run a command with all its HTTP(S) traffic through a fresh Airlock session')
-  .requiredOption('--policy <file>', 'policy YAML file')
-  .addOption(stateDirOption())
-  .option('--resolve <host:port:addr>', 'connect to ADDR for HOST:PORT (repeatable, like curl)', collect, [])
-  .option('--upstream-ca <file>', 'extra CA (PEM) trusted for upstream TLS (repeatable)', collect, [])
-  .option('--allow-private <cidr>', "let upstreams resolve into this private range (repeatable; never this host's own addresses)", collect, [])
+addProxyFlags(
+  program
+    .command('exec')
+    .description('run a command with all its HTTP(S) traffic through a fresh Airlock session')
+    .requiredOption('--policy <file>', 'policy YAML file'),
+  { stateDir: stateDirOption(), resolveLike: 'like curl' },
+)
   .addOption(new Option('--ca-key <type>', 'session CA key type').choices(['ec', 'rsa']).default('ec'))
   .argument('<command...>', 'command and arguments (after --)')
   .action(async (command: string[], opts) => {
     process.exitCode = await runExec(command, opts);
   });
 
-program
-  .command('proxy')
-  .description('run the long-running proxy daemon; manage its sessions with `airlock session`')
-  .requiredOption('--policy <file>', 'default policy for new sessions')
-  .option('--listen <addr:port>', 'proxy listen address', '127.0.0.1:8080')
-  .addOption(stateDirOption())
-  .option('--resolve <host:port:addr>', 'connect to ADDR for HOST:PORT (repeatable)', collect, [])
-  .option('--upstream-ca <file>', 'extra CA (PEM) trusted for upstream TLS (repeatable)', collect, [])
-  .option('--allow-private <cidr>', "let upstreams resolve into this private range (repeatable; never this host's own addresses)", collect, [])
+addProxyFlags(
+  program
+    .command('proxy')
+    .description('run the long-running proxy daemon; manage its sessions with `airlock session`')
+    .requiredOption('--policy <file>', 'default policy for new sessions')
+    .option('--listen <addr:port>', 'proxy listen address', '127.0.0.1:8080'),
+  { stateDir: stateDirOption() },
+)
   .option('--first-session', 'create a session at start and print its shell exports', false)
   .option('--max-connections <n>', 'client connections of all sessions together (default: fitted to the open-file limit)')
   .option('--listener-connections <n>', 'client connections per listener, authenticated or not (default: a quarter of --max-connections, at most 1024)')
@@ -211,7 +211,7 @@ registerRunCommands(program);
 registerImageCommands(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
-  if (err instanceof PolicyError || err instanceof UsageError || err instanceof LaunchError) {
+  if (err instanceof PolicyError || err instanceof UsageError || err instanceof LaunchError || err instanceof SecretSourceError) {
     process.stderr.write(`airlock: ${err.message}\n`);
     process.exit(2);
   }

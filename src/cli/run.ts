@@ -1,17 +1,15 @@
 // `airlock run` and `airlock gc`: Docker sessions, served by an embedded proxy or a running daemon.
-import { mkdirSync, readFileSync } from 'node:fs';
-import { join, resolve as resolvePath } from 'node:path';
+import { resolve as resolvePath } from 'node:path';
 import { dockerClient } from './docker.js';
+import { Option } from 'commander';
 import type { Command } from 'commander';
-import pino from 'pino';
 import { checkCpus, checkMemory, checkPids } from '../policy/index.js';
-import type { Checked, Policy } from '../policy/index.js';
-import { ProxyRuntime } from '../sessions/runtime.js';
+import type { Checked } from '../policy/index.js';
+import type { ProxyRuntime } from '../sessions/runtime.js';
 import type { SessionInfo } from '../sessions/admin.js';
 import { newSessionId } from '../sessions/session.js';
-import { EmbeddedProvider } from '../launcher/provider.js';
-import { UNIX_SOCKET } from '../launcher/provider.js';
-import type { ListenOn, SessionLease, SessionProvider } from '../launcher/provider.js';
+import { DaemonProvider, EmbeddedProvider } from '../launcher/provider.js';
+import type { DaemonAdmin, SessionProvider } from '../launcher/provider.js';
 import { DEFAULT_RELAY_IMAGE, NETWORK_MODES } from '../launcher/relay.js';
 import type { NetworkMode } from '../launcher/relay.js';
 import { runSession, pingDocker, requireHostClosure } from '../launcher/run.js';
@@ -19,73 +17,9 @@ import type { LimitFlags } from '../launcher/run.js';
 import { invokingUser } from '../launcher/copy-out.js';
 import { collectDaemonSessions, collectGarbage } from '../launcher/gc.js';
 import type { DaemonSessions } from '../launcher/gc.js';
-import { checkCidrs, collect, defaultStateDir, loadPolicy, parseResolve, upstreamRoots, UsageError } from './config.js';
-import { credentialsFactory } from './secrets.js';
+import { collect, defaultStateDir, loadPolicyText, UsageError } from './config.js';
+import { addProxyFlags, buildRuntime } from './runtime.js';
 import { AdminError, adminRequest, openLease, removeDaemonSession } from './daemon.js';
-
-/**
- * Sessions created through a running `airlock proxy` (several sessions share its process). Each
- * is tied to this launcher by a lease, an admin connection held open for the session's life: when
- * the launcher exits in any way, kill -9 included, the daemon sees it close and ends the session.
- */
-class DaemonProvider implements SessionProvider {
-  constructor(
-    private readonly stateDir: string,
-    private readonly policyFile: string,
-    private readonly notice: (line: string) => void,
-  ) {}
-
-  async open(_policy: Policy, listenOn: ListenOn, sessionId: string, checkEnv: Readonly<Record<string, string>>): Promise<SessionLease> {
-    const lease = await openLease(this.stateDir, '/sessions', {
-      id: sessionId,
-      ...(listenOn === UNIX_SOCKET ? { listen_socket: true } : { listen_host: listenOn }),
-      policy_text: readFileSync(this.policyFile, 'utf8'),
-      policy_source: this.policyFile,
-      check_env: checkEnv,
-      launcher_pid: process.pid,
-    });
-    const info = lease.info as Required<SessionInfo>;
-    const refuse = async (message: string): Promise<never> => {
-      await removeDaemonSession(this.stateDir, sessionId).catch(() => {});
-      lease.end();
-      throw new UsageError(message);
-    };
-    // A daemon that does not tie the session to this process would keep it, its credentials and
-    // its listener after a crash of this launcher.
-    if (!lease.held) await refuse('the running airlock proxy does not end sessions whose launcher is gone; restart it with this version of airlock');
-    // A daemon that did not check the values cannot vouch for them.
-    if (!Array.isArray(info.withheld_env)) {
-      await refuse('the running airlock proxy does not check -e values for secrets; restart it with this version of airlock');
-    }
-    if (listenOn === UNIX_SOCKET && typeof info.socket_path !== 'string') {
-      await refuse('the running airlock proxy cannot serve a session on a unix socket; restart it with this version of airlock, or use --network-mode bridge');
-    }
-    const token = decodeURIComponent(new URL(info.proxy_url).password);
-    return {
-      id: info.id,
-      token,
-      proxyPort: info.proxy_port,
-      socketPath: info.socket_path,
-      bundlePem: info.bundle_pem,
-      auditFile: info.audit,
-      placeholders: info.env,
-      secretSourceEnv: info.secret_source_env,
-      withheldEnv: info.withheld_env,
-      release: async () => {
-        try {
-          await removeDaemonSession(this.stateDir, sessionId, { notice: this.notice });
-        } catch (err) {
-          // Already gone (removed by hand) is what release wants.
-          if (err instanceof AdminError && err.status === 404) return;
-          throw new UsageError(`${(err as Error).message}; closing the session's lease instead, which makes the airlock proxy end it`);
-        } finally {
-          lease.end();
-        }
-      },
-      summary: () => `see \`airlock audit ${info.id} --state-dir ${this.stateDir}\``,
-    };
-  }
-}
 
 /** --pids-limit, --memory and --cpus, checked like the policy's `container:` entries. */
 export function limitFlags(opts: { pidsLimit?: string; memory?: string; cpus?: string }): LimitFlags {
@@ -106,7 +40,7 @@ export function limitFlags(opts: { pidsLimit?: string; memory?: string; cpus?: s
 }
 
 export function registerRunCommands(program: Command): void {
-  program
+  const run = program
     .command('run')
     .description('run a command in a container whose only way out is the Airlock proxy')
     .requiredOption('--policy <file>', 'policy YAML file')
@@ -132,14 +66,11 @@ export function registerRunCommands(program: Command): void {
     .option('--pids-limit <n>', "processes and threads in the container (default: the policy's container.pids, else 512)")
     .option('--memory <size>', "memory of the container, e.g. 8g, no swap on top (default: the policy's container.memory, else 4g)")
     .option('--cpus <n>', "CPUs' worth of time for the container, e.g. 0.5 (default: the policy's container.cpus, else 2)")
-    .option('--daemon', 'create the session through the running `airlock proxy` instead of an embedded proxy')
-    .option('--state-dir <dir>', 'state dir (audit logs, bundles)', defaultStateDir())
-    .option('--resolve <host:port:addr>', 'connect to ADDR for HOST:PORT (repeatable; embedded proxy only)', collect, [])
-    .option('--upstream-ca <file>', 'extra CA trusted for upstream TLS (repeatable; embedded proxy only)', collect, [])
-    .option('--allow-private <cidr>', "let upstreams resolve into this private range (repeatable; embedded proxy only; never this host's own addresses)", collect, [])
+    .option('--daemon', 'create the session through the running `airlock proxy` instead of an embedded proxy');
+  addProxyFlags(run, { stateDir: new Option('--state-dir <dir>', 'state dir (audit logs, bundles)').default(defaultStateDir()), scope: 'embedded proxy only' })
     .argument('<command...>', 'command and arguments (after --)')
     .action(async (command: string[], opts) => {
-      const policy = loadPolicy(opts.policy);
+      const { policy, text: policyText } = loadPolicyText(opts.policy);
       const limits = limitFlags(opts);
       const networkMode = opts.networkMode as NetworkMode;
       if (!NETWORK_MODES.includes(networkMode)) throw new UsageError(`--network-mode ${opts.networkMode}: expected ${NETWORK_MODES.join(' or ')}`);
@@ -150,19 +81,15 @@ export function registerRunCommands(program: Command): void {
       let runtime: ProxyRuntime | undefined;
       let provider: SessionProvider;
       if (opts.daemon) {
-        provider = new DaemonProvider(opts.stateDir, opts.policy, (line) => process.stderr.write(`airlock: ${line}\n`));
-      } else {
-        mkdirSync(opts.stateDir, { recursive: true, mode: 0o700 });
-        const roots = upstreamRoots(opts.upstreamCa);
-        runtime = new ProxyRuntime({
+        provider = new DaemonProvider(daemonAdmin(opts.stateDir), {
           stateDir: opts.stateDir,
-          trustRoots: roots,
-          upstreamCa: roots,
-          resolve: parseResolve(opts.resolve),
-          log: pino({ base: null }, pino.destination({ dest: join(opts.stateDir, 'proxy.log'), mkdir: true, sync: true })),
-          credentials: credentialsFactory(process.env),
-          allowPrivate: checkCidrs(opts.allowPrivate),
+          policyText,
+          policySource: opts.policy,
+          notice: (line) => process.stderr.write(`airlock: ${line}\n`),
         });
+      } else {
+        const { stateDir, resolve, upstreamCa, allowPrivate } = opts;
+        runtime = buildRuntime({ stateDir, resolve, upstreamCa, allowPrivate }).runtime;
         provider = new EmbeddedProvider(runtime);
       }
       // Under sudo the caller is SUDO_UID, not root: files in the workspace stay theirs.
@@ -236,5 +163,14 @@ function daemonSessions(stateDir: string): DaemonSessions {
       }
     },
     remove: (id) => removeDaemonSession(stateDir, id),
+  };
+}
+
+/** The daemon's admin endpoint for DaemonProvider. */
+function daemonAdmin(stateDir: string): DaemonAdmin {
+  return {
+    openLease: (body) => openLease(stateDir, '/sessions', body),
+    removeSession: (id, options) => removeDaemonSession(stateDir, id, options),
+    isGone: (err) => err instanceof AdminError && err.status === 404,
   };
 }

@@ -2,10 +2,7 @@
 // clients read, credential placeholders, and none of the host's secrets: not their source
 // variables, nor any other variable holding a copy of one.
 import type { Session } from '../sessions/session.js';
-
-import { CA_ENV_VARS } from '../sessions/client-env.js';
-
-export { CA_ENV_VARS };
+import { clientEnv, SHADOWING_PROXY_VARS } from '../sessions/client-env.js';
 
 /**
  * @param withheld variables of `base` that hold a secret (the broker's variablesHoldingSecrets);
@@ -16,19 +13,17 @@ export function sessionEnv(
   session: Session,
   proxy: string,
   bundlePath: string,
-  noProxy: string,
+  noProxy: readonly string[],
   withheld: readonly string[],
 ): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...base };
   for (const name of session.credentials.secretSourceEnv) delete env[name];
   for (const name of withheld) delete env[name];
   // Variables the user had set to something else must not shadow the proxy (e.g. ALL_PROXY).
-  for (const name of ['ALL_PROXY', 'all_proxy']) delete env[name];
+  for (const name of SHADOWING_PROXY_VARS) delete env[name];
+  // The placeholders replace the user's variables of their names; the client variables go over them.
   Object.assign(env, session.credentials.sessionEnv);
-  for (const name of ['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy']) env[name] = proxy;
-  env.NO_PROXY = env.no_proxy = noProxy;
-  for (const name of CA_ENV_VARS) env[name] = bundlePath;
-  env.AIRLOCK_SESSION = session.id;
+  Object.assign(env, Object.fromEntries(clientEnv({ proxyUrl: proxy, noProxy, bundlePath, sessionId: session.id })));
   return env;
 }
 

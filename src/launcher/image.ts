@@ -34,15 +34,23 @@ export interface BuildResult {
   readonly tag: string;
 }
 
+/**
+ * What is wrong with a build CA, to follow its name in a message ("holds no PEM certificate"), or
+ * undefined: it must hold a certificate and no private key.
+ */
+export function buildCaProblem(pem: string): string | undefined {
+  if (!pem.includes('-----BEGIN CERTIFICATE-----')) return 'holds no PEM certificate';
+  if (/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(pem)) return 'holds a private key: pass only the certificate';
+  return undefined;
+}
+
 /** The context tar: the given files, plus the build CA under BUILD_CA_NAME when there is one. */
 export function buildContext(files: readonly TarFile[], buildCaPem?: string): Buffer {
   const entries = files.filter((f) => f.name !== BUILD_CA_NAME);
   if (!entries.some((f) => f.name === 'Dockerfile')) throw new ImageError('the build context has no Dockerfile');
   if (buildCaPem !== undefined) {
-    if (!buildCaPem.includes('-----BEGIN CERTIFICATE-----')) throw new ImageError('the build CA holds no PEM certificate');
-    if (/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(buildCaPem)) {
-      throw new ImageError('the build CA file holds a private key: pass only the certificate');
-    }
+    const problem = buildCaProblem(buildCaPem);
+    if (problem) throw new ImageError(`the build CA ${problem}`);
     entries.push({ name: BUILD_CA_NAME, content: buildCaPem, mode: 0o644 });
   }
   return tarOf(entries);

@@ -14,7 +14,7 @@ import { formatBytes, sizeFlag } from '../policy/index.js';
 import type { Policy } from '../policy/index.js';
 import type { SessionLease, SessionProvider } from './provider.js';
 import { tarOf } from './tar.js';
-import { CA_ENV_VARS, CA_PATH_IN_CONTAINER } from '../sessions/client-env.js';
+import { CA_PATH_IN_CONTAINER, clientEnv, CONTAINER_NO_PROXY } from '../sessions/client-env.js';
 import { canManageFirewall, engineFirewall, installFirewall, removeFirewall } from './firewall.js';
 import type { EngineFirewall } from './firewall.js';
 import { collectGarbage, LABEL_KEEP, LABEL_PID, LABEL_SESSION } from './gc.js';
@@ -363,16 +363,14 @@ export function checkExtraEnv(entries: readonly string[], lease: SessionLease): 
 }
 
 function sessionEnv(lease: SessionLease, proxyHost: string, proxyPort: number, extra: readonly string[]): string[] {
-  const proxy = `http://${lease.id}:${lease.token}@${proxyHost}:${proxyPort}`;
-  const env = [
-    ...['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy'].map((n) => `${n}=${proxy}`),
-    'NO_PROXY=localhost,127.0.0.1',
-    'no_proxy=localhost,127.0.0.1',
-    ...CA_ENV_VARS.map((n) => `${n}=${CA_PATH_IN_CONTAINER}`),
-    ...Object.entries(lease.placeholders).map(([k, v]) => `${k}=${v}`),
-    `AIRLOCK_SESSION=${lease.id}`,
-  ];
-  return [...env, ...extra];
+  const env = clientEnv({
+    proxyUrl: `http://${lease.id}:${lease.token}@${proxyHost}:${proxyPort}`,
+    noProxy: CONTAINER_NO_PROXY,
+    bundlePath: CA_PATH_IN_CONTAINER,
+    placeholders: lease.placeholders,
+    sessionId: lease.id,
+  });
+  return [...env.map(([name, value]) => `${name}=${value}`), ...extra];
 }
 
 export async function pingDocker(docker: Docker): Promise<void> {

@@ -11,7 +11,7 @@ import { createTestPki, rmTmp, startAirlock, startHttpsUpstream } from '../helpe
 import type { AirlockHandle, TestPki, TestUpstream } from '../helpers/servers.js';
 import { TunnelAgent } from '../helpers/clients.js';
 import { secretLeaks } from '../helpers/secret-leaks.js';
-import { credentialsFactory } from '../../src/cli/secrets.js';
+import { credentialsFactory } from '../../src/credentials/sources.js';
 
 const SECRET = 'ghs_Fuzz/Secret+Value=0123456789abcdefXYZ';
 const PLACEHOLDER = 'ghp_airlockFuzzPlaceholder0000000000000';

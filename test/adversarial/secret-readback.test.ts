@@ -12,7 +12,7 @@ import { createTestPki, isolatedGitEnv, rmTmp, runProcess, startAirlock, startHt
 import type { AirlockHandle, TestPki, TestUpstream } from '../helpers/servers.js';
 import { TunnelAgent } from '../helpers/clients.js';
 import { secretLeaks } from '../helpers/secret-leaks.js';
-import { credentialsFactory } from '../../src/cli/secrets.js';
+import { credentialsFactory } from '../../src/credentials/sources.js';
 
 // Characters that percent-encoding, JSON and base64 all treat differently.
 const SECRET = 'ghs_Re4l/Secret+Value=0123456789abcdefXYZ';

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
 import { createTestPki, rmTmp, runCli, runProcess, startAirlock, startHttpUpstream, startHttpsUpstream, tmpDir } from '../helpers/servers.js';
 import type { AirlockHandle, AuditLine, TestPki, TestUpstream, UpstreamHandler } from '../helpers/servers.js';
-import { credentialsFactory } from '../../src/cli/secrets.js';
+import { credentialsFactory } from '../../src/credentials/sources.js';
 import { parsePolicy } from '../../src/policy/index.js';
 import type { Policy } from '../../src/policy/index.js';
 

@@ -15,7 +15,7 @@ import {
   rmTmp,
 } from '../helpers/servers.js';
 import type { AirlockHandle, TestPki, TestUpstream } from '../helpers/servers.js';
-import { credentialsFactory } from '../../src/cli/secrets.js';
+import { credentialsFactory } from '../../src/credentials/sources.js';
 
 const SECRET = 'ghs_RealSecretValue0123456789abcdefXYZ';
 const PLACEHOLDER = 'ghp_airlockPlaceholder0000000000000000';
@@ -278,7 +278,7 @@ describe('secret sources', () => {
     const dir = tmpDir();
     const file = join(dir, 'token');
     writeFileSync(file, 'first-secret-value\n');
-    const { secretHandle } = await import('../../src/cli/secrets.js');
+    const { secretHandle } = await import('../../src/credentials/sources.js');
     const spec = { name: 'f', secret: { kind: 'file', path: file } } as never;
     const handle = secretHandle(spec, {});
     expect(await handle.current()).toBe('first-secret-value');
@@ -292,7 +292,7 @@ describe('secret sources', () => {
   it('runs a command secret once and caches it for its TTL', async () => {
     const dir = tmpDir();
     const counter = join(dir, 'count');
-    const { secretHandle } = await import('../../src/cli/secrets.js');
+    const { secretHandle } = await import('../../src/credentials/sources.js');
     const argv = ['sh', '-c', `echo x >> ${counter}; echo cmd-secret`];
     const handle = secretHandle({ name: 'c', secret: { kind: 'command', argv, ttlSeconds: 60 } } as never, {});
     expect(await Promise.all([handle.current(), handle.current()])).toEqual(['cmd-secret', 'cmd-secret']);
@@ -302,7 +302,7 @@ describe('secret sources', () => {
   });
 
   it('names the credential (never a value) when a secret is missing or its command fails', async () => {
-    const { secretHandle } = await import('../../src/cli/secrets.js');
+    const { secretHandle } = await import('../../src/credentials/sources.js');
     expect(() => secretHandle({ name: 'github', secret: { kind: 'env', name: 'NOPE_TOKEN' } } as never, {})).toThrow(
       /credential "github".*NOPE_TOKEN.*not set/,
     );

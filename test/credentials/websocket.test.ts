@@ -6,7 +6,7 @@ import WebSocket, { WebSocketServer } from 'ws';
 import { createTestPki, rmTmp, startAirlock, startHttpsUpstream } from '../helpers/servers.js';
 import type { AirlockHandle, TestPki, TestUpstream } from '../helpers/servers.js';
 import { TunnelAgent, openTunnelTls, rawExchange } from '../helpers/clients.js';
-import { credentialsFactory } from '../../src/cli/secrets.js';
+import { credentialsFactory } from '../../src/credentials/sources.js';
 
 const SECRET = 'ghs_WebSocketRealSecret0123456789abcd';
 const PLACEHOLDER = 'ghp_airlockWsPlaceholder00000000000000';

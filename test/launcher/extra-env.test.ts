@@ -12,7 +12,7 @@ import { ProxyRuntime } from '../../src/sessions/runtime.js';
 import { newSessionId } from '../../src/sessions/session.js';
 import { EmbeddedProvider } from '../../src/launcher/provider.js';
 import { checkExtraEnv, LaunchError, parseExtraEnv } from '../../src/launcher/run.js';
-import { credentialsFactory } from '../../src/cli/secrets.js';
+import { credentialsFactory } from '../../src/credentials/sources.js';
 import { rmTmp, tmpDir } from '../helpers/servers.js';
 
 const GH_SECRET = `ghp_realGh${randomBytes(12).toString('hex')}`;

@@ -1,14 +1,17 @@
-// Secret sources: the only code that reads real secret values, from the environment, a file or a
-// command. Errors name the credential and the source, never the value.
+// Secret sources: the only code that reads real secret values, from the environment (the object
+// the caller passes in, never process.env itself), a file or a command. Errors name the credential
+// and the source, never the value.
 import { execFile } from 'node:child_process';
 import { readFileSync, statSync } from 'node:fs';
 import type { CredentialSpec, Policy } from '../policy/index.js';
-import type { CredentialBroker } from '../credentials/broker.js';
-import { NO_CREDENTIALS } from '../credentials/broker.js';
-import { SessionBroker } from '../credentials/session-broker.js';
-import type { SecretHandle } from '../credentials/session-broker.js';
-import { secretValueProblem } from '../credentials/secret-forms.js';
-import { UsageError } from './config.js';
+import type { CredentialBroker } from './broker.js';
+import { NO_CREDENTIALS } from './broker.js';
+import { SessionBroker } from './session-broker.js';
+import type { SecretHandle } from './session-broker.js';
+import { secretValueProblem } from './secret-forms.js';
+
+/** A secret source that cannot be used at start: the user's to fix (the CLI prints it as a usage error). */
+export class SecretSourceError extends Error {}
 
 const KEEP_KNOWN = 8;
 
@@ -34,10 +37,10 @@ function clean(raw: string): string {
 function envSecret(spec: CredentialSpec, name: string, env: NodeJS.ProcessEnv): SecretHandle {
   const value = env[name];
   if (!value) {
-    throw new UsageError(`credential "${spec.name}": its secret comes from the environment variable ${name}, which is not set. Export it before starting airlock.`);
+    throw new SecretSourceError(`credential "${spec.name}": its secret comes from the environment variable ${name}, which is not set. Export it before starting airlock.`);
   }
   const problem = secretValueProblem(value.trim());
-  if (problem) throw new UsageError(`credential "${spec.name}": the secret in ${name} ${problem}. Set it to the token alone.`);
+  if (problem) throw new SecretSourceError(`credential "${spec.name}": the secret in ${name} ${problem}. Set it to the token alone.`);
   const known = new KnownValues();
   known.add(value);
   return { current: async () => value, known: () => known.list() };
@@ -54,7 +57,7 @@ function fileSecret(spec: CredentialSpec, path: string): SecretHandle {
       st = statSync(path);
     } catch (err) {
       const message = `credential "${spec.name}": cannot read its secret file ${path} (${(err as NodeJS.ErrnoException).code})`;
-      if (atStart) throw new UsageError(message);
+      if (atStart) throw new SecretSourceError(message);
       if (value) return value; // keep the last good value while a rotation is mid-way
       throw new Error(message);
     }
@@ -62,10 +65,10 @@ function fileSecret(spec: CredentialSpec, path: string): SecretHandle {
     if (next !== stamp) {
       const fresh = clean(readFileSync(path, 'utf8'));
       const problem = fresh ? secretValueProblem(fresh.trim()) : null;
-      if (problem && atStart) throw new UsageError(`credential "${spec.name}": the secret in ${path} ${problem}. The file must hold the token alone (one line).`);
+      if (problem && atStart) throw new SecretSourceError(`credential "${spec.name}": the secret in ${path} ${problem}. The file must hold the token alone (one line).`);
       if (!fresh) {
         const message = `credential "${spec.name}": secret file ${path} is empty`;
-        if (atStart) throw new UsageError(message);
+        if (atStart) throw new SecretSourceError(message);
         if (!value) throw new Error(message);
       } else {
         value = known.add(fresh);

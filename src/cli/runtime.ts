@@ -1,0 +1,74 @@
+// The embedded proxy of `airlock exec`, `airlock proxy` and `airlock run`: the flags that configure
+// it, declared once, and the ProxyRuntime built from them.
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Command, Option } from 'commander';
+import pino from 'pino';
+import { ProxyRuntime } from '../sessions/runtime.js';
+import type { RuntimeOptions } from '../sessions/runtime.js';
+import { credentialsFactory } from '../credentials/sources.js';
+import { checkCidrs, collect, parseResolve, upstreamRoots } from './config.js';
+
+/** The shared flags, as commander hands them over. */
+export interface ProxyFlags {
+  readonly stateDir: string;
+  readonly resolve: string[];
+  readonly upstreamCa: string[];
+  readonly allowPrivate: string[];
+}
+
+export interface ProxyFlagsHelp {
+  /** --state-dir, as the command documents it. */
+  readonly stateDir: Option;
+  /** Where the flags apply, added to each one's help, e.g. "embedded proxy only". */
+  readonly scope?: string;
+  /** What --resolve works like, e.g. "like curl". */
+  readonly resolveLike?: string;
+}
+
+/** Declares --state-dir, --resolve, --upstream-ca and --allow-private on `command`, in that order. */
+export function addProxyFlags(command: Command, help: ProxyFlagsHelp): Command {
+  const scope = help.scope ? `; ${help.scope}` : '';
+  const like = help.resolveLike ? `, ${help.resolveLike}` : '';
+  return (
+    command
+      .addOption(help.stateDir)
+      .option('--resolve <host:port:addr>', `connect to ADDR for HOST:PORT (repeatable${like}${scope})`, collect, [])
+      // (The scoped help, airlock run's, has always left out "(PEM)".)
+      .option('--upstream-ca <file>', `extra CA${help.scope ? '' : ' (PEM)'} trusted for upstream TLS (repeatable${scope})`, collect, [])
+      .option('--allow-private <cidr>', `let upstreams resolve into this private range (repeatable${scope}; never this host's own addresses)`, collect, [])
+  );
+}
+
+export interface BuildRuntimeOptions extends ProxyFlags {
+  readonly caKey?: 'ec' | 'rsa';
+  /** Where the proxy logs; default: proxy.log in the state dir. */
+  readonly log?: pino.Logger;
+  /** Connection limits, worked out once the state dir and the log exist. */
+  readonly limits?: (log: pino.Logger) => RuntimeOptions['limits'];
+}
+
+/**
+ * Reads --upstream-ca, creates the state dir and the log, works out the limits, then checks
+ * --resolve and --allow-private, and builds the runtime; secrets come from this process's
+ * environment. (This order is the daemon's: a bad --resolve is reported after its open-file
+ * limit line, as it always was.)
+ */
+export function buildRuntime(o: BuildRuntimeOptions): { runtime: ProxyRuntime; log: pino.Logger } {
+  const roots = upstreamRoots(o.upstreamCa);
+  mkdirSync(o.stateDir, { recursive: true, mode: 0o700 });
+  const log = o.log ?? pino({ base: null }, pino.destination({ dest: join(o.stateDir, 'proxy.log'), mkdir: true, sync: true }));
+  const limits = o.limits?.(log);
+  const runtime = new ProxyRuntime({
+    limits,
+    stateDir: o.stateDir,
+    trustRoots: roots,
+    upstreamCa: roots,
+    resolve: parseResolve(o.resolve),
+    log,
+    caKeyType: o.caKey,
+    credentials: credentialsFactory(process.env),
+    allowPrivate: checkCidrs(o.allowPrivate),
+  });
+  return { runtime, log };
+}
