@@ -15,10 +15,11 @@ describe('session exports (eval "$(airlock session create)")', () => {
       env: { GH_TOKEN: 'ghp_airlock-github-x' },
       secret_source_env: ['AIRLOCK_GITHUB_TOKEN'],
     });
-    const out = execFileSync('sh', ['-c', `${text}\nprintf '%s|%s|%s|%s' "$SSL_CERT_FILE" "$GH_TOKEN" "\${AIRLOCK_GITHUB_TOKEN-unset}" "$HTTPS_PROXY"`], {
-      env: { PATH: process.env.PATH, AIRLOCK_GITHUB_TOKEN: 'real' },
+    const out = execFileSync('sh', ['-c', `${text}\nprintf '%s|%s|%s|%s|%s' "$SSL_CERT_FILE" "$GH_TOKEN" "\${AIRLOCK_GITHUB_TOKEN-unset}" "$HTTPS_PROXY" "\${ALL_PROXY-unset}"`], {
+      // A proxy variable the session does not set goes too, as exec drops it: clients may read it.
+      env: { PATH: process.env.PATH, AIRLOCK_GITHUB_TOKEN: 'real', ALL_PROXY: 'socks5://elsewhere:1080' },
     }).toString();
-    expect(out).toBe("/tmp/it's here/bundle.pem|ghp_airlock-github-x|unset|http://s-abc123:tok@127.0.0.1:8080");
+    expect(out).toBe("/tmp/it's here/bundle.pem|ghp_airlock-github-x|unset|http://s-abc123:tok@127.0.0.1:8080|unset");
   });
 
   it('also unsets the variables holding a secret, except those the session sets itself', () => {
@@ -35,7 +36,7 @@ describe('session exports (eval "$(airlock session create)")', () => {
       withheld_env: ['AIRLOCK_GITHUB_TOKEN', 'GH_TOKEN', 'GITHUB_PAT', 'HTTPS_PROXY', 'REPO_URL'],
     };
     const text = exportsFor(info);
-    expect(text.match(/^unset .*$/gm)).toEqual(['unset AIRLOCK_GITHUB_TOKEN', 'unset GITHUB_PAT', 'unset REPO_URL']);
+    expect(text.match(/^unset .*$/gm)).toEqual(['unset AIRLOCK_GITHUB_TOKEN', 'unset GITHUB_PAT', 'unset REPO_URL', 'unset ALL_PROXY', 'unset all_proxy']);
     const out = execFileSync('sh', ['-c', `${text}\nprintf '%s|%s|%s|%s' "$GH_TOKEN" "\${GITHUB_PAT-unset}" "\${REPO_URL-unset}" "$HTTPS_PROXY"`], {
       env: { PATH: process.env.PATH, GH_TOKEN: 'real', GITHUB_PAT: 'real', REPO_URL: 'https://x:real@h/', HTTPS_PROXY: 'http://real@p' },
     }).toString();
