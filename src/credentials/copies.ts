@@ -6,6 +6,8 @@
 // same token under another name, a URL or header line with it inside, Basic credentials, npm's
 // _auth.
 
+import { jsonEscaped } from './secret-forms.js';
+
 /** Runs of the base64 alphabets (standard and URL-safe), where an encoded secret would sit. */
 const BASE64_RUN = /[A-Za-z0-9+/_-]+/g;
 const PERCENT_ESCAPE = /%([0-9A-Fa-f]{2})/g;
@@ -31,7 +33,7 @@ function percentDecoded(value: string): Buffer {
 export function holdsSecret(value: string, secret: string): boolean {
   if (secret === '') return false;
   if (value.includes(secret)) return true;
-  const json = JSON.stringify(secret).slice(1, -1);
+  const json = jsonEscaped(secret);
   if (json !== secret && value.includes(json)) return true;
   const bytes = Buffer.from(secret, 'utf8');
   if (value.includes('%') && percentDecoded(value).includes(bytes)) return true;

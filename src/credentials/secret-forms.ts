@@ -35,7 +35,8 @@ function base64Core(bytes: Buffer, align: number): { core: string; leadIndex: nu
 
 const B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
 
-function jsonEscaped(value: string): string {
+/** A string as it stands inside JSON quotes. */
+export function jsonEscaped(value: string): string {
   return JSON.stringify(value).slice(1, -1);
 }
 

@@ -9,7 +9,7 @@ import { matchHostPattern } from '../policy/index.js';
 import type { CredentialSpec } from '../policy/index.js';
 import type { CredentialBroker, OutgoingRequest, ResponseScrub, ResponseToScrub, SwapResult } from './broker.js';
 import { variablesHolding } from './copies.js';
-import { secretForms, usableSecret } from './secret-forms.js';
+import { jsonEscaped, secretForms, usableSecret } from './secret-forms.js';
 import { Replacer, ReplaceStream } from './replace-stream.js';
 import type { Replacement } from './replace-stream.js';
 
@@ -160,6 +160,7 @@ export class SessionBroker implements CredentialBroker {
     for (const c of this.bound) {
       const refusal = this.boundTo(c, request);
       const allows = (where: 'header' | 'basic' | 'query' | 'body') => c.spec.in.includes(where);
+      const secretOf = async () => usableSecret(c.spec.name, await c.secret.current());
       const headerRefusal = (name: string) =>
         refusal ??
         (c.spec.headers.includes(name)
@@ -176,7 +177,7 @@ export class SessionBroker implements CredentialBroker {
             const refused = headerRefusal(name);
             if (refused) throw new Misuse(c.spec.name, `header ${name} (basic)`, refused);
             if (allows('basic')) {
-              const swapped = Buffer.from(replaceWhole(decoded, c.placeholder, usableSecret(c.spec.name, await c.secret.current())), 'utf8').toString('base64');
+              const swapped = Buffer.from(replaceWhole(decoded, c.placeholder, await secretOf()), 'utf8').toString('base64');
               if (!basicSent.has(i)) basicSent.set(i, value.slice(basic[0].length).trim());
               writable()[i] = `${value.slice(0, basic[0].length)}${swapped}`;
               used.add(c.spec.name);
@@ -188,7 +189,7 @@ export class SessionBroker implements CredentialBroker {
           const refused = headerRefusal(name);
           if (refused) throw new Misuse(c.spec.name, `header ${name}`, refused);
           if (allows('header')) {
-            writable()[i] = replaceWhole(value, c.placeholder, usableSecret(c.spec.name, await c.secret.current()));
+            writable()[i] = replaceWhole(value, c.placeholder, await secretOf());
             used.add(c.spec.name);
           }
         }
@@ -198,7 +199,7 @@ export class SessionBroker implements CredentialBroker {
       if (q !== -1 && occurrences(pathWithQuery.slice(q), c.placeholder).length > 0) {
         if (refusal) throw new Misuse(c.spec.name, 'query', refusal);
         if (allows('query')) {
-          const secret = encodeURIComponent(usableSecret(c.spec.name, await c.secret.current()));
+          const secret = encodeURIComponent(await secretOf());
           pathWithQuery = pathWithQuery.slice(0, q) + replaceWhole(pathWithQuery.slice(q), c.placeholder, secret);
           used.add(c.spec.name);
         }
@@ -207,8 +208,8 @@ export class SessionBroker implements CredentialBroker {
       if (!refusal && allows('body') && c.spec.body && request.contentType) {
         const type = request.contentType.split(';')[0]!.trim().toLowerCase();
         if (c.spec.body.types.includes(type)) {
-          const secret = usableSecret(c.spec.name, await c.secret.current());
-          const encoded = type === 'application/json' ? JSON.stringify(secret).slice(1, -1) : encodeURIComponent(secret);
+          const secret = await secretOf();
+          const encoded = type === 'application/json' ? jsonEscaped(secret) : encodeURIComponent(secret);
           const replacement: Replacement = { find: Buffer.from(c.placeholder), replace: Buffer.from(encoded) };
           const name = c.spec.name;
           const stream = new ReplaceStream([replacement], () => used.add(name), c.spec.body.maxBytes);
@@ -246,29 +247,27 @@ export class SessionBroker implements CredentialBroker {
 
   scrubResponse(response: ResponseToScrub): ResponseScrub | null {
     const { host, headers, hasBody, onScrub } = response;
-    // Only hosts a secret is ever sent to can echo one.
-    if (!this.holdsSecrets(host)) return null;
+    // Only hosts a secret is ever sent to can echo one (no forms for any other host).
     const forms = this.formsFor(host);
     if (forms.length === 0) return null;
     // The request's own echoes first: they cover a whole value and give back the session's own.
     const replacements = response.echoes?.length ? [...response.echoes, ...forms] : forms;
     const texts = replacements.map((r) => r.find.toString('latin1'));
     const lowered = texts.map((t) => t.toLowerCase());
-    let scrubbed = false;
-    const header = new Replacer(replacements, () => (scrubbed = true));
-    const scrub = (v: string) => (texts.some((t) => v.includes(t)) ? header.replaceWhole(Buffer.from(v, 'latin1')).toString('latin1') : v);
+    // One replacer for the headers and an identity body; onScrub may be called for both.
+    const replacer = new Replacer(replacements, onScrub);
+    const scrub = (v: string) => (texts.some((t) => v.includes(t)) ? replacer.replaceWhole(Buffer.from(v, 'latin1')).toString('latin1') : v);
     const out: Record<string, string | string[]> = Object.create(null);
     for (const name in headers) {
       const value = headers[name];
       if (value === undefined) continue;
       // Names arrive lower-cased, so they are compared lower-cased; such a header has no use.
       if (lowered.some((t) => name.includes(t))) {
-        scrubbed = true;
+        onScrub();
         continue;
       }
       out[name] = Array.isArray(value) ? value.map(scrub) : scrub(value);
     }
-    if (scrubbed) onScrub();
     const none = { headers: out, bodyTransform: null, scrubChunks: null, scrubWhole: null, scrubAcross: null };
     if (response.status === 206) {
       return { ...none, refuse: `partial content (206) from ${host}, which may receive a secret: a slice of a response could carry part of it past the scrubber` };
@@ -285,7 +284,6 @@ export class SessionBroker implements CredentialBroker {
     if (encoding !== '' && encoding !== 'identity') {
       return { ...none, refuse: `response from ${host} is ${encoding}-encoded, which the proxy cannot inspect for echoed secrets` };
     }
-    const replacer = new Replacer(replacements, onScrub);
     return { ...none, scrubChunks: replacer, scrubWhole: (body) => replacer.replaceWhole(body), scrubAcross: (parts, found) => replacer.replaceAcross(parts, found) };
   }
 }

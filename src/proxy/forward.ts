@@ -366,13 +366,16 @@ function send(
           },
           echoes,
         });
-        if (scrub?.refuse) {
-          // A body the scrubber cannot read could carry an echoed secret: fail closed.
+        // A body the scrubber cannot read could carry an echoed secret: fail closed, with a 502
+        // when nothing was sent yet.
+        const unreadable = (why: string) => {
           outcome = { action: outcome.action, rule: decision.rule, reason: 'upstream_error' };
-          detail = scrub.refuse;
-          const message = `Airlock: ${scrub.refuse}.\n`;
-          res.writeHead(502, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': Buffer.byteLength(message) });
-          res.end(message);
+          detail = why;
+          if (res.headersSent) res.destroy();
+          else answerText(res, 502, `Airlock: ${why}.\n`);
+        };
+        if (scrub?.refuse) {
+          unreadable(scrub.refuse);
           return discard();
         }
         if (scrub) {
@@ -397,15 +400,7 @@ function send(
           if (scrubber) {
             delete responseHeaders['content-length'];
             const head = responseHeaders;
-            scrubber.on('error', (err) => {
-              // A body that cannot be decoded or checked: 502 if nothing was sent yet.
-              outcome = { action: outcome.action, rule: decision.rule, reason: 'upstream_error' };
-              detail = err.message;
-              if (res.headersSent) return void res.destroy();
-              const message = `Airlock: ${err.message}.\n`;
-              res.writeHead(502, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': Buffer.byteLength(message) });
-              res.end(message);
-            });
+            scrubber.on('error', (err) => unreadable(err.message));
             // The head goes out with the first decoded bytes, so a body refused early is a 502.
             pipeInto(scrubber, res, () => res.writeHead(statusCode, head));
             return scrubber;
@@ -421,10 +416,8 @@ function send(
     if (err instanceof UploadBudgetExceeded) {
       outcome = { action: 'deny', rule: decision.rule, reason: 'upload_budget_exceeded' };
       if (res.headersSent) return void res.destroy();
-      const message = "Airlock: the session's upload budget (limits.max_upload_bytes) is used up; the request was cut off.\n";
       res.shouldKeepAlive = false;
-      res.writeHead(429, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': Buffer.byteLength(message) });
-      res.end(message);
+      answerText(res, 429, "Airlock: the session's upload budget (limits.max_upload_bytes) is used up; the request was cut off.\n");
       return;
     }
     if (err instanceof DestinationBlocked) {
@@ -449,9 +442,14 @@ function send(
       status === 408
         ? 'Airlock: the request body did not arrive in time.\n'
         : `Airlock: upstream ${target.host}:${target.port} failed (${code}).\n`;
-    res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': Buffer.byteLength(message) });
-    res.end(message);
+    answerText(res, status, message);
   });
+}
+
+/** A short plain-text answer of the proxy's own. */
+function answerText(res: ResponseOut, status: number, message: string): void {
+  res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': Buffer.byteLength(message) });
+  res.end(message);
 }
 
 class UploadBudgetExceeded extends Error {
