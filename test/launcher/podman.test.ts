@@ -1,19 +1,19 @@
 // `airlock run` (network mode none) against rootless Podman, through its Docker-compatible API
 // socket, as an unprivileged user this test creates (and removes). Needs root (to make the user)
-// and Debian's `podman` and `uidmap`; skipped loudly without them. The images are copied from the
+// and Debian's `podman` and `uidmap` (missing ones fail the suite; no engine: skipped loudly). The images are copied from the
 // Docker engine into the user's Podman store: the relay, and a small curl image built here.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn } from 'node:child_process';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { describeNeeding, dockerAvailable, ensureRelayImage } from '../helpers/docker.js';
-import { CLI_PATH, createTestPki, runProcess, startHttpsUpstream, tmpDir, waitFor } from '../helpers/servers.js';
+import { CLI_PATH, createTestPki, runProcess, startHttpsUpstream, waitFor } from '../helpers/servers.js';
 import type { TestPki, TestUpstream } from '../helpers/servers.js';
-import { dockerOk, parseProbes } from './run-helpers.js';
+import { parseProbes } from './run-helpers.js';
+import { buildCurlImage, TestUser } from './test-user.js';
 
 const RUN_ID = randomBytes(3).toString('hex');
 const USER = `airlock-pm${RUN_ID}`;
@@ -33,32 +33,9 @@ let pki: TestPki;
 let github: TestUpstream;
 let hostPort: net.Server;
 let home: string;
-let runtimeDir: string;
 let socket: string;
 let service: ChildProcess | undefined;
-let userMade = false;
-let uid = 0;
-let gid = 0;
-
-/** A command as the test user, with its own runtime dir (no login session here to make one). */
-function asUser(cmd: string, args: readonly string[], opts: { input?: string; timeoutMs?: number } = {}) {
-  return runProcess('runuser', ['-u', USER, '--', 'env', `XDG_RUNTIME_DIR=${runtimeDir}`, `HOME=${home}`, cmd, ...args], {
-    cwd: '/',
-    env: { PATH: process.env.PATH, LANG: 'C.UTF-8' },
-    input: opts.input,
-    timeoutMs: opts.timeoutMs ?? 120_000,
-  });
-}
-
-/** Copies an image from the Docker engine into the user's Podman store. */
-async function loadIntoPodman(image: string): Promise<void> {
-  const archive = join(home, `${RUN_ID}-${image.replace(/[^a-z0-9]/gi, '_')}.tar`);
-  await dockerOk(['save', '-o', archive, image], { timeoutMs: 600_000 });
-  chownSync(archive, uid, gid);
-  const r = await asUser('podman', ['load', '-i', archive], { timeoutMs: 600_000 });
-  rmSync(archive, { force: true });
-  if (r.code !== 0) throw new Error(`podman load ${image} failed: ${r.stderr}`);
-}
+let user: TestUser | undefined;
 
 beforeAll(async () => {
   if (podmanMissing() !== null) return;
@@ -69,61 +46,27 @@ beforeAll(async () => {
   hostPort = net.createServer((s) => s.end('host port answered\n'));
   await new Promise<void>((resolve) => hostPort.listen({ host: '0.0.0.0', port: 0 }, resolve));
 
-  home = tmpDir('airlock-podman-home-');
-  const add = await runProcess('useradd', ['--home-dir', home, '--no-create-home', '--shell', '/usr/sbin/nologin', USER]);
-  if (add.code !== 0) throw new Error(`useradd: ${add.stderr}`);
-  userMade = true;
-  uid = Number((await runProcess('id', ['-u', USER])).stdout.trim());
-  gid = Number((await runProcess('id', ['-g', USER])).stdout.trim());
-  chownSync(home, uid, gid);
-  chmodSync(home, 0o755); // the policy and CA files below are read by the launcher as this user
-  runtimeDir = join(home, 'run');
-  mkdirSync(runtimeDir, { mode: 0o700 });
-  chownSync(runtimeDir, uid, gid);
-  socket = join(runtimeDir, 'podman.sock');
-
-  service = spawn('runuser', ['-u', USER, '--', 'env', `XDG_RUNTIME_DIR=${runtimeDir}`, `HOME=${home}`, 'podman', 'system', 'service', '--time=0', `unix://${socket}`], {
-    cwd: '/',
-    env: { PATH: process.env.PATH },
-    stdio: 'ignore',
-  });
+  user = await TestUser.create(USER, 'airlock-podman-home-');
+  home = user.home;
+  socket = join(user.runtimeDir, 'podman.sock');
+  service = user.start('podman', ['system', 'service', '--time=0', `unix://${socket}`]);
   await waitFor(() => existsSync(socket), 60_000, 'the podman API socket');
 
   const relay = await ensureRelayImage();
-  // A small session image with curl: built on the Docker engine (Debian packages), labelled, removed at the end.
-  const ctx = join(home, 'curl-ctx');
-  mkdirSync(ctx);
-  writeFileSync(
-    join(ctx, 'Dockerfile'),
-    'FROM debian:bookworm-slim\nRUN apt-get update -qq && apt-get install -y -qq --no-install-recommends curl ca-certificates >/dev/null && rm -rf /var/lib/apt/lists/*\n',
-  );
-  await dockerOk(['build', '-q', '--label', 'airlock-test=podman', '-t', CURL_IMAGE, ctx], { timeoutMs: 600_000 });
-  await loadIntoPodman(relay);
-  await loadIntoPodman(CURL_IMAGE);
+  // The session image is removed at the end.
+  await buildCurlImage(CURL_IMAGE, 'airlock-test=podman', home);
+  for (const image of [relay, CURL_IMAGE]) await user.loadImage(image, (archive) => ['podman', ['load', '-i', archive]]);
 }, 30 * 60_000);
 
 afterAll(async () => {
   await github?.close();
   await new Promise((resolve) => (hostPort ? hostPort.close(resolve) : resolve(undefined)));
-  if (userMade) await asUser('podman', ['rm', '-a', '-f'], { timeoutMs: 120_000 }).catch(() => {});
+  if (user) await user.run('podman', ['rm', '-a', '-f'], { timeoutMs: 120_000 }).catch(() => {});
   if (service?.pid) {
     service.kill('SIGTERM');
     await new Promise((resolve) => setTimeout(resolve, 1_000));
   }
-  // The store holds files of the user's subordinate ids: remove it as root, then the user.
-  if (userMade) {
-    // What this test's user still runs (Podman's pause process holds its user namespace): by pid.
-    const left = await runProcess('ps', ['-u', String(uid), '-o', 'pid=']);
-    for (const pid of left.stdout.split('\n').map(Number).filter((n) => n > 0)) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        /* gone */
-      }
-    }
-    await runProcess('userdel', [USER], { timeoutMs: 30_000 });
-  }
-  if (home) rmSync(home, { recursive: true, force: true });
+  await user?.remove();
   if (pki) rmSync(pki.dir, { recursive: true, force: true });
   if (podmanMissing() === null) await runProcess('docker', ['rmi', '-f', CURL_IMAGE]).catch(() => {});
 }, 300_000);
@@ -145,7 +88,7 @@ describePodman('airlock run on rootless Podman (Docker-compatible socket, unpriv
       probe('denied', 'https://evil.example/'),
       ...[...addrs].map((ip, i) => `( unset HTTPS_PROXY https_proxy HTTP_PROXY http_proxy; ${probe(`host${i}`, `http://${ip}:${port}/`)} )`),
     ].join('\n');
-    const r = await asUser(
+    const r = await user!.run(
       process.execPath,
       [
         CLI_PATH, 'run', '--engine', socket, '--policy', policy, '--image', CURL_IMAGE, '--relay-image', (await ensureRelayImage()),
@@ -165,7 +108,7 @@ describePodman('airlock run on rootless Podman (Docker-compatible socket, unpriv
     }
     expect(github.requests.map((q) => q.url)).toContain('/from-podman');
     // Nothing left in the user's engine, and the socket directory is gone.
-    const ps = await asUser('podman', ['ps', '-a', '-q']);
+    const ps = await user!.run('podman', ['ps', '-a', '-q']);
     expect(ps.stdout.trim()).toBe('');
     const sessions = readdirSync(join(stateDir, 'sessions'));
     expect(sessions).toHaveLength(1);

@@ -1,7 +1,7 @@
 // `airlock run` (network mode none) against rootless Docker, as an unprivileged user this test
 // creates (and removes), with a dockerd of that user's own (Debian's dockerd-rootless.sh under
 // rootlesskit, vfs storage, data and runtime dirs in the user's home). Needs root (to make the
-// user), a Docker engine, and Debian's `rootlesskit` and `uidmap`; skipped loudly without them.
+// user), a Docker engine, and Debian's `rootlesskit` and `uidmap` (missing ones fail the suite; no engine: skipped loudly).
 // The images are copied from the system engine into the user's engine: the relay, and a small
 // curl image built here.
 //
@@ -9,18 +9,17 @@
 // installed and the user may open /dev/net/tun; otherwise (no udev to make it 0666), dockerd shares the host's network
 // namespace instead (rootlesskit --net=host) without a bridge or iptables: the sessions have no
 // network either way, so Airlock's side is the same.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { describeNeeding, dockerAvailable, ensureRelayImage } from '../helpers/docker.js';
-import { CLI_PATH, createTestPki, runProcess, sleep, startHttpsUpstream, tmpDir, waitFor } from '../helpers/servers.js';
+import { CLI_PATH, createTestPki, runProcess, sleep, startHttpsUpstream, waitFor } from '../helpers/servers.js';
 import type { TestPki, TestUpstream } from '../helpers/servers.js';
-import { dockerOk, parseProbes } from './run-helpers.js';
+import { parseProbes } from './run-helpers.js';
+import { buildCurlImage, TestUser } from './test-user.js';
 
 const RUN_ID = randomBytes(3).toString('hex');
 const USER = `airlock-rd${RUN_ID}`;
@@ -43,38 +42,13 @@ let pki: TestPki;
 let github: TestUpstream;
 let hostPort: net.Server;
 let home: string;
-let runtimeDir: string;
 let socket: string;
-let daemon: ChildProcess | undefined;
 let daemonLog = '';
-let userMade = false;
-let uid = 0;
-let gid = 0;
-
-/** A command as the test user, with its own runtime dir (no login session here to make one). */
-function asUser(cmd: string, args: readonly string[], opts: { input?: string; timeoutMs?: number; env?: Record<string, string> } = {}) {
-  const env = Object.entries(opts.env ?? {}).map(([k, v]) => `${k}=${v}`);
-  return runProcess('runuser', ['-u', USER, '--', 'env', `XDG_RUNTIME_DIR=${runtimeDir}`, `HOME=${home}`, ...env, cmd, ...args], {
-    cwd: '/',
-    env: { PATH: process.env.PATH, LANG: 'C.UTF-8' },
-    input: opts.input,
-    timeoutMs: opts.timeoutMs ?? 120_000,
-  });
-}
+let user: TestUser | undefined;
 
 /** The docker CLI as the test user, against the user's engine. */
 function userDocker(args: readonly string[], timeoutMs = 120_000) {
-  return asUser('docker', ['-H', `unix://${socket}`, ...args], { timeoutMs });
-}
-
-/** Copies an image from the system engine into the user's engine. */
-async function loadIntoUserEngine(image: string): Promise<void> {
-  const archive = join(home, `${RUN_ID}-${image.replace(/[^a-z0-9]/gi, '_')}.tar`);
-  await dockerOk(['save', '-o', archive, image], { timeoutMs: 600_000 });
-  chownSync(archive, uid, gid);
-  const r = await userDocker(['load', '-i', archive], 600_000);
-  rmSync(archive, { force: true });
-  if (r.code !== 0) throw new Error(`docker load ${image} into the rootless engine failed: ${r.stderr}`);
+  return user!.run('docker', ['-H', `unix://${socket}`, ...args], { timeoutMs });
 }
 
 /** iptables/ip6tables rules of the host, without counters. */
@@ -96,34 +70,27 @@ beforeAll(async () => {
   hostPort = net.createServer((s) => s.end('host port answered\n'));
   await new Promise<void>((resolve) => hostPort.listen({ host: '0.0.0.0', port: 0 }, resolve));
 
-  home = tmpDir('airlock-rdocker-home-');
-  const add = await runProcess('useradd', ['--home-dir', home, '--no-create-home', '--shell', '/usr/sbin/nologin', USER]);
-  if (add.code !== 0) throw new Error(`useradd: ${add.stderr}`);
-  userMade = true;
-  uid = Number((await runProcess('id', ['-u', USER])).stdout.trim());
-  gid = Number((await runProcess('id', ['-g', USER])).stdout.trim());
-  chownSync(home, uid, gid);
-  chmodSync(home, 0o755); // the policy and CA files below are read by the launcher as this user
-  runtimeDir = join(home, 'run');
-  mkdirSync(runtimeDir, { mode: 0o700 });
-  chownSync(runtimeDir, uid, gid);
+  user = await TestUser.create(USER, 'airlock-rdocker-home-');
+  home = user.home;
+  const runtimeDir = user.runtimeDir;
   socket = join(runtimeDir, 'docker.sock');
 
   // slirp4netns needs /dev/net/tun open to the user; without it, the host's network namespace.
-  const slirp = existsSync('/usr/bin/slirp4netns') && (await asUser('sh', ['-c', 'exec 3<>/dev/net/tun'])).code === 0;
+  const slirp = existsSync('/usr/bin/slirp4netns') && (await user.run('sh', ['-c', 'exec 3<>/dev/net/tun'])).code === 0;
   const netArgs = slirp ? [] : ['--bridge=none', '--iptables=false', '--ip6tables=false'];
-  const netEnv = slirp ? [] : ['DOCKERD_ROOTLESS_ROOTLESSKIT_NET=host', 'DOCKERD_ROOTLESS_ROOTLESSKIT_PORT_DRIVER=none'];
+  const netEnv: Record<string, string> = slirp ? {} : { DOCKERD_ROOTLESS_ROOTLESSKIT_NET: 'host', DOCKERD_ROOTLESS_ROOTLESSKIT_PORT_DRIVER: 'none' };
   console.log(`rootless dockerd network: ${slirp ? 'slirp4netns' : 'host namespace (no slirp4netns, or /dev/net/tun not open to users), no bridge'}`);
   const logFd = openSync(join(home, 'dockerd.log'), 'w');
   daemonLog = join(home, 'dockerd.log');
-  daemon = spawn(
-    'runuser',
+  // Ended with the user's other processes in afterAll.
+  user.start(
+    SETUP_SCRIPT,
     [
-      '-u', USER, '--', 'env', `XDG_RUNTIME_DIR=${runtimeDir}`, `HOME=${home}`, ...netEnv, SETUP_SCRIPT,
       '--storage-driver', 'vfs', '--data-root', join(home, 'data'), '--exec-root', join(runtimeDir, 'docker'),
       '--pidfile', join(runtimeDir, 'docker.pid'), '-H', `unix://${socket}`, ...netArgs,
     ],
-    { cwd: '/', env: { PATH: process.env.PATH }, stdio: ['ignore', logFd, logFd] },
+    ['ignore', logFd, logFd],
+    netEnv,
   );
   closeSync(logFd);
   await waitFor(() => existsSync(socket), 60_000, `the rootless dockerd socket (log: ${daemonLog})`);
@@ -138,42 +105,20 @@ beforeAll(async () => {
   }
 
   const relay = await ensureRelayImage();
-  // A small session image with curl: built on the system engine (Debian packages), labelled, removed at the end.
-  const ctx = join(home, 'curl-ctx');
-  mkdirSync(ctx);
-  writeFileSync(
-    join(ctx, 'Dockerfile'),
-    'FROM debian:bookworm-slim\nRUN apt-get update -qq && apt-get install -y -qq --no-install-recommends curl ca-certificates >/dev/null && rm -rf /var/lib/apt/lists/*\n',
-  );
-  await dockerOk(['build', '-q', '--label', 'airlock-test=rootless-docker', '-t', CURL_IMAGE, ctx], { timeoutMs: 600_000 });
-  await loadIntoUserEngine(relay);
-  await loadIntoUserEngine(CURL_IMAGE);
+  // The session image is removed at the end.
+  await buildCurlImage(CURL_IMAGE, 'airlock-test=rootless-docker', home);
+  for (const image of [relay, CURL_IMAGE]) await user.loadImage(image, (archive) => ['docker', ['-H', `unix://${socket}`, 'load', '-i', archive]]);
 }, 30 * 60_000);
 
 afterAll(async () => {
   await github?.close();
   await new Promise((resolve) => (hostPort ? hostPort.close(resolve) : resolve(undefined)));
-  if (userMade && socket && existsSync(socket)) {
+  if (user && socket && existsSync(socket)) {
     const ids = (await userDocker(['ps', '-a', '-q']).catch(() => ({ stdout: '' }))).stdout.split('\n').filter(Boolean);
     if (ids.length) await userDocker(['rm', '-f', '-v', ...ids]).catch(() => {});
   }
-  if (userMade) {
-    // The user's processes (rootlesskit, dockerd, containerd, shims): by pid, TERM then KILL.
-    const pids = async () => (await runProcess('ps', ['-u', String(uid), '-o', 'pid='])).stdout.split('\n').map(Number).filter((n) => n > 0);
-    for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
-      for (const pid of await pids()) {
-        try {
-          process.kill(pid, signal);
-        } catch {
-          /* gone */
-        }
-      }
-      for (let i = 0; i < 50 && (await pids()).length; i++) await sleep(100);
-    }
-    await runProcess('userdel', [USER], { timeoutMs: 30_000 });
-  }
-  // The data root holds files of the user's subordinate ids: removed as root.
-  if (home) rmSync(home, { recursive: true, force: true });
+  // rootlesskit, dockerd, containerd and shims go with the user; the data root is removed as root.
+  await user?.remove();
   if (pki) rmSync(pki.dir, { recursive: true, force: true });
   if (rootlessDockerMissing() === null) await runProcess('docker', ['rmi', '-f', CURL_IMAGE]).catch(() => {});
 }, 300_000);
@@ -196,7 +141,7 @@ describeRootless('airlock run on rootless Docker (unprivileged user, its own doc
       ...[...addrs].map((ip, i) => `( unset HTTPS_PROXY https_proxy HTTP_PROXY http_proxy; ${probe(`host${i}`, `http://${ip}:${port}/`)} )`),
     ].join('\n');
     const before = await hostRules();
-    const r = await asUser(
+    const r = await user!.run(
       process.execPath,
       [
         CLI_PATH, 'run', '--engine', `unix://${socket}`, '--policy', policy, '--image', CURL_IMAGE, '--relay-image', await ensureRelayImage(),
@@ -238,8 +183,8 @@ describeRootless('airlock run on rootless Docker (unprivileged user, its own doc
     const policy = join(home, 'policy.yaml');
     const workspace = join(home, 'ws');
     mkdirSync(workspace);
-    chownSync(workspace, uid, gid);
-    const r = await asUser(
+    chownSync(workspace, user!.uid, user!.gid);
+    const r = await user!.run(
       process.execPath,
       [
         CLI_PATH, 'run', '--engine', `unix://${socket}`, '--policy', policy, '--image', CURL_IMAGE, '--relay-image', await ensureRelayImage(),
@@ -250,7 +195,7 @@ describeRootless('airlock run on rootless Docker (unprivileged user, its own doc
     );
     expect(r.code, r.stderr + r.stdout).toBe(0);
     expect(readFileSync(join(workspace, 'out.txt'), 'utf8')).toBe('written\n');
-    expect(statSync(join(workspace, 'out.txt')).uid).toBe(uid);
+    expect(statSync(join(workspace, 'out.txt')).uid).toBe(user!.uid);
     expect((await userDocker(['ps', '-a', '-q'])).stdout.trim()).toBe('');
   }, 600_000);
 });
