@@ -12,7 +12,7 @@ import { chmodSync, chownSync, lchownSync, lstatSync, mkdirSync, readdirSync, re
 import { join } from 'node:path';
 import { describeDocker, ensureAgentImage, ensureRelayImage } from '../helpers/docker.js';
 import { rmTmp, runCli, tmpDir } from '../helpers/servers.js';
-import { expectNoLeftovers, NO_LEFTOVERS, sessionSummary } from './run-helpers.js';
+import { expectNoLeftovers, NO_LEFTOVERS, sessionSummary, snapshot } from './run-helpers.js';
 
 const RUN_ID = randomBytes(3).toString('hex');
 const CANARY_ID = 31337;
@@ -29,36 +29,6 @@ let policy: string;
 let stateDir: string;
 let env: NodeJS.ProcessEnv;
 const scratch: string[] = [];
-
-interface Node {
-  type: string;
-  uid: number;
-  gid: number;
-  mode: string;
-  content?: string;
-  link?: string;
-}
-
-/** Everything under `dir` (itself included) except the `skip` subtree. */
-function snapshot(dir: string, skip: string): Record<string, Node> {
-  const nodes: Record<string, Node> = {};
-  const walk = (path: string, rel: string) => {
-    if (path === skip) return;
-    const st = lstatSync(path);
-    const node: Node = {
-      type: st.isDirectory() ? 'dir' : st.isFile() ? 'file' : st.isSymbolicLink() ? 'symlink' : 'other',
-      uid: st.uid,
-      gid: st.gid,
-      mode: (st.mode & 0o7777).toString(8),
-    };
-    if (st.isFile()) node.content = readFileSync(path, 'utf8');
-    if (st.isSymbolicLink()) node.link = readlinkSync(path);
-    nodes[rel] = node;
-    if (st.isDirectory()) for (const name of readdirSync(path).sort()) walk(join(path, name), rel === '.' ? name : `${rel}/${name}`);
-  };
-  walk(dir, '.');
-  return nodes;
-}
 
 /** A folder holding the workspace (also the output folder) and a canary directory next to it. */
 function setUp(): { base: string; ws: string; canary: string } {

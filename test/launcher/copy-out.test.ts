@@ -23,6 +23,8 @@ import type { CopyOutReport } from '../../src/launcher/copy-out.js';
 import { rmTmp, sleep, tmpDir } from '../helpers/servers.js';
 import { craftStream, craftTar } from './tar-craft.js';
 import type { CraftEntry } from './tar-craft.js';
+import { snapshot } from './run-helpers.js';
+import type { FsNode } from './run-helpers.js';
 
 const ROOT = process.getuid?.() === 0;
 /** The canary's owner (when the tests can chown): neither the archive's 4242 nor the caller's. */
@@ -34,40 +36,8 @@ let base: string;
 let out: string;
 let canary: string;
 
-interface Node {
-  type: string;
-  uid: number;
-  gid: number;
-  mode: string;
-  nlink: number;
-  content?: string;
-  link?: string;
-}
-
-/** Everything under `dir` (itself included) except the `skip` subtree: type, owner, mode, links, contents. */
-function snapshot(dir: string, skip: string): Record<string, Node> {
-  const nodes: Record<string, Node> = {};
-  const walk = (path: string, rel: string) => {
-    if (path === skip) return;
-    const st = lstatSync(path);
-    const node: Node = {
-      type: st.isDirectory() ? 'dir' : st.isFile() ? 'file' : st.isSymbolicLink() ? 'symlink' : 'other',
-      uid: st.uid,
-      gid: st.gid,
-      mode: (st.mode & 0o7777).toString(8),
-      nlink: st.isDirectory() ? 0 : st.nlink,
-    };
-    if (st.isFile()) node.content = readFileSync(path, 'utf8');
-    if (st.isSymbolicLink()) node.link = readlinkSync(path);
-    nodes[rel] = node;
-    if (st.isDirectory()) for (const name of readdirSync(path).sort()) walk(join(path, name), rel === '.' ? name : `${rel}/${name}`);
-  };
-  walk(dir, '.');
-  return nodes;
-}
-
 /** The canary and the folder above `out`, to compare after the copy-out. */
-function outside(): Record<string, Node> {
+function outside(): Record<string, FsNode> {
   return snapshot(base, out);
 }
 

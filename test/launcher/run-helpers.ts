@@ -5,7 +5,7 @@
 // containers, networks and the host's own addresses.
 import { spawn } from 'node:child_process';
 import type { ChildProcessWithoutNullStreams } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { CLI_PATH, REPO_ROOT, runProcess, sleep } from '../helpers/servers.js';
 import type { ProcessResult } from '../helpers/servers.js';
@@ -316,4 +316,37 @@ export async function listeners(): Promise<Map<string, number[]>> {
     out.set(local, [...(out.get(local) ?? []), ...pids]);
   }
   return out;
+}
+
+/** A file system entry as copy-out tests compare it before and after. */
+export interface FsNode {
+  type: string;
+  uid: number;
+  gid: number;
+  mode: string;
+  nlink: number;
+  content?: string;
+  link?: string;
+}
+
+/** Everything under `dir` (itself included) except the `skip` subtree: type, owner, mode, links, contents. */
+export function snapshot(dir: string, skip: string): Record<string, FsNode> {
+  const nodes: Record<string, FsNode> = {};
+  const walk = (path: string, rel: string) => {
+    if (path === skip) return;
+    const st = lstatSync(path);
+    const node: FsNode = {
+      type: st.isDirectory() ? 'dir' : st.isFile() ? 'file' : st.isSymbolicLink() ? 'symlink' : 'other',
+      uid: st.uid,
+      gid: st.gid,
+      mode: (st.mode & 0o7777).toString(8),
+      nlink: st.isDirectory() ? 0 : st.nlink,
+    };
+    if (st.isFile()) node.content = readFileSync(path, 'utf8');
+    if (st.isSymbolicLink()) node.link = readlinkSync(path);
+    nodes[rel] = node;
+    if (st.isDirectory()) for (const name of readdirSync(path).sort()) walk(join(path, name), rel === '.' ? name : `${rel}/${name}`);
+  };
+  walk(dir, '.');
+  return nodes;
 }
