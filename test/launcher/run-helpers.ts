@@ -3,9 +3,11 @@
 //
 // Nothing here talks to addresses outside this machine: probes target the test's own servers,
 // containers, networks and the host's own addresses.
+import { expect } from 'vitest';
 import { spawn } from 'node:child_process';
 import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { CLI_PATH, REPO_ROOT, runProcess, sleep } from '../helpers/servers.js';
 import type { ProcessResult } from '../helpers/servers.js';
@@ -223,6 +225,36 @@ direct() {
   ( unset HTTPS_PROXY https_proxy HTTP_PROXY http_proxy ALL_PROXY all_proxy; probe "$@" )
 }
 `;
+
+/**
+ * The escape probe of a no-network session (a script for its `sh -c`): its interfaces, a request
+ * through the proxy to `allowedUrl` and to a host the policy denies, and every IPv4 address of
+ * this host at `hostPort` directly. `expectContained` checks its output.
+ */
+export function escapeProbe(allowedUrl: string, hostPort: number): { script: string; expectContained(stdout: string): void } {
+  const addrs = new Set<string>();
+  for (const list of Object.values(networkInterfaces())) for (const i of list ?? []) if (i.family === 'IPv4') addrs.add(i.address);
+  const script = [
+    PROBE_PRELUDE,
+    'echo "IFACES $(ls /sys/class/net | tr \'\\n\' \' \')"',
+    `probe allowed ${allowedUrl}`,
+    'probe denied https://evil.example/',
+    ...[...addrs].map((ip, i) => `direct host${i} http://${ip}:${hostPort}/`),
+  ].join('\n');
+  return {
+    script,
+    expectContained(stdout) {
+      expect(/^IFACES (.*)$/m.exec(stdout)?.[1]?.trim()).toBe('lo');
+      const probes = parseProbes(stdout);
+      expect(probes.get('allowed')?.http, stdout).toBe('200');
+      expect(probes.get('denied')?.connect).toBe('403');
+      for (let i = 0; i < addrs.size; i++) {
+        expect(probes.get(`host${i}`)?.http).toBe('000');
+        expect([6, 7, 28]).toContain(probes.get(`host${i}`)?.rc);
+      }
+    },
+  };
+}
 
 export function parseProbes(stdout: string): Map<string, ProbeResult> {
   const out = new Map<string, ProbeResult>();
