@@ -6,6 +6,7 @@
 import type net from 'node:net';
 import type { Readable } from 'node:stream';
 import { BAD_VALUE, TOKEN } from './http-syntax.js';
+import type { BodySink, ResponseHead, SinkFactory } from './types.js';
 
 /** How the client reaches an origin; the caller resolves, guards and (for https) verifies TLS. */
 export type Dial = (host: string, port: number, secure: boolean) => Promise<net.Socket>;
@@ -34,33 +35,6 @@ export interface UpstreamCall {
   /** Called per body chunk before it is sent; throwing stops the request with that error. */
   readonly onBodyChunk?: (bytes: number) => void;
 }
-
-export interface ResponseHead {
-  readonly statusCode: number;
-  /** Lower-case names; repeated headers as arrays. */
-  readonly headers: Record<string, string | string[]>;
-}
-
-/**
- * Where a response body goes. A Writable (such as http.ServerResponse) is one; so is any object
- * with these few methods, which spares a stream per response on the hot path.
- */
-export interface BodySink {
-  /** False asks the upstream to pause until 'drain'. */
-  write(chunk: Buffer): boolean;
-  end(chunk?: Buffer): unknown;
-  cork(): void;
-  uncork(): void;
-  /** Bytes waiting to be written; when absent, a false write() pauses at once. */
-  readonly writableLength?: number;
-  once(event: 'drain', listener: () => void): unknown;
-  on(event: 'error', listener: (err: Error) => void): unknown;
-  /** The body is not wanted: the connection is closed instead of read to the end. */
-  readonly discard?: boolean;
-}
-
-/** The factory sees the response head and returns where the body goes. */
-export type SinkFactory = (head: ResponseHead) => BodySink;
 
 export class Http1Error extends Error {
   constructor(
