@@ -93,6 +93,8 @@ export class Exchange {
   /** Called when the client leaves an HTTP exchange before its response was sent whole. */
   private onClientGone: (() => void) | null = null;
   private watching = false;
+  /** The audit line is written: nothing more is answered or recorded. */
+  private ended = false;
 
   constructor(
     readonly deps: ExchangeDeps,
@@ -232,6 +234,7 @@ export class Exchange {
    * and audited as a denial. The connection closes after the answer.
    */
   refuse(status: number, reason: DenyReason, message: string, detail?: string): void {
+    if (this.ended) return;
     this.outcome = { action: 'deny', rule: this.rule, reason };
     this.detail = detail;
     const body = status === 403 ? denyBody(this.denyInfo(reason, message)) : message + '\n';
@@ -240,6 +243,7 @@ export class Exchange {
 
   /** Audits a refusal the channel can no longer carry an answer for (a tunnel already under TLS). */
   refused(status: number, reason: DenyReason, detail: string): void {
+    if (this.ended) return;
     this.outcome = { action: 'deny', rule: this.rule, reason };
     this.finish(status, detail);
   }
@@ -251,6 +255,7 @@ export class Exchange {
 
   /** A failure of the proxy's own (a response it cannot scrub): answered like an error. */
   failed(failure: Failure): void {
+    if (this.ended) return;
     const action = failure.deny ? 'deny' : this.decided().action;
     this.outcome = { action, rule: this.rule, reason: failure.reason };
     this.detail = failure.detail;
@@ -293,6 +298,8 @@ export class Exchange {
 
   /** The only call of record.finish(): the record writes its line once. */
   private finish(status: number, detail?: string): void {
+    if (this.ended) return;
+    this.ended = true;
     this.record.finish(status, this.outcome ?? this.decided(), detail ?? this.detail);
   }
 

@@ -1,0 +1,124 @@
+// The exchange on its own: one status per error kind, one audit line however often it is ended,
+// and the policy taken at admission deciding the whole exchange even when the session's policy is
+// replaced while it is in flight. No sockets: the channel is a stream that records what is sent.
+import { PassThrough } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import pino from 'pino';
+import { parsePolicy } from '../../src/policy/index.js';
+import type { Policy } from '../../src/policy/index.js';
+import type { AuditEntry } from '../../src/audit/entry.js';
+import type { AuditLog } from '../../src/audit/log.js';
+import { NO_CREDENTIALS } from '../../src/credentials/broker.js';
+import type { ProxySession } from '../../src/proxy/context.js';
+import { Exchange, failureOf, UploadBudgetExceeded } from '../../src/proxy/exchange.js';
+import type { ExchangeDeps } from '../../src/proxy/exchange.js';
+import { DestinationBlocked, UpstreamError } from '../../src/proxy/upstream.js';
+import { Http1Error } from '../../src/proxy/http1/http1-client.js';
+
+const allowing = parsePolicy('version: 1\nname: open\nallow:\n  - host: api.example.com\n', 'open.yaml');
+const denying = parsePolicy('version: 1\nname: closed\nallow: []\n', 'closed.yaml');
+const reporting = parsePolicy('version: 1\nname: watch\nmode: report\nallow: []\n', 'watch.yaml');
+
+/** A session whose policy can be replaced, as a reload does. */
+function session(policy: Policy): { session: ProxySession & { policy: Policy }; lines: AuditEntry[] } {
+  const lines: AuditEntry[] = [];
+  const audit = { record: (entry: AuditEntry) => lines.push(entry) } as unknown as AuditLog;
+  return { session: { id: 's-test', policy, ca: null as never, audit, credentials: NO_CREDENTIALS }, lines };
+}
+
+const deps = { upstream: null as never, log: pino({ level: 'silent' }) } as ExchangeDeps;
+
+function socketChannel(): { socket: PassThrough; sent: () => string } {
+  const socket = new PassThrough();
+  const chunks: Buffer[] = [];
+  socket.on('data', (c: Buffer) => chunks.push(c));
+  return { socket, sent: () => Buffer.concat(chunks).toString('latin1') };
+}
+
+const connectFacts = { phase: 'connect', scheme: 'https', host: 'api.example.com', port: 443 } as const;
+const where = { host: 'api.example.com', port: 443 };
+
+describe('failureOf: every error kind has one status', () => {
+  it.each([
+    ['a blocked destination', new DestinationBlocked('api.example.com', '10.0.0.1', 'a private address'), 403, 'destination_blocked', true],
+    ['an upload over budget', new UploadBudgetExceeded(), 429, 'upload_budget_exceeded', true],
+    ['a client body that never came', new Http1Error('no body', 'CLIENT_BODY_TIMEOUT'), 408, 'upstream_error', false],
+    ['an upstream head timeout', new Http1Error('slow', 'UPSTREAM_HEADERS_TIMEOUT'), 504, 'upstream_error', false],
+    ['a connect timeout', new UpstreamError('cannot connect', 504, 'ETIMEDOUT'), 504, 'upstream_error', false],
+    ['the client leaving', new Http1Error('aborted by the client', 'ABORTED'), 499, 'upstream_error', false],
+    ['a refused connection', new UpstreamError('cannot connect', 502, 'ECONNREFUSED'), 502, 'upstream_error', false],
+    ['a malformed response', new Http1Error('bad', 'UPSTREAM_BAD_RESPONSE'), 502, 'upstream_error', false],
+  ] as const)('%s', (_what, err, status, reason, deny) => {
+    expect(failureOf(err, where)).toMatchObject({ status, reason, deny });
+  });
+
+  it('names the upstream and the code, never more', () => {
+    expect(failureOf(new UpstreamError('cannot connect to x (ECONNREFUSED)', 502, 'ECONNREFUSED'), where).message).toBe(
+      'Airlock: upstream api.example.com:443 failed (ECONNREFUSED).',
+    );
+  });
+});
+
+describe('Exchange', () => {
+  it('writes one audit line, however many ends it meets', () => {
+    const { session: s, lines } = session(allowing);
+    const { socket } = socketChannel();
+    const ex = new Exchange(deps, s, 'tunnel', 'CONNECT', 'https', { socket });
+    ex.target('api.example.com', 443, '');
+    expect(ex.decide(connectFacts)).toMatchObject({ action: 'allow' });
+    ex.end(200);
+    ex.fail(new UpstreamError('late', 502, 'ECONNRESET'));
+    ex.refuse(403, 'no_rule', 'late');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({ status: 200, action: 'allow', rule: 'allow[0] api.example.com', kind: 'tunnel' });
+  });
+
+  it('decides with the policy it was admitted under, even if the session gets another one', () => {
+    const { session: s, lines } = session(allowing);
+    const { socket } = socketChannel();
+    const ex = new Exchange(deps, s, 'tunnel', 'CONNECT', 'https', { socket });
+    s.policy = denying; // replaced while the exchange is in flight
+    ex.target('api.example.com', 443, '');
+    expect(ex.decide(connectFacts)).toMatchObject({ action: 'allow' });
+    ex.end(200);
+    expect(lines[0]).toMatchObject({ action: 'allow', reason: 'allowed' });
+    // The next exchange takes the new policy.
+    const next = new Exchange(deps, s, 'tunnel', 'CONNECT', 'https', { socket: socketChannel().socket });
+    next.target('api.example.com', 443, '');
+    expect(next.decide(connectFacts)).toBeNull();
+    expect(lines[1]).toMatchObject({ status: 403, action: 'deny', reason: 'no_rule' });
+  });
+
+  it('answers a denial on a raw socket with the JSON body and audits it as deny', () => {
+    const { session: s, lines } = session(denying);
+    const channel = socketChannel();
+    const ex = new Exchange(deps, s, 'tunnel', 'CONNECT', 'https', { socket: channel.socket });
+    ex.target('api.example.com', 443, '');
+    expect(ex.decide(connectFacts)).toBeNull();
+    const sent = channel.sent();
+    expect(sent).toMatch(/^HTTP\/1\.1 403 Forbidden\r\n/);
+    expect(sent).toMatch(/\r\nX-Airlock-Decision: deny; reason=no_rule\r\n/);
+    expect(JSON.parse(sent.slice(sent.indexOf('\r\n\r\n') + 4))).toMatchObject({ reason: 'no_rule', policy: 'closed', host: 'api.example.com:443' });
+    expect(lines).toEqual([expect.objectContaining({ status: 403, action: 'deny', reason: 'no_rule' })]);
+  });
+
+  it('audits a denial report mode lets through as would_deny', () => {
+    const { session: s, lines } = session(reporting);
+    const ex = new Exchange(deps, s, 'tunnel', 'CONNECT', 'https', { socket: socketChannel().socket });
+    ex.target('api.example.com', 443, '');
+    expect(ex.decide(connectFacts)).toMatchObject({ reason: 'no_rule', inspect: true });
+    ex.end(200);
+    expect(lines[0]).toMatchObject({ status: 200, action: 'would_deny', reason: 'no_rule' });
+  });
+
+  it('an upstream failure of an allowed tunnel is answered 502 and audited as allowed with the code', () => {
+    const { session: s, lines } = session(allowing);
+    const channel = socketChannel();
+    const ex = new Exchange(deps, s, 'tunnel', 'CONNECT', 'https', { socket: channel.socket });
+    ex.target('api.example.com', 443, '');
+    ex.decide(connectFacts);
+    ex.fail(new UpstreamError('cannot connect', 502, 'ECONNREFUSED'));
+    expect(channel.sent()).toMatch(/^HTTP\/1\.1 502 Bad Gateway\r\n/);
+    expect(lines[0]).toMatchObject({ status: 502, action: 'allow', reason: 'upstream_error', detail: 'ECONNREFUSED' });
+  });
+});
