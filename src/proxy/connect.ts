@@ -4,7 +4,6 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
-import type { DenyReason } from '../policy/index.js';
 import type { ProxySession } from './context.js';
 import { answerRaw, Exchange } from './exchange.js';
 import type { ExchangeDeps } from './exchange.js';
@@ -167,7 +166,7 @@ export function refuseInnerConnect(deps: ExchangeDeps, context: TunnelContext, u
   ex.target(authority?.host ?? '-', authority?.port ?? 0, authority ? '' : (url ?? '').slice(0, 300));
   const decision = authority ? ex.consider({ phase: 'connect', scheme: 'https', host: authority.host, port: authority.port }) : null;
   const denied = decision?.action === 'deny' ? decision : null;
-  ex.refuse(403, (denied?.reason as DenyReason | undefined) ?? 'bad_request', denied?.message ?? 'CONNECT inside a tunnel is not supported', 'CONNECT inside a tunnel');
+  ex.refuse(403, denied?.reason ?? 'bad_request', denied?.message ?? 'CONNECT inside a tunnel is not supported', 'CONNECT inside a tunnel');
 }
 
 /** How a head that could not be served (malformed, too large, too slow) is answered. */

@@ -14,7 +14,7 @@ import type { Upstream } from './upstream.js';
 import { TIMEOUT_CODES } from './http1/http1-client.js';
 import type { ResponseOut } from './http1/types.js';
 import { denyBody, endWith, rawResponse } from './responses.js';
-import { outcomeOf, RequestRecord } from './record.js';
+import { RequestRecord } from './record.js';
 import type { Outcome } from './record.js';
 import { usageOf } from './usage.js';
 import type { Authority } from './target.js';
@@ -74,9 +74,6 @@ export function failureOf(err: Error & { code?: string }, upstream: Authority): 
   const status = TIMEOUT_CODES.has(code) ? 504 : 502;
   return { status, reason: 'upstream_error', deny: false, message: `Airlock: upstream ${upstream.host}:${upstream.port} failed (${code}).`, detail: code };
 }
-
-// Denials report mode lets through: the policy's rules. Malformed hosts stay refused.
-const REPORTABLE = new Set<Decision['reason']>(['no_rule', 'port_not_allowed', 'method_not_allowed', 'path_not_allowed']);
 
 const NOT_DECIDED: Outcome = { action: 'deny', rule: null, reason: 'bad_request' };
 
@@ -167,14 +164,9 @@ export class Exchange {
     return true;
   }
 
-  /** The policy's answer for these facts (report mode applied), without acting on it. */
+  /** The policy's answer for these facts, without acting on it (a tunnel's other SNI names). */
   judge(facts: RequestFacts): Decision {
-    const decision = decide(this.policy, facts);
-    // Report mode lets a denial through; outcomeOf() audits it as would_deny.
-    if (decision.action === 'deny' && this.policy.mode === 'report' && REPORTABLE.has(decision.reason)) {
-      return { ...decision, action: 'allow', inspect: true };
-    }
-    return decision;
+    return decide(this.policy, facts);
   }
 
   /** Decides the exchange without acting on the decision (what is audited, which rule). */
@@ -183,14 +175,15 @@ export class Exchange {
   }
 
   /**
-   * Decides the exchange: the decision, or null when it was denied (answered with 403 and
+   * Decides the exchange and acts on it: the decision (allow, or would_deny in report mode), or
+   * null when it was denied (answered with 403 and
    * audited, with `deniedPath` as the path when given).
    */
   decide(facts: RequestFacts, deniedPath?: string): Decision | null {
     const decision = this.consider(facts);
     if (decision.action !== 'deny') return decision;
     if (deniedPath !== undefined) this.target(this.authority.host, this.authority.port, deniedPath);
-    this.refuse(403, decision.reason as DenyReason, decision.message);
+    this.refuse(403, decision.reason, decision.message);
     return null;
   }
 
@@ -293,7 +286,8 @@ export class Exchange {
   }
 
   private decided(): Outcome {
-    return this.decision ? outcomeOf(this.decision) : NOT_DECIDED;
+    const d = this.decision;
+    return d ? { action: d.action, rule: d.rule, reason: d.reason } : NOT_DECIDED;
   }
 
   /** The only call of record.finish(): the record writes its line once. */

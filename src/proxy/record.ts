@@ -68,9 +68,3 @@ export class RequestRecord {
     this.session.audit.record(entry);
   }
 }
-
-/** How a decision is audited: a denial that report mode let through is a would_deny. */
-export function outcomeOf(decision: Decision): Outcome {
-  const action = decision.action === 'allow' && decision.reason !== 'allowed' ? 'would_deny' : decision.action;
-  return { action, rule: decision.rule, reason: decision.reason };
-}
