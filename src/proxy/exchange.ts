@@ -11,7 +11,7 @@ import type { OutgoingRequest, SwapResult } from '../credentials/broker.js';
 import type { ProxySession } from './context.js';
 import { DestinationBlocked } from './upstream.js';
 import type { Upstream } from './upstream.js';
-import { TIMEOUT_CODES } from './http1/http1-client.js';
+import { TIMEOUT_CODES } from './http1/errors.js';
 import type { ResponseOut } from './http1/types.js';
 import { denyBody, endWith, rawResponse } from './responses.js';
 import { RequestRecord } from './record.js';

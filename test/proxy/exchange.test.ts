@@ -13,7 +13,7 @@ import type { ProxySession } from '../../src/proxy/context.js';
 import { Exchange, failureOf, UploadBudgetExceeded } from '../../src/proxy/exchange.js';
 import type { ExchangeDeps } from '../../src/proxy/exchange.js';
 import { DestinationBlocked, UpstreamError } from '../../src/proxy/upstream.js';
-import { Http1Error } from '../../src/proxy/http1/http1-client.js';
+import { Http1Error } from '../../src/proxy/http1/errors.js';
 
 const allowing = parsePolicy('version: 1\nname: open\nallow:\n  - host: api.example.com\n', 'open.yaml');
 const denying = parsePolicy('version: 1\nname: closed\nallow: []\n', 'closed.yaml');

@@ -4,8 +4,7 @@ import net from 'node:net';
 import { Readable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Http1Client } from '../../src/proxy/http1/http1-client.js';
-import type { UpstreamCall } from '../../src/proxy/http1/http1-client.js';
-import type { BodySink, ResponseHead } from '../../src/proxy/http1/types.js';
+import type { BodySink, ResponseHead, UpstreamCall } from '../../src/proxy/http1/types.js';
 import { startScriptedServer } from '../helpers/servers.js';
 import type { ScriptedServer } from '../helpers/servers.js';
 

@@ -1,7 +1,24 @@
 // The shapes the HTTP/1 wing shares with what forwards through it: a request head as read, where
 // a response body goes, and the response a request is answered on. Node's IncomingMessage and
 // ServerResponse fit them, and so do the tunnel's own TunnelRequest and TunnelResponse.
+import type { Readable } from 'node:stream';
 import type { HeadFields } from './request-head.js';
+
+/** A request the upstream client sends. */
+export interface UpstreamCall {
+  readonly secure: boolean;
+  readonly host: string;
+  readonly port: number;
+  readonly method: string;
+  /** Path and query, already checked. */
+  readonly path: string;
+  /** Flat [name, value, ...] list; sent as given (Host added when absent). */
+  readonly headers: readonly string[];
+  /** Request body: with a Content-Length header it is sent as is, otherwise chunked. */
+  readonly body: Readable | null;
+  /** Called per body chunk before it is sent; throwing stops the request with that error. */
+  readonly onBodyChunk?: (bytes: number) => void;
+}
 
 export interface ResponseHead {
   readonly statusCode: number;
