@@ -274,9 +274,14 @@ export class Exchange {
     this.watchClose();
   }
 
-  /** Ends a tunnel or upgrade: its audit line, with the decision's outcome. */
-  end(status: number, detail?: string): void {
+  /**
+   * Ends a tunnel or upgrade: its audit line, with the decision's outcome; `answer`, when given,
+   * is sent on the raw socket with that status (an upstream that refused an upgrade, say).
+   */
+  end(status: number, detail?: string, answer?: string): void {
+    if (this.ended) return;
     this.finish(status, detail);
+    if (answer !== undefined && 'socket' in this.channel) answerRaw(this.channel.socket, status, answer);
   }
 
   /** Runs when the client's channel closes (a slot given back, say). */

@@ -8,7 +8,7 @@ import WebSocket, { WebSocketServer } from 'ws';
 import type { RawData } from 'ws';
 import { enter } from './entrance.js';
 import type { CheckedTarget, Incoming } from './entrance.js';
-import { answerRaw, Exchange } from './exchange.js';
+import { Exchange } from './exchange.js';
 import type { ExchangeDeps, Forward } from './exchange.js';
 import { forwardRequestHeaders } from './headers.js';
 import { usageOf } from './usage.js';
@@ -115,9 +115,8 @@ async function relay(deps: ExchangeDeps, ex: Exchange, x: Incoming & { req: http
   upstream.on('unexpected-response', (_r, response) => {
     const status = response.statusCode ?? 502;
     response.resume();
-    ex.end(status, 'upstream refused the upgrade');
     // The standard phrase, not the upstream's: a bound host may put what it received there.
-    answerRaw(socket, status, `Airlock: upstream refused the WebSocket upgrade (${status}).\n`);
+    ex.end(status, 'upstream refused the upgrade', `Airlock: upstream refused the WebSocket upgrade (${status}).\n`);
     upstream.terminate();
   });
   upstream.on('error', (err: Error & { code?: string }) => {
