@@ -59,12 +59,18 @@ describe('failureOf: every error kind has one status', () => {
   });
 });
 
+/** A CONNECT exchange to api.example.com:443 on a socket that records what is sent. */
+function tunnelExchange(s: ProxySession): { ex: Exchange; sent: () => string } {
+  const channel = socketChannel();
+  const ex = new Exchange(deps, s, 'tunnel', 'CONNECT', 'https', { socket: channel.socket });
+  ex.target('api.example.com', 443, '');
+  return { ex, sent: channel.sent };
+}
+
 describe('Exchange', () => {
   it('writes one audit line, however many ends it meets', () => {
     const { session: s, lines } = session(allowing);
-    const { socket } = socketChannel();
-    const ex = new Exchange(deps, s, 'tunnel', 'CONNECT', 'https', { socket });
-    ex.target('api.example.com', 443, '');
+    const { ex } = tunnelExchange(s);
     expect(ex.decide(connectFacts)).toMatchObject({ action: 'allow' });
     ex.end(200);
     ex.fail(new UpstreamError('late', 502, 'ECONNRESET'));
@@ -75,50 +81,41 @@ describe('Exchange', () => {
 
   it('decides with the policy it was admitted under, even if the session gets another one', () => {
     const { session: s, lines } = session(allowing);
-    const { socket } = socketChannel();
-    const ex = new Exchange(deps, s, 'tunnel', 'CONNECT', 'https', { socket });
+    const { ex } = tunnelExchange(s);
     s.policy = denying; // replaced while the exchange is in flight
-    ex.target('api.example.com', 443, '');
     expect(ex.decide(connectFacts)).toMatchObject({ action: 'allow' });
     ex.end(200);
     expect(lines[0]).toMatchObject({ action: 'allow', reason: 'allowed' });
     // The next exchange takes the new policy.
-    const next = new Exchange(deps, s, 'tunnel', 'CONNECT', 'https', { socket: socketChannel().socket });
-    next.target('api.example.com', 443, '');
-    expect(next.decide(connectFacts)).toBeNull();
+    expect(tunnelExchange(s).ex.decide(connectFacts)).toBeNull();
     expect(lines[1]).toMatchObject({ status: 403, action: 'deny', reason: 'no_rule' });
   });
 
   it('answers a denial on a raw socket with the JSON body and audits it as deny', () => {
     const { session: s, lines } = session(denying);
-    const channel = socketChannel();
-    const ex = new Exchange(deps, s, 'tunnel', 'CONNECT', 'https', { socket: channel.socket });
-    ex.target('api.example.com', 443, '');
+    const { ex, sent } = tunnelExchange(s);
     expect(ex.decide(connectFacts)).toBeNull();
-    const sent = channel.sent();
-    expect(sent).toMatch(/^HTTP\/1\.1 403 Forbidden\r\n/);
-    expect(sent).toMatch(/\r\nX-Airlock-Decision: deny; reason=no_rule\r\n/);
-    expect(JSON.parse(sent.slice(sent.indexOf('\r\n\r\n') + 4))).toMatchObject({ reason: 'no_rule', policy: 'closed', host: 'api.example.com:443' });
+    const answer = sent();
+    expect(answer).toMatch(/^HTTP\/1\.1 403 Forbidden\r\n/);
+    expect(answer).toMatch(/\r\nX-Airlock-Decision: deny; reason=no_rule\r\n/);
+    expect(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4))).toMatchObject({ reason: 'no_rule', policy: 'closed', host: 'api.example.com:443' });
     expect(lines).toEqual([expect.objectContaining({ status: 403, action: 'deny', reason: 'no_rule' })]);
   });
 
   it('audits a denial report mode lets through as would_deny', () => {
     const { session: s, lines } = session(reporting);
-    const ex = new Exchange(deps, s, 'tunnel', 'CONNECT', 'https', { socket: socketChannel().socket });
-    ex.target('api.example.com', 443, '');
-    expect(ex.decide(connectFacts)).toMatchObject({ reason: 'no_rule', inspect: true });
+    const { ex } = tunnelExchange(s);
+    expect(ex.decide(connectFacts)).toMatchObject({ action: 'would_deny', reason: 'no_rule', inspect: true });
     ex.end(200);
     expect(lines[0]).toMatchObject({ status: 200, action: 'would_deny', reason: 'no_rule' });
   });
 
   it('an upstream failure of an allowed tunnel is answered 502 and audited as allowed with the code', () => {
     const { session: s, lines } = session(allowing);
-    const channel = socketChannel();
-    const ex = new Exchange(deps, s, 'tunnel', 'CONNECT', 'https', { socket: channel.socket });
-    ex.target('api.example.com', 443, '');
+    const { ex, sent } = tunnelExchange(s);
     ex.decide(connectFacts);
     ex.fail(new UpstreamError('cannot connect', 502, 'ECONNREFUSED'));
-    expect(channel.sent()).toMatch(/^HTTP\/1\.1 502 Bad Gateway\r\n/);
+    expect(sent()).toMatch(/^HTTP\/1\.1 502 Bad Gateway\r\n/);
     expect(lines[0]).toMatchObject({ status: 502, action: 'allow', reason: 'upstream_error', detail: 'ECONNREFUSED' });
   });
 });
