@@ -1,5 +1,7 @@
-// The forward proxy: plain HTTP, CONNECT (inspected or blind) and WebSocket upgrades, all decided
-// by the same decide() and audited once when they end.
+// The forward proxy's listeners: each connection admitted and each request, CONNECT and upgrade
+// authenticated here, then handed to its path (forward.ts, connect.ts, websocket.ts), where it is
+// one exchange (exchange.ts) until its audit line. Also the sockets taken over from Node's HTTP
+// server, so that a listener or a session can be closed with all it carries.
 import http from 'node:http';
 import type net from 'node:net';
 import type tls from 'node:tls';

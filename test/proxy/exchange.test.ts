@@ -11,6 +11,7 @@ import type { AuditLog } from '../../src/audit/log.js';
 import { NO_CREDENTIALS } from '../../src/credentials/broker.js';
 import type { ProxySession } from '../../src/proxy/context.js';
 import { Exchange, failureOf, UploadBudgetExceeded } from '../../src/proxy/exchange.js';
+import { enter } from '../../src/proxy/entrance.js';
 import type { ExchangeDeps } from '../../src/proxy/exchange.js';
 import { DestinationBlocked, UpstreamError } from '../../src/proxy/upstream.js';
 import { Http1Error } from '../../src/proxy/http1/errors.js';
@@ -117,5 +118,42 @@ describe('Exchange', () => {
     ex.fail(new UpstreamError('cannot connect', 502, 'ECONNREFUSED'));
     expect(sent()).toMatch(/^HTTP\/1\.1 502 Bad Gateway\r\n/);
     expect(lines[0]).toMatchObject({ status: 502, action: 'allow', reason: 'upstream_error', detail: 'ECONNREFUSED' });
+  });
+});
+
+describe('enter: auth (done), then limits, then the decision', () => {
+  const limited = parsePolicy(
+    'version: 1\nname: limited\nallow:\n  - host: api.example.com\n    methods: [GET]\nlimits: { requests_per_second: 1, max_upload_bytes: 10 }\n',
+    'limited.yaml',
+  );
+
+  function request(s: ProxySession, method: string, url: string, headers: Record<string, string> = {}) {
+    const rawHeaders = Object.entries({ Host: new URL(url).host, ...headers }).flat();
+    const req = { method, url, rawHeaders, headers: Object.fromEntries(Object.entries({ host: new URL(url).host, ...headers }).map(([k, v]) => [k.toLowerCase(), v])), socket: { bytesWritten: 0 } };
+    const channel = socketChannel();
+    const ex = new Exchange(deps, s, 'websocket', method, 'http', { socket: channel.socket });
+    const upload = Number(req.headers['content-length'] ?? 0);
+    return { admitted: enter(ex, { req, session: s, scheme: 'http' }, { connection: false, upload }), sent: channel.sent };
+  }
+
+  it('a request over the rate limit is refused 429 before the policy is asked (it would have been denied too)', () => {
+    const { session: s, lines } = session(limited);
+    expect(request(s, 'GET', 'http://api.example.com/a').admitted).toMatchObject({ decision: { action: 'allow' } });
+    const second = request(s, 'POST', 'http://api.example.com/b');
+    expect(second.admitted).toBeNull();
+    expect(second.sent()).toMatch(/^HTTP\/1\.1 429 Too Many Requests\r\n[^]*Retry-After: 1\r\n/);
+    expect(lines).toEqual([expect.objectContaining({ status: 429, action: 'deny', reason: 'rate_limited', rule: null, path: '/b' })]);
+  });
+
+  it('a declared upload over the budget is refused 429 before the policy is asked', () => {
+    const { session: s, lines } = session(limited);
+    expect(request(s, 'PUT', 'http://nowhere.example/x', { 'Content-Length': '11' }).admitted).toBeNull();
+    expect(lines).toEqual([expect.objectContaining({ status: 429, reason: 'upload_budget_exceeded', host: 'nowhere.example' })]);
+  });
+
+  it('a request within its limits is decided: a denial is a 403 with the rule that came closest', () => {
+    const { session: s, lines } = session(limited);
+    expect(request(s, 'POST', 'http://api.example.com/c').admitted).toBeNull();
+    expect(lines).toEqual([expect.objectContaining({ status: 403, action: 'deny', reason: 'method_not_allowed', rule: 'allow[0] api.example.com' })]);
   });
 });
