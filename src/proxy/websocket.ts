@@ -39,7 +39,10 @@ function sendableCode(code: number): number | undefined {
   return code === 1005 || code === 1006 || code === 1015 ? undefined : code;
 }
 
-export function relayWebSocket(deps: ExchangeDeps, x: Incoming & { req: http.IncomingMessage; socket: Duplex; head: Buffer }): void {
+/** An upgrade request, with the socket Node's server handed over and the bytes read past its head. */
+export type UpgradeIn = Incoming & { readonly req: http.IncomingMessage; readonly socket: Duplex; readonly head: Buffer };
+
+export function relayWebSocket(deps: ExchangeDeps, x: UpgradeIn): void {
   const { req, socket, session } = x;
   socket.on('error', () => socket.destroy());
   const ex = new Exchange(deps, session, 'websocket', req.method ?? 'GET', x.scheme, { socket });
@@ -71,7 +74,8 @@ export function relayWebSocket(deps: ExchangeDeps, x: Incoming & { req: http.Inc
   );
 }
 
-async function relay(deps: ExchangeDeps, ex: Exchange, x: Incoming & { req: http.IncomingMessage; socket: Duplex; head: Buffer }, target: CheckedTarget, swap: Forward): Promise<void> {
+/** Opens the upstream WebSocket with what the swap gave, then relays message by message. */
+async function relay(deps: ExchangeDeps, ex: Exchange, x: UpgradeIn, target: CheckedTarget, swap: Forward): Promise<void> {
   const { req, socket, session } = x;
   // Messages from a host that may hold a secret are scrubbed like response bodies; built after
   // the swap, so a value that rotated just now is among those scrubbed.

@@ -44,6 +44,9 @@ const enum Phase {
   Trailers,
 }
 
+/** Where parsing goes after a head, by how its body is framed. */
+const BODY_PHASE: Record<FramedHead['framing'], Phase> = { none: Phase.Idle, length: Phase.Fixed, chunked: Phase.ChunkSize, close: Phase.UntilClose };
+
 export class ResponseParser {
   private phase = Phase.Idle;
   /** A partial head or chunk line, kept for the next feed. */
@@ -204,7 +207,8 @@ export class ResponseParser {
       return false;
     }
     if (head === null) return true; // 100, 102, 103: informational, not passed on; the real head follows
-    this.phase = head.framing === 'chunked' ? Phase.ChunkSize : head.framing === 'none' ? Phase.Idle : head.framing === 'close' ? Phase.UntilClose : head.length === 0 ? Phase.Idle : Phase.Fixed;
+    this.phase = BODY_PHASE[head.framing];
+    if (this.phase === Phase.Fixed && head.length === 0) this.phase = Phase.Idle;
     this.left = head.length;
     const run = this.run;
     this.events.head(head);
