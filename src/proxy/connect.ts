@@ -5,7 +5,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
 import type { ProxySession } from './context.js';
-import { answerRaw, Exchange } from './exchange.js';
+import { answerRaw, Exchange, failureOf } from './exchange.js';
 import type { ExchangeDeps } from './exchange.js';
 import { parseAuthority } from './target.js';
 import type { Authority } from './target.js';
@@ -169,25 +169,19 @@ export function refuseInnerConnect(deps: ExchangeDeps, context: TunnelContext, u
   ex.refuse(403, denied?.reason ?? 'bad_request', denied?.message ?? 'CONNECT inside a tunnel is not supported', 'CONNECT inside a tunnel');
 }
 
-/** How a head that could not be served (malformed, too large, too slow) is answered. */
-export function clientErrorAnswer(code: string): { status: number; message: string } {
-  const timedOut = code === 'ERR_HTTP_REQUEST_TIMEOUT'; // headersTimeout (slowloris)
-  const status = timedOut ? 408 : code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
-  return { status, message: timedOut ? 'Airlock: the request head took too long.' : `Airlock: malformed request (${code}).` };
-}
-
 /**
  * A request inside a tunnel that the parser refused (smuggling attempts, header floods) or that
  * timed out belongs to the tunnel's session: answered and audited. On a listener no session is
  * known yet (the head never parsed), so it is answered and only the operational log has it.
  */
 export function answerClientError(deps: ExchangeDeps, context: TunnelContext | undefined, socket: Duplex, code: string): void {
-  const { status, message } = clientErrorAnswer(code);
+  const err = Object.assign(new Error(`client error ${code}`), { code });
   if (!context) {
-    answerRaw(socket, status, message + '\n');
+    const failure = failureOf(err, { host: '-', port: 0 });
+    answerRaw(socket, failure.status, failure.message + '\n');
     return;
   }
   const ex = new Exchange(deps, context.session, 'request', '-', 'https', { socket });
   ex.target(context.connect.host, context.connect.port, '');
-  ex.refuse(status, 'bad_request', message, code);
+  ex.fail(err);
 }

@@ -55,8 +55,9 @@ export interface Failure {
 
 /**
  * The one mapping from an error to its answer: a blocked destination is a denial (403), an upload
- * over budget 429, a client body that never came 408, timeouts 504, the client leaving 499, any
- * other upstream failure 502.
+ * over budget 429, a request head the parser refused 400 (431 when too large, 408 when too slow),
+ * a client body that never came 408, timeouts 504, the client leaving 499, any other upstream
+ * failure 502.
  */
 export function failureOf(err: Error & { code?: string }, upstream: Authority): Failure {
   if (err instanceof DestinationBlocked) {
@@ -67,6 +68,14 @@ export function failureOf(err: Error & { code?: string }, upstream: Authority): 
     return { status: 429, reason: 'upload_budget_exceeded', deny: true, message, detail: undefined, close: true };
   }
   const code = err.code ?? err.name;
+  // Node's parser (and the tunnel's own) report a head it will not serve with these codes.
+  if (code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+    return { status: 408, reason: 'bad_request', deny: true, message: 'Airlock: the request head took too long.', detail: code, close: true };
+  }
+  if (code.startsWith('HPE_')) {
+    const status = code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
+    return { status, reason: 'bad_request', deny: true, message: `Airlock: malformed request (${code}).`, detail: code, close: true };
+  }
   if (code === 'ABORTED') return { status: 499, reason: 'upstream_error', deny: false, message: '', detail: 'client_closed' };
   if (code === 'CLIENT_BODY_TIMEOUT') {
     return { status: 408, reason: 'upstream_error', deny: false, message: 'Airlock: the request body did not arrive in time.', detail: code };

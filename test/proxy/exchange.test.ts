@@ -49,6 +49,9 @@ describe('failureOf: every error kind has one status', () => {
     ['the client leaving', new Http1Error('aborted by the client', 'ABORTED'), 499, 'upstream_error', false],
     ['a refused connection', new UpstreamError('cannot connect', 502, 'ECONNREFUSED'), 502, 'upstream_error', false],
     ['a malformed response', new Http1Error('bad', 'UPSTREAM_BAD_RESPONSE'), 502, 'upstream_error', false],
+    ['a request head too slow to arrive', Object.assign(new Error('slow'), { code: 'ERR_HTTP_REQUEST_TIMEOUT' }), 408, 'bad_request', true],
+    ['a request head too large', Object.assign(new Error('big'), { code: 'HPE_HEADER_OVERFLOW' }), 431, 'bad_request', true],
+    ['a request head the parser refused', Object.assign(new Error('bad'), { code: 'HPE_INVALID_HEADER_TOKEN' }), 400, 'bad_request', true],
   ] as const)('%s', (_what, err, status, reason, deny) => {
     expect(failureOf(err, where)).toMatchObject({ status, reason, deny });
   });
