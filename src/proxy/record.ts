@@ -20,13 +20,17 @@ export class RequestRecord {
   private up = 0;
   private down = 0;
   private done = false;
+  /** The policy this record is decided under: the session's at the moment it is made. */
+  private readonly policyVersion: string | undefined;
 
   constructor(
     readonly session: ProxySession | null,
     readonly kind: AuditEntry['kind'],
     readonly method: string,
     readonly scheme: 'http' | 'https',
-  ) {}
+  ) {
+    this.policyVersion = session?.policy.digest;
+  }
 
   target(host: string, port: number, pathWithQuery: string): void {
     this.authority = { host, port };
@@ -57,6 +61,7 @@ export class RequestRecord {
       path: redactQuery(this.path),
       status,
       action: outcome.action,
+      policy_version: this.policyVersion,
       rule: outcome.rule,
       reason: outcome.reason,
       credentials: [...this.credentials],
