@@ -2,7 +2,7 @@
 import http from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve as resolvePath } from 'node:path';
 import pino from 'pino';
 import { describeSession, startAdmin } from '../sessions/admin.js';
 import type { SessionInfo } from '../sessions/admin.js';
@@ -91,6 +91,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     token,
     runtime,
     defaultPolicy: policy,
+    defaultPolicyFile: resolvePath(options.policy),
     proxyHost: address.address,
     proxyPort: address.port,
     log,
@@ -98,6 +99,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   log.info({ listen: `${address.address}:${address.port}`, admin: paths.socket, policy: policy.name }, 'airlock proxy ready');
   if (options.firstSession) {
     const session = await runtime.sessions.create(policy);
+    runtime.policies.follow(session, resolvePath(options.policy), true);
     const info = { ...describeSession(session, address.address, address.port), withheld_env: await session.credentials.variablesHoldingSecrets(process.env) };
     process.stderr.write(withheldNotice(withheldByExports(info), 'the shell that evals these exports'));
     process.stdout.write(exportsFor(info));
@@ -150,6 +152,8 @@ export class AdminError extends UsageError {
     message: string,
     readonly status?: number,
     readonly code?: string,
+    /** The daemon's whole answer, when it gave one. */
+    readonly body?: unknown,
   ) {
     super(message);
   }
@@ -179,7 +183,7 @@ function adminAnswer(socket: string, status: number, text: string): unknown {
   } catch {
     throw new AdminError(`the airlock proxy at ${socket} answered something other than JSON (status ${status})`, status);
   }
-  if (status >= 400) throw new AdminError(parsed.error ?? `admin endpoint answered ${status}`, status);
+  if (status >= 400) throw new AdminError(parsed.error ?? `admin endpoint answered ${status}`, status, undefined, parsed);
   return parsed;
 }
 

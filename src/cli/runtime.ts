@@ -8,6 +8,7 @@ import { ProxyRuntime } from '../sessions/runtime.js';
 import type { RuntimeOptions } from '../sessions/runtime.js';
 import { credentialsFactory } from '../credentials/sources.js';
 import { checkCidrs, collect, parseResolve, upstreamRoots } from './config.js';
+import { POLICY_FILES } from './policy-files.js';
 
 /** The shared flags, as commander hands them over. */
 export interface ProxyFlags {
@@ -46,6 +47,8 @@ export interface BuildRuntimeOptions extends ProxyFlags {
   readonly log?: pino.Logger;
   /** Connection limits, worked out once the state dir and the log exist. */
   readonly limits?: (log: pino.Logger) => RuntimeOptions['limits'];
+  /** Every session of this runtime follows this policy file (reload; watched unless `watch` is false). */
+  readonly follow?: { readonly file: string; readonly watch: boolean };
 }
 
 /**
@@ -69,6 +72,8 @@ export function buildRuntime(o: BuildRuntimeOptions): { runtime: ProxyRuntime; l
     caKeyType: o.caKey,
     credentials: credentialsFactory(process.env),
     allowPrivate: checkCidrs(o.allowPrivate),
+    policyFiles: POLICY_FILES,
+    onCreate: o.follow ? (session) => runtime.policies.follow(session, o.follow!.file, o.follow!.watch) : undefined,
   });
   return { runtime, log };
 }

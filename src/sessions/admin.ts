@@ -3,7 +3,7 @@
 // another local user can reach it. Never on a network address a session can route to.
 import http from 'node:http';
 import { chmodSync, rmSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, isAbsolute } from 'node:path';
 import type pino from 'pino';
 import { parsePolicy, PolicyError } from '../policy/index.js';
 import type { Policy } from '../policy/index.js';
@@ -12,12 +12,15 @@ import type { ProxyRuntime } from './runtime.js';
 import { proxyUrl, relaySocketPath } from './registry.js';
 import { tokenMatches } from './session.js';
 import type { Session } from './session.js';
+import { operatorRoute } from './operator-api.js';
 
 export interface AdminOptions {
   readonly socketPath: string;
   readonly token: string;
   readonly runtime: ProxyRuntime;
   readonly defaultPolicy: Policy;
+  /** The file defaultPolicy was read from (absolute): sessions made with it follow it. */
+  readonly defaultPolicyFile?: string;
   /** Address clients use to reach the proxy listener, for the URLs handed out. */
   readonly proxyHost: string;
   readonly proxyPort: number;
@@ -27,6 +30,10 @@ export interface AdminOptions {
 export interface SessionInfo {
   id: string;
   policy: string;
+  /** Digest of the policy in force (Policy.digest). */
+  policy_version: string;
+  /** The policy file the session follows, if any. */
+  policy_file?: string;
   proxy_url: string;
   proxy_port: number;
   /** Set for sessions with their own listener (Docker sessions on a network gateway). */
@@ -51,6 +58,8 @@ export function describeSession(session: Session, host: string, port: number): S
   return {
     id: session.id,
     policy: session.policy.name,
+    policy_version: session.policy.digest,
+    policy_file: session.policyStatus.file,
     proxy_url: proxyUrl(session, host, port),
     proxy_port: port,
     bundle: session.bundlePath,
@@ -174,10 +183,13 @@ export async function startAdmin(options: AdminOptions): Promise<http.Server> {
       const launcherPid = Number.isSafeInteger(body.launcher_pid) && (body.launcher_pid as number) > 0 ? (body.launcher_pid as number) : undefined;
       // A session with its own listener, e.g. on a Docker session network's gateway.
       const listener = listenHost === null && !listenSocket ? undefined : `session:${id ?? 'x'}-${Date.now()}`;
+      // The file the policy came from, to follow: the launcher's (absolute) or the daemon's own.
+      const policyFile = typeof body.policy_text === 'string' ? (typeof body.policy_file === 'string' && isAbsolute(body.policy_file) ? body.policy_file : undefined) : options.defaultPolicyFile;
       const session = await runtime.sessions.create(policy, { id, listener });
       held.set(session.id, { launcherPid, leased: lease });
       let withheld: string[] | undefined;
       try {
+        if (policyFile) runtime.policies.follow(session, policyFile, body.watch_policy !== false);
         // The caller's variables are compared here, where the secrets are: the answer is names,
         // so neither the secrets nor anything derived from them leave the daemon.
         if (checkEnv) withheld = await session.credentials.variablesHoldingSecrets(checkEnv);
@@ -205,6 +217,8 @@ export async function startAdmin(options: AdminOptions): Promise<http.Server> {
       res.once('close', end);
       return;
     }
+    const answer = await operatorRoute(runtime, req.method ?? 'GET', url, () => readJson(req));
+    if (answer) return send(res, answer.status, answer.body);
     const match = /^\/sessions\/([a-z0-9-]+)$/.exec(url.pathname);
     if (req.method === 'DELETE' && match) {
       const removed = await remove(match[1]!);
