@@ -54,9 +54,11 @@ const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[
 
 /** `text` as one line of plain text: unsafe characters become spaces, at most `max` characters. */
 export function plainText(text: string, max: number): string {
-  const cleaned = text.slice(0, max * 2).replace(LONE_SURROGATE, '\ufffd').replace(UNSAFE, ' ').replace(/ {2,}/g, ' ').trim();
+  // Bounded work on a huge input: at most two code units per character kept, and a few spare.
+  const window = max * 2 + 4;
+  const cleaned = text.slice(0, window).replace(LONE_SURROGATE, '\ufffd').replace(UNSAFE, ' ').replace(/ {2,}/g, ' ').trim();
   const chars = [...cleaned];
-  return chars.length > max ? `${chars.slice(0, max - 1).join('')}…` : cleaned;
+  return chars.length > max || text.length > window ? `${chars.slice(0, max - 1).join('')}…` : cleaned;
 }
 
 /** What an agent sends to ask for access; every field is checked (see requestAccess). */
