@@ -11,6 +11,7 @@ import { buildRuntime } from './runtime.js';
 import type { ProxyFlags } from './runtime.js';
 import { capsFor, raiseOpenFileLimit, UNKNOWN_LIMIT_CAPS } from './fd-limit.js';
 import { withheldNotice } from './session-env.js';
+import type { AdminTarget } from './control.js';
 import { clientEnv, HOST_NO_PROXY, SHADOWING_PROXY_VARS } from '../sessions/client-env.js';
 
 export interface DaemonOptions extends ProxyFlags {
@@ -159,8 +160,7 @@ export class AdminError extends UsageError {
   }
 }
 
-function adminAccess(stateDir: string): { socket: string; token: string } {
-  const paths = adminPaths(stateDir);
+function adminAccess(stateDir: string, paths: AdminTarget = adminPaths(stateDir)): { socket: string; token: string } {
   try {
     return { socket: paths.socket, token: readFileSync(paths.token, 'utf8').trim() };
   } catch {
@@ -188,8 +188,8 @@ function adminAnswer(socket: string, status: number, text: string): unknown {
 }
 
 /** Calls the daemon's admin endpoint. */
-export async function adminRequest(stateDir: string, method: string, path: string, body?: unknown): Promise<unknown> {
-  const access = adminAccess(stateDir);
+export async function adminRequest(stateDir: string, method: string, path: string, body?: unknown, target?: AdminTarget): Promise<unknown> {
+  const access = adminAccess(stateDir, target);
   const payload = body === undefined ? undefined : JSON.stringify(body);
   return await new Promise((resolve, reject) => {
     const req = http.request(

@@ -8,6 +8,7 @@ import type { ApprovalPlan } from '../sessions/approve.js';
 import type { ReloadResult } from '../sessions/policy-reload.js';
 import { AdminError, adminRequest } from './daemon.js';
 import { UsageError } from './config.js';
+import { controlTarget } from './control.js';
 
 function describeItem(item: InboxItem): string {
   const target = `${item.scheme}://${item.host}${(item.scheme === 'https' && item.port === 443) || (item.scheme === 'http' && item.port === 80) ? '' : `:${item.port}`}`;
@@ -59,12 +60,13 @@ async function confirm(question: string): Promise<boolean> {
 export function registerOperatorCommands(program: Command, policyCommand: Command, stateDirOption: () => Option): void {
   policyCommand
     .command('reload')
-    .description("load the policy file again in the daemon's sessions (all, or one); the old policy stays if the file is invalid")
-    .option('--session <id>', 'only this session')
+    .description("load the policy file again in the daemon's sessions (all, or one, or an embedded run's); the old policy stays if the file is invalid")
+    .option('--session <id>', 'only this session (a daemon session, or an embedded `airlock run`/`exec` one)')
     .addOption(stateDirOption())
     .action(async (opts: { session?: string; stateDir: string }) => {
       try {
-        const answer = (await adminRequest(opts.stateDir, 'POST', '/policy/reload', opts.session ? { session: opts.session } : {})) as { results: ReloadResult[] };
+        const target = controlTarget(opts.stateDir, opts.session);
+        const answer = (await adminRequest(opts.stateDir, 'POST', '/policy/reload', opts.session ? { session: opts.session } : {}, target)) as { results: ReloadResult[] };
         printReload(answer.results);
         if (answer.results.length === 0) process.stdout.write('no session follows a policy file\n');
       } catch (err) {
@@ -81,14 +83,14 @@ export function registerOperatorCommands(program: Command, policyCommand: Comman
     .command('inbox')
     .description("requests the daemon's sessions were refused, and the access requests agents filed")
     .option('--all', 'include approved and dismissed items')
-    .option('--session <id>', 'only this session')
+    .option('--session <id>', "only this session (an embedded `airlock run`/`exec` session's own inbox)")
     .option('--json', 'print JSON')
     .addOption(stateDirOption())
     .action(async (opts: { all?: boolean; session?: string; json?: boolean; stateDir: string }) => {
       const query = new URLSearchParams();
       if (opts.all) query.set('all', '1');
       if (opts.session) query.set('session', opts.session);
-      const items = (await adminRequest(opts.stateDir, 'GET', `/inbox${query.size > 0 ? `?${query}` : ''}`)) as InboxItem[];
+      const items = (await adminRequest(opts.stateDir, 'GET', `/inbox${query.size > 0 ? `?${query}` : ''}`, undefined, controlTarget(opts.stateDir, opts.session))) as InboxItem[];
       if (opts.json) return void process.stdout.write(JSON.stringify(items, null, 2) + '\n');
       for (const item of items) process.stdout.write(describeItem(item) + '\n');
       if (items.length === 0) process.stdout.write('inbox empty\n');
@@ -100,17 +102,19 @@ export function registerOperatorCommands(program: Command, policyCommand: Comman
     .description('show the narrowest rule that allows an inbox item as a diff of the policy file; on yes, write it and reload')
     .argument('<id>', 'inbox item (see `airlock inbox`)')
     .option('--yes', 'do not ask')
+    .option('--session <id>', 'the item is in the inbox of this embedded `airlock run`/`exec` session, not the daemon\'s')
     .addOption(stateDirOption())
-    .action(async (id: string, opts: { yes?: boolean; stateDir: string }) => {
+    .action(async (id: string, opts: { yes?: boolean; session?: string; stateDir: string }) => {
       if (!/^\d{1,12}$/.test(id)) throw new UsageError(`${JSON.stringify(id)} is not an inbox item id (see \`airlock inbox\`)`);
-      const plan = (await adminRequest(opts.stateDir, 'GET', `/inbox/${id}/plan`)) as ApprovalPlan;
+      const target = controlTarget(opts.stateDir, opts.session);
+      const plan = (await adminRequest(opts.stateDir, 'GET', `/inbox/${id}/plan`, undefined, target)) as ApprovalPlan;
       process.stdout.write(formatPlan(plan));
       if (!opts.yes && !(await confirm(`Write ${plan.file} and reload? [y/N] `))) {
         process.stdout.write('not approved; nothing written\n');
         process.exitCode = 1;
         return;
       }
-      const done = (await adminRequest(opts.stateDir, 'POST', `/inbox/${id}/approve`, { expect: plan.to })) as { reload: ReloadResult[] };
+      const done = (await adminRequest(opts.stateDir, 'POST', `/inbox/${id}/approve`, { expect: plan.to }, target)) as { reload: ReloadResult[] };
       printReload(done.reload);
       process.stdout.write(`approved ${id}\n`);
     });
@@ -119,10 +123,11 @@ export function registerOperatorCommands(program: Command, policyCommand: Comman
     .command('deny')
     .description('dismiss an inbox item')
     .argument('<id>', 'inbox item (see `airlock inbox`)')
+    .option('--session <id>', 'the item is in the inbox of this embedded `airlock run`/`exec` session, not the daemon\'s')
     .addOption(stateDirOption())
-    .action(async (id: string, opts: { stateDir: string }) => {
+    .action(async (id: string, opts: { session?: string; stateDir: string }) => {
       if (!/^\d{1,12}$/.test(id)) throw new UsageError(`${JSON.stringify(id)} is not an inbox item id (see \`airlock inbox\`)`);
-      await adminRequest(opts.stateDir, 'POST', `/inbox/${id}/deny`);
+      await adminRequest(opts.stateDir, 'POST', `/inbox/${id}/deny`, undefined, controlTarget(opts.stateDir, opts.session));
       process.stdout.write(`dismissed ${id}\n`);
     });
 }

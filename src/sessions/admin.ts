@@ -226,11 +226,39 @@ export async function startAdmin(options: AdminOptions): Promise<http.Server> {
     }
     send(res, 404, { error: 'unknown admin route' });
   };
-  rmSync(options.socketPath, { force: true });
+  return await listenOwnerOnly(server, options.socketPath);
+}
+
+export interface ControlOptions {
+  readonly socketPath: string;
+  readonly token: string;
+  readonly runtime: ProxyRuntime;
+}
+
+/**
+ * The operator routes alone (policy reload, inbox, approve, deny) for a proxy that is not the
+ * daemon: an embedded `airlock run` or `airlock exec`. Same guards as the admin endpoint: a unix
+ * socket (owner-only) in the session's own directory, never in the relay directory a container
+ * sees, and a bearer token.
+ */
+export async function startControl(options: ControlOptions): Promise<http.Server> {
+  const server = http.createServer((req, res) => {
+    if (!authorised(req, options.token)) return send(res, 401, { error: 'control token required' });
+    const url = new URL(req.url ?? '/', 'http://control');
+    operatorRoute(options.runtime, req.method ?? 'GET', url, () => readJson(req))
+      .then((answer) => (answer ? send(res, answer.status, answer.body) : send(res, 404, { error: 'unknown control route' })))
+      .catch((err: Error) => send(res, 500, { error: err.message }));
+  });
+  return await listenOwnerOnly(server, options.socketPath);
+}
+
+/** Listens on a unix socket only its owner may connect to. */
+async function listenOwnerOnly(server: http.Server, socketPath: string): Promise<http.Server> {
+  rmSync(socketPath, { force: true });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(options.socketPath, () => resolve());
+    server.listen(socketPath, () => resolve());
   });
-  chmodSync(options.socketPath, 0o600);
+  chmodSync(socketPath, 0o600);
   return server;
 }
