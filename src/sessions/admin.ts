@@ -19,7 +19,7 @@ export interface AdminOptions {
   readonly token: string;
   readonly runtime: ProxyRuntime;
   readonly defaultPolicy: Policy;
-  /** The file defaultPolicy was read from (absolute): sessions made with it follow it. */
+  /** The file defaultPolicy was read from (absolute): new sessions read it as it is then, and follow it. */
   readonly defaultPolicyFile?: string;
   /** Address clients use to reach the proxy listener, for the URLs handed out. */
   readonly proxyHost: string;
@@ -174,7 +174,10 @@ export async function startAdmin(options: AdminOptions): Promise<http.Server> {
       const policy =
         typeof body.policy_text === 'string'
           ? parsePolicy(body.policy_text, typeof body.policy_source === 'string' ? body.policy_source : 'policy')
-          : options.defaultPolicy;
+          : options.defaultPolicyFile
+            ? // As the file is now (reloads and approvals included); an invalid file refuses the session.
+              parsePolicy(await runtime.policies.files.read(options.defaultPolicyFile), options.defaultPolicyFile)
+            : options.defaultPolicy;
       const id = typeof body.id === 'string' ? body.id : undefined;
       const checkEnv = checkEnvOf(body);
       const listenHost = typeof body.listen_host === 'string' ? body.listen_host : null;

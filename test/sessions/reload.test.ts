@@ -90,7 +90,7 @@ beforeAll(async () => {
   // /v1/slow streams for about 1.5 s: a request in flight across a reload.
   api = await startHttpsUpstream({
     pki,
-    names: ['api.github.com'],
+    names: ['api.github.com', 'uploads.github.com'],
     handler: (req, res) => {
       if (req.url === '/v1/slow') {
         res.writeHead(200, { 'Content-Type': 'text/plain' });
@@ -116,7 +116,7 @@ beforeAll(async () => {
   port = await freePort();
   daemon = spawn(
     process.execPath,
-    [CLI_PATH, 'proxy', '--policy', policyFile, '--listen', `127.0.0.1:${port}`, '--state-dir', stateDir, '--resolve', `api.github.com:443:127.0.0.1:${api.port}`, '--upstream-ca', pki.caFile],
+    [CLI_PATH, 'proxy', '--policy', policyFile, '--listen', `127.0.0.1:${port}`, '--state-dir', stateDir, '--resolve', `api.github.com:443:127.0.0.1:${api.port}`, '--resolve', `uploads.github.com:443:127.0.0.1:${api.port}`, '--upstream-ca', pki.caFile],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, AIRLOCK_RELOAD_SECRET: SECRET } },
   );
   daemon.stderr!.setEncoding('utf8').on('data', (c: string) => (daemonLog += c));
@@ -288,6 +288,28 @@ describe('the denial inbox, approve and deny', () => {
     saveByRename(POLICY);
     await waitFor(async () => (await policyStatus()).version === parsePolicy(POLICY, 'x').digest, 5_000, 'the original policy back');
   }, 60_000);
+
+  it('approving a host the session CA was not issued for says the running session cannot inspect it; new sessions can', async () => {
+    expect(await status('https://uploads.github.com/u')).toBe(0); // curl: CONNECT refused (403)
+    const item = await waitFor(async () => ((await admin('GET', `/inbox?session=${sessionId}`)).body as { id: string; host: string; method: string | null }[]).find((i) => i.host === 'uploads.github.com'), 5_000, 'the inbox item');
+    expect(item.method).toBeNull();
+    const r = await runCli(['approve', item.id, '--yes', '--state-dir', stateDir]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('+  - host: uploads.github.com\n');
+    expect(r.stdout).toContain('Note: only uploads.github.com:443 is known of the refused request');
+    expect(r.stdout).toContain("Warning: this session's CA was issued for api.github.com only, so TLS to uploads.github.com cannot be inspected in it");
+    // This session: the proxy allows the CONNECT, but curl refuses the leaf its CA may not sign.
+    const inSession = await curl('https://uploads.github.com/u');
+    expect(inSession.code).toBe(60);
+    // A session started now gets a CA for the new policy.
+    const created = await runCli(['session', 'create', '--state-dir', stateDir, '--json']);
+    const fresh = JSON.parse(created.stdout) as { id: string; proxy_url: string; bundle: string };
+    const r2 = await runProcess('curl', ['-sS', '--max-time', '10', 'https://uploads.github.com/u'], { env: { PATH: process.env.PATH, HOME: dir, HTTPS_PROXY: fresh.proxy_url, CURL_CA_BUNDLE: fresh.bundle } });
+    expect(r2.stdout).toBe('ok GET /u auth=other\n');
+    expect((await admin('DELETE', `/sessions/${fresh.id}`)).status).toBe(200);
+    saveByRename(POLICY);
+    await waitFor(async () => (await policyStatus()).version === parsePolicy(POLICY, 'x').digest, 5_000, 'the original policy back');
+  }, 30_000);
 
   it('approve refuses while the file on disk is not the version that runs, and deny dismisses', async () => {
     // A session that follows a file it does not watch (as `airlock run` does for a policy inside
