@@ -16,8 +16,8 @@ function describeItem(item: InboxItem): string {
   const seen = item.count === 1 ? `once, ${item.lastSeen}` : `${item.count}×, ${item.firstSeen} … ${item.lastSeen}`;
   const why = item.kind === 'requested' ? `asked: ${JSON.stringify(item.note ?? '')}` : `${item.reason}${item.rule ? ` (${item.rule})` : ''}`;
   const state = item.state === 'open' ? '' : ` [${item.state}]`;
-  // Everything here came from a session: shown as plain text, one line per item.
-  return plainText(`${item.id.padStart(4)}  ${item.session}  ${what}  ${why}  ${seen}${state}`, 4000);
+  // What and why came from a session: shown as plain text, one line per item.
+  return `${item.id.padStart(4)}  ${item.session}  ${plainText(what, 2100)}  ${plainText(why, 1100)}  ${seen}${state}`;
 }
 
 function printReload(results: readonly ReloadResult[]): void {
