@@ -78,7 +78,9 @@ export function checkReplacement(current: Policy, next: Policy, caScope: readonl
     throw new PolicyError(next.source, null, 'credentials', gone ? `credential "${gone.name}" was removed` : 'the credentials changed order', RESTART_HINT);
   }
   const warnings: string[] = [];
-  if (caScope !== null) {
+  if (caScope !== null && next.mode === 'report' && current.mode !== 'report') {
+    warnings.push(`mode: report lets every host through inspected, but this session's CA was issued for ${caScope.length > 0 ? caScope.join(', ') : 'no host'} only: TLS to any other host fails until the session is restarted`);
+  } else if (caScope !== null) {
     const { dns, ips } = inspectedHostPatterns(next);
     const outside = [...dns.filter((name) => !covers(caScope, name)), ...ips];
     if (outside.length > 0) {

@@ -60,7 +60,7 @@ describe('airlock exec follows its policy file', () => {
 
       const inbox = await waitFor(async () => {
         const r = await runCli(['inbox', '--session', sessionId, '--state-dir', stateDir]);
-        return r.stdout.includes('/repos/acme/widgets') && r;
+        return r.stdout.includes('/repos/acme/widgets') ? r : null;
       }, 5_000, 'the inbox item');
       const id = /^\s*(\d+)\s/.exec(inbox.stdout)?.[1];
       expect(id, inbox.stdout).toBeDefined();

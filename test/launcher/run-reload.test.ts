@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { describeDocker, ensureAgentImage, ensureRelayImage } from '../helpers/docker.js';
 import { createTestPki, freePort, rmTmp, runCli, startHttpsUpstream, tmpDir, waitFor, sleep } from '../helpers/servers.js';
 import type { TestPki, TestUpstream } from '../helpers/servers.js';
-import { execScript, expectNoLeftovers, finishSession, NO_LEFTOVERS, sessionCommand, spawnCli, waitExit, waitForSession } from './run-helpers.js';
+import { execScript, expectNoLeftovers, finishSession, launcherEnv, NO_LEFTOVERS, sessionCommand, spawnCli, waitExit, waitForSession } from './run-helpers.js';
 import type { LiveCli } from './run-helpers.js';
 
 const RUN_ID = randomBytes(3).toString('hex');
@@ -36,10 +36,7 @@ let baseEnv: NodeJS.ProcessEnv;
 beforeAll(async () => {
   image = process.env.AIRLOCK_RUN_TEST_IMAGE || (await ensureAgentImage());
   relayImage = await ensureRelayImage();
-  baseEnv = { ...process.env };
-  for (const name of Object.keys(baseEnv)) {
-    if (/^AIRLOCK_|_PROXY$|^(http|https|all|no)_proxy$|^DOCKER_HOST$/i.test(name)) delete baseEnv[name];
-  }
+  baseEnv = launcherEnv();
   pki = await createTestPki();
   github = await startHttpsUpstream({ pki, names: ['api.github.com'] });
   work = tmpDir('airlock-run-reload-');
@@ -95,7 +92,7 @@ describeDocker('airlock run --daemon follows the policy file', () => {
     expect((await execScript(nameA, fetch('/repos/acme/issues'))).stdout).toBe('403\n');
     const inbox = await waitFor(async () => {
       const r = await runCli(['inbox', '--state-dir', stateDir], { env: baseEnv });
-      return r.stdout.includes(`${ca.sessionId}  GET https://api.github.com/repos/acme/issues  path_not_allowed`) && r;
+      return r.stdout.includes(`${ca.sessionId}  GET https://api.github.com/repos/acme/issues  path_not_allowed`) ? r : null;
     }, 10_000, 'the inbox item');
     const id = new RegExp(`^\\s*(\\d+)\\s+${ca.sessionId}\\s`, 'm').exec(inbox.stdout)![1]!;
     const approved = await runCli(['approve', id, '--yes', '--state-dir', stateDir], { env: baseEnv });

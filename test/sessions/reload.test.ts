@@ -251,7 +251,7 @@ describe('the denial inbox, approve and deny', () => {
     expect(await status(url, auth)).toBe(403);
     const inbox = await waitFor(async () => {
       const r = await runCli(['inbox', '--state-dir', stateDir]);
-      return r.stdout.includes('/v3/repos/acme/issues') && r;
+      return r.stdout.includes('/v3/repos/acme/issues') ? r : null;
     }, 5_000, 'the inbox item');
     const id = new RegExp(`^\\s*(\\d+)\\s+${sessionId}\\s+GET https://api\\.github\\.com/v3/repos/acme/issues\\s+path_not_allowed`, 'm').exec(inbox.stdout)?.[1];
     expect(id, inbox.stdout).toBeDefined();
