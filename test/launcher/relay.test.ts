@@ -17,6 +17,7 @@ import {
   expectNoLeftovers,
   finishSession,
   inspectContainer,
+  launcherEnv,
   leftovers,
   NO_LEFTOVERS,
   parseProbes,
