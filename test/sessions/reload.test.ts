@@ -155,12 +155,12 @@ describe('hot reload of a session policy', () => {
     saveByRename(next);
     let applied = 0;
     await waitFor(async () => {
-      const started = performance.now();
       if ((await status('https://api.github.com/v2/items')) !== 200) return false;
-      applied = started - saved;
+      // Upper bound: the first allowed answer was back this long after the rename.
+      applied = performance.now() - saved;
       return true;
     }, 5_000, 'the edit to apply');
-    console.log(`reload: a saved edit applied to a new request ${applied.toFixed(0)} ms after the rename`);
+    console.log(`reload: the first request allowed by a saved edit was answered ${applied.toFixed(0)} ms after the rename`);
     expect(applied).toBeLessThan(1_000);
     const line = await auditLine((l) => l.path === '/v2/items' && l.status === 200);
     expect(line.policy_version).toBe(parsePolicy(next, 'x').digest);
