@@ -27,14 +27,14 @@ export const POLICY_FILES: PolicyFiles = {
     }
   },
 
-  watch(file, changed) {
+  watch(file, changed, failed) {
     // The directory, not the file: editors that save by writing another file and renaming it
     // over this one replace the inode a file watch would be holding.
     const name = basename(file);
     const watcher = watch(dirname(file), { persistent: false }, (_event, changedName) => {
       if (changedName === null || changedName === name) changed();
     });
-    watcher.on('error', () => undefined);
+    watcher.on('error', failed);
     return { close: () => watcher.close() };
   },
 };

@@ -20,9 +20,10 @@ export interface PolicyFiles {
   write(file: string, text: string): Promise<void>;
   /**
    * Calls `changed` whenever the file may have changed, including when an editor replaces it by
-   * renaming another file over it. Calls may come in bursts: the caller debounces.
+   * renaming another file over it. Calls may come in bursts: the caller debounces. `failed` is
+   * told when the watch stops working (its directory went away, say).
    */
-  watch(file: string, changed: () => void): { close(): void };
+  watch(file: string, changed: () => void, failed: (err: Error) => void): { close(): void };
 }
 
 export interface ReloadResult {
@@ -133,10 +134,20 @@ export class PolicyManager {
       if (!w) {
         const entry: Watched = {
           sessions: new Set(),
-          handle: this.options.files.watch(file, () => {
-            clearTimeout(entry.timer);
-            entry.timer = setTimeout(() => void this.reloadFile(file), this.options.debounceMs ?? 150);
-          }),
+          handle: this.options.files.watch(
+            file,
+            () => {
+              clearTimeout(entry.timer);
+              entry.timer = setTimeout(() => void this.reloadFile(file), this.options.debounceMs ?? 150);
+            },
+            (err) => {
+              this.options.log.error({ file, sessions: [...entry.sessions] }, `no longer watching ${file} (${err.message}): changes load only with \`airlock policy reload\``);
+              for (const id of entry.sessions) {
+                const status = this.sessions.get(id)?.policyStatus;
+                if (status) this.sessions.setPolicy(id, null, { ...status, watching: false });
+              }
+            },
+          ),
         };
         w = entry;
         this.watched.set(file, w);
