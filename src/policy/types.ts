@@ -67,6 +67,12 @@ export interface ContainerLimits {
 
 export interface Policy {
   readonly version: 1;
+  /**
+   * Which version of the policy this is: the first 12 hex digits of the SHA-256 of its meaning
+   * (everything but where it was read from and line numbers), so an edit to comments or layout
+   * keeps it and any change to what it allows changes it. Audit lines carry it.
+   */
+  readonly digest: string;
   readonly name: string;
   /** Where it was loaded from, for messages. */
   readonly source: string;

@@ -111,7 +111,7 @@ export class Exchange {
     private readonly channel: Channel,
   ) {
     this.policy = session.policy;
-    this.record = new RequestRecord(session, kind, method, scheme);
+    this.record = new RequestRecord(session, this.policy.digest, kind, method, scheme);
   }
 
   // ---- what is audited

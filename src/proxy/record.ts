@@ -20,9 +20,10 @@ export class RequestRecord {
   private up = 0;
   private down = 0;
   private done = false;
-
   constructor(
     readonly session: ProxySession | null,
+    /** The version of the policy the exchange decides under (taken once, at admission). */
+    private readonly policyVersion: string | undefined,
     readonly kind: AuditEntry['kind'],
     readonly method: string,
     readonly scheme: 'http' | 'https',
@@ -57,6 +58,7 @@ export class RequestRecord {
       path: redactQuery(this.path),
       status,
       action: outcome.action,
+      policy_version: this.policyVersion,
       rule: outcome.rule,
       reason: outcome.reason,
       credentials: [...this.credentials],
