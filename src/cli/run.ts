@@ -15,6 +15,7 @@ import type { NetworkMode } from '../launcher/relay.js';
 import { runSession, pingDocker, requireHostClosure } from '../launcher/run.js';
 import type { LimitFlags } from '../launcher/run.js';
 import { invokingUser } from '../launcher/copy-out.js';
+import { chooseSessionUser, readImageUser, workspaceAccessNotice } from '../launcher/user.js';
 import { collectDaemonSessions, collectGarbage } from '../launcher/gc.js';
 import type { DaemonSessions } from '../launcher/gc.js';
 import { collect, defaultStateDir, loadPolicyText, UsageError } from './config.js';
@@ -51,7 +52,7 @@ export function registerRunCommands(program: Command): void {
     .option('--name <name>', 'container name')
     .option('--keep', 'keep the stopped container after the run (gc leaves it; remove it with docker rm)')
     .option('-e, --env <NAME=VALUE>', 'extra environment variable (repeatable)', collect, [])
-    .option('--user <uid:gid>', 'user inside the container (default: yours)')
+    .option('--user <uid:gid>', 'user inside the container (default: yours; under sudo SUDO_UID:SUDO_GID; as root the image\'s non-root USER, else 65532:65532; 0:0 only when asked for)')
     .option(
       '--network-mode <mode>',
       'none: no network, only a relay to the proxy (no root needed); bridge: an internal network closed by iptables (root)',
@@ -92,11 +93,19 @@ export function registerRunCommands(program: Command): void {
         runtime = buildRuntime({ stateDir, resolve, upstreamCa, allowPrivate }).runtime;
         provider = new EmbeddedProvider(runtime);
       }
-      // Under sudo the caller is SUDO_UID, not root: files in the workspace stay theirs.
-      const callerUid = process.env.SUDO_UID ?? String(process.getuid?.() ?? 1000);
-      const callerGid = process.env.SUDO_GID ?? String(process.getgid?.() ?? 1000);
-      const user = opts.user ?? `${callerUid}:${callerGid}`;
-      if (!/^\d+(:\d+)?$/.test(user)) throw new UsageError(`--user ${user}: expected UID or UID:GID`);
+      const notice = (line: string) => process.stderr.write(`airlock: ${line}\n`);
+      // Under sudo the caller is SUDO_UID, not root: files in the workspace stay theirs. Root
+      // itself gets the image's non-root user unless --user says otherwise.
+      const chosen = await chooseSessionUser(
+        opts.user,
+        { uid: process.getuid?.() ?? 1000, gid: process.getgid?.() ?? 1000, sudoUid: process.env.SUDO_UID, sudoGid: process.env.SUDO_GID },
+        () => readImageUser(docker, opts.image),
+      );
+      if (chosen.warning) notice(`warning: ${chosen.warning}`);
+      if (chosen.why) notice(chosen.why);
+      const bound = opts.workspace && !opts.copy ? workspaceAccessNotice(resolvePath(opts.workspace), chosen.user) : undefined;
+      if (bound) notice(`warning: ${bound}`);
+      const user = chosen.user;
       try {
         const result = await runSession({
           docker,
@@ -121,7 +130,7 @@ export function registerRunCommands(program: Command): void {
           stdin: process.stdin,
           stdout: process.stdout,
           stderr: process.stderr,
-          notice: (line) => process.stderr.write(`airlock: ${line}\n`),
+          notice,
         });
         process.stderr.write(`airlock: session ${result.sessionId}: ${result.summary}; audit: ${result.auditFile}\n`);
         process.exitCode = result.exitCode;

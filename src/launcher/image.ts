@@ -6,6 +6,8 @@ import { makeDoctorCa } from './doctor-ca.js';
 import { tarOf } from './tar.js';
 import type { TarFile } from './tar.js';
 import { CA_ENV_VARS, CA_PATH_IN_CONTAINER } from '../sessions/client-env.js';
+import { isRootUser, readImageUser, UNPRIVILEGED_USER } from './user.js';
+import type { ImageUser } from './user.js';
 
 export type { TarFile } from './tar.js';
 
@@ -132,12 +134,14 @@ const FIXES: Record<string, string> = {
   workspace: 'make /workspace writable by any uid: mkdir -p /workspace && chmod 1777 /workspace',
   'agent-cli':
     'install an agent CLI: apt-get install -y nodejs npm && npm install -g @anthropic-ai/claude-code (or @openai/codex); `airlock image build` makes an image with Claude Code',
+  'default-user':
+    `end the Dockerfile with a non-root user, e.g. \`RUN useradd --uid 1000 --create-home agent\` then \`USER agent\` (root starting \`airlock run\` without sudo then runs sessions as that user instead of ${UNPRIVILEGED_USER}, which has no home in the image)`,
   'ca-trust:no-client': 'install curl and the CA store: apt-get install -y curl ca-certificates',
   'ca-trust:no-server': 'install openssl (the doctor serves its test endpoint with it): apt-get install -y openssl ca-certificates',
   'ca-trust':
     'keep SSL_CERT_FILE, CURL_CA_BUNDLE, GIT_SSL_CAINFO, NODE_EXTRA_CA_CERTS and REQUESTS_CA_BUNDLE as the session sets them (do not reset them in the image or its entrypoint), and install ca-certificates: apt-get install -y ca-certificates',
 };
-const ORDER = ['entrypoint', 'bash', 'curl', 'git', 'workspace', 'agent-cli', 'ca-trust'];
+const ORDER = ['entrypoint', 'default-user', 'bash', 'curl', 'git', 'workspace', 'agent-cli', 'ca-trust'];
 
 const TAG = '@@airlock-doctor';
 // POSIX sh (the bare Debian base has only dash): one `TAG<TAB>name<TAB>PASS|FAIL<TAB>detail` line per check.
@@ -252,6 +256,7 @@ export async function runDoctor(docker: Docker, o: DoctorOptions): Promise<Check
     throw err;
   }
   const user = o.user ?? '4242:4242';
+  const defaultUser = defaultUserCheck(await readImageUser(docker, o.image));
   const ca = await makeDoctorCa();
   const container = await docker.createContainer({
     Image: o.image,
@@ -295,7 +300,7 @@ export async function runDoctor(docker: Docker, o: DoctorOptions): Promise<Check
     await container.remove({ force: true, v: true }).catch(() => {});
   }
 
-  const reported = new Map<string, Check>();
+  const reported = new Map<string, Check>([['default-user', defaultUser]]);
   for (const line of output.split('\n')) {
     const [tag, name, verdict, detail = '', fixKey = ''] = line.replace(/\r$/, '').split('\t');
     if (tag !== TAG || !name || (verdict !== 'PASS' && verdict !== 'FAIL')) continue;
@@ -311,6 +316,14 @@ export async function runDoctor(docker: Docker, o: DoctorOptions): Promise<Check
         ? `the container exited with status ${status} before running the checks${tail ? `: ${tail}` : ''}`
         : `the checks stopped early (exit status ${status})${tail ? `: ${tail}` : ''}`;
   return ORDER.map((name) => reported.get(name) ?? { name, ok: false, detail: missingDetail, fix: FIXES[name] });
+}
+
+/** The image's own USER must not be root: it is who a root-started session runs as. */
+function defaultUserCheck(u: ImageUser): Check {
+  const resolved = u.uid === undefined ? 'not defined in its /etc/passwd' : `uid ${u.uid}:${u.gid ?? u.uid}`;
+  if (!isRootUser(u)) return { name: 'default-user', ok: true, detail: `the image runs as ${u.declared} (${resolved}), not root` };
+  const said = u.declared === '' ? 'the image names no USER, so it runs as root' : `the image runs as ${u.declared} (${u.uid === 0 ? 'root' : resolved})`;
+  return { name: 'default-user', ok: false, detail: said, fix: FIXES['default-user'] };
 }
 
 /** One line per check: `PASS name — detail` or `FAIL name — detail; fix: ...`. */

@@ -19,6 +19,7 @@ import { canManageFirewall, engineFirewall, installFirewall, removeFirewall } fr
 import type { EngineFirewall } from './firewall.js';
 import { collectGarbage, LABEL_KEEP, LABEL_PID, LABEL_SESSION } from './gc.js';
 import { pack } from 'tar-fs';
+import type { Headers } from 'tar-fs';
 import { copyOut, copyOutNotices } from './copy-out.js';
 import type { Owner } from './copy-out.js';
 import { LaunchError } from './errors.js';
@@ -252,7 +253,11 @@ export async function runSession(o: RunOptions): Promise<RunResult> {
     // Copied, not bind-mounted: the container holds its own copy of the trust bundle.
     await container.putArchive(tarOf([{ name: CA_PATH_IN_CONTAINER.slice(1), content: lease.bundlePem, mode: 0o644 }]), { path: '/' });
     if (o.copy && o.workspace) {
-      await container.putArchive(pack(o.workspace), { path: '/workspace' });
+      // Owned by the session's user, so it can change what it was given (the host's owners mean
+      // nothing in the container, and root's files would be read-only to a non-root session).
+      const [uid = 0, gid = uid] = o.user.split(':').map(Number);
+      const owned = (header: Headers) => ({ ...header, uid, gid });
+      await container.putArchive(pack(o.workspace, { map: owned }), { path: '/workspace' });
     }
 
     const exitCode = await attachAndWait(o, container, () => interrupted);
