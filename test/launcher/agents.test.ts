@@ -9,7 +9,7 @@ import type http from 'node:http';
 import { join } from 'node:path';
 import { parseAuditLines } from '../../src/audit/report.js';
 import type { AuditEntry } from '../../src/audit/entry.js';
-import { describeDocker, ensureAgentImage, ensureRelayImage } from '../helpers/docker.js';
+import { describeDocker, describeNeeding, ensureAgentImage, ensureRelayImage } from '../helpers/docker.js';
 import { createTestPki, rmTmp, runCli, runProcess, startHttpsUpstream, tmpDir } from '../helpers/servers.js';
 import type { ProcessResult, TestPki, TestUpstream } from '../helpers/servers.js';
 import { sessionSummary } from './run-helpers.js';
@@ -210,13 +210,15 @@ async function runSession(opts: {
   env?: string[];
   command: string[];
   launcherEnv?: NodeJS.ProcessEnv;
+  /** --user; null: none, so the launcher picks (the image's user when root starts it). */
+  user?: string | null;
 }): Promise<{ result: ProcessResult; audit: AuditEntry[]; stateDir: string }> {
   const stateDir = newStateDir();
   const name = `airlock-test-agents-${opts.tag}-${RUN_ID}-${randomBytes(2).toString('hex')}`;
   const args = [
     'run', '--policy', opts.policy, '--image', image, '--relay-image', relayImage, '--state-dir', stateDir, '--name', name,
     // The image's own user, with a home of its own: Claude Code keeps its settings there.
-    '--user', '1000:1000',
+    ...(opts.user === null ? [] : ['--user', opts.user ?? '1000:1000']),
     ...opts.resolve.flatMap((r) => ['--resolve', r]),
     '--upstream-ca', pki.caFile,
     ...(opts.env ?? []).flatMap((e) => ['-e', e]),
@@ -334,6 +336,34 @@ describeDocker('airlock run, network mode none: real Claude Code against a local
     for (const l of calls) expect(l.credentials).toEqual([]);
   }, 600_000);
 });
+
+describeNeeding(
+  'airlock run started by root without sudo: Claude Code in unattended mode',
+  process.getuid?.() === 0 ? null : 'not root (the test starts airlock run as root)',
+  () => {
+    it('runs claude --dangerously-skip-permissions as the image\'s non-root user and gets the stand-in\'s answer', async () => {
+      const before = messages.length;
+      const { result } = await runSession({
+        tag: 'claude-root',
+        policy: writePolicy('claude-root.yaml', CLAUDE_POLICY),
+        resolve: [`api.anthropic.com:443:127.0.0.1:${anthropic.port}`],
+        env: CLAUDE_ENV,
+        command: ['sh', '-c', 'echo "UID $(id -u)"; claude -p "say hi" --dangerously-skip-permissions --output-format text </dev/null; echo "CLAUDE_EXIT $?"'],
+        launcherEnv: { AIRLOCK_ANTHROPIC_KEY: REAL_KEY, SUDO_UID: undefined, SUDO_GID: undefined },
+        user: null,
+      });
+      const out = result.stdout;
+      expect(result.code, `${result.stderr}\n${out}`).toBe(0);
+      expect(out).toMatch(/^UID 1000$/m);
+      // As root, Claude Code would say: --dangerously-skip-permissions cannot be used with root/sudo privileges.
+      expect(out + result.stderr).not.toMatch(/cannot be used with root/);
+      expect(out).toMatch(/^CLAUDE_EXIT 0$/m);
+      expect(out).toContain(REPLY);
+      expect(messages.length).toBeGreaterThan(before);
+      expect(result.stderr).toMatch(/the session runs as the image's user 1000:1000 \(1000:1000\)/);
+    }, 600_000);
+  },
+);
 
 describeDocker('airlock run, network mode none: npm install from a local registry', () => {
   it('installs a package through the proxy; the stand-in registry served it and the audit shows the requests', async () => {
