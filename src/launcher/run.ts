@@ -14,6 +14,7 @@ import { formatBytes, sizeFlag } from '../policy/index.js';
 import type { Policy } from '../policy/index.js';
 import type { SessionLease, SessionProvider } from './provider.js';
 import { tarOf } from './tar.js';
+import { installTrust } from './trust.js';
 import { CA_PATH_IN_CONTAINER, clientEnv, CONTAINER_NO_PROXY } from '../sessions/client-env.js';
 import { canManageFirewall, engineFirewall, installFirewall, removeFirewall } from './firewall.js';
 import type { EngineFirewall } from './firewall.js';
@@ -252,6 +253,8 @@ export async function runSession(o: RunOptions): Promise<RunResult> {
     if (!o.keep) cleanups.push(() => created.remove({ force: true, v: true }));
     // Copied, not bind-mounted: the container holds its own copy of the trust bundle.
     await container.putArchive(tarOf([{ name: CA_PATH_IN_CONTAINER.slice(1), content: lease.bundlePem, mode: 0o644 }]), { path: '/' });
+    // Also as the system bundle and the JVM's trust store, for tools that read no CA variable.
+    await installTrust(container, lease.bundlePem, (await container.inspect()).Config.Env ?? []);
     if (o.copy && o.workspace) {
       // Owned by the session's user, so it can change what it was given (the host's owners mean
       // nothing in the container, and root's files would be read-only to a non-root session).
