@@ -3,7 +3,7 @@ import { resolve as resolvePath } from 'node:path';
 import { dockerClient } from './docker.js';
 import { Option } from 'commander';
 import type { Command } from 'commander';
-import { checkCpus, checkMemory, checkPids } from '../policy/index.js';
+import { checkCpus, checkMemory, checkPids, compatProfile } from '../policy/index.js';
 import type { Checked } from '../policy/index.js';
 import type { ProxyRuntime } from '../sessions/runtime.js';
 import type { SessionInfo } from '../sessions/admin.js';
@@ -18,7 +18,7 @@ import { invokingUser } from '../launcher/copy-out.js';
 import { chooseSessionUser, readImageUser, workspaceAccessNotice } from '../launcher/user.js';
 import { collectDaemonSessions, collectGarbage } from '../launcher/gc.js';
 import type { DaemonSessions } from '../launcher/gc.js';
-import { collect, defaultStateDir, loadPolicyText, UsageError } from './config.js';
+import { collect, defaultStateDir, loadRunPolicy, UsageError } from './config.js';
 import { addProxyFlags, buildRuntime } from './runtime.js';
 import { AdminError, adminRequest, openLease, removeDaemonSession } from './daemon.js';
 
@@ -44,7 +44,9 @@ export function registerRunCommands(program: Command): void {
   const run = program
     .command('run')
     .description('run a command in a container whose only way out is the Airlock proxy')
-    .requiredOption('--policy <file>', 'policy YAML file')
+    .option('--policy <file>', 'policy YAML file (or only --allow)')
+    .option('--allow <host[:port]>', "allow this host (repeatable; on top of the policy's rules): Cloche's network_allow, without YAML", collect, [])
+    .option('--compat <name>', "follow another launcher's conventions for images written to its guide: clauderon (CA also at /etc/clauderon/proxy-ca.pem, its placeholder values)")
     .requiredOption('--image <image>', 'container image (see `airlock image build`)')
     .option('--workspace <dir>', 'host directory mounted at /workspace', undefined)
     .option('--copy', 'copy the workspace in instead of mounting it')
@@ -71,7 +73,9 @@ export function registerRunCommands(program: Command): void {
   addProxyFlags(run, { stateDir: new Option('--state-dir <dir>', 'state dir (audit logs, bundles)').default(defaultStateDir()), scope: 'embedded proxy only' })
     .argument('<command...>', 'command and arguments (after --)')
     .action(async (command: string[], opts) => {
-      const { policy, text: policyText } = loadPolicyText(opts.policy);
+      const compat = opts.compat === undefined ? undefined : compatProfile(opts.compat);
+      if (compat && !compat.ok) throw new UsageError(`--compat ${opts.compat}: ${compat.problem}`);
+      const { policy, text: policyText } = loadRunPolicy(opts.policy, opts.allow, compat?.value);
       const limits = limitFlags(opts);
       const networkMode = opts.networkMode as NetworkMode;
       if (!NETWORK_MODES.includes(networkMode)) throw new UsageError(`--network-mode ${opts.networkMode}: expected ${NETWORK_MODES.join(' or ')}`);
@@ -85,7 +89,7 @@ export function registerRunCommands(program: Command): void {
         provider = new DaemonProvider(daemonAdmin(opts.stateDir), {
           stateDir: opts.stateDir,
           policyText,
-          policySource: opts.policy,
+          policySource: opts.policy ?? '--allow',
           notice: (line) => process.stderr.write(`airlock: ${line}\n`),
         });
       } else {
@@ -126,6 +130,7 @@ export function registerRunCommands(program: Command): void {
           limits,
           networkMode,
           relayImage: opts.relayImage,
+          extraCaPaths: compat?.value.caPaths,
           tty: Boolean(process.stdin.isTTY && process.stdout.isTTY),
           stdin: process.stdin,
           stdout: process.stdout,

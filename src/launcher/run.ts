@@ -81,6 +81,8 @@ export interface RunOptions {
   /** none (default): a relay to the proxy's unix socket, no network; bridge: internal network + iptables. */
   readonly networkMode?: NetworkMode;
   readonly relayImage?: string;
+  /** More places in the container for the trust bundle (another launcher's, e.g. Clauderon's). */
+  readonly extraCaPaths?: readonly string[];
   readonly tty: boolean;
   readonly stdin: NodeJS.ReadStream;
   readonly stdout: NodeJS.WriteStream;
@@ -252,7 +254,8 @@ export async function runSession(o: RunOptions): Promise<RunResult> {
     const created = container;
     if (!o.keep) cleanups.push(() => created.remove({ force: true, v: true }));
     // Copied, not bind-mounted: the container holds its own copy of the trust bundle.
-    await container.putArchive(tarOf([{ name: CA_PATH_IN_CONTAINER.slice(1), content: lease.bundlePem, mode: 0o644 }]), { path: '/' });
+    const caFiles = [CA_PATH_IN_CONTAINER, ...(o.extraCaPaths ?? [])].map((path) => ({ name: path.slice(1), content: lease.bundlePem, mode: 0o644 }));
+    await container.putArchive(tarOf(caFiles), { path: '/' });
     // Also as the system bundle and the JVM's trust store, for tools that read no CA variable.
     await installTrust(container, lease.bundlePem, (await container.inspect()).Config.Env ?? []);
     if (o.copy && o.workspace) {
