@@ -8,6 +8,8 @@ import type { TarFile } from './tar.js';
 import { CA_ENV_VARS, CA_PATH_IN_CONTAINER } from '../sessions/client-env.js';
 import { isRootUser, readImageUser, UNPRIVILEGED_USER } from './user.js';
 import type { ImageUser } from './user.js';
+import { profileCheckNames, profileChecks } from './doctor-profiles.js';
+import type { DoctorProfile } from './doctor-profiles.js';
 
 export type { TarFile } from './tar.js';
 
@@ -124,6 +126,8 @@ export interface DoctorOptions {
   readonly user?: string;
   /** Seconds to wait for the checks before giving up. */
   readonly timeoutSeconds?: number;
+  /** Another launcher's image guide whose requirements are checked too (doctor --for). */
+  readonly profile?: DoctorProfile;
 }
 
 const FIXES: Record<string, string> = {
@@ -227,6 +231,13 @@ s.socket = c.wrap_socket(s.socket, server_side=True); s.serve_forever()' "$leaf"
   else report ca-trust PASS "a test CA at $ca is trusted by $trusted"; fi
 }
 ca_trust
+
+tools=$(printenv AIRLOCK_DOCTOR_TOOLS || true)
+if [ -n "$tools" ]; then
+  missing=""
+  for t in $tools; do have "$t" || missing="$missing $t"; done
+  if [ -z "$missing" ]; then report tools PASS "$tools on PATH"; else report tools FAIL "not on PATH:$missing"; fi
+fi
 `;
 
 function demux(buffer: Buffer): string {
@@ -256,13 +267,16 @@ export async function runDoctor(docker: Docker, o: DoctorOptions): Promise<Check
     throw err;
   }
   const user = o.user ?? '4242:4242';
-  const defaultUser = defaultUserCheck(await readImageUser(docker, o.image));
+  const defaultUser = defaultUserCheck(await readImageUser(docker, o.image), o.profile);
   const ca = await makeDoctorCa();
   const container = await docker.createContainer({
     Image: o.image,
     Cmd: ['sh', '-c', SCRIPT],
     User: user,
-    Env: CA_ENV_VARS.map((name) => `${name}=${CA_PATH_IN_CONTAINER}`),
+    Env: [
+      ...CA_ENV_VARS.map((name) => `${name}=${CA_PATH_IN_CONTAINER}`),
+      ...(o.profile?.tools.length ? [`AIRLOCK_DOCTOR_TOOLS=${o.profile.tools.join(' ')}`] : []),
+    ],
     Labels: { 'airlock.doctor': '1' },
     Tty: false,
     HostConfig: {
@@ -308,6 +322,11 @@ export async function runDoctor(docker: Docker, o: DoctorOptions): Promise<Check
     const fix = FIXES[fixKey ? `${name}:${fixKey}` : name] ?? FIXES[name];
     reported.set(name, { name, ok, detail, ...(ok ? {} : { fix }) });
   }
+  if (o.profile) {
+    if (reported.has('tools') && !reported.get('tools')!.ok) reported.set('tools', { ...reported.get('tools')!, fix: o.profile.toolsFix });
+    for (const check of await profileChecks(docker, o.image, o.profile, reported.get('entrypoint')?.ok === true)) reported.set(check.name, check);
+  }
+  const order = [...ORDER, ...(o.profile ? profileCheckNames(o.profile) : [])];
   const tail = output.trim().split('\n').filter((l) => !l.startsWith(TAG)).slice(-3).join(' | ');
   const missingDetail =
     status === undefined
@@ -315,13 +334,16 @@ export async function runDoctor(docker: Docker, o: DoctorOptions): Promise<Check
       : reported.size === 0
         ? `the container exited with status ${status} before running the checks${tail ? `: ${tail}` : ''}`
         : `the checks stopped early (exit status ${status})${tail ? `: ${tail}` : ''}`;
-  return ORDER.map((name) => reported.get(name) ?? { name, ok: false, detail: missingDetail, fix: FIXES[name] });
+  return order.map((name) => reported.get(name) ?? { name, ok: false, detail: missingDetail, fix: FIXES[name] ?? (name === 'tools' ? o.profile?.toolsFix : undefined) });
 }
 
 /** The image's own USER must not be root: it is who a root-started session runs as. */
-function defaultUserCheck(u: ImageUser): Check {
+function defaultUserCheck(u: ImageUser, profile: DoctorProfile | undefined): Check {
   const resolved = u.uid === undefined ? 'not defined in its /etc/passwd' : `uid ${u.uid}:${u.gid ?? u.uid}`;
   if (!isRootUser(u)) return { name: 'default-user', ok: true, detail: `the image runs as ${u.declared} (${resolved}), not root` };
+  if (u.declared === '' && profile?.noUser) {
+    return { name: 'default-user', ok: true, detail: `no USER, as ${profile.name}'s guide says: a root-started session runs as ${UNPRIVILEGED_USER}` };
+  }
   const said = u.declared === '' ? 'the image names no USER, so it runs as root' : `the image runs as ${u.declared} (${u.uid === 0 ? 'root' : resolved})`;
   return { name: 'default-user', ok: false, detail: said, fix: FIXES['default-user'] };
 }

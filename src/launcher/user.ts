@@ -111,7 +111,7 @@ export async function readImageUser(docker: Docker, image: string): Promise<Imag
   return { declared, ...(uid === undefined ? {} : { uid }), ...(gid === undefined ? {} : { gid }) };
 }
 
-function parseColonFile(text: string | undefined): string[][] {
+export function parseColonFile(text: string | undefined): string[][] {
   return (text ?? '').split('\n').filter((l) => l && !l.startsWith('#')).map((l) => l.split(':'));
 }
 
@@ -119,7 +119,7 @@ function parseColonFile(text: string | undefined): string[][] {
  * The text of small files of an image, read from a created (never started) container; a file the
  * image lacks is absent from the map.
  */
-async function readImageFiles(docker: Docker, image: string, paths: readonly string[]): Promise<Map<string, string>> {
+export async function readImageFiles(docker: Docker, image: string, paths: readonly string[]): Promise<Map<string, string>> {
   // The entrypoint never runs: the container is only created, read and removed.
   const container = await docker.createContainer({ Image: image, Entrypoint: ['/nonexistent'], Cmd: [], Labels: { 'airlock.probe': '1' }, NetworkDisabled: true });
   const files = new Map<string, string>();
