@@ -11,7 +11,7 @@ import { CA_DIR_ENV_VARS, CA_ENV_VARS, SHADOWING_CA_VARS } from '../../src/sessi
 import { createTestPki, isolatedGitEnv, REPO_ROOT, rmTmp, runCli, tmpDir } from '../helpers/servers.js';
 import type { TestPki } from '../helpers/servers.js';
 import { compileJavaFetch, startToolchainStandIns, toolCommand, toolsOk, TOOLS } from '../helpers/toolchains.js';
-import type { Tool, ToolchainStandIns } from '../helpers/toolchains.js';
+import type { ToolchainStandIns } from '../helpers/toolchains.js';
 
 let pki: TestPki;
 let other: TestPki;

@@ -107,6 +107,12 @@ export async function buildTestImage(tag: string, dockerfile: string, label: str
   }
 }
 
+/** Removes the images buildTestImage made with `label`. */
+export async function removeTestImages(label: string): Promise<void> {
+  const ids = (await runProcess('docker', ['image', 'ls', '-q', '--filter', `label=${label}`])).stdout.split('\n').filter(Boolean);
+  if (ids.length) await runProcess('docker', ['image', 'rm', '-f', ...new Set(ids)]);
+}
+
 /** Builds the relay image once per machine with `airlock image build --only relay` (small: seconds). */
 export async function ensureRelayImage(): Promise<string> {
   if (imageExists(RELAY_TEST_IMAGE)) return RELAY_TEST_IMAGE;

@@ -7,9 +7,9 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseAuditLines } from '../../src/audit/report.js';
-import { buildTestImage, describeDocker, ensureRelayImage } from '../helpers/docker.js';
+import { buildTestImage, describeDocker, ensureRelayImage, removeTestImages } from '../helpers/docker.js';
 import { secretLeaks } from '../helpers/secret-leaks.js';
-import { createTestPki, rmTmp, runCli, runProcess, startHttpsUpstream, tmpDir } from '../helpers/servers.js';
+import { createTestPki, rmTmp, runCli, startHttpsUpstream, tmpDir } from '../helpers/servers.js';
 import type { TestPki, TestUpstream } from '../helpers/servers.js';
 import { expectNoLeftovers, NO_LEFTOVERS, sessionSummary } from './run-helpers.js';
 
@@ -72,8 +72,7 @@ describeDocker('airlock run --allow and --compat clauderon with an image built t
 
   afterAll(async () => {
     await github?.close();
-    const ids = (await runProcess('docker', ['image', 'ls', '-q', '--filter', `label=${LABEL}`])).stdout.split('\n').filter(Boolean);
-    if (ids.length) await runProcess('docker', ['image', 'rm', '-f', ...new Set(ids)]);
+    await removeTestImages(LABEL);
     rmTmp(work, pki?.dir);
   }, 120_000);
 

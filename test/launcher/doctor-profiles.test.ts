@@ -3,8 +3,8 @@
 // images that break them: each failure named, each with its fix.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { buildTestImage, describeDocker } from '../helpers/docker.js';
-import { runCli, runProcess } from '../helpers/servers.js';
+import { buildTestImage, describeDocker, removeTestImages } from '../helpers/docker.js';
+import { runCli } from '../helpers/servers.js';
 
 const RUN_ID = randomBytes(3).toString('hex');
 const LABEL = `airlock-test=doctor-profiles-${RUN_ID}`;
@@ -55,8 +55,7 @@ describeDocker('airlock doctor --for: images built to each guide, and images tha
   }, SLOW);
 
   afterAll(async () => {
-    const ids = (await runProcess('docker', ['image', 'ls', '-q', '--filter', `label=${LABEL}`])).stdout.split('\n').filter(Boolean);
-    if (ids.length) await runProcess('docker', ['image', 'rm', '-f', ...new Set(ids)]);
+    await removeTestImages(LABEL);
   }, 120_000);
 
   it('cloche: an image to its guide passes every check; bare Debian fails the agent user and its tools, with fixes', async () => {

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import Docker from 'dockerode';
 import { chooseSessionUser, parseUserFlag, readImageUser, UNPRIVILEGED_USER, workspaceAccessNotice } from '../../src/launcher/user.js';
 import type { ImageUser } from '../../src/launcher/user.js';
-import { buildTestImage, describeNeeding, ensureRelayImage } from '../helpers/docker.js';
+import { buildTestImage, describeNeeding, ensureRelayImage, removeTestImages } from '../helpers/docker.js';
 import { rmTmp, runCli, runProcess, tmpDir } from '../helpers/servers.js';
 import { expectNoLeftovers, NO_LEFTOVERS, sessionSummary } from './run-helpers.js';
 
@@ -95,8 +95,7 @@ describeNeeding('airlock run and doctor started by root without sudo', isRoot ? 
   }, SLOW);
 
   afterAll(async () => {
-    const ids = (await runProcess('docker', ['image', 'ls', '-q', '--filter', `label=${LABEL}`])).stdout.split('\n').filter(Boolean);
-    if (ids.length) await runProcess('docker', ['image', 'rm', '-f', ...new Set(ids)]);
+    await removeTestImages(LABEL);
     rmTmp(work);
   }, 120_000);
 
