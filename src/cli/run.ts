@@ -83,20 +83,6 @@ export function registerRunCommands(program: Command): void {
       if (networkMode === 'bridge') requireHostClosure(Boolean(opts.allowHostPorts));
       const docker = await dockerClient(opts.engine);
       await pingDocker(docker);
-      let runtime: ProxyRuntime | undefined;
-      let provider: SessionProvider;
-      if (opts.daemon) {
-        provider = new DaemonProvider(daemonAdmin(opts.stateDir), {
-          stateDir: opts.stateDir,
-          policyText,
-          policySource: opts.policy ?? '--allow',
-          notice: (line) => process.stderr.write(`airlock: ${line}\n`),
-        });
-      } else {
-        const { stateDir, resolve, upstreamCa, allowPrivate } = opts;
-        runtime = buildRuntime({ stateDir, resolve, upstreamCa, allowPrivate }).runtime;
-        provider = new EmbeddedProvider(runtime);
-      }
       const notice = (line: string) => process.stderr.write(`airlock: ${line}\n`);
       // Under sudo the caller is SUDO_UID, not root: files in the workspace stay theirs. Root
       // itself gets the image's non-root user unless --user says otherwise.
@@ -110,6 +96,20 @@ export function registerRunCommands(program: Command): void {
       const bound = opts.workspace && !opts.copy ? workspaceAccessNotice(resolvePath(opts.workspace), chosen.user) : undefined;
       if (bound) notice(`warning: ${bound}`);
       const user = chosen.user;
+      let runtime: ProxyRuntime | undefined;
+      let provider: SessionProvider;
+      if (opts.daemon) {
+        provider = new DaemonProvider(daemonAdmin(opts.stateDir), {
+          stateDir: opts.stateDir,
+          policyText,
+          policySource: opts.policy ?? '--allow',
+          notice,
+        });
+      } else {
+        const { stateDir, resolve, upstreamCa, allowPrivate } = opts;
+        runtime = buildRuntime({ stateDir, resolve, upstreamCa, allowPrivate }).runtime;
+        provider = new EmbeddedProvider(runtime);
+      }
       try {
         const result = await runSession({
           docker,

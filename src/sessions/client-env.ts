@@ -82,8 +82,9 @@ export interface ClientEnvOptions {
 
 /**
  * The session's client variables, in the order they are set: the proxy variables, NO_PROXY and
- * no_proxy, NODE_USE_ENV_PROXY, the CA variables (JAVA_TOOL_OPTIONS with a Java trust store), the placeholders, AIRLOCK_SESSION. A name given twice (a placeholder
- * named like a proxy variable) takes its later value, as a shell or Docker would.
+ * no_proxy, NODE_USE_ENV_PROXY, the CA variables (and JAVA_TOOL_OPTIONS with a Java trust store),
+ * the placeholders, AIRLOCK_SESSION. A name given twice (a placeholder named like a proxy
+ * variable) takes its later value, as a shell or Docker would.
  */
 export function clientEnv(o: ClientEnvOptions): [string, string][] {
   const noProxy = o.noProxy.join(',');
@@ -103,6 +104,6 @@ export function clientEnv(o: ClientEnvOptions): [string, string][] {
 }
 
 /** JVM options that make the JKS `store` the default trust store (a path without blanks). */
-export function javaTrustOptions(store: string): string {
+function javaTrustOptions(store: string): string {
   return `-Djavax.net.ssl.trustStore=${store} -Djavax.net.ssl.trustStoreType=JKS -Djavax.net.ssl.trustStorePassword=changeit`;
 }
