@@ -2,7 +2,7 @@
 // guides, checked on top of the session checks in image.ts. Host-side checks read the image's
 // config and files; the read-only root check runs a probe container locked down like a session.
 import type Docker from 'dockerode';
-import type { Check } from './image.js';
+import type { Check } from './check.js';
 import { parseColonFile, readImageFiles, readImageUser } from './user.js';
 
 export interface DoctorProfile {

@@ -10,6 +10,7 @@ import { isRootUser, readImageUser, UNPRIVILEGED_USER } from './user.js';
 import type { ImageUser } from './user.js';
 import { profileCheckNames, profileChecks } from './doctor-profiles.js';
 import type { DoctorProfile } from './doctor-profiles.js';
+import type { Check } from './check.js';
 
 export type { TarFile } from './tar.js';
 
@@ -112,13 +113,7 @@ export async function buildAgentImage(docker: Docker, o: BuildOptions): Promise<
 // ---------------------------------------------------------------------------------------------
 // doctor
 
-export interface Check {
-  readonly name: string;
-  readonly ok: boolean;
-  readonly detail: string;
-  /** How to fix a failure. */
-  readonly fix?: string;
-}
+export type { Check };
 
 export interface DoctorOptions {
   readonly image: string;
