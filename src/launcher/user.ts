@@ -74,7 +74,8 @@ export async function chooseSessionUser(flag: string | undefined, caller: Caller
   const image = await imageUser();
   if (!isRootUser(image)) {
     const user = `${image.uid}:${image.gid ?? image.uid}`;
-    return { user, why: `started by root without sudo: the session runs as the image's user ${image.declared} (${user}); --user UID:GID picks another` };
+    const named = image.declared === user ? user : `${image.declared} (${user})`;
+    return { user, why: `started by root without sudo: the session runs as the image's user ${named}; --user UID:GID picks another` };
   }
   const said = image.declared === '' ? 'names no user' : `runs as ${image.declared}${image.uid === undefined ? ', which it does not define' : ', which is root'}`;
   return {

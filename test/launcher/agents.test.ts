@@ -313,7 +313,7 @@ describeNeeding(
       expect(out).toMatch(/^CLAUDE_EXIT 0$/m);
       expect(out).toContain(REPLY);
       expect(messages.length).toBeGreaterThan(before);
-      expect(result.stderr).toMatch(/the session runs as the image's user 1000:1000 \(1000:1000\)/);
+      expect(result.stderr).toMatch(/the session runs as the image's user 1000:1000; --user UID:GID picks another/);
     }, 600_000);
   },
 );
