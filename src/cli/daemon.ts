@@ -12,7 +12,7 @@ import type { ProxyFlags } from './runtime.js';
 import { capsFor, raiseOpenFileLimit, UNKNOWN_LIMIT_CAPS } from './fd-limit.js';
 import { withheldNotice } from './session-env.js';
 import type { AdminTarget } from './control.js';
-import { clientEnv, HOST_NO_PROXY, SHADOWING_PROXY_VARS } from '../sessions/client-env.js';
+import { clientEnv, HOST_NO_PROXY, SHADOWING_CA_VARS, SHADOWING_PROXY_VARS } from '../sessions/client-env.js';
 
 export interface DaemonOptions extends ProxyFlags {
   readonly policy: string;
@@ -136,7 +136,7 @@ export function exportsFor(info: SessionInfo): string {
   // The shell that evals this must keep no secret: not the sources' variables, nor copies of a
   // secret under other names. A variable the session sets gets the session's value instead. Proxy
   // variables the session does not set go too, as in exec: a client could read them instead.
-  const unset = new Set([...(info.secret_source_env ?? []), ...(info.withheld_env ?? []), ...SHADOWING_PROXY_VARS]);
+  const unset = new Set([...(info.secret_source_env ?? []), ...(info.withheld_env ?? []), ...SHADOWING_PROXY_VARS, ...SHADOWING_CA_VARS]);
   for (const name of unset) if (!set.has(name)) lines.push(`unset ${name}`);
   for (const [name, value] of exports) lines.push(`export ${name}=${shellQuote(value)}`);
   return lines.join('\n') + '\n';

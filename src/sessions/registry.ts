@@ -4,6 +4,7 @@
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SessionCa } from '../ca/session-ca.js';
+import { jksTrustStore } from '../ca/jks.js';
 import type { CaKeyType } from '../ca/session-ca.js';
 import { AuditLog } from '../audit/log.js';
 import { inspectedHostPatterns } from '../policy/index.js';
@@ -84,9 +85,14 @@ export class SessionRegistry implements SessionDirectory {
     const permittedDns = constraints.ips.length > 0 || policy.mode === 'report' ? null : constraints.dns;
     const ca = await SessionCa.create({ sessionId: id, keyType: this.options.caKeyType, permittedDns });
     mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const bundlePath = join(dir, 'bundle.pem');
+    // In a directory of its own: SSL_CERT_DIR names it, and must find no other file there.
+    mkdirSync(join(dir, 'trust'), { mode: 0o755 });
+    const bundlePath = join(dir, 'trust', 'bundle.pem');
     const bundlePem = [ca.certPem, ...this.options.trustRoots].join('\n');
     writeFileSync(bundlePath, bundlePem, { mode: 0o644 });
+    // The same for Java, which reads no PEM file (a JVM on the host is pointed at it by exec).
+    const javaTrustStorePath = join(dir, 'trust', 'bundle.jks');
+    writeFileSync(javaTrustStorePath, jksTrustStore(bundlePem), { mode: 0o644 });
     writeFileSync(join(dir, 'ca.pem'), ca.certPem, { mode: 0o644 });
     if (this.options.persistCaKey) {
       writeFileSync(join(dir, 'ca-key.pem'), await ca.exportKeyPem(), { mode: 0o600 });
@@ -99,6 +105,7 @@ export class SessionRegistry implements SessionDirectory {
       audit: new AuditLog(join(dir, 'audit.jsonl')),
       bundlePath,
       bundlePem,
+      javaTrustStorePath,
       dir,
       createdAt: new Date(),
       token: newToken(),

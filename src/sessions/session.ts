@@ -33,6 +33,8 @@ export interface Session extends ProxySession {
   readonly bundlePath: string;
   /** The bundle's content (for copying into containers). */
   readonly bundlePem: string;
+  /** The bundle as a Java trust store (JKS, password changeit), beside it. */
+  readonly javaTrustStorePath: string;
   readonly dir: string;
   readonly createdAt: Date;
   /** Proxy-Authorization password; compared in constant time. */

@@ -242,6 +242,7 @@ describe('parsePolicy: errors', () => {
     ['wildcard without dot', `${HEAD}allow:\n  - host: "*foo.com"\n`, 4, 'allow[0].host', /not a supported wildcard/],
     ['double wildcard', `${HEAD}allow:\n  - host: "*.*.com"\n`, 4, 'allow[0].host', /not a supported wildcard/],
     ['wildcard on an IP', `${HEAD}allow:\n  - host: "*.0.0.1"\n`, 4, 'allow[0].host'],
+    ['wildcard on a top-level domain', `${HEAD}allow:\n  - host: "*.com"\n`, 4, 'allow[0].host', /every host under the top-level domain "com"/],
     ['unquoted wildcard (a YAML alias)', `${HEAD}allow:\n  - host: *.example.com\n`, 4, 'allow[0].host', /Quote values that start with "\*"/],
     ['host with a port', `${HEAD}allow:\n  - host: a.com:8443\n`, 4, 'allow[0].host', /includes a port.*ports: \[8443\]/],
     ['host as URL', `${HEAD}allow:\n  - host: https://a.com/x\n`, 4, 'allow[0].host', /is a URL/],
