@@ -6,3 +6,4 @@ export { decide, inspectedHostPatterns } from './decide.js';
 export { normalizeHost, isIpLiteral, matchHostPattern } from './hosts.js';
 export { CREDENTIAL_PRESETS, type CredentialPreset } from './presets.js';
 export { checkCpus, checkMemory, checkPids, CONTAINER_HINT, formatBytes, sizeFlag, type Checked } from './container.js';
+export { decideFastForward, decideRefUpdate, refUpdateKind, type RefUpdate, type RefVerdict } from './git-decide.js';

@@ -171,6 +171,7 @@ export function admit(
     rawPath: target.rawPath,
     methodOverrides: methodOverrides(x.req.rawHeaders, target.forward),
     pathOverrides: pathOverrides(x.req.rawHeaders),
+    query: target.forward.slice(target.path.length),
   });
   if (decision.action === 'deny') {
     // Audit a refused path as it was asked for (the query is the same either way): "/v1/a/%2e%2e/b"
