@@ -131,7 +131,7 @@ export function decideRefUpdate(target: GitPushTarget, u: RefUpdate): RefVerdict
       if (by) return { verdict: 'allow', kind, why: `any update allowed by ${by.label} (force: true)` };
       if (u.oldId === u.newId) return { verdict: 'allow', kind, why: 'unchanged' };
       if (tag !== null) return { verdict: 'deny', kind, why: `moving ${what} is not allowed (force: false in ${labels(entries)})` };
-      return { verdict: 'fast-forward-only', kind, why: `fast-forward only (force: false in ${labels(entries)})` };
+      return { verdict: 'fast-forward-only', kind, why: `force: false in ${labels(entries)}` };
     }
   }
 }

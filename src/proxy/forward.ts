@@ -13,12 +13,13 @@ import type { Upstream } from './upstream.js';
 import type { TunnelContext } from './tunnel-context.js';
 import { methodOverrides, normalisePath, pathOverrides, parseAbsoluteUri, parseAuthority } from './target.js';
 import type { Authority } from './target.js';
-import { denyBody } from './responses.js';
+import { denyBody, denyText, isGitClient } from './responses.js';
 import type { DenyInfo } from './responses.js';
 import { forwardRequestHeaders, forwardResponseHeaders } from './headers.js';
 import type { HeadFields } from './request-head.js';
 import { outcomeOf, RequestRecord } from './record.js';
 import { usageOf } from './usage.js';
+import { gitPushInspector } from './git/inspector.js';
 import type { Outcome } from './record.js';
 
 export interface ForwardDeps {
@@ -198,7 +199,8 @@ export function refuse(
     return;
   }
   const decision = { rule, reason: refusalValue.reason, message: refusalValue.message };
-  const body = refusalValue.status === 403 ? denyBody(deps.denyInfo(x.session, record.authority, decision)) : refusalValue.message + '\n';
+  const info = refusalValue.status === 403 ? deps.denyInfo(x.session, record.authority, decision) : null;
+  const body = !info ? refusalValue.message + '\n' : isGitClient(x.req.rawHeaders) ? denyText(info) : denyBody(info);
   res.on('close', () => {
     record.bytes(0, Buffer.byteLength(body));
     record.finish(refusalValue.status, { action: 'deny', rule, reason: refusalValue.reason }, detail);
@@ -336,6 +338,9 @@ function send(
     source.on('error', (err) => bodyTransform.destroy(err));
     source = source.pipe(bodyTransform);
   }
+  // A git push: its ref updates are checked as the body streams (src/proxy/git/).
+  const git = source && gitPushInspector(decision, session.policy.mode, req.rawHeaders);
+  if (git) source = source!.pipe(git);
   const usage = usageOf(session);
   const call = deps.upstream.http.request(
     {
@@ -412,6 +417,15 @@ function send(
       return res;
     },
   );
+  git?.onVerdict((v) => {
+    detail = v.detail;
+    if (v.reason) outcome = { action: v.answer ? 'deny' : 'would_deny', rule: decision.rule, reason: v.reason };
+    if (v.answer) {
+      aborted = true; // the push stops here: the client gets the answer, not the server's
+      call.abort();
+      v.answer(res);
+    }
+  });
   call.done.catch((err: Error & { code?: string }) => {
     if (aborted) return; // the client left; nothing to answer
     if (err instanceof UploadBudgetExceeded) {

@@ -118,7 +118,7 @@ describe('git: ref updates', () => {
   const Z = '0'.repeat(40);
   const rows: Array<[string, string, string, string, RegExp]> = [
     ['refs/heads/agent/x', Z, A, 'allow', /create allowed by allow\[0\].git.push\[0\]/],
-    ['refs/heads/agent/x', A, B, 'fast-forward-only', /fast-forward only/],
+    ['refs/heads/agent/x', A, B, 'fast-forward-only', /force: false in allow\[0\].git.push\[0\]/],
     ['refs/heads/agent/x', A, Z, 'deny', /deleting branch agent\/x is not allowed \(delete: false in allow\[0\].git.push\[0\]\)/],
     ['refs/heads/main', A, B, 'deny', /branch main may not be pushed to acme\/app \(the policy allows only branches agent\/\*, scratch\/\*\)/],
     ['refs/heads/scratch/1', A, B, 'allow', /force: true/],
