@@ -3,11 +3,16 @@
 // repositories may be fetched, which branches pushed, and how (create, fast-forward, force,
 // delete, tags). Every refused push is checked on the server: its refs did not move.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { createTestPki, isolatedGitEnv, rmTmp, runProcess, startAirlock, startGitServer, tmpDir } from '../helpers/servers.js';
 import type { AirlockHandle, GitServer, TestPki } from '../helpers/servers.js';
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import zlib from 'node:zlib';
 import { credentialsFactory } from '../../src/credentials/sources.js';
+import { httpsViaProxy } from '../helpers/clients.js';
+import { pktLine } from '../../src/proxy/git/pkt-line.js';
 
 const SECRET = 'ghs_GitRulesRealToken0123456789abcdefXY';
 const PLACEHOLDER = 'ghp_airlockGitRulesPlaceholder00000000';
@@ -214,4 +219,77 @@ describe('git rules through a real session', () => {
     expect(JSON.stringify(lines)).not.toContain(SECRET);
     expect(server.authSeen.every((a) => a === 'Basic ' + Buffer.from(`x-access-token:${SECRET}`).toString('base64'))).toBe(true);
   });
+});
+
+/** `git pack-objects --stdout` in the work tree for the given revisions. */
+function packOf(revs: string[]): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('git', ['pack-objects', '--stdout', '--revs'], { cwd: work, env });
+    const out: Buffer[] = [];
+    child.stdout.on('data', (c: Buffer) => out.push(c));
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve(Buffer.concat(out)) : reject(new Error(`pack-objects exited ${code}`))));
+    child.stdin.end(revs.join('\n') + '\n');
+  });
+}
+
+/** A one-commit pack whose commit inflates far past its declared size. */
+function bombPack(): Buffer {
+  const head = Buffer.from('PACK\0\0\0\x02\0\0\0\x01');
+  const body = Buffer.concat([head, Buffer.from([0x1f | 0x80, 0x0c]), zlib.deflateSync(Buffer.alloc(32 * 1024 * 1024))]);
+  return Buffer.concat([body, createHash('sha1').update(body).digest()]);
+}
+
+describe('hostile push bodies against the real server', () => {
+  const ZERO = '0'.repeat(40);
+  let pack: Buffer;
+  let newId: string;
+
+  const post = (body: Buffer) =>
+    httpsViaProxy({
+      proxyPort: airlock.port,
+      proxyAuthorization: airlock.proxyAuthorization,
+      url: 'https://github.com/acme/app.git/git-receive-pack',
+      ca: [readFileSync(airlock.bundlePath, 'utf8')],
+      method: 'POST',
+      headers: {
+        Authorization: 'Basic ' + Buffer.from(`x-access-token:${PLACEHOLDER}`).toString('base64'),
+        'Content-Type': 'application/x-git-receive-pack-request',
+        'User-Agent': 'git/2.39.5',
+      },
+      body,
+    });
+  const commandsFor = (ref: string) => Buffer.concat([pktLine(`${ZERO} ${newId} ${ref}\0report-status`), Buffer.from('0000')]);
+
+  beforeAll(async () => {
+    const parent = await serverRef('refs/heads/agent/x');
+    await ok(['checkout', '-q', '-b', 'hostile', parent]);
+    newId = await commit('for hostile bodies', 'hostile.txt');
+    pack = await packOf([newId, `^${parent}`]);
+  }, 30_000);
+
+  // [name, body, what the answer says, what the audit line's detail says]
+  const cases: Array<[string, () => Buffer, RegExp, RegExp]> = [
+    ['a malformed pkt-line stream', () => Buffer.concat([Buffer.from('00zz'), pack]), /malformed pkt-line length/, /malformed pkt-line length/],
+    ['a truncated pack', () => Buffer.concat([commandsFor('refs/heads/agent/t1'), pack.subarray(0, pack.length - 30)]), /ng refs\/heads\/agent\/t1 airlock: the pushed pack is refused: the pack is truncated/, /refs\/heads\/agent\/t1 create .*the pack is truncated/],
+    ['a bad pack checksum', () => Buffer.concat([commandsFor('refs/heads/agent/t2'), pack.subarray(0, -1), Buffer.from([pack[pack.length - 1]! ^ 0xff])]), /ng refs\/heads\/agent\/t2 airlock: the pushed pack is refused: the pack checksum does not match/, /refs\/heads\/agent\/t2 create .*checksum/],
+    ['an absurd object size', () => Buffer.concat([commandsFor('refs/heads/agent/t3'), Buffer.from('PACK\0\0\0\x02\0\0\0\x01'), Buffer.from([0xbf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]), Buffer.alloc(64)]), /ng refs\/heads\/agent\/t3 airlock: the pushed pack is refused: .*(absurd size|over the limit)/, /refs\/heads\/agent\/t3 create .*(absurd size|over the limit)/],
+    ['a zlib bomb in a commit', () => Buffer.concat([commandsFor('refs/heads/agent/t4'), bombPack()]), /ng refs\/heads\/agent\/t4 airlock: the pushed pack is refused: object at offset 12 inflates to more than its declared 207 bytes/, /refs\/heads\/agent\/t4 create .*inflates to more than/],
+  ];
+  it.each(cases)('%s is refused by Airlock and moves no ref', async (_name, make, answer, detail) => {
+    const refs = () => runProcess('git', ['for-each-ref'], { cwd: join(root, 'acme/app.git'), env: isolatedGitEnv(home) }).then((r) => r.stdout);
+    const before = await refs();
+    const r = await post(make());
+    expect(r.body).toMatch(answer);
+    expect(await refs()).toBe(before);
+    const line = await airlock.waitForAudit((l) => l.path === '/acme/app.git/git-receive-pack' && detail.test(l.detail ?? ''));
+    expect(line).toMatchObject({ action: 'deny', reason: 'bad_request', rule: 'allow[0] github.com' });
+  }, 30_000);
+
+  it('the same request with its pack intact creates the branch (the harness can move refs)', async () => {
+    const r = await post(Buffer.concat([commandsFor('refs/heads/agent/t5'), pack]));
+    expect(r.status).toBe(200);
+    expect(r.body).toContain('ok refs/heads/agent/t5');
+    expect(await serverRef('refs/heads/agent/t5')).toBe(newId);
+  }, 30_000);
 });

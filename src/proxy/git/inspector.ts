@@ -288,7 +288,7 @@ export class GitPushInspector extends Transform {
   private badPack(err: PackError): void {
     const why = `the pushed pack is refused: ${err.message}`;
     const reports = this.commands.map((c) => ({ ref: c.ref, error: `airlock: ${why}` }));
-    this.refuse('bad_request', `git push ${this.target.repo}: ${why}`, (res) => this.answerGit(res, reports));
+    this.refuse('bad_request', `${this.describe()}; ${why}`, (res) => this.answerGit(res, reports));
   }
 
   private malformed(why: string): void {
