@@ -262,7 +262,7 @@ describe('hostile push bodies against the real server', () => {
   const commandsFor = (ref: string) => Buffer.concat([pktLine(`${ZERO} ${newId} ${ref}\0report-status`), Buffer.from('0000')]);
 
   beforeAll(async () => {
-    const parent = await serverRef('refs/heads/agent/x');
+    const parent = server.headCommit;
     await ok(['checkout', '-q', '-b', 'hostile', parent]);
     newId = await commit('for hostile bodies', 'hostile.txt');
     pack = await packOf([newId, `^${parent}`]);
