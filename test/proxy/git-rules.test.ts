@@ -7,12 +7,11 @@ import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { createTestPki, isolatedGitEnv, rmTmp, runProcess, startAirlock, startGitServer, tmpDir } from '../helpers/servers.js';
 import type { AirlockHandle, GitServer, TestPki } from '../helpers/servers.js';
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import zlib from 'node:zlib';
 import { credentialsFactory } from '../../src/credentials/sources.js';
 import { httpsViaProxy } from '../helpers/clients.js';
-import { pktLine } from '../../src/proxy/git/pkt-line.js';
+import { packOf, pushCommands } from '../helpers/git-packs.js';
 
 const SECRET = 'ghs_GitRulesRealToken0123456789abcdefXY';
 const PLACEHOLDER = 'ghp_airlockGitRulesPlaceholder00000000';
@@ -221,18 +220,6 @@ describe('git rules through a real session', () => {
   });
 });
 
-/** `git pack-objects --stdout` in the work tree for the given revisions. */
-function packOf(revs: string[]): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('git', ['pack-objects', '--stdout', '--revs'], { cwd: work, env });
-    const out: Buffer[] = [];
-    child.stdout.on('data', (c: Buffer) => out.push(c));
-    child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve(Buffer.concat(out)) : reject(new Error(`pack-objects exited ${code}`))));
-    child.stdin.end(revs.join('\n') + '\n');
-  });
-}
-
 /** A one-commit pack whose commit inflates far past its declared size. */
 function bombPack(): Buffer {
   const head = Buffer.from('PACK\0\0\0\x02\0\0\0\x01');
@@ -259,13 +246,13 @@ describe('hostile push bodies against the real server', () => {
       },
       body,
     });
-  const commandsFor = (ref: string) => Buffer.concat([pktLine(`${ZERO} ${newId} ${ref}\0report-status`), Buffer.from('0000')]);
+  const commandsFor = (ref: string) => pushCommands([`${ZERO} ${newId} ${ref}`], 'report-status');
 
   beforeAll(async () => {
     const parent = server.headCommit;
     await ok(['checkout', '-q', '-b', 'hostile', parent]);
     newId = await commit('for hostile bodies', 'hostile.txt');
-    pack = await packOf([newId, `^${parent}`]);
+    pack = await packOf(work, env, [newId, `^${parent}`]);
   }, 30_000);
 
   // [name, body, what the answer says, what the audit line's detail says]

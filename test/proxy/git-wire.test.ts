@@ -5,14 +5,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { spawn } from 'node:child_process';
 import zlib from 'node:zlib';
 import { isolatedGitEnv, rmTmp, runProcess, tmpDir } from '../helpers/servers.js';
 import { parsePolicy, decide } from '../../src/policy/index.js';
 import { PktLineReader, pktLine, PktLineError } from '../../src/proxy/git/pkt-line.js';
 import { MAX_COMMIT_BYTES, PackError, PackReader } from '../../src/proxy/git/pack-reader.js';
 import { fastForwardProof, parseCommand, reportStatus } from '../../src/proxy/git/receive-pack.js';
-import { gitPushInspector, type GitVerdict } from '../../src/proxy/git/inspector.js';
+import { packOf, pushCommands, runInspector } from '../helpers/git-packs.js';
 
 let dir: string;
 let env: NodeJS.ProcessEnv;
@@ -24,17 +23,7 @@ async function git(args: string[]): Promise<string> {
   return r.stdout.trim();
 }
 
-/** `git pack-objects --stdout` for the given rev-list lines (binary stdout). */
-function packOf(revs: string[], flags: string[] = []): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('git', ['pack-objects', '--stdout', '--revs', '--delta-base-offset', ...flags], { cwd: dir, env });
-    const out: Buffer[] = [];
-    child.stdout.on('data', (c: Buffer) => out.push(c));
-    child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve(Buffer.concat(out)) : reject(new Error(`pack-objects exited ${code}`))));
-    child.stdin.end(revs.join('\n') + '\n');
-  });
-}
+const packs = (revs: string[], flags: string[] = []) => packOf(dir, env, revs, flags);
 
 async function commit(message: string, file = 'f.txt', content = message): Promise<string> {
   writeFileSync(join(dir, file), content + '\n');
@@ -65,14 +54,14 @@ beforeAll(async () => {
   await commit('one');
   await commit('two');
   tip = await commit('three');
-  linear = await packOf([tip, `^${base}`]);
+  linear = await packs([tip, `^${base}`]);
   const long = Array.from({ length: 100 }, (_, i) => `a long commit message line ${i}`).join('\n');
   for (let i = 0; i < 5; i++) deltaTip = await commit(`delta ${i}\n\n${long}`, 'd.txt', String(i));
-  deltaPack = await packOf([deltaTip, `^${tip}`]);
+  deltaPack = await packs([deltaTip, `^${tip}`]);
   // A thin pack: big.txt changed by a line, sent as a delta on the blob the receiver has.
   writeFileSync(join(dir, 'big.txt'), Array.from({ length: 4000 }, (_, i) => `line ${i}${i === 10 ? ' changed' : ''}`).join('\n'));
   await git(['commit', '-q', '-am', 'thin']);
-  thin = await packOf([await git(['rev-parse', 'HEAD']), `^${deltaTip}`], ['--thin']);
+  thin = await packs([await git(['rev-parse', 'HEAD']), `^${deltaTip}`], ['--thin']);
 }, 60_000);
 
 afterAll(() => rmTmp(dir));
@@ -209,30 +198,9 @@ describe('the push inspector on hostile bodies', () => {
   const policy = parsePolicy('version: 1\nname: w\nallow:\n  - host: github.com\n    git:\n      push:\n        - repo: acme/app\n          branches: ["agent/*"]\n', 'w.yaml');
   const decision = decide(policy, { phase: 'request', scheme: 'https', host: 'github.com', port: 443, method: 'POST', path: '/acme/app.git/git-receive-pack', query: '' });
 
-  /** Runs a body through the inspector: what it forwards, its verdict and its answer. */
-  async function inspect(body: Buffer, chunk = 1000, rawHeaders: string[] = []) {
-    const inspector = gitPushInspector(decision, 'enforce', rawHeaders)!;
-    const forwarded: Buffer[] = [];
-    inspector.on('data', (c: Buffer) => forwarded.push(c));
-    let verdict: GitVerdict | null = null;
-    inspector.onVerdict((v) => (verdict = v));
-    const ended = new Promise<void>((resolve) => inspector.once('end', resolve).once('finish', () => setImmediate(resolve)));
-    for (let i = 0; i < body.length; i += chunk) inspector.write(body.subarray(i, i + chunk));
-    inspector.end();
-    await ended;
-    const answer: { status?: number; body?: string } = {};
-    (verdict as GitVerdict | null)?.answer?.({
-      headersSent: false,
-      destroyed: false,
-      shouldKeepAlive: true,
-      writeHead: (status: number) => (answer.status = status),
-      end: (b?: Buffer | string) => (answer.body = String(b)),
-    });
-    return { forwarded: Buffer.concat(forwarded), verdict: verdict as GitVerdict | null, answer };
-  }
+  const inspect = (body: Buffer, chunk = 1000, rawHeaders: string[] = []) => runInspector(decision, body, { chunk, rawHeaders });
 
-  const commands = (newId: string, ref = 'refs/heads/agent/x', oldId = ZERO) =>
-    Buffer.concat([pktLine(`${oldId} ${newId} ${ref}\0report-status side-band-64k`), Buffer.from('0000')]);
+  const commands = (newId: string, ref = 'refs/heads/agent/x', oldId = ZERO) => pushCommands([`${oldId} ${newId} ${ref}`]);
 
   it('passes an allowed push on byte for byte', async () => {
     const body = Buffer.concat([commands(tip), linear]);
@@ -271,11 +239,24 @@ describe('the push inspector on hostile bodies', () => {
   });
 
   it('a force push is refused after the pack, its checksum withheld', async () => {
-    const body = Buffer.concat([commands(base, 'refs/heads/agent/x', tip), await packOf([base, `^${tip}`])]);
+    const body = Buffer.concat([commands(base, 'refs/heads/agent/x', tip), await packs([base, `^${tip}`])]);
     const r = await inspect(body);
     expect(r.verdict?.reason).toBe('git_ref_not_allowed');
     expect(r.answer.body).toMatch(/ng refs\/heads\/agent\/x airlock: not a fast-forward/);
     expect(r.forwarded.equals(body.subarray(0, body.length - 20))).toBe(true);
+  });
+
+  it('in report mode a push that would be refused goes through, audited as such', async () => {
+    const body = Buffer.concat([commands(tip, 'refs/heads/main', base), linear]);
+    const r = await runInspector(decision, body, { mode: 'report' });
+    expect(r.verdict?.reason).toBe('git_ref_not_allowed');
+    expect(r.verdict?.answer).toBeUndefined();
+    expect(r.verdict?.detail).toMatch(/refs\/heads\/main update refused/);
+    expect(r.forwarded.equals(body)).toBe(true);
+    const bad = Buffer.concat([commands(tip), linear.subarray(0, -1), Buffer.from([0])]);
+    const badRun = await runInspector(decision, bad, { mode: 'report', chunk: 100 });
+    expect(badRun.verdict?.reason).toBe('bad_request');
+    expect(badRun.forwarded.equals(bad)).toBe(true);
   });
 
   it('a compressed push body is refused before anything is read', async () => {

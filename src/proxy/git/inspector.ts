@@ -190,8 +190,8 @@ export class GitPushInspector extends Transform {
     const rest = this.pkts.rest();
     // What was held, without the bytes after the command list (they belong to the pack).
     const commandBytes = Buffer.concat(this.held).subarray(0, this.heldBytes - rest.length);
-    this.held = [];
     if (this.commands.length === 0) {
+      this.held = [];
       // git's probe before a large push: an empty command list. Nothing to decide.
       this.phase = 'end';
       this.decided({ detail: `git push ${this.target.repo}: no ref updates` });
@@ -201,6 +201,7 @@ export class GitPushInspector extends Transform {
     }
     this.verdicts = this.commands.map((c) => decideRefUpdate(this.target, c));
     if (this.verdicts.some((v) => v.verdict === 'deny')) return this.refuseRefs();
+    this.held = [];
     const needsPack = this.commands.some((c) => refUpdateKind(c) !== 'delete');
     this.push(commandBytes);
     if (!needsPack) {
@@ -220,8 +221,11 @@ export class GitPushInspector extends Transform {
     try {
       await this.pack!.write(chunk);
     } catch (err) {
-      if (err instanceof PackError) return this.badPack(err);
-      throw err;
+      if (!(err instanceof PackError)) throw err;
+      this.badPack(err);
+      // Report mode: the push goes on as sent, this chunk included.
+      if ((this.phase as Phase) === 'passthrough') this.push(chunk);
+      return;
     }
     if (this.phase !== 'pack') return;
     // Everything but the last bytes seen goes on.
