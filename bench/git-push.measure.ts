@@ -26,9 +26,10 @@ describe('git push through Airlock', () => {
     const root = dirname(server.repoDir);
     const work = tmpDir('airlock-git-bench-');
     const genv = isolatedGitEnv(work);
-    const repo2 = join(root, 'repo2.git');
-    await runProcess('git', ['clone', '-q', '--bare', server.repoDir, repo2], { env: genv });
-    await runProcess('git', ['config', 'http.receivepack', 'true'], { cwd: repo2, env: genv });
+    for (const name of ['repo2.git', 'repo3.git']) {
+      await runProcess('git', ['clone', '-q', '--bare', server.repoDir, join(root, name)], { env: genv });
+      await runProcess('git', ['config', 'http.receivepack', 'true'], { cwd: join(root, name), env: genv });
+    }
     writeFileSync(join(work, 'hosts'), '127.0.0.1 github.com git.bench.test\n');
     writeFileSync(
       join(work, 'policy.yaml'),
@@ -58,7 +59,7 @@ describe('git push through Airlock', () => {
       const targets = {
         git: { name: 'git rule (github.com)', url: `https://github.com:${server.port}/repo.git`, dir: join(work, 'clone-git') },
         plain: { name: 'no git rule (git.bench.test)', url: `https://git.bench.test:${server.port}/repo2.git`, dir: join(work, 'clone-plain') },
-        direct: { name: 'direct, no proxy (git.bench.test)', url: `https://git.bench.test:${server.port}/repo2.git`, dir: join(work, 'clone-direct') },
+        direct: { name: 'direct, no proxy (git.bench.test)', url: `https://git.bench.test:${server.port}/repo3.git`, dir: join(work, 'clone-direct') },
       };
       for (const t of Object.values(targets)) {
         const clone = await runProcess('git', ['clone', '-q', t.url, t.dir], { env: t === targets.direct ? direct : env, cwd: work });

@@ -398,7 +398,7 @@ class StreamInflate {
   async end(): Promise<void> {
     this.inflater.end();
     await this.finished;
-    if (this.error) throw Object.assign(new Error(this.error), { code: this.error === 'Z_BUF_ERROR' ? this.error : this.error });
+    if (this.error) throw Object.assign(new Error(this.error), { code: this.error });
   }
 
   closed(): Promise<void> {
