@@ -211,6 +211,29 @@ describe('the push inspector on hostile bodies', () => {
     }
   });
 
+  it('reads shallow lines and push options around the command list', async () => {
+    const body = Buffer.concat([
+      pktLine(`shallow ${base}`),
+      pushCommands([`${ZERO} ${tip} refs/heads/agent/x`], 'report-status push-options'),
+      pktLine('ci.skip'),
+      Buffer.from('0000'),
+      linear,
+    ]);
+    const r = await inspect(body, 3);
+    expect(r.verdict?.reason).toBeUndefined();
+    expect(r.verdict?.detail).toMatch(/refs\/heads\/agent\/x create allowed/);
+    expect(r.forwarded.equals(body)).toBe(true);
+  });
+
+  it('a push of deletions only has no pack, and git\'s empty probe passes', async () => {
+    const probe = await inspect(Buffer.from('0000'));
+    expect(probe.verdict).toMatchObject({ detail: 'git push acme/app: no ref updates' });
+    expect(probe.forwarded.toString()).toBe('0000');
+    const del = await inspect(pushCommands([`${tip} ${ZERO} refs/heads/agent/x`]));
+    expect(del.verdict?.reason).toBe('git_ref_not_allowed');
+    expect(del.answer.body).toContain('deleting branch agent/x is not allowed');
+  });
+
   const hostile: Array<[string, () => Buffer, RegExp, number]> = [
     ['a malformed pkt-line length', () => Buffer.concat([Buffer.from('00zz'), linear]), /malformed pkt-line length/, 400],
     ['a command that is not one', () => Buffer.concat([pktLine('hello world'), Buffer.from('0000')]), /malformed command/, 400],
