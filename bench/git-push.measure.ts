@@ -66,12 +66,17 @@ describe('git push through Airlock', () => {
         expect(clone.code, clone.stderr).toBe(0);
         mkdirSync(join(t.dir, 'data'));
       }
-      for (const t of [targets.direct, targets.git, targets.plain, targets.git, targets.plain]) {
+      const rounds = Number(process.env.AIRLOCK_GIT_BENCH_ROUNDS ?? 3);
+      const order = [targets.direct, ...Array.from({ length: rounds }, () => [targets.git, targets.plain, targets.direct]).flat()];
+      for (const t of order) {
         const tenv = t === targets.direct ? direct : env;
         // Fresh incompressible blobs each round: the pack is SIZE_MB whatever was pushed before.
         for (let i = 0; i < SIZE_MB / 5; i++) writeFileSync(join(t.dir, 'data', `blob-${i}`), randomBytes(5 * MB));
-        await runProcess('git', ['add', 'data'], { cwd: t.dir, env: tenv });
-        await runProcess('git', ['commit', '-q', '-m', 'big'], { cwd: t.dir, env: tenv });
+        for (const args of [['add', 'data'], ['commit', '-q', '-m', 'big']]) {
+          const r = await runProcess('git', args, { cwd: t.dir, env: tenv });
+          expect(r.code, r.stderr).toBe(0);
+        }
+        const local = (await runProcess('git', ['rev-parse', 'HEAD'], { cwd: t.dir, env: tenv })).stdout.trim();
         const baseline = rssOf(proxy.pid!);
         let peak = baseline;
         const sampler = setInterval(() => (peak = Math.max(peak, rssOf(proxy.pid!))), 50);
@@ -80,6 +85,8 @@ describe('git push through Airlock', () => {
         const seconds = (performance.now() - started) / 1000;
         clearInterval(sampler);
         expect(push.code, push.stderr).toBe(0);
+        const bare = join(root, t.url.replace(/^.*\//, ''));
+        expect((await runProcess('git', ['rev-parse', 'main'], { cwd: bare, env: genv })).stdout.trim(), 'the push landed').toBe(local);
         rows.push(`| ${t.name} | ${seconds.toFixed(2)} s | ${(SIZE_MB / seconds).toFixed(1)} MB/s | ${(baseline / MB).toFixed(0)} MiB | ${(peak / MB).toFixed(0)} MiB | +${((peak - baseline) / MB).toFixed(0)} MiB |`);
         console.log(rows[rows.length - 1]);
       }

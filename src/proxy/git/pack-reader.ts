@@ -42,8 +42,9 @@ interface Current {
   readonly commitBase: Buffer | null;
   /** Whether the inflated bytes are wanted (commits and deltas against commits). */
   readonly keep: boolean;
-  /** Compressed bytes not yet known to belong to this object (synchronous mode). */
-  zbuf: Buffer;
+  /** Compressed bytes not yet known to belong to this object (synchronous mode), and their count. */
+  zparts: Buffer[];
+  zlength: number;
   nextTry: number;
   stream: StreamInflate | null;
 }
@@ -183,7 +184,7 @@ export class PackReader {
       commitBase = at === undefined ? null : (this.kept.get(at)?.content ?? null);
     }
     const keep = type === OBJ_COMMIT || (commitBase !== null && size <= MAX_COMMIT_BYTES);
-    this.current = { offset: this.offset, type, size, commitBase, keep, zbuf: Buffer.alloc(0), nextTry: 0, stream: null };
+    this.current = { offset: this.offset, type, size, commitBase, keep, zparts: [], zlength: 0, nextTry: 0, stream: null };
     return i;
   }
 
@@ -194,32 +195,35 @@ export class PackReader {
   private async inflate(data: Buffer, final: boolean): Promise<Buffer> {
     const cur = this.current!;
     if (cur.stream === null) {
-      cur.zbuf = cur.zbuf.length === 0 ? data : Buffer.concat([cur.zbuf, data]);
-      if (cur.size <= SYNC_BYTES && cur.zbuf.length <= 2 * SYNC_BYTES + 1024) {
-        if (cur.zbuf.length < cur.nextTry && !final) return Buffer.alloc(0);
+      if (data.length > 0) cur.zparts.push(data);
+      cur.zlength += data.length;
+      // Bytes are joined and tried only once twice as many are here as at the last try, so a
+      // trickle of tiny chunks costs linear, not quadratic, work.
+      if (cur.zlength < cur.nextTry && !final) return Buffer.alloc(0);
+      const zbuf = cur.zparts.length === 1 ? cur.zparts[0]! : Buffer.concat(cur.zparts);
+      cur.zparts = zbuf.length > 0 ? [zbuf] : [];
+      if (cur.size <= SYNC_BYTES && zbuf.length <= 2 * SYNC_BYTES + 1024) {
         let out: { buffer: Buffer; engine: zlib.Inflate };
         try {
-          out = zlib.inflateSync(cur.zbuf, { info: true, maxOutputLength: Math.max(cur.size, 1) }) as unknown as { buffer: Buffer; engine: zlib.Inflate };
+          out = zlib.inflateSync(zbuf, { info: true, maxOutputLength: Math.max(cur.size, 1) }) as unknown as { buffer: Buffer; engine: zlib.Inflate };
         } catch (err) {
           const code = (err as { code?: string }).code;
           if (code === 'Z_BUF_ERROR' && !final) {
-            // The stream goes on past these bytes: try again once twice as many are here, so a
-            // trickle of tiny chunks costs linear, not quadratic, work.
-            cur.nextTry = cur.zbuf.length * 2;
+            // The stream goes on past these bytes.
+            cur.nextTry = zbuf.length * 2;
             return Buffer.alloc(0);
           }
           throw this.inflateError(cur, code);
         }
         const used = out.engine.bytesWritten;
-        const rest = cur.zbuf.subarray(used);
-        this.consume(cur.zbuf, used);
+        this.consume(zbuf, used);
         this.finish(cur, out.buffer.length, cur.keep ? out.buffer : null);
-        return rest;
+        return zbuf.subarray(used);
       }
       // Large: stream it, starting with what was gathered.
       cur.stream = new StreamInflate(cur.size, cur.keep);
-      data = cur.zbuf;
-      cur.zbuf = Buffer.alloc(0);
+      data = zbuf;
+      cur.zparts = [];
     }
     const stream = cur.stream;
     let used: number;

@@ -10,41 +10,64 @@ export type Pkt = { readonly kind: 'flush' } | { readonly kind: 'data'; readonly
 
 const FLUSH: Pkt = Object.freeze({ kind: 'flush' });
 
-/** Reads packets out of bytes as they arrive; `rest()` hands back what follows the last one read. */
+/**
+ * Reads packets out of bytes as they arrive; `rest()` hands back what follows the last one read.
+ * Chunks are joined only once a whole packet is there, so a packet sent a byte at a time costs
+ * linear, not quadratic, copying.
+ */
 export class PktLineReader {
-  private buf: Buffer = Buffer.alloc(0);
+  private parts: Buffer[] = [];
+  private size = 0;
+  /** Bytes needed before the next packet can be read: its length header, then all of it. */
+  private need = 4;
 
   push(chunk: Buffer): void {
-    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+    if (chunk.length === 0) return;
+    this.parts.push(chunk);
+    this.size += chunk.length;
   }
 
   /** The next packet, or null until more bytes arrive. Throws PktLineError on a malformed one. */
   next(): Pkt | null {
-    if (this.buf.length < 4) return null;
-    const digits = this.buf.toString('latin1', 0, 4);
+    if (this.size < this.need) return null;
+    const buf = this.joined();
+    const digits = buf.toString('latin1', 0, 4);
     if (!/^[0-9a-fA-F]{4}$/.test(digits)) throw new PktLineError(`malformed pkt-line length ${JSON.stringify(digits)}`);
     const length = parseInt(digits, 16);
     if (length === 0) {
-      this.buf = this.buf.subarray(4);
+      this.keep(buf.subarray(4));
       return FLUSH;
     }
     // 0001-0003 are delimiters of protocol v2, which a push never uses.
     if (length < 4 || length > MAX_PKT) throw new PktLineError(`pkt-line length ${digits} is out of range`);
-    if (this.buf.length < length) return null;
-    const payload = this.buf.subarray(4, length);
-    this.buf = this.buf.subarray(length);
-    return { kind: 'data', payload };
+    if (buf.length < length) {
+      this.need = length;
+      return null;
+    }
+    this.keep(buf.subarray(length));
+    return { kind: 'data', payload: buf.subarray(4, length) };
   }
 
   /** Bytes held that are not part of any packet read so far. */
   rest(): Buffer {
-    const rest = this.buf;
-    this.buf = Buffer.alloc(0);
+    const rest = this.joined();
+    this.keep(Buffer.alloc(0));
     return rest;
   }
 
   get buffered(): number {
-    return this.buf.length;
+    return this.size;
+  }
+
+  private joined(): Buffer {
+    if (this.parts.length !== 1) this.parts = [Buffer.concat(this.parts)];
+    return this.parts[0] ?? Buffer.alloc(0);
+  }
+
+  private keep(rest: Buffer): void {
+    this.parts = rest.length > 0 ? [rest] : [];
+    this.size = rest.length;
+    this.need = 4;
   }
 }
 
