@@ -14,6 +14,12 @@ import { createTestPki, isolatedGitEnv, REPO_ROOT, rmTmp, runProcess, startGitSe
 const MB = 1024 * 1024;
 const SIZE_MB = Number(process.env.AIRLOCK_GIT_BENCH_MB ?? 100);
 
+/** CPU seconds (user + system) a process has used. */
+function cpuOf(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
 function rssOf(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) * 1024 : 0;
@@ -78,21 +84,24 @@ describe('git push through Airlock', () => {
         }
         const local = (await runProcess('git', ['rev-parse', 'HEAD'], { cwd: t.dir, env: tenv })).stdout.trim();
         const baseline = rssOf(proxy.pid!);
+        const cpuBefore = cpuOf(proxy.pid!);
         let peak = baseline;
         const sampler = setInterval(() => (peak = Math.max(peak, rssOf(proxy.pid!))), 50);
         const started = performance.now();
         const push = await runProcess('git', ['push', '-q', 'origin', 'HEAD:main'], { cwd: t.dir, env: tenv, timeoutMs: 300_000 });
         const seconds = (performance.now() - started) / 1000;
         clearInterval(sampler);
+        const cpu = t === targets.direct ? null : cpuOf(proxy.pid!) - cpuBefore;
         expect(push.code, push.stderr).toBe(0);
         const bare = join(root, t.url.replace(/^.*\//, ''));
         expect((await runProcess('git', ['rev-parse', 'main'], { cwd: bare, env: genv })).stdout.trim(), 'the push landed').toBe(local);
-        rows.push(`| ${t.name} | ${seconds.toFixed(2)} s | ${(SIZE_MB / seconds).toFixed(1)} MB/s | ${(baseline / MB).toFixed(0)} MiB | ${(peak / MB).toFixed(0)} MiB | +${((peak - baseline) / MB).toFixed(0)} MiB |`);
+        const proxyCells = cpu === null ? '- | - | - | -' : `${cpu.toFixed(2)} s | ${(baseline / MB).toFixed(0)} MiB | ${(peak / MB).toFixed(0)} MiB | +${((peak - baseline) / MB).toFixed(0)} MiB`;
+        rows.push(`| ${t.name} | ${seconds.toFixed(2)} s | ${(SIZE_MB / seconds).toFixed(1)} MB/s | ${proxyCells} |`);
         console.log(rows[rows.length - 1]);
       }
       const audit = readFileSync(ready.session.audit, 'utf8');
       expect(audit).toMatch(/refs\/heads\/main update allowed \(fast-forward\)/);
-      console.log(`\n${SIZE_MB} MB push (incompressible blobs), proxy in its own process:\n\n| target | push time | throughput | proxy RSS before | proxy RSS peak | growth |\n|---|---|---|---|---|---|\n${rows.join('\n')}\n`);
+      console.log(`\n${SIZE_MB} MB push (incompressible blobs), proxy in its own process:\n\n| target | push time | throughput | proxy CPU | proxy RSS before | proxy RSS peak | growth |\n|---|---|---|---|---|---|---|\n${rows.join('\n')}\n`);
     } finally {
       proxy.kill('SIGTERM');
       await server.close();
