@@ -118,6 +118,31 @@ describe('the pack reader on packs git made', () => {
     expect(fastForwardProof(summary.commits, deltaTip, [...summary.commits.keys()][0]!)).toBeNull();
   });
 
+  it('reads a SHA-256 repository\'s pack', async () => {
+    const d = tmpDir('airlock-git-sha256-');
+    try {
+      const e = isolatedGitEnv(d);
+      const g = async (args: string[]) => (await runProcess('git', args, { cwd: d, env: e })).stdout.trim();
+      await g(['init', '-q', '--object-format=sha256', '-b', 'main']);
+      const ids: string[] = [];
+      for (const name of ['a', 'b', 'c']) {
+        writeFileSync(join(d, name), name);
+        await g(['add', name]);
+        await g(['commit', '-q', '-m', name]);
+        ids.push(await g(['rev-parse', 'HEAD']));
+      }
+      expect(ids[0]).toHaveLength(64);
+      const pack = await packOf(d, e, [ids[2]!, `^${ids[0]}`]);
+      const reader = new PackReader('sha256');
+      await reader.write(pack);
+      const summary = await reader.end();
+      expect([...summary.commits.keys()].sort()).toEqual([ids[1], ids[2]].sort());
+      expect(fastForwardProof(summary.commits, ids[0]!, ids[2]!)).toBeNull();
+    } finally {
+      rmTmp(d);
+    }
+  });
+
   it('says why a fast-forward is not shown', async () => {
     const summary = await read(linear);
     expect(fastForwardProof(summary.commits, tip, base)).toMatch(/not among the pushed commits/);

@@ -290,9 +290,9 @@ export class PackReader {
 export function parentsOf(content: Buffer, idLength: number): string[] | null {
   const header = content.toString('latin1', 0, Math.min(content.length, 64 * 1024));
   const lines = header.split('\n');
-  if (!new RegExp(`^tree [0-9a-f]{${idLength}}$`).test(lines[0] ?? '')) return null;
+  const { tree, parent } = idLength === 40 ? SHA1_LINES : SHA256_LINES;
+  if (!tree.test(lines[0] ?? '')) return null;
   const parents: string[] = [];
-  const parent = new RegExp(`^parent ([0-9a-f]{${idLength}})$`);
   for (let i = 1; i < lines.length; i++) {
     const m = parent.exec(lines[i]!);
     if (!m) break;
@@ -300,6 +300,9 @@ export function parentsOf(content: Buffer, idLength: number): string[] | null {
   }
   return parents;
 }
+
+const SHA1_LINES = { tree: /^tree [0-9a-f]{40}$/, parent: /^parent ([0-9a-f]{40})$/ };
+const SHA256_LINES = { tree: /^tree [0-9a-f]{64}$/, parent: /^parent ([0-9a-f]{64})$/ };
 
 function readVarint(delta: Buffer, at: { i: number }): number {
   let value = 0;
