@@ -1,5 +1,6 @@
 // `airlock run` and `airlock gc`: Docker sessions, served by an embedded proxy or a running daemon.
-import { resolve as resolvePath } from 'node:path';
+import { realpathSync } from 'node:fs';
+import { resolve as resolvePath, sep } from 'node:path';
 import { dockerClient } from './docker.js';
 import { Option } from 'commander';
 import type { Command } from 'commander';
@@ -80,16 +81,19 @@ export function registerRunCommands(program: Command): void {
       await pingDocker(docker);
       let runtime: ProxyRuntime | undefined;
       let provider: SessionProvider;
+      const follow = policyFollowing(opts.policy, opts.copy ? undefined : opts.workspace, (line) => process.stderr.write(`airlock: ${line}\n`));
       if (opts.daemon) {
         provider = new DaemonProvider(daemonAdmin(opts.stateDir), {
           stateDir: opts.stateDir,
           policyText,
           policySource: opts.policy,
+          policyFile: follow.file,
+          watchPolicy: follow.watch,
           notice: (line) => process.stderr.write(`airlock: ${line}\n`),
         });
       } else {
         const { stateDir, resolve, upstreamCa, allowPrivate } = opts;
-        runtime = buildRuntime({ stateDir, resolve, upstreamCa, allowPrivate }).runtime;
+        runtime = buildRuntime({ stateDir, resolve, upstreamCa, allowPrivate, follow }).runtime;
         provider = new EmbeddedProvider(runtime);
       }
       // Under sudo the caller is SUDO_UID, not root: files in the workspace stay theirs.
@@ -148,6 +152,28 @@ export function registerRunCommands(program: Command): void {
       const total = sessions.length + report.containers.length + report.networks.length + report.firewall.length;
       if (total === 0) process.stdout.write('airlock gc: nothing to remove\n');
     });
+}
+
+/**
+ * How the session follows its policy file. A file inside a workspace the container mounts is one
+ * the session can write: watching it would let the session rewrite its own policy, so it is only
+ * reloaded when the operator asks (and approve refuses while it differs from what runs).
+ */
+export function policyFollowing(policy: string, workspace: string | undefined, notice: (line: string) => void): { file: string; watch: boolean } {
+  const file = realOrResolved(policy);
+  if (workspace === undefined) return { file, watch: true };
+  const root = realOrResolved(workspace);
+  const inside = file === root || file.startsWith(root.endsWith(sep) ? root : root + sep);
+  if (inside) notice(`not watching ${policy} for changes: it is inside the workspace the session can write; after reviewing a change, load it with \`airlock policy reload\``);
+  return { file, watch: !inside };
+}
+
+function realOrResolved(path: string): string {
+  try {
+    return realpathSync(path);
+  } catch {
+    return resolvePath(path);
+  }
 }
 
 /** The daemon's sessions for gc; no daemon running for the state dir means none. */

@@ -6,4 +6,5 @@ export { decide, inspectedHostPatterns } from './decide.js';
 export { normalizeHost, isIpLiteral, matchHostPattern } from './hosts.js';
 export { CREDENTIAL_PRESETS, type CredentialPreset } from './presets.js';
 export { checkCpus, checkMemory, checkPids, CONTAINER_HINT, formatBytes, sizeFlag, type Checked } from './container.js';
+export { allowRequest, credentialReach, narrowestRule, RuleEditError, type RequestToAllow, type RuleEdit, type RuleText } from './edit.js';
 export { decideFastForward, decideRefUpdate, refUpdateKind, type RefUpdate, type RefVerdict } from './git-decide.js';

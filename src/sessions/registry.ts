@@ -12,7 +12,7 @@ import type { CredentialBroker } from '../credentials/broker.js';
 import { NO_CREDENTIALS } from '../credentials/broker.js';
 import type { ProxySession, SessionDirectory } from '../proxy/context.js';
 import { isSessionId, newSessionId, newToken, tokenMatches } from './session.js';
-import type { Session } from './session.js';
+import type { PolicyStatus, Session } from './session.js';
 
 export interface SessionRegistryOptions {
   readonly stateDir: string;
@@ -26,6 +26,8 @@ export interface SessionRegistryOptions {
    * (the runtime wires this to the proxy), so nothing outlives the session.
    */
   readonly onRemove?: (id: string) => Promise<void> | void;
+  /** Called with each new session before create() returns it. */
+  readonly onCreate?: (session: Session) => void;
   /** Builds the session's credential broker (resolves secrets; throws a clear error if one is missing). */
   readonly credentials?: (policy: Policy, sessionId: string) => Promise<CredentialBroker>;
 }
@@ -38,6 +40,9 @@ export interface CreateSessionOptions {
 
 interface LiveSession extends Session {
   readonly listener: string;
+  /** Replaced by replacePolicy() only; everything else reads these. */
+  policy: Policy;
+  policyStatus: PolicyStatus;
 }
 
 export function sessionDir(stateDir: string, id: string): string {
@@ -98,10 +103,13 @@ export class SessionRegistry implements SessionDirectory {
       createdAt: new Date(),
       token: newToken(),
       listener: opts.listener ?? 'default',
+      caScope: permittedDns,
+      policyStatus: { version: policy.digest, source: policy.source, loadedAt: new Date().toISOString(), watching: false, warnings: [] },
     };
     await session.audit.ready();
     this.sessions.set(id, session);
     if (session.listener !== 'default') this.owners.set(session.listener, session);
+    this.options.onCreate?.(session);
     return session;
   }
 
@@ -111,6 +119,19 @@ export class SessionRegistry implements SessionDirectory {
 
   list(): Session[] {
     return [...this.sessions.values()];
+  }
+
+  /**
+   * Puts `policy` in force for the session's new requests (requests and tunnels already decided
+   * keep their decision) and records `status`; the caller has checked the policy
+   * (checkReplacement). With no policy, records only the status (a failed reload).
+   */
+  setPolicy(id: string, policy: Policy | null, status: PolicyStatus): boolean {
+    const session = this.sessions.get(id);
+    if (!session) return false;
+    if (policy) session.policy = policy;
+    session.policyStatus = status;
+    return true;
   }
 
   async remove(id: string): Promise<boolean> {

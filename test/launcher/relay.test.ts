@@ -17,6 +17,7 @@ import {
   expectNoLeftovers,
   finishSession,
   inspectContainer,
+  launcherEnv,
   leftovers,
   NO_LEFTOVERS,
   parseProbes,
@@ -97,10 +98,7 @@ async function relayOf(session: SessionContainer) {
 beforeAll(async () => {
   image = process.env.AIRLOCK_RUN_TEST_IMAGE || (await ensureAgentImage());
   relayImage = await ensureRelayImage();
-  baseEnv = { ...process.env };
-  for (const name of Object.keys(baseEnv)) {
-    if (/^AIRLOCK_|_PROXY$|^(http|https|all|no)_proxy$|^DOCKER_HOST$/i.test(name)) delete baseEnv[name];
-  }
+  baseEnv = launcherEnv();
   pki = await createTestPki();
   // The docker-group test user's launcher reads the upstream CA (a certificate, no key).
   chmodSync(pki.dir, 0o755);

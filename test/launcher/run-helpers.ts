@@ -14,6 +14,18 @@ import type { ProcessResult } from '../helpers/servers.js';
 
 // ---------------------------------------------------------------- processes
 
+/**
+ * This process's environment without what would steer a launcher elsewhere: Airlock's own
+ * variables, proxy variables and DOCKER_HOST.
+ */
+export function launcherEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  for (const name of Object.keys(env)) {
+    if (/^AIRLOCK_|_PROXY$|^(http|https|all|no)_proxy$|^DOCKER_HOST$/i.test(name)) delete env[name];
+  }
+  return env;
+}
+
 /** A CLI process left running while the test works on its session. */
 export interface LiveCli {
   readonly child: ChildProcessWithoutNullStreams;

@@ -154,11 +154,20 @@ describe('parsePolicy: valid input', () => {
     expect(parsePolicy(FULL, FILE)).toEqual(p);
   });
 
+  it('names its version by what it means: comments, layout and file name keep the digest, a change of meaning changes it', () => {
+    const base = parsePolicy('version: 1\nname: d\nallow:\n  - host: a.example\n', FILE);
+    const relaid = parsePolicy('# the team\'s policy\nversion: 1\n\nname: d   # named\nallow: [{ host: a.example }]\n', 'other.yaml');
+    expect(relaid.digest).toBe(base.digest);
+    expect(parsePolicy('version: 1\nname: d\nallow:\n  - host: a.example\n    methods: [GET]\n', FILE).digest).not.toBe(base.digest);
+    expect(parsePolicy('version: 1\nname: d\nallow:\n  - host: b.example\n', FILE).digest).not.toBe(base.digest);
+  });
+
   it('applies defaults', () => {
     const minimal = parsePolicy('version: 1\nname: minimal\n', FILE);
     expect(minimal).toEqual({
       version: 1,
       name: 'minimal',
+      digest: expect.stringMatching(/^[0-9a-f]{12}$/),
       source: FILE,
       mode: 'enforce',
       allow: [],
