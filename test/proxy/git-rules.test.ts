@@ -167,7 +167,11 @@ describe('git rules through a real session', () => {
     expect(r.stderr).toMatch(/remote: Airlock refused this push to acme\/app/);
     expect(await serverRef('refs/heads/main')).toBe(before);
     const line = await airlock.waitForAudit((l) => (l.detail ?? '').includes('refs/heads/main update refused'));
-    expect(line).toMatchObject({ action: 'deny', reason: 'git_ref_not_allowed', rule: 'allow[0] github.com' });
+    expect(line).toMatchObject({ action: 'deny', reason: 'git_ref_not_allowed', rule: 'allow[0] github.com', status: 200 });
+    // Audited once: the upstream request the refusal stopped leaves no line of its own.
+    const pushes = (await airlock.auditLines()).filter((l) => l.path === '/acme/app.git/git-receive-pack');
+    expect(pushes.filter((l) => l.status === 499 || l.reason === 'upstream_error')).toEqual([]);
+    expect(pushes.filter((l) => (l.detail ?? '').includes('refs/heads/main'))).toHaveLength(1);
   }, 60_000);
 
   it('refuses a force push to agent/x and leaves it alone', async () => {
@@ -218,6 +222,28 @@ describe('git rules through a real session', () => {
     expect(JSON.stringify(lines)).not.toContain(SECRET);
     expect(server.authSeen.every((a) => a === 'Basic ' + Buffer.from(`x-access-token:${SECRET}`).toString('base64'))).toBe(true);
   });
+
+  it('a report-mode session lets a push its git rule refuses through, audited as would_deny', async () => {
+    const report = await startAirlock({
+      policy: POLICY.replace('name: git-rules\n', 'name: git-rules-report\nmode: report\n'),
+      resolve: { 'github.com:443': server.port },
+      upstreamCa: [pki.caPem],
+      credentials: credentialsFactory({ AIRLOCK_GITHUB_TOKEN: SECRET }),
+    });
+    try {
+      const reportEnv = isolatedGitEnv(home, { HTTPS_PROXY: report.proxyUrl, GIT_SSL_CAINFO: report.bundlePath });
+      await ok(['checkout', '-q', '-b', 'report-x']);
+      const tip = await commit('outside agent/*', 'report.txt');
+      const r = await runProcess('git', ['push', 'origin', 'HEAD:refs/heads/report/x'], { cwd: work, env: reportEnv, timeoutMs: 60_000 });
+      expect(r.code, r.stderr).toBe(0);
+      expect(await serverRef('refs/heads/report/x')).toBe(tip);
+      const line = await report.waitForAudit((l) => (l.detail ?? '').includes('refs/heads/report/x create refused'));
+      expect(line).toMatchObject({ action: 'would_deny', reason: 'git_ref_not_allowed', rule: 'allow[0] github.com', status: 200 });
+    } finally {
+      await ok(['checkout', '-q', 'agent/x']);
+      await report.close();
+    }
+  }, 60_000);
 });
 
 /** A one-commit pack whose commit inflates far past its declared size. */
