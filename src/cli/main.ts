@@ -150,12 +150,23 @@ policyCommand
     const policy = loadPolicy(file);
     const out = [`${file}: policy "${policy.name}" is valid (version ${policy.version}, mode ${policy.mode})`];
     for (const rule of policy.allow) {
-      const parts = [
-        rule.methods ? `methods ${rule.methods.join(',')}` : 'any method',
-        `ports ${rule.ports.join(',')}`,
-        rule.paths ? `paths ${rule.paths.join(' ')}` : 'any path',
-        rule.inspect ? 'inspected' : 'tunnelled (not inspected)',
-      ];
+      const parts = rule.git
+        ? [
+            `ports ${rule.ports.join(',')}`,
+            'git smart HTTP only',
+            rule.git.fetch.length > 0 ? `fetch ${rule.git.fetch.join(' ')}` : 'no fetch',
+            ...rule.git.push.map(
+              (p) =>
+                `push ${p.repo}: ${[...p.branches.map((b) => `branch ${b}`), ...p.tags.map((t) => `tag ${t}`)].join(' ')} ` +
+                `(${p.create ? 'create' : 'no create'}, ${p.force ? 'force' : 'fast-forward only'}, ${p.delete ? 'delete' : 'no delete'})`,
+            ),
+          ]
+        : [
+            rule.methods ? `methods ${rule.methods.join(',')}` : 'any method',
+            `ports ${rule.ports.join(',')}`,
+            rule.paths ? `paths ${rule.paths.join(' ')}` : 'any path',
+            rule.inspect ? 'inspected' : 'tunnelled (not inspected)',
+          ];
       out.push(`  allow ${rule.host}: ${parts.join('; ')}`);
     }
     if (policy.allow.length === 0) out.push('  (no allow rules: every request is denied)');

@@ -5,6 +5,7 @@
 // `mode: report` is an outcome like the others: a denial of the policy's rules becomes
 // would_deny, which the proxy lets through (inspected, so each request is judged too) and audits.
 
+import { decideGitRequest, gitRequestOf, type GitRequest } from './git-decide.js';
 import { compilePathGlob, type PathMatcher } from './glob.js';
 import { matchHostPattern } from './hosts.js';
 import { ambiguousPathEncoding, withoutPathParameters } from './path-encoding.js';
@@ -67,15 +68,36 @@ function enforced(policy: Policy, facts: RequestFacts): Decision {
   const overrides = facts.methodOverrides ?? NO_OVERRIDES;
   // Judged once, when the first rule with paths: is reached (undefined: not yet).
   let ambiguity: string | null | undefined;
-  for (const { rule, paths } of compile(policy)) {
+  const rules = compile(policy);
+  // A git smart-HTTP request, on a host some git rule covers, is for git rules alone to decide.
+  const gitRequest = facts.phase === 'request' ? gitRequestOf(facts) : null;
+  const gitScoped = gitRequest !== null && rules.some(({ rule }) => rule.git && rule.ports.includes(port) && matchHostPattern(rule.host, host));
+  /** The first git rule that refused a git request, or that a request other than git's met. */
+  let gitRefused: { rule: AllowRule; message: string } | undefined;
+  for (const { rule, paths } of rules) {
     if (!matchHostPattern(rule.host, host)) continue;
     firstOnHost ??= rule;
     if (!rule.ports.includes(port)) continue;
-    firstOnPort ??= rule;
     if (facts.phase === 'connect') {
       // Method and path are not known until the tunnel is opened; they are checked per request.
       return allow(rule, `${host}:${port} allowed by ${rule.label}`);
     }
+    if (rule.git || gitScoped) {
+      if (!rule.git) continue;
+      const verdict = gitRequest ? decideGitRequest(rule.git, rule.label, method, gitRequest) : null;
+      if (verdict?.ok) {
+        const allowed = allow(rule, `git ${describeGit(gitRequest!)} on ${host} allowed by ${rule.label}`);
+        return verdict.push ? { ...allowed, gitPush: verdict.push } : allowed;
+      }
+      gitRefused ??= {
+        rule,
+        message: verdict
+          ? `git ${describeGit(gitRequest!)} on ${host} is not allowed: ${verdict.message}`
+          : `${describeRequest(method, path)} on ${host} is not allowed: ${rule.label} allows only git's smart HTTP (clone, fetch and push)`,
+      };
+      continue;
+    }
+    firstOnPort ??= rule;
     if (rule.methods !== null) {
       if (!rule.methods.includes(method)) continue;
       // Servers that honour an override run the request as that method: the rule must allow it too.
@@ -112,6 +134,9 @@ function enforced(policy: Policy, facts: RequestFacts): Decision {
 
   if (!firstOnHost) {
     return deny(null, 'no_rule', `host ${host} matches no allow rule in policy "${policy.name}"`);
+  }
+  if (gitRefused && (gitScoped || !firstOnPort)) {
+    return deny(gitRefused.rule.label, 'path_not_allowed', `${gitRefused.message}. Ask the operator to extend the rule's git: block.`);
   }
   if (!firstOnPort) {
     const r = firstOnHost;
@@ -158,6 +183,11 @@ function refusedOverride(methods: readonly string[], overrides: readonly MethodO
 function quoteMethod(method: string): string {
   if (/^[A-Z]{1,20}$/.test(method)) return method;
   return JSON.stringify(method.length > 40 ? `${method.slice(0, 40)}...` : method);
+}
+
+function describeGit(r: GitRequest): string {
+  const what = r.service === 'git-receive-pack' ? 'push' : r.service === 'git-upload-pack' ? 'fetch' : 'request';
+  return `${what}${r.endpoint === 'info/refs' ? ' (ref advertisement)' : ''} of ${r.repo ?? '(unreadable repository path)'}`;
 }
 
 function describeRequest(method: string, path: string | undefined): string {

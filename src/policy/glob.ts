@@ -11,6 +11,11 @@ export function compilePathGlob(glob: string): PathMatcher {
   if (typeof glob !== 'string' || !glob.startsWith('/')) {
     throw new Error(`path glob must start with "/": ${JSON.stringify(glob)}`);
   }
+  return compileGlob(glob);
+}
+
+/** The same globs for names that are not paths (git repositories, branches, tags). */
+export function compileGlob(glob: string): PathMatcher {
   // "**" means the same as "*"; collapsing keeps the matcher's backtracking minimal.
   const pattern = glob.replace(/\*{2,}/g, '*');
   if (!pattern.includes('*') && !pattern.includes('?')) {

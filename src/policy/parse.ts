@@ -10,6 +10,7 @@ import { isMap, LineCounter, parseDocument, type ErrorCode } from 'yaml';
 import { parseContainer } from './container.js';
 import { parseCredentials } from './credentials.js';
 import { PolicyError } from './errors.js';
+import { parseGitRule } from './git-rules.js';
 import { parseHostPattern } from './host-pattern.js';
 import { describe, Reader, type Value } from './reader.js';
 import type { AllowRule, Limits, Policy } from './types.js';
@@ -17,7 +18,7 @@ import type { AllowRule, Limits, Policy } from './types.js';
 export { PolicyError } from './errors.js';
 
 const TOP_KEYS = ['version', 'name', 'mode', 'allow', 'credentials', 'limits', 'container'] as const;
-const RULE_KEYS = ['host', 'methods', 'ports', 'paths', 'inspect'] as const;
+const RULE_KEYS = ['host', 'methods', 'ports', 'paths', 'inspect', 'git'] as const;
 const LIMIT_KEYS = ['max_upload_bytes', 'max_connections', 'requests_per_second'] as const;
 
 const DEFAULT_PORTS: readonly number[] = Object.freeze([80, 443]);
@@ -153,6 +154,19 @@ function parseRule(r: Reader, item: Value, index: number): AllowRule {
     }
   }
 
+  const gitValue = fields.get('git');
+  const git = gitValue ? parseGitRule(r, gitValue, item.path) : null;
+  if (gitValue) {
+    // Git's requests are a fixed set of methods and paths, which the git: block decides on.
+    for (const key of ['methods', 'paths', 'inspect'] as const) {
+      const v = fields.get(key);
+      if (v && !(key === 'inspect' && inspect)) {
+        r.fail(v, v.path, key === 'inspect' ? 'git: needs inspection, but this rule has inspect: false' : `${key} cannot be combined with git:`,
+          key === 'inspect' ? 'Remove inspect: false from this rule' : `Remove ${key} from this rule; for other requests to this host add a second rule without git:`);
+      }
+    }
+  }
+
   return Object.freeze({
     index,
     line,
@@ -163,6 +177,7 @@ function parseRule(r: Reader, item: Value, index: number): AllowRule {
     paths,
     inspect,
     label: `allow[${index}] ${pattern.host}`,
+    git,
   });
 }
 

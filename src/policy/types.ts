@@ -19,6 +19,35 @@ export interface AllowRule {
   readonly inspect: boolean;
   /** Human label used in decisions and audit lines, e.g. "allow[0] api.github.com". */
   readonly label: string;
+  /**
+   * Git over smart HTTP on this host, by repository and ref; null: no git scoping. A rule with
+   * git: allows only git's smart-HTTP requests, and only as this block says.
+   */
+  readonly git: GitRule | null;
+}
+
+export interface GitRule {
+  /** Repository globs ("acme/*") that may be cloned and fetched. */
+  readonly fetch: readonly string[];
+  readonly push: readonly GitPushRule[];
+}
+
+/** Which refs of which repositories may be pushed, and how. */
+export interface GitPushRule {
+  /** Field path for messages, e.g. "allow[0].git.push[1]". */
+  readonly label: string;
+  readonly line: number;
+  /** Repository glob ("acme/app", "acme/*"), matched against the URL path without ".git". */
+  readonly repo: string;
+  /** Branch globs, matched against the name after refs/heads/. */
+  readonly branches: readonly string[];
+  /** Tag globs, matched against the name after refs/tags/. */
+  readonly tags: readonly string[];
+  /** A ref that does not exist yet may be created. */
+  readonly create: boolean;
+  /** A branch may be moved to a commit that does not descend from it; a tag may be moved. */
+  readonly force: boolean;
+  readonly delete: boolean;
 }
 
 export type SecretSource =
@@ -106,6 +135,8 @@ export interface RequestFacts {
    * X-Rewrite-URL); a rule with paths: refuses a request that carries one.
    */
   readonly pathOverrides?: readonly string[];
+  /** The query with its "?" ("" when none): git's info/refs names its service there. */
+  readonly query?: string;
 }
 
 /** A method override: X-HTTP-Method-Override and its kin, or the `_method` query parameter. */
@@ -129,7 +160,8 @@ export type DenyReason =
   | 'upstream_error'
   | 'destination_blocked'
   | 'rate_limited'
-  | 'upload_budget_exceeded';
+  | 'upload_budget_exceeded'
+  | 'git_ref_not_allowed';
 
 /**
  * What the policy says of a request: allow it, deny it, or, in report mode, let a denial of the
@@ -146,4 +178,13 @@ interface DecisionCommon {
   readonly message: string;
   /** For CONNECTs that go ahead: terminate TLS and inspect (true) or tunnel blindly (false). */
   readonly inspect: boolean;
+  /** An allowed git push (POST git-receive-pack): its body's ref updates are still to be checked. */
+  readonly gitPush?: GitPushTarget;
+}
+
+/** A push a git rule let through to the body check: the repository and its push entries. */
+export interface GitPushTarget {
+  readonly repo: string;
+  /** The rule's push entries whose repo glob matches. */
+  readonly rules: readonly GitPushRule[];
 }

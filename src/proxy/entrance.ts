@@ -5,6 +5,7 @@ import type { Decision, DenyReason } from '../policy/index.js';
 import type { ProxySession } from './context.js';
 import type { Exchange } from './exchange.js';
 import type { RequestHead } from './http1/types.js';
+import { isGitClient } from './responses.js';
 import type { TunnelContext } from './tunnel-context.js';
 import { methodOverrides, normalisePath, pathOverrides, parseAbsoluteUri, parseAuthority } from './target.js';
 import type { Authority } from './target.js';
@@ -104,6 +105,7 @@ export function enter(
   x: Incoming,
   limits: { readonly connection: boolean; readonly upload?: number },
 ): { target: CheckedTarget; decision: Decision } | null {
+  if (isGitClient(x.req.rawHeaders)) ex.denyInText();
   const target = checkTarget(x);
   const url = x.req.url ?? '';
   if ('status' in target) {
@@ -130,6 +132,7 @@ export function enter(
       rawPath: target.rawPath,
       methodOverrides: methodOverrides(x.req.rawHeaders, target.forward),
       pathOverrides: pathOverrides(x.req.rawHeaders),
+      query: target.forward.slice(target.path.length),
     },
     // A refused path is audited as it was asked for (the query is the same either way):
     // "/v1/a/%2e%2e/b" says more about the attempt than the "/v1/b" it resolves to.

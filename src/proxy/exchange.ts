@@ -13,7 +13,7 @@ import { DestinationBlocked } from './upstream.js';
 import type { Upstream } from './upstream.js';
 import { TIMEOUT_CODES } from './http1/errors.js';
 import type { ResponseOut } from './http1/types.js';
-import { denyBody, endWith, rawResponse } from './responses.js';
+import { denyBody, denyText, endWith, rawResponse } from './responses.js';
 import { RequestRecord } from './record.js';
 import type { Outcome } from './record.js';
 import { usageOf } from './usage.js';
@@ -101,6 +101,10 @@ export class Exchange {
   private watching = false;
   /** The audit line is written: nothing more is answered or recorded. */
   private ended = false;
+  /** Refused after admission by what the request body said, and answered by the caller. */
+  private refusedInBody = false;
+  /** Denials are answered in plain text rather than JSON (see denyInText). */
+  private textDenials = false;
 
   constructor(
     readonly deps: ExchangeDeps,
@@ -140,6 +144,14 @@ export class Exchange {
   /** A detail for the audit line (e.g. that a secret was scrubbed), unless a failure sets one. */
   note(detail: string): void {
     this.detail = detail;
+  }
+
+  /**
+   * Denials are answered in plain text: git prints a refused request's text body as "remote: ..."
+   * lines, and shows nothing of a JSON one.
+   */
+  denyInText(): void {
+    this.textDenials = true;
   }
 
   /** Whether the client has gone (its connection closed). */
@@ -239,7 +251,7 @@ export class Exchange {
     if (this.ended) return;
     this.outcome = { action: 'deny', rule: this.rule, reason };
     this.detail = detail;
-    const body = status === 403 ? denyBody(this.denyInfo(reason, message)) : message + '\n';
+    const body = status === 403 ? this.denial(reason, message) : message + '\n';
     this.answer(status, body, [`X-Airlock-Decision: deny; reason=${reason}`, ...(reason === 'rate_limited' ? ['Retry-After: 1'] : [])], true);
   }
 
@@ -257,7 +269,8 @@ export class Exchange {
 
   /** A failure of the proxy's own (a response it cannot scrub): answered like an error. */
   failed(failure: Failure): void {
-    if (this.ended) return;
+    // After a refusal in the body, the upstream request was stopped on purpose: its end is no failure.
+    if (this.ended || this.refusedInBody) return;
     const action = failure.deny ? 'deny' : this.decided().action;
     this.outcome = { action, rule: this.rule, reason: failure.reason };
     this.detail = failure.detail;
@@ -269,8 +282,21 @@ export class Exchange {
       this.channel.res.destroy(); // audited when it closes, with the status already sent
       return;
     }
-    const body = failure.status === 403 ? denyBody(this.denyInfo(failure.reason, failure.message)) : failure.message + '\n';
+    const body = failure.status === 403 ? this.denial(failure.reason, failure.message) : failure.message + '\n';
     this.answer(failure.status, body, failure.deny ? [`X-Airlock-Decision: deny; reason=${failure.reason}`] : [], failure.close === true);
+  }
+
+  /**
+   * Decides the exchange again from its request body (a git push's ref updates) while the
+   * response is under way (after responding()): audited as `action` for `reason` when it closes.
+   * A denial is answered by the caller, in the body's own protocol, once it has stopped the
+   * upstream request.
+   */
+  overrule(action: 'deny' | 'would_deny', reason: DenyReason, detail: string): void {
+    if (this.ended) return;
+    this.outcome = { action, rule: this.rule, reason };
+    this.detail = detail;
+    if (action === 'deny') this.refusedInBody = true;
   }
 
   /**
@@ -309,6 +335,12 @@ export class Exchange {
     if (this.ended) return;
     this.ended = true;
     this.record.finish(status, this.outcome ?? this.decided(), detail ?? this.detail);
+  }
+
+  /** The body of a 403: the JSON denial, or the same in plain text for git. */
+  private denial(reason: DenyReason, message: string): string {
+    const info = this.denyInfo(reason, message);
+    return this.textDenials ? denyText(info) : denyBody(info);
   }
 
   private denyInfo(reason: DenyReason, message: string) {

@@ -3,6 +3,7 @@
 // exchange answers every refusal and failure and writes its audit line.
 import type http from 'node:http';
 import type { Readable } from 'node:stream';
+import type { Decision } from '../policy/index.js';
 import { enter } from './entrance.js';
 import type { CheckedTarget, Incoming } from './entrance.js';
 import { Exchange, UploadBudgetExceeded } from './exchange.js';
@@ -11,6 +12,7 @@ import type { BodySink, ResponseOut } from './http1/types.js';
 import { forwardRequestHeaders, forwardResponseHeaders } from './headers.js';
 import { scrubbedSink } from './response-scrub.js';
 import { usageOf } from './usage.js';
+import { gitPushInspector } from './git/inspector.js';
 
 /** A request to forward: its head, its body (null when none) and where the answer goes. */
 export interface HttpRequestIn extends Incoming {
@@ -30,16 +32,16 @@ export function forwardHttp(deps: ExchangeDeps, x: HttpRequestIn): void {
   // A plain request holds a connection slot while it runs; one in a tunnel uses the tunnel's.
   const admitted = enter(ex, x, { connection: !x.tunnel, upload: Number(x.req.headers['content-length'] ?? 0) });
   if (!admitted) return;
-  const { target } = admitted;
+  const { target, decision } = admitted;
   const { req } = x;
   const headers = forwardRequestHeaders(req.rawHeaders, req.headers.connection);
   ex.swap(
     { scheme: x.scheme, host: target.host, port: target.port, pathWithQuery: target.forward, headers, contentType: req.headers['content-type'] },
-    (swap) => send(deps, ex, x, target, swap),
+    (swap) => send(deps, ex, x, target, decision, swap),
   );
 }
 
-function send(deps: ExchangeDeps, ex: Exchange, x: HttpRequestIn, target: CheckedTarget, swap: Forward): void {
+function send(deps: ExchangeDeps, ex: Exchange, x: HttpRequestIn, target: CheckedTarget, decision: Decision, swap: Forward): void {
   const { req, res, session } = x;
   const socket = req.socket;
   const startWritten = socket.bytesWritten;
@@ -59,6 +61,9 @@ function send(deps: ExchangeDeps, ex: Exchange, x: HttpRequestIn, target: Checke
     source.on('error', (err) => bodyTransform.destroy(err));
     source = source.pipe(bodyTransform);
   }
+  // A git push: its ref updates are checked as the body streams (src/proxy/git/).
+  const git = source && gitPushInspector(decision, ex.policy.mode, req.rawHeaders);
+  if (git) source = source!.pipe(git);
   const usage = usageOf(session);
   const call = deps.upstream.http.request(
     {
@@ -92,5 +97,14 @@ function send(deps: ExchangeDeps, ex: Exchange, x: HttpRequestIn, target: Checke
       });
     },
   );
+  git?.onVerdict((v) => {
+    if (v.reason) ex.overrule(v.answer ? 'deny' : 'would_deny', v.reason, v.detail);
+    else ex.note(v.detail);
+    if (v.answer) {
+      // The push stops here: the upstream request is dropped and the client gets git's answer.
+      call.abort();
+      v.answer(res);
+    }
+  });
   call.done.catch((err: Error & { code?: string }) => ex.fail(err));
 }

@@ -31,6 +31,22 @@ export function denyBody(info: DenyInfo): string {
   );
 }
 
+/**
+ * The same denial as plain text, for git, which prints a refused request's text body as
+ * "remote: ..." lines (a JSON body it does not show).
+ */
+export function denyText(info: DenyInfo): string {
+  return `Airlock: ${info.decision.message}\n(${info.decision.reason}; session ${info.session ?? '-'}, policy "${info.policy ?? '?'}")\n`;
+}
+
+/** git's smart-HTTP client, which shows only text/plain error bodies. */
+export function isGitClient(rawHeaders: readonly string[]): boolean {
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    if (rawHeaders[i]!.toLowerCase() === 'user-agent') return rawHeaders[i + 1]!.startsWith('git/');
+  }
+  return false;
+}
+
 export const PROXY_AUTH_BODY =
   'Airlock: proxy authentication required. Use the session proxy URL http://<session-id>:<token>@<proxy>:<port> (from `airlock session create` or the HTTPS_PROXY variable of the session).\n';
 

@@ -29,7 +29,7 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import { createTestPki, rmTmp, startAirlock, startHttpUpstream, startHttpsUpstream } from '../helpers/servers.js';
 import type { AirlockHandle, TestPki, TestUpstream } from '../helpers/servers.js';
-import { dialRecorder, exchange, fakeDns, proxyConnect, proxyGet, proxyOf, sleep } from './helpers.js';
+import { dialRecorder, exchange, fakeDns, mulberry32, proxyConnect, proxyGet, proxyOf, sleep } from './helpers.js';
 import type { DialRecorder, ProxyAddress } from './helpers.js';
 import { usageOf } from '../../src/proxy/usage.js';
 
@@ -41,18 +41,6 @@ const TUNNEL_WORKERS = 32;
 /** How long a case may sit unanswered (an incomplete head the proxy is still waiting on). */
 const IDLE_MS = 150;
 const MEMORY_BOUND = 64 * 1024 * 1024;
-
-/** mulberry32: a tiny seeded PRNG (uniform in [0, 1)). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const POLICY = `
 version: 1

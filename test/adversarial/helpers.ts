@@ -19,6 +19,18 @@ import type { AirlockHandle, AirlockOptions, AuditLine, TestPki, TestUpstream, U
 import { rawConnect } from '../helpers/clients.js';
 import type { RawConnectResult } from '../helpers/clients.js';
 
+/** mulberry32: a tiny seeded PRNG (uniform in [0, 1)), so a fuzz failure can be replayed. */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
 // ---------------------------------------------------------------- dial recorder and resolver
 
 /** True for addresses on this machine's loopback: 127.0.0.0/8, ::1, ::ffff:127.x.x.x. */

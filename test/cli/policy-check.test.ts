@@ -17,6 +17,20 @@ function file(name: string, text: string): string {
 }
 
 describe.concurrent('airlock policy check', () => {
+  it('a git rule: its summary says what git may do, and an error names line and field', async () => {
+    const path = file(
+      'git.yaml',
+      ['version: 1', 'name: git', 'allow:', '  - host: github.com', '    git:', '      fetch: ["acme/*"]', '      push:', '        - repo: acme/app', '          branches: ["agent/*"]', ''].join('\n'),
+    );
+    const r = await runCli(['policy', 'check', path]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('  allow github.com: ports 80,443; git smart HTTP only; fetch acme/*; push acme/app: branch agent/* (create, fast-forward only, no delete)\n');
+    const bad = file('git-bad.yaml', ['version: 1', 'name: git', 'allow:', '  - host: github.com', '    git:', '      push:', '        - repo: acme/app', '          branches: ["agent/*"]', '          forse: true', ''].join('\n'));
+    const e = await runCli(['policy', 'check', bad]);
+    expect(e.code).not.toBe(0);
+    expect(e.stderr).toContain(`${bad}:9: allow[0].git.push[0].forse: unknown key "forse" (did you mean "force"?)`);
+  });
+
   it('a good file: exit 0 and a summary of every rule', async () => {
     const path = file(
       'good.yaml',

@@ -65,6 +65,7 @@ describe('parsePolicy: valid input', () => {
       paths: null,
       inspect: true,
       label: 'allow[0] api.github.com',
+      git: null,
     });
     expect(p.allow[2]?.methods).toEqual(['GET', 'HEAD']);
     expect(p.allow[3]).toMatchObject({ ports: [443, 8443], paths: ['/v1/*'] });
