@@ -31,6 +31,25 @@ export function denyBody(info: DenyInfo): string {
   );
 }
 
+/** The reserved name of the in-session endpoint: answered by the proxy, never resolved or dialled. */
+export const INTERNAL_HOST = 'airlock.internal';
+
+/** Printable ASCII only, at most `max` characters: safe in a status line and a terminal. */
+export function asciiSafe(text: string, max: number): string {
+  const clean = text.replace(/[^\x20-\x7e]/g, '?');
+  return clean.length > max ? clean.slice(0, max - 3) + '...' : clean;
+}
+
+/**
+ * The reason phrase of a 403 on a raw socket (CONNECT, upgrade): clients that print only the
+ * status line (Python's "Tunnel connection failed: 403 ...") still learn host, policy and where
+ * to ask. Printable ASCII, bounded.
+ */
+export function denialPhrase(info: DenyInfo): string {
+  const policy = asciiSafe(info.policy ?? '?', 40);
+  return asciiSafe(`Forbidden by Airlock policy "${policy}": ${info.host}:${info.port} ${info.decision.reason}; see http://${INTERNAL_HOST}/ to ask for access`, 200);
+}
+
 export const PROXY_AUTH_BODY =
   'Airlock: proxy authentication required. Use the session proxy URL http://<session-id>:<token>@<proxy>:<port> (from `airlock session create` or the HTTPS_PROXY variable of the session).\n';
 
