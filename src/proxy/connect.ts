@@ -10,9 +10,9 @@ import type { ExchangeDeps } from './exchange.js';
 import { parseAuthority } from './target.js';
 import type { Authority } from './target.js';
 import type { TunnelContext } from './tunnel-context.js';
-import { answerDenied, answeredTunnel, noticeCaFor } from './notice.js';
+import { answerDenied, answeredTunnel, noticeCaFor, rawDenied } from './notice.js';
 import { serveInternal } from './internal.js';
-import { INTERNAL_HOST } from './responses.js';
+import { INTERNAL_HOST, rawResponse } from './responses.js';
 
 export interface TunnelLimits {
   /** Tunnels with no traffic for this long are closed. */
@@ -166,6 +166,10 @@ function noticeTunnel(host: TunnelHost, ex: Exchange, socket: net.Socket, connec
           answered++;
           answerDenied(denial, req, res);
         },
+        (req) => {
+          answered++;
+          return rawDenied(denial, req);
+        },
         (up, down, tlsError) => {
           ex.bytes(up, down);
           ex.refused(403, denial.reason, tlsError ?? `answered inside the tunnel (${answered} requests)`);
@@ -197,6 +201,7 @@ function internalTunnel(host: TunnelHost, ex: Exchange, socket: net.Socket, conn
         connect,
         secureContext,
         (req, res) => serveInternal(host.deps, { req, res, session: ex.session, scheme: 'https', inTunnel: true }),
+        () => rawResponse(400, 'Bad Request', `Airlock: ${INTERNAL_HOST} answers plain requests only.\n`),
         (up, down, tlsError) => {
           ex.bytes(up, down);
           ex.end(200, tlsError);

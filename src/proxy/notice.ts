@@ -9,9 +9,12 @@ import type { Exchange } from './exchange.js';
 import type { SessionCa } from '../ca/session-ca.js';
 import type { Authority } from './target.js';
 import type { TunnelContext } from './tunnel-context.js';
-import { asciiSafe, INTERNAL_HOST } from './responses.js';
+import type { Duplex } from 'node:stream';
+import { asciiSafe, endWith, INTERNAL_HOST, rawResponse } from './responses.js';
 
 const ESTABLISHED = 'HTTP/1.1 200 Connection Established\r\n\r\n';
+
+type Denial = NonNullable<ReturnType<Exchange['denial']>>;
 
 /** A notice tunnel lives at most this long, however busy: it only ever carries fixed answers. */
 const NOTICE_LIFETIME_MS = 60_000;
@@ -25,7 +28,7 @@ export function noticeCaFor(ctx: { readonly notice?: SessionCa | null }, host: s
 }
 
 /** What a denied request inside a notice tunnel is told: plain text, printable ASCII, bounded. */
-export function denialText(d: NonNullable<ReturnType<Exchange['denial']>>, method: string, path: string): string {
+export function denialText(d: Denial, method: string, path: string): string {
   const safePath = /^\/[A-Za-z0-9\-._~!$&'()*+,;=:@%/]{0,200}$/.test(path) ? path : '/';
   const safeMethod = /^[A-Za-z]{1,20}$/.test(method) ? method.toUpperCase() : 'GET';
   const policy = asciiSafe(d.policy, 60);
@@ -59,6 +62,8 @@ export function answeredTunnel(
   connect: Authority,
   secureContext: tls.SecureContext,
   respond: (req: http.IncomingMessage, res: http.ServerResponse, context: TunnelContext) => void,
+  /** The raw answer to an upgrade or CONNECT inside the tunnel (nothing is ever relayed). */
+  refuseRaw: (req: http.IncomingMessage) => string,
   closed: (bytesUp: number, bytesDown: number, tlsError: string | undefined) => void,
 ): void {
   const started = { read: socket.bytesRead, written: socket.bytesWritten };
@@ -91,8 +96,12 @@ export function answeredTunnel(
       respond(req, res, context);
     });
     server.on('clientError', (_err, s) => s.destroy());
-    server.on('upgrade', (_req, s) => s.destroy());
-    server.on('connect', (_req, s) => s.destroy());
+    const refuse = (req: http.IncomingMessage, s: Duplex) => {
+      s.on('error', () => s.destroy());
+      endWith(s, refuseRaw(req));
+    };
+    server.on('upgrade', refuse);
+    server.on('connect', refuse);
     server.emit('connection', tlsSocket);
   });
   tlsSocket.once('close', () => {
@@ -103,8 +112,14 @@ export function answeredTunnel(
   });
 }
 
+/** The fixed answer to an upgrade or CONNECT inside a notice tunnel, on the raw socket. */
+export function rawDenied(d: Denial, req: http.IncomingMessage): string {
+  const body = denialText(d, req.method ?? 'GET', (req.url ?? '/').split('?')[0]!);
+  return rawResponse(403, asciiSafe(`Forbidden by Airlock policy "${d.policy}"`, 100), body, [`X-Airlock-Decision: deny; reason=${d.reason}`]);
+}
+
 /** The fixed answer of a notice tunnel: 403 with the explanation as plain text, then close. */
-export function answerDenied(d: NonNullable<ReturnType<Exchange['denial']>>, req: http.IncomingMessage, res: http.ServerResponse): void {
+export function answerDenied(d: Denial, req: http.IncomingMessage, res: http.ServerResponse): void {
   const url = req.url ?? '/';
   const body = denialText(d, req.method ?? 'GET', url.split('?')[0]!);
   // The body, if any, is not read: the connection closes after the answer.
