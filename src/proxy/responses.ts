@@ -3,6 +3,9 @@
 import type { Duplex } from 'node:stream';
 import type { Decision } from '../policy/index.js';
 
+/** The reserved name of the in-session endpoint: answered by the proxy, never resolved or dialled. */
+export const INTERNAL_HOST = 'airlock.internal';
+
 export interface DenyInfo {
   readonly session: string | null;
   readonly policy: string | null;
@@ -26,13 +29,10 @@ export function denyBody(info: DenyInfo): string {
       how_to_get_access:
         decision.reason === 'credential_misuse'
           ? 'Send this credential only to the hosts it is bound to, over https.'
-          : `Ask the operator to add an allow rule for ${info.host} to policy "${info.policy ?? '?'}" (then check it with \`airlock policy check\`).`,
+          : `Ask the operator to add an allow rule for ${info.host} to policy "${info.policy ?? '?'}": from this session, POST http://${INTERNAL_HOST}/request-access with host, method, path and reason (see http://${INTERNAL_HOST}/).`,
     }) + '\n'
   );
 }
-
-/** The reserved name of the in-session endpoint: answered by the proxy, never resolved or dialled. */
-export const INTERNAL_HOST = 'airlock.internal';
 
 /** Printable ASCII only, at most `max` characters: safe in a status line and a terminal. */
 export function asciiSafe(text: string, max: number): string {
