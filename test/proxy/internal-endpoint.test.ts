@@ -120,6 +120,12 @@ describe('http://airlock.internal/', () => {
     expect(allowed.requests.every((q) => q.headers.host === 'api.allowed.test')).toBe(true);
   });
 
+  it('the upstream client refuses to dial the reserved name, whatever resolves it', async () => {
+    // A policy allowing *.internal and a WebSocket or a blind tunnel would otherwise get here.
+    await expect(airlock.runtime.upstream.endpointFor('airlock.internal', 443)).rejects.toThrow(/never dialled/);
+    await expect(airlock.runtime.upstream.endpointFor('x.airlock.internal', 80)).rejects.toThrow(/never dialled/);
+  });
+
   it('needs the session credential: without it 407, and another session sees only its own rules', async () => {
     expect((await get('/rules', '')).status).toBe(407);
     expect((await get('/rules', basicAuth(airlock.session.id, 'wrong'))).status).toBe(407);
