@@ -148,36 +148,23 @@ function interceptTunnel(host: TunnelHost, ex: Exchange, socket: net.Socket, con
  */
 function noticeTunnel(host: TunnelHost, ex: Exchange, socket: net.Socket, connect: Authority): void {
   const denial = ex.denial()!;
-  const notice = ex.session.notice!;
-  Promise.resolve(notice.contextFor(connect.host)).then(
-    (secureContext) => {
-      if (socket.destroyed) {
-        ex.refused(403, denial.reason, 'client_closed');
-        return;
-      }
-      let answered = 0;
-      answeredTunnel(
-        host,
-        ex,
-        socket,
-        connect,
-        secureContext,
-        (req, res) => {
-          answered++;
-          answerDenied(denial, req, res);
-        },
-        (req) => {
-          answered++;
-          return rawDenied(denial, req);
-        },
-        (up, down, tlsError) => {
-          ex.bytes(up, down);
-          ex.refused(403, denial.reason, tlsError ?? `answered inside the tunnel (${answered} requests)`);
-        },
-      );
+  let answered = 0;
+  answeredTunnel(host, ex, socket, connect, ex.session.notice!.contextFor(connect.host), {
+    respond: (req, res) => {
+      answered++;
+      answerDenied(denial, req, res);
     },
-    () => ex.refuse(403, denial.reason, denial.message),
-  );
+    refuseRaw: (req) => {
+      answered++;
+      return rawDenied(denial, req);
+    },
+    closed: (up, down, tlsError) => {
+      ex.bytes(up, down);
+      ex.refused(403, denial.reason, tlsError ?? `answered inside the tunnel (${answered} requests)`);
+    },
+    gone: () => ex.refused(403, denial.reason, 'client_closed'),
+    noLeaf: () => ex.refuse(403, denial.reason, denial.message),
+  });
 }
 
 /** CONNECT airlock.internal:443: the endpoint over https, under a notice leaf. */
@@ -188,28 +175,16 @@ function internalTunnel(host: TunnelHost, ex: Exchange, socket: net.Socket, conn
     return;
   }
   ex.answeredHere('airlock.internal');
-  Promise.resolve(notice.contextFor(INTERNAL_HOST)).then(
-    (secureContext) => {
-      if (socket.destroyed) {
-        ex.end(499, 'client_closed');
-        return;
-      }
-      answeredTunnel(
-        host,
-        ex,
-        socket,
-        connect,
-        secureContext,
-        (req, res) => serveInternal(host.deps, { req, res, session: ex.session, scheme: 'https', inTunnel: true }),
-        () => rawResponse(400, 'Bad Request', `Airlock: ${INTERNAL_HOST} answers plain requests only.\n`),
-        (up, down, tlsError) => {
-          ex.bytes(up, down);
-          ex.end(200, tlsError);
-        },
-      );
+  answeredTunnel(host, ex, socket, connect, notice.contextFor(INTERNAL_HOST), {
+    respond: (req, res) => serveInternal(host.deps, { req, res, session: ex.session, scheme: 'https', inTunnel: true }),
+    refuseRaw: () => rawResponse(400, 'Bad Request', `Airlock: ${INTERNAL_HOST} answers plain requests only.\n`),
+    closed: (up, down, tlsError) => {
+      ex.bytes(up, down);
+      ex.end(200, tlsError);
     },
-    () => ex.refuse(502, 'upstream_error', 'Airlock: could not prepare a certificate.', 'certificate minting failed'),
-  );
+    gone: () => ex.end(499, 'client_closed'),
+    noLeaf: () => ex.refuse(502, 'upstream_error', 'Airlock: could not prepare a certificate.', 'certificate minting failed'),
+  });
 }
 
 function blindTunnel(host: TunnelHost, ex: Exchange, socket: net.Socket, connect: Authority): void {

@@ -49,8 +49,21 @@ export interface AnsweredTunnelHost {
   adopt(tlsSocket: tls.TLSSocket, socket: net.Socket, context: TunnelContext): void;
 }
 
+export interface AnsweredTunnelHandlers {
+  /** Answers one request inside the tunnel. */
+  respond(req: http.IncomingMessage, res: http.ServerResponse, context: TunnelContext): void;
+  /** The raw answer to an upgrade or CONNECT inside the tunnel (nothing is ever relayed). */
+  refuseRaw(req: http.IncomingMessage): string;
+  /** The tunnel closed: its bytes, and the TLS error that ended it, if one did. */
+  closed(bytesUp: number, bytesDown: number, tlsError: string | undefined): void;
+  /** The client left while the leaf was being minted. */
+  gone(): void;
+  /** No leaf could be minted. */
+  noLeaf(): void;
+}
+
 /**
- * Completes the CONNECT and the TLS handshake under `secureContext` (a notice leaf), then serves
+ * Completes the CONNECT and the TLS handshake under `leaf` (a notice leaf, once minted), then serves
  * each request inside with `respond`. The exchange of the CONNECT is audited once, when the
  * tunnel closes, through `closed`. Bounded: handshake deadline, idle timeout, total lifetime,
  * requests per tunnel, header size.
@@ -60,12 +73,17 @@ export function answeredTunnel(
   ex: Exchange,
   socket: net.Socket,
   connect: Authority,
-  secureContext: tls.SecureContext,
-  respond: (req: http.IncomingMessage, res: http.ServerResponse, context: TunnelContext) => void,
-  /** The raw answer to an upgrade or CONNECT inside the tunnel (nothing is ever relayed). */
-  refuseRaw: (req: http.IncomingMessage) => string,
-  closed: (bytesUp: number, bytesDown: number, tlsError: string | undefined) => void,
+  leaf: tls.SecureContext | Promise<tls.SecureContext>,
+  handlers: AnsweredTunnelHandlers,
 ): void {
+  Promise.resolve(leaf).then(
+    (secureContext) => (socket.destroyed ? handlers.gone() : serveAnswered(host, ex, socket, connect, secureContext, handlers)),
+    () => handlers.noLeaf(),
+  );
+}
+
+function serveAnswered(host: AnsweredTunnelHost, ex: Exchange, socket: net.Socket, connect: Authority, secureContext: tls.SecureContext, handlers: AnsweredTunnelHandlers): void {
+  const { respond, refuseRaw, closed } = handlers;
   const started = { read: socket.bytesRead, written: socket.bytesWritten };
   socket.write(ESTABLISHED);
   const context: TunnelContext = { session: ex.session, connect, sni: null };

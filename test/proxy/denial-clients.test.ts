@@ -1,13 +1,18 @@
 // A denied HTTPS host, as real clients see it through a real session: curl, git (libcurl with
 // GnuTLS), Node fetch through undici's ProxyAgent, Python urllib and requests (OpenSSL). Each
 // must show the host, the policy and how to ask for access, and the denied host's server must
-// never see a connection.
+// never see a connection. Then a hostile session and the notice tunnel: nothing inside it
+// reaches anything, it cannot be made to present a leaf for another host, the leaves it costs
+// are bounded, and a reload that allows the host applies to the next CONNECT.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
+import tls from 'node:tls';
 import { ProxyAgent, fetch as undiciFetch } from 'undici';
+import { parsePolicy } from '../../src/policy/index.js';
 import { createTestPki, isolatedGitEnv, rmTmp, runProcess, startAirlock, startHttpsUpstream, tmpDir } from '../helpers/servers.js';
 import type { AirlockHandle, TestPki, TestUpstream } from '../helpers/servers.js';
-import { rawConnect } from '../helpers/clients.js';
+import { httpsViaProxy, rawConnect, rawExchange } from '../helpers/clients.js';
 
 const POLICY = `
 version: 1
@@ -21,6 +26,7 @@ let denied: TestUpstream;
 let allowed: TestUpstream;
 let airlock: AirlockHandle;
 let home: string;
+let bundle: string;
 
 beforeAll(async () => {
   pki = await createTestPki();
@@ -32,6 +38,7 @@ beforeAll(async () => {
     upstreamCa: [pki.caPem],
   });
   home = tmpDir('airlock-denial-home-');
+  bundle = readFileSync(airlock.bundlePath, 'utf8');
 });
 
 afterAll(async () => {
@@ -66,6 +73,7 @@ function expectReadable(output: string) {
 function expectUntouched() {
   expect(denied.connections).toBe(0);
   expect(denied.requests).toHaveLength(0);
+  expect(allowed.requests).toHaveLength(0);
 }
 
 describe('a denied HTTPS host, as real clients show it', () => {
@@ -95,8 +103,7 @@ describe('a denied HTTPS host, as real clients show it', () => {
   });
 
   it('Node fetch through undici ProxyAgent gets status 403 and the text', async () => {
-    const ca = readFileSync(airlock.bundlePath, 'utf8');
-    const dispatcher = new ProxyAgent({ uri: airlock.proxyUrl, requestTls: { ca } });
+    const dispatcher = new ProxyAgent({ uri: airlock.proxyUrl, requestTls: { ca: bundle } });
     try {
       const res = await undiciFetch('https://blocked.example/api', { dispatcher });
       expect(res.status).toBe(403);
@@ -164,5 +171,94 @@ print(r.text)
       expect(line).toMatchObject({ kind: 'tunnel', method: 'CONNECT', status: 403, action: 'deny', reason: 'no_rule', detail: 'answered inside the tunnel (1 requests)' });
     }
     expectUntouched();
+  });
+});
+
+/** A TLS session inside a CONNECT to `target`, verified against the bundle unless told not to. */
+async function tunnel(target: string, servername: string, verify = true): Promise<tls.TLSSocket> {
+  const c = await rawConnect({ proxyPort: airlock.port, target, proxyAuthorization: airlock.proxyAuthorization });
+  expect(c.status).toBe(200);
+  return new Promise((resolve, reject) => {
+    const s = tls.connect({ socket: c.socket, servername, ca: bundle, rejectUnauthorized: verify, ALPNProtocols: ['http/1.1'] });
+    s.once('secureConnect', () => resolve(s));
+    s.once('error', reject);
+  });
+}
+
+describe('a hostile session and the notice tunnel', () => {
+  it('a Host header or absolute URL naming an allowed host gets the same refusal; nothing is forwarded', async () => {
+    for (const request of [
+      'GET /x HTTP/1.1\r\nHost: api.allowed.test\r\n\r\n',
+      'GET https://api.allowed.test/x HTTP/1.1\r\nHost: api.allowed.test\r\n\r\n',
+      'POST /upload HTTP/1.1\r\nHost: blocked.example\r\nContent-Length: 5\r\n\r\nhello',
+    ]) {
+      const s = await tunnel('blocked.example:443', 'blocked.example');
+      const answer = await rawExchange(s, request, /to ask for access|restart\.\n$/);
+      expect(answer).toMatch(/^HTTP\/1\.1 403 /);
+      expect(answer).toContain('Policy "denial-clients"');
+      s.destroy();
+    }
+    expectUntouched();
+  });
+
+  it('a WebSocket upgrade or a CONNECT inside is refused with the same text', async () => {
+    for (const request of [
+      'GET /ws HTTP/1.1\r\nHost: blocked.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
+      'CONNECT api.allowed.test:443 HTTP/1.1\r\nHost: api.allowed.test:443\r\n\r\n',
+    ]) {
+      const s = await tunnel('blocked.example:443', 'blocked.example');
+      const answer = await rawExchange(s, request, /restart\.\n$/);
+      expect(answer).toMatch(/^HTTP\/1\.1 403 /);
+      expect(answer).not.toMatch(/^HTTP\/1\.1 (101|200)/m);
+      s.destroy();
+    }
+    expectUntouched();
+  });
+
+  it('asking for another name (SNI) still gets only the CONNECT host\'s leaf', async () => {
+    const s = await tunnel('blocked.example:443', 'api.allowed.test', false);
+    const leaf = s.getPeerX509Certificate()!;
+    expect(leaf.subjectAltName).toBe('DNS:blocked.example');
+    expect(leaf.checkHost('api.allowed.test')).toBeUndefined();
+    expect(s.authorized).toBe(false); // a verifying client would refuse it for api.allowed.test
+    s.destroy();
+    expectUntouched();
+  });
+
+  it('leaves for ever new denied hosts are bounded (the oldest is minted again)', async () => {
+    const notice = airlock.session.notice!;
+    for (let i = 0; i < 70; i++) {
+      const r = await httpsViaProxy({ proxyPort: airlock.port, proxyAuthorization: airlock.proxyAuthorization, url: `https://h${i}.flood.example/`, ca: bundle });
+      expect(r.status).toBe(403);
+    }
+    // 64 kept: the first hosts were evicted, the last ones are ready.
+    expect(notice.contextFor('h0.flood.example')).toBeInstanceOf(Promise);
+    expect(notice.contextFor('h69.flood.example')).not.toBeInstanceOf(Promise);
+  }, 60_000);
+
+  it('a reload that allows the host applies to the next CONNECT; a notice tunnel opened before keeps refusing', async () => {
+    const before = await tunnel('blocked.example:443', 'blocked.example');
+    const policy = parsePolicy(`${POLICY}  - host: blocked.example\n    inspect: false\n`, 'reloaded.yaml');
+    airlock.runtime.sessions.setPolicy(airlock.session.id, policy, { ...airlock.session.policyStatus, version: policy.digest });
+    try {
+      const r = await httpsViaProxy({ proxyPort: airlock.port, proxyAuthorization: airlock.proxyAuthorization, url: 'https://blocked.example/now', ca: pki.caPem });
+      expect(r.status).toBe(200);
+      expect(denied.requests.at(-1)?.url).toBe('/now');
+      const old = await rawExchange(before, 'GET /old HTTP/1.1\r\nHost: blocked.example\r\n\r\n', /restart\.\n$/);
+      expect(old).toMatch(/^HTTP\/1\.1 403 /);
+      expect(denied.requests.some((q) => q.url === '/old')).toBe(false);
+    } finally {
+      before.destroy();
+      const original = parsePolicy(POLICY, 'test-policy.yaml');
+      airlock.runtime.sessions.setPolicy(airlock.session.id, original, { ...airlock.session.policyStatus, version: original.digest });
+    }
+  });
+
+  it('the leaf served is from the notice CA, not the session CA', async () => {
+    const s = await tunnel('blocked.example:443', 'blocked.example');
+    const leaf = s.getPeerX509Certificate()!;
+    expect(leaf.checkIssued(new X509Certificate(airlock.session.notice!.certPem))).toBe(true);
+    expect(leaf.checkIssued(new X509Certificate(airlock.session.ca.certPem))).toBe(false);
+    s.destroy();
   });
 });
