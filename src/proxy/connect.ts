@@ -147,7 +147,7 @@ function interceptTunnel(host: TunnelHost, ex: Exchange, socket: net.Socket, con
  * Audited once, as the denied CONNECT; nothing inside is forwarded or decided again.
  */
 function noticeTunnel(host: TunnelHost, ex: Exchange, socket: net.Socket, connect: Authority): void {
-  const denial = ex.denial()!;
+  const denial = ex.refusal()!;
   let answered = 0;
   answeredTunnel(host, ex, socket, connect, ex.session.notice!.contextFor(connect.host), {
     respond: (req, res) => {

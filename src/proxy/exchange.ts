@@ -255,7 +255,7 @@ export class Exchange {
   }
 
   /** What a denial of this exchange says (host, policy, decision), for answers written elsewhere. */
-  denial(): { readonly session: string; readonly policy: string; readonly version: string; readonly host: string; readonly port: number; readonly rule: string | null; readonly reason: DenyReason; readonly message: string } | null {
+  refusal(): { readonly session: string; readonly policy: string; readonly version: string; readonly host: string; readonly port: number; readonly rule: string | null; readonly reason: DenyReason; readonly message: string } | null {
     const d = this.decision;
     if (!d || d.action !== 'deny') return null;
     return { session: this.session.id, policy: this.policy.name, version: this.policy.digest, ...this.authority, rule: d.rule, reason: d.reason, message: d.message };

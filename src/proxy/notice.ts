@@ -14,7 +14,7 @@ import { asciiSafe, endWith, INTERNAL_HOST, rawResponse } from './responses.js';
 
 const ESTABLISHED = 'HTTP/1.1 200 Connection Established\r\n\r\n';
 
-type Denial = NonNullable<ReturnType<Exchange['denial']>>;
+type Denial = NonNullable<ReturnType<Exchange['refusal']>>;
 
 /** A notice tunnel lives at most this long, however busy: it only ever carries fixed answers. */
 const NOTICE_LIFETIME_MS = 60_000;
