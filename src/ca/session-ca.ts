@@ -2,6 +2,7 @@
 // inspect), one leaf key for the whole session, and a leaf certificate minted on first use of each
 // host and kept as a ready SecureContext. A new host costs one signature; a known host nothing.
 import { webcrypto } from 'node:crypto';
+import { isIP } from 'node:net';
 import tls from 'node:tls';
 import * as x509 from '@peculiar/x509';
 import { AsnConvert } from '@peculiar/asn1-schema';
@@ -21,6 +22,16 @@ export interface SessionCaOptions {
    * An empty list constrains the CA to nothing usable.
    */
   readonly permittedDns?: readonly string[] | null;
+  /**
+   * DNS subtrees the CA may never issue for (RFC 5280 excluded subtrees). Given, the CA also
+   * excludes every IP address and may not be combined with permittedDns (a notice CA).
+   */
+  readonly excludedDns?: readonly string[];
+  /**
+   * Whether the CA's private key can ever leave the process (exportKeyPem). A notice CA's key is
+   * made non-extractable: it exists only inside this process, for its lifetime.
+   */
+  readonly extractable?: boolean;
   /** How many leaf contexts to keep ready. */
   readonly cacheSize?: number;
   readonly validityDays?: number;
@@ -36,14 +47,26 @@ const RSA_KEYGEN = {
 const NOTHING_PERMITTED = 'invalid';
 const DAY_MS = 86_400_000;
 
+function subtrees(names: readonly GeneralName[]): GeneralSubtrees {
+  return new GeneralSubtrees(names.map((base) => new GeneralSubtree({ base })));
+}
+
 function nameConstraintsExtension(dns: readonly string[]): x509.Extension {
   const names = dns.length > 0 ? dns : [NOTHING_PERMITTED];
-  const value = new NameConstraints({
-    permittedSubtrees: new GeneralSubtrees(
-      names.map((name) => new GeneralSubtree({ base: new GeneralName({ dNSName: name }) })),
-    ),
-  });
+  const value = new NameConstraints({ permittedSubtrees: subtrees(names.map((dNSName) => new GeneralName({ dNSName }))) });
   return new x509.Extension(id_ce_nameConstraints, true, AsnConvert.serialize(value));
+}
+
+/** Excludes `dns` (each name and everything under it) and every IPv4 and IPv6 address. */
+function exclusionExtension(dns: readonly string[]): x509.Extension {
+  const names = [...dns.map((dNSName) => new GeneralName({ dNSName })), new GeneralName({ iPAddress: '0.0.0.0/0' }), new GeneralName({ iPAddress: '::/0' })];
+  const value = new NameConstraints({ excludedSubtrees: subtrees(names) });
+  return new x509.Extension(id_ce_nameConstraints, true, AsnConvert.serialize(value));
+}
+
+/** Whether a DNS name constraint `base` covers `host` (the name itself or a name under it). */
+function underSubtree(base: string, host: string): boolean {
+  return host === base || host.endsWith('.' + base);
 }
 
 export class SessionCa {
@@ -51,6 +74,8 @@ export class SessionCa {
   private readonly contexts: Lru<string, tls.SecureContext>;
   private readonly pending = new Map<string, Promise<tls.SecureContext>>();
   private material: Promise<{ keyPem: string; template: LeafTemplate }> | undefined;
+  /** The excluded DNS subtrees (and with them every IP address), or null for none. */
+  private excluded: readonly string[] | null = null;
 
   private constructor(
     private readonly cert: x509.X509Certificate,
@@ -66,7 +91,10 @@ export class SessionCa {
   static async create(options: SessionCaOptions): Promise<SessionCa> {
     const keyType = options.keyType ?? 'ec';
     const validityDays = options.validityDays ?? 30;
-    const keys = (await webcrypto.subtle.generateKey(keyType === 'ec' ? EC_KEYGEN : RSA_KEYGEN, true, [
+    if (options.excludedDns !== undefined && options.permittedDns !== undefined && options.permittedDns !== null) {
+      throw new Error('a CA is either permitted some names or excluded from some, not both');
+    }
+    const keys = (await webcrypto.subtle.generateKey(keyType === 'ec' ? EC_KEYGEN : RSA_KEYGEN, options.extractable ?? true, [
       'sign',
       'verify',
     ])) as CryptoKeyPair;
@@ -79,6 +107,7 @@ export class SessionCa {
     if (options.permittedDns !== null && options.permittedDns !== undefined) {
       extensions.push(nameConstraintsExtension(options.permittedDns));
     }
+    if (options.excludedDns !== undefined) extensions.push(exclusionExtension(options.excludedDns));
     const cert = await x509.X509CertificateGenerator.createSelfSigned({
       serialNumber: serialNumber(),
       name: `CN=Airlock session ${options.sessionId}, O=Airlock`,
@@ -88,7 +117,25 @@ export class SessionCa {
       signingAlgorithm: keyType === 'ec' ? EC_SIGN : RSA_KEYGEN,
       extensions,
     });
-    return new SessionCa(cert, keys, keyType, validityDays, options.cacheSize ?? 1000);
+    const ca = new SessionCa(cert, keys, keyType, validityDays, options.cacheSize ?? 1000);
+    if (options.excludedDns !== undefined) ca.excluded = Object.freeze([...options.excludedDns]);
+    return ca;
+  }
+
+  /**
+   * Whether a leaf for `host` would verify under this CA's exclusions: never for an IP literal
+   * or a name in an excluded subtree. (Permitted subtrees are the caller's business.)
+   */
+  mayIssueOutsideExclusions(host: string): boolean {
+    if (this.excluded === null) return true;
+    if (isIP(host) !== 0) return false;
+    return !this.excluded.some((base) => underSubtree(base, host));
+  }
+
+  /** Whether the certificate is still valid now (a notice CA outlived by a long run is not). */
+  get current(): boolean {
+    const now = Date.now();
+    return now >= this.cert.notBefore.getTime() && now < this.cert.notAfter.getTime();
   }
 
   /** The CA's private key as PKCS#8 PEM, for callers that persist it (mode 0600, state dir only). */

@@ -8,15 +8,19 @@ import { loadPolicy } from './config.js';
 import { sessionEnv, withheldNotice } from './session-env.js';
 import { formatTally } from '../audit/report.js';
 import { buildRuntime } from './runtime.js';
+import { agentNoteLine, appendAgentNotes } from './agent-notes.js';
 import type { ProxyFlags } from './runtime.js';
 
 export interface ExecOptions extends ProxyFlags {
   readonly policy: string;
   readonly caKey?: 'ec' | 'rsa';
+  /** Append the note on airlock.internal to this file (the agent's instructions). */
+  readonly agentNotes?: string;
 }
 
 export async function runExec(command: string[], options: ExecOptions): Promise<number> {
   const policy = loadPolicy(options.policy);
+  if (options.agentNotes) appendAgentNotes(resolvePath(options.agentNotes));
   // The command runs as this user and could edit the file too: exec is not the isolated mode.
   const { runtime, log } = buildRuntime({ ...options, follow: { file: resolvePath(options.policy), watch: true } });
   const session = await runtime.sessions.create(policy);
@@ -26,6 +30,7 @@ export async function runExec(command: string[], options: ExecOptions): Promise<
   const address = await runtime.proxy.listen('127.0.0.1', 0);
   const env = sessionEnv(process.env, session, proxyUrl(session, '127.0.0.1', address.port), session.bundlePath, HOST_NO_PROXY, withheld);
   const sources = session.credentials.secretSourceEnv;
+  process.stderr.write(agentNoteLine());
   process.stderr.write(withheldNotice(withheld.filter((name) => env[name] === undefined && !sources.includes(name)), "the command's environment"));
 
   const child = spawn(command[0]!, command.slice(1), { stdio: 'inherit', env });

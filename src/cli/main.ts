@@ -42,6 +42,7 @@ addProxyFlags(
   { stateDir: stateDirOption(), resolveLike: 'like curl' },
 )
   .addOption(new Option('--ca-key <type>', 'session CA key type').choices(['ec', 'rsa']).default('ec'))
+  .option('--agent-notes <file>', "append a short note on http://airlock.internal/ to the agent's instructions (e.g. CLAUDE.md, AGENTS.md)")
   .argument('<command...>', 'command and arguments (after --)')
   .action(async (command: string[], opts) => {
     process.exitCode = await runExec(command, opts);

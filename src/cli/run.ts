@@ -21,6 +21,7 @@ import { collectDaemonSessions, collectGarbage } from '../launcher/gc.js';
 import type { DaemonSessions } from '../launcher/gc.js';
 import { collect, defaultStateDir, loadRunPolicy, UsageError } from './config.js';
 import { addProxyFlags, buildRuntime } from './runtime.js';
+import { agentNoteLine, appendAgentNotes } from './agent-notes.js';
 import { AdminError, adminRequest, openLease, removeDaemonSession } from './daemon.js';
 
 /** --pids-limit, --memory and --cpus, checked like the policy's `container:` entries. */
@@ -70,7 +71,8 @@ export function registerRunCommands(program: Command): void {
     .option('--pids-limit <n>', "processes and threads in the container (default: the policy's container.pids, else 512)")
     .option('--memory <size>', "memory of the container, e.g. 8g, no swap on top (default: the policy's container.memory, else 4g)")
     .option('--cpus <n>', "CPUs' worth of time for the container, e.g. 0.5 (default: the policy's container.cpus, else 2)")
-    .option('--daemon', 'create the session through the running `airlock proxy` instead of an embedded proxy');
+    .option('--daemon', 'create the session through the running `airlock proxy` instead of an embedded proxy')
+    .option('--agent-notes <file>', "append a short note on http://airlock.internal/ to the agent's instructions, a file relative to --workspace (e.g. CLAUDE.md, AGENTS.md)");
   addProxyFlags(run, { stateDir: new Option('--state-dir <dir>', 'state dir (audit logs, bundles)').default(defaultStateDir()), scope: 'embedded proxy only' })
     .argument('<command...>', 'command and arguments (after --)')
     .action(async (command: string[], opts) => {
@@ -82,6 +84,10 @@ export function registerRunCommands(program: Command): void {
       if (!NETWORK_MODES.includes(networkMode)) throw new UsageError(`--network-mode ${opts.networkMode}: expected ${NETWORK_MODES.join(' or ')}`);
       // Before Docker: without root the answer is "no" whether or not the engine is reachable.
       if (networkMode === 'bridge') requireHostClosure(Boolean(opts.allowHostPorts));
+      if (opts.agentNotes) {
+        if (!opts.workspace) throw new UsageError('--agent-notes needs --workspace: the file is written in the workspace');
+        appendAgentNotes(agentNotesPath(resolvePath(opts.workspace), opts.agentNotes));
+      }
       const docker = await dockerClient(opts.engine);
       await pingDocker(docker);
       const notice = (line: string) => process.stderr.write(`airlock: ${line}\n`);
@@ -97,6 +103,7 @@ export function registerRunCommands(program: Command): void {
       const bound = opts.workspace && !opts.copy ? workspaceAccessNotice(resolvePath(opts.workspace), chosen.user) : undefined;
       if (bound) notice(`warning: ${bound}`);
       const user = chosen.user;
+      process.stderr.write(agentNoteLine());
       let runtime: ProxyRuntime | undefined;
       let provider: SessionProvider;
       // A reload reads the file alone: with --allow or --compat added at start it would lose them.
@@ -178,6 +185,13 @@ export function registerRunCommands(program: Command): void {
  * the session can write: watching it would let the session rewrite its own policy, so it is only
  * reloaded when the operator asks (and approve refuses while it differs from what runs).
  */
+/** The agent-notes file inside the workspace; a path that leaves it is refused. */
+export function agentNotesPath(workspace: string, file: string): string {
+  const path = resolvePath(workspace, file);
+  if (!path.startsWith(workspace + sep)) throw new UsageError(`--agent-notes ${file}: must be a file inside the workspace ${workspace}`);
+  return path;
+}
+
 export function policyFollowing(policy: string, workspace: string | undefined, notice: (line: string) => void): { file: string; watch: boolean } {
   const file = realOrResolved(policy);
   if (workspace === undefined) return { file, watch: true };

@@ -210,10 +210,25 @@ function deny(rule: string | null, reason: DenyReason, message: string): Decisio
  * injected into traffic some allow rule already lets through.
  */
 export function inspectedHostPatterns(policy: Policy): { dns: string[]; ips: string[] } {
+  return hostSubtrees(policy, (rule) => rule.inspect);
+}
+
+/**
+ * Every DNS subtree and IP the session may reach at all (any allow rule, inspected or blind, and
+ * every host a credential is bound to): what a notice CA must never be able to speak for.
+ */
+export function reachableHostPatterns(policy: Policy): { dns: string[]; ips: string[] } {
+  const reach = hostSubtrees(policy, () => true);
+  const dns = new Set(reach.dns);
+  for (const credential of policy.credentials) for (const host of credential.hosts) dns.add(host.startsWith('*.') ? host.slice(2) : host);
+  return { dns: [...dns], ips: reach.ips };
+}
+
+function hostSubtrees(policy: Policy, which: (rule: Policy['allow'][number]) => boolean): { dns: string[]; ips: string[] } {
   const dns = new Set<string>();
   const ips = new Set<string>();
   for (const rule of policy.allow) {
-    if (!rule.inspect) continue;
+    if (!which(rule)) continue;
     if (rule.kind === 'ip') ips.add(rule.host);
     else dns.add(rule.kind === 'wildcard' ? rule.host.slice(2) : rule.host);
   }

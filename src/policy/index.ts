@@ -2,7 +2,7 @@
 
 export type * from './types.js';
 export { parsePolicy, PolicyError } from './parse.js';
-export { decide, inspectedHostPatterns } from './decide.js';
+export { decide, inspectedHostPatterns, reachableHostPatterns } from './decide.js';
 export { normalizeHost, isIpLiteral, matchHostPattern } from './hosts.js';
 export { CREDENTIAL_PRESETS, type CredentialPreset } from './presets.js';
 export { checkCpus, checkMemory, checkPids, CONTAINER_HINT, formatBytes, sizeFlag, type Checked } from './container.js';

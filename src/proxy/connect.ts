@@ -10,6 +10,9 @@ import type { ExchangeDeps } from './exchange.js';
 import { parseAuthority } from './target.js';
 import type { Authority } from './target.js';
 import type { TunnelContext } from './tunnel-context.js';
+import { answerDenied, answeredTunnel, noticeCaFor, rawDenied } from './notice.js';
+import { serveInternal } from './internal.js';
+import { INTERNAL_HOST, rawResponse } from './responses.js';
 
 export interface TunnelLimits {
   /** Tunnels with no traffic for this long are closed. */
@@ -41,10 +44,21 @@ export function openTunnel(host: TunnelHost, session: ProxySession, url: string 
     ex.refuse(400, 'invalid_host', 'Airlock: CONNECT needs host:port.', 'bad CONNECT target');
     return;
   }
-  // Denied before any TLS and before any upstream connection.
-  const decision = ex.decide({ phase: 'connect', scheme: 'https', host: authority.host, port: authority.port });
-  if (!decision) return;
   if (head.length > 0) socket.unshift(head);
+  // The in-session endpoint is the proxy's own: no rule decides it and nothing dials it.
+  if (authority.host === INTERNAL_HOST) {
+    internalTunnel(host, ex, socket, authority);
+    return;
+  }
+  // Denied before any upstream connection: with a bare 403 (its reason phrase names host,
+  // policy and where to ask), or, where the notice CA can speak for the host, inside a tunnel
+  // that only ever answers that refusal.
+  const decision = ex.consider({ phase: 'connect', scheme: 'https', host: authority.host, port: authority.port });
+  if (decision.action === 'deny') {
+    if (noticeCaFor(session, authority.host)) noticeTunnel(host, ex, socket, authority);
+    else ex.refuse(403, decision.reason, decision.message);
+    return;
+  }
   if (decision.inspect) interceptTunnel(host, ex, socket, authority);
   else blindTunnel(host, ex, socket, authority);
 }
@@ -126,6 +140,51 @@ function interceptTunnel(host: TunnelHost, ex: Exchange, socket: net.Socket, con
       ex.refuse(502, 'upstream_error', 'Airlock: could not prepare a certificate for this host.', 'certificate minting failed');
     },
   );
+}
+
+/**
+ * A denied CONNECT answered inside TLS: every request gets the same 403 with a plain-text body.
+ * Audited once, as the denied CONNECT; nothing inside is forwarded or decided again.
+ */
+function noticeTunnel(host: TunnelHost, ex: Exchange, socket: net.Socket, connect: Authority): void {
+  const denial = ex.refusal()!;
+  let answered = 0;
+  answeredTunnel(host, ex, socket, connect, ex.session.notice!.contextFor(connect.host), {
+    respond: (req, res) => {
+      answered++;
+      answerDenied(denial, req, res);
+    },
+    refuseRaw: (req) => {
+      answered++;
+      return rawDenied(denial, req);
+    },
+    closed: (up, down, tlsError) => {
+      ex.bytes(up, down);
+      ex.refused(403, denial.reason, tlsError ?? `answered inside the tunnel (${answered} requests)`);
+    },
+    gone: () => ex.refused(403, denial.reason, 'client_closed'),
+    noLeaf: () => ex.refuse(403, denial.reason, denial.message),
+  });
+}
+
+/** CONNECT airlock.internal:443: the endpoint over https, under a notice leaf. */
+function internalTunnel(host: TunnelHost, ex: Exchange, socket: net.Socket, connect: Authority): void {
+  const notice = ex.session.notice;
+  if (!notice || !noticeCaFor(ex.session, INTERNAL_HOST)) {
+    ex.refuse(400, 'bad_request', `Airlock: use http://${INTERNAL_HOST}/ in this session.`, 'no notice CA for the endpoint');
+    return;
+  }
+  ex.answeredHere('airlock.internal');
+  answeredTunnel(host, ex, socket, connect, notice.contextFor(INTERNAL_HOST), {
+    respond: (req, res) => serveInternal(host.deps, { req, res, session: ex.session, scheme: 'https', inTunnel: true }),
+    refuseRaw: () => rawResponse(400, 'Bad Request', `Airlock: ${INTERNAL_HOST} answers plain requests only.\n`),
+    closed: (up, down, tlsError) => {
+      ex.bytes(up, down);
+      ex.end(200, tlsError);
+    },
+    gone: () => ex.end(499, 'client_closed'),
+    noLeaf: () => ex.refuse(502, 'upstream_error', 'Airlock: could not prepare a certificate.', 'certificate minting failed'),
+  });
 }
 
 function blindTunnel(host: TunnelHost, ex: Exchange, socket: net.Socket, connect: Authority): void {

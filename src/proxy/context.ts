@@ -9,6 +9,12 @@ export interface ProxySession {
   readonly id: string;
   readonly policy: Policy;
   readonly ca: SessionCa;
+  /**
+   * The CA whose leaves carry only the proxy's own answers: refusals of denied hosts and the
+   * in-session endpoint. It can never issue for a host the session may reach. Absent: denied
+   * HTTPS hosts get the bare CONNECT refusal.
+   */
+  readonly notice?: SessionCa | null;
   readonly audit: AuditLog;
   readonly credentials: CredentialBroker;
 }
@@ -26,3 +32,9 @@ export interface SessionDirectory {
    */
   ownerOf(listener: string): ProxySession | null;
 }
+/** Files an access request in the operator's inbox (the sessions implement it); the message is for the agent. */
+export type RequestAccess = (
+  sessionId: string,
+  input: { host?: unknown; port?: unknown; method?: unknown; path?: unknown; reason?: unknown },
+) => { readonly ok: true; readonly id: string } | { readonly ok: false; readonly message: string };
+

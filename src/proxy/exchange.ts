@@ -8,12 +8,12 @@ import type pino from 'pino';
 import { decide } from '../policy/index.js';
 import type { Decision, DenyReason, Policy, RequestFacts } from '../policy/index.js';
 import type { OutgoingRequest, SwapResult } from '../credentials/broker.js';
-import type { ProxySession } from './context.js';
+import type { ProxySession, RequestAccess } from './context.js';
 import { DestinationBlocked } from './upstream.js';
 import type { Upstream } from './upstream.js';
 import { TIMEOUT_CODES } from './http1/errors.js';
 import type { ResponseOut } from './http1/types.js';
-import { denyBody, denyText, endWith, rawResponse } from './responses.js';
+import { denialPhrase, denyBody, denyText, endWith, rawResponse } from './responses.js';
 import { RequestRecord } from './record.js';
 import type { Outcome } from './record.js';
 import { usageOf } from './usage.js';
@@ -24,6 +24,8 @@ export interface ExchangeDeps {
   readonly upstream: Upstream;
   /** The proxy's own operational log (never the audit log). */
   readonly log: pino.Logger;
+  /** The operator's inbox, for the in-session endpoint's access requests. */
+  readonly access?: RequestAccess;
 }
 
 /**
@@ -251,8 +253,24 @@ export class Exchange {
     if (this.ended) return;
     this.outcome = { action: 'deny', rule: this.rule, reason };
     this.detail = detail;
+    const info = this.denyInfo(reason, message);
     const body = status === 403 ? this.denial(reason, message) : message + '\n';
-    this.answer(status, body, [`X-Airlock-Decision: deny; reason=${reason}`, ...(reason === 'rate_limited' ? ['Retry-After: 1'] : [])], true);
+    this.answer(status, body, [`X-Airlock-Decision: deny; reason=${reason}`, ...(reason === 'rate_limited' ? ['Retry-After: 1'] : [])], true, status === 403 ? denialPhrase(info) : undefined);
+  }
+
+  /**
+   * The proxy answers this exchange itself (the in-session endpoint): nothing is forwarded, and
+   * it is audited as allowed by `rule`.
+   */
+  answeredHere(rule: string): void {
+    this.decision = { action: 'allow', reason: 'allowed', rule, message: 'answered by the proxy', inspect: true };
+  }
+
+  /** What a denial of this exchange says (host, policy, decision), for answers written elsewhere. */
+  refusal(): { readonly session: string; readonly policy: string; readonly version: string; readonly host: string; readonly port: number; readonly rule: string | null; readonly reason: DenyReason; readonly message: string } | null {
+    const d = this.decision;
+    if (!d || d.action !== 'deny') return null;
+    return { session: this.session.id, policy: this.policy.name, version: this.policy.digest, ...this.authority, rule: d.rule, reason: d.reason, message: d.message };
   }
 
   /** Audits a refusal the channel can no longer carry an answer for (a tunnel already under TLS). */
@@ -348,10 +366,10 @@ export class Exchange {
     return { session: this.session.id, policy: this.policy.name, host, port, decision: { rule: this.rule, reason, message } };
   }
 
-  private answer(status: number, body: string, headers: string[], close: boolean): void {
+  private answer(status: number, body: string, headers: string[], close: boolean, phrase?: string): void {
     if ('socket' in this.channel) {
       this.finish(status);
-      answerRaw(this.channel.socket, status, body, headers);
+      answerRaw(this.channel.socket, status, body, headers, phrase);
       return;
     }
     const res = this.channel.res;
@@ -395,6 +413,6 @@ export class Exchange {
 }
 
 /** A final answer on a raw socket, which then closes (CONNECT, upgrades, refused heads, 407). */
-export function answerRaw(socket: Duplex, status: number, body: string, headers: string[] = []): void {
-  endWith(socket, rawResponse(status, STATUS_CODES[status] ?? 'Error', body, headers));
+export function answerRaw(socket: Duplex, status: number, body: string, headers: string[] = [], phrase?: string): void {
+  endWith(socket, rawResponse(status, phrase ?? STATUS_CODES[status] ?? 'Error', body, headers));
 }

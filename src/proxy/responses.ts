@@ -3,6 +3,9 @@
 import type { Duplex } from 'node:stream';
 import type { Decision } from '../policy/index.js';
 
+/** The reserved name of the in-session endpoint: answered by the proxy, never resolved or dialled. */
+export const INTERNAL_HOST = 'airlock.internal';
+
 export interface DenyInfo {
   readonly session: string | null;
   readonly policy: string | null;
@@ -26,7 +29,7 @@ export function denyBody(info: DenyInfo): string {
       how_to_get_access:
         decision.reason === 'credential_misuse'
           ? 'Send this credential only to the hosts it is bound to, over https.'
-          : `Ask the operator to add an allow rule for ${info.host} to policy "${info.policy ?? '?'}" (then check it with \`airlock policy check\`).`,
+          : `Ask the operator to add an allow rule for ${info.host} to policy "${info.policy ?? '?'}": from this session, POST http://${INTERNAL_HOST}/request-access with host, method, path and reason (see http://${INTERNAL_HOST}/).`,
     }) + '\n'
   );
 }
@@ -45,6 +48,22 @@ export function isGitClient(rawHeaders: readonly string[]): boolean {
     if (rawHeaders[i]!.toLowerCase() === 'user-agent') return rawHeaders[i + 1]!.startsWith('git/');
   }
   return false;
+}
+
+/** Printable ASCII only, at most `max` characters: safe in a status line and a terminal. */
+export function asciiSafe(text: string, max: number): string {
+  const clean = text.replace(/[^\x20-\x7e]/g, '?');
+  return clean.length > max ? clean.slice(0, max - 3) + '...' : clean;
+}
+
+/**
+ * The reason phrase of a 403 on a raw socket (CONNECT, upgrade): clients that print only the
+ * status line (Python's "Tunnel connection failed: 403 ...") still learn host, policy and where
+ * to ask. Printable ASCII, bounded.
+ */
+export function denialPhrase(info: DenyInfo): string {
+  const policy = asciiSafe(info.policy ?? '?', 40);
+  return asciiSafe(`Forbidden by Airlock policy "${policy}": ${info.host}:${info.port} ${info.decision.reason}; see http://${INTERNAL_HOST}/ to ask for access`, 200);
 }
 
 export const PROXY_AUTH_BODY =

@@ -10,7 +10,8 @@ import { chmodSync, rmSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import type { Duplex } from 'node:stream';
 import type pino from 'pino';
-import type { ProxySession, SessionDirectory } from './context.js';
+import type { ProxySession, RequestAccess, SessionDirectory } from './context.js';
+import { isInternalUrl, serveInternal } from './internal.js';
 import type { Upstream } from './upstream.js';
 import { PROXY_AUTH_BODY, rawResponse } from './responses.js';
 import { answerRaw } from './exchange.js';
@@ -54,6 +55,8 @@ export interface ProxyOptions {
   /** The proxy's own operational log (never the audit log). */
   readonly log: pino.Logger;
   readonly limits?: Partial<ProxyLimits>;
+  /** The operator's inbox, for access requests sessions file at the in-session endpoint. */
+  readonly requestAccess?: RequestAccess;
 }
 
 const AUTH_CHALLENGE = ['Proxy-Authenticate: Basic realm="airlock"'];
@@ -80,7 +83,7 @@ export class ProxyServer {
   constructor(private readonly options: ProxyOptions) {
     this.limits = { ...DEFAULT_LIMITS, ...options.limits };
     this.admission = new Admission(this.limits, options.log);
-    this.deps = { upstream: this.options.upstream, log: this.options.log };
+    this.deps = { upstream: this.options.upstream, log: this.options.log, access: this.options.requestAccess };
     this.tunnelHost = {
       deps: this.deps,
       limits: this.limits,
@@ -273,6 +276,10 @@ export class ProxyServer {
     this.admission.authenticated(req.socket);
     this.plainInFlight.set(res, session.id);
     res.once('close', () => this.plainInFlight.delete(res));
+    if (isInternalUrl(req.url)) {
+      serveInternal(this.deps, { req, res, session, scheme: 'http', inTunnel: false });
+      return;
+    }
     forwardHttp(this.deps, { req, res, body: bodyOf(req), session, scheme: 'http' });
   }
 

@@ -3,6 +3,7 @@
 // checked. Resolve overrides work like curl's --resolve (operator-trusted, for tests and
 // split-horizon DNS).
 import net from 'node:net';
+import { INTERNAL_HOST } from './responses.js';
 import tls from 'node:tls';
 import { lookup } from 'node:dns/promises';
 import { DestinationGuard } from './destination.js';
@@ -125,6 +126,8 @@ export class Upstream {
   }
 
   private async checkedEndpoint(host: string, port: number): Promise<Endpoint> {
+    // The proxy answers this name itself; no rule, override or resolver makes it a destination.
+    if (host === INTERNAL_HOST || host.endsWith('.' + INTERNAL_HOST)) throw new DestinationBlocked(host, host, "the proxy's own in-session endpoint, never dialled");
     const override = this.options.resolve.get(`${host}:${port}`);
     if (override) return override;
     let addresses: string[];

@@ -7,7 +7,7 @@ import { SessionCa } from '../ca/session-ca.js';
 import { jksTrustStore } from '../ca/jks.js';
 import type { CaKeyType } from '../ca/session-ca.js';
 import { AuditLog } from '../audit/log.js';
-import { inspectedHostPatterns } from '../policy/index.js';
+import { inspectedHostPatterns, reachableHostPatterns } from '../policy/index.js';
 import type { Policy } from '../policy/index.js';
 import type { CredentialBroker } from '../credentials/broker.js';
 import { NO_CREDENTIALS } from '../credentials/broker.js';
@@ -68,6 +68,25 @@ export function relaySocketPath(sessionDir: string): string {
   return path;
 }
 
+/**
+ * The session's notice CA: it speaks only for hosts the session can never reach, so that a denied
+ * HTTPS host can be answered with a readable refusal (see proxy/notice.ts). Its key is made
+ * non-extractable and never written; its name constraints exclude every host any rule or
+ * credential of the policy names, and every IP address; it lives no longer than the session CA.
+ */
+function noticeCa(id: string, policy: Policy, keyType: CaKeyType | undefined): Promise<SessionCa> {
+  return SessionCa.create({
+    sessionId: `${id} notices`,
+    keyType,
+    excludedDns: reachableHostPatterns(policy).dns,
+    extractable: false,
+    cacheSize: NOTICE_LEAVES,
+  });
+}
+
+/** Notice leaves kept ready per session: a session naming ever new hosts re-mints, never grows. */
+const NOTICE_LEAVES = 64;
+
 export class SessionRegistry implements SessionDirectory {
   private readonly sessions = new Map<string, LiveSession>();
   /** Sessions with a listener of their own, by listener name (looked up at every accept). */
@@ -84,11 +103,12 @@ export class SessionRegistry implements SessionDirectory {
     // IP rules cannot be expressed in a DNS-only constraint; leave such CAs unconstrained.
     const permittedDns = constraints.ips.length > 0 || policy.mode === 'report' ? null : constraints.dns;
     const ca = await SessionCa.create({ sessionId: id, keyType: this.options.caKeyType, permittedDns });
+    const notice = await noticeCa(id, policy, this.options.caKeyType);
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     // In a directory of its own: SSL_CERT_DIR names it, and must find no other file there.
     mkdirSync(join(dir, 'trust'), { mode: 0o755 });
     const bundlePath = join(dir, 'trust', 'bundle.pem');
-    const bundlePem = [ca.certPem, ...this.options.trustRoots].join('\n');
+    const bundlePem = [ca.certPem, notice.certPem, ...this.options.trustRoots].join('\n');
     writeFileSync(bundlePath, bundlePem, { mode: 0o644 });
     // The same for Java, which reads no PEM file (a JVM on the host is pointed at it by exec).
     const javaTrustStorePath = join(dir, 'trust', 'bundle.jks');
@@ -101,6 +121,7 @@ export class SessionRegistry implements SessionDirectory {
       id,
       policy,
       ca,
+      notice,
       credentials,
       audit: new AuditLog(join(dir, 'audit.jsonl')),
       bundlePath,

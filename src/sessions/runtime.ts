@@ -6,7 +6,7 @@ import { Upstream } from '../proxy/upstream.js';
 import type { Endpoint, UpstreamOptions } from '../proxy/upstream.js';
 import { SessionRegistry } from './registry.js';
 import type { SessionRegistryOptions } from './registry.js';
-import { Inbox } from './inbox.js';
+import { AccessRequestError, Inbox } from './inbox.js';
 import { PolicyManager } from './policy-reload.js';
 import type { PolicyFiles } from './policy-reload.js';
 import { Approvals } from './approve.js';
@@ -73,7 +73,20 @@ export class ProxyRuntime {
     this.policies = new PolicyManager(this.sessions, { files: options.policyFiles ?? NO_POLICY_FILES, log: options.log, debounceMs: options.reloadDebounceMs });
     this.inbox = new Inbox({ sessionExists: (id) => this.sessions.get(id) !== undefined });
     this.approvals = new Approvals(this.sessions, this.inbox, this.policies);
-    this.proxy = new ProxyServer({ sessions: this.sessions, upstream: this.upstream, log: options.log, limits: options.limits });
+    this.proxy = new ProxyServer({
+      sessions: this.sessions,
+      upstream: this.upstream,
+      log: options.log,
+      limits: options.limits,
+      requestAccess: (id, input) => {
+        try {
+          return { ok: true, id: this.inbox.requestAccess(id, input).id };
+        } catch (err) {
+          if (err instanceof AccessRequestError) return { ok: false, message: err.message };
+          throw err;
+        }
+      },
+    });
   }
 
   async close(): Promise<void> {

@@ -37,7 +37,8 @@ beforeAll(async () => {
   expect(ok.status).toBe(200);
   const denied = await httpsViaProxy({ proxyPort: airlock.port, proxyAuthorization: auth, url: `https://api.github.com/readonly?key=${SECRET}`, method: 'POST', body: 'x', ca: bundle });
   expect(denied.status).toBe(403);
-  const tunnelDenied = await rawConnect({ proxyPort: airlock.port, target: 'evil.example:443', proxyAuthorization: auth });
+  // An IP literal: the notice CA never speaks for one, so the CONNECT itself is refused.
+  const tunnelDenied = await rawConnect({ proxyPort: airlock.port, target: '203.0.113.9:443', proxyAuthorization: auth });
   expect(tunnelDenied.status).toBe(403);
   const plain = await httpViaProxy({ proxyPort: airlock.port, proxyAuthorization: auth, url: `http://api.github.com/plain?q=${SECRET}` });
   expect(plain.status).toBe(200);
@@ -108,7 +109,7 @@ describe('audit lines', () => {
       expect(t.bytes_up).toBeGreaterThan(0); // TLS handshake + request
       expect(t.bytes_down).toBeGreaterThan(0);
     }
-    const denied = lines.find((l) => l.kind === 'tunnel' && l.host === 'evil.example')!;
+    const denied = lines.find((l) => l.kind === 'tunnel' && l.host === '203.0.113.9')!;
     expect(denied).toMatchObject({ method: 'CONNECT', port: 443, status: 403, action: 'deny', rule: null, reason: 'no_rule', bytes_up: 0, bytes_down: 0 });
   });
 
@@ -133,11 +134,11 @@ describe.concurrent('airlock audit', () => {
     expect(rows).toHaveLength(lines.length);
     expect(rows.find((row) => row.includes('/items?token=redacted'))).toMatch(/ALLOW\s+200\s+GET\s+https:\/\/api\.github\.com:443\/items\?token=redacted.* allowed \(allow\[0\] api\.github\.com\)/);
     expect(rows.find((row) => row.includes('/readonly'))).toMatch(/DENY\s+403\s+POST\s+.*method_not_allowed/);
-    expect(rows.find((row) => row.includes('evil.example'))).toMatch(/DENY\s+403\s+CONNECT\s+https:\/\/evil\.example:443\s+no_rule/);
+    expect(rows.find((row) => row.includes('203.0.113.9'))).toMatch(/DENY\s+403\s+CONNECT\s+https:\/\/203\.0\.113\.9:443\s+no_rule/);
     expect(r.stdout).not.toContain(SECRET);
     const hosts = summary!.trim().split('\n');
     expect(hosts.find((h) => h.startsWith('api.github.com:443'))).toMatch(/allowed 3\s+denied 1\s/);
-    expect(hosts.find((h) => h.startsWith('evil.example:443'))).toMatch(/allowed 0\s+denied 1\s/);
+    expect(hosts.find((h) => h.startsWith('203.0.113.9:443'))).toMatch(/allowed 0\s+denied 1\s/);
     expect(hosts.find((h) => h.startsWith('api.github.com:80'))).toMatch(/allowed 1\s+denied 0\s/);
   }, 30_000);
 

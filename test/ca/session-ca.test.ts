@@ -188,15 +188,16 @@ describe('the session registry builds CAs from the policy', () => {
     await registry.closeAll();
   });
 
-  it('writes the bundle as session CA + trust roots, and ca.pem as the CA alone', async () => {
+  it('writes the bundle as session CA + notice CA + trust roots, and ca.pem as the CA alone', async () => {
     const pki = await createTestPki({ dir });
     const roots = upstreamRoots([pki.caFile], {});
     const registry = new SessionRegistry({ stateDir: dir, trustRoots: roots });
     const s = await registry.create(policy('allow:\n  - host: api.github.com\n'));
     const bundle = readFileSync(s.bundlePath, 'utf8');
     const certs = bundle.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g)!;
-    expect(certs.length).toBe(tls.rootCertificates.length + 2);
+    expect(certs.length).toBe(tls.rootCertificates.length + 3);
     expect(new X509Certificate(certs[0]!).fingerprint256).toBe(new X509Certificate(s.ca.certPem).fingerprint256);
+    expect(new X509Certificate(certs[1]!).fingerprint256).toBe(new X509Certificate(s.notice!.certPem).fingerprint256);
     expect(certs.map((c) => new X509Certificate(c).fingerprint256)).toContain(new X509Certificate(pki.caPem).fingerprint256);
     expect(readFileSync(join(s.dir, 'ca.pem'), 'utf8')).toBe(s.ca.certPem);
     await registry.closeAll();

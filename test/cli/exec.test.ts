@@ -190,11 +190,10 @@ describe.concurrent('airlock exec with real clients', () => {
     }
   }, 30_000);
 
-  it('a denied host gets 403 at CONNECT and its server never sees a connection', async () => {
-    const r = await exec(['curl', '-sS', '--max-time', '10', '-o', '/dev/null', '-w', '%{http_connect}', 'https://evil.example/steal']);
+  it('a denied host is refused (403 inside TLS under the notice CA) and its server never sees a connection', async () => {
+    const r = await exec(['curl', '-sS', '--max-time', '10', '-o', '/dev/null', '-w', '%{http_connect} %{http_code}', 'https://evil.example/steal']);
     try {
-      expect(r.code).not.toBe(0); // curl fails: the tunnel was refused
-      expect(r.stdout.trim()).toBe('403');
+      expect(r.stdout.trim()).toBe('200 403');
       expect(evil.connections).toBe(0);
       expect(evil.requests).toHaveLength(0);
       expect(r.summary![3]).toBe('evil.example:443×1');

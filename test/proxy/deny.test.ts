@@ -57,17 +57,18 @@ function expectEvilUntouched() {
 }
 
 describe('denied hosts', () => {
-  it('a denied CONNECT is answered 403 in plain HTTP, before any TLS, and the upstream sees no connection', async () => {
-    const r = await rawConnect({ proxyPort: airlock.port, target: 'evil.example:443', proxyAuthorization: airlock.proxyAuthorization });
+  it('a denied CONNECT the notice CA cannot speak for is answered 403 in plain HTTP, before any TLS, and the upstream sees no connection', async () => {
+    // api.github.com is allowed, so its subtree is excluded from the notice CA: bare 403.
+    const r = await rawConnect({ proxyPort: airlock.port, target: 'evil.api.github.com:443', proxyAuthorization: airlock.proxyAuthorization });
     expect(r.status).toBe(403);
-    expect(r.head).toMatch(/^HTTP\/1\.1 403 Forbidden\r\n/);
+    expect(r.head).toMatch(/^HTTP\/1\.1 403 Forbidden by Airlock policy "deny-test": evil\.api\.github\.com:443 no_rule; see http:\/\/airlock\.internal\/ to ask for access\r\n/);
     expect(r.head).toMatch(/\r\nContent-Type: application\/json/i);
     // The proxy closed the connection after the answer: no tunnel, no TLS handshake happened.
     expect(r.socket.destroyed || r.socket.readableEnded).toBe(true);
     const body = JSON.parse(r.body);
-    expect(body).toMatchObject({ error: 'airlock_denied', reason: 'no_rule', host: 'evil.example:443', policy: 'deny-test', session: airlock.session.id });
-    expect(body.how_to_get_access).toContain('evil.example');
-    const line = await airlock.waitForAudit((l) => l.kind === 'tunnel' && l.host === 'evil.example');
+    expect(body).toMatchObject({ error: 'airlock_denied', reason: 'no_rule', host: 'evil.api.github.com:443', policy: 'deny-test', session: airlock.session.id });
+    expect(body.how_to_get_access).toContain('evil.api.github.com');
+    const line = await airlock.waitForAudit((l) => l.kind === 'tunnel' && l.host === 'evil.api.github.com');
     expect(line).toMatchObject({ method: 'CONNECT', status: 403, action: 'deny', reason: 'no_rule', rule: null, bytes_up: 0, bytes_down: 0 });
     expectEvilUntouched();
   });

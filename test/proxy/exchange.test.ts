@@ -100,7 +100,8 @@ describe('Exchange', () => {
     const { ex, sent } = tunnelExchange(s);
     expect(ex.decide(connectFacts)).toBeNull();
     const answer = sent();
-    expect(answer).toMatch(/^HTTP\/1\.1 403 Forbidden\r\n/);
+    // The reason phrase is for clients that print only the status line (Python).
+    expect(answer).toMatch(/^HTTP\/1\.1 403 Forbidden by Airlock policy "closed": api\.example\.com:443 no_rule; see http:\/\/airlock\.internal\/ to ask for access\r\n/);
     expect(answer).toMatch(/\r\nX-Airlock-Decision: deny; reason=no_rule\r\n/);
     expect(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4))).toMatchObject({ reason: 'no_rule', policy: 'closed', host: 'api.example.com:443' });
     expect(lines).toEqual([expect.objectContaining({ status: 403, action: 'deny', reason: 'no_rule' })]);

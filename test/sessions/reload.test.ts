@@ -290,7 +290,7 @@ describe('the denial inbox, approve and deny', () => {
   }, 60_000);
 
   it('approving a host the session CA was not issued for says the running session cannot inspect it; new sessions can', async () => {
-    expect(await status('https://uploads.github.com/u')).toBe(0); // curl: CONNECT refused (403)
+    expect(await status('https://uploads.github.com/u')).toBe(403); // refused inside TLS under the notice CA
     const item = await waitFor(async () => ((await admin('GET', `/inbox?session=${sessionId}`)).body as { id: string; host: string; method: string | null }[]).find((i) => i.host === 'uploads.github.com'), 5_000, 'the inbox item');
     expect(item.method).toBeNull();
     const r = await runCli(['approve', item.id, '--yes', '--state-dir', stateDir]);
