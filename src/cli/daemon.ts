@@ -5,14 +5,29 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve as resolvePath } from 'node:path';
 import pino from 'pino';
 import { describeSession, startAdmin } from '../sessions/admin.js';
-import type { SessionInfo } from '../sessions/admin.js';
+import type { DockerNetworks, SessionInfo } from '../sessions/admin.js';
 import { loadPolicy, UsageError } from './config.js';
 import { buildRuntime } from './runtime.js';
 import type { ProxyFlags } from './runtime.js';
 import { capsFor, raiseOpenFileLimit, UNKNOWN_LIMIT_CAPS } from './fd-limit.js';
 import { withheldNotice } from './session-env.js';
 import type { AdminTarget } from './control.js';
+import { dockerClient } from './docker.js';
 import { clientEnv, HOST_NO_PROXY, SHADOWING_CA_VARS, SHADOWING_PROXY_VARS } from '../sessions/client-env.js';
+
+/**
+ * Docker sessions, with the launcher code and the Docker client loaded on first use: a daemon that
+ * makes none keeps them out of its memory (see docker.ts).
+ */
+function lazyDockerNetworks(notice: (line: string) => void): DockerNetworks {
+  let made: Promise<DockerNetworks> | undefined;
+  const make = async () => {
+    const { dockerNetworks } = await import('../launcher/docker-sessions.js');
+    const docker = dockerClient();
+    return dockerNetworks({ docker: () => docker, notice });
+  };
+  return { open: async (...args) => (await (made ??= make())).open(...args) };
+}
 
 export interface DaemonOptions extends ProxyFlags {
   readonly policy: string;
@@ -96,6 +111,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     proxyHost: address.address,
     proxyPort: address.port,
     log,
+    dockerNetworks: lazyDockerNetworks((line) => log.warn(line)),
   });
   log.info({ listen: `${address.address}:${address.port}`, admin: paths.socket, policy: policy.name }, 'airlock proxy ready');
   if (options.firstSession) {
