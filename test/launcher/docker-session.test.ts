@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { describeNeeding, ensureAgentImage } from '../helpers/docker.js';
@@ -75,6 +75,14 @@ let baseEnv: NodeJS.ProcessEnv;
 /** Everything airlock printed or wrote for the tests, searched for the real secret at the end. */
 const outputs: Array<[string, string]> = [];
 const made: string[] = [];
+/** Names of the containers the tests start, removed at the end whatever happened. */
+const named: string[] = [];
+
+function containerName(tag: string): string {
+  const name = `airlock-byo-${tag}-${RUN_ID}`;
+  named.push(name);
+  return name;
+}
 
 async function cli(args: readonly string[]): Promise<ProcessResult> {
   const r = await runCli(args, { env: baseEnv, timeoutMs: 60_000 });
@@ -156,6 +164,21 @@ function expectContained(stdout: string, tag: string): void {
   expect(github.requests.filter((q) => q.url.startsWith('/direct/'))).toEqual([]);
 }
 
+let policyFile: string;
+
+async function startDaemon(): Promise<void> {
+  daemonPort = await freePort();
+  daemon = spawnCli(
+    [
+      'proxy', '--policy', policyFile, '--listen', `127.0.0.1:${daemonPort}`, '--state-dir', stateDir,
+      '--resolve', `api.github.com:443:127.0.0.1:${github.port}`, '--resolve', `evil.example:443:127.0.0.1:${evil.port}`, '--upstream-ca', pki.caFile,
+    ],
+    { ...baseEnv, AIRLOCK_GITHUB_TOKEN: REAL },
+  );
+  await waitFor(() => existsSync(join(stateDir, 'admin.sock')) || daemon.exited(), 30_000, 'the daemon admin socket');
+  expect(daemon.exited(), daemon.stderr()).toBe(false);
+}
+
 async function sessionListed(id: string): Promise<boolean> {
   const r = await cli(['session', 'ls', '--state-dir', stateDir]);
   return r.stdout.includes(id);
@@ -170,18 +193,9 @@ beforeAll(async () => {
   evil = await startHttpsUpstream({ pki, names: ['evil.example'] });
   work = tmpDir('airlock-byo-');
   stateDir = join(work, 'state');
-  const policy = join(work, 'policy.yaml');
-  writeFileSync(policy, POLICY);
-  daemonPort = await freePort();
-  daemon = spawnCli(
-    [
-      'proxy', '--policy', policy, '--listen', `127.0.0.1:${daemonPort}`, '--state-dir', stateDir,
-      '--resolve', `api.github.com:443:127.0.0.1:${github.port}`, '--resolve', `evil.example:443:127.0.0.1:${evil.port}`, '--upstream-ca', pki.caFile,
-    ],
-    { ...baseEnv, AIRLOCK_GITHUB_TOKEN: REAL },
-  );
-  await waitFor(() => existsSync(join(stateDir, 'admin.sock')) || daemon.exited(), 30_000, 'the daemon admin socket');
-  expect(daemon.exited(), daemon.stderr()).toBe(false);
+  policyFile = join(work, 'policy.yaml');
+  writeFileSync(policyFile, POLICY);
+  await startDaemon();
 }, 600_000);
 
 afterAll(async () => {
@@ -189,7 +203,8 @@ afterAll(async () => {
     daemon.child.kill('SIGTERM');
     await waitExit(daemon, 15_000).catch(() => {});
   }
-  // Only what these tests made: each session's network (with whatever is on it) and chain.
+  // Only what these tests made: their containers, each session's network and chain.
+  for (const name of named) await docker(['rm', '-f', name]).catch(() => {});
   for (const id of made) {
     await docker(['network', 'rm', '-f', `airlock-${id}`]).catch(() => {});
     await runProcess('iptables', ['-w', '-X', `AIRLOCK-${id}`]).catch(() => {});
@@ -214,7 +229,7 @@ describeNeeding('airlock session create --docker: containers of other launchers'
     expect(leftA.rules.length).toBeGreaterThan(0);
 
     const started = Date.now();
-    const r = await docker(dockerRunArgs(a, ['--name', `airlock-byo-run-${RUN_ID}`], ['bash', '-c', escapeScript('run', new URL(b.proxy_url))]), { timeoutMs: 120_000 });
+    const r = await docker(dockerRunArgs(a, ['--name', containerName('run')], ['bash', '-c', escapeScript('run', new URL(b.proxy_url))]), { timeoutMs: 120_000 });
     outputs.push(['docker run', r.stdout + r.stderr]);
     expect(r.code, r.stderr).toBe(0);
     expectContained(r.stdout, 'run');
@@ -249,7 +264,7 @@ describeNeeding('airlock session create --docker: containers of other launchers'
 
   it('session rm stops what runs on the network and leaves nothing; a new container is refused', async () => {
     const s = await create();
-    const name = `airlock-byo-rm-${RUN_ID}`;
+    const name = containerName('rm');
     await dockerOk(dockerRunArgs(s, ['-d', '--name', name], ['sleep', 'infinity']));
     await waitFor(async () => (await docker(['inspect', '-f', '{{.State.Running}}', name])).stdout.trim() === 'true', 20_000, 'container up');
     // Alive while its container runs (the watcher sees it and keeps the session).
@@ -265,6 +280,19 @@ describeNeeding('airlock session create --docker: containers of other launchers'
     expect(again.stderr).toMatch(/network .*not found/i);
   }, 120_000);
 
+  it('a daemon stopped with SIGTERM removes its Docker sessions: network, chain, containers', async () => {
+    const s = await create();
+    const name = containerName('term');
+    await dockerOk(dockerRunArgs(s, ['-d', '--name', name], ['sleep', 'infinity']));
+    daemon.child.kill('SIGTERM');
+    const d = await waitExit(daemon, 30_000);
+    outputs.push(['daemon (SIGTERM) stderr', d.stderr]);
+    expect(await expectNoLeftovers(s.id)).toEqual(NO_LEFTOVERS);
+    expect((await docker(['inspect', name])).code, 'the container (--rm) is stopped and gone').not.toBe(0);
+    rmSync(join(stateDir, 'admin.sock'), { force: true });
+    await startDaemon();
+  }, 120_000);
+
   it('the env, CA and compose files and everything printed hold no real secret', () => {
     expect(outputs.length).toBeGreaterThan(5);
     for (const [what, text] of [...outputs, ['daemon stderr', daemon.stderr()] as [string, string]]) {
@@ -274,9 +302,9 @@ describeNeeding('airlock session create --docker: containers of other launchers'
     expect(secretLeaks(`x ${REAL} y`, REAL).length).toBeGreaterThan(0);
   });
 
-  it('airlock gc after the daemon crashed: the network (with its container), chain and session state go', async () => {
+  it('airlock gc after the daemon crashed: the network (with its container) and the chain go', async () => {
     const s = await create();
-    const name = `airlock-byo-gc-${RUN_ID}`;
+    const name = containerName('gc');
     await dockerOk(dockerRunArgs(s, ['-d', '--name', name], ['sleep', 'infinity']));
     daemon.child.kill('SIGKILL');
     await waitExit(daemon, 15_000);
