@@ -102,7 +102,8 @@ session
     const list = (await adminRequest(opts.stateDir, 'GET', '/sessions')) as SessionInfo[];
     for (const s of list) {
       const launcher = s.launcher_pid === undefined ? '' : `  launcher=${s.launcher_pid}${s.leased ? ' (leased)' : ''}`;
-      process.stdout.write(`${s.id}  policy=${s.policy}  created=${s.created}  audit=${s.audit}${launcher}\n`);
+      const network = s.docker_network ? `  network=${s.docker_network}` : '';
+      process.stdout.write(`${s.id}  policy=${s.policy}  created=${s.created}  audit=${s.audit}${launcher}${network}\n`);
     }
     if (list.length === 0) process.stdout.write('no sessions\n');
   });

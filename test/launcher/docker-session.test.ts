@@ -217,6 +217,8 @@ describeNeeding('airlock session create --docker: containers of other launchers'
   it('plain docker run: through the proxy only, no escape, and the session ends with its last container', async () => {
     const [a, b] = [await create(), await create()];
     expect(a.docker_network).toBe(`airlock-${a.id}`);
+    expect((await cli(['session', 'ls', '--state-dir', stateDir])).stdout).toContain(`${a.id}  policy=byo`);
+    expect((await cli(['session', 'ls', '--state-dir', stateDir])).stdout).toContain(`network=${a.docker_network}`);
     // The daemon owns both gateway listeners; the admin endpoint is a unix socket, never on a network.
     const open = await listeners();
     for (const s of [a, b]) expect(open.get(`${s.gateway}:${new URL(s.proxy_url).port}`), s.id).toEqual([daemon.child.pid]);
