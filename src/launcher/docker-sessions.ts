@@ -39,6 +39,33 @@ async function attachedCount(docker: Docker, network: string): Promise<number | 
   }
 }
 
+/** Calls `on` with the action (connect, disconnect, ...) of each engine event of the network. */
+async function watchNetworkEvents(docker: Docker, network: string, on: (action: string) => void): Promise<{ destroy(): void } | undefined> {
+  let stream: NodeJS.ReadableStream & { destroy(): void };
+  try {
+    stream = (await docker.getEvents({ filters: { type: ['network'], network: [network] } })) as NodeJS.ReadableStream & { destroy(): void };
+  } catch {
+    // The periodic look alone then.
+    return undefined;
+  }
+  let pending = '';
+  stream.on('error', () => {});
+  stream.on('data', (chunk: Buffer | string) => {
+    pending += chunk.toString();
+    for (let nl = pending.indexOf('\n'); nl !== -1; nl = pending.indexOf('\n')) {
+      const line = pending.slice(0, nl);
+      pending = pending.slice(nl + 1);
+      try {
+        const action = (JSON.parse(line) as { Action?: unknown }).Action;
+        if (typeof action === 'string') on(action);
+      } catch {
+        // Not an event: ignored.
+      }
+    }
+  });
+  return stream;
+}
+
 export function dockerNetworks(options: DockerNetworksOptions): DockerNetworks {
   const pollMs = options.pollMs ?? 1000;
   return {
@@ -72,18 +99,29 @@ export function dockerNetworks(options: DockerNetworksOptions): DockerNetworks {
       let seen = false;
       let timer: NodeJS.Timeout | undefined;
       // The session ends when the last container that joined it has left (exited or removed).
+      let looking = false;
       const watch = async () => {
-        if (closed) return;
+        if (closed || looking) return;
+        looking = true;
+        clearTimeout(timer);
         try {
           const count = await attachedCount(docker, network);
           if (count === null || (seen && count === 0)) return idle();
           if (count > 0) seen = true;
         } catch (err) {
           options.notice(`session ${sessionId}: could not inspect ${network}: ${(err as Error).message}`);
+        } finally {
+          looking = false;
         }
         if (!closed) timer = setTimeout(() => void watch(), pollMs).unref();
       };
       timer = setTimeout(() => void watch(), pollMs).unref();
+      // The engine's events too: a container that joins and leaves between two looks still counts,
+      // and a leaving one is noticed at once.
+      const events = await watchNetworkEvents(docker, network, (action) => {
+        if (action === 'connect') seen = true;
+        if (action === 'disconnect') void watch();
+      });
       return {
         network,
         gateway,
@@ -91,6 +129,7 @@ export function dockerNetworks(options: DockerNetworksOptions): DockerNetworks {
           if (closed) return;
           closed = true;
           clearTimeout(timer);
+          events?.destroy();
           // Containers first, while the firewall still stands around them.
           await stopAttached(docker, network).catch((err: Error) => options.notice(`session ${sessionId}: ${err.message}`));
           await undo(cleanups, options.notice);

@@ -282,6 +282,14 @@ describeNeeding('airlock session create --docker: containers of other launchers'
     expect(again.stderr).toMatch(/network .*not found/i);
   }, 120_000);
 
+  it('a container that exits at once (between two looks at the network) still ends the session', async () => {
+    const s = await create();
+    const r = await docker(dockerRunArgs(s, [], ['true']));
+    expect(r.code, r.stderr).toBe(0);
+    await waitFor(async () => !(await sessionListed(s.id)), 15_000, `session ${s.id} removed after its only container`);
+    expect(await expectNoLeftovers(s.id)).toEqual(NO_LEFTOVERS);
+  }, 60_000);
+
   it('a daemon stopped with SIGTERM removes its Docker sessions: network, chain, containers', async () => {
     const s = await create();
     const name = containerName('term');
