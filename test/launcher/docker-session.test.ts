@@ -118,9 +118,10 @@ function hostIps(): string[] {
  * every host address at the upstream's and the daemon's ports, the other session's listener, the
  * session's own gateway at the upstream port, and outside names by DNS: none may answer.
  */
-function escapeScript(tag: string, other: URL): string {
+function escapeScript(tag: string, other: URL): { script: string; targets: string[] } {
+  // Taken once: other tests' networks come and go meanwhile, and with them host addresses.
   const targets = hostIps();
-  return [
+  const script = [
     PROBE_PRELUDE,
     'echo "IFACES $(ls /sys/class/net | tr \'\\n\' \' \')"',
     `echo "ADMIN $(ls -d ${stateDir}/admin.sock 2>/dev/null | wc -l)"`,
@@ -135,6 +136,7 @@ function escapeScript(tag: string, other: URL): string {
     `out=$(getent hosts api.github.com); echo "GETENT api.github.com rc=$? out=$out" &`,
     'wait',
   ].join('\n');
+  return { script, targets };
 }
 
 function expectNoAnswer(p: ProbeResult | undefined, what: string): void {
@@ -144,7 +146,7 @@ function expectNoAnswer(p: ProbeResult | undefined, what: string): void {
   expect([6, 7, 28], `${what}: ${p!.err}`).toContain(p!.rc);
 }
 
-function expectContained(stdout: string, tag: string): void {
+function expectContained(stdout: string, tag: string, targets: readonly string[]): void {
   expect(/^IFACES (.*)$/m.exec(stdout)?.[1]?.trim().split(' ').sort(), stdout).toEqual(['eth0', 'lo']);
   const probes = parseProbes(stdout);
   expect(probes.get('allowed')?.http, stdout).toBe('200');
@@ -152,7 +154,7 @@ function expectContained(stdout: string, tag: string): void {
   expect(probes.get('denied')?.connect, stdout).toBe('403');
   expect(evil.requests).toEqual([]);
   for (const name of ['gateway-upstream', 'other-session', 'other-session-https']) expectNoAnswer(probes.get(name), name);
-  hostIps().forEach((ip, i) => {
+  targets.forEach((ip, i) => {
     expectNoAnswer(probes.get(`host-${i}`), `host address ${ip}:${github.port}`);
     expectNoAnswer(probes.get(`daemon-${i}`), `host address ${ip}:${daemonPort} (the daemon's port)`);
   });
@@ -231,10 +233,11 @@ describeNeeding('airlock session create --docker: containers of other launchers'
     expect(leftA.rules.length).toBeGreaterThan(0);
 
     const started = Date.now();
-    const r = await docker(dockerRunArgs(a, ['--name', containerName('run')], ['bash', '-c', escapeScript('run', new URL(b.proxy_url))]), { timeoutMs: 120_000 });
+    const probe = escapeScript('run', new URL(b.proxy_url));
+    const r = await docker(dockerRunArgs(a, ['--name', containerName('run')], ['bash', '-c', probe.script]), { timeoutMs: 120_000 });
     outputs.push(['docker run', r.stdout + r.stderr]);
     expect(r.code, r.stderr).toBe(0);
-    expectContained(r.stdout, 'run');
+    expectContained(r.stdout, 'run', probe.targets);
     expect(r.stdout).toContain('ADMIN 0');
     expect(Date.now() - started).toBeLessThan(90_000);
 
@@ -250,13 +253,14 @@ describeNeeding('airlock session create --docker: containers of other launchers'
   it("docker-compose 1.29 with the printed snippet: the same checks hold", async () => {
     const [c, other] = [await create(), await create()];
     const project = `airlockbyo${RUN_ID}`;
-    const r = await runProcess('docker-compose', ['-f', c.compose_file, '-p', project, 'run', '--rm', '--name', `${project}-probe`, 'agent', 'bash', '-c', escapeScript('compose', new URL(other.proxy_url))], {
+    const probe = escapeScript('compose', new URL(other.proxy_url));
+    const r = await runProcess('docker-compose', ['-f', c.compose_file, '-p', project, 'run', '--rm', '--name', `${project}-probe`, 'agent', 'bash', '-c', probe.script], {
       env: baseEnv,
       timeoutMs: 180_000,
     });
     outputs.push(['docker-compose run', r.stdout + r.stderr]);
     expect(r.code, r.stderr).toBe(0);
-    expectContained(r.stdout, 'compose');
+    expectContained(r.stdout, 'compose', probe.targets);
     await waitFor(async () => !(await sessionListed(c.id)), 20_000, `session ${c.id} removed after its last container`);
     expect(await expectNoLeftovers(c.id)).toEqual(NO_LEFTOVERS);
     // Compose made no network of its own: the service is only on the session's.
