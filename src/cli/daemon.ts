@@ -5,14 +5,47 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve as resolvePath } from 'node:path';
 import pino from 'pino';
 import { describeSession, startAdmin } from '../sessions/admin.js';
-import type { SessionInfo } from '../sessions/admin.js';
+import type { DockerNetwork, DockerNetworks, SessionInfo } from '../sessions/admin.js';
 import { loadPolicy, UsageError } from './config.js';
 import { buildRuntime } from './runtime.js';
 import type { ProxyFlags } from './runtime.js';
 import { capsFor, raiseOpenFileLimit, UNKNOWN_LIMIT_CAPS } from './fd-limit.js';
 import { withheldNotice } from './session-env.js';
 import type { AdminTarget } from './control.js';
+import { dockerClient } from './docker.js';
 import { clientEnv, HOST_NO_PROXY, SHADOWING_CA_VARS, SHADOWING_PROXY_VARS } from '../sessions/client-env.js';
+
+/**
+ * Docker sessions, with the launcher code and the Docker client loaded on first use: a daemon that
+ * makes none keeps them out of its memory (see docker.ts).
+ */
+function lazyDockerNetworks(notice: (line: string) => void): DockerNetworks & { closeAll(): Promise<void> } {
+  let made: Promise<DockerNetworks> | undefined;
+  const make = async () => {
+    const { dockerNetworks } = await import('../launcher/docker-sessions.js');
+    const docker = dockerClient();
+    return dockerNetworks({ docker: () => docker, notice });
+  };
+  const opened = new Set<DockerNetwork>();
+  return {
+    async open(...args) {
+      const network = await (await (made ??= make())).open(...args);
+      const tracked: DockerNetwork = {
+        ...network,
+        close: async () => {
+          opened.delete(tracked);
+          await network.close();
+        },
+      };
+      opened.add(tracked);
+      return tracked;
+    },
+    // A daemon that stops leaves no network, firewall chain or container of its sessions behind.
+    async closeAll() {
+      await Promise.all([...opened].map((n) => n.close().catch((err: Error) => notice(`closing ${n.network}: ${err.message}`))));
+    },
+  };
+}
 
 export interface DaemonOptions extends ProxyFlags {
   readonly policy: string;
@@ -87,6 +120,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   const paths = adminPaths(options.stateDir);
   const token = randomBytes(24).toString('base64url');
   writeFileSync(paths.token, token + '\n', { mode: 0o600 });
+  const dockerNetworks = lazyDockerNetworks((line) => log.warn(line));
   const admin = await startAdmin({
     socketPath: paths.socket,
     token,
@@ -96,6 +130,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     proxyHost: address.address,
     proxyPort: address.port,
     log,
+    dockerNetworks,
   });
   log.info({ listen: `${address.address}:${address.port}`, admin: paths.socket, policy: policy.name }, 'airlock proxy ready');
   if (options.firstSession) {
@@ -107,6 +142,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   }
   const stop = async () => {
     admin.close();
+    await dockerNetworks.closeAll();
     await runtime.close();
     process.exit(0);
   };

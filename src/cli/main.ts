@@ -18,6 +18,7 @@ import { addProxyFlags } from './runtime.js';
 import { runExec } from './exec.js';
 import { adminRequest, exportsFor, removeDaemonSession, runDaemon, withheldByExports } from './daemon.js';
 import { withheldNotice } from './session-env.js';
+import { describeDockerSession, writeDockerSessionFiles } from './docker-session.js';
 import { registerImageCommands } from './image.js';
 import { registerRunCommands } from './run.js';
 import { registerOperatorCommands } from './operator.js';
@@ -71,6 +72,9 @@ session
   .option('--policy <file>', "policy for this session (default: the daemon's)")
   .addOption(stateDirOption())
   .option('--json', 'print JSON instead of shell exports')
+  .option('--docker', "make the session's own Docker network (and firewall) for containers another launcher starts; print how to start them")
+  .option('--image <image>', 'with --docker: the image for the printed docker run line and compose snippet', 'IMAGE')
+  .option('--out <dir>', "with --docker: where to write the env, CA and compose files (default: the session's directory)")
   .action(async (opts) => {
     // This shell's variables go to the daemon, which holds the secrets and answers which of them
     // hold one: those are unset along with the sources.
@@ -81,7 +85,13 @@ session
       body.policy_source = policy.source;
       body.policy_file = resolvePath(opts.policy);
     }
+    if (opts.docker) body.docker = true;
     const info = (await adminRequest(opts.stateDir, 'POST', '/sessions', body)) as SessionInfo;
+    if (opts.docker) {
+      const files = writeDockerSessionFiles(info, opts.out ?? join(sessionDir(opts.stateDir, info.id), 'docker'), opts.image);
+      process.stdout.write(opts.json ? JSON.stringify({ ...info, bundle_pem: undefined, ...files }, null, 2) + '\n' : describeDockerSession(info, files));
+      return;
+    }
     process.stderr.write(withheldNotice(withheldByExports(info), opts.json ? "the session's environment (withheld_env)" : 'the shell that evals these exports'));
     process.stdout.write(opts.json ? JSON.stringify(info, null, 2) + '\n' : exportsFor(info));
   });
@@ -93,7 +103,8 @@ session
     const list = (await adminRequest(opts.stateDir, 'GET', '/sessions')) as SessionInfo[];
     for (const s of list) {
       const launcher = s.launcher_pid === undefined ? '' : `  launcher=${s.launcher_pid}${s.leased ? ' (leased)' : ''}`;
-      process.stdout.write(`${s.id}  policy=${s.policy}  created=${s.created}  audit=${s.audit}${launcher}\n`);
+      const network = s.docker_network ? `  network=${s.docker_network}` : '';
+      process.stdout.write(`${s.id}  policy=${s.policy}  created=${s.created}  audit=${s.audit}${launcher}${network}\n`);
     }
     if (list.length === 0) process.stdout.write('no sessions\n');
   });

@@ -1,10 +1,11 @@
 // Leftovers of sessions whose launcher died (kill -9, crash): containers, relays and their socket
-// directories, networks and firewall chains, found by label (and chain name), and sessions a
+// directories, networks (and containers other launchers left on them) and firewall chains, found by label (and chain name), and sessions a
 // daemon still holds for a launcher that is gone; all removed. Sessions of live launchers are kept.
 import type Docker from 'dockerode';
 import { rmSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { firewallSessions, removeFirewall, canManageFirewall } from './firewall.js';
+import { stopAttached } from './session-network.js';
 
 export const LABEL_SESSION = 'airlock.session';
 export const LABEL_PID = 'airlock.pid';
@@ -93,7 +94,13 @@ export async function collectGarbage(docker: Docker, options: GcOptions): Promis
   }
   for (const n of networks) {
     if (!stale(n.Labels)) continue;
-    if (await attempt(`network ${n.Name}`, () => docker.getNetwork(n.Id).remove())) report.networks.push(n.Name);
+    // Containers another launcher started on it (a Docker session of a daemon that died) go first:
+    // Docker refuses to remove a network that still has containers.
+    const stopped = async () => {
+      report.containers.push(...(await stopAttached(docker, n.Id)));
+      await docker.getNetwork(n.Id).remove();
+    };
+    if (await attempt(`network ${n.Name}`, stopped)) report.networks.push(n.Name);
   }
   for (const session of chains) {
     if (live.has(session)) continue;

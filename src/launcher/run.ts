@@ -1,14 +1,8 @@
 // `airlock run`: one container whose only way out is the proxy. The default mode gives it no
-// network at all, only a relay to the proxy's unix socket (see relay.ts); this file also has the
-// bridge mode (--network-mode bridge):
-//
-//   internal network (no route out, no outside DNS)  ──  gateway = host bridge address
-//   proxy listener on the gateway, only this session's credential accepted there
-//   iptables: from this bridge the host accepts the proxy port and drops everything else, and
-//     nothing is routed from or to it (Airlock's own rules, whatever the engine's)
-//   embedded DNS forwards only to the gateway, where those rules drop it
-//   pids, memory (no swap) and CPU limited
-//   CA bundle copied in; placeholders in env; secrets stay on the host
+// network at all, only a relay to the proxy's unix socket (see relay.ts); --network-mode bridge
+// puts it on the session's own internal network, closed by iptables (see session-network.ts).
+// Either way: pids, memory (no swap) and CPU limited; CA bundle copied in; placeholders in env;
+// secrets stay on the host.
 import type Docker from 'dockerode';
 import { formatBytes, sizeFlag } from '../policy/index.js';
 import type { Policy } from '../policy/index.js';
@@ -16,8 +10,8 @@ import type { SessionLease, SessionProvider } from './provider.js';
 import { tarOf } from './tar.js';
 import { installTrust } from './trust.js';
 import { CA_PATH_IN_CONTAINER, clientEnv, CONTAINER_NO_PROXY } from '../sessions/client-env.js';
-import { canManageFirewall, engineFirewall, installFirewall, removeFirewall } from './firewall.js';
-import type { EngineFirewall } from './firewall.js';
+import { canManageFirewall } from './firewall.js';
+import { openSessionNetwork } from './session-network.js';
 import { collectGarbage, LABEL_KEEP, LABEL_PID, LABEL_SESSION } from './gc.js';
 import { pack } from 'tar-fs';
 import type { Headers } from 'tar-fs';
@@ -28,6 +22,7 @@ import { DEFAULT_RELAY_IMAGE, openRelayNetwork } from './relay.js';
 import type { NetworkMode } from './relay.js';
 
 export { LaunchError };
+export { firewallFailure } from './session-network.js';
 
 /** Limits given on the command line; each overrides the policy's `container:` entry. */
 export interface LimitFlags {
@@ -110,31 +105,6 @@ export function requireHostClosure(allowHostPorts: boolean | undefined): void {
         'off other networks. Run as root, or pass --allow-host-ports to accept both.',
     );
   }
-}
-
-/**
- * Why the session cannot start when Airlock's rules could not be added (`error`), given what the
- * engine does for the network itself. Root gets no way around it: run as root means Airlock's
- * rules are wanted, and with an engine that filters nothing they are all there is.
- */
-export function firewallFailure(error: string, engine: EngineFirewall): string {
-  const fix = 'Run airlock as root on the Docker host itself, with a working iptables';
-  if (engine === 'none') {
-    return (
-      'refusing to run: the Docker engine manages no firewall rules for the session network (is dockerd running with ' +
-      `--iptables=false?) and Airlock could not add its own (${error}), so nothing would keep the container from routing ` +
-      'through its gateway to other networks, or from reaching every port the host listens on there. ' +
-      `${fix}, so Airlock adds its rules, or start dockerd with iptables enabled (the default).`
-    );
-  }
-  const engineSide =
-    engine === 'rules'
-      ? " (Docker's own rules for the network, which are in place, would still keep it off other networks)"
-      : ", and the engine's rules for it could not be read either: nothing Airlock can see would keep it off other networks";
-  return (
-    `Airlock could not add its firewall rules for the session network (${error}): without them the container could reach ` +
-    `every port the host listens on at its gateway${engineSide}. ${fix}.`
-  );
 }
 
 /** Flags over the policy over the defaults; throws if the engine has fewer CPUs than asked for. */
@@ -291,51 +261,12 @@ async function openBridgeNetwork(
   firewall: boolean,
   cleanups: Array<() => Promise<unknown>>,
 ) {
-    const network = await o.docker.createNetwork({
-      Name: `airlock-${o.sessionId}`,
-      Driver: 'bridge',
-      Internal: true,
-      CheckDuplicate: true,
-      Labels: labels,
-    });
-    cleanups.push(() => network.remove());
-    const info = await network.inspect();
-    const gateway: string | undefined = info.IPAM?.Config?.[0]?.Gateway;
-    if (!gateway) throw new LaunchError('the session network has no gateway address');
-    const bridge = `br-${String(info.Id).slice(0, 12)}`;
-
-    const lease = await o.provider.open(o.policy, gateway, o.sessionId, extraEnv);
-    cleanups.push(() => lease.release());
-    if (firewall) {
-      // Read before Airlock's own rules exist: only the engine's can name the bridge then.
-      const engine = await engineFirewall(bridge);
-      cleanups.push(() => removeFirewall(o.sessionId));
-      try {
-        await installFirewall({ sessionId: o.sessionId, bridge, gateway, proxyPort: lease.proxyPort });
-      } catch (err) {
-        throw new LaunchError(firewallFailure((err as Error).message, engine));
-      }
-      if (engine === 'none') {
-        o.notice(
-          'the Docker engine manages no firewall rules for the session network (is dockerd running with --iptables=false?): ' +
-            "Airlock's own rules are what keep the container off other networks",
-        );
-      }
-    }
-
-    const hostConfig = {
-      NetworkMode: `airlock-${o.sessionId}`,
-      ExtraHosts: [`host.docker.internal:${gateway}`],
-      // Docker's embedded DNS forwards names it does not know to upstream servers, from an
-      // internal network too, and DNS alone can carry data out (CVE-2024-29018: Docker before
-      // 26.0/25.0.4 even forwarded from the host's namespace when the host's resolver was on
-      // loopback). Its only upstream is the gateway, where Airlock's firewall drops everything
-      // but the proxy port, so outside names never resolve and no query leaves the session.
-      Dns: [gateway],
-      // ...and fail in a second, not twenty.
-      DnsOptions: ['timeout:1', 'attempts:1'],
-    };
-    return { lease, hostConfig, proxyHost: 'host.docker.internal', proxyPort: lease.proxyPort };
+  const { lease, hostConfig } = await openSessionNetwork(
+    { docker: o.docker, sessionId: o.sessionId, labels, firewall, notice: o.notice, cleanups },
+    (gateway) => o.provider.open(o.policy, gateway, o.sessionId, extraEnv),
+    (lease) => lease.release(),
+  );
+  return { lease, hostConfig, proxyHost: 'host.docker.internal', proxyPort: lease.proxyPort };
 }
 
 /**

@@ -25,6 +25,24 @@ export interface AdminOptions {
   readonly proxyHost: string;
   readonly proxyPort: number;
   readonly log: pino.Logger;
+  /** Makes Docker sessions' networks (wired in by the CLI, which knows the engine); none: refused. */
+  readonly dockerNetworks?: DockerNetworks;
+}
+
+/** A Docker session's own network, with the session's listener on its gateway. */
+export interface DockerNetwork {
+  readonly network: string;
+  readonly gateway: string;
+  /** Stops what is still on the network, removes the firewall rules and the network. */
+  close(): Promise<void>;
+}
+
+export interface DockerNetworks {
+  /**
+   * Makes the network of session `sessionId`; `listen` opens the session's listener on the
+   * gateway (returns its port); `idle` is called once the last container on it has gone.
+   */
+  open(sessionId: string, listen: (gateway: string) => Promise<number>, idle: () => void): Promise<DockerNetwork>;
 }
 
 export interface SessionInfo {
@@ -38,6 +56,8 @@ export interface SessionInfo {
   proxy_port: number;
   /** Set for sessions with their own listener (Docker sessions on a network gateway). */
   listen_host?: string;
+  /** Set for sessions made for another launcher's containers: the network to start them on. */
+  docker_network?: string;
   /** Set for sessions listening on their own unix socket (relayed Docker sessions). */
   socket_path?: string;
   bundle_pem?: string;
@@ -111,6 +131,8 @@ interface Held {
   listener?: AddressInfo | string;
   launcherPid?: number;
   leased: boolean;
+  /** The session's own Docker network (session create --docker), closed with it. */
+  docker?: DockerNetwork;
 }
 
 export async function startAdmin(options: AdminOptions): Promise<http.Server> {
@@ -125,7 +147,7 @@ export async function startAdmin(options: AdminOptions): Promise<http.Server> {
         : own
           ? describeSession(session, own.address, own.port)
           : describeSession(session, options.proxyHost, options.proxyPort);
-    return { ...info, launcher_pid: h?.launcherPid, leased: h?.leased ?? false };
+    return { ...info, launcher_pid: h?.launcherPid, leased: h?.leased ?? false, ...(h?.docker ? { docker_network: h.docker.network } : {}) };
   };
   /**
    * Removes a session and closes its own listener. With `only`, removes it only if the id still
@@ -144,6 +166,7 @@ export async function startAdmin(options: AdminOptions): Promise<http.Server> {
       try {
         if (h?.listener) await runtime.proxy.unlisten(h.listener);
         if (typeof h?.listener === 'string') rmSync(dirname(h.listener), { recursive: true, force: true });
+        await h?.docker?.close().catch((err: Error) => log.warn({ session: id, err: err.message }, 'could not close the session network'));
         return await runtime.sessions.remove(id);
       } finally {
         removing.delete(id);
@@ -183,9 +206,13 @@ export async function startAdmin(options: AdminOptions): Promise<http.Server> {
       const listenHost = typeof body.listen_host === 'string' ? body.listen_host : null;
       // On a unix socket in the session's own dir, which the daemon picks (never a caller's path).
       const listenSocket = body.listen_socket === true;
+      // Its own Docker network for another launcher's containers, made here so it lives as long as the session.
+      const dockerNetwork = body.docker === true;
+      if (dockerNetwork && !options.dockerNetworks) throw new BadRequest('this airlock proxy makes no Docker sessions');
+      if (dockerNetwork && (listenHost !== null || listenSocket)) throw new BadRequest('docker cannot go with listen_host or listen_socket');
       const launcherPid = Number.isSafeInteger(body.launcher_pid) && (body.launcher_pid as number) > 0 ? (body.launcher_pid as number) : undefined;
       // A session with its own listener, e.g. on a Docker session network's gateway.
-      const listener = listenHost === null && !listenSocket ? undefined : `session:${id ?? 'x'}-${Date.now()}`;
+      const listener = listenHost === null && !listenSocket && !dockerNetwork ? undefined : `session:${id ?? 'x'}-${Date.now()}`;
       // The file the policy came from, to follow: the launcher's (absolute) or the daemon's own.
       const policyFile = typeof body.policy_text === 'string' ? (typeof body.policy_file === 'string' && isAbsolute(body.policy_file) ? body.policy_file : undefined) : options.defaultPolicyFile;
       const session = await runtime.sessions.create(policy, { id, listener });
@@ -198,12 +225,21 @@ export async function startAdmin(options: AdminOptions): Promise<http.Server> {
         if (checkEnv) withheld = await session.credentials.variablesHoldingSecrets(checkEnv);
         if (listenSocket) held.get(session.id)!.listener = await runtime.proxy.listenSocket(relaySocketPath(session.dir), listener!);
         else if (listenHost !== null) held.get(session.id)!.listener = await runtime.proxy.listen(listenHost, 0, listener);
+        else if (dockerNetwork) {
+          const h = held.get(session.id)!;
+          const listen = async (gateway: string) => (h.listener = await runtime.proxy.listen(gateway, 0, listener)).port;
+          const idle = () =>
+            void remove(session.id, session).then((removed) => {
+              if (removed) log.info({ session: session.id }, 'session removed: the last container on its network has gone');
+            });
+          h.docker = await options.dockerNetworks!.open(session.id, listen, idle);
+        }
       } catch (err) {
         await remove(session.id, session);
         throw err;
       }
       let info: SessionInfo = { ...describe(session), withheld_env: withheld };
-      if (listenHost !== null || listenSocket) {
+      if (listenHost !== null || listenSocket || dockerNetwork) {
         info = { ...info, ...(listenHost === null ? {} : { listen_host: listenHost }), bundle_pem: session.bundlePem, secret_source_env: session.credentials.secretSourceEnv };
       }
       if (!lease) return send(res, 201, info);

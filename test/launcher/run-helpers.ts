@@ -9,8 +9,10 @@ import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
-import { CLI_PATH, REPO_ROOT, runProcess, sleep } from '../helpers/servers.js';
-import type { ProcessResult } from '../helpers/servers.js';
+import https from 'node:https';
+import type net from 'node:net';
+import { CLI_PATH, echoHandler, REPO_ROOT, runProcess, sleep } from '../helpers/servers.js';
+import type { ProcessResult, RecordedRequest, TestPki } from '../helpers/servers.js';
 
 // ---------------------------------------------------------------- processes
 
@@ -83,6 +85,38 @@ export async function dockerOk(args: readonly string[], opts: { input?: string; 
   const r = await docker(args, opts);
   if (r.code !== 0) throw new Error(`docker ${args.join(' ')} failed (${r.code}): ${r.stderr}`);
   return r.stdout.trim();
+}
+
+// ---------------------------------------------------------------- upstreams
+
+export interface WideUpstream {
+  readonly port: number;
+  readonly requests: RecordedRequest[];
+  close(): Promise<void>;
+}
+
+/**
+ * An HTTPS echo server on 0.0.0.0 (the shared helpers only listen on 127.0.0.1): reachable in
+ * principle at every host address, so a probe that gets no answer there was stopped on its way.
+ */
+export async function startWideHttpsUpstream(pki: TestPki, names: string[]): Promise<WideUpstream> {
+  const { key, cert } = await pki.issue(names);
+  const requests: RecordedRequest[] = [];
+  const server = https.createServer({ key, cert, ALPNProtocols: ['http/1.1'] }, (req, res) => {
+    requests.push({ method: req.method ?? '', url: req.url ?? '', headers: { ...req.headers } });
+    echoHandler(req, res);
+  });
+  server.on('tlsClientError', () => {});
+  await new Promise<void>((resolve) => server.listen({ host: '0.0.0.0', port: 0 }, resolve));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    requests,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
 }
 
 // ---------------------------------------------------------------- sessions

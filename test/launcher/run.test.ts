@@ -5,11 +5,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import https from 'node:https';
-import type net from 'node:net';
 import { join } from 'node:path';
 import { describeDocker, ensureAgentImage } from '../helpers/docker.js';
-import { CLI_PATH, createTestPki, echoHandler, freePort, rmTmp, runCli, runProcess, startHttpsUpstream, tmpDir, waitFor } from '../helpers/servers.js';
+import { CLI_PATH, createTestPki, freePort, rmTmp, runCli, runProcess, startHttpsUpstream, tmpDir, waitFor } from '../helpers/servers.js';
 import type { RecordedRequest, TestPki, TestUpstream } from '../helpers/servers.js';
 import { parseAuditLines } from '../../src/audit/report.js';
 import {
@@ -31,10 +29,11 @@ import {
   sessionCommand,
   sessionSummary,
   spawnCli,
+  startWideHttpsUpstream,
   waitExit,
   waitForSession,
 } from './run-helpers.js';
-import type { LiveCli, ProbeResult, SessionContainer } from './run-helpers.js';
+import type { LiveCli, ProbeResult, SessionContainer, WideUpstream } from './run-helpers.js';
 
 // The real secrets: fresh per run, so no image layer or earlier run can hold them.
 const REAL_A = `ghp_realA${randomBytes(16).toString('hex')}`;
@@ -85,33 +84,6 @@ const outputs: Array<[string, string]> = [];
 const stateDirs: string[] = [];
 /** Workspaces and other scratch dirs, removed at the end. */
 const scratch: string[] = [];
-
-interface WideUpstream {
-  readonly port: number;
-  readonly requests: RecordedRequest[];
-  close(): Promise<void>;
-}
-
-/** An HTTPS echo server on 0.0.0.0 (the shared helpers only listen on 127.0.0.1). */
-async function startWideHttpsUpstream(names: string[]): Promise<WideUpstream> {
-  const { key, cert } = await pki.issue(names);
-  const requests: RecordedRequest[] = [];
-  const server = https.createServer({ key, cert, ALPNProtocols: ['http/1.1'] }, (req, res) => {
-    requests.push({ method: req.method ?? '', url: req.url ?? '', headers: { ...req.headers } });
-    echoHandler(req, res);
-  });
-  server.on('tlsClientError', () => {});
-  await new Promise<void>((resolve) => server.listen({ host: '0.0.0.0', port: 0 }, resolve));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    requests,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  };
-}
 
 function newStateDir(): string {
   const dir = tmpDir('airlock-run-state-');
@@ -198,7 +170,7 @@ beforeAll(async () => {
     if (/^AIRLOCK_|_PROXY$|^(http|https|all|no)_proxy$/i.test(name)) delete baseEnv[name];
   }
   pki = await createTestPki();
-  github = await startWideHttpsUpstream(['api.github.com']);
+  github = await startWideHttpsUpstream(pki, ['api.github.com']);
   gitlab = await startHttpsUpstream({ pki, names: ['api.gitlab.test'] });
   evil = await startHttpsUpstream({ pki, names: ['evil.example'] });
   work = tmpDir('airlock-run-test-');
