@@ -73,6 +73,9 @@ describe('attack 11a: a flood of idle connections to a session\'s own listener',
     const a = await ownListenerSession(rig.airlock, policy('limits: { max_connections: 40 }'));
     const { result: f } = await servedThroughout(rig.proxy, flood(a.proxy.host, a.proxy.port, 3_000));
     try {
+      // The flood resolves once the kernel accepted every connection; the proxy may still be
+      // refusing the last ones. Wait for it to settle (bounded), then check it stays there.
+      await waitFor(() => f.open() === 40, 15_000, 'the flood to be held to max_connections');
       await sleep(300);
       expect(f.open()).toBe(40);
       expect(rig.airlock.runtime.proxy.clientConnections(a.name)).toBe(40);
@@ -98,6 +101,7 @@ describe('attack 11a: a flood of idle connections to a session\'s own listener',
     const a = await ownListenerSession(rig.airlock, policy());
     const { result: f } = await servedThroughout(rig.proxy, flood(a.proxy.host, a.proxy.port, 1_000));
     try {
+      await waitFor(() => f.open() === 300, 15_000, 'the flood to be held to the listener cap');
       await sleep(300);
       expect(f.open()).toBe(300);
       expect(f.received.find((t) => t.length > 0)).toContain('this proxy listener has 300 connections open, its limit');
@@ -124,6 +128,7 @@ describe('attack 11b: all listeners together stay under the proxy-wide cap', () 
     await waitFor(() => fa.open() === 100, 5_000, 'the first flood to be held to its listener cap');
     const fb = await flood(b.proxy.host, b.proxy.port, 500);
     try {
+      await waitFor(() => fb.open() === 50, 15_000, 'the second flood to be held to the proxy-wide cap');
       await sleep(300);
       expect(fa.open()).toBe(100);
       expect(fb.open()).toBe(50);
