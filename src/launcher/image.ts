@@ -34,6 +34,32 @@ export interface BuildOptions {
   readonly onOutput: (text: string) => void;
 }
 
+/** The agent CLIs `airlock image build --agent` can put in the image: npm package, command. */
+export const AGENT_CLIS = Object.freeze({
+  claude: Object.freeze({ package: '@anthropic-ai/claude-code', command: 'claude' }),
+  // Pinned: the version the Codex tests run (package.json devDependencies), so the image's Codex
+  // is one whose Responses API traffic has been seen going through the proxy.
+  codex: Object.freeze({ package: '@openai/codex@0.171.0', command: 'codex' }),
+});
+export type AgentCli = keyof typeof AGENT_CLIS;
+export const AGENT_CHOICES = ['claude', 'codex', 'both'] as const;
+
+/**
+ * The Dockerfile's build arguments for `--agent`: the npm packages to install and the commands the
+ * build runs with --version, so an image without a working CLI fails to build.
+ */
+export function agentBuildArgs(agent: string): { ok: true; value: Record<string, string> } | { ok: false; problem: string } {
+  if (!(AGENT_CHOICES as readonly string[]).includes(agent)) return { ok: false, problem: `expected one of ${AGENT_CHOICES.join(', ')}` };
+  const clis: AgentCli[] = agent === 'both' ? ['claude', 'codex'] : [agent as AgentCli];
+  return {
+    ok: true,
+    value: {
+      AGENT_CLI_PACKAGES: clis.map((c) => AGENT_CLIS[c].package).join(' '),
+      AGENT_CLI_COMMANDS: clis.map((c) => AGENT_CLIS[c].command).join(' '),
+    },
+  };
+}
+
 export interface BuildResult {
   readonly id: string;
   readonly tag: string;
