@@ -158,7 +158,7 @@ const FIXES: Record<string, string> = {
   git: 'install git: apt-get install -y git',
   workspace: 'make /workspace writable by any uid: mkdir -p /workspace && chmod 1777 /workspace',
   'agent-cli':
-    'install an agent CLI: apt-get install -y nodejs npm && npm install -g @anthropic-ai/claude-code (or @openai/codex); `airlock image build` makes an image with Claude Code',
+    'install an agent CLI: apt-get install -y nodejs npm && npm install -g @anthropic-ai/claude-code (or @openai/codex); `airlock image build --agent claude|codex|both` makes an image with either or both',
   'default-user':
     `end the Dockerfile with a non-root user, e.g. \`RUN useradd --uid 1000 --create-home agent\` then \`USER agent\` (root starting \`airlock run\` without sudo then runs sessions as that user instead of ${UNPRIVILEGED_USER}, which has no home in the image)`,
   'ca-trust:no-client': 'install curl and the CA store: apt-get install -y curl ca-certificates',
