@@ -125,6 +125,12 @@ describe('airlock exec: the real Codex CLI against a local Responses API', () =>
         expect(JSON.stringify(c.headers)).not.toContain(placeholder);
       }
       expect(seen.every((c) => c.stream)).toBe(true);
+      // Codex first asks for the Responses API over a WebSocket (the stand-in refuses the upgrade,
+      // and Codex falls back to SSE): those requests too carried the real key, never the placeholder.
+      expect(openai.requests.filter((q) => q.headers.upgrade === 'websocket').length).toBeGreaterThan(0);
+      for (const q of openai.requests) {
+        if (q.headers.authorization !== undefined) expect(q.headers.authorization, `${q.method} ${q.url}`).toBe(`Bearer ${REAL_KEY}`);
+      }
       const calls = audit.filter((l) => l.kind === 'request' && l.host === 'api.openai.com' && l.path === '/v1/responses');
       expect(calls.length).toBe(seen.length);
       for (const l of calls) expect(l).toMatchObject({ method: 'POST', action: 'allow', status: 200, credentials: ['openai'] });
