@@ -10,7 +10,7 @@ import { parseAuditLines } from '../../src/audit/report.js';
 import type { AuditEntry } from '../../src/audit/entry.js';
 import { createTestPki, REPO_ROOT, rmTmp, runCli, startHttpsUpstream, tmpDir } from '../helpers/servers.js';
 import type { TestPki, TestUpstream } from '../helpers/servers.js';
-import { responsesStandIn } from '../helpers/openai-standin.js';
+import { codexPolicy, responsesStandIn } from '../helpers/openai-standin.js';
 import type { ResponsesStandIn } from '../helpers/openai-standin.js';
 import { secretLeaks } from '../helpers/secret-leaks.js';
 
@@ -21,19 +21,8 @@ const CODEX_VERSION = JSON.parse(readFileSync(join(REPO_ROOT, 'node_modules', '@
 const REAL_KEY = `sk-proj-real${randomBytes(24).toString('hex')}`;
 const REPLY = `Hello from the OpenAI stand-in ${randomBytes(4).toString('hex')}`;
 
-const POLICY = `
-version: 1
-name: codex-test
-allow:
-  - host: api.openai.com
-    ports: [443]
-  # Allowed, but not bound to the credential: where a hostile session would send the placeholder.
-  - host: evil.example
-    ports: [443]
-credentials:
-  - preset: openai
-    secret: { env: AIRLOCK_OPENAI_KEY }
-`;
+// evil.example: allowed, but not bound to the credential: where a hostile session would send the placeholder.
+const POLICY = codexPolicy(['evil.example']);
 
 let pki: TestPki;
 let openai: TestUpstream;
@@ -66,14 +55,14 @@ function filesUnder(root: string): Array<{ path: string; content: Buffer }> {
 }
 
 /** One `airlock exec` session: a fresh HOME (Codex keeps ~/.codex there) and state dir. */
-async function exec(script: string) {
+async function exec(script: string, extraEnv: NodeJS.ProcessEnv = {}) {
   const home = tmpDir('airlock-codex-home-');
   const stateDir = tmpDir('airlock-codex-state-');
   const env: NodeJS.ProcessEnv = {};
   for (const [name, value] of Object.entries(process.env)) {
     if (!/^AIRLOCK_|_PROXY$|^(http|https|all|no)_proxy$|^OPENAI_|^CODEX_/i.test(name)) env[name] = value;
   }
-  Object.assign(env, { HOME: home, AIRLOCK_OPENAI_KEY: REAL_KEY, CODEX_BIN: CODEX, RUST_LOG: 'warn' });
+  Object.assign(env, { HOME: home, AIRLOCK_OPENAI_KEY: REAL_KEY, CODEX_BIN: CODEX, RUST_LOG: 'warn' }, extraEnv);
   const result = await runCli(
     [
       'exec', '--policy', join(dir, 'policy.yaml'), '--state-dir', stateDir,
@@ -143,6 +132,24 @@ describe('airlock exec: the real Codex CLI against a local Responses API', () =>
       const codexFiles = filesUnder(join(home, '.codex'));
       expect(codexFiles.length, 'Codex wrote its session files').toBeGreaterThan(0);
       for (const f of [...filesUnder(home), ...filesUnder(stateDir)]) expect(secretLeaks(f.content, REAL_KEY), f.path).toEqual([]);
+    } finally {
+      rmTmp(home, stateDir);
+    }
+  }, 180_000);
+
+  it('an inherited CODEX_CA_CERTIFICATE (a company CA) does not point Codex away from the session CA', async () => {
+    const before = standIn.calls.length;
+    // The test PKI's CA: a real CA, but not the one the proxy's certificates chain to.
+    const { result, home, stateDir } = await exec(
+      'echo "CA $CODEX_CA_CERTIFICATE"; "$CODEX_BIN" exec --skip-git-repo-check --sandbox read-only "say hi" </dev/null; echo "CODEX_EXIT $?"',
+      { CODEX_CA_CERTIFICATE: pki.caFile },
+    );
+    try {
+      // Passed on as is: Codex 0.171 still trusts the session bundle (SSL_CERT_FILE) with it set.
+      expect(result.stdout).toContain(`CA ${pki.caFile}`);
+      expect(result.stdout, result.stderr).toMatch(/^CODEX_EXIT 0$/m);
+      expect(result.stdout).toContain(REPLY);
+      expect(standIn.calls.slice(before).length).toBeGreaterThan(0);
     } finally {
       rmTmp(home, stateDir);
     }

@@ -4,6 +4,15 @@
 import type http from 'node:http';
 import { randomBytes } from 'node:crypto';
 
+/**
+ * A policy for Codex: api.openai.com with the `openai` credential (its secret from
+ * AIRLOCK_OPENAI_KEY), plus `otherHosts` allowed but not bound to the credential.
+ */
+export function codexPolicy(otherHosts: readonly string[] = []): string {
+  const allow = ['api.openai.com', ...otherHosts].map((host) => `  - host: ${host}\n    ports: [443]\n`).join('');
+  return `version: 1\nname: codex-test\nallow:\n${allow}credentials:\n  - preset: openai\n    secret: { env: AIRLOCK_OPENAI_KEY }\n`;
+}
+
 export interface ResponsesCall {
   readonly path: string;
   readonly headers: http.IncomingHttpHeaders;

@@ -15,7 +15,7 @@ import { createTestPki, rmTmp, runCli, startHttpsUpstream, tmpDir } from '../hel
 import type { ProcessResult, TestPki, TestUpstream } from '../helpers/servers.js';
 import { sessionSummary } from './run-helpers.js';
 import { npmStandIn } from '../helpers/package-standins.js';
-import { responsesStandIn } from '../helpers/openai-standin.js';
+import { codexPolicy, responsesStandIn } from '../helpers/openai-standin.js';
 import type { ResponsesStandIn } from '../helpers/openai-standin.js';
 import { secretLeaks } from '../helpers/secret-leaks.js';
 
@@ -57,16 +57,6 @@ allow:
 `;
 
 const OPENAI_KEY = `sk-proj-real${randomBytes(24).toString('hex')}`;
-const CODEX_POLICY = `
-version: 1
-name: codex-test
-allow:
-  - host: api.openai.com
-    ports: [443]
-credentials:
-  - preset: openai
-    secret: { env: AIRLOCK_OPENAI_KEY }
-`;
 
 const PKG = 'airlock-tiny-pkg';
 const PKG_VERSION = '1.0.0';
@@ -348,7 +338,7 @@ describeDocker('airlock run, network mode none: real Codex CLI (the --agent code
     const { result, audit, stateDir } = await runSession({
       tag: 'codex',
       image: codexImage,
-      policy: writePolicy('codex.yaml', CODEX_POLICY),
+      policy: writePolicy('codex.yaml', codexPolicy()),
       resolve: [`api.openai.com:443:127.0.0.1:${openai.port}`],
       command: [
         'sh', '-c',
