@@ -198,8 +198,9 @@ fi
 found=""; broken=""; sep=""; bsep=""
 for cli in claude codex; do
   have "$cli" || continue
-  if out=$(timeout 60 "$cli" --version </dev/null 2>&1); then found="$found$sep$cli $(printf '%s\n' "$out" | line1)"; sep=", "
-  else broken="$broken$bsep$cli --version failed: $(printf '%s\n' "$out" | line1)"; bsep="; "; fi
+  # The version from stdout alone: Codex warns on stderr first when its home is not writable.
+  if out=$(timeout 60 "$cli" --version </dev/null 2>/dev/null); then found="$found$sep$cli $(printf '%s\n' "$out" | line1)"; sep=", "
+  else broken="$broken$bsep$cli --version failed: $(timeout 60 "$cli" --version </dev/null 2>&1 | line1)"; bsep="; "; fi
 done
 if [ -n "$found" ]; then report agent-cli PASS "$found"
 elif [ -n "$broken" ]; then report agent-cli FAIL "$broken"

@@ -384,6 +384,13 @@ describeDocker('airlock run, network mode none: real Codex CLI (the --agent code
       if (statSync(path).isFile()) expect(secretLeaks(readFileSync(path), OPENAI_KEY), path).toEqual([]);
     }
   }, 600_000);
+
+  it('airlock doctor passes the --agent codex image, finding Codex as its agent CLI', async () => {
+    const r = await runCli(['doctor', '--image', codexImage, '--relay-image', relayImage], { env: baseEnv, timeoutMs: 300_000 });
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^PASS agent-cli\s+— codex codex-cli \d+\.\d+\.\d+$/m);
+    expect(r.stdout).toMatch(/^all \d+ checks passed$/m);
+  }, 300_000);
 });
 
 describeDocker('airlock run, network mode none: npm install from a local registry', () => {
