@@ -68,7 +68,8 @@ export const CODEX_TEST_IMAGE = 'airlock-agent:test-codex';
 export async function ensureAgentImage(agent: 'claude' | 'codex' = 'claude'): Promise<string> {
   const tag = agent === 'claude' ? AGENT_TEST_IMAGE : CODEX_TEST_IMAGE;
   if (imageExists(tag)) return tag;
-  const lock = join(tmpdir(), `airlock-agent-image-${agent}.lock`);
+  // The Claude Code image keeps the lock name other checkouts use for the same tag.
+  const lock = join(tmpdir(), agent === 'claude' ? 'airlock-agent-image.lock' : `airlock-agent-image-${agent}.lock`);
   for (;;) {
     try {
       closeSync(openSync(lock, 'wx'));
