@@ -5,7 +5,7 @@ import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { dockerClient } from './docker.js';
 import type { Command } from 'commander';
-import { BUILD_CA_NAME, buildAgentImage, buildCaProblem, formatCheck, runDoctor } from '../launcher/image.js';
+import { AGENT_CHOICES, agentBuildArgs, BUILD_CA_NAME, buildAgentImage, buildCaProblem, formatCheck, runDoctor } from '../launcher/image.js';
 import type { TarFile } from '../launcher/image.js';
 import { pingDocker } from '../launcher/run.js';
 import { DOCTOR_PROFILES, doctorProfile } from '../launcher/doctor-profiles.js';
@@ -66,19 +66,24 @@ export function registerImageCommands(program: Command): void {
   const image = program.command('image').description('agent container images');
   image
     .command('build')
-    .description('build the Airlock agent image (Debian, tini, git, curl, python3, Node.js, Claude Code) and the session relay image (socat)')
+    .description('build the Airlock agent image (Debian, tini, git, curl, python3, Node.js, Claude Code and/or Codex) and the session relay image (socat)')
     .option('--tag <image>', 'name:tag of the agent image', DEFAULT_TAG)
     .option('--relay-tag <image>', 'name:tag of the relay image', DEFAULT_RELAY_IMAGE)
     .option('--only <agent|relay>', 'build only one of the two')
+    .option('--agent <claude|codex|both>', 'agent CLI(s) in the agent image: Claude Code, Codex, or both', 'claude')
     .option('--engine <socket>', 'Docker-compatible engine socket (default: DOCKER_HOST, then /var/run/docker.sock)')
     .option('--build-ca <file>', "PEM CA npm must trust during the build (a TLS-inspecting network's); it stays out of the image")
-    .option('--build-arg <NAME=VALUE>', 'Dockerfile build argument (repeatable), e.g. AGENT_CLI_PACKAGES="@anthropic-ai/claude-code @openai/codex"', collect, [])
+    .option('--build-arg <NAME=VALUE>', 'Dockerfile build argument (repeatable), e.g. BASE_IMAGE=debian:trixie-slim', collect, [])
     .option('--no-cache', 'do not reuse cached layers')
-    .action(async (opts: { tag: string; relayTag: string; only?: string; engine?: string; buildCa?: string; buildArg: string[]; cache: boolean }) => {
+    .action(async (opts: { tag: string; relayTag: string; only?: string; agent: string; engine?: string; buildCa?: string; buildArg: string[]; cache: boolean }) => {
       if (opts.only !== undefined && opts.only !== 'agent' && opts.only !== 'relay') throw new UsageError(`--only ${opts.only}: expected agent or relay`);
+      const agent = agentBuildArgs(opts.agent);
+      if (!agent.ok) throw new UsageError(`--agent ${JSON.stringify(opts.agent)}: ${agent.problem}`);
       const files = readContext(AGENT_CONTEXT);
       const buildCaPem = opts.buildCa ? readBuildCa(opts.buildCa) : undefined;
-      const buildArgs = parseBuildArgs(opts.buildArg);
+      const given = parseBuildArgs(opts.buildArg);
+      // --build-arg AGENT_CLI_PACKAGES=... still picks other packages (the build then checks none).
+      const buildArgs: Record<string, string> = { ...agent.value, ...(given.AGENT_CLI_PACKAGES === undefined ? {} : { AGENT_CLI_COMMANDS: '' }), ...given };
       const docker = await dockerClient(opts.engine);
       await pingDocker(docker);
       // The relay first: it is small, and without it the default network mode cannot run.

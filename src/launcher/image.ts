@@ -34,6 +34,32 @@ export interface BuildOptions {
   readonly onOutput: (text: string) => void;
 }
 
+/** The agent CLIs `airlock image build --agent` can put in the image: npm package, command. */
+export const AGENT_CLIS = Object.freeze({
+  claude: Object.freeze({ package: '@anthropic-ai/claude-code', command: 'claude' }),
+  // Pinned: the version the Codex tests run (package.json devDependencies), so the image's Codex
+  // is one whose Responses API traffic has been seen going through the proxy.
+  codex: Object.freeze({ package: '@openai/codex@0.171.0', command: 'codex' }),
+});
+export type AgentCli = keyof typeof AGENT_CLIS;
+export const AGENT_CHOICES = ['claude', 'codex', 'both'] as const;
+
+/**
+ * The Dockerfile's build arguments for `--agent`: the npm packages to install and the commands the
+ * build runs with --version, so an image without a working CLI fails to build.
+ */
+export function agentBuildArgs(agent: string): { ok: true; value: Record<string, string> } | { ok: false; problem: string } {
+  if (!(AGENT_CHOICES as readonly string[]).includes(agent)) return { ok: false, problem: `expected one of ${AGENT_CHOICES.join(', ')}` };
+  const clis: AgentCli[] = agent === 'both' ? ['claude', 'codex'] : [agent as AgentCli];
+  return {
+    ok: true,
+    value: {
+      AGENT_CLI_PACKAGES: clis.map((c) => AGENT_CLIS[c].package).join(' '),
+      AGENT_CLI_COMMANDS: clis.map((c) => AGENT_CLIS[c].command).join(' '),
+    },
+  };
+}
+
 export interface BuildResult {
   readonly id: string;
   readonly tag: string;
@@ -132,7 +158,7 @@ const FIXES: Record<string, string> = {
   git: 'install git: apt-get install -y git',
   workspace: 'make /workspace writable by any uid: mkdir -p /workspace && chmod 1777 /workspace',
   'agent-cli':
-    'install an agent CLI: apt-get install -y nodejs npm && npm install -g @anthropic-ai/claude-code (or @openai/codex); `airlock image build` makes an image with Claude Code',
+    'install an agent CLI: apt-get install -y nodejs npm && npm install -g @anthropic-ai/claude-code (or @openai/codex); `airlock image build --agent claude|codex|both` makes an image with either or both',
   'default-user':
     `end the Dockerfile with a non-root user, e.g. \`RUN useradd --uid 1000 --create-home agent\` then \`USER agent\` (root starting \`airlock run\` without sudo then runs sessions as that user instead of ${UNPRIVILEGED_USER}, which has no home in the image)`,
   'ca-trust:no-client': 'install curl and the CA store: apt-get install -y curl ca-certificates',
@@ -172,8 +198,9 @@ fi
 found=""; broken=""; sep=""; bsep=""
 for cli in claude codex; do
   have "$cli" || continue
-  if out=$(timeout 60 "$cli" --version </dev/null 2>&1); then found="$found$sep$cli $(printf '%s\n' "$out" | line1)"; sep=", "
-  else broken="$broken$bsep$cli --version failed: $(printf '%s\n' "$out" | line1)"; bsep="; "; fi
+  # The version from stdout alone: Codex warns on stderr first when its home is not writable.
+  if out=$(timeout 60 "$cli" --version </dev/null 2>/dev/null); then found="$found$sep$cli $(printf '%s\n' "$out" | line1)"; sep=", "
+  else broken="$broken$bsep$cli --version failed: $(timeout 60 "$cli" --version </dev/null 2>&1 | line1)"; bsep="; "; fi
 done
 if [ -n "$found" ]; then report agent-cli PASS "$found"
 elif [ -n "$broken" ]; then report agent-cli FAIL "$broken"

@@ -54,9 +54,10 @@ export const CREDENTIAL_PRESETS: Readonly<Record<string, CredentialPreset>> = Ob
     headers: ['authorization'],
     placeholder: null,
   }),
+  // Codex CLI reads CODEX_API_KEY (codex exec) or OPENAI_API_KEY; the OpenAI SDKs the latter.
   openai: preset({
     name: 'openai',
-    env: ['OPENAI_API_KEY'],
+    env: ['OPENAI_API_KEY', 'CODEX_API_KEY'],
     hosts: ['api.openai.com'],
     in: ['header'],
     headers: ['authorization'],

@@ -58,13 +58,18 @@ function imageExists(tag: string): boolean {
   }
 }
 
+/** The agent image the tests build with `--agent codex` (Codex CLI instead of Claude Code). */
+export const CODEX_TEST_IMAGE = 'airlock-agent:test-codex';
+
 /**
  * Builds the agent image once per machine (test files run in parallel: a lock file makes the
- * others wait), with `airlock image build`.
+ * others wait), with `airlock image build`; `agent` picks the CLI in it (--agent).
  */
-export async function ensureAgentImage(): Promise<string> {
-  if (imageExists(AGENT_TEST_IMAGE)) return AGENT_TEST_IMAGE;
-  const lock = join(tmpdir(), 'airlock-agent-image.lock');
+export async function ensureAgentImage(agent: 'claude' | 'codex' = 'claude'): Promise<string> {
+  const tag = agent === 'claude' ? AGENT_TEST_IMAGE : CODEX_TEST_IMAGE;
+  if (imageExists(tag)) return tag;
+  // The Claude Code image keeps the lock name other checkouts use for the same tag.
+  const lock = join(tmpdir(), agent === 'claude' ? 'airlock-agent-image.lock' : `airlock-agent-image-${agent}.lock`);
   for (;;) {
     try {
       closeSync(openSync(lock, 'wx'));
@@ -77,15 +82,16 @@ export async function ensureAgentImage(): Promise<string> {
         /* gone already */
       }
       await sleep(2_000);
-      if (imageExists(AGENT_TEST_IMAGE)) return AGENT_TEST_IMAGE;
+      if (imageExists(tag)) return tag;
     }
   }
   try {
-    if (imageExists(AGENT_TEST_IMAGE)) return AGENT_TEST_IMAGE;
+    if (imageExists(tag)) return tag;
     const ca = hostBuildCa();
-    const r = await runCli(['image', 'build', '--tag', AGENT_TEST_IMAGE, ...(ca ? ['--build-ca', ca] : [])], { timeoutMs: 25 * 60_000 });
-    if (r.code !== 0) throw new Error(`airlock image build failed (${r.code}):\n${r.stderr.slice(-4000)}`);
-    return AGENT_TEST_IMAGE;
+    const only = agent === 'claude' ? [] : ['--only', 'agent'];
+    const r = await runCli(['image', 'build', ...only, '--agent', agent, '--tag', tag, ...(ca ? ['--build-ca', ca] : [])], { timeoutMs: 25 * 60_000 });
+    if (r.code !== 0) throw new Error(`airlock image build --agent ${agent} failed (${r.code}):\n${r.stderr.slice(-4000)}`);
+    return tag;
   } finally {
     rmSync(lock, { force: true });
   }

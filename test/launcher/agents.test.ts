@@ -1,10 +1,11 @@
 // Real agent tools in `airlock run`'s default network mode (none): Claude Code against a local
-// stand-in of the Anthropic Messages API, and npm against a local stand-in registry. The stand-ins
-// are HTTPS servers of this test (test PKI) on 127.0.0.1, reached by the proxy through --resolve
-// as api.anthropic.com:443 and registry.npmjs.org:443; nothing leaves this machine.
+// stand-in of the Anthropic Messages API, Codex (the `--agent codex` image) against one of the
+// OpenAI Responses API, and npm against a local stand-in registry. The stand-ins are HTTPS servers
+// of this test (test PKI) on 127.0.0.1, reached by the proxy through --resolve as
+// api.anthropic.com:443, api.openai.com:443 and registry.npmjs.org:443; nothing leaves this machine.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import type http from 'node:http';
 import { join } from 'node:path';
 import { parseAuditLines } from '../../src/audit/report.js';
@@ -14,6 +15,9 @@ import { createTestPki, rmTmp, runCli, startHttpsUpstream, tmpDir } from '../hel
 import type { ProcessResult, TestPki, TestUpstream } from '../helpers/servers.js';
 import { sessionSummary } from './run-helpers.js';
 import { npmStandIn } from '../helpers/package-standins.js';
+import { codexPolicy, responsesStandIn } from '../helpers/openai-standin.js';
+import type { ResponsesStandIn } from '../helpers/openai-standin.js';
+import { secretLeaks } from '../helpers/secret-leaks.js';
 
 const RUN_ID = randomBytes(3).toString('hex');
 const SLOW = 30 * 60_000;
@@ -52,6 +56,8 @@ allow:
     ports: [443]
 `;
 
+const OPENAI_KEY = `sk-proj-real${randomBytes(24).toString('hex')}`;
+
 const PKG = 'airlock-tiny-pkg';
 const PKG_VERSION = '1.0.0';
 
@@ -67,7 +73,10 @@ const CLAUDE_ENV = [
 ];
 
 let image: string;
+let codexImage: string;
 let relayImage: string;
+let openai: TestUpstream;
+let responses: ResponsesStandIn;
 let pki: TestPki;
 let anthropic: TestUpstream;
 let registry: TestUpstream;
@@ -159,6 +168,8 @@ function writePolicy(name: string, text: string): string {
 async function runSession(opts: {
   tag: string;
   policy: string;
+  /** Default: the Claude Code image. */
+  image?: string;
   resolve: string[];
   env?: string[];
   command: string[];
@@ -169,7 +180,7 @@ async function runSession(opts: {
   const stateDir = newStateDir();
   const name = `airlock-test-agents-${opts.tag}-${RUN_ID}-${randomBytes(2).toString('hex')}`;
   const args = [
-    'run', '--policy', opts.policy, '--image', image, '--relay-image', relayImage, '--state-dir', stateDir, '--name', name,
+    'run', '--policy', opts.policy, '--image', opts.image ?? image, '--relay-image', relayImage, '--state-dir', stateDir, '--name', name,
     // The image's own user, with a home of its own: Claude Code keeps its settings there.
     ...(opts.user === null ? [] : ['--user', opts.user ?? '1000:1000']),
     ...opts.resolve.flatMap((r) => ['--resolve', r]),
@@ -185,10 +196,11 @@ async function runSession(opts: {
 
 beforeAll(async () => {
   image = process.env.AIRLOCK_RUN_TEST_IMAGE || (await ensureAgentImage());
+  codexImage = await ensureAgentImage('codex');
   relayImage = await ensureRelayImage();
   baseEnv = { ...process.env };
   for (const name of Object.keys(baseEnv)) {
-    if (/^AIRLOCK_|_PROXY$|^(http|https|all|no)_proxy$|^DOCKER_HOST$|^ANTHROPIC_/i.test(name)) delete baseEnv[name];
+    if (/^AIRLOCK_|_PROXY$|^(http|https|all|no)_proxy$|^DOCKER_HOST$|^ANTHROPIC_|^OPENAI_|^CODEX_/i.test(name)) delete baseEnv[name];
   }
   pki = await createTestPki();
   work = tmpDir('airlock-agents-test-');
@@ -196,10 +208,12 @@ beforeAll(async () => {
   anthropic = await startHttpsUpstream({ pki, names: ['api.anthropic.com'], handler: anthropicHandler });
   const npm = await npmStandIn(work, PKG, `tiny package ${RUN_ID}`);
   registry = await startHttpsUpstream({ pki, names: ['registry.npmjs.org'], handler: npm.handler });
+  responses = responsesStandIn(OPENAI_KEY, REPLY);
+  openai = await startHttpsUpstream({ pki, names: ['api.openai.com'], handler: responses.handler });
 }, SLOW);
 
 afterAll(async () => {
-  await Promise.all([anthropic?.close(), registry?.close()]);
+  await Promise.all([anthropic?.close(), registry?.close(), openai?.close()]);
   rmTmp(work, pki?.dir, ...stateDirs);
 }, 120_000);
 
@@ -317,6 +331,67 @@ describeNeeding(
     }, 600_000);
   },
 );
+
+describeDocker('airlock run, network mode none: real Codex CLI (the --agent codex image) against a local Responses API', () => {
+  it('codex exec gets the stand-in\'s answer; the stand-in sees the real key, the container only its placeholder', async () => {
+    const before = responses.calls.length;
+    const { result, audit, stateDir } = await runSession({
+      tag: 'codex',
+      image: codexImage,
+      policy: writePolicy('codex.yaml', codexPolicy()),
+      resolve: [`api.openai.com:443:127.0.0.1:${openai.port}`],
+      command: [
+        'sh', '-c',
+        'env | sed "s/^/ENV /"; echo "VERSION $(codex --version)"; command -v claude >/dev/null && echo "HAS claude"; ' +
+          'codex exec --skip-git-repo-check --sandbox read-only "say hi" </dev/null; echo "CODEX_EXIT $?"; ' +
+          // What Codex kept in its home, for the leak check below.
+          'echo "FILES $(find ~/.codex -type f | wc -l)"; find ~/.codex -type f -exec cat {} + | base64 -w0 | sed "s/^/CODEXHOME /"; echo',
+      ],
+      launcherEnv: { AIRLOCK_OPENAI_KEY: OPENAI_KEY },
+    });
+    const out = result.stdout;
+    const seen = responses.calls.slice(before);
+    console.log(
+      `codex session: exit ${result.code}; ${out.match(/^VERSION .*$/m)?.[0]}; stand-in saw ${seen.length} Responses call(s); ` +
+        `audit:\n  ${audit.map(auditSummary).join('\n  ')}`,
+    );
+    expect(result.code, `${result.stderr}\n${out}`).toBe(0);
+    expect(out).toMatch(/^VERSION codex-cli \d+\.\d+\.\d+$/m);
+    // --agent codex: Codex instead of Claude Code.
+    expect(out).not.toMatch(/^HAS claude$/m);
+    expect(out).toMatch(/^CODEX_EXIT 0$/m);
+    expect(out).toContain(REPLY);
+    const placeholder = /^ENV OPENAI_API_KEY=(.*)$/m.exec(out)?.[1];
+    expect(placeholder).toBeTruthy();
+    expect(placeholder).not.toBe(OPENAI_KEY);
+    expect(out).toMatch(new RegExp(`^ENV CODEX_API_KEY=${placeholder}$`, 'm'));
+    expect(seen.length).toBeGreaterThan(0);
+    for (const c of seen) expect(c.bearer).toBe(OPENAI_KEY);
+    const calls = audit.filter((l) => l.kind === 'request' && l.host === 'api.openai.com' && l.path === '/v1/responses');
+    expect(calls.length).toBe(seen.length);
+    for (const l of calls) expect(l).toMatchObject({ method: 'POST', action: 'allow', status: 200, credentials: ['openai'] });
+    for (const l of audit.filter((e) => e.host !== 'api.openai.com')) expect(l.action).toBe('deny');
+    expect(Number(/^FILES (\d+)$/m.exec(out)?.[1])).toBeGreaterThan(0);
+    // The real key nowhere: the container's output and ~/.codex (base64 of it, decoded by the
+    // check), the launcher's output, the audit and the state dir.
+    expect(secretLeaks(out + result.stderr, OPENAI_KEY)).toEqual([]);
+    const codexHome = Buffer.from(/^CODEXHOME (.*)$/m.exec(out)?.[1] ?? '', 'base64');
+    expect(codexHome.length).toBeGreaterThan(0);
+    expect(secretLeaks(codexHome, OPENAI_KEY)).toEqual([]);
+    expect(secretLeaks(JSON.stringify(audit), OPENAI_KEY)).toEqual([]);
+    for (const f of readdirSync(stateDir, { recursive: true }) as string[]) {
+      const path = join(stateDir, f);
+      if (statSync(path).isFile()) expect(secretLeaks(readFileSync(path), OPENAI_KEY), path).toEqual([]);
+    }
+  }, 600_000);
+
+  it('airlock doctor passes the --agent codex image, finding Codex as its agent CLI', async () => {
+    const r = await runCli(['doctor', '--image', codexImage, '--relay-image', relayImage], { env: baseEnv, timeoutMs: 300_000 });
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^PASS agent-cli\s+— codex codex-cli \d+\.\d+\.\d+$/m);
+    expect(r.stdout).toMatch(/^all \d+ checks passed$/m);
+  }, 300_000);
+});
 
 describeDocker('airlock run, network mode none: npm install from a local registry', () => {
   it('installs a package through the proxy; the stand-in registry served it and the audit shows the requests', async () => {

@@ -3,11 +3,12 @@
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import Docker from 'dockerode';
 import { describeDocker, ensureAgentImage, hostBuildCa } from '../helpers/docker.js';
 import { runCli, tmpDir } from '../helpers/servers.js';
 import { tarOf } from '../../src/launcher/tar.js';
+import { AGENT_CLIS, agentBuildArgs } from '../../src/launcher/image.js';
 
 // Its own tag: other test files share AGENT_TEST_IMAGE; this file builds with a marker build CA.
 const TAG = 'airlock-agent:image-test';
@@ -48,6 +49,30 @@ async function savedImageContains(image: string, needles: readonly string[]): Pr
   }
   return [...found];
 }
+
+describe('image build --agent', () => {
+  it('picks the npm packages and the commands the build checks', () => {
+    expect(agentBuildArgs('claude')).toEqual({ ok: true, value: { AGENT_CLI_PACKAGES: '@anthropic-ai/claude-code', AGENT_CLI_COMMANDS: 'claude' } });
+    expect(agentBuildArgs('codex')).toEqual({ ok: true, value: { AGENT_CLI_PACKAGES: AGENT_CLIS.codex.package, AGENT_CLI_COMMANDS: 'codex' } });
+    expect(agentBuildArgs('both')).toEqual({
+      ok: true,
+      value: { AGENT_CLI_PACKAGES: `@anthropic-ai/claude-code ${AGENT_CLIS.codex.package}`, AGENT_CLI_COMMANDS: 'claude codex' },
+    });
+    expect(agentBuildArgs('gemini')).toEqual({ ok: false, problem: 'expected one of claude, codex, both' });
+  });
+
+  it('the image pins the Codex version the tests run', () => {
+    const pkg = JSON.parse(readFileSync(fileURLToPath(new URL('../../package.json', import.meta.url)), 'utf8'));
+    expect(AGENT_CLIS.codex.package).toBe(`@openai/codex@${pkg.devDependencies['@openai/codex']}`);
+  });
+
+  it('an unknown agent is a usage error naming the choices, before any Docker call', async () => {
+    const r = await runCli(['image', 'build', '--agent', 'gemini', '--engine', '/nonexistent/docker.sock']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('--agent "gemini": expected one of claude, codex, both');
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+});
 
 describeDocker('airlock image build and airlock doctor (Docker)', () => {
   let dir: string;
