@@ -2,6 +2,7 @@
 // folder imports only the folders below it:
 //
 //   cli → launcher → sessions → proxy → { credentials, audit } → policy;  ca imports nothing of ours.
+//   cli → view → sessions (the live view sits beside launcher).
 //
 // Every relative import counts: `import`, `import type`, `export … from`, `import('…')` calls and
 // `import('…')` types. Imports of packages and node: builtins are not ours and are ignored.
@@ -25,7 +26,8 @@ const MAY_IMPORT: Record<string, readonly string[]> = {
   proxy: ['policy', 'ca', 'credentials', 'audit'],
   sessions: ['proxy', 'policy', 'ca', 'credentials', 'audit'],
   launcher: ['sessions', 'proxy', 'policy', 'ca', 'credentials', 'audit'],
-  cli: ['launcher', 'sessions', 'proxy', 'policy', 'ca', 'credentials', 'audit'],
+  view: ['sessions', 'proxy', 'policy', 'ca', 'credentials', 'audit'],
+  cli: ['launcher', 'view', 'sessions', 'proxy', 'policy', 'ca', 'credentials', 'audit'],
 };
 
 /**

@@ -1,0 +1,223 @@
+// Following one session's audit log for the view: the lines appended since the last look, counted
+// (per-rule hits, denials grouped by host and path) and sent to the pages following the session as
+// server-sent events. An event's id is the byte offset just past its line, so a page that comes
+// back with Last-Event-ID gets exactly the lines after the last one it saw, from the file itself.
+//
+// Nothing here runs per audit line while no page is open: the log is read only when a page asks
+// (an API call) or while one follows the session (a 100 ms poll), and then a whole batch of lines
+// is read, counted and written to each page in one write.
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+
+/** One audit line as the view reads it (the fields it uses; the rest is passed through). */
+export interface FeedLine {
+  readonly kind?: string;
+  readonly host?: string;
+  readonly port?: number;
+  readonly scheme?: string;
+  readonly method?: string;
+  readonly path?: string;
+  readonly action?: string;
+  readonly rule?: string | null;
+  readonly reason?: string;
+  readonly time?: string;
+}
+
+export interface DenialGroup {
+  readonly id: string;
+  readonly session: string;
+  readonly host: string;
+  readonly port: number;
+  readonly scheme: 'http' | 'https';
+  readonly path: string;
+  readonly methods: Set<string>;
+  count: number;
+  firstSeen: string;
+  lastSeen: string;
+  reason: string;
+}
+
+/** Where a page's stream of one session is written. */
+export interface FeedSubscriber {
+  write(chunk: string): void;
+  /** Bytes written but not yet taken by the page. */
+  readonly backlog: number;
+  /** Ends the stream (the page's EventSource reconnects with Last-Event-ID). */
+  end(): void;
+}
+
+/** Lines read per look at most, so a huge log is caught up over several looks, not in one stall. */
+const MAX_READ = 8 << 20;
+/** A page that has not taken this much is dropped; it reconnects and resumes from the file. */
+const MAX_SUBSCRIBER_BACKLOG = 8 << 20;
+/** What a page that brings no Last-Event-ID gets first: the last lines, at most this many. */
+export const BACKLOG_LINES = 1000;
+const BACKLOG_BYTES = 1 << 20;
+
+/** The id of a denial group: stable for the same session, target and path. */
+export function denialId(session: string, scheme: string, host: string, port: number, path: string): string {
+  return createHash('sha256').update(`${session}\n${scheme}://${host}:${port}\n${path}`).digest('hex').slice(0, 16);
+}
+
+/**
+ * Server-sent events for the complete lines in `buf` (which starts at byte `base` of the log):
+ * one event per line, its id the offset just past the line. A line holds no CR or LF (JSON escapes
+ * them), so it is one `data:` field as it stands.
+ */
+export function sseEvents(buf: Buffer, base: number, keepLast = Infinity): string {
+  const ends: number[] = [];
+  for (let nl = buf.indexOf(10); nl !== -1; nl = buf.indexOf(10, nl + 1)) ends.push(nl);
+  const from = Math.max(0, ends.length - keepLast);
+  let out = '';
+  let start = from === 0 ? 0 : ends[from - 1]! + 1;
+  for (let i = from; i < ends.length; i++) {
+    const end = ends[i]!;
+    if (end > start) out += `id: ${base + end + 1}\ndata: ${buf.toString('utf8', start, end)}\n\n`;
+    start = end + 1;
+  }
+  return out;
+}
+
+export class AuditFeed {
+  /** Bytes of the log read and counted: always just past a line. */
+  private offset = 0;
+  private fd: number | null = null;
+  readonly ruleHits = new Map<string, number>();
+  readonly denials = new Map<string, DenialGroup>();
+  readonly totals = { allow: 0, deny: 0, would_deny: 0 };
+  private readonly subscribers = new Set<FeedSubscriber>();
+
+  constructor(
+    readonly session: string,
+    readonly file: string,
+    /** Rules that tunnel without inspection: their tunnel lines are their hits. */
+    private readonly blindRules: () => ReadonlySet<string> = () => new Set(),
+  ) {}
+
+  get following(): number {
+    return this.subscribers.size;
+  }
+
+  /** Reads what was appended since the last look, counts it and sends it to the pages following. */
+  catchUp(): void {
+    const fd = this.open();
+    if (fd === null) return;
+    const size = fstatSync(fd).size;
+    if (size < this.offset) this.restart();
+    if (size <= this.offset) return;
+    const buf = Buffer.allocUnsafe(Math.min(size - this.offset, MAX_READ));
+    const read = readSync(fd, buf, 0, buf.length, this.offset);
+    const last = buf.lastIndexOf(10, read - 1);
+    if (last === -1) return; // a line still being written
+    const lines = buf.subarray(0, last + 1);
+    const base = this.offset;
+    this.offset += last + 1;
+    this.count(lines);
+    if (this.subscribers.size === 0) return;
+    const chunk = sseEvents(lines, base);
+    for (const s of this.subscribers) this.send(s, chunk);
+  }
+
+  /**
+   * Starts a page's stream: the lines after `after` (a Last-Event-ID), or the last few lines when it
+   * has none or one that is not a line boundary of this log, then every new line.
+   */
+  subscribe(subscriber: FeedSubscriber, after: number | null): () => void {
+    this.catchUp();
+    const fd = this.fd;
+    let history = '';
+    if (fd !== null && this.offset > 0) {
+      const resume = after !== null && after <= this.offset && this.isLineEnd(fd, after) ? after : null;
+      const start = resume ?? Math.max(0, this.offset - BACKLOG_BYTES);
+      const buf = Buffer.allocUnsafe(this.offset - start);
+      readSync(fd, buf, 0, buf.length, start);
+      // Without a resume point, start at a line boundary and keep the last lines only.
+      const cut = resume !== null || start === 0 ? 0 : buf.indexOf(10) + 1;
+      history = sseEvents(buf.subarray(cut), start + cut, resume === null ? BACKLOG_LINES : Infinity);
+    }
+    subscriber.write(`retry: 1000\n\n${history}`);
+    this.subscribers.add(subscriber);
+    return () => this.subscribers.delete(subscriber);
+  }
+
+  /** A keep-alive comment to every page following (proxies and browsers drop silent streams). */
+  ping(): void {
+    for (const s of this.subscribers) this.send(s, ': ping\n\n');
+  }
+
+  close(): void {
+    for (const s of this.subscribers) s.end();
+    this.subscribers.clear();
+    if (this.fd !== null) closeSync(this.fd);
+    this.fd = null;
+  }
+
+  private send(s: FeedSubscriber, chunk: string): void {
+    if (s.backlog > MAX_SUBSCRIBER_BACKLOG) {
+      this.subscribers.delete(s);
+      s.end();
+      return;
+    }
+    s.write(chunk);
+  }
+
+  private isLineEnd(fd: number, offset: number): boolean {
+    if (offset === 0) return true;
+    const one = Buffer.alloc(1);
+    return readSync(fd, one, 0, 1, offset - 1) === 1 && one[0] === 10;
+  }
+
+  private open(): number | null {
+    if (this.fd !== null) return this.fd;
+    try {
+      this.fd = openSync(this.file, 'r');
+    } catch {
+      return null; // not written yet: the log is opened lazily
+    }
+    return this.fd;
+  }
+
+  /** The log was truncated or replaced: count it again from the start. */
+  private restart(): void {
+    this.offset = 0;
+    this.ruleHits.clear();
+    this.denials.clear();
+    this.totals.allow = this.totals.deny = this.totals.would_deny = 0;
+  }
+
+  private count(lines: Buffer): void {
+    const blind = this.blindRules();
+    for (const text of lines.toString('utf8').split('\n')) {
+      if (text === '') continue;
+      let line: FeedLine;
+      try {
+        line = JSON.parse(text) as FeedLine;
+      } catch {
+        continue; // a line cut short by a crash
+      }
+      if (line.action === 'allow' || line.action === 'deny' || line.action === 'would_deny') this.totals[line.action]++;
+      if (typeof line.rule === 'string' && (line.kind !== 'tunnel' || blind.has(line.rule))) {
+        this.ruleHits.set(line.rule, (this.ruleHits.get(line.rule) ?? 0) + 1);
+      }
+      if (line.action === 'deny') this.countDenial(line);
+    }
+  }
+
+  private countDenial(line: FeedLine): void {
+    const scheme = line.scheme === 'http' ? 'http' : 'https';
+    const host = String(line.host ?? '');
+    const port = Number(line.port ?? 0);
+    const path = line.kind === 'tunnel' ? '' : String(line.path ?? '');
+    const id = denialId(this.session, scheme, host, port, path);
+    const time = String(line.time ?? '');
+    let group = this.denials.get(id);
+    if (!group) {
+      group = { id, session: this.session, host, port, scheme, path, methods: new Set(), count: 0, firstSeen: time, lastSeen: time, reason: '' };
+      this.denials.set(id, group);
+    }
+    group.count++;
+    group.lastSeen = time;
+    group.reason = String(line.reason ?? '');
+    if (line.method) group.methods.add(String(line.method));
+  }
+}

@@ -1,0 +1,126 @@
+// The audit feeds of every session the view has seen, and the one timer that advances the ones a
+// page follows. Sessions that end stay listed (marked ended) for as long as the view runs: their
+// logs remain, and an operator may be looking at one when it ends.
+import { AuditFeed } from './feed.js';
+import type { FeedSubscriber } from './feed.js';
+import type { SessionSource, ViewSession } from './source.js';
+import { InboxError } from './source.js';
+import type { ApprovePreview, ApproveResult, InboxItem, InboxSource } from './source.js';
+
+/** How often a followed log is looked at: a row shows within this (plus the log's own write). */
+const POLL_MS = 100;
+const PING_EVERY = 150; // polls: 15 s
+
+export interface KnownSession extends ViewSession {
+  readonly live: boolean;
+}
+
+export class Feeds {
+  private readonly feeds = new Map<string, AuditFeed>();
+  private readonly known = new Map<string, ViewSession>();
+  private live = new Set<string>();
+  private timer: NodeJS.Timeout | null = null;
+  private polls = 0;
+
+  constructor(private readonly source: SessionSource) {}
+
+  /** Every session seen, live ones first (newest first), and their feeds caught up. */
+  async sessions(): Promise<KnownSession[]> {
+    const list = await this.source.list();
+    this.live = new Set(list.map((s) => s.id));
+    for (const s of list) {
+      this.known.set(s.id, s);
+      const feed = this.feeds.get(s.id);
+      if (!feed || feed.file !== s.auditFile) {
+        feed?.close();
+        this.feeds.set(s.id, new AuditFeed(s.id, s.auditFile, () => this.blindRules(s.id)));
+      }
+    }
+    for (const feed of this.feeds.values()) feed.catchUp();
+    return [...this.known.values()]
+      .map((s) => ({ ...s, live: this.live.has(s.id) }))
+      .sort((a, b) => Number(b.live) - Number(a.live) || b.created.localeCompare(a.created));
+  }
+
+  /** The feed of a session listed by the last sessions() call. */
+  feed(id: string): AuditFeed | undefined {
+    return this.feeds.get(id);
+  }
+
+  session(id: string): ViewSession | undefined {
+    return this.known.get(id);
+  }
+
+  /** Streams a session's log to a page until the returned function is called. */
+  follow(feed: AuditFeed, subscriber: FeedSubscriber, after: number | null): () => void {
+    const stop = feed.subscribe(subscriber, after);
+    this.timer ??= setInterval(() => this.poll(), POLL_MS);
+    return () => {
+      stop();
+      if ([...this.feeds.values()].every((f) => f.following === 0) && this.timer) {
+        clearInterval(this.timer);
+        this.timer = null;
+      }
+    };
+  }
+
+  close(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    for (const feed of this.feeds.values()) feed.close();
+    this.feeds.clear();
+  }
+
+  /** Every feed's denials, caught up (the audit-fed inbox reads these). */
+  async denials() {
+    await this.sessions();
+    return [...this.feeds.values()].flatMap((f) => [...f.denials.values()]);
+  }
+
+  private poll(): void {
+    const ping = ++this.polls % PING_EVERY === 0;
+    for (const feed of this.feeds.values()) {
+      if (feed.following === 0) continue;
+      feed.catchUp();
+      if (ping) feed.ping();
+    }
+  }
+
+  private blindRules(id: string): ReadonlySet<string> {
+    return new Set((this.known.get(id)?.rules ?? []).filter((r) => !r.inspect).map((r) => r.label));
+  }
+}
+
+/**
+ * The inbox read from the audit logs: every denial, grouped by session, host and path. It can
+ * list and dismiss; approving needs a runner that can change a session's policy, which supplies
+ * its own InboxSource.
+ */
+export class AuditInbox implements InboxSource {
+  /** Dismissed items, with the count they had: a later denial brings the item back. */
+  private readonly dismissed = new Map<string, number>();
+
+  constructor(private readonly feeds: Feeds) {}
+
+  async list(): Promise<InboxItem[]> {
+    const groups = await this.feeds.denials();
+    return groups
+      .filter((g) => (this.dismissed.get(g.id) ?? -1) < g.count)
+      .map((g) => ({ ...g, methods: [...g.methods].sort() }))
+      .sort((a, b) => b.lastSeen.localeCompare(a.lastSeen));
+  }
+
+  approvePreview(): Promise<ApprovePreview> {
+    return Promise.reject(new InboxError('approving from the view needs a proxy that can reload policies; edit the policy file and restart the session'));
+  }
+
+  approve(): Promise<ApproveResult> {
+    return this.approvePreview() as never;
+  }
+
+  async dismiss(id: string): Promise<void> {
+    const group = (await this.feeds.denials()).find((g) => g.id === id);
+    if (!group) throw new InboxError(`no inbox item ${id}`, 404);
+    this.dismissed.set(id, group.count);
+  }
+}

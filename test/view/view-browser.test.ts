@@ -1,0 +1,224 @@
+// The live view in a real browser (Debian's chromium through playwright-core), fed by a real
+// session: curl through the proxy to a TLS upstream on loopback, the audit log, the view's server.
+// Screenshots of each screen go to test-output/view/.
+import net from 'node:net';
+import { readFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { credentialsFactory } from '../../src/credentials/sources.js';
+import { startView } from '../../src/view/server.js';
+import type { ViewServer } from '../../src/view/server.js';
+import { registrySessions } from '../../src/view/registry-source.js';
+import { AuditInbox, Feeds } from '../../src/view/feeds.js';
+import type { ApprovePreview, InboxSource } from '../../src/view/source.js';
+import { InboxError } from '../../src/view/source.js';
+import type { AuditEntry } from '../../src/audit/entry.js';
+import { launchBrowser } from '../helpers/browser.js';
+import type { TestBrowser } from '../helpers/browser.js';
+import { createTestPki, rmTmp, runProcess, sleep, startAirlock, startHttpsUpstream, waitFor } from '../helpers/servers.js';
+import type { AirlockHandle, TestPki, TestUpstream } from '../helpers/servers.js';
+import { secretLeaks } from '../helpers/secret-leaks.js';
+
+const SECRET = 'sk-live-ViewSecret0123456789abcdefQRSTUV';
+const PLACEHOLDER = 'sk-airlock-view-placeholder-000000000000';
+
+const POLICY = `
+version: 1
+name: view-test
+allow:
+  - host: api.example.test
+  - host: never.example.test
+credentials:
+  - name: api_token
+    env: [API_TOKEN]
+    placeholder: ${PLACEHOLDER}
+    secret: { env: AIRLOCK_VIEW_SECRET }
+    hosts: [api.example.test]
+    in: [header]
+    headers: [authorization]
+`;
+
+describe('the live view in chromium', () => {
+  let pki: TestPki;
+  let upstream: TestUpstream;
+  let airlock: AirlockHandle;
+  let view: ViewServer;
+  let browser: TestBrowser;
+  /** What the test inbox was asked to approve (approving itself is the reload's job). */
+  const approved: string[] = [];
+
+  beforeAll(async () => {
+    pki = await createTestPki();
+    // The upstream echoes the request (headers included) back: a secret it got would come back.
+    upstream = await startHttpsUpstream({ pki, names: ['api.example.test', 'other.example.test'] });
+    airlock = await startAirlock({
+      policy: POLICY,
+      resolve: { 'api.example.test:443': upstream.port, 'other.example.test:443': upstream.port },
+      upstreamCa: [pki.caPem],
+      credentials: credentialsFactory({ AIRLOCK_VIEW_SECRET: SECRET }),
+    });
+    const sessions = registrySessions(airlock.runtime.sessions);
+    const audit = new AuditInbox(new Feeds(sessions));
+    // The inbox the view is built against, fed here by the denials in the audit logs; a fixed
+    // diff stands in for the policy edit the reload work computes.
+    const inbox: InboxSource = {
+      list: () => audit.list(),
+      dismiss: (id) => audit.dismiss(id),
+      async approvePreview(id): Promise<ApprovePreview> {
+        const item = (await audit.list()).find((i) => i.id === id);
+        if (!item) throw new InboxError(`no inbox item ${id}`, 404);
+        return {
+          file: 'view-test.yaml',
+          diff: `--- view-test.yaml\n+++ view-test.yaml\n@@ -4,2 +4,3 @@\n   - host: never.example.test\n+  - host: ${item.host}\n+    paths: [${item.path}]\n`,
+        };
+      },
+      async approve(id) {
+        approved.push(id);
+        return { version: 'test-2', message: `allowed: ${id}` };
+      },
+    };
+    view = await startView({ host: '127.0.0.1', port: 0, sessions, inbox });
+    browser = await launchBrowser();
+    await openView();
+  });
+
+  afterAll(async () => {
+    await browser?.close();
+    await view?.close();
+    await airlock?.close();
+    await upstream?.close();
+    rmTmp(pki?.dir);
+  });
+
+  async function curl(url: string, headers: string[] = []) {
+    const args = ['-sS', '--max-time', '10', '-o', '/dev/null', '-w', '%{http_code} %{http_connect}', ...headers.flatMap((h) => ['-H', h]), url];
+    const r = await runProcess('curl', args, { env: { PATH: process.env.PATH, HTTPS_PROXY: airlock.proxyUrl, CURL_CA_BUNDLE: airlock.bundlePath } });
+    // A refused CONNECT leaves no HTTP status, only the proxy's answer to the CONNECT.
+    const [status, connect] = r.stdout.split(' ').map(Number);
+    return status || connect;
+  }
+
+  const rowsText = () => browser.page.locator('#rows tr').allInnerTexts();
+
+  async function openView() {
+    await browser.page.goto(view.url);
+    // The token is traded for the cookie and dropped from the address bar.
+    expect(browser.page.url()).toBe(view.url.replace(/\?token=.*$/, ''));
+    await browser.page.locator(`#session-list li[data-session="${airlock.session.id}"]`).waitFor();
+  }
+
+  it('a request made through Airlock appears as a row within a second', async () => {
+    await expect.poll(() => browser.page.locator('#conn').textContent()).toBe('live');
+    expect(await curl('https://api.example.test/first-request', [`Authorization: Bearer ${PLACEHOLDER}`])).toBe(200);
+    const done = Date.now();
+    await browser.page.locator('#rows tr', { hasText: '/first-request' }).waitFor({ timeout: 1000 });
+    const latency = Date.now() - done;
+    const row = (await rowsText()).find((t) => t.includes('/first-request'))!;
+    expect(row).toMatch(/allow/i);
+    expect(row).toContain('api_token'); // the credential's name, not its value
+    expect(row).toContain('allow[0] api.example.test');
+    console.log(`row shown ${latency} ms after curl returned`);
+    await browser.screenshot('timeline');
+  });
+
+  it('a denied request shows in the inbox with its count, and Allow shows the diff before confirming', async () => {
+    expect(await curl('https://other.example.test/needs/access')).toBe(403); // CONNECT refused
+    expect(await curl('https://other.example.test/needs/access')).toBe(403);
+    await browser.page.locator('.tabs button[data-tab="inbox"]').click();
+    const item = browser.page.locator('#inbox tr.item', { hasText: 'other.example.test' });
+    await item.waitFor({ timeout: 3000 });
+    await expect.poll(() => item.locator('td.count').textContent()).toBe('2');
+    await browser.screenshot('inbox');
+    await item.locator('button.allow').click();
+    await browser.page.locator('#approve-diff', { hasText: '+  - host: other.example.test' }).waitFor();
+    expect(approved).toEqual([]); // nothing written before the operator confirms
+    await browser.screenshot('inbox-allow-diff');
+    await browser.page.locator('#approve-confirm').click();
+    await browser.page.locator('#inbox-message', { hasText: 'allowed:' }).waitFor();
+    expect(approved).toEqual([await item.getAttribute('data-item')]);
+  });
+
+  it('shows per-rule hit counts, rules never hit included', async () => {
+    await browser.page.locator('.tabs button[data-tab="rules"]').click();
+    const never = browser.page.locator('#rule-rows tr.never', { hasText: 'allow[1] never.example.test' });
+    await never.waitFor({ timeout: 3000 });
+    await expect.poll(async () => Number(await browser.page.locator('#rule-rows tr', { hasText: 'allow[0] api.example.test' }).locator('td.hits').textContent())).toBeGreaterThanOrEqual(1);
+    await browser.screenshot('rules');
+    await browser.page.locator('.tabs button[data-tab="timeline"]').click();
+  });
+
+  it('a host name carrying markup and bidi controls renders as text', async () => {
+    // What a session can send: markup in a raw request path (the proxy logs it percent-encoded).
+    const send = (head: string) =>
+      new Promise<void>((resolve, reject) => {
+        const socket = net.connect(airlock.port, '127.0.0.1', () => socket.write(head));
+        socket.on('data', () => socket.end());
+        socket.on('close', () => resolve());
+        socket.on('error', reject);
+      });
+    const auth = `Proxy-Authorization: ${airlock.proxyAuthorization}`;
+    await send(`GET http://api.example.test/<img/src=x/onerror=window.__pwned=1> HTTP/1.1\r\nHost: api.example.test\r\n${auth}\r\nConnection: close\r\n\r\n`);
+    // And what the page must survive whatever an audit line holds: a host with markup, a
+    // right-to-left override and a zero-width space; markup in the path and the reason.
+    const line = (await airlock.auditLines()).at(-1)!;
+    const host = 'evil\u202egnp.exe<img src=x onerror="window.__pwned=2">\u200b.test';
+    airlock.session.audit.record({ ...line, id: 'hostile', host, path: '/<b>bold</b>', reason: '<script>window.__pwned=3</script>', action: 'deny', status: 403 });
+    const page = browser.page;
+    await page.locator('#rows tr', { hasText: '%3Cimg/src=x/onerror=window.__pwned=1%3E' }).waitFor({ timeout: 3000 });
+    await page.locator('#rows tr', { hasText: 'gnp.exe' }).waitFor({ timeout: 3000 });
+    expect(await page.evaluate(() => (window as unknown as { __pwned?: number }).__pwned)).toBeUndefined();
+    const text = (await rowsText()).join('\n');
+    // The override and the invisible character are shown as escapes, not obeyed.
+    expect(text).toContain('http://evil⟨U+202E⟩gnp.exe<img src=x onerror="window.__pwned=2">⟨U+200B⟩.test/<b>bold</b>');
+    expect(text).toContain('<script>window.__pwned=3</script>');
+    expect(text).not.toMatch(/[\u202e\u200b]/);
+    // In the inbox too (the line is a denial).
+    await page.locator('.tabs button[data-tab="inbox"]').click();
+    await page.locator('#inbox tr.item', { hasText: 'gnp.exe' }).waitFor({ timeout: 3000 });
+    expect((await page.locator('#inbox').innerText())).toContain('evil⟨U+202E⟩gnp.exe<img src=x onerror="window.__pwned=2">⟨U+200B⟩.test');
+    expect(await page.locator('#rows img, #rows b, #rows script, #inbox img, #inbox b, #inbox script').count()).toBe(0);
+    expect(await page.evaluate(() => (window as unknown as { __pwned?: number }).__pwned)).toBeUndefined();
+    await page.locator('.tabs button[data-tab="timeline"]').click();
+    await page.locator('#rows tr', { hasText: 'gnp.exe' }).click();
+    await browser.screenshot('markup-and-detail');
+    await page.locator('#detail-close').click();
+  });
+
+  it('copy-as-curl leaves credentials out and quotes the URL for the shell', async () => {
+    await browser.page.locator('#rows tr', { hasText: '/first-request' }).click();
+    const curlText = await browser.page.locator('#curl').textContent();
+    expect(curlText).toContain("curl 'https://api.example.test/first-request'");
+    expect(curlText).toContain('credentials left out');
+    expect(curlText).not.toContain(PLACEHOLDER);
+    expect(secretLeaks(curlText ?? '', SECRET)).toEqual([]);
+    await browser.page.locator('#detail-close').click();
+  });
+
+  it('exports the session as JSONL', async () => {
+    const href = await browser.page.locator('#export').getAttribute('href');
+    const res = await browser.page.request.get(new URL(href!, view.url).toString());
+    expect(res.status()).toBe(200);
+    expect(res.headers()['content-disposition']).toContain('attachment');
+    const lines = (await res.text()).trim().split('\n').map((l) => JSON.parse(l) as AuditEntry);
+    expect(lines.some((l) => l.path === '/first-request')).toBe(true);
+  });
+
+  it('a seeded secret never reaches the page: not the DOM, not any response it loaded', async () => {
+    // The secret went upstream (swapped in) and was echoed back (and scrubbed) on the way.
+    expect(upstream.requests.some((r) => JSON.stringify(r.headers).includes(SECRET))).toBe(true);
+    expect(await curl('https://other.example.test/misuse', [`Authorization: Bearer ${PLACEHOLDER}`])).toBe(403);
+    expect(await curl('https://api.example.test/again', [`Authorization: Bearer ${PLACEHOLDER}`])).toBe(200);
+    await browser.page.locator('#rows tr', { hasText: '/again' }).waitFor({ timeout: 3000 });
+    await browser.page.reload();
+    await browser.page.locator('#rows tr', { hasText: '/again' }).waitFor({ timeout: 3000 });
+    const bodies = await browser.allBodies();
+    expect(bodies.length).toBeGreaterThan(5);
+    expect(browser.sseMessages.length).toBeGreaterThan(3);
+    const dom = await browser.page.content();
+    const storage = await browser.page.evaluate(() => JSON.stringify({ ...sessionStorage }));
+    for (const text of [dom, storage, ...bodies]) {
+      expect(secretLeaks(text, SECRET)).toEqual([]);
+      // Nor the session's proxy password.
+      expect(text).not.toContain(airlock.session.token);
+    }
+  });
+});
