@@ -126,7 +126,11 @@ export class Upstream {
 
   private async checkedEndpoint(host: string, port: number): Promise<Endpoint> {
     const override = this.options.resolve.get(`${host}:${port}`);
-    if (override) return override;
+    if (override) {
+      const why = this.guard.overrideBlockedBecause(override.address, override.port);
+      if (why) throw new DestinationBlocked(host, override.address, why);
+      return override;
+    }
     let addresses: string[];
     if (net.isIP(host)) {
       addresses = [host];

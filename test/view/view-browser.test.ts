@@ -5,28 +5,34 @@ import net from 'node:net';
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { credentialsFactory } from '../../src/credentials/sources.js';
-import { startView } from '../../src/view/server.js';
 import type { ViewServer } from '../../src/view/server.js';
-import { registrySessions } from '../../src/view/registry-source.js';
+import { registrySessions, startRuntimeView } from '../../src/view/runtime-view.js';
 import { AuditInbox, Feeds } from '../../src/view/feeds.js';
 import type { ApprovePreview, InboxSource } from '../../src/view/source.js';
 import { InboxError } from '../../src/view/source.js';
 import type { AuditEntry } from '../../src/audit/entry.js';
 import { launchBrowser } from '../helpers/browser.js';
 import type { TestBrowser } from '../helpers/browser.js';
-import { createTestPki, rmTmp, runProcess, sleep, startAirlock, startHttpsUpstream, waitFor } from '../helpers/servers.js';
+import { createTestPki, freePort, rmTmp, runProcess, sleep, startAirlock, startHttpUpstream, startHttpsUpstream, waitFor } from '../helpers/servers.js';
 import type { AirlockHandle, TestPki, TestUpstream } from '../helpers/servers.js';
 import { secretLeaks } from '../helpers/secret-leaks.js';
 
 const SECRET = 'sk-live-ViewSecret0123456789abcdefQRSTUV';
 const PLACEHOLDER = 'sk-airlock-view-placeholder-000000000000';
 
-const POLICY = `
+/** The view's port, known before the proxy starts so the policy and --resolve can name it. */
+let viewPort = 0;
+const policy = () => `
 version: 1
 name: view-test
 allow:
   - host: api.example.test
   - host: never.example.test
+  # A session trying the view: allowed by policy, refused by the destination guard.
+  - host: view.example.test
+    ports: [${viewPort}]
+  - host: 127.0.0.1
+    ports: [${viewPort}]
 credentials:
   - name: api_token
     env: [API_TOKEN]
@@ -47,12 +53,14 @@ describe('the live view in chromium', () => {
   const approved: string[] = [];
 
   beforeAll(async () => {
+    viewPort = await freePort();
     pki = await createTestPki();
     // The upstream echoes the request (headers included) back: a secret it got would come back.
     upstream = await startHttpsUpstream({ pki, names: ['api.example.test', 'other.example.test'] });
     airlock = await startAirlock({
-      policy: POLICY,
-      resolve: { 'api.example.test:443': upstream.port, 'other.example.test:443': upstream.port },
+      policy: policy(),
+      // An operator's override pointing a name at the view (a mistake the guard must catch).
+      resolve: { 'api.example.test:443': upstream.port, 'other.example.test:443': upstream.port, [`view.example.test:${viewPort}`]: viewPort },
       upstreamCa: [pki.caPem],
       credentials: credentialsFactory({ AIRLOCK_VIEW_SECRET: SECRET }),
     });
@@ -76,8 +84,8 @@ describe('the live view in chromium', () => {
         return { version: 'test-2', message: `allowed: ${id}` };
       },
     };
-    view = await startView({ host: '127.0.0.1', port: 0, sessions, inbox });
-    browser = await launchBrowser();
+    view = await startRuntimeView(airlock.runtime, { host: '127.0.0.1', port: viewPort, inbox });
+    browser = await launchBrowser({ hostRules: 'MAP rebind.example.test 127.0.0.1' });
     await openView();
   });
 
@@ -91,7 +99,10 @@ describe('the live view in chromium', () => {
 
   async function curl(url: string, headers: string[] = []) {
     const args = ['-sS', '--max-time', '10', '-o', '/dev/null', '-w', '%{http_code} %{http_connect}', ...headers.flatMap((h) => ['-H', h]), url];
-    const r = await runProcess('curl', args, { env: { PATH: process.env.PATH, HTTPS_PROXY: airlock.proxyUrl, CURL_CA_BUNDLE: airlock.bundlePath } });
+    // --proxy: curl sends even loopback URLs through it (a session's client may too).
+    args.unshift('--proxy', airlock.proxyUrl);
+    const env = { PATH: process.env.PATH, CURL_CA_BUNDLE: airlock.bundlePath };
+    const r = await runProcess('curl', args, { env });
     // A refused CONNECT leaves no HTTP status, only the proxy's answer to the CONNECT.
     const [status, connect] = r.stdout.split(' ').map(Number);
     return status || connect;
@@ -220,5 +231,126 @@ describe('the live view in chromium', () => {
       // Nor the session's proxy password.
       expect(text).not.toContain(airlock.session.token);
     }
+  });
+
+  it('refuses a cross-origin write, even from another port of 127.0.0.1 (same site: the cookie goes along)', async () => {
+    const items = async () => (await (await browser.page.request.get(new URL('/api/inbox', view.url).toString())).json()) as { id: string; path: string }[];
+    expect(await curl('http://other.example.test/cross-origin')).toBe(403);
+    const target = await waitFor(async () => (await items()).find((i) => i.path === '/cross-origin'));
+    const viewOrigin = new URL(view.url).origin;
+    // A page on another local port posts to the view, as a hostile local page (or one a session
+    // served and the operator opened) could: a form (the cookie goes along, same site) and a fetch.
+    const dismissUrl = `${viewOrigin}/api/inbox/${target.id}/dismiss`;
+    const evil = await startHttpUpstream({
+      handler: (req, res) => {
+        res.writeHead(200, { 'Content-Type': 'text/html' });
+        if (req.url === '/form') {
+          res.end(`<!doctype html><form method="POST" action="${dismissUrl}"><input name="x" value="1"></form><script>document.forms[0].submit()</script>`);
+        } else {
+          res.end(`<!doctype html><script>fetch(${JSON.stringify(dismissUrl)}, { method: 'POST', mode: 'no-cors', credentials: 'include', body: 'x' })</script>`);
+        }
+      },
+    });
+    const attacker = await browser.context.newPage();
+    try {
+      const answer = attacker.waitForResponse((r) => r.url() === dismissUrl);
+      await attacker.goto(`http://127.0.0.1:${evil.port}/form`);
+      const res = await answer;
+      expect(res.status()).toBe(403);
+      // The browser says where the form came from; either answer is the view refusing it.
+      expect(await res.text()).toMatch(new RegExp(`^refused: (Sec-Fetch-Site is "same-site"|Origin "http://127\\.0\\.0\\.1:${evil.port}" is not this view)`));
+      const sent = attacker.waitForRequest((r) => r.url() === dismissUrl);
+      await attacker.goto(`http://127.0.0.1:${evil.port}/fetch`);
+      await sent;
+      await sleep(300);
+      expect((await items()).map((i) => i.id)).toContain(target.id);
+      // The view's own page can (same request, its own origin).
+      const own = await browser.page.evaluate(async (url) => (await fetch(url, { method: 'POST', body: '{}' })).status, `/api/inbox/${target.id}/dismiss`);
+      expect(own).toBe(200);
+      expect((await items()).map((i) => i.id)).not.toContain(target.id);
+    } finally {
+      await attacker.close();
+      await evil.close();
+    }
+  });
+
+  it('answers a page on a rebinding name (a name that resolves to 127.0.0.1) with nothing but 421', async () => {
+    const page = await browser.context.newPage();
+    try {
+      const tokenUrl = view.url.replace('127.0.0.1', 'rebind.example.test');
+      const res = await page.goto(tokenUrl);
+      expect(res?.status()).toBe(421);
+      const api = await page.goto(`http://rebind.example.test:${viewPort}/api/sessions`);
+      expect(api?.status()).toBe(421);
+      expect(await page.content()).not.toContain(airlock.session.id);
+    } finally {
+      await page.close();
+    }
+  });
+
+  it('a session cannot reach the view through the proxy, by address or by a name mapped to it', async () => {
+    for (const url of [`http://127.0.0.1:${viewPort}/api/sessions`, `http://view.example.test:${viewPort}/api/sessions`]) {
+      expect(await curl(url)).toBe(403);
+      const line = await airlock.waitForAudit((l) => l.port === viewPort && l.path === '/api/sessions' && l.host === new URL(url).hostname);
+      // A rule of the policy allowed it; the destination guard refused it.
+      expect(line.rule).toMatch(/^allow\[\d\] /);
+      expect(line.reason).toBe('destination_blocked');
+      expect(line.status).toBe(403);
+      expect(line.detail).toMatch(/own (address|service)/);
+    }
+  });
+
+  it('a page reload resumes from Last-Event-ID without losing or duplicating events', async () => {
+    const page = browser.page;
+    const streams: string[] = [];
+    const onRequest = (r: { url(): string }) => void (r.url().includes('/events') && streams.push(r.url()));
+    page.on('request', onRequest);
+    try {
+      for (const i of [0, 1, 2]) expect(await curl(`https://api.example.test/before-reload/${i}`)).toBe(200);
+      await page.locator('#rows tr', { hasText: '/before-reload/2' }).waitFor({ timeout: 3000 });
+      // Requests while the page is away, and after it is back.
+      await Promise.all([page.reload(), curl('https://api.example.test/during-reload/0'), curl('https://api.example.test/during-reload/1')]);
+      expect(await curl('https://api.example.test/after-reload')).toBe(200);
+      await page.locator('#rows tr', { hasText: '/after-reload' }).waitFor({ timeout: 3000 });
+      const texts = await rowsText();
+      for (const path of ['/before-reload/0', '/before-reload/1', '/before-reload/2', '/during-reload/0', '/during-reload/1', '/after-reload']) {
+        expect(texts.filter((t) => t.includes(`api.example.test${path}\t`)), path).toHaveLength(1);
+      }
+      expect(new Set(texts).size).toBe(texts.length);
+      // The page came back with the id of the last event it had.
+      expect(streams.at(-1)).toMatch(/[?&]lastEventId=\d+$/);
+    } finally {
+      page.off('request', onRequest);
+    }
+  });
+
+  it('a 10,000-event burst keeps the DOM rows and the JS heap bounded', async () => {
+    const page = browser.page;
+    const cdp = await browser.context.newCDPSession(page);
+    await cdp.send('Performance.enable');
+    const measure = async () => {
+      await cdp.send('HeapProfiler.collectGarbage');
+      const { metrics } = (await cdp.send('Performance.getMetrics')) as { metrics: { name: string; value: number }[] };
+      const get = (name: string) => metrics.find((m) => m.name === name)!.value;
+      return { heap: get('JSHeapUsedSize'), nodes: get('Nodes'), rows: await page.locator('#rows tr').count() };
+    };
+    const template = { ...(await airlock.auditLines()).find((l) => l.kind === 'request')! };
+    const burst = async (tag: string) => {
+      for (let i = 0; i < 10_000; i++) airlock.session.audit.record({ ...template, id: `${tag}-${i}`, path: `/${tag}/${i}?q=redacted` });
+      await page.locator('#rows tr', { hasText: `/${tag}/9999` }).waitFor({ timeout: 30_000, state: 'attached' });
+    };
+    const before = await measure();
+    await burst('burst-a');
+    const afterOne = await measure();
+    await burst('burst-b');
+    const afterTwo = await measure();
+    console.log('burst: before', before, 'after 10k', afterOne, 'after 20k', afterTwo);
+    expect(afterOne.rows).toBeLessThanOrEqual(500);
+    expect(afterTwo.rows).toBeLessThanOrEqual(500);
+    // The second 10,000 events add nothing lasting: the page holds the last 500, whatever came.
+    expect(afterTwo.nodes - afterOne.nodes).toBeLessThan(500);
+    expect(afterTwo.heap - afterOne.heap).toBeLessThan(2 << 20);
+    expect(afterOne.heap).toBeLessThan(40 << 20);
+    await browser.screenshot('timeline-after-burst');
   });
 });
