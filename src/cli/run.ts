@@ -19,6 +19,8 @@ import { collectDaemonSessions, collectGarbage } from '../launcher/gc.js';
 import type { DaemonSessions } from '../launcher/gc.js';
 import { collect, defaultStateDir, loadPolicyText, UsageError } from './config.js';
 import { addProxyFlags, buildRuntime } from './runtime.js';
+import { startRuntimeUi } from './ui.js';
+import type { ViewServer } from '../view/server.js';
 import { AdminError, adminRequest, openLease, removeDaemonSession } from './daemon.js';
 
 /** --pids-limit, --memory and --cpus, checked like the policy's `container:` entries. */
@@ -66,7 +68,8 @@ export function registerRunCommands(program: Command): void {
     .option('--pids-limit <n>', "processes and threads in the container (default: the policy's container.pids, else 512)")
     .option('--memory <size>', "memory of the container, e.g. 8g, no swap on top (default: the policy's container.memory, else 4g)")
     .option('--cpus <n>', "CPUs' worth of time for the container, e.g. 0.5 (default: the policy's container.cpus, else 2)")
-    .option('--daemon', 'create the session through the running `airlock proxy` instead of an embedded proxy');
+    .option('--daemon', 'create the session through the running `airlock proxy` instead of an embedded proxy')
+    .option('--ui <addr:port>', 'serve the live view of the embedded proxy here while the command runs (loopback only, e.g. 127.0.0.1:0)');
   addProxyFlags(run, { stateDir: new Option('--state-dir <dir>', 'state dir (audit logs, bundles)').default(defaultStateDir()), scope: 'embedded proxy only' })
     .argument('<command...>', 'command and arguments (after --)')
     .action(async (command: string[], opts) => {
@@ -79,7 +82,11 @@ export function registerRunCommands(program: Command): void {
       const docker = await dockerClient(opts.engine);
       await pingDocker(docker);
       let runtime: ProxyRuntime | undefined;
+      let view: ViewServer | undefined;
       let provider: SessionProvider;
+      if (opts.daemon && opts.ui !== undefined) {
+        throw new UsageError('--ui serves the embedded proxy; with --daemon, run `airlock ui` (or start the daemon with --ui)');
+      }
       if (opts.daemon) {
         provider = new DaemonProvider(daemonAdmin(opts.stateDir), {
           stateDir: opts.stateDir,
@@ -91,6 +98,7 @@ export function registerRunCommands(program: Command): void {
         const { stateDir, resolve, upstreamCa, allowPrivate } = opts;
         runtime = buildRuntime({ stateDir, resolve, upstreamCa, allowPrivate }).runtime;
         provider = new EmbeddedProvider(runtime);
+        if (opts.ui !== undefined) view = await startRuntimeUi(runtime, opts.ui);
       }
       // Under sudo the caller is SUDO_UID, not root: files in the workspace stay theirs.
       const callerUid = process.env.SUDO_UID ?? String(process.getuid?.() ?? 1000);
@@ -126,6 +134,7 @@ export function registerRunCommands(program: Command): void {
         process.stderr.write(`airlock: session ${result.sessionId}: ${result.summary}; audit: ${result.auditFile}\n`);
         process.exitCode = result.exitCode;
       } finally {
+        await view?.close();
         await runtime?.close();
       }
       // The attached stdin keeps the event loop alive; the run is over.

@@ -1,0 +1,132 @@
+// `airlock proxy --ui` and `airlock ui` (attached to that daemon) with the built CLI: each prints a
+// URL whose token opens the view, the view lists the daemon's session (names only) and streams
+// its audit lines as a real client's requests end.
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import http from 'node:http';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CLI_PATH, createTestPki, freePort, rmTmp, runCli, runProcess, startHttpsUpstream, tmpDir, waitFor } from '../helpers/servers.js';
+import type { TestPki, TestUpstream } from '../helpers/servers.js';
+
+interface Running {
+  child: ChildProcess;
+  out: () => string;
+  exited: Promise<unknown>;
+}
+
+function start(args: string[], env: NodeJS.ProcessEnv): Running {
+  const child = spawn(process.execPath, [CLI_PATH, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
+  let out = '';
+  child.stdout!.setEncoding('utf8').on('data', (c: string) => (out += c));
+  child.stderr!.setEncoding('utf8').on('data', (c: string) => (out += c));
+  return { child, out: () => out, exited: new Promise((resolve) => child.once('exit', resolve)) };
+}
+
+async function stop(r: Running | undefined) {
+  if (r && r.child.exitCode === null && r.child.signalCode === null) {
+    r.child.kill('SIGTERM');
+    await r.exited;
+  }
+}
+
+/** Opens a printed view URL like a browser: trades the token, then GETs `path` with the cookie. */
+function viewGet(url: string, path: string, until?: RegExp): Promise<{ status: number; body: string }> {
+  const u = new URL(url);
+  const get = (p: string, cookie?: string) =>
+    new Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }>((resolve, reject) => {
+      const req = http.get({ host: u.hostname, port: u.port, path: p, headers: cookie ? { Cookie: cookie } : {}, agent: false }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => {
+          body += c;
+          if (until?.test(body)) {
+            res.destroy();
+            resolve({ status: res.statusCode ?? 0, headers: res.headers, body });
+          }
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+      });
+      req.on('error', reject);
+    });
+  return get(u.pathname + u.search).then(async (traded) => {
+    expect(traded.status).toBe(303);
+    const cookie = String(traded.headers['set-cookie']?.[0]).split(';')[0]!;
+    return get(path, cookie);
+  });
+}
+
+const urlIn = (text: string) => /live view at (http:\/\/127\.0\.0\.1:\d+\/\?token=[A-Za-z0-9_-]+)/.exec(text)?.[1];
+
+describe('airlock proxy --ui and airlock ui', () => {
+  let pki: TestPki;
+  let api: TestUpstream;
+  let dir: string;
+  let daemon: Running;
+  let ui: Running | undefined;
+  let exports = '';
+
+  beforeAll(async () => {
+    pki = await createTestPki();
+    api = await startHttpsUpstream({ pki, names: ['api.example.test'] });
+    dir = tmpDir();
+    const policy = join(dir, 'policy.yaml');
+    writeFileSync(policy, 'version: 1\nname: ui-cli\nallow:\n  - host: api.example.test\n');
+    const port = await freePort();
+    daemon = start(
+      ['proxy', '--policy', policy, '--listen', `127.0.0.1:${port}`, '--state-dir', join(dir, 'state'), '--first-session', '--ui', '127.0.0.1:0', '--resolve', `api.example.test:443:127.0.0.1:${api.port}`, '--upstream-ca', pki.caFile],
+      { PATH: process.env.PATH, HOME: dir },
+    );
+    await waitFor(() => daemon.out().includes('airlock proxy ready') || daemon.child.exitCode !== null, 20_000, 'the daemon to start');
+    await waitFor(() => /export HTTPS_PROXY=/.test(daemon.out()), 5_000, 'the first session exports');
+    exports = daemon.out();
+  }, 30_000);
+
+  afterAll(async () => {
+    await stop(ui);
+    await stop(daemon);
+    await api?.close();
+    rmTmp(dir, pki?.dir);
+  });
+
+  const curlInSession = () =>
+    runProcess('sh', ['-c', `${exports.split('\n').filter((l) => /^(export|unset) /.test(l)).join('\n')}\ncurl -sS -o /dev/null -w '%{http_code}' https://api.example.test/from-cli`], { env: { PATH: process.env.PATH } });
+
+  it('the daemon prints its view URL; the view lists the session and streams its requests', async () => {
+    const url = urlIn(daemon.out());
+    expect(url, daemon.out()).toBeDefined();
+    const sessions = JSON.parse((await viewGet(url!, '/api/sessions')).body) as { id: string; policy: string; rules: { label: string }[] }[];
+    expect(sessions).toHaveLength(1);
+    expect(sessions[0]!.policy).toBe('ui-cli');
+    expect(sessions[0]!.rules.map((r) => r.label)).toEqual(['allow[0] api.example.test']);
+    expect((await curlInSession()).stdout).toBe('200');
+    const stream = await viewGet(url!, `/api/sessions/${sessions[0]!.id}/events`, /from-cli/);
+    expect(stream.body).toContain('"path":"/from-cli"');
+  });
+
+  it('airlock ui attaches to the running daemon, never showing a session token', async () => {
+    ui = start(['ui', '--state-dir', join(dir, 'state'), '--listen', '127.0.0.1:0'], { PATH: process.env.PATH, HOME: dir });
+    await waitFor(() => urlIn(ui!.out()) || ui!.child.exitCode !== null, 15_000, 'airlock ui to print its URL');
+    const url = urlIn(ui.out());
+    expect(url, ui.out()).toBeDefined();
+    const raw = (await viewGet(url!, '/api/sessions')).body;
+    const sessions = JSON.parse(raw) as { id: string; rulesKnown: boolean }[];
+    expect(sessions).toHaveLength(1);
+    expect(sessions[0]!.rulesKnown).toBe(false);
+    // The session's proxy password is in the exports; the view has none of it.
+    const token = /HTTPS_PROXY='http:\/\/[^:]+:([^@]+)@/.exec(exports)![1]!;
+    expect(raw).not.toContain(token);
+    const stream = await viewGet(url!, `/api/sessions/${sessions[0]!.id}/events`, /from-cli/);
+    expect(stream.body).not.toContain(token);
+  });
+
+  it('refuses a view address off loopback, and airlock ui without a daemon', async () => {
+    const bad = await runCli(['ui', '--listen', '0.0.0.0:0', '--state-dir', join(dir, 'state')]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/loopback only/);
+    const none = await runCli(['ui', '--state-dir', join(dir, 'no-daemon-here')]);
+    expect(none.code).toBe(2);
+    expect(none.stderr).toMatch(/no airlock proxy is running/);
+  });
+});
