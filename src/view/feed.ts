@@ -53,6 +53,8 @@ const MAX_SUBSCRIBER_BACKLOG = 8 << 20;
 /** What a page that brings no Last-Event-ID gets first: the last lines, at most this many. */
 export const BACKLOG_LINES = 1000;
 const BACKLOG_BYTES = 1 << 20;
+/** A page further behind than this (asleep for an hour of traffic) skips to the recent lines. */
+const MAX_RESUME_BYTES = 4 << 20;
 
 /** The id of a denial group: stable for the same session, target and path. */
 export function denialId(session: string, scheme: string, host: string, port: number, path: string): string {
@@ -127,13 +129,18 @@ export class AuditFeed {
     const fd = this.fd;
     let history = '';
     if (fd !== null && this.offset > 0) {
-      const resume = after !== null && after <= this.offset && this.isLineEnd(fd, after) ? after : null;
+      let resume = after !== null && after <= this.offset && this.isLineEnd(fd, after) ? after : null;
+      if (resume !== null && this.offset - resume > MAX_RESUME_BYTES) {
+        // Said to the page, which tells the operator the export has what it skipped.
+        history += `event: gap\ndata: ${JSON.stringify({ skipped_bytes: this.offset - resume })}\n\n`;
+        resume = null;
+      }
       const start = resume ?? Math.max(0, this.offset - BACKLOG_BYTES);
       const buf = Buffer.allocUnsafe(this.offset - start);
       readSync(fd, buf, 0, buf.length, start);
       // Without a resume point, start at a line boundary and keep the last lines only.
       const cut = resume !== null || start === 0 ? 0 : buf.indexOf(10) + 1;
-      history = sseEvents(buf.subarray(cut), start + cut, resume === null ? BACKLOG_LINES : Infinity);
+      history += sseEvents(buf.subarray(cut), start + cut, resume === null ? BACKLOG_LINES : Infinity);
     }
     subscriber.write(`retry: 1000\n\n${history}`);
     this.subscribers.add(subscriber);

@@ -194,6 +194,27 @@ describe('the live view in chromium', () => {
     await page.locator('#detail-close').click();
   });
 
+  it('filters by decision and text, pauses and resumes, and shows the policy version a line names', async () => {
+    const page = browser.page;
+    await page.locator('#f-action').selectOption('deny');
+    for (const text of await page.locator('#rows tr:visible').allInnerTexts()) expect(text).toMatch(/\tDENY\t/);
+    await page.locator('#f-action').selectOption('');
+    await page.locator('#f-text').fill('first-request');
+    await expect.poll(async () => (await page.locator('#rows tr:visible').allInnerTexts()).map((t) => t.includes('/first-request'))).toEqual([true]);
+    await page.locator('#f-text').fill('');
+    await page.locator('#pause').click();
+    expect(await curl('https://api.example.test/while-paused')).toBe(200);
+    // A line decided under a reloaded policy carries its version (hot reload writes policy_version).
+    const template = (await airlock.auditLines()).find((l) => l.kind === 'request')!;
+    airlock.session.audit.record({ ...template, id: 'versioned', path: '/versioned', policy_version: 'sha256:0123abcd' } as AuditEntry);
+    await expect.poll(() => page.locator('#pause').textContent()).toMatch(/^Resume \([1-9]\d* new\)$/);
+    expect(await page.locator('#rows tr', { hasText: '/while-paused' }).count()).toBe(0);
+    await browser.screenshot('timeline-paused');
+    await page.locator('#pause').click();
+    await page.locator('#rows tr', { hasText: '/while-paused' }).waitFor({ timeout: 2000 });
+    expect(await page.locator('#rows tr', { hasText: '/versioned' }).innerText()).toContain('sha256:0123abcd');
+  });
+
   it('copy-as-curl leaves credentials out and quotes the URL for the shell', async () => {
     await browser.page.locator('#rows tr', { hasText: '/first-request' }).click();
     const curlText = await browser.page.locator('#curl').textContent();

@@ -203,4 +203,27 @@ describe('audit lines as server-sent events', () => {
       rmTmp(dir);
     }
   });
+
+  it('a page too far behind gets a gap event and the recent lines, not megabytes of history', () => {
+    const dir = tmpDir();
+    try {
+      const file = join(dir, 'audit.jsonl');
+      const first = line(0);
+      const rest = Array.from({ length: 30_000 }, (_, i) => line(i + 1)).join('');
+      writeFileSync(file, first + rest);
+      expect(rest.length).toBeGreaterThan(4 << 20);
+      const feed = new AuditFeed('s-x', file);
+      let got = '';
+      const stop = feed.subscribe({ write: (c) => void (got += c), backlog: 0, end: () => {} }, Buffer.byteLength(first));
+      expect(got).toMatch(/^retry: 1000\n\nevent: gap\ndata: \{"skipped_bytes":\d+\}\n\n/);
+      expect(got.match(/^id: /gm)).toHaveLength(1000);
+      // The rest of the log follows as the live stream catches up.
+      feed.catchUp();
+      expect(got).toContain('"id":"r30000"');
+      stop();
+      feed.close();
+    } finally {
+      rmTmp(dir);
+    }
+  });
 });

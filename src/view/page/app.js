@@ -52,6 +52,8 @@ const state = {
   /** Received, not yet rendered (paused, or waiting for the next flush). */
   pending: [],
   dropped: 0,
+  /** The server skipped lines on a resume (the page was away too long). */
+  gap: false,
   paused: false,
   flushTimer: null,
   tab: sessionStorage.getItem('airlock-view:tab') || 'timeline',
@@ -133,7 +135,7 @@ function applyFilters() {
 function updateCounts() {
   const shown = state.rows.reduce((n, r) => n + (r.tr.hidden ? 0 : 1), 0);
   const waiting = state.paused && state.pending.length ? `; paused: ${state.pending.length} new` : '';
-  const dropped = state.dropped ? `; ${state.dropped} older skipped (export has all)` : '';
+  const dropped = state.dropped || state.gap ? `; ${state.dropped ? `${state.dropped} ` : ''}older lines not shown (the export has all)` : '';
   $('shown').textContent = `${shown} of the last ${state.rows.length} shown${waiting}${dropped}`;
   $('pause').textContent = state.paused ? `Resume${state.pending.length ? ` (${state.pending.length} new)` : ''}` : 'Pause';
 }
@@ -212,6 +214,7 @@ function select(id) {
   state.rows = [];
   state.pending = [];
   state.dropped = 0;
+  state.gap = false;
   state.lastId = null;
   $('rows').textContent = '';
   $('detail').hidden = true;
@@ -233,6 +236,10 @@ function select(id) {
   state.source = source;
   source.onopen = () => setConn('live', 'live');
   source.onerror = () => setConn('down', source.readyState === EventSource.CLOSED ? 'disconnected' : 'reconnecting…');
+  source.addEventListener('gap', () => {
+    state.gap = true;
+    updateCounts();
+  });
   source.onmessage = (e) => {
     state.lastId = e.lastEventId;
     let ev;
