@@ -155,6 +155,11 @@ export class AuditFeed {
   close(): void {
     for (const s of this.subscribers) s.end();
     this.subscribers.clear();
+    this.release();
+  }
+
+  /** Closes the log's descriptor; the next look opens it again. */
+  release(): void {
     if (this.fd !== null) closeSync(this.fd);
     this.fd = null;
   }

@@ -10,6 +10,8 @@ import type { ApprovePreview, ApproveResult, InboxItem, InboxSource } from './so
 /** How often a followed log is looked at: a row shows within this (plus the log's own write). */
 const POLL_MS = 100;
 const PING_EVERY = 150; // polls: 15 s
+/** Ended sessions still listed, newest first; older ones are forgotten. */
+const MAX_ENDED = 100;
 
 export interface KnownSession extends ViewSession {
   readonly live: boolean;
@@ -19,6 +21,8 @@ export class Feeds {
   private readonly feeds = new Map<string, AuditFeed>();
   private readonly known = new Map<string, ViewSession>();
   private live = new Set<string>();
+  /** Ended sessions whose logs were read to the end. */
+  private readonly settled = new Set<string>();
   private timer: NodeJS.Timeout | null = null;
   private polls = 0;
 
@@ -30,13 +34,30 @@ export class Feeds {
     this.live = new Set(list.map((s) => s.id));
     for (const s of list) {
       this.known.set(s.id, s);
+      this.settled.delete(s.id);
       const feed = this.feeds.get(s.id);
       if (!feed || feed.file !== s.auditFile) {
         feed?.close();
         this.feeds.set(s.id, new AuditFeed(s.id, s.auditFile, () => this.blindRules(s.id)));
       }
     }
-    for (const feed of this.feeds.values()) feed.catchUp();
+    const ended = [...this.known.values()].filter((s) => !this.live.has(s.id)).sort((a, b) => b.created.localeCompare(a.created));
+    for (const s of ended.slice(MAX_ENDED)) {
+      this.known.delete(s.id);
+      this.feeds.get(s.id)?.close();
+      this.feeds.delete(s.id);
+      this.settled.delete(s.id);
+    }
+    for (const [id, feed] of this.feeds) {
+      if (this.settled.has(id) && feed.following === 0) continue;
+      feed.catchUp();
+      // An ended session's log no longer grows: read to its end once; its counts stay, its
+      // descriptor goes.
+      if (!this.live.has(id) && feed.following === 0) {
+        feed.release();
+        this.settled.add(id);
+      }
+    }
     return [...this.known.values()]
       .map((s) => ({ ...s, live: this.live.has(s.id) }))
       .sort((a, b) => Number(b.live) - Number(a.live) || b.created.localeCompare(a.created));
@@ -57,6 +78,7 @@ export class Feeds {
     this.timer ??= setInterval(() => this.poll(), POLL_MS);
     return () => {
       stop();
+      if (!this.live.has(feed.session)) feed.release();
       if ([...this.feeds.values()].every((f) => f.following === 0) && this.timer) {
         clearInterval(this.timer);
         this.timer = null;
@@ -91,6 +113,8 @@ export class Feeds {
   }
 }
 
+const NO_APPROVING = 'approving from the view needs a proxy that can reload policies; edit the policy file and restart the session';
+
 /**
  * The inbox read from the audit logs: every denial, grouped by session, host and path. It can
  * list and dismiss; approving needs a runner that can change a session's policy, which supplies
@@ -111,11 +135,11 @@ export class AuditInbox implements InboxSource {
   }
 
   approvePreview(): Promise<ApprovePreview> {
-    return Promise.reject(new InboxError('approving from the view needs a proxy that can reload policies; edit the policy file and restart the session'));
+    return Promise.reject(new InboxError(NO_APPROVING));
   }
 
   approve(): Promise<ApproveResult> {
-    return this.approvePreview() as never;
+    return Promise.reject(new InboxError(NO_APPROVING));
   }
 
   async dismiss(id: string): Promise<void> {

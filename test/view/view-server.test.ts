@@ -40,6 +40,9 @@ function request(port: number, path: string, opts: { method?: string; headers?: 
 const line = (i: number, extra: Record<string, unknown> = {}) =>
   JSON.stringify({ time: `2026-01-01T00:00:${String(i % 60).padStart(2, '0')}.000Z`, session: 's-test-view', id: `r${i}`, kind: 'request', method: 'GET', scheme: 'https', host: 'api.example.test', port: 443, path: `/p/${i}`, status: 200, action: 'allow', rule: 'allow[0] api.example.test', reason: 'allowed', credentials: [], bytes_up: 0, bytes_down: 1, duration_ms: 1, ...extra }) + '\n';
 
+/** A reload that failed: the page shows it in a banner. */
+const STATUS = { version: 'sha256:0123abcd', loadedAt: '2026-01-01T00:00:00.000Z', error: 'p.yaml:3: allow[0].host: "" is not a host' };
+
 /** The log's first lines: two allowed, one denied. */
 const written = [line(0), line(1), line(2, { action: 'deny', status: 403, rule: null, reason: 'no_rule', host: 'denied.example.test' })];
 
@@ -49,14 +52,15 @@ describe('the view server', () => {
   let view: ViewServer;
   let port: number;
   let cookie: string;
-  const session = (): ViewSession => ({ id: 's-test-view', policy: 'p', created: '2026-01-01T00:00:00.000Z', auditFile: audit, rules: [{ label: 'allow[0] api.example.test', inspect: true }, { label: 'allow[1] unused.example.test', inspect: true }] });
+  let ended = false;
+  const session = (): ViewSession => ({ id: 's-test-view', policy: 'p', created: '2026-01-01T00:00:00.000Z', auditFile: audit, rules: [{ label: 'allow[0] api.example.test', inspect: true }, { label: 'allow[1] unused.example.test', inspect: true }], policyStatus: STATUS });
 
   beforeAll(async () => {
     dir = tmpDir();
     mkdirSync(join(dir, 's'));
     audit = join(dir, 's', 'audit.jsonl');
     writeFileSync(audit, written.join(''));
-    view = await startView({ host: '127.0.0.1', port: 0, sessions: { list: async () => [session()] }, token: 'the-view-token' });
+    view = await startView({ host: '127.0.0.1', port: 0, sessions: { list: async () => (ended ? [] : [session()]) }, token: 'the-view-token' });
     port = view.address.port;
     const traded = await request(port, '/?token=the-view-token', { headers: { Host: `127.0.0.1:${port}` } });
     cookie = String(traded.headers['set-cookie']?.[0]).split(';')[0]!;
@@ -159,7 +163,8 @@ describe('the view server', () => {
 
   it('counts rule hits (rules never hit included) and groups denials for the inbox', async () => {
     const headers = { ...host(), Cookie: cookie };
-    const [s] = JSON.parse((await request(port, '/api/sessions', { headers })).body) as { rules: { label: string; hits: number }[] }[];
+    const [s] = JSON.parse((await request(port, '/api/sessions', { headers })).body) as { rules: { label: string; hits: number }[]; policyStatus: unknown }[];
+    expect(s!.policyStatus).toEqual(STATUS);
     expect(s!.rules).toEqual([
       { label: 'allow[0] api.example.test', hits: 4 },
       { label: 'allow[1] unused.example.test', hits: 0 },
@@ -175,6 +180,16 @@ describe('the view server', () => {
     const preview = await request(port, `/api/inbox/${id}/preview`, { method: 'POST', headers: { ...headers, Origin: `http://127.0.0.1:${port}` } });
     expect(preview.status).toBe(409);
     expect(preview.body).toMatch(/reload/);
+  });
+
+  it('keeps listing a session that ended, with its counts', async () => {
+    ended = true;
+    try {
+      const [s] = JSON.parse((await request(port, '/api/sessions', { headers: { ...host(), Cookie: cookie } })).body) as { id: string; live: boolean; totals: { allow: number } }[];
+      expect(s).toMatchObject({ id: 's-test-view', live: false, totals: { allow: 4 } });
+    } finally {
+      ended = false;
+    }
   });
 });
 
