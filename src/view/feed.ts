@@ -8,6 +8,7 @@
 // is read, counted and written to each page in one write.
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { createHash } from 'node:crypto';
+import type { InboxItem } from './source.js';
 
 /** One audit line as the view reads it (the fields it uses; the rest is passed through). */
 export interface FeedLine {
@@ -23,13 +24,8 @@ export interface FeedLine {
   readonly time?: string;
 }
 
-export interface DenialGroup {
-  readonly id: string;
-  readonly session: string;
-  readonly host: string;
-  readonly port: number;
-  readonly scheme: 'http' | 'https';
-  readonly path: string;
+/** An inbox item as it is being counted. */
+export interface DenialGroup extends Pick<InboxItem, 'id' | 'session' | 'host' | 'port' | 'scheme' | 'path'> {
   readonly methods: Set<string>;
   count: number;
   firstSeen: string;
