@@ -58,22 +58,57 @@ export function denialId(session: string, scheme: string, host: string, port: nu
 }
 
 /**
+ * Calls `fn` with each complete line of `text` (the UTF-8 bytes from offset `base` of the log,
+ * decoded) and the byte offset just past it. All-ASCII text (the usual case: hosts are ASCII and
+ * paths percent-encoded) needs no byte counting.
+ */
+function eachLine(text: string, base: number, ascii: boolean, fn: (line: string, end: number) => void): void {
+  let start = 0;
+  let offset = base;
+  for (let nl = text.indexOf('\n'); nl !== -1; nl = text.indexOf('\n', start)) {
+    const line = text.slice(start, nl);
+    offset += (ascii ? line.length : Buffer.byteLength(line)) + 1;
+    if (line !== '') fn(line, offset);
+    start = nl + 1;
+  }
+}
+
+/**
  * Server-sent events for the complete lines in `buf` (which starts at byte `base` of the log):
  * one event per line, its id the offset just past the line. A line holds no CR or LF (JSON escapes
- * them), so it is one `data:` field as it stands.
+ * them), so it is one `data:` field as it stands. `keepLast`: only the last lines.
  */
 export function sseEvents(buf: Buffer, base: number, keepLast = Infinity): string {
-  const ends: number[] = [];
-  for (let nl = buf.indexOf(10); nl !== -1; nl = buf.indexOf(10, nl + 1)) ends.push(nl);
-  const from = Math.max(0, ends.length - keepLast);
-  let out = '';
-  let start = from === 0 ? 0 : ends[from - 1]! + 1;
-  for (let i = from; i < ends.length; i++) {
-    const end = ends[i]!;
-    if (end > start) out += `id: ${base + end + 1}\ndata: ${buf.toString('utf8', start, end)}\n\n`;
-    start = end + 1;
+  const end = buf.lastIndexOf(10) + 1; // past the last complete line
+  let from = 0;
+  if (keepLast !== Infinity) {
+    // The start of the last `keepLast` lines: just past the line end before them.
+    let nl = end - 1;
+    for (let n = 0; n < keepLast && nl > 0; n++) nl = buf.lastIndexOf(10, nl - 1);
+    from = nl + 1;
   }
+  const text = buf.toString('utf8', from, end);
+  let out = '';
+  eachLine(text, base + from, text.length === end - from, (line, past) => (out += `id: ${past}\ndata: ${line}\n\n`));
   return out;
+}
+
+/** `"key":"` for the fields the view counts by, built once (read per line). */
+const ACTION = '"action":"';
+const KIND = '"kind":"';
+const RULE = '"rule":"';
+
+/** The string value after `pattern` (`"key":"`) in an audit line we wrote, read without parsing it. */
+function field(line: string, pattern: string): string | undefined {
+  // Inside a JSON string every quote is escaped, so `"key":"` there is always the key itself.
+  const at = line.indexOf(pattern);
+  if (at === -1) return undefined;
+  const from = at + pattern.length;
+  let end = from;
+  while (end < line.length && line[end] !== '"') end += line[end] === '\\' ? 2 : 1;
+  if (end >= line.length) return undefined;
+  const raw = line.slice(from, end);
+  return raw.includes('\\') ? (JSON.parse(`"${raw}"`) as string) : raw;
 }
 
 export class AuditFeed {
@@ -107,13 +142,18 @@ export class AuditFeed {
     const read = readSync(fd, buf, 0, buf.length, this.offset);
     const last = buf.lastIndexOf(10, read - 1);
     if (last === -1) return; // a line still being written
-    const lines = buf.subarray(0, last + 1);
+    const text = buf.toString('utf8', 0, last + 1);
     const base = this.offset;
     this.offset += last + 1;
-    this.count(lines);
-    if (this.subscribers.size === 0) return;
-    const chunk = sseEvents(lines, base);
-    for (const s of this.subscribers) this.send(s, chunk);
+    // One pass: count each line and, for the pages following, frame it as an event.
+    const following = this.subscribers.size > 0;
+    const blind = this.blindRules();
+    let chunk = '';
+    eachLine(text, base, text.length === last + 1, (line, end) => {
+      this.count(line, blind);
+      if (following) chunk += `id: ${end}\ndata: ${line}\n\n`;
+    });
+    if (following) for (const s of this.subscribers) this.send(s, chunk);
   }
 
   /**
@@ -193,21 +233,22 @@ export class AuditFeed {
     this.totals.allow = this.totals.deny = this.totals.would_deny = 0;
   }
 
-  private count(lines: Buffer): void {
-    const blind = this.blindRules();
-    for (const text of lines.toString('utf8').split('\n')) {
-      if (text === '') continue;
-      let line: FeedLine;
-      try {
-        line = JSON.parse(text) as FeedLine;
-      } catch {
-        continue; // a line cut short by a crash
-      }
-      if (line.action === 'allow' || line.action === 'deny' || line.action === 'would_deny') this.totals[line.action]++;
-      if (typeof line.rule === 'string' && (line.kind !== 'tunnel' || blind.has(line.rule))) {
-        this.ruleHits.set(line.rule, (this.ruleHits.get(line.rule) ?? 0) + 1);
-      }
-      if (line.action === 'deny') this.countDenial(line);
+  /**
+   * Counts one line. Only denials are parsed (for the inbox); the decision, kind and rule of the
+   * others are read in place, as the view may follow a session at thousands of lines a second.
+   */
+  private count(text: string, blind: ReadonlySet<string>): void {
+    const action = field(text, ACTION);
+    if (action === 'allow' || action === 'deny' || action === 'would_deny') this.totals[action]++;
+    const rule = field(text, RULE);
+    if (rule !== undefined && (field(text, KIND) !== 'tunnel' || blind.has(rule))) {
+      this.ruleHits.set(rule, (this.ruleHits.get(rule) ?? 0) + 1);
+    }
+    if (action !== 'deny') return;
+    try {
+      this.countDenial(JSON.parse(text) as FeedLine);
+    } catch {
+      // a line cut short by a crash
     }
   }
 

@@ -191,7 +191,10 @@ export async function startView(options: ViewOptions): Promise<ViewServer> {
     handle(req, res).catch((err: Error) => {
       if (res.headersSent) return void res.destroy();
       if (err instanceof HttpError) return sendText(res, err.status, err.message + '\n');
-      if (err instanceof InboxError) return send(res, err.status, { error: err.message });
+      // An inbox may be implemented elsewhere: any error that names a 4xx status is the
+      // operator's to read (unknown item, invalid policy edit), the rest is the view's fault.
+      const status = err instanceof InboxError ? err.status : (err as { status?: unknown }).status;
+      if (typeof status === 'number' && status >= 400 && status < 500) return send(res, status, { error: err.message });
       send(res, 500, { error: err.message });
     });
   });

@@ -3,12 +3,12 @@
 // its audit lines as a real client's requests end.
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import http from 'node:http';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI_PATH, createTestPki, freePort, rmTmp, runCli, runProcess, startHttpsUpstream, tmpDir, waitFor } from '../helpers/servers.js';
 import type { TestPki, TestUpstream } from '../helpers/servers.js';
+import { viewGet, viewUrlIn } from '../helpers/view.js';
 
 interface Running {
   child: ChildProcess;
@@ -30,34 +30,6 @@ async function stop(r: Running | undefined) {
     await r.exited;
   }
 }
-
-/** Opens a printed view URL like a browser: trades the token, then GETs `path` with the cookie. */
-function viewGet(url: string, path: string, until?: RegExp): Promise<{ status: number; body: string }> {
-  const u = new URL(url);
-  const get = (p: string, cookie?: string) =>
-    new Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }>((resolve, reject) => {
-      const req = http.get({ host: u.hostname, port: u.port, path: p, headers: cookie ? { Cookie: cookie } : {}, agent: false }, (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (c: string) => {
-          body += c;
-          if (until?.test(body)) {
-            res.destroy();
-            resolve({ status: res.statusCode ?? 0, headers: res.headers, body });
-          }
-        });
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
-      });
-      req.on('error', reject);
-    });
-  return get(u.pathname + u.search).then(async (traded) => {
-    expect(traded.status).toBe(303);
-    const cookie = String(traded.headers['set-cookie']?.[0]).split(';')[0]!;
-    return get(path, cookie);
-  });
-}
-
-const urlIn = (text: string) => /live view at (http:\/\/127\.0\.0\.1:\d+\/\?token=[A-Za-z0-9_-]+)/.exec(text)?.[1];
 
 describe('airlock proxy --ui and airlock ui', () => {
   let pki: TestPki;
@@ -94,7 +66,7 @@ describe('airlock proxy --ui and airlock ui', () => {
     runProcess('sh', ['-c', `${exports.split('\n').filter((l) => /^(export|unset) /.test(l)).join('\n')}\ncurl -sS -o /dev/null -w '%{http_code}' https://api.example.test/from-cli`], { env: { PATH: process.env.PATH } });
 
   it('the daemon prints its view URL; the view lists the session and streams its requests', async () => {
-    const url = urlIn(daemon.out());
+    const url = viewUrlIn(daemon.out());
     expect(url, daemon.out()).toBeDefined();
     const sessions = JSON.parse((await viewGet(url!, '/api/sessions')).body) as { id: string; policy: string; rules: { label: string }[] }[];
     expect(sessions).toHaveLength(1);
@@ -107,8 +79,8 @@ describe('airlock proxy --ui and airlock ui', () => {
 
   it('airlock ui attaches to the running daemon, never showing a session token', async () => {
     ui = start(['ui', '--state-dir', join(dir, 'state'), '--listen', '127.0.0.1:0'], { PATH: process.env.PATH, HOME: dir });
-    await waitFor(() => urlIn(ui!.out()) || ui!.child.exitCode !== null, 15_000, 'airlock ui to print its URL');
-    const url = urlIn(ui.out());
+    await waitFor(() => viewUrlIn(ui!.out()) || ui!.child.exitCode !== null, 15_000, 'airlock ui to print its URL');
+    const url = viewUrlIn(ui.out());
     expect(url, ui.out()).toBeDefined();
     const raw = (await viewGet(url!, '/api/sessions')).body;
     const sessions = JSON.parse(raw) as { id: string; rulesKnown: boolean }[];

@@ -213,6 +213,11 @@ describe('audit lines as server-sent events', () => {
       feed.catchUp();
       expect(feed.totals).toEqual({ allow: 1, deny: 1, would_deny: 0 });
       expect(feed.denials.size).toBe(1);
+      // A path that spells out other fields is counted by the line's own fields.
+      appendFileSync(file, line(2, { path: '/"action":"deny","kind":"tunnel","rule":"allow[9] forged"' }));
+      feed.catchUp();
+      expect(feed.totals).toEqual({ allow: 2, deny: 1, would_deny: 0 });
+      expect([...feed.ruleHits]).toEqual([['allow[0] api.example.test', 2]]);
       feed.close();
     } finally {
       rmTmp(dir);

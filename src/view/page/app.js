@@ -105,13 +105,13 @@ function receive(ev) {
     state.dropped += state.pending.length - MAX_ROWS;
     state.pending.splice(0, state.pending.length - MAX_ROWS);
   }
-  if (!state.paused && state.flushTimer === null) state.flushTimer = setTimeout(flush, FLUSH_MS);
-  updateCounts();
+  // One timer per batch: while paused it only updates the counts.
+  if (state.flushTimer === null) state.flushTimer = setTimeout(flush, FLUSH_MS);
 }
 
 function flush() {
   state.flushTimer = null;
-  if (state.paused || state.pending.length === 0) return;
+  if (state.paused || state.pending.length === 0) return updateCounts();
   const batch = state.pending.splice(0);
   const body = $('rows');
   const fragment = document.createDocumentFragment();
