@@ -62,10 +62,14 @@ const state = {
 
 // ---------------------------------------------------------------- timeline
 
+/** scheme://host[:port], the port left out when it is the scheme's default. */
+function originOf(scheme, host, port) {
+  const p = (scheme === 'https' && port === 443) || (scheme === 'http' && port === 80) ? '' : `:${port}`;
+  return `${scheme}://${String(host ?? '').includes(':') ? `[${host}]` : host}${p}`;
+}
+
 function targetOf(ev) {
-  const port = (ev.scheme === 'https' && ev.port === 443) || (ev.scheme === 'http' && ev.port === 80) ? '' : `:${ev.port}`;
-  const host = String(ev.host ?? '').includes(':') ? `[${ev.host}]` : ev.host;
-  return `${ev.scheme}://${host}${port}${ev.kind === 'tunnel' ? '' : ev.path ?? ''}`;
+  return `${originOf(ev.scheme, ev.host, ev.port)}${ev.kind === 'tunnel' ? '' : ev.path ?? ''}`;
 }
 
 function matches(ev) {
@@ -400,7 +404,7 @@ async function loadInbox() {
       actions.append(allow, ' ', dismiss);
       const reason = item.agentReason ? `${item.reason} — agent: ${item.agentReason}` : item.reason;
       tr.append(
-        cell(`${item.scheme}://${item.host}:${item.port}`, 'target host'),
+        cell(originOf(item.scheme, item.host, item.port), 'target host'),
         cell(item.path || '(CONNECT: the whole host)', 'target path'),
         cell(item.methods.join(', '), 'mono'),
         cell(item.count, 'count mono'),
@@ -418,7 +422,7 @@ async function loadInbox() {
 async function preview(item) {
   state.approving = item;
   $('approve').hidden = false;
-  setText($('approve-what'), `${item.methods.join(',')} ${item.scheme}://${item.host}:${item.port}${item.path}`);
+  setText($('approve-what'), `${item.methods.join(',')} ${originOf(item.scheme, item.host, item.port)}${item.path}`);
   $('approve-diff').textContent = 'loading…';
   $('approve-file').textContent = '';
   $('approve-widens').hidden = true;
