@@ -98,17 +98,22 @@ const ACTION = '"action":"';
 const KIND = '"kind":"';
 const RULE = '"rule":"';
 
-/** The string value after `pattern` (`"key":"`) in an audit line we wrote, read without parsing it. */
-function field(line: string, pattern: string): string | undefined {
-  // Inside a JSON string every quote is escaped, so `"key":"` there is always the key itself.
-  const at = line.indexOf(pattern);
+/**
+ * The string value after `pattern` (`"key":"`) in an audit line we wrote, read without parsing the
+ * line. Inside a JSON string every quote is escaped, so `"key":"` there is always the key itself.
+ * `fromEnd`: search from the end (the counted fields follow the long host and path).
+ */
+function field(line: string, pattern: string, fromEnd = false): string | undefined {
+  const at = fromEnd ? line.lastIndexOf(pattern) : line.indexOf(pattern);
   if (at === -1) return undefined;
   const from = at + pattern.length;
-  let end = from;
-  while (end < line.length && line[end] !== '"') end += line[end] === '\\' ? 2 : 1;
-  if (end >= line.length) return undefined;
+  let end = line.indexOf('"', from);
+  if (end === -1) return undefined;
   const raw = line.slice(from, end);
-  return raw.includes('\\') ? (JSON.parse(`"${raw}"`) as string) : raw;
+  if (!raw.includes('\\')) return raw;
+  // An escape in the value (never in the fields counted today): find the real closing quote.
+  for (end = from; end < line.length && line[end] !== '"'; end += line[end] === '\\' ? 2 : 1);
+  return end < line.length ? (JSON.parse(`"${line.slice(from, end)}"`) as string) : undefined;
 }
 
 export class AuditFeed {
@@ -238,9 +243,9 @@ export class AuditFeed {
    * others are read in place, as the view may follow a session at thousands of lines a second.
    */
   private count(text: string, blind: ReadonlySet<string>): void {
-    const action = field(text, ACTION);
+    const action = field(text, ACTION, true);
     if (action === 'allow' || action === 'deny' || action === 'would_deny') this.totals[action]++;
-    const rule = field(text, RULE);
+    const rule = field(text, RULE, true);
     if (rule !== undefined && (field(text, KIND) !== 'tunnel' || blind.has(rule))) {
       this.ruleHits.set(rule, (this.ruleHits.get(rule) ?? 0) + 1);
     }
