@@ -230,8 +230,10 @@ describe('the live view in chromium', () => {
     const res = await browser.page.request.get(new URL(href!, view.url).toString());
     expect(res.status()).toBe(200);
     expect(res.headers()['content-disposition']).toContain('attachment');
-    const lines = (await res.text()).trim().split('\n').map((l) => JSON.parse(l) as AuditEntry);
+    const text = await res.text();
+    const lines = text.trim().split('\n').map((l) => JSON.parse(l) as AuditEntry);
     expect(lines.some((l) => l.path === '/first-request')).toBe(true);
+    expect(secretLeaks(text, SECRET)).toEqual([]);
   });
 
   it('a seeded secret never reaches the page: not the DOM, not any response it loaded', async () => {

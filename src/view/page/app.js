@@ -1,6 +1,8 @@
 // The live view page. Everything a session wrote (hosts, paths, reasons) is untrusted: it reaches
 // the DOM only through textContent, with control and bidi characters shown as visible escapes.
 // The DOM keeps at most MAX_ROWS timeline rows, whatever arrives.
+// One file past 500 lines on purpose: it is served as it stands (script-src 'self', no bundler,
+// no build step), and its parts (timeline, sessions and rules, inbox) share one state.
 'use strict';
 
 const MAX_ROWS = 500;
