@@ -6,13 +6,40 @@
 import { expect } from 'vitest';
 import { spawn } from 'node:child_process';
 import type { ChildProcessWithoutNullStreams } from 'node:child_process';
-import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
-import { CLI_PATH, REPO_ROOT, runProcess, sleep } from '../helpers/servers.js';
-import type { ProcessResult } from '../helpers/servers.js';
+import { CLI_PATH, createTestPki, REPO_ROOT, runProcess, sleep } from '../helpers/servers.js';
+import type { ProcessResult, TestPki } from '../helpers/servers.js';
+import { ensureAgentImage, ensureRelayImage } from '../helpers/docker.js';
 
 // ---------------------------------------------------------------- processes
+
+/**
+ * The test process's environment without what could steer a launcher or leak into a session:
+ * Airlock's own variables, proxy settings and DOCKER_HOST.
+ */
+function launcherBaseEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  for (const name of Object.keys(env)) {
+    if (/^AIRLOCK_|_PROXY$|^(http|https|all|no)_proxy$|^DOCKER_HOST$/i.test(name)) delete env[name];
+  }
+  return env;
+}
+
+/**
+ * What a network-mode-none `airlock run` test starts from: the agent and relay images, the clean
+ * launcher environment and a test upstream PKI whose CA (a certificate, no key) a launcher run as
+ * another (docker-group) user can read. The caller removes `pki.dir`.
+ */
+export async function relayRunSetup(): Promise<{ image: string; relayImage: string; baseEnv: NodeJS.ProcessEnv; pki: TestPki }> {
+  const image = process.env.AIRLOCK_RUN_TEST_IMAGE || (await ensureAgentImage());
+  const relayImage = await ensureRelayImage();
+  const pki = await createTestPki();
+  chmodSync(pki.dir, 0o755);
+  chmodSync(pki.caFile, 0o644);
+  return { image, relayImage, baseEnv: launcherBaseEnv(), pki };
+}
 
 /** A CLI process left running while the test works on its session. */
 export interface LiveCli {

@@ -4,14 +4,14 @@
 // directly (its network has no route to the host). The upstream is this test's server on the host.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { describeDocker, ensureAgentImage, ensureRelayImage } from '../helpers/docker.js';
-import { createTestPki, freePort, rmTmp, runCli, startHttpsUpstream, tmpDir, waitFor } from '../helpers/servers.js';
+import { describeDocker } from '../helpers/docker.js';
+import { freePort, rmTmp, runCli, startHttpsUpstream, tmpDir, waitFor } from '../helpers/servers.js';
 import type { TestPki, TestUpstream } from '../helpers/servers.js';
 import { viewGet, viewUrlIn } from '../helpers/view.js';
 import { parseAuditLines } from '../../src/audit/report.js';
-import { execScript, expectNoLeftovers, finishSession, NO_LEFTOVERS, sessionCommand, sessionSummary, spawnCli, waitExit, waitForSession } from './run-helpers.js';
+import { execScript, expectNoLeftovers, finishSession, NO_LEFTOVERS, relayRunSetup, sessionCommand, sessionSummary, spawnCli, waitExit, waitForSession } from './run-helpers.js';
 
 const SLOW = 30 * 60_000;
 
@@ -23,15 +23,7 @@ let work: string;
 let baseEnv: NodeJS.ProcessEnv;
 
 beforeAll(async () => {
-  image = process.env.AIRLOCK_RUN_TEST_IMAGE || (await ensureAgentImage());
-  relayImage = await ensureRelayImage();
-  baseEnv = { ...process.env };
-  for (const name of Object.keys(baseEnv)) {
-    if (/^AIRLOCK_|_PROXY$|^(http|https|all|no)_proxy$|^DOCKER_HOST$/i.test(name)) delete baseEnv[name];
-  }
-  pki = await createTestPki();
-  chmodSync(pki.dir, 0o755);
-  chmodSync(pki.caFile, 0o644);
+  ({ image, relayImage, baseEnv, pki } = await relayRunSetup());
   github = await startHttpsUpstream({ pki, names: ['api.github.com'] });
   work = tmpDir('airlock-run-ui-');
 }, SLOW);
