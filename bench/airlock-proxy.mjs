@@ -19,7 +19,7 @@ const dist = (p) => import(join(root, 'dist', p));
 const { ProxyRuntime } = await dist('sessions/runtime.js');
 const { describeSession } = await dist('sessions/admin.js');
 const { loadPolicy, upstreamRoots } = await dist('cli/config.js');
-const { credentialsFactory } = await dist('cli/secrets.js');
+const { credentialsFactory } = await dist('credentials/sources.js');
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => {

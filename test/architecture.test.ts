@@ -1,7 +1,8 @@
 // The import rules of src/ (see ARCHITECTURE.md): no file-level import cycle anywhere, and each
 // folder imports only the folders below it:
 //
-//   cli → launcher → sessions → proxy → { credentials, audit } → policy;  ca imports nothing of ours.
+//   cli → launcher → sessions → proxy → { credentials, audit } → policy;  ca imports nothing of ours;
+//   proxy → proxy/http1, which imports nothing of ours outside itself;
 //   cli → view → sessions (the live view sits beside launcher).
 //
 // Every relative import counts: `import`, `import type`, `export … from`, `import('…')` calls and
@@ -23,7 +24,10 @@ const MAY_IMPORT: Record<string, readonly string[]> = {
   ca: [],
   credentials: ['policy'],
   audit: ['policy'],
-  proxy: ['policy', 'ca', 'credentials', 'audit'],
+  proxy: ['proxy/http1', 'policy', 'ca', 'credentials', 'audit'],
+  // HTTP/1 on the wire (heads, framing, the upstream client, the tunnel's server side): used by
+  // the proxy, and knows nothing of it, of sessions or of policies.
+  'proxy/http1': [],
   sessions: ['proxy', 'policy', 'ca', 'credentials', 'audit'],
   launcher: ['sessions', 'proxy', 'policy', 'ca', 'credentials', 'audit'],
   view: ['sessions', 'proxy', 'policy', 'ca', 'credentials', 'audit'],
@@ -74,7 +78,10 @@ function resolveRelative(from: string, specifier: string): string | null {
 }
 
 const rel = (file: string) => relative(SRC, file).split(sep).join('/');
-const folderOf = (relPath: string) => (relPath.includes('/') ? relPath.slice(0, relPath.indexOf('/')) : '(src root)');
+/** Folders below a top-level folder that are units of their own in MAY_IMPORT. */
+const SUB_UNITS = ['proxy/http1'];
+const folderOf = (relPath: string) =>
+  SUB_UNITS.find((unit) => relPath.startsWith(`${unit}/`)) ?? (relPath.includes('/') ? relPath.slice(0, relPath.indexOf('/')) : '(src root)');
 
 interface Graph {
   /** File (relative to src/) → files it imports. */

@@ -16,6 +16,8 @@ export interface AuditEntry {
   path: string;
   status: number;
   action: 'allow' | 'deny' | 'would_deny';
+  /** Digest of the policy the request was decided under (Policy.digest). */
+  policy_version?: string;
   rule: string | null;
   reason: string;
   /** Names of credentials swapped in (never values). */

@@ -44,10 +44,14 @@ function flushAllOnExit(log: AuditLog): void {
   });
 }
 
+/** Told about each line as it is written (the denial inbox, a live view). */
+export type AuditListener = (entry: Readonly<AuditEntry>, time: string) => void;
+
 export class AuditLog {
   private readonly destination: ReturnType<typeof pino.destination>;
   readonly tally = new Map<string, HostTally>();
   private closed = false;
+  private readonly listeners = new Set<AuditListener>();
 
   constructor(readonly file: string) {
     this.destination = pino.destination({ dest: file, mkdir: true, sync: false });
@@ -82,6 +86,7 @@ export class AuditLog {
     else if (entry.action === 'would_deny') t.wouldDeny++;
     else t.allowed++;
     const line = lineOf(entry);
+    this.tell(entry);
     if (this.closed) {
       // A request that ended after its session was removed (or the proxy shut down) is still
       // logged, in the same format; writing to the ended stream would throw.
@@ -93,6 +98,23 @@ export class AuditLog {
       return;
     }
     this.destination.write(line);
+  }
+
+  /** Calls `listener` with every line written from now on; returns the call that stops it. */
+  subscribe(listener: AuditListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private tell(entry: AuditEntry): void {
+    for (const listener of this.listeners) {
+      try {
+        listener(entry, clockIso);
+      } catch (err) {
+        // A listener's bug must not cost the request its audit line, nor the proxy its process.
+        process.emitWarning(`airlock audit listener failed: ${(err as Error).message}`);
+      }
+    }
   }
 
   /** Writes buffered lines now (tests and `audit --follow` read the file). */

@@ -7,8 +7,9 @@ import tls from 'node:tls';
 import { isIP } from 'node:net';
 import type { Endpoint } from '../proxy/upstream.js';
 import { parseCidr } from '../proxy/destination.js';
-import { normalizeHost, parsePolicy } from '../policy/index.js';
-import type { Policy } from '../policy/index.js';
+import { parseDocument, isMap, isSeq } from 'yaml';
+import { normalizeHost, parseAllowEntry, parsePolicy } from '../policy/index.js';
+import type { CompatProfile, Policy } from '../policy/index.js';
 
 export class UsageError extends Error {}
 
@@ -25,6 +26,43 @@ export function loadPolicyText(file: string): { policy: Policy; text: string } {
     throw new UsageError(`cannot read policy ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
   return { policy: parsePolicy(text, file), text };
+}
+
+/** The policy `--allow` starts from when no --policy is given: nothing allowed, no credentials. */
+const COMMAND_LINE_POLICY = 'version: 1\nname: command-line\nallow: []\n';
+
+/**
+ * The policy of `airlock run`: --policy FILE (or none), plus a rule for each --allow HOST[:PORT]
+ * (Cloche's network_allow, without YAML) and, with --compat, that launcher's placeholders for the
+ * credentials that set none themselves. Returns the text too: a daemon parses it again.
+ */
+export function loadRunPolicy(file: string | undefined, allow: readonly string[], compat: CompatProfile | undefined): { policy: Policy; text: string } {
+  if (file === undefined && allow.length === 0) {
+    throw new UsageError('airlock run needs --policy FILE, or --allow HOST for each host the session may reach (repeatable)');
+  }
+  const base = file === undefined ? { policy: parsePolicy(COMMAND_LINE_POLICY, '--allow'), text: COMMAND_LINE_POLICY } : loadPolicyText(file);
+  const entries = allow.map((raw) => {
+    const entry = parseAllowEntry(raw);
+    if (!entry.ok) throw new UsageError(`--allow ${raw}: ${entry.problem}. ${entry.hint}`);
+    return entry;
+  });
+  if (entries.length === 0 && compat === undefined) return base;
+  // Edited as a YAML document, so the file's own text (comments included) is what the daemon gets.
+  const doc = parseDocument(base.text);
+  if (entries.length > 0 && !isSeq(doc.get('allow'))) doc.set('allow', doc.createNode([]));
+  for (const { host, port } of entries) doc.addIn(['allow'], doc.createNode(port === null ? { host } : { host, ports: [port] }));
+  const credentials = doc.get('credentials');
+  if (compat && isSeq(credentials)) {
+    for (const item of credentials.items) {
+      if (!isMap(item)) continue;
+      const wanted = compat.credentials[String(item.get('preset'))];
+      if (!wanted) continue;
+      if (!item.has('placeholder')) item.set('placeholder', wanted.placeholder);
+      if (!item.has('env')) item.set('env', doc.createNode([...wanted.env]));
+    }
+  }
+  const text = doc.toString();
+  return { policy: parsePolicy(text, file ?? '--allow'), text };
 }
 
 export function defaultStateDir(env: NodeJS.ProcessEnv = process.env): string {

@@ -2,7 +2,7 @@
 import http from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve as resolvePath } from 'node:path';
 import pino from 'pino';
 import { describeSession, startAdmin } from '../sessions/admin.js';
 import type { SessionInfo } from '../sessions/admin.js';
@@ -12,7 +12,8 @@ import type { ProxyFlags } from './runtime.js';
 import { capsFor, raiseOpenFileLimit, UNKNOWN_LIMIT_CAPS } from './fd-limit.js';
 import { withheldNotice } from './session-env.js';
 import { startRuntimeUi } from './ui.js';
-import { clientEnv, HOST_NO_PROXY, SHADOWING_PROXY_VARS } from '../sessions/client-env.js';
+import type { AdminTarget } from './control.js';
+import { clientEnv, HOST_NO_PROXY, SHADOWING_CA_VARS, SHADOWING_PROXY_VARS } from '../sessions/client-env.js';
 
 export interface DaemonOptions extends ProxyFlags {
   readonly policy: string;
@@ -88,6 +89,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     token,
     runtime,
     defaultPolicy: policy,
+    defaultPolicyFile: resolvePath(options.policy),
     proxyHost: address.address,
     proxyPort: address.port,
     log,
@@ -97,6 +99,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   log.info({ listen: `${address.address}:${address.port}`, admin: paths.socket, policy: policy.name }, 'airlock proxy ready');
   if (options.firstSession) {
     const session = await runtime.sessions.create(policy);
+    runtime.policies.follow(session, resolvePath(options.policy), true);
     const info = { ...describeSession(session, address.address, address.port), withheld_env: await session.credentials.variablesHoldingSecrets(process.env) };
     process.stderr.write(withheldNotice(withheldByExports(info), 'the shell that evals these exports'));
     process.stdout.write(exportsFor(info));
@@ -133,7 +136,7 @@ export function exportsFor(info: SessionInfo): string {
   // The shell that evals this must keep no secret: not the sources' variables, nor copies of a
   // secret under other names. A variable the session sets gets the session's value instead. Proxy
   // variables the session does not set go too, as in exec: a client could read them instead.
-  const unset = new Set([...(info.secret_source_env ?? []), ...(info.withheld_env ?? []), ...SHADOWING_PROXY_VARS]);
+  const unset = new Set([...(info.secret_source_env ?? []), ...(info.withheld_env ?? []), ...SHADOWING_PROXY_VARS, ...SHADOWING_CA_VARS]);
   for (const name of unset) if (!set.has(name)) lines.push(`unset ${name}`);
   for (const [name, value] of exports) lines.push(`export ${name}=${shellQuote(value)}`);
   return lines.join('\n') + '\n';
@@ -150,13 +153,14 @@ export class AdminError extends UsageError {
     message: string,
     readonly status?: number,
     readonly code?: string,
+    /** The daemon's whole answer, when it gave one. */
+    readonly body?: unknown,
   ) {
     super(message);
   }
 }
 
-function adminAccess(stateDir: string): { socket: string; token: string } {
-  const paths = adminPaths(stateDir);
+function adminAccess(stateDir: string, paths: AdminTarget = adminPaths(stateDir)): { socket: string; token: string } {
   try {
     return { socket: paths.socket, token: readFileSync(paths.token, 'utf8').trim() };
   } catch {
@@ -179,13 +183,13 @@ function adminAnswer(socket: string, status: number, text: string): unknown {
   } catch {
     throw new AdminError(`the airlock proxy at ${socket} answered something other than JSON (status ${status})`, status);
   }
-  if (status >= 400) throw new AdminError(parsed.error ?? `admin endpoint answered ${status}`, status);
+  if (status >= 400) throw new AdminError(parsed.error ?? `admin endpoint answered ${status}`, status, undefined, parsed);
   return parsed;
 }
 
 /** Calls the daemon's admin endpoint. */
-export async function adminRequest(stateDir: string, method: string, path: string, body?: unknown): Promise<unknown> {
-  const access = adminAccess(stateDir);
+export async function adminRequest(stateDir: string, method: string, path: string, body?: unknown, target?: AdminTarget): Promise<unknown> {
+  const access = adminAccess(stateDir, target);
   const payload = body === undefined ? undefined : JSON.stringify(body);
   return await new Promise((resolve, reject) => {
     const req = http.request(

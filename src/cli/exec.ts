@@ -1,5 +1,6 @@
 // `airlock exec`: an embedded proxy on loopback, one fresh session, one command run through it.
 import { spawn } from 'node:child_process';
+import { resolve as resolvePath } from 'node:path';
 import { proxyUrl } from '../sessions/registry.js';
 import { HOST_NO_PROXY } from '../sessions/client-env.js';
 import type { Session } from '../sessions/session.js';
@@ -16,7 +17,8 @@ export interface ExecOptions extends ProxyFlags {
 
 export async function runExec(command: string[], options: ExecOptions): Promise<number> {
   const policy = loadPolicy(options.policy);
-  const { runtime, log } = buildRuntime(options);
+  // The command runs as this user and could edit the file too: exec is not the isolated mode.
+  const { runtime, log } = buildRuntime({ ...options, follow: { file: resolvePath(options.policy), watch: true } });
   const session = await runtime.sessions.create(policy);
   // Resolves every credential's secret now (commands run, files are read): any host variable
   // holding a copy of one, under whatever name, stays out of the command's environment.

@@ -8,6 +8,7 @@ import type { Command } from 'commander';
 import { BUILD_CA_NAME, buildAgentImage, buildCaProblem, formatCheck, runDoctor } from '../launcher/image.js';
 import type { TarFile } from '../launcher/image.js';
 import { pingDocker } from '../launcher/run.js';
+import { DOCTOR_PROFILES, doctorProfile } from '../launcher/doctor-profiles.js';
 import { DEFAULT_RELAY_IMAGE, describeNetworkModes } from '../launcher/relay.js';
 import { collect, UsageError } from './config.js';
 
@@ -115,16 +116,19 @@ export function registerImageCommands(program: Command): void {
     .option('--user <uid:gid>', 'uid:gid the checks run as (an arbitrary non-root one, like a session)', '4242:4242')
     .option('--relay-image <image>', 'relay image `airlock run` would use', DEFAULT_RELAY_IMAGE)
     .option('--engine <socket>', 'Docker-compatible engine socket (default: DOCKER_HOST, then /var/run/docker.sock)')
-    .action(async (opts: { image: string; user: string; relayImage: string; engine?: string }) => {
+    .option('--for <guide>', `also check the requirements of another launcher's image guide: ${Object.keys(DOCTOR_PROFILES).join(', ')}`)
+    .action(async (opts: { image: string; user: string; relayImage: string; engine?: string; for?: string }) => {
       if (!/^\d+:\d+$/.test(opts.user) || opts.user.startsWith('0:')) {
         throw new UsageError(`--user ${JSON.stringify(opts.user)}: expected a non-root UID:GID, e.g. 4242:4242`);
       }
+      const profile = opts.for === undefined ? undefined : doctorProfile(opts.for);
+      if (profile && !profile.ok) throw new UsageError(`--for ${opts.for}: ${profile.problem}`);
       const docker = await dockerClient(opts.engine);
       await pingDocker(docker);
       const modes = await describeNetworkModes(docker, { relayImage: opts.relayImage, launcherUid: process.getuid?.() ?? 0 });
       for (const line of modes.lines) process.stdout.write(line + '\n');
-      process.stdout.write(`airlock doctor: ${opts.image} as uid ${opts.user}, all capabilities dropped, no-new-privileges, no network\n`);
-      const checks = await runDoctor(docker, { image: opts.image, user: opts.user });
+      process.stdout.write(`airlock doctor: ${opts.image} as uid ${opts.user}, all capabilities dropped, no-new-privileges, no network${profile ? `; and ${profile.value.name}'s image guide` : ''}\n`);
+      const checks = await runDoctor(docker, { image: opts.image, user: opts.user, profile: profile?.value });
       for (const check of checks) process.stdout.write(formatCheck(check) + '\n');
       const failed = checks.filter((c) => !c.ok).length;
       process.stdout.write(failed === 0 ? `all ${checks.length} checks passed\n` : `${failed} of ${checks.length} checks failed\n`);

@@ -4,7 +4,7 @@
 // short-lived objects, and the default (up to 16 MiB) only held ~20 MiB more RSS under load for no
 // measurable throughput (bench/README.md).
 import { readFileSync, existsSync, statSync, watchFile } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve as resolvePath } from 'node:path';
 import { Command, Option } from 'commander';
 import { formatBytes, PolicyError } from '../policy/index.js';
 import type { Policy } from '../policy/index.js';
@@ -21,6 +21,7 @@ import { withheldNotice } from './session-env.js';
 import { registerImageCommands } from './image.js';
 import { registerRunCommands } from './run.js';
 import { registerUiCommand } from './ui.js';
+import { registerOperatorCommands } from './operator.js';
 import { LaunchError } from '../launcher/run.js';
 import { SecretSourceError } from '../credentials/sources.js';
 
@@ -79,6 +80,7 @@ session
       const policy: Policy = loadPolicy(opts.policy); // validate here for a local error message
       body.policy_text = readFileSync(opts.policy, 'utf8');
       body.policy_source = policy.source;
+      body.policy_file = resolvePath(opts.policy);
     }
     const info = (await adminRequest(opts.stateDir, 'POST', '/sessions', body)) as SessionInfo;
     process.stderr.write(withheldNotice(withheldByExports(info), opts.json ? "the session's environment (withheld_env)" : 'the shell that evals these exports'));
@@ -207,6 +209,8 @@ policyCommand
       throw err;
     }
   });
+
+registerOperatorCommands(program, policyCommand, stateDirOption);
 
 registerRunCommands(program);
 

@@ -1,9 +1,10 @@
 // `airlock run` and `airlock gc`: Docker sessions, served by an embedded proxy or a running daemon.
-import { resolve as resolvePath } from 'node:path';
+import { realpathSync } from 'node:fs';
+import { resolve as resolvePath, sep } from 'node:path';
 import { dockerClient } from './docker.js';
 import { Option } from 'commander';
 import type { Command } from 'commander';
-import { checkCpus, checkMemory, checkPids } from '../policy/index.js';
+import { checkCpus, checkMemory, checkPids, compatProfile } from '../policy/index.js';
 import type { Checked } from '../policy/index.js';
 import type { ProxyRuntime } from '../sessions/runtime.js';
 import type { SessionInfo } from '../sessions/admin.js';
@@ -15,9 +16,10 @@ import type { NetworkMode } from '../launcher/relay.js';
 import { runSession, pingDocker, requireHostClosure } from '../launcher/run.js';
 import type { LimitFlags } from '../launcher/run.js';
 import { invokingUser } from '../launcher/copy-out.js';
+import { chooseSessionUser, readImageUser, workspaceAccessNotice } from '../launcher/user.js';
 import { collectDaemonSessions, collectGarbage } from '../launcher/gc.js';
 import type { DaemonSessions } from '../launcher/gc.js';
-import { collect, defaultStateDir, loadPolicyText, UsageError } from './config.js';
+import { collect, defaultStateDir, loadRunPolicy, UsageError } from './config.js';
 import { addProxyFlags, buildRuntime } from './runtime.js';
 import { startRuntimeUi } from './ui.js';
 import type { ViewServer } from '../view/server.js';
@@ -45,7 +47,9 @@ export function registerRunCommands(program: Command): void {
   const run = program
     .command('run')
     .description('run a command in a container whose only way out is the Airlock proxy')
-    .requiredOption('--policy <file>', 'policy YAML file')
+    .option('--policy <file>', 'policy YAML file (or only --allow)')
+    .option('--allow <host[:port]>', "allow this host (repeatable; on top of the policy's rules): Cloche's network_allow, without YAML", collect, [])
+    .option('--compat <name>', "follow another launcher's conventions for images written to its guide: clauderon (CA also at /etc/clauderon/proxy-ca.pem, its placeholder values)")
     .requiredOption('--image <image>', 'container image (see `airlock image build`)')
     .option('--workspace <dir>', 'host directory mounted at /workspace', undefined)
     .option('--copy', 'copy the workspace in instead of mounting it')
@@ -53,7 +57,7 @@ export function registerRunCommands(program: Command): void {
     .option('--name <name>', 'container name')
     .option('--keep', 'keep the stopped container after the run (gc leaves it; remove it with docker rm)')
     .option('-e, --env <NAME=VALUE>', 'extra environment variable (repeatable)', collect, [])
-    .option('--user <uid:gid>', 'user inside the container (default: yours)')
+    .option('--user <uid:gid>', 'user inside the container (default: yours; under sudo SUDO_UID:SUDO_GID; as root the image\'s non-root USER, else 65532:65532; 0:0 only when asked for)')
     .option(
       '--network-mode <mode>',
       'none: no network, only a relay to the proxy (no root needed); bridge: an internal network closed by iptables (root)',
@@ -73,7 +77,9 @@ export function registerRunCommands(program: Command): void {
   addProxyFlags(run, { stateDir: new Option('--state-dir <dir>', 'state dir (audit logs, bundles)').default(defaultStateDir()), scope: 'embedded proxy only' })
     .argument('<command...>', 'command and arguments (after --)')
     .action(async (command: string[], opts) => {
-      const { policy, text: policyText } = loadPolicyText(opts.policy);
+      const compat = opts.compat === undefined ? undefined : compatProfile(opts.compat);
+      if (compat && !compat.ok) throw new UsageError(`--compat ${opts.compat}: ${compat.problem}`);
+      const { policy, text: policyText } = loadRunPolicy(opts.policy, opts.allow, compat?.value);
       const limits = limitFlags(opts);
       const networkMode = opts.networkMode as NetworkMode;
       if (!NETWORK_MODES.includes(networkMode)) throw new UsageError(`--network-mode ${opts.networkMode}: expected ${NETWORK_MODES.join(' or ')}`);
@@ -81,30 +87,46 @@ export function registerRunCommands(program: Command): void {
       if (networkMode === 'bridge') requireHostClosure(Boolean(opts.allowHostPorts));
       const docker = await dockerClient(opts.engine);
       await pingDocker(docker);
+      const notice = (line: string) => process.stderr.write(`airlock: ${line}\n`);
+      // Under sudo the caller is SUDO_UID, not root: files in the workspace stay theirs. Root
+      // itself gets the image's non-root user unless --user says otherwise.
+      const chosen = await chooseSessionUser(
+        opts.user,
+        { uid: process.getuid?.() ?? 1000, gid: process.getgid?.() ?? 1000, sudoUid: process.env.SUDO_UID, sudoGid: process.env.SUDO_GID },
+        () => readImageUser(docker, opts.image),
+      );
+      if (chosen.warning) notice(`warning: ${chosen.warning}`);
+      if (chosen.why) notice(chosen.why);
+      const bound = opts.workspace && !opts.copy ? workspaceAccessNotice(resolvePath(opts.workspace), chosen.user) : undefined;
+      if (bound) notice(`warning: ${bound}`);
+      const user = chosen.user;
       let runtime: ProxyRuntime | undefined;
       let view: ViewServer | undefined;
       let provider: SessionProvider;
       if (opts.daemon && opts.ui !== undefined) {
         throw new UsageError('--ui serves the embedded proxy; with --daemon, run `airlock ui` (or start the daemon with --ui)');
       }
+      // A reload reads the file alone: with --allow or --compat added at start it would lose them.
+      const follow =
+        opts.policy && opts.allow.length === 0 && !compat
+          ? policyFollowing(opts.policy, opts.copy ? undefined : opts.workspace, notice)
+          : undefined;
+      if (opts.policy && !follow) notice(`not watching ${opts.policy} for changes: --allow/--compat are added to it at start; restart the session to change them`);
       if (opts.daemon) {
         provider = new DaemonProvider(daemonAdmin(opts.stateDir), {
           stateDir: opts.stateDir,
           policyText,
-          policySource: opts.policy,
-          notice: (line) => process.stderr.write(`airlock: ${line}\n`),
+          policySource: opts.policy ?? '--allow',
+          policyFile: follow?.file,
+          watchPolicy: follow?.watch,
+          notice,
         });
       } else {
         const { stateDir, resolve, upstreamCa, allowPrivate } = opts;
-        runtime = buildRuntime({ stateDir, resolve, upstreamCa, allowPrivate }).runtime;
+        runtime = buildRuntime({ stateDir, resolve, upstreamCa, allowPrivate, follow }).runtime;
         provider = new EmbeddedProvider(runtime);
         if (opts.ui !== undefined) view = await startRuntimeUi(runtime, opts.ui);
       }
-      // Under sudo the caller is SUDO_UID, not root: files in the workspace stay theirs.
-      const callerUid = process.env.SUDO_UID ?? String(process.getuid?.() ?? 1000);
-      const callerGid = process.env.SUDO_GID ?? String(process.getgid?.() ?? 1000);
-      const user = opts.user ?? `${callerUid}:${callerGid}`;
-      if (!/^\d+(:\d+)?$/.test(user)) throw new UsageError(`--user ${user}: expected UID or UID:GID`);
       try {
         const result = await runSession({
           docker,
@@ -125,11 +147,12 @@ export function registerRunCommands(program: Command): void {
           limits,
           networkMode,
           relayImage: opts.relayImage,
+          extraCaPaths: compat?.value.caPaths,
           tty: Boolean(process.stdin.isTTY && process.stdout.isTTY),
           stdin: process.stdin,
           stdout: process.stdout,
           stderr: process.stderr,
-          notice: (line) => process.stderr.write(`airlock: ${line}\n`),
+          notice,
         });
         process.stderr.write(`airlock: session ${result.sessionId}: ${result.summary}; audit: ${result.auditFile}\n`);
         process.exitCode = result.exitCode;
@@ -157,6 +180,28 @@ export function registerRunCommands(program: Command): void {
       const total = sessions.length + report.containers.length + report.networks.length + report.firewall.length;
       if (total === 0) process.stdout.write('airlock gc: nothing to remove\n');
     });
+}
+
+/**
+ * How the session follows its policy file. A file inside a workspace the container mounts is one
+ * the session can write: watching it would let the session rewrite its own policy, so it is only
+ * reloaded when the operator asks (and approve refuses while it differs from what runs).
+ */
+export function policyFollowing(policy: string, workspace: string | undefined, notice: (line: string) => void): { file: string; watch: boolean } {
+  const file = realOrResolved(policy);
+  if (workspace === undefined) return { file, watch: true };
+  const root = realOrResolved(workspace);
+  const inside = file === root || file.startsWith(root.endsWith(sep) ? root : root + sep);
+  if (inside) notice(`not watching ${policy} for changes: it is inside the workspace the session can write; after reviewing a change, load it with \`airlock policy reload\``);
+  return { file, watch: !inside };
+}
+
+function realOrResolved(path: string): string {
+  try {
+    return realpathSync(path);
+  } catch {
+    return resolvePath(path);
+  }
 }
 
 /** The daemon's sessions for gc; no daemon running for the state dir means none. */

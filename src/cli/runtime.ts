@@ -8,6 +8,8 @@ import { ProxyRuntime } from '../sessions/runtime.js';
 import type { RuntimeOptions } from '../sessions/runtime.js';
 import { credentialsFactory } from '../credentials/sources.js';
 import { checkCidrs, collect, parseResolve, upstreamRoots } from './config.js';
+import { POLICY_FILES } from './policy-files.js';
+import { ControlSockets } from './control.js';
 
 /** The shared flags, as commander hands them over. */
 export interface ProxyFlags {
@@ -46,6 +48,11 @@ export interface BuildRuntimeOptions extends ProxyFlags {
   readonly log?: pino.Logger;
   /** Connection limits, worked out once the state dir and the log exist. */
   readonly limits?: (log: pino.Logger) => RuntimeOptions['limits'];
+  /**
+   * An embedded proxy's sessions follow this policy file (reload; watched unless `watch` is
+   * false) and answer the operator commands on their control socket.
+   */
+  readonly follow?: { readonly file: string; readonly watch: boolean };
 }
 
 /**
@@ -59,7 +66,8 @@ export function buildRuntime(o: BuildRuntimeOptions): { runtime: ProxyRuntime; l
   mkdirSync(o.stateDir, { recursive: true, mode: 0o700 });
   const log = o.log ?? pino({ base: null }, pino.destination({ dest: join(o.stateDir, 'proxy.log'), mkdir: true, sync: true }));
   const limits = o.limits?.(log);
-  const runtime = new ProxyRuntime({
+  const controls = new ControlSockets(() => runtime, () => log);
+  const runtime: ProxyRuntime = new ProxyRuntime({
     limits,
     stateDir: o.stateDir,
     trustRoots: roots,
@@ -69,6 +77,14 @@ export function buildRuntime(o: BuildRuntimeOptions): { runtime: ProxyRuntime; l
     caKeyType: o.caKey,
     credentials: credentialsFactory(process.env),
     allowPrivate: checkCidrs(o.allowPrivate),
+    policyFiles: POLICY_FILES,
+    onCreate: o.follow
+      ? (session) => {
+          runtime.policies.follow(session, o.follow!.file, o.follow!.watch);
+          controls.open(session);
+        }
+      : undefined,
+    onRemove: o.follow ? (id) => controls.close(id) : undefined,
   });
   return { runtime, log };
 }

@@ -2,7 +2,7 @@
 // clients read, credential placeholders, and none of the host's secrets: not their source
 // variables, nor any other variable holding a copy of one.
 import type { Session } from '../sessions/session.js';
-import { clientEnv, SHADOWING_PROXY_VARS } from '../sessions/client-env.js';
+import { clientEnv, SHADOWING_CA_VARS, SHADOWING_PROXY_VARS } from '../sessions/client-env.js';
 
 /**
  * @param withheld variables of `base` that hold a secret (the broker's variablesHoldingSecrets);
@@ -19,11 +19,15 @@ export function sessionEnv(
   const env: NodeJS.ProcessEnv = { ...base };
   for (const name of session.credentials.secretSourceEnv) delete env[name];
   for (const name of withheld) delete env[name];
-  // Variables the user had set to something else must not shadow the proxy (e.g. ALL_PROXY).
-  for (const name of SHADOWING_PROXY_VARS) delete env[name];
+  // Variables the user had set to something else must not shadow the proxy (e.g. ALL_PROXY) or
+  // the session's CA bundle (an inline npm `ca`).
+  for (const name of [...SHADOWING_PROXY_VARS, ...SHADOWING_CA_VARS]) delete env[name];
   // The placeholders replace the user's variables of their names; the client variables go over them.
   Object.assign(env, session.credentials.sessionEnv);
-  Object.assign(env, Object.fromEntries(clientEnv({ proxyUrl: proxy, noProxy, bundlePath, sessionId: session.id })));
+  const inheritedJava = env.JAVA_TOOL_OPTIONS;
+  Object.assign(env, Object.fromEntries(clientEnv({ proxyUrl: proxy, noProxy, bundlePath, javaTrustStore: session.javaTrustStorePath, sessionId: session.id })));
+  // The caller's JVM options stay; the session's trust store options come last, which the JVM keeps.
+  if (inheritedJava?.trim()) env.JAVA_TOOL_OPTIONS = `${inheritedJava.trim()} ${env.JAVA_TOOL_OPTIONS}`;
   return env;
 }
 

@@ -6,6 +6,11 @@ import { makeDoctorCa } from './doctor-ca.js';
 import { tarOf } from './tar.js';
 import type { TarFile } from './tar.js';
 import { CA_ENV_VARS, CA_PATH_IN_CONTAINER } from '../sessions/client-env.js';
+import { isRootUser, readImageUser, UNPRIVILEGED_USER } from './user.js';
+import type { ImageUser } from './user.js';
+import { profileCheckNames, profileChecks } from './doctor-profiles.js';
+import type { DoctorProfile } from './doctor-profiles.js';
+import type { Check } from './check.js';
 
 export type { TarFile } from './tar.js';
 
@@ -108,13 +113,7 @@ export async function buildAgentImage(docker: Docker, o: BuildOptions): Promise<
 // ---------------------------------------------------------------------------------------------
 // doctor
 
-export interface Check {
-  readonly name: string;
-  readonly ok: boolean;
-  readonly detail: string;
-  /** How to fix a failure. */
-  readonly fix?: string;
-}
+export type { Check };
 
 export interface DoctorOptions {
   readonly image: string;
@@ -122,6 +121,8 @@ export interface DoctorOptions {
   readonly user?: string;
   /** Seconds to wait for the checks before giving up. */
   readonly timeoutSeconds?: number;
+  /** Another launcher's image guide whose requirements are checked too (doctor --for). */
+  readonly profile?: DoctorProfile;
 }
 
 const FIXES: Record<string, string> = {
@@ -132,12 +133,14 @@ const FIXES: Record<string, string> = {
   workspace: 'make /workspace writable by any uid: mkdir -p /workspace && chmod 1777 /workspace',
   'agent-cli':
     'install an agent CLI: apt-get install -y nodejs npm && npm install -g @anthropic-ai/claude-code (or @openai/codex); `airlock image build` makes an image with Claude Code',
+  'default-user':
+    `end the Dockerfile with a non-root user, e.g. \`RUN useradd --uid 1000 --create-home agent\` then \`USER agent\` (root starting \`airlock run\` without sudo then runs sessions as that user instead of ${UNPRIVILEGED_USER}, which has no home in the image)`,
   'ca-trust:no-client': 'install curl and the CA store: apt-get install -y curl ca-certificates',
   'ca-trust:no-server': 'install openssl (the doctor serves its test endpoint with it): apt-get install -y openssl ca-certificates',
   'ca-trust':
     'keep SSL_CERT_FILE, CURL_CA_BUNDLE, GIT_SSL_CAINFO, NODE_EXTRA_CA_CERTS and REQUESTS_CA_BUNDLE as the session sets them (do not reset them in the image or its entrypoint), and install ca-certificates: apt-get install -y ca-certificates',
 };
-const ORDER = ['entrypoint', 'bash', 'curl', 'git', 'workspace', 'agent-cli', 'ca-trust'];
+const ORDER = ['entrypoint', 'default-user', 'bash', 'curl', 'git', 'workspace', 'agent-cli', 'ca-trust'];
 
 const TAG = '@@airlock-doctor';
 // POSIX sh (the bare Debian base has only dash): one `TAG<TAB>name<TAB>PASS|FAIL<TAB>detail` line per check.
@@ -223,6 +226,13 @@ s.socket = c.wrap_socket(s.socket, server_side=True); s.serve_forever()' "$leaf"
   else report ca-trust PASS "a test CA at $ca is trusted by $trusted"; fi
 }
 ca_trust
+
+tools=$(printenv AIRLOCK_DOCTOR_TOOLS || true)
+if [ -n "$tools" ]; then
+  missing=""
+  for t in $tools; do have "$t" || missing="$missing $t"; done
+  if [ -z "$missing" ]; then report tools PASS "$tools on PATH"; else report tools FAIL "not on PATH:$missing"; fi
+fi
 `;
 
 function demux(buffer: Buffer): string {
@@ -252,12 +262,16 @@ export async function runDoctor(docker: Docker, o: DoctorOptions): Promise<Check
     throw err;
   }
   const user = o.user ?? '4242:4242';
+  const defaultUser = defaultUserCheck(await readImageUser(docker, o.image), o.profile);
   const ca = await makeDoctorCa();
   const container = await docker.createContainer({
     Image: o.image,
     Cmd: ['sh', '-c', SCRIPT],
     User: user,
-    Env: CA_ENV_VARS.map((name) => `${name}=${CA_PATH_IN_CONTAINER}`),
+    Env: [
+      ...CA_ENV_VARS.map((name) => `${name}=${CA_PATH_IN_CONTAINER}`),
+      ...(o.profile?.tools.length ? [`AIRLOCK_DOCTOR_TOOLS=${o.profile.tools.join(' ')}`] : []),
+    ],
     Labels: { 'airlock.doctor': '1' },
     Tty: false,
     HostConfig: {
@@ -295,7 +309,7 @@ export async function runDoctor(docker: Docker, o: DoctorOptions): Promise<Check
     await container.remove({ force: true, v: true }).catch(() => {});
   }
 
-  const reported = new Map<string, Check>();
+  const reported = new Map<string, Check>([['default-user', defaultUser]]);
   for (const line of output.split('\n')) {
     const [tag, name, verdict, detail = '', fixKey = ''] = line.replace(/\r$/, '').split('\t');
     if (tag !== TAG || !name || (verdict !== 'PASS' && verdict !== 'FAIL')) continue;
@@ -303,6 +317,11 @@ export async function runDoctor(docker: Docker, o: DoctorOptions): Promise<Check
     const fix = FIXES[fixKey ? `${name}:${fixKey}` : name] ?? FIXES[name];
     reported.set(name, { name, ok, detail, ...(ok ? {} : { fix }) });
   }
+  if (o.profile) {
+    if (reported.has('tools') && !reported.get('tools')!.ok) reported.set('tools', { ...reported.get('tools')!, fix: o.profile.toolsFix });
+    for (const check of await profileChecks(docker, o.image, o.profile, reported.get('entrypoint')?.ok === true)) reported.set(check.name, check);
+  }
+  const order = [...ORDER, ...(o.profile ? profileCheckNames(o.profile) : [])];
   const tail = output.trim().split('\n').filter((l) => !l.startsWith(TAG)).slice(-3).join(' | ');
   const missingDetail =
     status === undefined
@@ -310,7 +329,18 @@ export async function runDoctor(docker: Docker, o: DoctorOptions): Promise<Check
       : reported.size === 0
         ? `the container exited with status ${status} before running the checks${tail ? `: ${tail}` : ''}`
         : `the checks stopped early (exit status ${status})${tail ? `: ${tail}` : ''}`;
-  return ORDER.map((name) => reported.get(name) ?? { name, ok: false, detail: missingDetail, fix: FIXES[name] });
+  return order.map((name) => reported.get(name) ?? { name, ok: false, detail: missingDetail, fix: FIXES[name] ?? (name === 'tools' ? o.profile?.toolsFix : undefined) });
+}
+
+/** The image's own USER must not be root: it is who a root-started session runs as. */
+function defaultUserCheck(u: ImageUser, profile: DoctorProfile | undefined): Check {
+  const resolved = u.uid === undefined ? 'not defined in its /etc/passwd' : `uid ${u.uid}:${u.gid ?? u.uid}`;
+  if (!isRootUser(u)) return { name: 'default-user', ok: true, detail: `the image runs as ${u.declared} (${resolved}), not root` };
+  if (u.declared === '' && profile?.noUser) {
+    return { name: 'default-user', ok: true, detail: `no USER, as ${profile.name}'s guide says: a root-started session runs as ${UNPRIVILEGED_USER}` };
+  }
+  const said = u.declared === '' ? 'the image names no USER, so it runs as root' : `the image runs as ${u.declared} (${u.uid === 0 ? 'root' : resolved})`;
+  return { name: 'default-user', ok: false, detail: said, fix: FIXES['default-user'] };
 }
 
 /** One line per check: `PASS name — detail` or `FAIL name — detail; fix: ...`. */

@@ -100,6 +100,9 @@ export interface DaemonProviderOptions {
   /** The policy file's text, sent to the daemon, and its name. */
   readonly policyText: string;
   readonly policySource: string;
+  /** The policy file (absolute) for the daemon to follow, and whether to watch it for changes. */
+  readonly policyFile?: string;
+  readonly watchPolicy?: boolean;
   readonly notice: (line: string) => void;
 }
 
@@ -120,6 +123,7 @@ export class DaemonProvider implements SessionProvider {
       ...(listenOn === UNIX_SOCKET ? { listen_socket: true } : { listen_host: listenOn }),
       policy_text: this.o.policyText,
       policy_source: this.o.policySource,
+      ...(this.o.policyFile ? { policy_file: this.o.policyFile, watch_policy: this.o.watchPolicy ?? true } : {}),
       check_env: checkEnv,
       launcher_pid: process.pid,
     });

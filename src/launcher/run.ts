@@ -14,11 +14,13 @@ import { formatBytes, sizeFlag } from '../policy/index.js';
 import type { Policy } from '../policy/index.js';
 import type { SessionLease, SessionProvider } from './provider.js';
 import { tarOf } from './tar.js';
+import { installTrust } from './trust.js';
 import { CA_PATH_IN_CONTAINER, clientEnv, CONTAINER_NO_PROXY } from '../sessions/client-env.js';
 import { canManageFirewall, engineFirewall, installFirewall, removeFirewall } from './firewall.js';
 import type { EngineFirewall } from './firewall.js';
 import { collectGarbage, LABEL_KEEP, LABEL_PID, LABEL_SESSION } from './gc.js';
 import { pack } from 'tar-fs';
+import type { Headers } from 'tar-fs';
 import { copyOut, copyOutNotices } from './copy-out.js';
 import type { Owner } from './copy-out.js';
 import { LaunchError } from './errors.js';
@@ -79,6 +81,8 @@ export interface RunOptions {
   /** none (default): a relay to the proxy's unix socket, no network; bridge: internal network + iptables. */
   readonly networkMode?: NetworkMode;
   readonly relayImage?: string;
+  /** More places in the container for the trust bundle (another launcher's, e.g. Clauderon's). */
+  readonly extraCaPaths?: readonly string[];
   readonly tty: boolean;
   readonly stdin: NodeJS.ReadStream;
   readonly stdout: NodeJS.WriteStream;
@@ -250,9 +254,16 @@ export async function runSession(o: RunOptions): Promise<RunResult> {
     const created = container;
     if (!o.keep) cleanups.push(() => created.remove({ force: true, v: true }));
     // Copied, not bind-mounted: the container holds its own copy of the trust bundle.
-    await container.putArchive(tarOf([{ name: CA_PATH_IN_CONTAINER.slice(1), content: lease.bundlePem, mode: 0o644 }]), { path: '/' });
+    const caFiles = [CA_PATH_IN_CONTAINER, ...(o.extraCaPaths ?? [])].map((path) => ({ name: path.slice(1), content: lease.bundlePem, mode: 0o644 }));
+    await container.putArchive(tarOf(caFiles), { path: '/' });
+    // Also as the system bundle and the JVM's trust store, for tools that read no CA variable.
+    await installTrust(container, lease.bundlePem, (await container.inspect()).Config.Env ?? []);
     if (o.copy && o.workspace) {
-      await container.putArchive(pack(o.workspace), { path: '/workspace' });
+      // Owned by the session's user, so it can change what it was given (the host's owners mean
+      // nothing in the container, and root's files would be read-only to a non-root session).
+      const [uid = 0, gid = uid] = o.user.split(':').map(Number);
+      const owned = (header: Headers) => ({ ...header, uid, gid });
+      await container.putArchive(pack(o.workspace, { map: owned }), { path: '/workspace' });
     }
 
     const exitCode = await attachAndWait(o, container, () => interrupted);

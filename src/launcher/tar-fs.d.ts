@@ -15,7 +15,7 @@ declare module 'tar-fs' {
     mtime: Date;
   }
 
-  export function pack(dir: string, opts?: { ignore?: (name: string) => boolean }): Readable;
+  export function pack(dir: string, opts?: { ignore?: (name: string) => boolean; map?: (header: Headers) => Headers }): Readable;
   export function extract(
     dir: string,
     opts?: {

@@ -2,13 +2,13 @@
 //
 // Pure and synchronous; it runs on every CONNECT and every request, so the per-policy work
 // (compiling path globs) is done once and cached against the frozen policy object.
-// `mode: report` is deliberately not handled here: decide always answers as if enforcing, and
-// the proxy decides whether to act on a deny or only audit it.
+// `mode: report` is an outcome like the others: a denial of the policy's rules becomes
+// would_deny, which the proxy lets through (inspected, so each request is judged too) and audits.
 
 import { compilePathGlob, type PathMatcher } from './glob.js';
 import { matchHostPattern } from './hosts.js';
 import { ambiguousPathEncoding, withoutPathParameters } from './path-encoding.js';
-import type { AllowRule, Decision, MethodOverride, Policy, RequestFacts } from './types.js';
+import type { AllowRule, Decision, DenyReason, MethodOverride, Policy, RequestFacts } from './types.js';
 
 interface CompiledRule {
   readonly rule: AllowRule;
@@ -34,7 +34,19 @@ function compile(policy: Policy): readonly CompiledRule[] {
 // letting "x/.example.com" reach the wildcard suffix comparison.
 const NORMALISED_HOST = /^[a-z0-9._:-]+$/;
 
+// Denials report mode lets through: those of the policy's rules. A malformed host stays refused.
+const REPORTABLE: ReadonlySet<DenyReason> = new Set<DenyReason>(['no_rule', 'port_not_allowed', 'method_not_allowed', 'path_not_allowed']);
+
 export function decide(policy: Policy, facts: RequestFacts): Decision {
+  const decision = enforced(policy, facts);
+  if (decision.action === 'deny' && policy.mode === 'report' && REPORTABLE.has(decision.reason)) {
+    return { ...decision, action: 'would_deny', inspect: true };
+  }
+  return decision;
+}
+
+/** The decision as if the policy were enforced. */
+function enforced(policy: Policy, facts: RequestFacts): Decision {
   const { host, port } = facts;
   if (!NORMALISED_HOST.test(host)) {
     return deny(null, 'invalid_host', `host ${JSON.stringify(host)} is not a valid host name`);
@@ -156,7 +168,7 @@ function allow(rule: AllowRule, message: string): Decision {
   return { action: 'allow', rule: rule.label, reason: 'allowed', message, inspect: rule.inspect };
 }
 
-function deny(rule: string | null, reason: Decision['reason'], message: string): Decision {
+function deny(rule: string | null, reason: DenyReason, message: string): Decision {
   return { action: 'deny', rule, reason, message, inspect: false };
 }
 

@@ -6,3 +6,6 @@ export { decide, inspectedHostPatterns } from './decide.js';
 export { normalizeHost, isIpLiteral, matchHostPattern } from './hosts.js';
 export { CREDENTIAL_PRESETS, type CredentialPreset } from './presets.js';
 export { checkCpus, checkMemory, checkPids, CONTAINER_HINT, formatBytes, sizeFlag, type Checked } from './container.js';
+export { allowRequest, credentialReach, narrowestRule, RuleEditError, type RequestToAllow, type RuleEdit, type RuleText } from './edit.js';
+export { parseAllowEntry, type AllowEntry } from './host-pattern.js';
+export { COMPAT_PROFILES, compatProfile, type CompatProfile } from './compat.js';

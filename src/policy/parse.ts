@@ -5,6 +5,7 @@
 // egress policy -- `method:` instead of `methods:` -- would widen what a rule allows.
 // The caller passes the text; this module does no file or env access.
 
+import { createHash } from 'node:crypto';
 import { isMap, LineCounter, parseDocument, type ErrorCode } from 'yaml';
 import { parseContainer } from './container.js';
 import { parseCredentials } from './credentials.js';
@@ -84,17 +85,22 @@ export function parsePolicy(text: string, source: string): Policy {
   const name = r.string(nameValue, HINT.name);
   if (!NAME_RE.test(name)) r.fail(nameValue, 'name', `${JSON.stringify(name)} is not a valid policy name`, HINT.name);
 
-  const policy: Policy = {
-    version: 1,
+  const meaning = {
+    version: 1 as const,
     name,
-    source,
     mode: parseMode(r, top.get('mode')),
     allow: Object.freeze(parseAllow(r, top.get('allow'))),
     credentials: Object.freeze(parseCredentials(r, top.get('credentials'))),
     limits: parseLimits(r, top.get('limits')),
     container: parseContainer(r, top.get('container')),
   };
-  return Object.freeze(policy);
+  return Object.freeze({ ...meaning, digest: policyDigest(meaning), source });
+}
+
+/** See Policy.digest: JSON of the parsed policy without line numbers, hashed. */
+function policyDigest(meaning: Omit<Policy, 'digest' | 'source'>): string {
+  const canonical = JSON.stringify(meaning, (key, value: unknown) => (key === 'line' ? undefined : value));
+  return createHash('sha256').update(canonical).digest('hex').slice(0, 12);
 }
 
 function describeScalar(r: Reader, v: Value): string {

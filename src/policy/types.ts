@@ -67,6 +67,12 @@ export interface ContainerLimits {
 
 export interface Policy {
   readonly version: 1;
+  /**
+   * Which version of the policy this is: the first 12 hex digits of the SHA-256 of its meaning
+   * (everything but where it was read from and line numbers), so an edit to comments or layout
+   * keeps it and any change to what it allows changes it. Audit lines carry it.
+   */
+  readonly digest: string;
   readonly name: string;
   /** Where it was loaded from, for messages. */
   readonly source: string;
@@ -125,14 +131,19 @@ export type DenyReason =
   | 'rate_limited'
   | 'upload_budget_exceeded';
 
-export interface Decision {
-  readonly action: 'allow' | 'deny';
+/**
+ * What the policy says of a request: allow it, deny it, or, in report mode, let a denial of the
+ * policy's rules through while it is audited as would_deny.
+ */
+export type Decision =
+  | (DecisionCommon & { readonly action: 'allow'; readonly reason: 'allowed' })
+  | (DecisionCommon & { readonly action: 'deny' | 'would_deny'; readonly reason: DenyReason });
+
+interface DecisionCommon {
   /** Label of the rule that decided, or null when none did. */
   readonly rule: string | null;
-  /** 'allowed' or a DenyReason code. */
-  readonly reason: 'allowed' | DenyReason;
   /** Human sentence for 403 bodies and `airlock audit`. */
   readonly message: string;
-  /** For allowed CONNECTs: terminate TLS and inspect (true) or tunnel blindly (false). */
+  /** For CONNECTs that go ahead: terminate TLS and inspect (true) or tunnel blindly (false). */
   readonly inspect: boolean;
 }

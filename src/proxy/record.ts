@@ -20,9 +20,10 @@ export class RequestRecord {
   private up = 0;
   private down = 0;
   private done = false;
-
   constructor(
     readonly session: ProxySession | null,
+    /** The version of the policy the exchange decides under (taken once, at admission). */
+    private readonly policyVersion: string | undefined,
     readonly kind: AuditEntry['kind'],
     readonly method: string,
     readonly scheme: 'http' | 'https',
@@ -57,6 +58,7 @@ export class RequestRecord {
       path: redactQuery(this.path),
       status,
       action: outcome.action,
+      policy_version: this.policyVersion,
       rule: outcome.rule,
       reason: outcome.reason,
       credentials: [...this.credentials],
@@ -67,10 +69,4 @@ export class RequestRecord {
     if (detail) entry.detail = detail;
     this.session.audit.record(entry);
   }
-}
-
-/** How a decision is audited: a denial that report mode let through is a would_deny. */
-export function outcomeOf(decision: Decision): Outcome {
-  const action = decision.action === 'allow' && decision.reason !== 'allowed' ? 'would_deny' : decision.action;
-  return { action, rule: decision.rule, reason: decision.reason };
 }

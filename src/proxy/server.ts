@@ -1,30 +1,27 @@
-// The forward proxy: plain HTTP, CONNECT (inspected or blind) and WebSocket upgrades, all decided
-// by the same decide() and audited once when they end.
+// The forward proxy's listeners: each connection admitted and each request, CONNECT and upgrade
+// authenticated here, then handed to its path (forward.ts, connect.ts, websocket.ts), where it is
+// one exchange (exchange.ts) until its audit line. Also the sockets taken over from Node's HTTP
+// server, so that a listener or a session can be closed with all it carries.
 import http from 'node:http';
-import net from 'node:net';
-import tls from 'node:tls';
+import type net from 'node:net';
+import type tls from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import { chmodSync, rmSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import type { Duplex } from 'node:stream';
 import type pino from 'pino';
-import { decide } from '../policy/index.js';
-import type { Decision, RequestFacts } from '../policy/index.js';
 import type { ProxySession, SessionDirectory } from './context.js';
-import { DestinationBlocked } from './upstream.js';
 import type { Upstream } from './upstream.js';
-import { parseAbsoluteUri, parseAuthority } from './target.js';
-import type { Authority } from './target.js';
-import { PROXY_AUTH_BODY, denyBody, endWith, rawResponse } from './responses.js';
-import { outcomeOf, RequestRecord } from './record.js';
-import { usageOf } from './usage.js';
+import { PROXY_AUTH_BODY, rawResponse } from './responses.js';
+import { answerRaw } from './exchange.js';
+import type { ExchangeDeps } from './exchange.js';
 import { bodyOf, forwardHttp } from './forward.js';
-import type { ForwardDeps } from './forward.js';
 import { relayWebSocket } from './websocket.js';
+import { answerClientError, openTunnel, refuseInnerConnect } from './connect.js';
+import type { TunnelHost } from './connect.js';
 import { Admission } from './admission.js';
 import type { AdmissionLimits } from './admission.js';
-import { serveTunnelHttp } from './tunnel-http.js';
-import type { TunnelHttpHandlers } from './tunnel-http.js';
+import { serveTunnelHttp } from './http1/tunnel-http.js';
 import type { TunnelContext } from './tunnel-context.js';
 
 export interface ProxyLimits extends AdmissionLimits {
@@ -59,9 +56,6 @@ export interface ProxyOptions {
   readonly limits?: Partial<ProxyLimits>;
 }
 
-// Denials report mode lets through: the policy's rules. Malformed hosts stay refused.
-const REPORTABLE = new Set<Decision['reason']>(['no_rule', 'port_not_allowed', 'method_not_allowed', 'path_not_allowed']);
-
 const AUTH_CHALLENGE = ['Proxy-Authenticate: Basic realm="airlock"'];
 
 export class ProxyServer {
@@ -79,17 +73,23 @@ export class ProxyServer {
   private readonly plainInFlight = new Map<http.ServerResponse, string>();
   private readonly listenerNames = new WeakMap<http.Server, string>();
   private readonly limits: ProxyLimits;
-  private readonly forwardDeps: ForwardDeps;
+  private readonly deps: ExchangeDeps;
+  private readonly tunnelHost: TunnelHost;
   private readonly admission: Admission;
 
   constructor(private readonly options: ProxyOptions) {
     this.limits = { ...DEFAULT_LIMITS, ...options.limits };
     this.admission = new Admission(this.limits, options.log);
-    this.forwardDeps = {
-        upstream: this.options.upstream,
-        log: this.options.log,
-        decide: (session, facts) => this.decide(session, facts),
-        denyInfo: (session, target, decision) => this.denyInfo(session, target, decision),
+    this.deps = { upstream: this.options.upstream, log: this.options.log };
+    this.tunnelHost = {
+      deps: this.deps,
+      limits: this.limits,
+      adopt: (tlsSocket, socket, context) => {
+        this.tunnels.set(tlsSocket, context);
+        this.track(tlsSocket, this.detached.get(socket)?.listener ?? 'default');
+        this.bind(tlsSocket, context.session);
+      },
+      serve: (tlsSocket, context) => this.serveTunnel(tlsSocket, context),
     };
     this.inner = this.createHttpServer();
     // The inner server never listens, and Node starts the headersTimeout checker (the
@@ -271,31 +271,9 @@ export class ProxyServer {
       return;
     }
     this.admission.authenticated(req.socket);
-    const usage = usageOf(session);
-    if (!usage.openConnection()) {
-      // Audited like the CONNECT path's refusal: a session hitting its cap shows in its log.
-      const record = new RequestRecord(session, 'request', req.method ?? 'GET', 'http');
-      const asked = parseAbsoluteUri(req.url ?? '');
-      if (asked) record.target(asked.host, asked.port, asked.pathWithQuery);
-      else record.target('-', 0, (req.url ?? '').slice(0, 2048));
-      const body = 'Airlock: this session is over its connection limit; retry later.\n';
-      res.once('close', () => {
-        record.bytes(0, Buffer.byteLength(body));
-        record.finish(429, { action: 'deny', rule: null, reason: 'rate_limited' }, 'session connection limit');
-      });
-      res.writeHead(429, {
-        'Content-Type': 'text/plain; charset=utf-8',
-        'Content-Length': Buffer.byteLength(body),
-        'Retry-After': '1',
-        'X-Airlock-Decision': 'deny; reason=rate_limited',
-      });
-      res.end(body);
-      return;
-    }
-    res.once('close', () => usage.closeConnection());
     this.plainInFlight.set(res, session.id);
     res.once('close', () => this.plainInFlight.delete(res));
-    forwardHttp(this.forwardDeps, { req, res, body: bodyOf(req), session, scheme: 'http' });
+    forwardHttp(this.deps, { req, res, body: bodyOf(req), session, scheme: 'http' });
   }
 
   // ---- CONNECT
@@ -303,172 +281,7 @@ export class ProxyServer {
   private onConnect(req: http.IncomingMessage, socket: net.Socket, head: Buffer, listener: string): void {
     const session = this.authenticateSocket(req, socket, listener);
     if (!session) return;
-    const record = new RequestRecord(session, 'tunnel', 'CONNECT', 'https');
-    const authority = parseAuthority(req.url, null);
-    if (!authority) {
-      record.target('-', 0, (req.url ?? '').slice(0, 300));
-      record.finish(400, { action: 'deny', rule: null, reason: 'invalid_host' }, `bad CONNECT target`);
-      endWith(socket, rawResponse(400, 'Bad Request', 'Airlock: CONNECT needs host:port.\n'));
-      return;
-    }
-    record.target(authority.host, authority.port, '');
-    const usage = usageOf(session);
-    if (!usage.takeRequest() || !usage.openConnection()) {
-      record.finish(429, { action: 'deny', rule: null, reason: 'rate_limited' }, 'session connection or request limit');
-      endWith(socket, rawResponse(429, 'Too Many Requests', 'Airlock: this session is over its connection or request-rate limit; retry later.\n', ['Retry-After: 1']));
-      return;
-    }
-    socket.once('close', () => usage.closeConnection());
-    const decision = this.decide(session, { phase: 'connect', scheme: 'https', host: authority.host, port: authority.port });
-    if (decision.action === 'deny') {
-      // Denied before any TLS and before any upstream connection.
-      record.finish(403, outcomeOf(decision));
-      endWith(socket, rawResponse(403, 'Forbidden', denyBody(this.denyInfo(session, authority, decision))));
-      return;
-    }
-    if (head.length > 0) socket.unshift(head);
-    if (decision.inspect) this.interceptTunnel(socket, session, authority, record, decision);
-    else this.blindTunnel(socket, session, authority, record, decision);
-  }
-
-  private interceptTunnel(
-    socket: net.Socket,
-    session: ProxySession,
-    connect: Authority,
-    record: RequestRecord,
-    decision: Decision,
-  ): void {
-    const started = { read: socket.bytesRead, written: socket.bytesWritten };
-    Promise.resolve(session.ca.contextFor(connect.host)).then(
-      (secureContext) => {
-        if (socket.destroyed) {
-          record.finish(499, outcomeOf(decision), 'client_closed');
-          return;
-        }
-        socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
-        const context: TunnelContext = { session, connect, sni: null };
-        const tlsSocket = new tls.TLSSocket(socket, {
-          isServer: true,
-          secureContext,
-          ALPNProtocols: ['http/1.1'],
-          SNICallback: (servername, cb) => {
-            const sni = (servername || '').toLowerCase().replace(/\.$/, '');
-            context.sni = sni;
-            // Present the CONNECT host's leaf unless the client names another allowed host; a
-            // differing Host/SNI is refused per request (domain fronting), not by handshake.
-            if (sni === connect.host) return cb(null, secureContext);
-            const other = this.decide(session, { phase: 'connect', scheme: 'https', host: sni, port: connect.port });
-            if (other.action === 'deny') return cb(null, secureContext);
-            Promise.resolve(session.ca.contextFor(sni)).then(
-              (ctx) => cb(null, ctx),
-              () => cb(null, secureContext),
-            );
-          },
-        });
-        this.tunnels.set(tlsSocket, context);
-        this.track(tlsSocket, this.detached.get(socket)?.listener ?? 'default');
-        this.bind(tlsSocket, session);
-        let tlsError: string | undefined;
-        let withoutSni = false;
-        tlsSocket.on('error', (err: NodeJS.ErrnoException) => {
-          tlsError = err.code ?? 'tls_error';
-          tlsSocket.destroy();
-        });
-        // The handshake gets the same bound as a request head: a ClientHello trickled a byte at
-        // a time would otherwise keep resetting the idle timer below forever.
-        const handshakeTimer = setTimeout(() => {
-          tlsError = 'tls_handshake_timeout';
-          tlsSocket.destroy();
-        }, this.limits.headersTimeoutMs);
-        tlsSocket.once('close', () => clearTimeout(handshakeTimer));
-        // The raw socket came from the HTTP server half-open capable, and the TLS socket inherits
-        // that: a client hanging up before the handshake is done would leave the tunnel (and its
-        // connection slot) open. Until the HTTP server takes over below, EOF ends the tunnel.
-        const onEarlyEnd = () => tlsSocket.destroy();
-        tlsSocket.once('end', onEarlyEnd);
-        tlsSocket.once('secure', () => {
-          clearTimeout(handshakeTimer);
-          tlsSocket.off('end', onEarlyEnd);
-          // A client that names no server cannot be held to the CONNECT host: refuse. (IP
-          // literals carry no SNI by design; their leaf is for the address itself.)
-          if (!(tlsSocket as tls.TLSSocket & { servername?: string | false }).servername && net.isIP(connect.host) === 0) {
-            withoutSni = true;
-            tlsSocket.destroy();
-            return;
-          }
-          // Only now is the decrypted stream read (as https.Server does): a request sent along
-          // with the client's Finished is never parsed, let alone forwarded, before the checks
-          // above have run. Until then it waits, unread, in the TLS socket.
-          serveTunnelHttp(tlsSocket, this.limits, this.tunnelHandlers(context));
-        });
-        // Idle tunnels (slowloris, forgotten connections) are closed.
-        tlsSocket.setTimeout(this.limits.idleTimeoutMs, () => tlsSocket.destroy());
-        tlsSocket.on('close', () => {
-          socket.destroy();
-          record.bytes(socket.bytesRead - started.read, socket.bytesWritten - started.written);
-          if (withoutSni) record.finish(400, { action: 'deny', rule: decision.rule, reason: 'bad_request' }, 'TLS without SNI');
-          else record.finish(200, outcomeOf(decision), tlsError);
-        });
-      },
-      (err: Error) => {
-        this.options.log.error({ err: err.message, host: connect.host }, 'leaf certificate minting failed');
-        record.finish(502, { action: 'deny', rule: decision.rule, reason: 'upstream_error' }, 'certificate minting failed');
-        endWith(socket, rawResponse(502, 'Bad Gateway', 'Airlock: could not prepare a certificate for this host.\n'));
-      },
-    );
-  }
-
-  private blindTunnel(
-    socket: net.Socket,
-    session: ProxySession,
-    connect: Authority,
-    record: RequestRecord,
-    decision: Decision,
-  ): void {
-    const aborter = new AbortController();
-    socket.once('close', () => aborter.abort());
-    this.options.upstream.connectTcp(connect.host, connect.port, aborter.signal).then(
-      (upstream) => {
-        if (socket.destroyed) {
-          upstream.destroy();
-          record.finish(499, outcomeOf(decision), 'client_closed');
-          return;
-        }
-        socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
-        const started = { read: socket.bytesRead, written: socket.bytesWritten };
-        socket.setTimeout(this.limits.idleTimeoutMs, () => socket.destroy());
-        upstream.on('error', () => upstream.destroy());
-        socket.pipe(upstream);
-        upstream.pipe(socket);
-        const done = () => {
-          socket.destroy();
-          upstream.destroy();
-        };
-        upstream.once('close', done);
-        socket.once('close', () => {
-          done();
-          record.bytes(socket.bytesRead - started.read, socket.bytesWritten - started.written);
-          record.finish(200, outcomeOf(decision));
-        });
-      },
-      (err: Error & { status?: number; code?: string }) => {
-        if (err instanceof DestinationBlocked) {
-          record.finish(403, { action: 'deny', rule: decision.rule, reason: 'destination_blocked' }, err.message);
-          const refusal = { rule: decision.rule, reason: 'destination_blocked' as const, message: err.message };
-          endWith(socket, rawResponse(403, 'Forbidden', denyBody(this.denyInfo(session, connect, refusal))));
-          return;
-        }
-        if (err.code === 'ABORTED') {
-          record.finish(499, outcomeOf(decision), 'client_closed');
-          return;
-        }
-        const status = err.status ?? 502;
-        record.finish(status, { action: 'allow', rule: decision.rule, reason: 'upstream_error' }, err.code);
-        if (!socket.destroyed) {
-          endWith(socket, rawResponse(status, status === 504 ? 'Gateway Timeout' : 'Bad Gateway', `Airlock: upstream unreachable: ${err.message}.\n`));
-        }
-      },
-    );
+    openTunnel(this.tunnelHost, session, req.url, socket, head);
   }
 
   // ---- requests inside an inspected tunnel
@@ -477,12 +290,12 @@ export class ProxyServer {
    * Requests the tunnel's fast path reads go straight to forwarding; a connection it hands off
    * (any head outside its subset) goes to the inner Node server, whose handlers are below.
    */
-  private tunnelHandlers(context: TunnelContext): TunnelHttpHandlers {
-    return {
-      request: (req, res, body) => forwardHttp(this.forwardDeps, { req, res, body, session: context.session, scheme: 'https', tunnel: context }),
+  private serveTunnel(tlsSocket: tls.TLSSocket, context: TunnelContext): void {
+    serveTunnelHttp(tlsSocket, this.limits, {
+      request: (req, res, body) => forwardHttp(this.deps, { req, res, body, session: context.session, scheme: 'https', tunnel: context }),
       handOff: (socket) => this.inner.emit('connection', socket),
       clientError: (socket, code) => this.answerClientError(socket, code),
-    };
+    });
   }
 
   private onTunnelRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
@@ -491,7 +304,7 @@ export class ProxyServer {
       req.socket.destroy();
       return;
     }
-    inTurn(res, () => forwardHttp(this.forwardDeps, { req, res, body: bodyOf(req), session: context.session, scheme: 'https', tunnel: context }));
+    inTurn(res, () => forwardHttp(this.deps, { req, res, body: bodyOf(req), session: context.session, scheme: 'https', tunnel: context }));
   }
 
   /** A CONNECT relayed inside a tunnel: decided like any CONNECT, and never tunnelled twice. */
@@ -502,19 +315,7 @@ export class ProxyServer {
       socket.destroy();
       return;
     }
-    const record = new RequestRecord(context.session, 'tunnel', 'CONNECT', 'https');
-    const authority = parseAuthority(req.url, null);
-    record.target(authority?.host ?? '-', authority?.port ?? 0, authority ? '' : (req.url ?? '').slice(0, 300));
-    const decision = authority
-      ? this.decide(context.session, { phase: 'connect', scheme: 'https', host: authority.host, port: authority.port })
-      : null;
-    const refusal =
-      decision && decision.action === 'deny'
-        ? decision
-        : { rule: decision?.rule ?? null, reason: 'bad_request' as const, message: 'CONNECT inside a tunnel is not supported' };
-    record.finish(403, { action: 'deny', rule: refusal.rule, reason: refusal.reason }, 'CONNECT inside a tunnel');
-    const body = denyBody(this.denyInfo(context.session, authority ?? { host: '-', port: 0 }, refusal));
-    endWith(socket, rawResponse(403, 'Forbidden', body));
+    refuseInnerConnect(this.deps, context, req.url, socket);
   }
 
   private onTunnelUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
@@ -523,42 +324,23 @@ export class ProxyServer {
       socket.destroy();
       return;
     }
-    relayWebSocket(this.forwardDeps, { req, socket, head, session: context.session, scheme: 'https', tunnel: context });
+    relayWebSocket(this.deps, { req, socket, head, session: context.session, scheme: 'https', tunnel: context });
   }
 
   private onPlainUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer, listener: string): void {
     const session = this.authenticateSocket(req, socket, listener);
     if (!session) return;
-    relayWebSocket(this.forwardDeps, { req, socket, head, session, scheme: 'http' });
+    relayWebSocket(this.deps, { req, socket, head, session, scheme: 'http' });
   }
 
   // ---- shared pieces
 
-
-  /** Answers a head that could not be served (malformed, too large, too slow) and audits it. */
+  /** Answers a head that could not be served (malformed, too large, too slow); in a tunnel, audits it. */
   private answerClientError(socket: Duplex, code: string): void {
-    const timedOut = code === 'ERR_HTTP_REQUEST_TIMEOUT'; // headersTimeout (slowloris)
-    const status = timedOut ? 408 : code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
     answered.add(socket);
-    this.auditClientError(socket, status, code);
-    const text = status === 408 ? 'Request Timeout' : status === 431 ? 'Request Header Fields Too Large' : 'Bad Request';
-    const message = timedOut ? 'Airlock: the request head took too long.\n' : `Airlock: malformed request (${code}).\n`;
     // Lingering close: what the client is still sending (a header flood) is read and dropped
     // for a moment, so the answer reaches it instead of a reset; then the connection goes.
-    endWith(socket, rawResponse(status, text, message));
-  }
-
-  /**
-   * A request inside a tunnel that the parser refused (smuggling attempts, header floods) or that
-   * timed out belongs to the tunnel's session: audit it. On a listener no session is known yet
-   * (the head never parsed), so only the operational log has it.
-   */
-  private auditClientError(socket: Duplex, status: number, code: string): void {
-    const context = this.tunnels.get(socket);
-    if (!context) return;
-    const record = new RequestRecord(context.session, 'request', '-', 'https');
-    record.target(context.connect.host, context.connect.port, '');
-    record.finish(status, { action: 'deny', rule: null, reason: 'bad_request' }, code);
+    answerClientError(this.deps, this.tunnels.get(socket), socket, code);
   }
 
   /**
@@ -574,7 +356,7 @@ export class ProxyServer {
     this.track(socket, listener);
     const session = this.authenticate(req, listener);
     if (!session) {
-      endWith(socket, rawResponse(407, 'Proxy Authentication Required', PROXY_AUTH_BODY, AUTH_CHALLENGE));
+      answerRaw(socket, 407, PROXY_AUTH_BODY, AUTH_CHALLENGE);
       return null;
     }
     this.bind(socket, session);
@@ -594,18 +376,6 @@ export class ProxyServer {
     return session;
   }
 
-  private decide(session: ProxySession, facts: RequestFacts): Decision {
-    const decision = decide(session.policy, facts);
-    // Report mode lets a denial through; outcomeOf() audits it as would_deny.
-    if (decision.action === 'deny' && session.policy.mode === 'report' && REPORTABLE.has(decision.reason)) {
-      return { ...decision, action: 'allow', inspect: true };
-    }
-    return decision;
-  }
-
-  private denyInfo(session: ProxySession, target: Authority, decision: Pick<Decision, 'rule' | 'reason' | 'message'>) {
-    return { session: session.id, policy: session.policy.name, host: target.host, port: target.port, decision };
-  }
 }
 
 /** Connections already answered (400/408/431) for a client error: Node reports it again per chunk. */

@@ -6,7 +6,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { lookup } from 'node:dns/promises';
 import { DestinationGuard } from './destination.js';
-import { Http1Client } from './http1-client.js';
+import { Http1Client } from './http1/http1-client.js';
 
 export interface UpstreamOptions {
   /** "host:port" → where to dial instead of resolving the name (operator-trusted). */

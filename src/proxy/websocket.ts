@@ -6,17 +6,13 @@ import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
 import WebSocket, { WebSocketServer } from 'ws';
 import type { RawData } from 'ws';
-import { admit } from './forward.js';
-import { DestinationBlocked } from './upstream.js';
-import type { Exchange, ForwardDeps } from './forward.js';
+import { enter } from './entrance.js';
+import type { CheckedTarget, Incoming } from './entrance.js';
+import { Exchange } from './exchange.js';
+import type { ExchangeDeps, Forward } from './exchange.js';
 import { forwardRequestHeaders } from './headers.js';
-import { denyBody, endWith, rawResponse } from './responses.js';
-import { outcomeOf, RequestRecord } from './record.js';
 import { usageOf } from './usage.js';
 import { HOLD_WINDOW } from '../credentials/replace-stream.js';
-import type { SwapResult } from '../credentials/broker.js';
-
-type SwapEchoes = Extract<SwapResult, { kind: 'forward' }>['echoes'];
 
 const chosenProtocol = new WeakMap<http.IncomingMessage, string | false>();
 
@@ -43,26 +39,17 @@ function sendableCode(code: number): number | undefined {
   return code === 1005 || code === 1006 || code === 1015 ? undefined : code;
 }
 
-export function relayWebSocket(deps: ForwardDeps, x: Exchange & { req: http.IncomingMessage; socket: Duplex; head: Buffer }): void {
+/** An upgrade request, with the socket Node's server handed over and the bytes read past its head. */
+export type UpgradeIn = Incoming & { readonly req: http.IncomingMessage; readonly socket: Duplex; readonly head: Buffer };
+
+export function relayWebSocket(deps: ExchangeDeps, x: UpgradeIn): void {
   const { req, socket, session } = x;
   socket.on('error', () => socket.destroy());
-  const record = new RequestRecord(session, 'websocket', req.method ?? 'GET', x.scheme);
-  const fail = (status: number, reason: string, body: string, rule: string | null, action: 'deny' | 'allow' = 'deny') => {
-    record.finish(status, { action, rule, reason: reason as never });
-    endWith(socket, rawResponse(status, http.STATUS_CODES[status] ?? 'Error', body));
-  };
-
-  const admitted = admit(deps, x, record);
-  if ('refusal' in admitted) {
-    const { refusal } = admitted;
-    const body =
-      refusal.status === 403
-        ? denyBody(deps.denyInfo(session, record.authority, { rule: admitted.decision.rule, reason: refusal.reason, message: refusal.message }))
-        : refusal.message + '\n';
-    fail(refusal.status, refusal.reason, body, admitted.decision.rule);
-    return;
-  }
-  const { target, decision } = admitted;
+  const ex = new Exchange(deps, session, 'websocket', req.method ?? 'GET', x.scheme, { socket });
+  // The upgraded connection holds a connection slot, in a tunnel too.
+  const admitted = enter(ex, x, { connection: true });
+  if (!admitted) return;
+  const { target } = admitted;
   // Validate the client's handshake before any upstream is opened with credentials in it: ws
   // would abort an invalid one without a callback, leaving that upstream connection behind.
   const key = req.headers['sec-websocket-key'];
@@ -74,156 +61,117 @@ export function relayWebSocket(deps: ForwardDeps, x: Exchange & { req: http.Inco
     !/^[+/0-9A-Za-z]{22}==$/.test(key) ||
     (version !== '13' && version !== '8')
   ) {
-    fail(400, 'bad_request', 'Airlock: only WebSocket upgrades (GET, Upgrade: websocket, a valid key, version 13) are relayed.\n', decision.rule);
+    ex.refuse(400, 'bad_request', 'Airlock: only WebSocket upgrades (GET, Upgrade: websocket, a valid key, version 13) are relayed.');
     return;
   }
-  // Same per-session limits as any request; the upgraded connection holds a connection slot.
-  const usage = usageOf(session);
-  if (!usage.takeRequest() || !usage.openConnection()) {
-    fail(429, 'rate_limited', 'Airlock: this session is over its connection or request-rate limit; retry later.\n', decision.rule);
-    return;
-  }
-  socket.once('close', () => usage.closeConnection());
-  let detail: string | undefined;
   const forwarded = forwardRequestHeaders(req.rawHeaders, req.headers.connection);
   const headers: string[] = [];
   for (let i = 0; i < forwarded.length; i += 2) {
     if (!HANDSHAKE_HEADERS.has(forwarded[i]!.toLowerCase())) headers.push(forwarded[i]!, forwarded[i + 1]!);
   }
+  ex.swap({ scheme: x.scheme, host: target.host, port: target.port, pathWithQuery: target.forward, headers, contentType: undefined }, (swap) =>
+    relay(deps, ex, x, target, swap).catch((err: Error & { code?: string }) => ex.fail(err)),
+  );
+}
 
-  const start = async () => {
-    let finalHeaders = headers;
-    let path = target.forward;
-    let echoes: SwapEchoes = [];
-    if (!session.credentials.empty) {
-      const swap = await session.credentials.swapRequest({
-        scheme: x.scheme,
+/** Opens the upstream WebSocket with what the swap gave, then relays message by message. */
+async function relay(deps: ExchangeDeps, ex: Exchange, x: UpgradeIn, target: CheckedTarget, swap: Forward): Promise<void> {
+  const { req, socket, session } = x;
+  // Messages from a host that may hold a secret are scrubbed like response bodies; built after
+  // the swap, so a value that rotated just now is among those scrubbed.
+  const scrub = session.credentials.empty
+    ? null
+    : session.credentials.scrubResponse({
         host: target.host,
-        port: target.port,
-        pathWithQuery: path,
-        headers,
-        contentType: undefined,
+        status: 101,
+        headers: {},
+        hasBody: true,
+        onScrub: () => ex.note('secret_scrubbed'),
+        echoes: swap.echoes,
       });
-      if (swap.kind === 'misuse') {
-        const message = `credential "${swap.credential}" placeholder found in ${swap.where}: ${swap.why}`;
-        record.finish(403, { action: 'deny', rule: decision.rule, reason: 'credential_misuse' }, `${swap.credential} in ${swap.where}`);
-        endWith(socket, rawResponse(403, 'Forbidden', denyBody(deps.denyInfo(session, target, { rule: decision.rule, reason: 'credential_misuse', message }))));
-        return;
-      }
-      finalHeaders = swap.headers;
-      path = swap.pathWithQuery;
-      echoes = swap.echoes;
-      record.usedCredentials(swap.used);
-    }
-    // Messages from a host that may hold a secret are scrubbed like response bodies; built after
-    // the swap, so a value that rotated just now is among those scrubbed.
-    const scrub = session.credentials.empty
-      ? null
-      : session.credentials.scrubResponse({
-          host: target.host,
-          status: 101,
-          headers: {},
-          hasBody: true,
-          onScrub: () => {
-            detail = 'secret_scrubbed';
-          },
-          echoes,
-        });
-    const endpoint = await deps.upstream.endpointFor(target.host, target.port);
-    const secure = x.scheme === 'https';
-    const hostInUrl = target.host.includes(':') ? `[${target.host}]` : target.host;
-    // What the session offered, and the same list as sent upstream (a token swapped in).
-    const offered = protocolList(req.headers[PROTOCOL_HEADER]);
-    let sent: string[] = offered;
-    const headerObject: Record<string, string> = {};
-    for (let i = 0; i < finalHeaders.length; i += 2) {
-      if (finalHeaders[i]!.toLowerCase() === PROTOCOL_HEADER) sent = protocolList(finalHeaders[i + 1]);
-      else headerObject[finalHeaders[i]!] = finalHeaders[i + 1]!;
-    }
-    if (sent.length !== offered.length) sent = offered;
-    const upstream = new WebSocket(`${secure ? 'wss' : 'ws'}://${hostInUrl}:${target.port}${path}`, sent, {
-      headers: headerObject,
-      perMessageDeflate: false,
-      handshakeTimeout: 15_000,
-      followRedirects: false,
-      // Dial the address that was checked, verify TLS against the name.
-      createConnection: (opts: tls.ConnectionOptions & net.NetConnectOpts) =>
-        secure
-          ? tls.connect({ ...opts, host: endpoint.address, port: endpoint.port, ...deps.upstream.tlsOptionsFor(target.host) })
-          : net.connect({ host: endpoint.address, port: endpoint.port }),
-    } as WebSocket.ClientOptions);
+  const endpoint = await deps.upstream.endpointFor(target.host, target.port);
+  const secure = x.scheme === 'https';
+  const hostInUrl = target.host.includes(':') ? `[${target.host}]` : target.host;
+  // What the session offered, and the same list as sent upstream (a token swapped in).
+  const offered = protocolList(req.headers[PROTOCOL_HEADER]);
+  let sent: string[] = offered;
+  const headerObject: Record<string, string> = {};
+  const finalHeaders = swap.headers;
+  for (let i = 0; i < finalHeaders.length; i += 2) {
+    if (finalHeaders[i]!.toLowerCase() === PROTOCOL_HEADER) sent = protocolList(finalHeaders[i + 1]);
+    else headerObject[finalHeaders[i]!] = finalHeaders[i + 1]!;
+  }
+  if (sent.length !== offered.length) sent = offered;
+  const upstream = new WebSocket(`${secure ? 'wss' : 'ws'}://${hostInUrl}:${target.port}${swap.pathWithQuery}`, sent, {
+    headers: headerObject,
+    perMessageDeflate: false,
+    handshakeTimeout: 15_000,
+    followRedirects: false,
+    // Dial the address that was checked, verify TLS against the name.
+    createConnection: (opts: tls.ConnectionOptions & net.NetConnectOpts) =>
+      secure
+        ? tls.connect({ ...opts, host: endpoint.address, port: endpoint.port, ...deps.upstream.tlsOptionsFor(target.host) })
+        : net.connect({ host: endpoint.address, port: endpoint.port }),
+  } as WebSocket.ClientOptions);
 
-    let up = 0;
-    let down = 0;
-    upstream.on('unexpected-response', (_r, response) => {
-      const status = response.statusCode ?? 502;
-      response.resume();
-      record.bytes(0, 0);
-      record.finish(status, outcomeOf(decision), 'upstream refused the upgrade');
-      // The standard phrase, not the upstream's: a bound host may put what it received there.
-      endWith(socket, rawResponse(status, http.STATUS_CODES[status] ?? 'Error', `Airlock: upstream refused the WebSocket upgrade (${status}).\n`));
+  let up = 0;
+  let down = 0;
+  upstream.on('unexpected-response', (_r, response) => {
+    const status = response.statusCode ?? 502;
+    response.resume();
+    // The standard phrase, not the upstream's: a bound host may put what it received there.
+    ex.end(status, 'upstream refused the upgrade', `Airlock: upstream refused the WebSocket upgrade (${status}).\n`);
+    upstream.terminate();
+  });
+  upstream.on('error', (err: Error & { code?: string }) => {
+    if (upstream.readyState === WebSocket.CONNECTING || !chosenProtocol.has(req)) ex.fail(err);
+  });
+  // The client leaving during the upstream handshake ends that handshake too.
+  socket.once('close', () => {
+    if (upstream.readyState !== WebSocket.CONNECTING) return;
+    ex.end(499, 'client_closed');
+    upstream.terminate();
+  });
+  const usage = usageOf(session);
+  upstream.on('open', () => {
+    // The server echoes the protocol it chose: the session gets back what it offered.
+    const chosen = sent.indexOf(upstream.protocol);
+    chosenProtocol.set(req, chosen === -1 ? false : offered[chosen]!);
+    if (socket.destroyed) {
       upstream.terminate();
-    });
-    upstream.on('error', (err: Error & { code?: string }) => {
-      if (upstream.readyState === WebSocket.CONNECTING || !chosenProtocol.has(req)) {
-        fail(502, 'upstream_error', `Airlock: upstream ${target.host}:${target.port} failed (${err.code ?? 'error'}).\n`, decision.rule, 'allow');
-      }
-    });
-    // The client leaving during the upstream handshake ends that handshake too.
-    socket.once('close', () => {
-      if (upstream.readyState !== WebSocket.CONNECTING) return;
-      record.finish(499, outcomeOf(decision), 'client_closed');
-      upstream.terminate();
-    });
-    upstream.on('open', () => {
-      // The server echoes the protocol it chose: the session gets back what it offered.
-      const chosen = sent.indexOf(upstream.protocol);
-      chosenProtocol.set(req, chosen === -1 ? false : offered[chosen]!);
-      if (socket.destroyed) {
-        upstream.terminate();
-        record.finish(499, outcomeOf(decision), 'client_closed');
-        return;
-      }
-      server.handleUpgrade(req, socket, x.head, (client) => {
-        client.on('message', (data: RawData, isBinary) => {
-          up += byteLength(data);
-          if (!usage.addUpload(byteLength(data))) {
-            detail = 'upload_budget_exceeded';
-            client.close(1008, 'upload budget exceeded');
-            return;
-          }
-          forward(client, upstream, data, isBinary);
-        });
-        const held = scrub?.scrubAcross ? new HeldMessages(scrub.scrubAcross, (data, isBinary) => forward(upstream, client, data, isBinary)) : null;
-        upstream.on('message', (data: RawData, isBinary) => {
-          down += byteLength(data);
-          if (held) held.message(toBuffer(data), isBinary);
-          else forward(upstream, client, data, isBinary);
-        });
-        client.on('close', (code, reason) => upstream.close(sendableCode(code), reason));
-        upstream.on('close', (code, reason) => {
-          // A close reason can carry text too: scrubbed with whatever is still held.
-          const scrubbed = held ? held.close(reason) : reason;
-          client.close(sendableCode(code), scrubbed.length <= MAX_CLOSE_REASON ? scrubbed : undefined);
-        });
-        client.on('error', () => client.terminate());
-        upstream.on('error', () => client.terminate());
-        client.once('close', () => {
-          upstream.terminate();
-          record.bytes(up, down);
-          record.finish(101, outcomeOf(decision), detail);
-        });
-      });
-    });
-  };
-  start().catch((err: Error & { code?: string }) => {
-    if (err instanceof DestinationBlocked) {
-      const refusal = { rule: decision.rule, reason: 'destination_blocked' as const, message: err.message };
-      record.finish(403, { action: 'deny', rule: decision.rule, reason: 'destination_blocked' }, err.message);
-      endWith(socket, rawResponse(403, 'Forbidden', denyBody(deps.denyInfo(session, target, refusal))));
+      ex.end(499, 'client_closed');
       return;
     }
-    fail(502, 'upstream_error', `Airlock: upstream ${target.host}:${target.port} failed (${err.code ?? err.message}).\n`, decision.rule, 'allow');
+    server.handleUpgrade(req, socket, x.head, (client) => {
+      client.on('message', (data: RawData, isBinary) => {
+        up += byteLength(data);
+        if (!usage.addUpload(byteLength(data))) {
+          ex.note('upload_budget_exceeded');
+          client.close(1008, 'upload budget exceeded');
+          return;
+        }
+        forward(client, upstream, data, isBinary);
+      });
+      const held = scrub?.scrubAcross ? new HeldMessages(scrub.scrubAcross, (data, isBinary) => forward(upstream, client, data, isBinary)) : null;
+      upstream.on('message', (data: RawData, isBinary) => {
+        down += byteLength(data);
+        if (held) held.message(toBuffer(data), isBinary);
+        else forward(upstream, client, data, isBinary);
+      });
+      client.on('close', (code, reason) => upstream.close(sendableCode(code), reason));
+      upstream.on('close', (code, reason) => {
+        // A close reason can carry text too: scrubbed with whatever is still held.
+        const scrubbed = held ? held.close(reason) : reason;
+        client.close(sendableCode(code), scrubbed.length <= MAX_CLOSE_REASON ? scrubbed : undefined);
+      });
+      client.on('error', () => client.terminate());
+      upstream.on('error', () => client.terminate());
+      client.once('close', () => {
+        upstream.terminate();
+        ex.bytes(up, down);
+        ex.end(101);
+      });
+    });
   });
 }
 

@@ -3,7 +3,7 @@
 // another local user can reach it. Never on a network address a session can route to.
 import http from 'node:http';
 import { chmodSync, rmSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, isAbsolute } from 'node:path';
 import type pino from 'pino';
 import { parsePolicy, PolicyError } from '../policy/index.js';
 import type { Policy } from '../policy/index.js';
@@ -12,12 +12,15 @@ import type { ProxyRuntime } from './runtime.js';
 import { proxyUrl, relaySocketPath } from './registry.js';
 import { tokenMatches } from './session.js';
 import type { Session } from './session.js';
+import { operatorRoute } from './operator-api.js';
 
 export interface AdminOptions {
   readonly socketPath: string;
   readonly token: string;
   readonly runtime: ProxyRuntime;
   readonly defaultPolicy: Policy;
+  /** The file defaultPolicy was read from (absolute): new sessions read it as it is then, and follow it. */
+  readonly defaultPolicyFile?: string;
   /** Address clients use to reach the proxy listener, for the URLs handed out. */
   readonly proxyHost: string;
   readonly proxyPort: number;
@@ -27,6 +30,10 @@ export interface AdminOptions {
 export interface SessionInfo {
   id: string;
   policy: string;
+  /** Digest of the policy in force (Policy.digest). */
+  policy_version: string;
+  /** The policy file the session follows, if any. */
+  policy_file?: string;
   proxy_url: string;
   proxy_port: number;
   /** Set for sessions with their own listener (Docker sessions on a network gateway). */
@@ -51,6 +58,8 @@ export function describeSession(session: Session, host: string, port: number): S
   return {
     id: session.id,
     policy: session.policy.name,
+    policy_version: session.policy.digest,
+    policy_file: session.policyStatus.file,
     proxy_url: proxyUrl(session, host, port),
     proxy_port: port,
     bundle: session.bundlePath,
@@ -165,7 +174,10 @@ export async function startAdmin(options: AdminOptions): Promise<http.Server> {
       const policy =
         typeof body.policy_text === 'string'
           ? parsePolicy(body.policy_text, typeof body.policy_source === 'string' ? body.policy_source : 'policy')
-          : options.defaultPolicy;
+          : options.defaultPolicyFile
+            ? // As the file is now (reloads and approvals included); an invalid file refuses the session.
+              parsePolicy(await runtime.policies.files.read(options.defaultPolicyFile), options.defaultPolicyFile)
+            : options.defaultPolicy;
       const id = typeof body.id === 'string' ? body.id : undefined;
       const checkEnv = checkEnvOf(body);
       const listenHost = typeof body.listen_host === 'string' ? body.listen_host : null;
@@ -174,10 +186,13 @@ export async function startAdmin(options: AdminOptions): Promise<http.Server> {
       const launcherPid = Number.isSafeInteger(body.launcher_pid) && (body.launcher_pid as number) > 0 ? (body.launcher_pid as number) : undefined;
       // A session with its own listener, e.g. on a Docker session network's gateway.
       const listener = listenHost === null && !listenSocket ? undefined : `session:${id ?? 'x'}-${Date.now()}`;
+      // The file the policy came from, to follow: the launcher's (absolute) or the daemon's own.
+      const policyFile = typeof body.policy_text === 'string' ? (typeof body.policy_file === 'string' && isAbsolute(body.policy_file) ? body.policy_file : undefined) : options.defaultPolicyFile;
       const session = await runtime.sessions.create(policy, { id, listener });
       held.set(session.id, { launcherPid, leased: lease });
       let withheld: string[] | undefined;
       try {
+        if (policyFile) runtime.policies.follow(session, policyFile, body.watch_policy !== false);
         // The caller's variables are compared here, where the secrets are: the answer is names,
         // so neither the secrets nor anything derived from them leave the daemon.
         if (checkEnv) withheld = await session.credentials.variablesHoldingSecrets(checkEnv);
@@ -205,6 +220,8 @@ export async function startAdmin(options: AdminOptions): Promise<http.Server> {
       res.once('close', end);
       return;
     }
+    const answer = await operatorRoute(runtime, req.method ?? 'GET', url, () => readJson(req));
+    if (answer) return send(res, answer.status, answer.body);
     const match = /^\/sessions\/([a-z0-9-]+)$/.exec(url.pathname);
     if (req.method === 'DELETE' && match) {
       const removed = await remove(match[1]!);
@@ -212,11 +229,39 @@ export async function startAdmin(options: AdminOptions): Promise<http.Server> {
     }
     send(res, 404, { error: 'unknown admin route' });
   };
-  rmSync(options.socketPath, { force: true });
+  return await listenOwnerOnly(server, options.socketPath);
+}
+
+export interface ControlOptions {
+  readonly socketPath: string;
+  readonly token: string;
+  readonly runtime: ProxyRuntime;
+}
+
+/**
+ * The operator routes alone (policy reload, inbox, approve, deny) for a proxy that is not the
+ * daemon: an embedded `airlock run` or `airlock exec`. Same guards as the admin endpoint: a unix
+ * socket (owner-only) in the session's own directory, never in the relay directory a container
+ * sees, and a bearer token.
+ */
+export async function startControl(options: ControlOptions): Promise<http.Server> {
+  const server = http.createServer((req, res) => {
+    if (!authorised(req, options.token)) return send(res, 401, { error: 'control token required' });
+    const url = new URL(req.url ?? '/', 'http://control');
+    operatorRoute(options.runtime, req.method ?? 'GET', url, () => readJson(req))
+      .then((answer) => (answer ? send(res, answer.status, answer.body) : send(res, 404, { error: 'unknown control route' })))
+      .catch((err: Error) => send(res, 500, { error: err.message }));
+  });
+  return await listenOwnerOnly(server, options.socketPath);
+}
+
+/** Listens on a unix socket only its owner may connect to. */
+async function listenOwnerOnly(server: http.Server, socketPath: string): Promise<http.Server> {
+  rmSync(socketPath, { force: true });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(options.socketPath, () => resolve());
+    server.listen(socketPath, () => resolve());
   });
-  chmodSync(options.socketPath, 0o600);
+  chmodSync(socketPath, 0o600);
   return server;
 }

@@ -4,6 +4,7 @@
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SessionCa } from '../ca/session-ca.js';
+import { jksTrustStore } from '../ca/jks.js';
 import type { CaKeyType } from '../ca/session-ca.js';
 import { AuditLog } from '../audit/log.js';
 import { inspectedHostPatterns } from '../policy/index.js';
@@ -12,7 +13,7 @@ import type { CredentialBroker } from '../credentials/broker.js';
 import { NO_CREDENTIALS } from '../credentials/broker.js';
 import type { ProxySession, SessionDirectory } from '../proxy/context.js';
 import { isSessionId, newSessionId, newToken, tokenMatches } from './session.js';
-import type { Session } from './session.js';
+import type { PolicyStatus, Session } from './session.js';
 
 export interface SessionRegistryOptions {
   readonly stateDir: string;
@@ -26,6 +27,8 @@ export interface SessionRegistryOptions {
    * (the runtime wires this to the proxy), so nothing outlives the session.
    */
   readonly onRemove?: (id: string) => Promise<void> | void;
+  /** Called with each new session before create() returns it. */
+  readonly onCreate?: (session: Session) => void;
   /** Builds the session's credential broker (resolves secrets; throws a clear error if one is missing). */
   readonly credentials?: (policy: Policy, sessionId: string) => Promise<CredentialBroker>;
 }
@@ -38,6 +41,9 @@ export interface CreateSessionOptions {
 
 interface LiveSession extends Session {
   readonly listener: string;
+  /** Replaced by replacePolicy() only; everything else reads these. */
+  policy: Policy;
+  policyStatus: PolicyStatus;
 }
 
 export function sessionDir(stateDir: string, id: string): string {
@@ -79,9 +85,14 @@ export class SessionRegistry implements SessionDirectory {
     const permittedDns = constraints.ips.length > 0 || policy.mode === 'report' ? null : constraints.dns;
     const ca = await SessionCa.create({ sessionId: id, keyType: this.options.caKeyType, permittedDns });
     mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const bundlePath = join(dir, 'bundle.pem');
+    // In a directory of its own: SSL_CERT_DIR names it, and must find no other file there.
+    mkdirSync(join(dir, 'trust'), { mode: 0o755 });
+    const bundlePath = join(dir, 'trust', 'bundle.pem');
     const bundlePem = [ca.certPem, ...this.options.trustRoots].join('\n');
     writeFileSync(bundlePath, bundlePem, { mode: 0o644 });
+    // The same for Java, which reads no PEM file (a JVM on the host is pointed at it by exec).
+    const javaTrustStorePath = join(dir, 'trust', 'bundle.jks');
+    writeFileSync(javaTrustStorePath, jksTrustStore(bundlePem), { mode: 0o644 });
     writeFileSync(join(dir, 'ca.pem'), ca.certPem, { mode: 0o644 });
     if (this.options.persistCaKey) {
       writeFileSync(join(dir, 'ca-key.pem'), await ca.exportKeyPem(), { mode: 0o600 });
@@ -94,14 +105,18 @@ export class SessionRegistry implements SessionDirectory {
       audit: new AuditLog(join(dir, 'audit.jsonl')),
       bundlePath,
       bundlePem,
+      javaTrustStorePath,
       dir,
       createdAt: new Date(),
       token: newToken(),
       listener: opts.listener ?? 'default',
+      caScope: permittedDns,
+      policyStatus: { version: policy.digest, source: policy.source, loadedAt: new Date().toISOString(), watching: false, warnings: [] },
     };
     await session.audit.ready();
     this.sessions.set(id, session);
     if (session.listener !== 'default') this.owners.set(session.listener, session);
+    this.options.onCreate?.(session);
     return session;
   }
 
@@ -111,6 +126,19 @@ export class SessionRegistry implements SessionDirectory {
 
   list(): Session[] {
     return [...this.sessions.values()];
+  }
+
+  /**
+   * Puts `policy` in force for the session's new requests (requests and tunnels already decided
+   * keep their decision) and records `status`; the caller has checked the policy
+   * (checkReplacement). With no policy, records only the status (a failed reload).
+   */
+  setPolicy(id: string, policy: Policy | null, status: PolicyStatus): boolean {
+    const session = this.sessions.get(id);
+    if (!session) return false;
+    if (policy) session.policy = policy;
+    session.policyStatus = status;
+    return true;
   }
 
   async remove(id: string): Promise<boolean> {

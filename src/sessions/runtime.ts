@@ -6,6 +6,10 @@ import { Upstream } from '../proxy/upstream.js';
 import type { Endpoint, UpstreamOptions } from '../proxy/upstream.js';
 import { SessionRegistry } from './registry.js';
 import type { SessionRegistryOptions } from './registry.js';
+import { Inbox } from './inbox.js';
+import { PolicyManager } from './policy-reload.js';
+import type { PolicyFiles } from './policy-reload.js';
+import { Approvals } from './approve.js';
 
 export interface RuntimeOptions extends SessionRegistryOptions {
   /** Resolve overrides, "host:port" → endpoint. */
@@ -19,12 +23,30 @@ export interface RuntimeOptions extends SessionRegistryOptions {
   /** Test and embedding hooks: name resolution and a look at every dial. */
   readonly lookup?: UpstreamOptions['lookup'];
   readonly beforeDial?: UpstreamOptions['beforeDial'];
+  /** File access for following policy files (reload, approve); without it no session follows one. */
+  readonly policyFiles?: PolicyFiles;
+  /** Quiet time before a changed policy file is read (default 150 ms). */
+  readonly reloadDebounceMs?: number;
 }
+
+/** Where no policy files were given: following one is refused. */
+const NO_POLICY_FILES: PolicyFiles = {
+  read: (file) => Promise.reject(new Error(`policy files are not followed here (${file})`)),
+  write: (file) => Promise.reject(new Error(`policy files are not followed here (${file})`)),
+  watch: (file) => {
+    throw new Error(`policy files are not followed here (${file})`);
+  },
+};
 
 export class ProxyRuntime {
   readonly upstream: Upstream;
   readonly proxy: ProxyServer;
   readonly sessions: SessionRegistry;
+  /** The sessions' policy files and reloads. */
+  readonly policies: PolicyManager;
+  /** Refusals and access requests of every session, for the operator. */
+  readonly inbox: Inbox;
+  readonly approvals: Approvals;
 
   constructor(options: RuntimeOptions) {
     this.upstream = new Upstream({
@@ -38,14 +60,24 @@ export class ProxyRuntime {
       ...options,
       // A removed session's tunnels, upgrades and requests in flight end with it.
       onRemove: async (id) => {
+        this.policies.unfollow(id);
+        this.inbox.unwatch(id);
         await this.proxy.endSession(id);
         await options.onRemove?.(id);
       },
+      onCreate: (session) => {
+        this.inbox.watch(session);
+        options.onCreate?.(session);
+      },
     });
+    this.policies = new PolicyManager(this.sessions, { files: options.policyFiles ?? NO_POLICY_FILES, log: options.log, debounceMs: options.reloadDebounceMs });
+    this.inbox = new Inbox({ sessionExists: (id) => this.sessions.get(id) !== undefined });
+    this.approvals = new Approvals(this.sessions, this.inbox, this.policies);
     this.proxy = new ProxyServer({ sessions: this.sessions, upstream: this.upstream, log: options.log, limits: options.limits });
   }
 
   async close(): Promise<void> {
+    this.policies.close();
     await this.proxy.close();
     await this.sessions.closeAll();
     await this.upstream.close();

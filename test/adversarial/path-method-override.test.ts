@@ -11,7 +11,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestPki, rmTmp, runProcess, startHttpUpstream, startHttpsUpstream } from '../helpers/servers.js';
 import type { AirlockHandle, TestPki, TestUpstream } from '../helpers/servers.js';
-import { parseRequestHead } from '../../src/proxy/request-head.js';
+import { parseRequestHead } from '../../src/proxy/http1/request-head.js';
 import { exchange, send, startGuardedAirlock, tunnelTls, upgradeHead } from './helpers.js';
 import type { DialRecorder, ProxyAddress } from './helpers.js';
 

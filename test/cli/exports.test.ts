@@ -36,7 +36,11 @@ describe('session exports (eval "$(airlock session create)")', () => {
       withheld_env: ['AIRLOCK_GITHUB_TOKEN', 'GH_TOKEN', 'GITHUB_PAT', 'HTTPS_PROXY', 'REPO_URL'],
     };
     const text = exportsFor(info);
-    expect(text.match(/^unset .*$/gm)).toEqual(['unset AIRLOCK_GITHUB_TOKEN', 'unset GITHUB_PAT', 'unset REPO_URL', 'unset ALL_PROXY', 'unset all_proxy']);
+    expect(text.match(/^unset .*$/gm)).toEqual([
+      'unset AIRLOCK_GITHUB_TOKEN', 'unset GITHUB_PAT', 'unset REPO_URL', 'unset ALL_PROXY', 'unset all_proxy',
+      // Inline CA settings, which would be used instead of the session's bundle.
+      'unset npm_config_ca', 'unset NPM_CONFIG_CA', 'unset YARN_CA',
+    ]);
     const out = execFileSync('sh', ['-c', `${text}\nprintf '%s|%s|%s|%s' "$GH_TOKEN" "\${GITHUB_PAT-unset}" "\${REPO_URL-unset}" "$HTTPS_PROXY"`], {
       env: { PATH: process.env.PATH, GH_TOKEN: 'real', GITHUB_PAT: 'real', REPO_URL: 'https://x:real@h/', HTTPS_PROXY: 'http://real@p' },
     }).toString();

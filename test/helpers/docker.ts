@@ -1,11 +1,11 @@
 // Docker test plumbing: one rule for when Docker tests run, and one shared agent image.
 // Without an engine, Docker tests skip LOUDLY; with CI set, a missing engine fails instead.
 import { describe } from 'vitest';
-import { existsSync, openSync, closeSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, openSync, closeSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { runCli, sleep } from './servers.js';
+import { runCli, runProcess, sleep } from './servers.js';
 
 export const AGENT_TEST_IMAGE = 'airlock-agent:test';
 export const RELAY_TEST_IMAGE = 'airlock-relay:test';
@@ -89,6 +89,28 @@ export async function ensureAgentImage(): Promise<string> {
   } finally {
     rmSync(lock, { force: true });
   }
+}
+
+/**
+ * Builds a small test image from a Dockerfile's text (FROM an image already in the engine) on the
+ * system engine, labelled so the test can find and remove it; returns the tag.
+ */
+export async function buildTestImage(tag: string, dockerfile: string, label: string, timeoutMs = 600_000): Promise<string> {
+  const ctx = mkdtempSync(join(tmpdir(), 'airlock-image-ctx-'));
+  try {
+    writeFileSync(join(ctx, 'Dockerfile'), dockerfile);
+    const r = await runProcess('docker', ['build', '-q', '--label', label, '-t', tag, ctx], { timeoutMs });
+    if (r.code !== 0) throw new Error(`docker build ${tag} failed (${r.code}): ${r.stderr}`);
+    return tag;
+  } finally {
+    rmSync(ctx, { recursive: true, force: true });
+  }
+}
+
+/** Removes the images buildTestImage made with `label`. */
+export async function removeTestImages(label: string): Promise<void> {
+  const ids = (await runProcess('docker', ['image', 'ls', '-q', '--filter', `label=${label}`])).stdout.split('\n').filter(Boolean);
+  if (ids.length) await runProcess('docker', ['image', 'rm', '-f', ...new Set(ids)]);
 }
 
 /** Builds the relay image once per machine with `airlock image build --only relay` (small: seconds). */

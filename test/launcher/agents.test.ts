@@ -3,16 +3,17 @@
 // are HTTPS servers of this test (test PKI) on 127.0.0.1, reached by the proxy through --resolve
 // as api.anthropic.com:443 and registry.npmjs.org:443; nothing leaves this machine.
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import type http from 'node:http';
 import { join } from 'node:path';
 import { parseAuditLines } from '../../src/audit/report.js';
 import type { AuditEntry } from '../../src/audit/entry.js';
-import { describeDocker, ensureAgentImage, ensureRelayImage } from '../helpers/docker.js';
-import { createTestPki, rmTmp, runCli, runProcess, startHttpsUpstream, tmpDir } from '../helpers/servers.js';
+import { describeDocker, describeNeeding, ensureAgentImage, ensureRelayImage } from '../helpers/docker.js';
+import { createTestPki, rmTmp, runCli, startHttpsUpstream, tmpDir } from '../helpers/servers.js';
 import type { ProcessResult, TestPki, TestUpstream } from '../helpers/servers.js';
 import { sessionSummary } from './run-helpers.js';
+import { npmStandIn } from '../helpers/package-standins.js';
 
 const RUN_ID = randomBytes(3).toString('hex');
 const SLOW = 30 * 60_000;
@@ -71,7 +72,6 @@ let pki: TestPki;
 let anthropic: TestUpstream;
 let registry: TestUpstream;
 let work: string;
-let tarball: Buffer;
 let baseEnv: NodeJS.ProcessEnv;
 const stateDirs: string[] = [];
 
@@ -139,53 +139,6 @@ const anthropicHandler = (req: http.IncomingMessage, res: http.ServerResponse): 
   });
 };
 
-/** A registry with one package: its packument and its tarball. */
-function registryHandler(req: http.IncomingMessage, res: http.ServerResponse): void {
-  req.resume();
-  const path = new URL(req.url ?? '/', 'http://x').pathname;
-  const tgzPath = `/${PKG}/-/${PKG}-${PKG_VERSION}.tgz`;
-  if (path === `/${PKG}`) {
-    const packument = {
-      _id: PKG,
-      name: PKG,
-      'dist-tags': { latest: PKG_VERSION },
-      versions: {
-        [PKG_VERSION]: {
-          name: PKG,
-          version: PKG_VERSION,
-          main: 'index.js',
-          dist: {
-            tarball: `https://registry.npmjs.org${tgzPath}`,
-            shasum: createHash('sha1').update(tarball).digest('hex'),
-            integrity: `sha512-${createHash('sha512').update(tarball).digest('base64')}`,
-          },
-        },
-      },
-      time: { [PKG_VERSION]: '2024-01-01T00:00:00.000Z' },
-    };
-    const json = JSON.stringify(packument);
-    res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(json) });
-    res.end(json);
-  } else if (path === tgzPath) {
-    res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': tarball.length });
-    res.end(tarball);
-  } else {
-    res.writeHead(404, { 'Content-Type': 'application/json' });
-    res.end('{"error":"Not found"}');
-  }
-}
-
-/** Builds the package's tarball with `npm pack` (host npm, no network). */
-async function packTinyPackage(dir: string): Promise<Buffer> {
-  const src = join(dir, 'pkg');
-  mkdirSync(src);
-  writeFileSync(join(src, 'package.json'), JSON.stringify({ name: PKG, version: PKG_VERSION, main: 'index.js', license: 'MIT' }));
-  writeFileSync(join(src, 'index.js'), `module.exports = 'tiny package ${RUN_ID}';\n`);
-  const r = await runProcess('npm', ['pack', '--silent', '--pack-destination', dir], { cwd: src, env: { ...baseEnv, npm_config_offline: 'true' }, timeoutMs: 120_000 });
-  if (r.code !== 0) throw new Error(`npm pack failed (${r.code}): ${r.stderr}`);
-  return readFileSync(join(dir, r.stdout.trim().split('\n').pop()!));
-}
-
 function auditSummary(l: AuditEntry): string {
   return `${l.kind} ${l.method} ${l.host}:${l.port}${l.path} ${l.action} ${l.status} ${l.reason} [${l.credentials.join(',')}]`;
 }
@@ -210,13 +163,15 @@ async function runSession(opts: {
   env?: string[];
   command: string[];
   launcherEnv?: NodeJS.ProcessEnv;
+  /** --user; null: none, so the launcher picks (the image's user when root starts it). */
+  user?: string | null;
 }): Promise<{ result: ProcessResult; audit: AuditEntry[]; stateDir: string }> {
   const stateDir = newStateDir();
   const name = `airlock-test-agents-${opts.tag}-${RUN_ID}-${randomBytes(2).toString('hex')}`;
   const args = [
     'run', '--policy', opts.policy, '--image', image, '--relay-image', relayImage, '--state-dir', stateDir, '--name', name,
     // The image's own user, with a home of its own: Claude Code keeps its settings there.
-    '--user', '1000:1000',
+    ...(opts.user === null ? [] : ['--user', opts.user ?? '1000:1000']),
     ...opts.resolve.flatMap((r) => ['--resolve', r]),
     '--upstream-ca', pki.caFile,
     ...(opts.env ?? []).flatMap((e) => ['-e', e]),
@@ -238,9 +193,9 @@ beforeAll(async () => {
   pki = await createTestPki();
   work = tmpDir('airlock-agents-test-');
   chmodSync(work, 0o755);
-  tarball = await packTinyPackage(work);
   anthropic = await startHttpsUpstream({ pki, names: ['api.anthropic.com'], handler: anthropicHandler });
-  registry = await startHttpsUpstream({ pki, names: ['registry.npmjs.org'], handler: registryHandler });
+  const npm = await npmStandIn(work, PKG, `tiny package ${RUN_ID}`);
+  registry = await startHttpsUpstream({ pki, names: ['registry.npmjs.org'], handler: npm.handler });
 }, SLOW);
 
 afterAll(async () => {
@@ -334,6 +289,34 @@ describeDocker('airlock run, network mode none: real Claude Code against a local
     for (const l of calls) expect(l.credentials).toEqual([]);
   }, 600_000);
 });
+
+describeNeeding(
+  'airlock run started by root without sudo: Claude Code in unattended mode',
+  process.getuid?.() === 0 ? null : 'not root (the test starts airlock run as root)',
+  () => {
+    it('runs claude --dangerously-skip-permissions as the image\'s non-root user and gets the stand-in\'s answer', async () => {
+      const before = messages.length;
+      const { result } = await runSession({
+        tag: 'claude-root',
+        policy: writePolicy('claude-root.yaml', CLAUDE_POLICY),
+        resolve: [`api.anthropic.com:443:127.0.0.1:${anthropic.port}`],
+        env: CLAUDE_ENV,
+        command: ['sh', '-c', 'echo "UID $(id -u)"; claude -p "say hi" --dangerously-skip-permissions --output-format text </dev/null; echo "CLAUDE_EXIT $?"'],
+        launcherEnv: { AIRLOCK_ANTHROPIC_KEY: REAL_KEY, SUDO_UID: undefined, SUDO_GID: undefined },
+        user: null,
+      });
+      const out = result.stdout;
+      expect(result.code, `${result.stderr}\n${out}`).toBe(0);
+      expect(out).toMatch(/^UID 1000$/m);
+      // As root, Claude Code would say: --dangerously-skip-permissions cannot be used with root/sudo privileges.
+      expect(out + result.stderr).not.toMatch(/cannot be used with root/);
+      expect(out).toMatch(/^CLAUDE_EXIT 0$/m);
+      expect(out).toContain(REPLY);
+      expect(messages.length).toBeGreaterThan(before);
+      expect(result.stderr).toMatch(/the session runs as the image's user 1000:1000; --user UID:GID picks another/);
+    }, 600_000);
+  },
+);
 
 describeDocker('airlock run, network mode none: npm install from a local registry', () => {
   it('installs a package through the proxy; the stand-in registry served it and the audit shows the requests', async () => {

@@ -254,6 +254,8 @@ describeDocker('airlock run: routed traffic and DNS do not rest on Docker alone'
 
     // The session: serves on 8001 too (for the inbound probe), then waits to be told to end.
     const workspace = newDir('airlock-contain-ws-');
+    // Root's session runs as the image's user: it writes its ready file here.
+    chmodSync(workspace, 0o777);
     const container = name('fwd');
     cli = spawnCli(
       runArgs(newDir('airlock-contain-state-'), ['--workspace', workspace, '--name', container], [

@@ -111,12 +111,13 @@ describeDocker('airlock image build and airlock doctor (Docker)', () => {
       const run = await airlock(['doctor', '--image', TAG]);
       expect(run.code, run.out).toBe(0);
       const lines = run.out.split('\n').filter((l) => /^(PASS|FAIL) /.test(l));
-      expect(lines.map((l) => l.split(/\s+/)[1])).toEqual(['entrypoint', 'bash', 'curl', 'git', 'workspace', 'agent-cli', 'ca-trust']);
+      expect(lines.map((l) => l.split(/\s+/)[1])).toEqual(['entrypoint', 'default-user', 'bash', 'curl', 'git', 'workspace', 'agent-cli', 'ca-trust']);
       expect(lines.filter((l) => l.startsWith('FAIL'))).toEqual([]);
       expect(run.out).toMatch(/PASS workspace\s+— \/workspace is writable by uid 4242:4242/);
       expect(run.out).toMatch(/PASS agent-cli\s+— claude \S+ \(Claude Code\)/);
       expect(run.out).toMatch(/PASS ca-trust\s+— .*trusted by curl, git, node, python3/);
-      expect(run.out).toContain('all 7 checks passed');
+      expect(run.out).toMatch(/PASS default-user\s+— the image runs as 1000:1000 \(uid 1000:1000\), not root/);
+      expect(run.out).toContain('all 8 checks passed');
       // Which network mode `airlock run` would use, and why (here: no airlock-relay:latest).
       expect(run.out).toMatch(/^network: .*--network-mode none/m);
     },
@@ -129,7 +130,7 @@ describeDocker('airlock image build and airlock doctor (Docker)', () => {
       const run = await airlock(['doctor', '--image', BASE]);
       expect(run.code, run.out).toBe(1);
       const fails = run.out.split('\n').filter((l) => l.startsWith('FAIL '));
-      for (const name of ['git', 'workspace', 'agent-cli', 'ca-trust']) {
+      for (const name of ['default-user', 'git', 'workspace', 'agent-cli', 'ca-trust']) {
         const line = fails.find((l) => l.split(/\s+/)[1] === name);
         expect(line, `${name} should fail:\n${run.out}`).toBeDefined();
         expect(line).toMatch(/; fix: \S/);

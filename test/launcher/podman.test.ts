@@ -53,7 +53,7 @@ beforeAll(async () => {
 
   const relay = await ensureRelayImage();
   // The session image is removed at the end.
-  await buildCurlImage(CURL_IMAGE, 'airlock-test=podman', home);
+  await buildCurlImage(CURL_IMAGE, 'airlock-test=podman');
   for (const image of [relay, CURL_IMAGE]) await user.loadImage(image, (archive) => ['podman', ['load', '-i', archive]]);
 }, 30 * 60_000);
 

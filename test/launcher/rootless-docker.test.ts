@@ -105,7 +105,7 @@ beforeAll(async () => {
 
   const relay = await ensureRelayImage();
   // The session image is removed at the end.
-  await buildCurlImage(CURL_IMAGE, 'airlock-test=rootless-docker', home);
+  await buildCurlImage(CURL_IMAGE, 'airlock-test=rootless-docker');
   for (const image of [relay, CURL_IMAGE]) await user.loadImage(image, (archive) => ['docker', ['-H', `unix://${socket}`, 'load', '-i', archive]]);
 }, 30 * 60_000);
 

@@ -16,10 +16,10 @@ import { ensureAgentImage, ensureRelayImage } from '../helpers/docker.js';
 // ---------------------------------------------------------------- processes
 
 /**
- * The test process's environment without what could steer a launcher or leak into a session:
- * Airlock's own variables, proxy settings and DOCKER_HOST.
+ * This process's environment without what would steer a launcher elsewhere: Airlock's own
+ * variables, proxy variables and DOCKER_HOST.
  */
-function launcherBaseEnv(): NodeJS.ProcessEnv {
+export function launcherEnv(): NodeJS.ProcessEnv {
   const env = { ...process.env };
   for (const name of Object.keys(env)) {
     if (/^AIRLOCK_|_PROXY$|^(http|https|all|no)_proxy$|^DOCKER_HOST$/i.test(name)) delete env[name];
@@ -38,7 +38,7 @@ export async function relayRunSetup(): Promise<{ image: string; relayImage: stri
   const pki = await createTestPki();
   chmodSync(pki.dir, 0o755);
   chmodSync(pki.caFile, 0o644);
-  return { image, relayImage, baseEnv: launcherBaseEnv(), pki };
+  return { image, relayImage, baseEnv: launcherEnv(), pki };
 }
 
 /** A CLI process left running while the test works on its session. */

@@ -120,6 +120,8 @@ function newStateDir(): string {
 
 function newWorkspace(): string {
   const dir = tmpDir('airlock-run-ws-');
+  // Root's sessions run as the image's user (1000), which writes here.
+  chmodSync(dir, 0o777);
   scratch.push(dir);
   return dir;
 }
@@ -303,11 +305,11 @@ describeDocker('airlock run: two concurrent sessions on the real engine', () => 
     }
   }, 120_000);
 
-  it('runs the container locked down: internal network, no capabilities, no new privileges, caller uid', async () => {
+  it("runs the container locked down: internal network, no capabilities, no new privileges, caller uid (root's: the image's user)", async () => {
     const { info } = await inspectContainer(a.c.name);
     expect(info.HostConfig.CapDrop).toEqual(['ALL']);
     expect(info.HostConfig.SecurityOpt).toContain('no-new-privileges');
-    expect(info.Config.User).toBe(`${process.getuid!()}:${process.getgid!()}`);
+    expect(info.Config.User).toBe(process.getuid!() === 0 ? '1000:1000' : `${process.getuid!()}:${process.getgid!()}`);
     expect(info.HostConfig.NetworkMode).toBe(`airlock-${a.c.sessionId}`);
     const network = JSON.parse(await dockerOk(['network', 'inspect', `airlock-${a.c.sessionId}`]))[0];
     expect(network.Internal).toBe(true);

@@ -3,10 +3,11 @@
 // engine, and remove it with everything it still runs.
 import { spawn } from 'node:child_process';
 import type { ChildProcess, StdioOptions } from 'node:child_process';
-import { chmodSync, chownSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { runProcess, sleep, tmpDir } from '../helpers/servers.js';
 import { dockerOk } from './run-helpers.js';
+import { buildTestImage } from '../helpers/docker.js';
 
 export class TestUser {
   private constructor(
@@ -90,12 +91,10 @@ export class TestUser {
 }
 
 /** A small session image with curl, built on the system engine from Debian packages, labelled. */
-export async function buildCurlImage(tag: string, label: string, dir: string): Promise<void> {
-  const ctx = join(dir, 'curl-ctx');
-  mkdirSync(ctx);
-  writeFileSync(
-    join(ctx, 'Dockerfile'),
+export async function buildCurlImage(tag: string, label: string): Promise<void> {
+  await buildTestImage(
+    tag,
     'FROM debian:bookworm-slim\nRUN apt-get update -qq && apt-get install -y -qq --no-install-recommends curl ca-certificates >/dev/null && rm -rf /var/lib/apt/lists/*\n',
+    label,
   );
-  await dockerOk(['build', '-q', '--label', label, '-t', tag, ctx], { timeoutMs: 600_000 });
 }

@@ -115,9 +115,43 @@ describe('decide', () => {
     expect(decide(policy, connect('api.github.com', 22)).message).toContain('80, 443');
   });
 
-  it('ignores report mode (the proxy applies it)', () => {
-    const report = parsePolicy('version: 1\nname: r\nmode: report\nallow: []\n', 'r.yaml');
-    expect(decide(report, req('example.com'))).toMatchObject({ action: 'deny', reason: 'no_rule' });
+  describe('report mode', () => {
+    const report = parsePolicy(
+      `
+version: 1
+name: r
+mode: report
+allow:
+  - host: api.example.com
+    methods: [GET]
+    paths: ["/v1/*"]
+  - host: blind.example.com
+    inspect: false
+`,
+      'r.yaml',
+    );
+    const enforce = parsePolicy('version: 1\nname: e\nallow:\n  - host: api.example.com\n    methods: [GET]\n    paths: ["/v1/*"]\n', 'e.yaml');
+
+    it.each([
+      ['a host with no rule', req('other.example.com'), 'no_rule', null],
+      ['a port the rule does not list', connect('api.example.com', 8443), 'port_not_allowed', 'allow[0] api.example.com'],
+      ['a method the rule does not list', req('api.example.com', 'POST', '/v1/x'), 'method_not_allowed', 'allow[0] api.example.com'],
+      ['a path the rule does not list', req('api.example.com', 'GET', '/v2/x'), 'path_not_allowed', 'allow[0] api.example.com'],
+    ])('turns the denial of %s into would_deny, inspected', (_what, facts, reason, rule) => {
+      const d = decide(report, facts);
+      expect(d).toMatchObject({ action: 'would_deny', reason, rule, inspect: true });
+      // The same request under enforce mode is denied for the same reason.
+      if (facts.host === 'api.example.com') expect(decide(enforce, facts)).toMatchObject({ action: 'deny', reason });
+    });
+
+    it('still refuses a malformed host', () => {
+      expect(decide(report, req('bad host'))).toMatchObject({ action: 'deny', reason: 'invalid_host' });
+    });
+
+    it('allows what the rules allow, as enforce mode does (a blind rule stays blind)', () => {
+      expect(decide(report, req('api.example.com', 'GET', '/v1/x'))).toMatchObject({ action: 'allow', reason: 'allowed' });
+      expect(decide(report, connect('blind.example.com'))).toMatchObject({ action: 'allow', inspect: false });
+    });
   });
 
   it('denies everything with an empty policy', () => {

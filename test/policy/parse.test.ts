@@ -153,11 +153,20 @@ describe('parsePolicy: valid input', () => {
     expect(parsePolicy(FULL, FILE)).toEqual(p);
   });
 
+  it('names its version by what it means: comments, layout and file name keep the digest, a change of meaning changes it', () => {
+    const base = parsePolicy('version: 1\nname: d\nallow:\n  - host: a.example\n', FILE);
+    const relaid = parsePolicy('# the team\'s policy\nversion: 1\n\nname: d   # named\nallow: [{ host: a.example }]\n', 'other.yaml');
+    expect(relaid.digest).toBe(base.digest);
+    expect(parsePolicy('version: 1\nname: d\nallow:\n  - host: a.example\n    methods: [GET]\n', FILE).digest).not.toBe(base.digest);
+    expect(parsePolicy('version: 1\nname: d\nallow:\n  - host: b.example\n', FILE).digest).not.toBe(base.digest);
+  });
+
   it('applies defaults', () => {
     const minimal = parsePolicy('version: 1\nname: minimal\n', FILE);
     expect(minimal).toEqual({
       version: 1,
       name: 'minimal',
+      digest: expect.stringMatching(/^[0-9a-f]{12}$/),
       source: FILE,
       mode: 'enforce',
       allow: [],
@@ -233,6 +242,7 @@ describe('parsePolicy: errors', () => {
     ['wildcard without dot', `${HEAD}allow:\n  - host: "*foo.com"\n`, 4, 'allow[0].host', /not a supported wildcard/],
     ['double wildcard', `${HEAD}allow:\n  - host: "*.*.com"\n`, 4, 'allow[0].host', /not a supported wildcard/],
     ['wildcard on an IP', `${HEAD}allow:\n  - host: "*.0.0.1"\n`, 4, 'allow[0].host'],
+    ['wildcard on a top-level domain', `${HEAD}allow:\n  - host: "*.com"\n`, 4, 'allow[0].host', /every host under the top-level domain "com"/],
     ['unquoted wildcard (a YAML alias)', `${HEAD}allow:\n  - host: *.example.com\n`, 4, 'allow[0].host', /Quote values that start with "\*"/],
     ['host with a port', `${HEAD}allow:\n  - host: a.com:8443\n`, 4, 'allow[0].host', /includes a port.*ports: \[8443\]/],
     ['host as URL', `${HEAD}allow:\n  - host: https://a.com/x\n`, 4, 'allow[0].host', /is a URL/],

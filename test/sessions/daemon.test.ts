@@ -101,7 +101,7 @@ describe('airlock proxy daemon', () => {
       expect(session[name]).toMatch(new RegExp(`^http://${sessionId}:[A-Za-z0-9_-]+@127\\.0\\.0\\.1:${port}$`));
     }
     for (const name of ['SSL_CERT_FILE', 'NODE_EXTRA_CA_CERTS', 'REQUESTS_CA_BUNDLE', 'CURL_CA_BUNDLE', 'GIT_SSL_CAINFO']) {
-      expect(session[name]).toBe(join(stateDir, 'sessions', sessionId, 'bundle.pem'));
+      expect(session[name]).toBe(join(stateDir, 'sessions', sessionId, 'trust', 'bundle.pem'));
     }
     expect(existsSync(session.SSL_CERT_FILE!)).toBe(true);
   }, 30_000);

@@ -3,10 +3,10 @@
 import net from 'node:net';
 import { Readable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Http1Client } from '../../src/proxy/http1-client.js';
-import type { BodySink, ResponseHead, UpstreamCall } from '../../src/proxy/http1-client.js';
-import { startScriptedServer } from '../helpers/servers.js';
-import type { ScriptedServer } from '../helpers/servers.js';
+import { Http1Client } from '../../../src/proxy/http1/http1-client.js';
+import type { BodySink, ResponseHead, UpstreamCall } from '../../../src/proxy/http1/types.js';
+import { startScriptedServer } from '../../helpers/servers.js';
+import type { ScriptedServer } from '../../helpers/servers.js';
 
 const servers: ScriptedServer[] = [];
 const clients: Http1Client[] = [];

@@ -4,10 +4,10 @@
 // served, a smuggling attempt is refused, audited and not forwarded).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type tls from 'node:tls';
-import { exchange, tunnelTls, startGuardedRig } from '../adversarial/helpers.js';
-import type { GuardedRig } from '../adversarial/helpers.js';
-import { echoHandler, sleep } from '../helpers/servers.js';
-import type { UpstreamHandler } from '../helpers/servers.js';
+import { exchange, tunnelTls, startGuardedRig } from '../../adversarial/helpers.js';
+import type { GuardedRig } from '../../adversarial/helpers.js';
+import { echoHandler, sleep } from '../../helpers/servers.js';
+import type { UpstreamHandler } from '../../helpers/servers.js';
 
 const POLICY = `
 version: 1

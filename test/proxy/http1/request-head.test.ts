@@ -5,7 +5,7 @@ import http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseRequestHead } from '../../src/proxy/request-head.js';
+import { parseRequestHead } from '../../../src/proxy/http1/request-head.js';
 
 function parse(text: string) {
   const buf = Buffer.from(text, 'latin1');

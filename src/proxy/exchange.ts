@@ -1,0 +1,368 @@
+// One exchange: a request, a tunnel or an upgrade, from admission to its audit line. It holds the
+// session's policy as it was at admission, the audit record, and the channel the client is
+// answered on; every refusal, failure and end of a request goes through it, so each is answered
+// and audited in one way and the audit line is written by exactly one place.
+import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type pino from 'pino';
+import { decide } from '../policy/index.js';
+import type { Decision, DenyReason, Policy, RequestFacts } from '../policy/index.js';
+import type { OutgoingRequest, SwapResult } from '../credentials/broker.js';
+import type { ProxySession } from './context.js';
+import { DestinationBlocked } from './upstream.js';
+import type { Upstream } from './upstream.js';
+import { TIMEOUT_CODES } from './http1/errors.js';
+import type { ResponseOut } from './http1/types.js';
+import { denyBody, endWith, rawResponse } from './responses.js';
+import { RequestRecord } from './record.js';
+import type { Outcome } from './record.js';
+import { usageOf } from './usage.js';
+import type { Authority } from './target.js';
+
+/** What every exchange needs of the proxy. */
+export interface ExchangeDeps {
+  readonly upstream: Upstream;
+  /** The proxy's own operational log (never the audit log). */
+  readonly log: pino.Logger;
+}
+
+/**
+ * Where the client is answered: an HTTP response (plain requests, requests inside a tunnel), or
+ * the raw socket (CONNECT, upgrades, heads the parser refused).
+ */
+export type Channel = { readonly res: ResponseOut } | { readonly socket: Duplex };
+
+export type Forward = Extract<SwapResult, { kind: 'forward' }>;
+
+/** The request body went over the session's upload budget (thrown from the body counter). */
+export class UploadBudgetExceeded extends Error {
+  constructor() {
+    super('upload budget exceeded');
+  }
+}
+
+/** What an error means for the client. */
+export interface Failure {
+  readonly status: number;
+  readonly reason: DenyReason;
+  /** A refusal (audited as deny) rather than an allowed request that failed. */
+  readonly deny: boolean;
+  readonly message: string;
+  readonly detail: string | undefined;
+  /** The connection closes after the answer (the request body was not read to its end). */
+  readonly close?: boolean;
+}
+
+/**
+ * The one mapping from an error to its answer: a blocked destination is a denial (403), an upload
+ * over budget 429, a request head the parser refused 400 (431 when too large, 408 when too slow),
+ * a client body that never came 408, timeouts 504, the client leaving 499, any other upstream
+ * failure 502.
+ */
+export function failureOf(err: Error & { code?: string }, upstream: Authority): Failure {
+  if (err instanceof DestinationBlocked) {
+    return { status: 403, reason: 'destination_blocked', deny: true, message: err.message, detail: err.message };
+  }
+  if (err instanceof UploadBudgetExceeded) {
+    const message = "Airlock: the session's upload budget (limits.max_upload_bytes) is used up; the request was cut off.";
+    return { status: 429, reason: 'upload_budget_exceeded', deny: true, message, detail: undefined, close: true };
+  }
+  const code = err.code ?? err.name;
+  // Node's parser (and the tunnel's own) report a head it will not serve with these codes.
+  if (code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+    return { status: 408, reason: 'bad_request', deny: true, message: 'Airlock: the request head took too long.', detail: code, close: true };
+  }
+  if (code.startsWith('HPE_')) {
+    const status = code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
+    return { status, reason: 'bad_request', deny: true, message: `Airlock: malformed request (${code}).`, detail: code, close: true };
+  }
+  if (code === 'ABORTED') return { status: 499, reason: 'upstream_error', deny: false, message: '', detail: 'client_closed' };
+  if (code === 'CLIENT_BODY_TIMEOUT') {
+    return { status: 408, reason: 'upstream_error', deny: false, message: 'Airlock: the request body did not arrive in time.', detail: code };
+  }
+  const status = TIMEOUT_CODES.has(code) ? 504 : 502;
+  return { status, reason: 'upstream_error', deny: false, message: `Airlock: upstream ${upstream.host}:${upstream.port} failed (${code}).`, detail: code };
+}
+
+const NOT_DECIDED: Outcome = { action: 'deny', rule: null, reason: 'bad_request' };
+
+export class Exchange {
+  /** The session's policy when the exchange was admitted: it decides the whole exchange. */
+  readonly policy: Policy;
+  private readonly record: RequestRecord;
+  private decision: Decision | null = null;
+  /** Set by a refusal or failure; otherwise the decision's outcome is audited. */
+  private outcome: Outcome | null = null;
+  private detail: string | undefined;
+  /** Bytes up and down, read when an HTTP exchange closes. */
+  private counter: (() => readonly [number, number]) | null = null;
+  /** Called when the client leaves an HTTP exchange before its response was sent whole. */
+  private onClientGone: (() => void) | null = null;
+  private watching = false;
+  /** The audit line is written: nothing more is answered or recorded. */
+  private ended = false;
+
+  constructor(
+    readonly deps: ExchangeDeps,
+    readonly session: ProxySession,
+    kind: 'request' | 'tunnel' | 'websocket',
+    method: string,
+    readonly scheme: 'http' | 'https',
+    private readonly channel: Channel,
+  ) {
+    this.policy = session.policy;
+    this.record = new RequestRecord(session, this.policy.digest, kind, method, scheme);
+  }
+
+  // ---- what is audited
+
+  target(host: string, port: number, pathWithQuery: string): void {
+    this.record.target(host, port, pathWithQuery);
+  }
+
+  get authority(): Authority {
+    return this.record.authority;
+  }
+
+  /** The rule that decided, once decided. */
+  get rule(): string | null {
+    return this.decision?.rule ?? null;
+  }
+
+  usedCredentials(names: readonly string[]): void {
+    this.record.usedCredentials(names);
+  }
+
+  bytes(up: number, down: number): void {
+    this.record.bytes(up, down);
+  }
+
+  /** A detail for the audit line (e.g. that a secret was scrubbed), unless a failure sets one. */
+  note(detail: string): void {
+    this.detail = detail;
+  }
+
+  /** Whether the client has gone (its connection closed). */
+  get gone(): boolean {
+    return 'res' in this.channel ? this.channel.res.destroyed : this.channel.socket.destroyed;
+  }
+
+  // ---- admission: limits, decision, credential swap
+
+  /**
+   * The session's limits: a request token, a connection slot (given back when the channel
+   * closes) and the upload budget for a declared body. Over any of them: refused with 429.
+   */
+  withinLimits(need: { readonly connection: boolean; readonly upload?: number }): boolean {
+    const usage = usageOf(this.session);
+    if (!usage.takeRequest()) {
+      this.refuse(429, 'rate_limited', 'Airlock: this session is over its request-rate limit; retry later.', 'session request rate');
+      return false;
+    }
+    if (need.connection) {
+      if (!usage.openConnection()) {
+        this.refuse(429, 'rate_limited', 'Airlock: this session is over its connection limit; retry later.', 'session connection limit');
+        return false;
+      }
+      this.onClose(() => usage.closeConnection());
+    }
+    if (need.upload !== undefined && need.upload > 0 && need.upload > usage.uploadLeft()) {
+      this.refuse(429, 'upload_budget_exceeded', "Airlock: this request would exceed the session's upload budget (limits.max_upload_bytes).");
+      return false;
+    }
+    return true;
+  }
+
+  /** The policy's answer for these facts, without acting on it (a tunnel's other SNI names). */
+  judge(facts: RequestFacts): Decision {
+    return decide(this.policy, facts);
+  }
+
+  /** Decides the exchange without acting on the decision (what is audited, which rule). */
+  consider(facts: RequestFacts): Decision {
+    return (this.decision = this.judge(facts));
+  }
+
+  /**
+   * Decides the exchange and acts on it: the decision (allow, or would_deny in report mode), or
+   * null when it was denied (answered with 403 and
+   * audited, with `deniedPath` as the path when given).
+   */
+  decide(facts: RequestFacts, deniedPath?: string): Decision | null {
+    const decision = this.consider(facts);
+    if (decision.action !== 'deny') return decision;
+    if (deniedPath !== undefined) this.target(this.authority.host, this.authority.port, deniedPath);
+    this.refuse(403, decision.reason, decision.message);
+    return null;
+  }
+
+  /**
+   * The credential swap: placeholders become secrets in what is sent, or the exchange is refused
+   * (a placeholder bound elsewhere: 403; a secret source that failed: 502, which the session
+   * learns nothing more about). `then` runs with what to send, unless refused or the client left.
+   */
+  swap(request: OutgoingRequest, then: (forward: Forward) => void): void {
+    if (this.session.credentials.empty) {
+      then({ kind: 'forward', pathWithQuery: request.pathWithQuery, headers: request.headers, used: [], bodyTransform: null, echoes: [] });
+      return;
+    }
+    this.session.credentials.swapRequest(request).then(
+      (swap) => {
+        if (swap.kind === 'misuse') {
+          const message = `credential "${swap.credential}" placeholder found in ${swap.where}: ${swap.why}`;
+          this.refuse(403, 'credential_misuse', message, `${swap.credential} in ${swap.where}`);
+          return;
+        }
+        this.usedCredentials(swap.used);
+        if (this.gone) {
+          // The client left while the secret was being resolved: send nothing, say so.
+          this.finish(499, 'client_closed');
+          return;
+        }
+        then(swap);
+      },
+      (err: Error) => {
+        // The details (paths, commands) stay in the proxy log; the session learns only that.
+        this.deps.log.error({ session: this.session.id, err: err.message }, 'credential swap failed');
+        this.refuse(502, 'upstream_error', 'Airlock: a credential this request needs is unavailable right now (the operator can see why in the proxy log).');
+      },
+    );
+  }
+
+  // ---- the end
+
+  /**
+   * Refuses the exchange: answered (a 403 with the JSON denial, anything else with the message)
+   * and audited as a denial. The connection closes after the answer.
+   */
+  refuse(status: number, reason: DenyReason, message: string, detail?: string): void {
+    if (this.ended) return;
+    this.outcome = { action: 'deny', rule: this.rule, reason };
+    this.detail = detail;
+    const body = status === 403 ? denyBody(this.denyInfo(reason, message)) : message + '\n';
+    this.answer(status, body, [`X-Airlock-Decision: deny; reason=${reason}`, ...(reason === 'rate_limited' ? ['Retry-After: 1'] : [])], true);
+  }
+
+  /** Audits a refusal the channel can no longer carry an answer for (a tunnel already under TLS). */
+  refused(status: number, reason: DenyReason, detail: string): void {
+    if (this.ended) return;
+    this.outcome = { action: 'deny', rule: this.rule, reason };
+    this.finish(status, detail);
+  }
+
+  /** An error ends the exchange: answered as failureOf() maps it (or cut off, once a response is under way). */
+  fail(err: Error & { code?: string }): void {
+    this.failed(failureOf(err, this.authority));
+  }
+
+  /** A failure of the proxy's own (a response it cannot scrub): answered like an error. */
+  failed(failure: Failure): void {
+    if (this.ended) return;
+    const action = failure.deny ? 'deny' : this.decided().action;
+    this.outcome = { action, rule: this.rule, reason: failure.reason };
+    this.detail = failure.detail;
+    if (failure.status === 499) {
+      this.finish(499, failure.detail);
+      return;
+    }
+    if ('res' in this.channel && this.channel.res.headersSent) {
+      this.channel.res.destroy(); // audited when it closes, with the status already sent
+      return;
+    }
+    const body = failure.status === 403 ? denyBody(this.denyInfo(failure.reason, failure.message)) : failure.message + '\n';
+    this.answer(failure.status, body, failure.deny ? [`X-Airlock-Decision: deny; reason=${failure.reason}`] : [], failure.close === true);
+  }
+
+  /**
+   * The response goes out on the HTTP channel: the exchange is audited when it closes, with the
+   * status sent (499 when none was), and `onClientGone` runs if the client left before its end.
+   */
+  responding(counter: () => readonly [number, number], onClientGone: () => void): void {
+    this.counter = counter;
+    this.onClientGone = onClientGone;
+    this.watchClose();
+  }
+
+  /**
+   * Ends a tunnel or upgrade: its audit line, with the decision's outcome; `answer`, when given,
+   * is sent on the raw socket with that status (an upstream that refused an upgrade, say).
+   */
+  end(status: number, detail?: string, answer?: string): void {
+    if (this.ended) return;
+    this.finish(status, detail);
+    if (answer !== undefined && 'socket' in this.channel) answerRaw(this.channel.socket, status, answer);
+  }
+
+  /** Runs when the client's channel closes (a slot given back, say). */
+  onClose(listener: () => void): void {
+    if ('res' in this.channel) this.channel.res.once('close', listener);
+    else this.channel.socket.once('close', listener);
+  }
+
+  private decided(): Outcome {
+    const d = this.decision;
+    return d ? { action: d.action, rule: d.rule, reason: d.reason } : NOT_DECIDED;
+  }
+
+  /** The only call of record.finish(): the record writes its line once. */
+  private finish(status: number, detail?: string): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.record.finish(status, this.outcome ?? this.decided(), detail ?? this.detail);
+  }
+
+  private denyInfo(reason: DenyReason, message: string) {
+    const { host, port } = this.authority;
+    return { session: this.session.id, policy: this.policy.name, host, port, decision: { rule: this.rule, reason, message } };
+  }
+
+  private answer(status: number, body: string, headers: string[], close: boolean): void {
+    if ('socket' in this.channel) {
+      this.finish(status);
+      answerRaw(this.channel.socket, status, body, headers);
+      return;
+    }
+    const res = this.channel.res;
+    if (res.destroyed) {
+      // The client left (during a credential swap, say): nothing to answer, but it is audited.
+      this.finish(499, this.detail ?? 'client_closed');
+      return;
+    }
+    this.counter ??= () => [0, Buffer.byteLength(body)];
+    this.watchClose();
+    // Whatever the client still sends is discarded.
+    if (close) res.shouldKeepAlive = false;
+    const head: Record<string, string | number> = {
+      'Content-Type': body.startsWith('{') ? 'application/json' : 'text/plain; charset=utf-8',
+      'Content-Length': Buffer.byteLength(body),
+    };
+    for (const line of headers) {
+      const colon = line.indexOf(':');
+      head[line.slice(0, colon)] = line.slice(colon + 1).trim();
+    }
+    res.writeHead(status, head);
+    res.end(body);
+  }
+
+  private watchClose(): void {
+    if (this.watching || !('res' in this.channel)) return;
+    this.watching = true;
+    const res = this.channel.res;
+    res.on('close', () => {
+      const unfinished = !res.writableFinished;
+      if (unfinished) this.onClientGone?.();
+      if (this.counter) {
+        const [up, down] = this.counter();
+        this.record.bytes(up, down);
+      }
+      // A client that left before any answer gets 499 (as nginx logs it), not res.statusCode's
+      // default 200; one that left mid-response keeps the status it was sent.
+      this.finish(res.headersSent ? res.statusCode : 499, this.detail ?? (unfinished ? 'client_closed' : undefined));
+    });
+  }
+}
+
+/** A final answer on a raw socket, which then closes (CONNECT, upgrades, refused heads, 407). */
+export function answerRaw(socket: Duplex, status: number, body: string, headers: string[] = []): void {
+  endWith(socket, rawResponse(status, STATUS_CODES[status] ?? 'Error', body, headers));
+}

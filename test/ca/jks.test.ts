@@ -1,0 +1,44 @@
+// The Java trust store a session's bundle becomes: read back by the JDK's own keytool.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createHash, X509Certificate } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { jksTrustStore, pemCertificates } from '../../src/ca/jks.js';
+import { createTestPki, rmTmp, runProcess, tmpDir } from '../helpers/servers.js';
+import type { TestPki } from '../helpers/servers.js';
+
+let dir: string;
+let a: TestPki;
+let b: TestPki;
+
+beforeAll(async () => {
+  dir = tmpDir('airlock-jks-');
+  [a, b] = await Promise.all([createTestPki(), createTestPki()]);
+});
+
+afterAll(() => rmTmp(dir, a?.dir, b?.dir));
+
+const fingerprint = (der: Buffer) => createHash('sha256').update(der).digest('hex').toUpperCase().match(/../g)!.join(':');
+
+describe('jksTrustStore', () => {
+  it('holds every certificate of the bundle as a trusted entry, which keytool lists with the default password', async () => {
+    const bundle = [readFileSync(a.caFile, 'utf8'), 'not a certificate', readFileSync(b.caFile, 'utf8')].join('\n');
+    const file = join(dir, 'store.jks');
+    writeFileSync(file, jksTrustStore(bundle));
+    const r = await runProcess('keytool', ['-list', '-keystore', file, '-storepass', 'changeit'], { timeoutMs: 60_000 });
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    expect(r.stdout).toContain('Keystore type: JKS');
+    expect(r.stdout).toContain('Your keystore contains 2 entries');
+    expect(r.stdout.match(/trustedCertEntry/g)?.length).toBe(2);
+    for (const der of pemCertificates(bundle)) expect(r.stdout).toContain(fingerprint(der));
+    expect(pemCertificates(bundle).map((d) => new X509Certificate(d).subject)).toEqual([a.caFile, b.caFile].map((f) => new X509Certificate(readFileSync(f)).subject));
+  }, 60_000);
+
+  it('carries the keystore digest: keytool refuses a wrong password as tampering', async () => {
+    const file = join(dir, 'digest.jks');
+    writeFileSync(file, jksTrustStore(readFileSync(a.caFile, 'utf8')));
+    const r = await runProcess('keytool', ['-list', '-keystore', file, '-storepass', 'wrong-password'], { timeoutMs: 60_000 });
+    expect(r.code).not.toBe(0);
+    expect(r.stdout + r.stderr).toMatch(/tampered with, or password was incorrect/);
+  }, 60_000);
+});
