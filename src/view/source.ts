@@ -63,6 +63,8 @@ export interface ApprovePreview {
   readonly diff: string;
   /** Set when the change lets a credential reach more than before: said next to the diff. */
   readonly widensCredential?: string;
+  /** What else the operator should read first: what the rule allows beyond the request, what a running session cannot take. */
+  readonly notes?: readonly string[];
 }
 
 export interface ApproveResult {

@@ -2,14 +2,11 @@
 // session: curl through the proxy to a TLS upstream on loopback, the audit log, the view's server.
 // Screenshots of each screen go to test-output/view/.
 import net from 'node:net';
-import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { credentialsFactory } from '../../src/credentials/sources.js';
 import type { ViewServer } from '../../src/view/server.js';
-import { registrySessions, startRuntimeView } from '../../src/view/runtime-view.js';
-import { AuditInbox, Feeds } from '../../src/view/feeds.js';
-import type { ApprovePreview, InboxSource } from '../../src/view/source.js';
-import { InboxError } from '../../src/view/source.js';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { startRuntimeView } from '../../src/view/runtime-view.js';
 import type { AuditEntry } from '../../src/audit/entry.js';
 import { launchBrowser } from '../helpers/browser.js';
 import type { TestBrowser } from '../helpers/browser.js';
@@ -49,8 +46,6 @@ describe('the live view in chromium', () => {
   let airlock: AirlockHandle;
   let view: ViewServer;
   let browser: TestBrowser;
-  /** What the test inbox was asked to approve (approving itself is the reload's job). */
-  const approved: string[] = [];
 
   beforeAll(async () => {
     viewPort = await freePort();
@@ -63,28 +58,10 @@ describe('the live view in chromium', () => {
       resolve: { 'api.example.test:443': upstream.port, 'other.example.test:443': upstream.port, [`view.example.test:${viewPort}`]: viewPort },
       upstreamCa: [pki.caPem],
       credentials: credentialsFactory({ AIRLOCK_VIEW_SECRET: SECRET }),
+      // The session follows its policy file: the view's inbox is the runtime's, approve writes it.
+      policyFile: true,
     });
-    const sessions = registrySessions(airlock.runtime.sessions);
-    const audit = new AuditInbox(new Feeds(sessions));
-    // The inbox the view is built against, fed here by the denials in the audit logs; a fixed
-    // diff stands in for the policy edit the reload work computes.
-    const inbox: InboxSource = {
-      list: () => audit.list(),
-      dismiss: (id) => audit.dismiss(id),
-      async approvePreview(id): Promise<ApprovePreview> {
-        const item = (await audit.list()).find((i) => i.id === id);
-        if (!item) throw new InboxError(`no inbox item ${id}`, 404);
-        return {
-          file: 'view-test.yaml',
-          diff: `--- view-test.yaml\n+++ view-test.yaml\n@@ -4,2 +4,3 @@\n   - host: never.example.test\n+  - host: ${item.host}\n+    paths: [${item.path}]\n`,
-        };
-      },
-      async approve(id) {
-        approved.push(id);
-        return { version: 'test-2', message: `allowed: ${id}` };
-      },
-    };
-    view = await startRuntimeView(airlock.runtime, { host: '127.0.0.1', port: viewPort, inbox });
+    view = await startRuntimeView(airlock.runtime, { host: '127.0.0.1', port: viewPort });
     browser = await launchBrowser({ hostRules: 'MAP rebind.example.test 127.0.0.1' });
     await openView();
   });
@@ -131,21 +108,68 @@ describe('the live view in chromium', () => {
     await browser.screenshot('timeline');
   });
 
-  it('a denied request shows in the inbox with its count, and Allow shows the diff before confirming', async () => {
+  it('a denied request shows in the inbox; Allow, then confirm, and the same request succeeds in the running session', async () => {
+    const file = airlock.policyFile!;
+    const before = readFileSync(file, 'utf8');
+    const versionBefore = airlock.session.policy.digest;
     expect(await curl('https://other.example.test/needs/access')).toBe(403); // CONNECT refused
     expect(await curl('https://other.example.test/needs/access')).toBe(403);
     await browser.page.locator('.tabs button[data-tab="inbox"]').click();
     const item = browser.page.locator('#inbox tr.item', { hasText: 'other.example.test' });
     await item.waitFor({ timeout: 3000 });
     await expect.poll(() => item.locator('td.count').textContent()).toBe('2');
+    expect(await item.innerText()).toContain('(CONNECT: the whole host)');
     await browser.screenshot('inbox');
     await item.locator('button.allow').click();
+    // The narrowest rule, as a diff of the file the session follows.
     await browser.page.locator('#approve-diff', { hasText: '+  - host: other.example.test' }).waitFor();
-    expect(approved).toEqual([]); // nothing written before the operator confirms
+    expect(await browser.page.locator('#approve-file').innerText()).toBe(`Change to ${file}:`);
+    expect(await browser.page.locator('#approve-widens').isHidden()).toBe(true);
+    expect(readFileSync(file, 'utf8')).toBe(before); // nothing written before the operator confirms
+    expect(await curl('https://other.example.test/needs/access')).toBe(403);
     await browser.screenshot('inbox-allow-diff');
     await browser.page.locator('#approve-confirm').click();
     await browser.page.locator('#inbox-message', { hasText: 'allowed:' }).waitFor();
-    expect(approved).toEqual([await item.getAttribute('data-item')]);
+    // Written, reloaded, in force: the same curl through the same session, no restart.
+    expect(readFileSync(file, 'utf8')).toMatch(/^ {2}- host: other\.example\.test$/m);
+    expect(airlock.session.policy.digest).not.toBe(versionBefore);
+    expect(await curl('https://other.example.test/needs/access')).toBe(200);
+    const line = await airlock.waitForAudit((l) => l.kind === 'request' && l.host === 'other.example.test' && l.path === '/needs/access');
+    expect(line).toMatchObject({ action: 'allow', status: 200, policy_version: airlock.session.policy.digest });
+    expect(upstream.requests.some((r) => r.url === '/needs/access')).toBe(true);
+    // The item is settled, and the rules the view lists are the ones in force now.
+    await expect.poll(() => browser.page.locator('#inbox tr.item', { hasText: 'other.example.test' }).count()).toBe(0);
+    await browser.screenshot('inbox-allowed');
+    await browser.page.locator('.tabs button[data-tab="rules"]').click();
+    await browser.page.locator('#rule-rows tr', { hasText: 'allow[4] other.example.test' }).waitFor({ timeout: 3000 });
+    await browser.page.locator('.tabs button[data-tab="timeline"]').click();
+  });
+
+  it('a policy file the session cannot load: the banner says so, and approving is refused with the reason', async () => {
+    const file = airlock.policyFile!;
+    const good = readFileSync(file, 'utf8');
+    const version = airlock.session.policy.digest;
+    expect(await curl('https://refused.example.test/later')).toBe(403);
+    writeFileSync(file, `${good}typo_key: 1\n`);
+    const banner = browser.page.locator('#banner');
+    await banner.waitFor({ timeout: 5000 });
+    expect(await banner.innerText()).toContain(`Session ${airlock.session.id}: policy reload failed, still enforcing ${version}: ${file}:`);
+    expect(await banner.innerText()).toContain('typo_key');
+    await browser.screenshot('reload-failed-banner');
+    await browser.page.locator('.tabs button[data-tab="inbox"]').click();
+    const item = browser.page.locator('#inbox tr.item', { hasText: 'refused.example.test' });
+    await item.locator('button.allow').click();
+    // The runtime's 409, as it words it: nothing to confirm.
+    await browser.page.locator('#approve-error', { hasText: 'fix the file, then approve again' }).waitFor({ timeout: 3000 });
+    expect(await browser.page.locator('#approve-confirm').isDisabled()).toBe(true);
+    await browser.screenshot('inbox-allow-refused');
+    await browser.page.locator('#approve-cancel').click();
+    writeFileSync(file, good);
+    await banner.waitFor({ state: 'hidden', timeout: 5000 });
+    expect(airlock.session.policy.digest).toBe(version);
+    await item.locator('button', { hasText: 'Dismiss' }).click();
+    await expect.poll(() => item.count()).toBe(0);
+    await browser.page.locator('.tabs button[data-tab="timeline"]').click();
   });
 
   it('shows per-rule hit counts, rules never hit included', async () => {
@@ -182,10 +206,16 @@ describe('the live view in chromium', () => {
     expect(text).toContain('http://evil⟨U+202E⟩gnp.exe<img src=x onerror="window.__pwned=2">⟨U+200B⟩.test/<b>bold</b>');
     expect(text).toContain('<script>window.__pwned=3</script>');
     expect(text).not.toMatch(/[\u202e\u200b]/);
-    // In the inbox too (the line is a denial).
+    // In the inbox: a refused path carrying markup and an override, and an agent's own request
+    // for access whose reason does (the inbox keeps them as plain text, the page shows that as text).
+    airlock.session.audit.record({ ...line, id: 'hostile-path', host: 'markup.example.test', path: '/<img src=x onerror="window.__pwned=4">\u202eevil', reason: 'no_rule', action: 'deny', status: 403 });
+    airlock.runtime.inbox.requestAccess(airlock.session.id, { host: 'docs.example.test', path: '/v1/search', reason: '<b>please</b> <script>window.__pwned=5</script>\u202e' });
     await page.locator('.tabs button[data-tab="inbox"]').click();
-    await page.locator('#inbox tr.item', { hasText: 'gnp.exe' }).waitFor({ timeout: 3000 });
-    expect((await page.locator('#inbox').innerText())).toContain('evil⟨U+202E⟩gnp.exe<img src=x onerror="window.__pwned=2">⟨U+200B⟩.test');
+    await page.locator('#inbox tr.item', { hasText: 'markup.example.test' }).waitFor({ timeout: 3000 });
+    const inboxText = await page.locator('#inbox').innerText();
+    expect(inboxText).toContain('/<img src=x onerror="window.__pwned=4"> evil');
+    expect(inboxText).toContain('access_request — agent: <b>please</b> <script>window.__pwned=5</script>');
+    expect(inboxText).not.toMatch(/[\u202e\u200b]/);
     expect(await page.locator('#rows img, #rows b, #rows script, #inbox img, #inbox b, #inbox script').count()).toBe(0);
     expect(await page.evaluate(() => (window as unknown as { __pwned?: number }).__pwned)).toBeUndefined();
     await page.locator('.tabs button[data-tab="timeline"]').click();
@@ -258,7 +288,7 @@ describe('the live view in chromium', () => {
 
   it('refuses a cross-origin write, even from another port of 127.0.0.1 (same site: the cookie goes along)', async () => {
     const items = async () => (await (await browser.page.request.get(new URL('/api/inbox', view.url).toString())).json()) as { id: string; path: string }[];
-    expect(await curl('http://other.example.test/cross-origin')).toBe(403);
+    expect(await curl('http://denied.example.test/cross-origin')).toBe(403);
     const target = await waitFor(async () => (await items()).find((i) => i.path === '/cross-origin'));
     const viewOrigin = new URL(view.url).origin;
     // A page on another local port posts to the view, as a hostile local page (or one a session

@@ -18,7 +18,7 @@ function escapeHidden(ch) {
 }
 
 /**
- * Fills `el` with `text`, hidden characters as marked escapes (line ends kept where `multiline`:
+ * Fills `el` with `text`, hidden characters as marked escapes (line ends and tabs kept where `multiline`:
  * the JSON and diff blocks). Text nodes only.
  */
 function setText(el, text, multiline = false) {
@@ -26,7 +26,7 @@ function setText(el, text, multiline = false) {
   el.textContent = '';
   let last = 0;
   for (const m of s.matchAll(HIDDEN_CHARS)) {
-    if (multiline && m[0] === '\n') continue;
+    if (multiline && (m[0] === '\n' || m[0] === '\t')) continue;
     if (m.index > last) el.append(document.createTextNode(s.slice(last, m.index)));
     const mark = document.createElement('span');
     mark.className = 'ctl';
@@ -428,6 +428,8 @@ async function preview(item) {
   $('approve-diff').textContent = 'loading…';
   $('approve-file').textContent = '';
   $('approve-widens').hidden = true;
+  $('approve-notes').hidden = true;
+  $('approve-notes').textContent = '';
   $('approve-error').hidden = true;
   $('approve-confirm').disabled = true;
   try {
@@ -439,6 +441,12 @@ async function preview(item) {
       $('approve-widens').hidden = false;
       setText($('approve-widens'), `This widens a credential's reach: ${p.widensCredential}`);
     }
+    for (const note of p.notes || []) {
+      const li = document.createElement('li');
+      setText(li, note);
+      $('approve-notes').append(li);
+    }
+    $('approve-notes').hidden = !(p.notes && p.notes.length > 0);
     $('approve-confirm').disabled = false;
   } catch (err) {
     $('approve-diff').textContent = '';
