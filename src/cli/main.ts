@@ -214,7 +214,7 @@ registerOperatorCommands(program, policyCommand, stateDirOption);
 
 registerRunCommands(program);
 
-registerUiCommand(program, async (stateDir) => (await adminRequest(stateDir, 'GET', '/sessions')) as SessionInfo[]);
+registerUiCommand(program, (stateDir, method, path, body) => adminRequest(stateDir, method, path, body));
 
 registerImageCommands(program);
 

@@ -3,10 +3,13 @@
 import type { Command } from 'commander';
 import type { ProxyRuntime } from '../sessions/runtime.js';
 import type { SessionInfo } from '../sessions/admin.js';
+import type { InboxItem as QueuedItem } from '../sessions/inbox.js';
+import type { ApprovalPlan } from '../sessions/approve.js';
+import type { PolicyStatus } from '../sessions/session.js';
 import { startView } from '../view/server.js';
 import type { ViewServer } from '../view/server.js';
-import { startRuntimeView } from '../view/runtime-view.js';
-import type { SessionSource } from '../view/source.js';
+import { operatorInbox, startRuntimeView } from '../view/runtime-view.js';
+import type { InboxSource, SessionSource } from '../view/source.js';
 import { isLoopback } from '../view/access.js';
 import { defaultStateDir, parseListen, UsageError } from './config.js';
 
@@ -31,18 +34,41 @@ export async function startRuntimeUi(runtime: ProxyRuntime, value: string, flag 
   return view;
 }
 
-/** A running daemon's sessions, read through its admin endpoint (`list`): names and paths only. */
-function daemonSessions(list: () => Promise<readonly SessionInfo[]>): SessionSource {
+/** A request to a daemon's admin endpoint (cli/daemon.ts adminRequest, passed in: daemon.ts imports this file). */
+export type AdminCall = (stateDir: string, method: string, path: string, body?: unknown) => Promise<unknown>;
+
+/** A running daemon's sessions and their policy status, read through its admin endpoint: names and paths only. */
+function daemonSessions(admin: AdminCall, stateDir: string): SessionSource {
   return {
     async list() {
+      const [sessions, status] = await Promise.all([
+        admin(stateDir, 'GET', '/sessions') as Promise<SessionInfo[]>,
+        admin(stateDir, 'GET', '/policy') as Promise<(PolicyStatus & { session: string })[]>,
+      ]);
+      const statusOf = new Map(status.map((p) => [p.session, p]));
       // Its proxy URL (with the session's proxy password) and placeholders stay here.
-      return (await list()).map((s) => ({ id: s.id, policy: s.policy, created: s.created, auditFile: s.audit, rules: null }));
+      return sessions.map((s) => {
+        const p = statusOf.get(s.id);
+        const policyStatus = p && { version: p.version, loadedAt: p.loadedAt, ...(p.error ? { error: p.error.message } : {}) };
+        return { id: s.id, policy: s.policy, created: s.created, auditFile: s.audit, rules: null, ...(policyStatus ? { policyStatus } : {}) };
+      });
     },
   };
 }
 
-/** `airlock ui`; `sessionsOf` lists a state dir's daemon sessions (the admin client). */
-export function registerUiCommand(program: Command, sessionsOf: (stateDir: string) => Promise<readonly SessionInfo[]>): void {
+/** A running daemon's inbox and approvals, through its admin endpoint's operator routes. */
+function daemonInbox(admin: AdminCall, stateDir: string): InboxSource {
+  return operatorInbox({
+    list: async () => (await admin(stateDir, 'GET', '/inbox')) as QueuedItem[],
+    plan: async (id) => (await admin(stateDir, 'GET', `/inbox/${encodeURIComponent(id)}/plan`)) as ApprovalPlan,
+    approve: (id, expect) => admin(stateDir, 'POST', `/inbox/${encodeURIComponent(id)}/approve`, { expect }),
+    // An unknown item is the daemon's 404, shown as it says it.
+    deny: async (id) => (await admin(stateDir, 'POST', `/inbox/${encodeURIComponent(id)}/deny`), true),
+  });
+}
+
+/** `airlock ui`: the view of the daemon whose state dir is given, over its admin endpoint. */
+export function registerUiCommand(program: Command, admin: AdminCall): void {
   program
     .command('ui')
     .description("serve the live view of the running proxy's sessions (timeline, denial inbox, rule hits) on loopback")
@@ -50,9 +76,9 @@ export function registerUiCommand(program: Command, sessionsOf: (stateDir: strin
     .option('--state-dir <dir>', 'state dir of the airlock proxy to attach to', defaultStateDir())
     .action(async (opts: { listen: string; stateDir: string }) => {
       const address = parseUiAddress(opts.listen, '--listen');
-      const sessions = daemonSessions(() => sessionsOf(opts.stateDir));
+      const sessions = daemonSessions(admin, opts.stateDir);
       await sessions.list(); // no daemon: say so now, not in the page
-      const view = await startView({ ...address, sessions });
+      const view = await startView({ ...address, sessions, inbox: daemonInbox(admin, opts.stateDir) });
       announce(view);
       const stop = async () => {
         await view.close();

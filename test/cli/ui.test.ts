@@ -1,14 +1,15 @@
 // `airlock proxy --ui` and `airlock ui` (attached to that daemon) with the built CLI: each prints a
 // URL whose token opens the view, the view lists the daemon's session (names only) and streams
-// its audit lines as a real client's requests end.
+// its audit lines as a real client's requests end; the attached view's inbox is the daemon's, and
+// approving there puts the rule in force in the running session.
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI_PATH, createTestPki, freePort, rmTmp, runCli, runProcess, startHttpsUpstream, tmpDir, waitFor } from '../helpers/servers.js';
+import { CLI_PATH, createTestPki, freePort, rmTmp, runCli, runProcess, startHttpUpstream, startHttpsUpstream, tmpDir, waitFor } from '../helpers/servers.js';
 import type { TestPki, TestUpstream } from '../helpers/servers.js';
-import { viewGet, viewUrlIn } from '../helpers/view.js';
+import { viewGet, viewPost, viewUrlIn } from '../helpers/view.js';
 
 interface Running {
   child: ChildProcess;
@@ -34,7 +35,9 @@ async function stop(r: Running | undefined) {
 describe('airlock proxy --ui and airlock ui', () => {
   let pki: TestPki;
   let api: TestUpstream;
+  let docs: TestUpstream;
   let dir: string;
+  let policy: string;
   let daemon: Running;
   let ui: Running | undefined;
   let exports = '';
@@ -42,12 +45,13 @@ describe('airlock proxy --ui and airlock ui', () => {
   beforeAll(async () => {
     pki = await createTestPki();
     api = await startHttpsUpstream({ pki, names: ['api.example.test'] });
+    docs = await startHttpUpstream();
     dir = tmpDir();
-    const policy = join(dir, 'policy.yaml');
+    policy = join(dir, 'policy.yaml');
     writeFileSync(policy, 'version: 1\nname: ui-cli\nallow:\n  - host: api.example.test\n');
     const port = await freePort();
     daemon = start(
-      ['proxy', '--policy', policy, '--listen', `127.0.0.1:${port}`, '--state-dir', join(dir, 'state'), '--first-session', '--ui', '127.0.0.1:0', '--resolve', `api.example.test:443:127.0.0.1:${api.port}`, '--upstream-ca', pki.caFile],
+      ['proxy', '--policy', policy, '--listen', `127.0.0.1:${port}`, '--state-dir', join(dir, 'state'), '--first-session', '--ui', '127.0.0.1:0', '--resolve', `api.example.test:443:127.0.0.1:${api.port}`, '--resolve', `docs.example.test:80:127.0.0.1:${docs.port}`, '--upstream-ca', pki.caFile],
       { PATH: process.env.PATH, HOME: dir },
     );
     await waitFor(() => daemon.out().includes('airlock proxy ready') || daemon.child.exitCode !== null, 20_000, 'the daemon to start');
@@ -59,11 +63,12 @@ describe('airlock proxy --ui and airlock ui', () => {
     await stop(ui);
     await stop(daemon);
     await api?.close();
+    await docs?.close();
     rmTmp(dir, pki?.dir);
   });
 
-  const curlInSession = () =>
-    runProcess('sh', ['-c', `${exports.split('\n').filter((l) => /^(export|unset) /.test(l)).join('\n')}\ncurl -sS -o /dev/null -w '%{http_code}' https://api.example.test/from-cli`], { env: { PATH: process.env.PATH } });
+  const curlInSession = (url = 'https://api.example.test/from-cli') =>
+    runProcess('sh', ['-c', `${exports.split('\n').filter((l) => /^(export|unset) /.test(l)).join('\n')}\ncurl -sS -o /dev/null -w '%{http_code}' ${url}`], { env: { PATH: process.env.PATH } });
 
   it('the daemon prints its view URL; the view lists the session and streams its requests', async () => {
     const url = viewUrlIn(daemon.out());
@@ -91,6 +96,38 @@ describe('airlock proxy --ui and airlock ui', () => {
     expect(raw).not.toContain(token);
     const stream = await viewGet(url!, `/api/sessions/${sessions[0]!.id}/events`, /from-cli/);
     expect(stream.body).not.toContain(token);
+  });
+
+  it("airlock ui shows the daemon's inbox; Allow there writes the policy file and the running session gets the rule", async () => {
+    const url = viewUrlIn(ui!.out())!;
+    expect((await curlInSession('http://docs.example.test/from-ui')).stdout).toBe('403');
+    const item = await waitFor(async () => {
+      const items = JSON.parse((await viewGet(url, '/api/inbox')).body) as { id: string; host: string; path: string; methods: string[]; reason: string }[];
+      return items.find((i) => i.host === 'docs.example.test');
+    }, 5_000, "the refusal in the attached view's inbox");
+    expect(item).toMatchObject({ path: '/from-ui', methods: ['GET'], reason: 'no_rule' });
+    // Confirming what was never shown is refused; an unknown item gets the daemon's own 404.
+    expect((await viewPost(url, `/api/inbox/${item.id}/approve`)).status).toBe(409);
+    const unknown = await viewPost(url, '/api/inbox/999999/preview');
+    expect(unknown.status).toBe(404);
+    expect(JSON.parse(unknown.body)).toEqual({ error: 'no inbox item 999999 (see `airlock inbox`)' });
+    const preview = await viewPost(url, `/api/inbox/${item.id}/preview`);
+    expect(preview.status).toBe(200);
+    const plan = JSON.parse(preview.body) as { file: string; diff: string; widensCredential?: string };
+    expect(plan.file).toBe(policy);
+    expect(plan.diff).toContain('+  - host: docs.example.test');
+    expect(plan.widensCredential).toBeUndefined();
+    expect(readFileSync(policy, 'utf8')).not.toContain('docs.example.test');
+    const approved = await viewPost(url, `/api/inbox/${item.id}/approve`);
+    expect(approved.status, approved.body).toBe(200);
+    expect(readFileSync(policy, 'utf8')).toContain('- host: docs.example.test');
+    expect((await curlInSession('http://docs.example.test/from-ui')).stdout).toBe('200');
+    expect(docs.requests.map((r) => r.url)).toEqual(['/from-ui']);
+    const items = JSON.parse((await viewGet(url, '/api/inbox')).body) as { id: string }[];
+    expect(items.map((i) => i.id)).not.toContain(item.id);
+    // The attached view reads the version in force from the daemon.
+    const sessions = JSON.parse((await viewGet(url, '/api/sessions')).body) as { policyStatus?: { version: string } }[];
+    expect(sessions[0]!.policyStatus?.version).toBe(JSON.parse(approved.body).version);
   });
 
   it('refuses a view address off loopback, and airlock ui without a daemon', async () => {
