@@ -1,37 +1,12 @@
 // Following one session's audit log for the view: the lines appended since the last look, counted
-// (per-rule hits, denials grouped by host and path) and sent to the pages following the session as
-// server-sent events. An event's id is the byte offset just past its line, so a page that comes
+// (decisions and per-rule hits) and sent to the pages following the session as server-sent
+// events. An event's id is the byte offset just past its line, so a page that comes
 // back with Last-Event-ID gets exactly the lines after the last one it saw, from the file itself.
 //
 // Nothing here runs per audit line while no page is open: the log is read only when a page asks
 // (an API call) or while one follows the session (a 100 ms poll), and then a whole batch of lines
 // is read, counted and written to each page in one write.
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
-import { createHash } from 'node:crypto';
-import type { InboxItem } from './source.js';
-
-/** One audit line as the view reads it (the fields it uses; the rest is passed through). */
-export interface FeedLine {
-  readonly kind?: string;
-  readonly host?: string;
-  readonly port?: number;
-  readonly scheme?: string;
-  readonly method?: string;
-  readonly path?: string;
-  readonly action?: string;
-  readonly rule?: string | null;
-  readonly reason?: string;
-  readonly time?: string;
-}
-
-/** An inbox item as it is being counted. */
-export interface DenialGroup extends Pick<InboxItem, 'id' | 'session' | 'host' | 'port' | 'scheme' | 'path'> {
-  readonly methods: Set<string>;
-  count: number;
-  firstSeen: string;
-  lastSeen: string;
-  reason: string;
-}
 
 /** Where a page's stream of one session is written. */
 export interface FeedSubscriber {
@@ -51,11 +26,6 @@ export const BACKLOG_LINES = 1000;
 const BACKLOG_BYTES = 1 << 20;
 /** A page further behind than this (asleep for an hour of traffic) skips to the recent lines. */
 const MAX_RESUME_BYTES = 4 << 20;
-
-/** The id of a denial group: stable for the same session, target and path. */
-export function denialId(session: string, scheme: string, host: string, port: number, path: string): string {
-  return createHash('sha256').update(`${session}\n${scheme}://${host}:${port}\n${path}`).digest('hex').slice(0, 16);
-}
 
 /**
  * Calls `fn` with each complete line of `text` (the UTF-8 bytes from offset `base` of the log,
@@ -121,7 +91,6 @@ export class AuditFeed {
   private offset = 0;
   private fd: number | null = null;
   readonly ruleHits = new Map<string, number>();
-  readonly denials = new Map<string, DenialGroup>();
   readonly totals = { allow: 0, deny: 0, would_deny: 0 };
   private readonly subscribers = new Set<FeedSubscriber>();
 
@@ -234,13 +203,12 @@ export class AuditFeed {
   private restart(): void {
     this.offset = 0;
     this.ruleHits.clear();
-    this.denials.clear();
     this.totals.allow = this.totals.deny = this.totals.would_deny = 0;
   }
 
   /**
-   * Counts one line. Only denials are parsed (for the inbox); the decision, kind and rule of the
-   * others are read in place, as the view may follow a session at thousands of lines a second.
+   * Counts one line: its decision, kind and rule are read in place, without parsing it, as the view
+   * may follow a session at thousands of lines a second.
    */
   private count(text: string, blind: ReadonlySet<string>): void {
     const action = field(text, ACTION, true);
@@ -249,29 +217,5 @@ export class AuditFeed {
     if (rule !== undefined && (field(text, KIND) !== 'tunnel' || blind.has(rule))) {
       this.ruleHits.set(rule, (this.ruleHits.get(rule) ?? 0) + 1);
     }
-    if (action !== 'deny') return;
-    try {
-      this.countDenial(JSON.parse(text) as FeedLine);
-    } catch {
-      // a line cut short by a crash
-    }
-  }
-
-  private countDenial(line: FeedLine): void {
-    const scheme = line.scheme === 'http' ? 'http' : 'https';
-    const host = String(line.host ?? '');
-    const port = Number(line.port ?? 0);
-    const path = line.kind === 'tunnel' ? '' : String(line.path ?? '');
-    const id = denialId(this.session, scheme, host, port, path);
-    const time = String(line.time ?? '');
-    let group = this.denials.get(id);
-    if (!group) {
-      group = { id, session: this.session, host, port, scheme, path, methods: new Set(), count: 0, firstSeen: time, lastSeen: time, reason: '' };
-      this.denials.set(id, group);
-    }
-    group.count++;
-    group.lastSeen = time;
-    group.reason = String(line.reason ?? '');
-    if (line.method) group.methods.add(String(line.method));
   }
 }

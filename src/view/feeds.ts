@@ -4,8 +4,6 @@
 import { AuditFeed } from './feed.js';
 import type { FeedSubscriber } from './feed.js';
 import type { SessionSource, ViewSession } from './source.js';
-import { InboxError } from './source.js';
-import type { ApprovePreview, ApproveResult, InboxItem, InboxSource } from './source.js';
 
 /** How often a followed log is looked at: a row shows within this (plus the log's own write). */
 const POLL_MS = 100;
@@ -93,12 +91,6 @@ export class Feeds {
     this.feeds.clear();
   }
 
-  /** Every feed's denials, caught up (the audit-fed inbox reads these). */
-  async denials() {
-    await this.sessions();
-    return [...this.feeds.values()].flatMap((f) => [...f.denials.values()]);
-  }
-
   private poll(): void {
     const ping = ++this.polls % PING_EVERY === 0;
     for (const feed of this.feeds.values()) {
@@ -110,41 +102,5 @@ export class Feeds {
 
   private blindRules(id: string): ReadonlySet<string> {
     return new Set((this.known.get(id)?.rules ?? []).filter((r) => !r.inspect).map((r) => r.label));
-  }
-}
-
-const NO_APPROVING = 'approving from the view needs a proxy that can reload policies; edit the policy file and restart the session';
-
-/**
- * The inbox read from the audit logs: every denial, grouped by session, host and path. It can
- * list and dismiss; approving needs a runner that can change a session's policy, which supplies
- * its own InboxSource.
- */
-export class AuditInbox implements InboxSource {
-  /** Dismissed items, with the count they had: a later denial brings the item back. */
-  private readonly dismissed = new Map<string, number>();
-
-  constructor(private readonly feeds: Feeds) {}
-
-  async list(): Promise<InboxItem[]> {
-    const groups = await this.feeds.denials();
-    return groups
-      .filter((g) => (this.dismissed.get(g.id) ?? -1) < g.count)
-      .map((g) => ({ ...g, methods: [...g.methods].sort() }))
-      .sort((a, b) => b.lastSeen.localeCompare(a.lastSeen));
-  }
-
-  approvePreview(): Promise<ApprovePreview> {
-    return Promise.reject(new InboxError(NO_APPROVING));
-  }
-
-  approve(): Promise<ApproveResult> {
-    return Promise.reject(new InboxError(NO_APPROVING));
-  }
-
-  async dismiss(id: string): Promise<void> {
-    const group = (await this.feeds.denials()).find((g) => g.id === id);
-    if (!group) throw new InboxError(`no inbox item ${id}`, 404);
-    this.dismissed.set(id, group.count);
   }
 }

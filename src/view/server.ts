@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { createReadStream, readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { cookieValue, isLoopback, sameBytes, SECURITY_HEADERS, viewHosts, writeRefusal } from './access.js';
-import { Feeds, AuditInbox } from './feeds.js';
+import { Feeds } from './feeds.js';
 import type { KnownSession } from './feeds.js';
 import type { AuditFeed } from './feed.js';
 import { InboxError } from './source.js';
@@ -18,8 +18,8 @@ export interface ViewOptions {
   /** 0 picks a free port. */
   readonly port: number;
   readonly sessions: SessionSource;
-  /** Default: the denials read from the audit logs, which can be listed and dismissed. */
-  readonly inbox?: InboxSource;
+  /** The proxy's inbox of denials and access requests, with approve and dismiss. */
+  readonly inbox: InboxSource;
   /** Default: a fresh random token. */
   readonly token?: string;
 }
@@ -90,7 +90,7 @@ export async function startView(options: ViewOptions): Promise<ViewServer> {
   const cookieSecret = randomBytes(24).toString('base64url');
   const files = Object.fromEntries(Object.entries(FILES).map(([path, f]) => [path, { ...f, body: readFileSync(new URL(f.name, PAGE_DIR)) }]));
   const feeds = new Feeds(options.sessions);
-  const inbox = options.inbox ?? new AuditInbox(feeds);
+  const { inbox } = options;
   let hosts = new Set<string>();
   let cookieName = 'airlock_view';
   const streams = new Set<http.ServerResponse>();

@@ -35,7 +35,7 @@ export interface SessionSource {
   list(): Promise<readonly ViewSession[]>;
 }
 
-/** Denied requests of one session to one host and path, counted. */
+/** Refused requests of one session to one target, method and path, counted; or an agent's own request for access. */
 export interface InboxItem {
   /** Stable while the item exists; what approvePreview/approve/dismiss take. */
   readonly id: string;
@@ -44,12 +44,12 @@ export interface InboxItem {
   readonly port: number;
   readonly scheme: 'http' | 'https';
   readonly path: string;
-  /** Methods seen, upper-case. */
+  /** The method, upper-case; none for a refused CONNECT (only host and port were known). */
   readonly methods: readonly string[];
   readonly count: number;
   readonly firstSeen: string;
   readonly lastSeen: string;
-  /** The proxy's reason for the last denial. */
+  /** The proxy's reason for the last refusal ("access_request" for an agent's request). */
   readonly reason: string;
   /** Set when the agent asked for access itself (its words, shown as text). */
   readonly agentReason?: string;

@@ -9,6 +9,10 @@ import type { ViewServer } from '../../src/view/server.js';
 import { cookieValue, isLoopback, writeRefusal, viewHosts } from '../../src/view/access.js';
 import { AuditFeed, sseEvents } from '../../src/view/feed.js';
 import type { ViewSession } from '../../src/view/source.js';
+import { operatorInbox } from '../../src/view/runtime-view.js';
+import { Inbox } from '../../src/sessions/inbox.js';
+import { ApprovalError } from '../../src/sessions/approve.js';
+import type { AuditEntry } from '../../src/audit/entry.js';
 import { rmTmp, tmpDir } from '../helpers/servers.js';
 
 interface Answer {
@@ -53,6 +57,7 @@ describe('the view server', () => {
   let port: number;
   let cookie: string;
   let ended = false;
+  const queued = new Inbox({ sessionExists: () => true });
   const session = (): ViewSession => ({ id: 's-test-view', policy: 'p', created: '2026-01-01T00:00:00.000Z', auditFile: audit, rules: [{ label: 'allow[0] api.example.test', inspect: true }, { label: 'allow[1] unused.example.test', inspect: true }], policyStatus: STATUS });
 
   beforeAll(async () => {
@@ -60,7 +65,15 @@ describe('the view server', () => {
     mkdirSync(join(dir, 's'));
     audit = join(dir, 's', 'audit.jsonl');
     writeFileSync(audit, written.join(''));
-    view = await startView({ host: '127.0.0.1', port: 0, sessions: { list: async () => (ended ? [] : [session()]) }, token: 'the-view-token' });
+    // The proxy's inbox holding the denied line; this server has no policy file to approve into.
+    queued.noteAudit(JSON.parse(written[2]!) as AuditEntry);
+    const inbox = operatorInbox({
+      list: async () => queued.list(),
+      plan: () => Promise.reject(new ApprovalError('session s-test-view follows no policy file', 409)),
+      approve: () => Promise.reject(new ApprovalError('session s-test-view follows no policy file', 409)),
+      deny: async (id) => queued.settle(id, 'dismissed'),
+    });
+    view = await startView({ host: '127.0.0.1', port: 0, sessions: { list: async () => (ended ? [] : [session()]) }, inbox, token: 'the-view-token' });
     port = view.address.port;
     const traded = await request(port, '/?token=the-view-token', { headers: { Host: `127.0.0.1:${port}` } });
     cookie = String(traded.headers['set-cookie']?.[0]).split(';')[0]!;
@@ -74,7 +87,7 @@ describe('the view server', () => {
   const host = () => ({ Host: `127.0.0.1:${port}` });
 
   it('listens on loopback only', async () => {
-    await expect(startView({ host: '0.0.0.0', port: 0, sessions: { list: async () => [] } })).rejects.toThrow(/loopback only/);
+    await expect(startView({ host: '0.0.0.0', port: 0, sessions: { list: async () => [] }, inbox: operatorInbox({ list: async () => [], plan: () => Promise.reject(new Error()), approve: () => Promise.reject(new Error()), deny: async () => false }) })).rejects.toThrow(/loopback only/);
     expect(isLoopback('127.0.0.1')).toBe(true);
     expect(isLoopback('::1')).toBe(true);
     expect(isLoopback('192.168.1.2')).toBe(false);
@@ -161,7 +174,7 @@ describe('the view server', () => {
     expect((await request(port, '/api/sessions/..%2f..%2fetc/events', { headers })).status).toBe(404);
   });
 
-  it('counts rule hits (rules never hit included) and groups denials for the inbox', async () => {
+  it('counts rule hits (rules never hit included); the inbox is the proxy inbox, its refusals shown as it words them', async () => {
     const headers = { ...host(), Cookie: cookie };
     const [s] = JSON.parse((await request(port, '/api/sessions', { headers })).body) as { rules: { label: string; hits: number }[]; policyStatus: unknown }[];
     expect(s!.policyStatus).toEqual(STATUS);
@@ -169,17 +182,18 @@ describe('the view server', () => {
       { label: 'allow[0] api.example.test', hits: 4 },
       { label: 'allow[1] unused.example.test', hits: 0 },
     ]);
-    const inboxNow = async () => JSON.parse((await request(port, '/api/inbox', { headers })).body) as { host: string; count: number }[];
-    // Dismissed by the write test above; a new denial of the same request brings it back.
+    const inboxNow = async () => JSON.parse((await request(port, '/api/inbox', { headers })).body) as { id: string; host: string; count: number }[];
+    // Dismissed by the write test above; a refusal of another path is a new item.
     expect(await inboxNow()).toEqual([]);
-    appendFileSync(audit, written[2]!);
+    queued.noteAudit(JSON.parse(line(5, { action: 'deny', status: 403, rule: null, reason: 'no_rule', host: 'denied.example.test' })) as AuditEntry);
     const inbox = await inboxNow();
-    expect(inbox.map((i) => [i.host, i.count])).toEqual([['denied.example.test', 2]]);
-    // Approving needs a runner that can reload a policy: the audit-fed inbox says so.
-    const id = (inbox[0] as unknown as { id: string }).id;
-    const preview = await request(port, `/api/inbox/${id}/preview`, { method: 'POST', headers: { ...headers, Origin: `http://127.0.0.1:${port}` } });
+    expect(inbox.map((i) => [i.host, i.count])).toEqual([['denied.example.test', 1]]);
+    const post = (path: string) => request(port, path, { method: 'POST', headers: { ...headers, Origin: `http://127.0.0.1:${port}` } });
+    const preview = await post(`/api/inbox/${inbox[0]!.id}/preview`);
     expect(preview.status).toBe(409);
-    expect(preview.body).toMatch(/reload/);
+    expect(JSON.parse(preview.body)).toEqual({ error: 'session s-test-view follows no policy file' });
+    // Confirming a change that was never shown is refused before the proxy is asked.
+    expect((await post(`/api/inbox/${inbox[0]!.id}/approve`)).status).toBe(409);
   });
 
   it('keeps listing a session that ended, with its counts', async () => {
@@ -212,7 +226,6 @@ describe('audit lines as server-sent events', () => {
       appendFileSync(file, line(1, { action: 'deny', rule: null }).slice(20));
       feed.catchUp();
       expect(feed.totals).toEqual({ allow: 1, deny: 1, would_deny: 0 });
-      expect(feed.denials.size).toBe(1);
       // A path that spells out other fields is counted by the line's own fields.
       appendFileSync(file, line(2, { path: '/"action":"deny","kind":"tunnel","rule":"allow[9] forged"' }));
       feed.catchUp();
