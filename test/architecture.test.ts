@@ -2,7 +2,8 @@
 // folder imports only the folders below it:
 //
 //   cli → launcher → sessions → proxy → { credentials, audit } → policy;  ca imports nothing of ours;
-//   proxy → proxy/http1, which imports nothing of ours outside itself.
+//   proxy → proxy/http1, which imports nothing of ours outside itself;
+//   cli → view → sessions (the live view sits beside launcher).
 //
 // Every relative import counts: `import`, `import type`, `export … from`, `import('…')` calls and
 // `import('…')` types. Imports of packages and node: builtins are not ours and are ignored.
@@ -29,7 +30,8 @@ const MAY_IMPORT: Record<string, readonly string[]> = {
   'proxy/http1': [],
   sessions: ['proxy', 'policy', 'ca', 'credentials', 'audit'],
   launcher: ['sessions', 'proxy', 'policy', 'ca', 'credentials', 'audit'],
-  cli: ['launcher', 'sessions', 'proxy', 'policy', 'ca', 'credentials', 'audit'],
+  view: ['sessions', 'proxy', 'policy', 'ca', 'credentials', 'audit'],
+  cli: ['launcher', 'view', 'sessions', 'proxy', 'policy', 'ca', 'credentials', 'audit'],
 };
 
 /**

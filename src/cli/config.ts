@@ -135,3 +135,10 @@ export function checkCidrs(cidrs: readonly string[]): string[] {
   }
   return [...cidrs];
 }
+
+/** ADDRESS:PORT of a listener flag ([v6]:port for IPv6). */
+export function parseListen(listen: string, flag = '--listen'): { host: string; port: number } {
+  const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(listen);
+  if (!match) throw new UsageError(`${flag} ${JSON.stringify(listen)}: expected ADDRESS:PORT, e.g. 127.0.0.1:8080`);
+  return { host: match[1] ?? match[2]!, port: Number(match[3]) };
+}

@@ -6,11 +6,12 @@ import { join, resolve as resolvePath } from 'node:path';
 import pino from 'pino';
 import { describeSession, startAdmin } from '../sessions/admin.js';
 import type { DockerNetwork, DockerNetworks, SessionInfo } from '../sessions/admin.js';
-import { loadPolicy, UsageError } from './config.js';
+import { loadPolicy, parseListen, UsageError } from './config.js';
 import { buildRuntime } from './runtime.js';
 import type { ProxyFlags } from './runtime.js';
 import { capsFor, raiseOpenFileLimit, UNKNOWN_LIMIT_CAPS } from './fd-limit.js';
 import { withheldNotice } from './session-env.js';
+import { startRuntimeUi } from './ui.js';
 import type { AdminTarget } from './control.js';
 import { dockerClient } from './docker.js';
 import { clientEnv, HOST_NO_PROXY, SHADOWING_CA_VARS, SHADOWING_PROXY_VARS } from '../sessions/client-env.js';
@@ -57,6 +58,8 @@ export interface DaemonOptions extends ProxyFlags {
   readonly listenerConnections?: string;
   /** Seconds a connection may take to send its first authenticated request head. */
   readonly authTimeout?: string;
+  /** ADDRESS:PORT of the live view (loopback only). */
+  readonly ui?: string;
 }
 
 function positiveInt(value: string | undefined, flag: string, max: number): number | undefined {
@@ -98,12 +101,6 @@ function connectionLimits(options: DaemonOptions, log: pino.Logger) {
   return { maxClientConnections: caps.total, maxListenerConnections: caps.perListener, ...(authTimeout ? { authTimeoutMs: authTimeout * 1000 } : {}) };
 }
 
-function parseListen(listen: string): { host: string; port: number } {
-  const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(listen);
-  if (!match) throw new UsageError(`--listen ${JSON.stringify(listen)}: expected ADDRESS:PORT, e.g. 127.0.0.1:8080`);
-  return { host: match[1] ?? match[2]!, port: Number(match[3]) };
-}
-
 export function adminPaths(stateDir: string): { socket: string; token: string } {
   return { socket: join(stateDir, 'admin.sock'), token: join(stateDir, 'admin.token') };
 }
@@ -132,6 +129,8 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     log,
     dockerNetworks,
   });
+  // Before "ready": a bad --ui stops the daemon at start, not later.
+  const view = options.ui === undefined ? undefined : await startRuntimeUi(runtime, options.ui);
   log.info({ listen: `${address.address}:${address.port}`, admin: paths.socket, policy: policy.name }, 'airlock proxy ready');
   if (options.firstSession) {
     const session = await runtime.sessions.create(policy);
@@ -142,6 +141,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   }
   const stop = async () => {
     admin.close();
+    await view?.close();
     await dockerNetworks.closeAll();
     await runtime.close();
     process.exit(0);

@@ -21,6 +21,7 @@ import { withheldNotice } from './session-env.js';
 import { describeDockerSession, writeDockerSessionFiles } from './docker-session.js';
 import { registerImageCommands } from './image.js';
 import { registerRunCommands } from './run.js';
+import { registerUiCommand } from './ui.js';
 import { registerOperatorCommands } from './operator.js';
 import { LaunchError } from '../launcher/run.js';
 import { SecretSourceError } from '../credentials/sources.js';
@@ -61,6 +62,7 @@ addProxyFlags(
   .option('--max-connections <n>', 'client connections of all sessions together (default: fitted to the open-file limit)')
   .option('--listener-connections <n>', 'client connections per listener, authenticated or not (default: a quarter of --max-connections, at most 1024)')
   .option('--auth-timeout <seconds>', 'close a connection that sends no authenticated request head within this', '10')
+  .option('--ui <addr:port>', 'also serve the live view here (loopback only, e.g. 127.0.0.1:7070; port 0 picks one); its URL is printed on stderr')
   .action(async (opts) => {
     await runDaemon(opts);
   });
@@ -234,6 +236,8 @@ policyCommand
 registerOperatorCommands(program, policyCommand, stateDirOption);
 
 registerRunCommands(program);
+
+registerUiCommand(program, (stateDir, method, path, body) => adminRequest(stateDir, method, path, body));
 
 registerImageCommands(program);
 

@@ -22,6 +22,8 @@ import type { DaemonSessions } from '../launcher/gc.js';
 import { collect, defaultStateDir, loadRunPolicy, UsageError } from './config.js';
 import { addProxyFlags, buildRuntime } from './runtime.js';
 import { agentNoteLine, appendAgentNotes } from './agent-notes.js';
+import { startRuntimeUi } from './ui.js';
+import type { ViewServer } from '../view/server.js';
 import { AdminError, adminRequest, openLease, removeDaemonSession } from './daemon.js';
 
 /** --pids-limit, --memory and --cpus, checked like the policy's `container:` entries. */
@@ -72,7 +74,8 @@ export function registerRunCommands(program: Command): void {
     .option('--memory <size>', "memory of the container, e.g. 8g, no swap on top (default: the policy's container.memory, else 4g)")
     .option('--cpus <n>', "CPUs' worth of time for the container, e.g. 0.5 (default: the policy's container.cpus, else 2)")
     .option('--daemon', 'create the session through the running `airlock proxy` instead of an embedded proxy')
-    .option('--agent-notes <file>', "append a short note on http://airlock.internal/ to the agent's instructions, a file relative to --workspace (e.g. CLAUDE.md, AGENTS.md)");
+    .option('--agent-notes <file>', "append a short note on http://airlock.internal/ to the agent's instructions, a file relative to --workspace (e.g. CLAUDE.md, AGENTS.md)")
+    .option('--ui <addr:port>', 'serve the live view of the embedded proxy here while the command runs (loopback only, e.g. 127.0.0.1:0)');
   addProxyFlags(run, { stateDir: new Option('--state-dir <dir>', 'state dir (audit logs, bundles)').default(defaultStateDir()), scope: 'embedded proxy only' })
     .argument('<command...>', 'command and arguments (after --)')
     .action(async (command: string[], opts) => {
@@ -105,7 +108,11 @@ export function registerRunCommands(program: Command): void {
       const user = chosen.user;
       process.stderr.write(agentNoteLine());
       let runtime: ProxyRuntime | undefined;
+      let view: ViewServer | undefined;
       let provider: SessionProvider;
+      if (opts.daemon && opts.ui !== undefined) {
+        throw new UsageError('--ui serves the embedded proxy; with --daemon, run `airlock ui` (or start the daemon with --ui)');
+      }
       // A reload reads the file alone: with --allow or --compat added at start it would lose them.
       const follow =
         opts.policy && opts.allow.length === 0 && !compat
@@ -125,6 +132,7 @@ export function registerRunCommands(program: Command): void {
         const { stateDir, resolve, upstreamCa, allowPrivate } = opts;
         runtime = buildRuntime({ stateDir, resolve, upstreamCa, allowPrivate, follow }).runtime;
         provider = new EmbeddedProvider(runtime);
+        if (opts.ui !== undefined) view = await startRuntimeUi(runtime, opts.ui);
       }
       try {
         const result = await runSession({
@@ -156,6 +164,7 @@ export function registerRunCommands(program: Command): void {
         process.stderr.write(`airlock: session ${result.sessionId}: ${result.summary}; audit: ${result.auditFile}\n`);
         process.exitCode = result.exitCode;
       } finally {
+        await view?.close();
         await runtime?.close();
       }
       // The attached stdin keeps the event loop alive; the run is over.

@@ -257,6 +257,33 @@ export class DestinationGuard {
     if (bytes) this.own.set(address, bytes);
   }
 
+  private readonly ownPorts = new Set<number>();
+
+  /**
+   * A service of this process on a loopback port (the live view): never a destination, not even
+   * through a --resolve override, which otherwise skips the guard.
+   */
+  addOwnEndpoint(address: string, port: number): void {
+    this.addOwnAddress(address);
+    this.ownPorts.add(port);
+  }
+
+  /**
+   * Why an operator's override endpoint may not be dialled, or null: an address of this host on
+   * the port of one of this process's own services (any address of the host may reach a socket
+   * bound to loopback: 0.0.0.0, or 127.0.0.1 through its mapped IPv6 form).
+   */
+  overrideBlockedBecause(address: string, port: number): string | null {
+    if (!this.ownPorts.has(port)) return null;
+    const bytes = ipBytes(address);
+    if (!bytes) return null;
+    const inner = embeddedIpv4(bytes);
+    const candidates = inner ? [bytes, inner] : [bytes];
+    const own = [...this.own.values()];
+    const isOwn = candidates.some((c) => own.some((o) => o.every((v, i) => v === c[i])));
+    return isOwn || this.host.find(candidates) ? `this proxy's own service on port ${port}` : null;
+  }
+
   /** Why `address` may not be dialled, or null when it may. */
   blockedBecause(address: string): string | null {
     const bytes = ipBytes(address);

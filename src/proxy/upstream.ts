@@ -129,7 +129,11 @@ export class Upstream {
     // The proxy answers this name itself; no rule, override or resolver makes it a destination.
     if (host === INTERNAL_HOST || host.endsWith('.' + INTERNAL_HOST)) throw new DestinationBlocked(host, host, "the proxy's own in-session endpoint, never dialled");
     const override = this.options.resolve.get(`${host}:${port}`);
-    if (override) return override;
+    if (override) {
+      const why = this.guard.overrideBlockedBecause(override.address, override.port);
+      if (why) throw new DestinationBlocked(host, override.address, why);
+      return override;
+    }
     let addresses: string[];
     if (net.isIP(host)) {
       addresses = [host];

@@ -43,6 +43,7 @@ import pino from 'pino';
 import { parsePolicy } from '../../src/policy/index.js';
 import { EC_KEYGEN as EC, EC_SIGN, serialNumber as serial, toPem as pem } from '../../src/ca/x509-util.js';
 import { ProxyRuntime } from '../../src/sessions/runtime.js';
+import { POLICY_FILES } from '../../src/cli/policy-files.js';
 import type { RuntimeOptions } from '../../src/sessions/runtime.js';
 import { proxyUrl as sessionProxyUrl } from '../../src/sessions/registry.js';
 import type { Session } from '../../src/sessions/session.js';
@@ -446,6 +447,11 @@ export interface AirlockOptions {
   readonly allowPrivate?: readonly string[];
   /** Address the proxy listens on (and proxyUrl names). Default 127.0.0.1. */
   readonly listenHost?: string;
+  /**
+   * Write the policy to a file in the state dir and have the session follow it, watched, as the
+   * CLI's sessions do: reload, approve and editing the file work on it. Default: the policy is text.
+   */
+  readonly policyFile?: boolean;
 }
 
 export interface AirlockHandle {
@@ -459,6 +465,8 @@ export interface AirlockHandle {
   /** Session CA + upstreamCa, PEM. */
   readonly bundlePath: string;
   readonly stateDir: string;
+  /** The policy file the session follows (with the policyFile option). */
+  readonly policyFile?: string;
   /** Flushes and reads the session's audit log. */
   auditLines(): Promise<AuditLine[]>;
   /** Polls the audit log until a line matches (audit lines are written when a request ends). */
@@ -491,9 +499,13 @@ export async function startAirlock(opts: AirlockOptions): Promise<AirlockHandle>
     lookup: opts.lookup,
     beforeDial: opts.beforeDial,
     allowPrivate: opts.allowPrivate,
+    ...(opts.policyFile ? { policyFiles: POLICY_FILES } : {}),
   });
-  const policy = parsePolicy(opts.policy, 'test-policy.yaml');
+  const policyFile = opts.policyFile ? join(stateDir, 'policy.yaml') : undefined;
+  if (policyFile) writeFileSync(policyFile, opts.policy, { mode: 0o600 });
+  const policy = parsePolicy(opts.policy, policyFile ?? 'test-policy.yaml');
   const session = await runtime.sessions.create(policy);
+  if (policyFile) runtime.policies.follow(session, policyFile, true);
   const listenHost = opts.listenHost ?? '127.0.0.1';
   const address = await runtime.proxy.listen(listenHost, 0);
   const auditFile = join(session.dir, 'audit.jsonl');
@@ -512,6 +524,7 @@ export async function startAirlock(opts: AirlockOptions): Promise<AirlockHandle>
     port: address.port,
     bundlePath: session.bundlePath,
     stateDir,
+    policyFile,
     auditLines,
     async waitForAudit(pred, timeoutMs = 5_000) {
       const deadline = Date.now() + timeoutMs;

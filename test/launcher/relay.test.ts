@@ -8,8 +8,8 @@ import { chmodSync, chownSync, existsSync, statSync, writeFileSync } from 'node:
 import net from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
-import { describeDocker, ensureAgentImage, ensureRelayImage } from '../helpers/docker.js';
-import { CLI_PATH, createTestPki, rmTmp, runCli, runProcess, startGitServer, startHttpsUpstream, tmpDir, waitFor } from '../helpers/servers.js';
+import { describeDocker } from '../helpers/docker.js';
+import { CLI_PATH, rmTmp, runCli, runProcess, startGitServer, startHttpsUpstream, tmpDir, waitFor } from '../helpers/servers.js';
 import type { GitServer, TestPki, TestUpstream } from '../helpers/servers.js';
 import {
   dockerOk,
@@ -17,13 +17,13 @@ import {
   expectNoLeftovers,
   finishSession,
   inspectContainer,
-  launcherEnv,
   leftovers,
   NO_LEFTOVERS,
   parseProbes,
   refusedByPolicy,
   PROBE_PRELUDE,
   sessionCommand,
+  relayRunSetup,
   spawnCli,
   waitExit,
   waitForSession,
@@ -97,13 +97,7 @@ async function relayOf(session: SessionContainer) {
 }
 
 beforeAll(async () => {
-  image = process.env.AIRLOCK_RUN_TEST_IMAGE || (await ensureAgentImage());
-  relayImage = await ensureRelayImage();
-  baseEnv = launcherEnv();
-  pki = await createTestPki();
-  // The docker-group test user's launcher reads the upstream CA (a certificate, no key).
-  chmodSync(pki.dir, 0o755);
-  chmodSync(pki.caFile, 0o644);
+  ({ image, relayImage, baseEnv, pki } = await relayRunSetup());
   github = await startHttpsUpstream({ pki, names: ['api.github.com'] });
   gitServer = await startGitServer({ pki, names: ['git.test'] });
   hostPort = net.createServer((s) => s.end('host port answered\n'));

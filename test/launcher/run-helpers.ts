@@ -6,13 +6,14 @@
 import { expect } from 'vitest';
 import { spawn } from 'node:child_process';
 import type { ChildProcessWithoutNullStreams } from 'node:child_process';
-import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import https from 'node:https';
 import type net from 'node:net';
-import { CLI_PATH, echoHandler, REPO_ROOT, runProcess, sleep } from '../helpers/servers.js';
+import { CLI_PATH, createTestPki, echoHandler, REPO_ROOT, runProcess, sleep } from '../helpers/servers.js';
 import type { ProcessResult, RecordedRequest, TestPki } from '../helpers/servers.js';
+import { ensureAgentImage, ensureRelayImage } from '../helpers/docker.js';
 
 // ---------------------------------------------------------------- processes
 
@@ -26,6 +27,20 @@ export function launcherEnv(): NodeJS.ProcessEnv {
     if (/^AIRLOCK_|_PROXY$|^(http|https|all|no)_proxy$|^DOCKER_HOST$/i.test(name)) delete env[name];
   }
   return env;
+}
+
+/**
+ * What a network-mode-none `airlock run` test starts from: the agent and relay images, the clean
+ * launcher environment and a test upstream PKI whose CA (a certificate, no key) a launcher run as
+ * another (docker-group) user can read. The caller removes `pki.dir`.
+ */
+export async function relayRunSetup(): Promise<{ image: string; relayImage: string; baseEnv: NodeJS.ProcessEnv; pki: TestPki }> {
+  const image = process.env.AIRLOCK_RUN_TEST_IMAGE || (await ensureAgentImage());
+  const relayImage = await ensureRelayImage();
+  const pki = await createTestPki();
+  chmodSync(pki.dir, 0o755);
+  chmodSync(pki.caFile, 0o644);
+  return { image, relayImage, baseEnv: launcherEnv(), pki };
 }
 
 /** A CLI process left running while the test works on its session. */

@@ -4,12 +4,12 @@
 // the workspace the container mounts is not watched, so the session cannot rewrite its own policy.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { describeDocker, ensureAgentImage, ensureRelayImage } from '../helpers/docker.js';
-import { createTestPki, freePort, rmTmp, runCli, startHttpsUpstream, tmpDir, waitFor, sleep } from '../helpers/servers.js';
+import { describeDocker } from '../helpers/docker.js';
+import { freePort, rmTmp, runCli, startHttpsUpstream, tmpDir, waitFor, sleep } from '../helpers/servers.js';
 import type { TestPki, TestUpstream } from '../helpers/servers.js';
-import { execScript, expectNoLeftovers, finishSession, launcherEnv, NO_LEFTOVERS, sessionCommand, spawnCli, waitExit, waitForSession } from './run-helpers.js';
+import { execScript, expectNoLeftovers, finishSession, NO_LEFTOVERS, relayRunSetup, sessionCommand, spawnCli, waitExit, waitForSession } from './run-helpers.js';
 import type { LiveCli } from './run-helpers.js';
 
 const RUN_ID = randomBytes(3).toString('hex');
@@ -34,10 +34,7 @@ const launchers: LiveCli[] = [];
 let baseEnv: NodeJS.ProcessEnv;
 
 beforeAll(async () => {
-  image = process.env.AIRLOCK_RUN_TEST_IMAGE || (await ensureAgentImage());
-  relayImage = await ensureRelayImage();
-  baseEnv = launcherEnv();
-  pki = await createTestPki();
+  ({ image, relayImage, baseEnv, pki } = await relayRunSetup());
   github = await startHttpsUpstream({ pki, names: ['api.github.com'] });
   work = tmpDir('airlock-run-reload-');
   stateDir = join(work, 'state');
@@ -72,10 +69,15 @@ describeDocker('airlock run --daemon follows the policy file', () => {
     writeFileSync(outside, POLICY);
     const wsA = join(work, 'ws-a');
     const wsB = join(work, 'ws-b');
+    // Root's sessions run as the image's user (1000), which writes here (and B its policy file).
+    // chmod, not a create mode: that one is filtered by the umask.
     mkdirSync(wsA);
     mkdirSync(wsB);
+    chmodSync(wsA, 0o777);
+    chmodSync(wsB, 0o777);
     const inside = join(wsB, 'policy.yaml');
-    writeFileSync(inside, POLICY, { mode: 0o666 });
+    writeFileSync(inside, POLICY);
+    chmodSync(inside, 0o666);
     const launch = (policy: string, workspace: string, name: string) => {
       const cli = spawnCli(['run', '--daemon', '--state-dir', stateDir, '--policy', policy, '--image', image, '--relay-image', relayImage, '--workspace', workspace, '--name', name, '--', ...sessionCommand()], baseEnv);
       launchers.push(cli);
@@ -104,7 +106,7 @@ describeDocker('airlock run --daemon follows the policy file', () => {
     // B: the container rewrites its own policy file; nothing changes in force.
     const before = (await execScript(nameB, fetch('/anything'))).stdout;
     expect(before).toBe('403\n');
-    const rewrite = await execScript(nameB, `printf 'version: 1\\nname: pwned\\nmode: report\\nallow:\\n  - host: "*.com"\\n' > /workspace/policy.yaml && echo written`);
+    const rewrite = await execScript(nameB, `printf 'version: 1\\nname: pwned\\nmode: report\\nallow:\\n  - host: "*.github.com"\\n' > /workspace/policy.yaml && echo written`);
     expect(rewrite.stdout, rewrite.stderr).toBe('written\n');
     await sleep(1_500);
     expect((await execScript(nameB, fetch('/anything'))).stdout).toBe('403\n');
