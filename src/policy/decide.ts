@@ -78,7 +78,7 @@ function enforced(policy: Policy, facts: RequestFacts): Decision {
   // A host some github: rule covers is for github: rules alone to decide: a plain rule for the
   // same host would otherwise let through what the github: rule refuses.
   const githubScoped = facts.phase === 'request' && rules.some(({ rule }) => rule.github && rule.ports.includes(port) && matchHostPattern(rule.host, host));
-  let githubRefused: { rule: AllowRule; message: string } | undefined;
+  let githubRefused: { rule: AllowRule; what: string; message: string } | undefined;
   for (const { rule, paths } of rules) {
     if (!matchHostPattern(rule.host, host)) continue;
     firstOnHost ??= rule;
@@ -91,10 +91,10 @@ function enforced(policy: Policy, facts: RequestFacts): Decision {
       if (!rule.github) continue;
       const verdict = decideGithubRequest(rule.github, rule.label, method, path ?? '', facts.rawPath ?? path ?? '', overrides);
       if (verdict.ok) {
-        const allowed = allow(rule, `GitHub API ${verdict.what} on ${host} allowed by ${rule.label}`);
+        const allowed = { ...allow(rule, `GitHub API ${verdict.what} on ${host} allowed by ${rule.label}`), detail: `github ${verdict.what}` };
         return verdict.graphql ? { ...allowed, graphql: { mutations: rule.github.mutations } } : allowed;
       }
-      githubRefused ??= { rule, message: `GitHub API ${verdict.what} on ${host} is not allowed: ${verdict.message}` };
+      githubRefused ??= { rule, what: verdict.what, message: `GitHub API ${verdict.what} on ${host} is not allowed: ${verdict.message}` };
       continue;
     }
     if (rule.git || gitScoped) {
@@ -151,7 +151,8 @@ function enforced(policy: Policy, facts: RequestFacts): Decision {
     return deny(null, 'no_rule', `host ${host} matches no allow rule in policy "${policy.name}"`);
   }
   if (githubRefused) {
-    return deny(githubRefused.rule.label, 'path_not_allowed', `${githubRefused.message}. Ask the operator to extend the rule's github: block.`);
+    const refused = deny(githubRefused.rule.label, 'path_not_allowed', `${githubRefused.message}. Ask the operator to extend the rule's github: block.`);
+    return { ...refused, detail: `github ${githubRefused.what}` };
   }
   if (gitRefused && (gitScoped || !firstOnPort)) {
     return deny(gitRefused.rule.label, 'path_not_allowed', `${gitRefused.message}. Ask the operator to extend the rule's git: block.`);

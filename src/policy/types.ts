@@ -195,6 +195,8 @@ interface DecisionCommon {
   readonly inspect: boolean;
   /** An allowed git push (POST git-receive-pack): its body's ref updates are still to be checked. */
   readonly gitPush?: GitPushTarget;
+  /** For the audit line: what the request was judged as (a GitHub API endpoint, say). */
+  readonly detail?: string;
   /** An allowed POST /graphql: its body is still to be checked (decideGraphql). */
   readonly graphql?: GraphqlTarget;
 }
