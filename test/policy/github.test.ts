@@ -117,6 +117,7 @@ describe('github: REST decisions', () => {
       req('DELETE', '/repos/acme'),
     ];
     for (const f of tricks) expect(action(f).action, f.rawPath).toBe('deny');
+    expect(action(req('GET', '/repositories/12345/hooks')).message).toMatch(/names a repository by number/);
     // Nor does a doubled slash hide a dangerous endpoint: "/repos/acme/app/" with DELETE.
     expect(action(req('DELETE', '/repos/acme/app/')).action).toBe('deny');
   });

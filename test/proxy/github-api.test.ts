@@ -196,3 +196,34 @@ describe('the attacker side, by hand', () => {
     expect(served.length).toBe(before);
   }, 60_000);
 });
+
+describe('report mode', () => {
+  it('lets a refused mutation through, audited as would_deny with the operation', async () => {
+    const report = await startAirlock({
+      policy: POLICY.replace('name: github-api', 'name: github-api\nmode: report'),
+      resolve: { 'api.github.com:443': api.port },
+      upstreamCa: [pki.caPem],
+      credentials: credentialsFactory({ AIRLOCK_GITHUB_TOKEN: SECRET }),
+    });
+    try {
+      const before = served.length;
+      const r = await httpsViaProxy({
+        proxyPort: report.port,
+        proxyAuthorization: report.proxyAuthorization,
+        url: 'https://api.github.com/graphql',
+        ca: [readFileSync(report.bundlePath, 'utf8')],
+        method: 'POST',
+        body: JSON.stringify({ query: 'mutation Drop { deleteRepository(input: {}) { x } }' }),
+        headers: { authorization: `token ${PLACEHOLDER}`, 'content-type': 'application/json' },
+      });
+      expect(r.status).toBe(200);
+      expect(served.length).toBe(before + 1);
+      expect(served.at(-1)).toMatchObject({ url: '/graphql', authorized: true });
+      const line = await report.waitForAudit((l) => l.path === '/graphql');
+      expect(line).toMatchObject({ action: 'would_deny', reason: 'graphql_not_allowed', status: 200, detail: 'graphql mutation Drop: deleteRepository' });
+    } finally {
+      await report.close();
+    }
+  }, 60_000);
+});
+
