@@ -8,7 +8,7 @@
 // to the server than the one matched here. GraphQL: POST /graphql, its body read by the proxy and
 // decided by decideGraphql().
 import { Kind, parse, type DocumentNode, type FragmentDefinitionNode, type SelectionSetNode } from 'graphql';
-import { compileGlob, type PathMatcher } from './glob.js';
+import { matchesAnyGlob as matchesAny } from './glob.js';
 import type { GithubRule, MethodOverride } from './types.js';
 
 /** Endpoints a github: rule refuses unless its allow: names them, and what they cover. */
@@ -69,15 +69,6 @@ export function githubRequestOf(method: string, path: string, rawPath: string): 
   return { kind: 'rest', repo: null, endpoint };
 }
 
-const matchers = new WeakMap<readonly string[], readonly PathMatcher[]>();
-function matchesAny(globs: readonly string[], name: string): boolean {
-  let compiled = matchers.get(globs);
-  if (!compiled) {
-    compiled = globs.map(compileGlob);
-    matchers.set(globs, compiled);
-  }
-  return compiled.some((matches) => matches(name));
-}
 
 export type GithubVerdict =
   | { readonly ok: true; readonly what: string; readonly graphql: boolean }
