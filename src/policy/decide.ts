@@ -6,6 +6,7 @@
 // would_deny, which the proxy lets through (inspected, so each request is judged too) and audits.
 
 import { decideGitRequest, gitRequestOf, type GitRequest } from './git-decide.js';
+import { decideGithubRequest } from './github-decide.js';
 import { compilePathGlob, type PathMatcher } from './glob.js';
 import { matchHostPattern } from './hosts.js';
 import { ambiguousPathEncoding, withoutPathParameters } from './path-encoding.js';
@@ -74,6 +75,10 @@ function enforced(policy: Policy, facts: RequestFacts): Decision {
   const gitScoped = gitRequest !== null && rules.some(({ rule }) => rule.git && rule.ports.includes(port) && matchHostPattern(rule.host, host));
   /** The first git rule that refused a git request, or that a request other than git's met. */
   let gitRefused: { rule: AllowRule; message: string } | undefined;
+  // A host some github: rule covers is for github: rules alone to decide: a plain rule for the
+  // same host would otherwise let through what the github: rule refuses.
+  const githubScoped = facts.phase === 'request' && rules.some(({ rule }) => rule.github && rule.ports.includes(port) && matchHostPattern(rule.host, host));
+  let githubRefused: { rule: AllowRule; what: string; message: string } | undefined;
   for (const { rule, paths } of rules) {
     if (!matchHostPattern(rule.host, host)) continue;
     firstOnHost ??= rule;
@@ -81,6 +86,16 @@ function enforced(policy: Policy, facts: RequestFacts): Decision {
     if (facts.phase === 'connect') {
       // Method and path are not known until the tunnel is opened; they are checked per request.
       return allow(rule, `${host}:${port} allowed by ${rule.label}`);
+    }
+    if (githubScoped) {
+      if (!rule.github) continue;
+      const verdict = decideGithubRequest(rule.github, rule.label, method, path ?? '', facts.rawPath ?? path ?? '', overrides);
+      if (verdict.ok) {
+        const allowed = { ...allow(rule, `GitHub API ${verdict.what} on ${host} allowed by ${rule.label}`), detail: `github ${verdict.what}` };
+        return verdict.graphql ? { ...allowed, graphql: { mutations: rule.github.mutations } } : allowed;
+      }
+      githubRefused ??= { rule, what: verdict.what, message: `GitHub API ${verdict.what} on ${host} is not allowed: ${verdict.message}` };
+      continue;
     }
     if (rule.git || gitScoped) {
       if (!rule.git) continue;
@@ -134,6 +149,10 @@ function enforced(policy: Policy, facts: RequestFacts): Decision {
 
   if (!firstOnHost) {
     return deny(null, 'no_rule', `host ${host} matches no allow rule in policy "${policy.name}"`);
+  }
+  if (githubRefused) {
+    const refused = deny(githubRefused.rule.label, 'path_not_allowed', `${githubRefused.message}. Ask the operator to extend the rule's github: block.`);
+    return { ...refused, detail: `github ${githubRefused.what}` };
   }
   if (gitRefused && (gitScoped || !firstOnPort)) {
     return deny(gitRefused.rule.label, 'path_not_allowed', `${gitRefused.message}. Ask the operator to extend the rule's git: block.`);

@@ -7,7 +7,7 @@
 //   POST <repo>/git-receive-pack                                       (push; ref updates in the body)
 // On a host that has a git rule these endpoints are decided by git rules only; a rule with git:
 // allows nothing else.
-import { compileGlob, type PathMatcher } from './glob.js';
+import { matchesAnyGlob as matchesAny } from './glob.js';
 import type { GitPushRule, GitPushTarget, GitRule, RequestFacts } from './types.js';
 
 export type GitService = 'git-upload-pack' | 'git-receive-pack';
@@ -40,16 +40,6 @@ export function gitRequestOf(facts: Pick<RequestFacts, 'path' | 'rawPath' | 'que
   return { repo, endpoint: 'rpc', service: m[2] as GitService };
 }
 
-// Globs compiled once per (frozen) rule.
-const matchers = new WeakMap<readonly string[], readonly PathMatcher[]>();
-function matchesAny(globs: readonly string[], name: string): boolean {
-  let compiled = matchers.get(globs);
-  if (!compiled) {
-    compiled = globs.map(compileGlob);
-    matchers.set(globs, compiled);
-  }
-  return compiled.some((matches) => matches(name));
-}
 
 export type GitVerdict = { readonly ok: true; readonly push?: GitPushTarget } | { readonly ok: false; readonly message: string };
 

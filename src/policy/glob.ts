@@ -24,6 +24,19 @@ export function compileGlob(glob: string): PathMatcher {
   return (path) => wildcardMatch(pattern, path);
 }
 
+// Globs compiled once per (frozen) list.
+const matchers = new WeakMap<readonly string[], readonly PathMatcher[]>();
+
+/** Whether any of the name globs (compileGlob) matches `name`. */
+export function matchesAnyGlob(globs: readonly string[], name: string): boolean {
+  let compiled = matchers.get(globs);
+  if (!compiled) {
+    compiled = globs.map(compileGlob);
+    matchers.set(globs, compiled);
+  }
+  return compiled.some((matches) => matches(name));
+}
+
 function wildcardMatch(pattern: string, text: string): boolean {
   let p = 0;
   let t = 0;

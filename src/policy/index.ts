@@ -9,4 +9,5 @@ export { checkCpus, checkMemory, checkPids, CONTAINER_HINT, formatBytes, sizeFla
 export { allowRequest, credentialReach, narrowestRule, RuleEditError, type RequestToAllow, type RuleEdit, type RuleText } from './edit.js';
 export { parseAllowEntry, type AllowEntry } from './host-pattern.js';
 export { COMPAT_PROFILES, compatProfile, type CompatProfile } from './compat.js';
+export { DANGEROUS_ENDPOINTS, decideGraphql, githubRequestOf, type GraphqlVerdict } from './github-decide.js';
 export { decideFastForward, decideRefUpdate, refUpdateKind, type RefUpdate, type RefVerdict } from './git-decide.js';

@@ -11,6 +11,7 @@ import { parseContainer } from './container.js';
 import { parseCredentials } from './credentials.js';
 import { PolicyError } from './errors.js';
 import { parseGitRule } from './git-rules.js';
+import { parseGithubRule } from './github-rules.js';
 import { parseHostPattern } from './host-pattern.js';
 import { describe, Reader, type Value } from './reader.js';
 import type { AllowRule, Limits, Policy } from './types.js';
@@ -18,7 +19,7 @@ import type { AllowRule, Limits, Policy } from './types.js';
 export { PolicyError } from './errors.js';
 
 const TOP_KEYS = ['version', 'name', 'mode', 'allow', 'credentials', 'limits', 'container'] as const;
-const RULE_KEYS = ['host', 'methods', 'ports', 'paths', 'inspect', 'git'] as const;
+const RULE_KEYS = ['host', 'methods', 'ports', 'paths', 'inspect', 'git', 'github'] as const;
 const LIMIT_KEYS = ['max_upload_bytes', 'max_connections', 'requests_per_second'] as const;
 
 const DEFAULT_PORTS: readonly number[] = Object.freeze([80, 443]);
@@ -167,6 +168,19 @@ function parseRule(r: Reader, item: Value, index: number): AllowRule {
     }
   }
 
+  const githubValue = fields.get('github');
+  const github = githubValue ? parseGithubRule(r, githubValue) : null;
+  if (githubValue) {
+    // The API's requests are decided by the github: block alone.
+    for (const key of ['methods', 'paths', 'inspect', 'git'] as const) {
+      const v = fields.get(key);
+      if (v && !(key === 'inspect' && inspect)) {
+        r.fail(v, v.path, key === 'inspect' ? 'github: needs inspection, but this rule has inspect: false' : `${key} cannot be combined with github:`,
+          key === 'inspect' ? 'Remove inspect: false from this rule' : `Remove ${key} from this rule; github: decides methods and paths by endpoint`);
+      }
+    }
+  }
+
   return Object.freeze({
     index,
     line,
@@ -178,6 +192,7 @@ function parseRule(r: Reader, item: Value, index: number): AllowRule {
     inspect,
     label: `allow[${index}] ${pattern.host}`,
     git,
+    github,
   });
 }
 

@@ -152,7 +152,7 @@ function isNodeLike(x: unknown): x is Node {
 }
 
 /** The allowed key nearest to a typo (edit distance <= 2, or a prefix), if any. */
-function closest(key: string, allowed: readonly string[]): string | undefined {
+export function closest(key: string, allowed: readonly string[]): string | undefined {
   let best: string | undefined;
   let bestDistance = 3;
   for (const candidate of allowed) {

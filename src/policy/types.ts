@@ -24,6 +24,20 @@ export interface AllowRule {
    * git: allows only git's smart-HTTP requests, and only as this block says.
    */
   readonly git: GitRule | null;
+  /**
+   * The GitHub API on this host, by repository, endpoint and GraphQL mutation; null: no API
+   * scoping. A rule with github: decides every request to its host (github-decide.ts).
+   */
+  readonly github: GithubRule | null;
+}
+
+export interface GithubRule {
+  /** Lower-case owner/name globs ("acme/*") whose /repos/{owner}/{repo}/ endpoints may be used. */
+  readonly repos: readonly string[];
+  /** Names of default-denied endpoints (DANGEROUS_ENDPOINTS) this rule allows. */
+  readonly allow: readonly string[];
+  /** GraphQL mutation field names that may run; queries always may. */
+  readonly mutations: readonly string[];
 }
 
 export interface GitRule {
@@ -161,7 +175,8 @@ export type DenyReason =
   | 'destination_blocked'
   | 'rate_limited'
   | 'upload_budget_exceeded'
-  | 'git_ref_not_allowed';
+  | 'git_ref_not_allowed'
+  | 'graphql_not_allowed';
 
 /**
  * What the policy says of a request: allow it, deny it, or, in report mode, let a denial of the
@@ -180,6 +195,15 @@ interface DecisionCommon {
   readonly inspect: boolean;
   /** An allowed git push (POST git-receive-pack): its body's ref updates are still to be checked. */
   readonly gitPush?: GitPushTarget;
+  /** For the audit line: what the request was judged as (a GitHub API endpoint, say). */
+  readonly detail?: string;
+  /** An allowed POST /graphql: its body is still to be checked (decideGraphql). */
+  readonly graphql?: GraphqlTarget;
+}
+
+/** A GraphQL request a github: rule let through to the body check. */
+export interface GraphqlTarget {
+  readonly mutations: readonly string[];
 }
 
 /** A push a git rule let through to the body check: the repository and its push entries. */

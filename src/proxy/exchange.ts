@@ -13,7 +13,7 @@ import { DestinationBlocked } from './upstream.js';
 import type { Upstream } from './upstream.js';
 import { TIMEOUT_CODES } from './http1/errors.js';
 import type { ResponseOut } from './http1/types.js';
-import { denialPhrase, denyBody, denyText, endWith, rawResponse } from './responses.js';
+import { denialPhrase, denyBody, denyGraphql, denyText, endWith, rawResponse } from './responses.js';
 import { RequestRecord } from './record.js';
 import type { Outcome } from './record.js';
 import { usageOf } from './usage.js';
@@ -105,8 +105,8 @@ export class Exchange {
   private ended = false;
   /** Refused after admission by what the request body said, and answered by the caller. */
   private refusedInBody = false;
-  /** Denials are answered in plain text rather than JSON (see denyInText). */
-  private textDenials = false;
+  /** Denials are answered as JSON, in plain text (see denyInText) or as GraphQL errors. */
+  private denials: 'json' | 'text' | 'graphql' = 'json';
 
   constructor(
     readonly deps: ExchangeDeps,
@@ -153,7 +153,12 @@ export class Exchange {
    * lines, and shows nothing of a JSON one.
    */
   denyInText(): void {
-    this.textDenials = true;
+    this.denials = 'text';
+  }
+
+  /** Denials are answered as GraphQL errors ({"errors": [{"message": ...}]}), which clients print. */
+  denyInGraphql(): void {
+    this.denials = 'graphql';
   }
 
   /** Whether the client has gone (its connection closed). */
@@ -204,9 +209,10 @@ export class Exchange {
    */
   decide(facts: RequestFacts, deniedPath?: string): Decision | null {
     const decision = this.consider(facts);
+    if (decision.detail) this.note(decision.detail);
     if (decision.action !== 'deny') return decision;
     if (deniedPath !== undefined) this.target(this.authority.host, this.authority.port, deniedPath);
-    this.refuse(403, decision.reason, decision.message);
+    this.refuse(403, decision.reason, decision.message, decision.detail);
     return null;
   }
 
@@ -254,7 +260,7 @@ export class Exchange {
     this.outcome = { action: 'deny', rule: this.rule, reason };
     this.detail = detail;
     const info = this.denyInfo(reason, message);
-    const body = status === 403 ? this.denial(reason, message) : message + '\n';
+    const body = status === 403 || this.denials === 'graphql' ? this.denial(reason, message) : message + '\n';
     this.answer(status, body, [`X-Airlock-Decision: deny; reason=${reason}`, ...(reason === 'rate_limited' ? ['Retry-After: 1'] : [])], true, status === 403 ? denialPhrase(info) : undefined);
   }
 
@@ -358,7 +364,8 @@ export class Exchange {
   /** The body of a 403: the JSON denial, or the same in plain text for git. */
   private denial(reason: DenyReason, message: string): string {
     const info = this.denyInfo(reason, message);
-    return this.textDenials ? denyText(info) : denyBody(info);
+    if (this.denials === 'text') return denyText(info);
+    return this.denials === 'graphql' ? denyGraphql(info) : denyBody(info);
   }
 
   private denyInfo(reason: DenyReason, message: string) {

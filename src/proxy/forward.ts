@@ -13,6 +13,7 @@ import { forwardRequestHeaders, forwardResponseHeaders } from './headers.js';
 import { scrubbedSink } from './response-scrub.js';
 import { usageOf } from './usage.js';
 import { gitPushInspector } from './git/inspector.js';
+import { checkGraphql } from './github-graphql.js';
 
 /** A request to forward: its head, its body (null when none) and where the answer goes. */
 export interface HttpRequestIn extends Incoming {
@@ -34,11 +35,16 @@ export function forwardHttp(deps: ExchangeDeps, x: HttpRequestIn): void {
   if (!admitted) return;
   const { target, decision } = admitted;
   const { req } = x;
-  const headers = forwardRequestHeaders(req.rawHeaders, req.headers.connection);
-  ex.swap(
-    { scheme: x.scheme, host: target.host, port: target.port, pathWithQuery: target.forward, headers, contentType: req.headers['content-type'] },
-    (swap) => send(deps, ex, x, target, decision, swap),
-  );
+  const go = (body: Readable | null) => {
+    const headers = forwardRequestHeaders(req.rawHeaders, req.headers.connection);
+    ex.swap(
+      { scheme: x.scheme, host: target.host, port: target.port, pathWithQuery: target.forward, headers, contentType: req.headers['content-type'] },
+      (swap) => send(deps, ex, { ...x, body }, target, decision, swap),
+    );
+  };
+  // A GraphQL request: its document is read and decided before anything is sent.
+  if (decision.graphql) checkGraphql(ex, decision.graphql, x.body, req.rawHeaders, go);
+  else go(x.body);
 }
 
 function send(deps: ExchangeDeps, ex: Exchange, x: HttpRequestIn, target: CheckedTarget, decision: Decision, swap: Forward): void {

@@ -42,6 +42,15 @@ export function denyText(info: DenyInfo): string {
   return `Airlock: ${info.decision.message}\n(${info.decision.reason}; session ${info.session ?? '-'}, policy "${info.policy ?? '?'}")\n`;
 }
 
+/**
+ * The same denial as GraphQL errors, which GraphQL clients (gh among them) print; the JSON
+ * denial's fields go in the error's extensions.
+ */
+export function denyGraphql(info: DenyInfo): string {
+  const full = JSON.parse(denyBody(info)) as Record<string, unknown>;
+  return JSON.stringify({ errors: [{ type: 'FORBIDDEN', message: `Airlock: ${info.decision.message}`, extensions: full }] }) + '\n';
+}
+
 /** git's smart-HTTP client, which shows only text/plain error bodies. */
 export function isGitClient(rawHeaders: readonly string[]): boolean {
   for (let i = 0; i < rawHeaders.length; i += 2) {
