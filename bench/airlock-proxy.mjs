@@ -9,6 +9,8 @@
 // fails, e.g. while the credential broker cannot yet serve the policy's credentials.
 // SIGTERM/SIGINT close the runtime and exit 0 (so --cpu-prof writes its profile).
 // --mem-file FILE: on SIGUSR2, write a memory breakdown (process.memoryUsage, MiB) to FILE.
+// --view: also serve the live view and start bench/view-follower.mjs, a page's worth of client
+// following the session's events, so the view's cost shows in the proxy's figures.
 import { readFileSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -66,6 +68,15 @@ try {
   session = await runtime.sessions.create(loadPolicy(fallback));
 }
 const info = describeSession(session, address.address, address.port);
+let view = null;
+if (args.includes('--view')) {
+  const { startRuntimeView } = await dist('view/runtime-view.js');
+  const { spawn } = await import('node:child_process');
+  const server = await startRuntimeView(runtime, { host: '127.0.0.1', port: 0 });
+  const follower = spawn(process.execPath, [join(root, 'bench', 'view-follower.mjs'), server.url, session.id], { stdio: ['ignore', 'ignore', 'inherit'] });
+  process.once('exit', () => follower.kill());
+  view = `${server.address.address}:${server.address.port}`;
+}
 process.stdout.write(
   JSON.stringify({
     ready: true,
@@ -73,6 +84,7 @@ process.stdout.write(
     port: address.port,
     credentials,
     warning,
+    view,
     session: info,
     ca: join(dirname(info.bundle), 'ca.pem'),
   }) + '\n',

@@ -18,7 +18,8 @@ const RESULTS = join(BENCH, 'results');
 const ALL_TARGETS = ['direct', 'airlock', 'squid', 'mitmproxy', 'http-mitm-proxy'];
 // Diagnostic only (not in the default set): Airlock with the same policy minus the credential.
 // bare-node: a minimal Node interception path (no policy, audit or credentials), the floor on this machine.
-const EXTRA_TARGETS = ['airlock-nocreds', 'bare-node', 'raw-relay'];
+// airlock-view: Airlock with its live view serving a page that follows the session's events.
+const EXTRA_TARGETS = ['airlock-nocreds', 'airlock-view', 'bare-node', 'raw-relay'];
 
 // ---- options
 
@@ -37,6 +38,7 @@ if (flag('help') || flag('h')) {
   --rounds N           rounds per target (default 2; --quick: 1)
   --targets a,b,...    of ${ALL_TARGETS.join(', ')} (direct is always run); also
                        airlock-nocreds: Airlock without the credential (diagnostic)
+                       airlock-view: Airlock with the live view open and following (diagnostic)
                        bare-node: a minimal Node interception path (diagnostic floor)
                        raw-relay: TLS terminated and re-originated, no HTTP parsed (the ceiling)
   --scenarios a,b,...  only these of c1, c64, newconn, download, upload, newhosts, sse, idle
@@ -435,7 +437,7 @@ function startDirect() {
 async function startTarget(name, { cpuProf, nodeFlags = [] } = {}) {
   const base = { upstreamPort: upstream.port, token: DUMMY_TOKEN };
   if (name === 'direct') return startDirect();
-  if (name === 'airlock' || name === 'airlock-nocreds') {
+  if (name === 'airlock' || name === 'airlock-nocreds' || name === 'airlock-view') {
     const nocreds = name === 'airlock-nocreds';
     const stateDir = join(WORK, `airlock-state-${Date.now()}`);
     const memFile = join(WORK, `airlock-mem-${Date.now()}.json`);
@@ -453,12 +455,14 @@ async function startTarget(name, { cpuProf, nodeFlags = [] } = {}) {
         '--hosts', hostsFile,
         '--upstream-port', String(upstream.port),
         '--mem-file', memFile,
+        ...(name === 'airlock-view' ? ['--view'] : []),
       ],
       { env: { ...process.env, AIRLOCK_BENCH_SECRET: SECRET }, cwd: ROOT },
       jsonReady,
     );
     const notes = [];
     let token = DUMMY_TOKEN;
+    if (ready.view) notes.push(`live view open, a page following the session: ${ready.view}`);
     if (nocreds) {
       notes.push('diagnostic: policy without credentials');
     } else if (ready.credentials) {
@@ -568,7 +572,7 @@ async function runTarget(name, round) {
     const probe = await loadgen(t.target, { scenario: 'probe' });
     if (!probe.ok) throw new Error(`probe failed: ${probe.error}${probe.stderr ? `\n${probe.stderr}` : ''}`);
     out.upstreamAuthorization = probe.result.auth;
-    if (name === 'airlock' || name === 'airlock-nocreds') {
+    if (name === 'airlock' || name === 'airlock-nocreds' || name === 'airlock-view') {
       out.credentialSwap = t.credentials
         ? probe.result.auth === 'secret' ? 'verified' : `NOT swapped (upstream saw ${probe.result.auth})`
         : name === 'airlock' ? 'off (fallback policy)' : 'off (diagnostic target)';
