@@ -86,7 +86,7 @@ process.stdout.write(
     warning,
     view,
     session: info,
-    ca: join(dirname(info.bundle), 'ca.pem'),
+    ca: join(session.dir, 'ca.pem'),
   }) + '\n',
 );
 
