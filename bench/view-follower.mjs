@@ -22,6 +22,11 @@ if (login.statusCode !== 303 || !cookie) {
 }
 let bytes = 0;
 let lastId = '';
+// What it received, so a run shows the view really streamed.
+process.once('SIGTERM', () => {
+  process.stderr.write(`view-follower: ${bytes} bytes of events received\n`);
+  process.exit(0);
+});
 for (;;) {
   const res = await get(`/api/sessions/${sessionId}/events`, { cookie, accept: 'text/event-stream', ...(lastId ? { 'last-event-id': lastId } : {}) });
   if (res.statusCode !== 200) {
