@@ -14,6 +14,7 @@ import type { Upstream } from './upstream.js';
 import { TIMEOUT_CODES } from './http1/errors.js';
 import type { ResponseOut } from './http1/types.js';
 import { denialPhrase, denyBody, denyGraphql, denyText, endWith, rawResponse } from './responses.js';
+import type { DenyInfo } from './responses.js';
 import { RequestRecord } from './record.js';
 import type { Outcome } from './record.js';
 import { usageOf } from './usage.js';
@@ -260,7 +261,7 @@ export class Exchange {
     this.outcome = { action: 'deny', rule: this.rule, reason };
     this.detail = detail;
     const info = this.denyInfo(reason, message);
-    const body = status === 403 || this.denials === 'graphql' ? this.denial(reason, message) : message + '\n';
+    const body = status === 403 || this.denials === 'graphql' ? this.denial(info) : message + '\n';
     this.answer(status, body, [`X-Airlock-Decision: deny; reason=${reason}`, ...(reason === 'rate_limited' ? ['Retry-After: 1'] : [])], true, status === 403 ? denialPhrase(info) : undefined);
   }
 
@@ -306,7 +307,7 @@ export class Exchange {
       this.channel.res.destroy(); // audited when it closes, with the status already sent
       return;
     }
-    const body = failure.status === 403 ? this.denial(failure.reason, failure.message) : failure.message + '\n';
+    const body = failure.status === 403 ? this.denial(this.denyInfo(failure.reason, failure.message)) : failure.message + '\n';
     this.answer(failure.status, body, failure.deny ? [`X-Airlock-Decision: deny; reason=${failure.reason}`] : [], failure.close === true);
   }
 
@@ -362,13 +363,12 @@ export class Exchange {
   }
 
   /** The body of a 403: the JSON denial, or the same in plain text for git. */
-  private denial(reason: DenyReason, message: string): string {
-    const info = this.denyInfo(reason, message);
+  private denial(info: DenyInfo): string {
     if (this.denials === 'text') return denyText(info);
     return this.denials === 'graphql' ? denyGraphql(info) : denyBody(info);
   }
 
-  private denyInfo(reason: DenyReason, message: string) {
+  private denyInfo(reason: DenyReason, message: string): DenyInfo {
     const { host, port } = this.authority;
     return { session: this.session.id, policy: this.policy.name, host, port, decision: { rule: this.rule, reason, message } };
   }
