@@ -32,6 +32,7 @@ import type { Stats } from 'node:fs';
 import { basename, join, relative, sep } from 'node:path';
 import { extract } from 'tar-fs';
 import type { Headers } from 'tar-fs';
+import { formatBytes } from '../policy/index.js';
 import { LaunchError } from './errors.js';
 
 /** Who owns what copy-out writes. */
@@ -63,6 +64,9 @@ const GIT_ACTIVE = ['config', 'config.worktree', 'hooks'];
 
 /** Staging directories are named this, plus random characters, inside the output folder. */
 export const STAGING_PREFIX = '.airlock-copy-out-';
+
+/** What copy-out writes at most unless told otherwise: a session must not fill the host's disk. */
+export const DEFAULT_COPY_OUT_LIMIT = 8 * 1024 ** 3;
 
 /** Notices list at most this many names of each kind (a session can make millions). */
 const MAX_LISTED = 50;
@@ -96,7 +100,7 @@ export function invokingUser(env: NodeJS.ProcessEnv = process.env): Owner {
  * missing. Returns what was dropped and what was left as it was; throws a LaunchError when the
  * archive cannot be read or written (nothing is moved into `dest` when the archive is bad).
  */
-export async function copyOut(archive: NodeJS.ReadableStream, dest: string, opts: { owner?: Owner } = {}): Promise<CopyOutReport> {
+export async function copyOut(archive: NodeJS.ReadableStream, dest: string, opts: { owner?: Owner; maxBytes?: number } = {}): Promise<CopyOutReport> {
   const owner = opts.owner ?? invokingUser();
   const giveAway = process.getuid?.() === 0;
   const root = outputFolder(dest, giveAway ? owner : undefined);
@@ -108,7 +112,7 @@ export async function copyOut(archive: NodeJS.ReadableStream, dest: string, opts
   }
   const report: CopyOutReport = { dropped: [], left: [], disarmed: [] };
   try {
-    await extractInto(archive, staging, report);
+    await extractInto(archive, staging, report, opts.maxBytes ?? DEFAULT_COPY_OUT_LIMIT);
     disarmGitDirs(staging, '', report);
     if (giveAway) {
       chownTree(staging, owner);
@@ -223,11 +227,13 @@ function entryPath(name: string): string | null {
   return parts.includes('..') ? null : parts.join('/');
 }
 
-function extractInto(archive: NodeJS.ReadableStream, staging: string, report: CopyOutReport): Promise<void> {
+function extractInto(archive: NodeJS.ReadableStream, staging: string, report: CopyOutReport, maxBytes: number): Promise<void> {
   const drop = (path: string, reason: string) => {
     report.dropped.push({ path, reason });
     return true;
   };
+  let written = 0;
+  let overLimit = false;
   // tar-fs reads entries one at a time and calls this only once the previous one is written, so
   // the checks below see the staging tree as it is when the entry lands.
   const ignore = (_name: string, h?: Headers): boolean => {
@@ -252,13 +258,26 @@ function extractInto(archive: NodeJS.ReadableStream, staging: string, report: Co
       const st = target ? statOrNull(join(staging, target)) : null;
       if (!target || target === rel || !st?.isFile()) return drop(rel, `hard link to ${quote(h.linkname ?? '')}, not to a file copied out before it`);
     }
+    if (h.type === 'file') {
+      written += h.size ?? 0;
+      // Past the limit nothing more is written; the rest of the archive is read and skipped.
+      if (overLimit || written > maxBytes) return (overLimit = true);
+    }
     return false;
   };
   return new Promise<void>((resolve, reject) => {
     // chown: false: tar-fs running as root would give each entry the archive's uid/gid.
     // dmode: every directory stays usable by its owner, so the copy can be moved into place.
     const sink = extract(staging, { ignore, chown: false, dmode: 0o700, strict: true });
-    sink.on('finish', () => resolve());
+    sink.on('finish', () => {
+      if (!overLimit) return resolve();
+      reject(
+        new Error(
+          `its files add up to more than the copy-out limit of ${formatBytes(maxBytes)} ` +
+            '(raise it with --copy-out-limit, e.g. --copy-out-limit 20g, or copy what you need with docker cp from a --keep container)',
+        ),
+      );
+    });
     sink.on('error', reject);
     archive.on('error', reject);
     archive.pipe(sink);

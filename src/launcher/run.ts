@@ -64,6 +64,8 @@ export interface RunOptions {
   readonly copyOut?: string;
   /** Owner of what copy-out writes (the invoking user; see invokingUser). */
   readonly copyOutOwner?: Owner;
+  /** Most bytes of files copy-out writes (DEFAULT_COPY_OUT_LIMIT when unset). */
+  readonly copyOutLimit?: number;
   readonly name?: string;
   /** Keep the container (stopped) after the run, for inspection. */
   readonly keep?: boolean;
@@ -241,7 +243,7 @@ export async function runSession(o: RunOptions): Promise<RunResult> {
     if ((await container.inspect()).State.OOMKilled) o.notice(outOfMemoryMessage(limits, o.policy));
     if (o.copy && o.copyOut) {
       const archive = (await container.getArchive({ path: '/workspace/.' })) as NodeJS.ReadableStream;
-      const report = await copyOut(archive, o.copyOut, { owner: o.copyOutOwner });
+      const report = await copyOut(archive, o.copyOut, { owner: o.copyOutOwner, maxBytes: o.copyOutLimit });
       for (const line of copyOutNotices(report, o.copyOut)) o.notice(line);
     }
     return { exitCode, sessionId: lease.id, auditFile: lease.auditFile, summary: lease.summary() };

@@ -447,3 +447,25 @@ function runGit(args: string[], cwd: string): Promise<{ code: number | null; std
     child.on('close', (code) => resolve({ code, stderr }));
   });
 }
+
+describe('copy-out: size', () => {
+  it('files past the limit copy nothing out: a session cannot fill the host disk through copy-out', async () => {
+    writeFileSync(join(out, 'kept.txt'), 'mine\n');
+    const big = 'x'.repeat(600 * 1024);
+    const result = await copyOut(
+      craftStream([
+        { name: './a.bin', content: big },
+        { name: './b.bin', content: big },
+      ]),
+      out,
+      { owner: OWNER, maxBytes: 1024 ** 2 },
+    ).catch((err: Error) => err);
+    expect(result).toBeInstanceOf(Error);
+    expect((result as Error).message).toMatch(/more than the copy-out limit of 1 MiB .*--copy-out-limit/);
+    expect(readdirSync(out).sort()).toEqual(['kept.txt']);
+    // Under the limit, the same archive is copied out whole.
+    const report = await copyOut(craftStream([{ name: './a.bin', content: big }]), out, { owner: OWNER, maxBytes: 1024 ** 2 });
+    expect(report.dropped).toEqual([]);
+    expect(readFileSync(join(out, 'a.bin'), 'utf8').length).toBe(big.length);
+  });
+});
