@@ -158,6 +158,7 @@ export class DaemonProvider implements SessionProvider {
       placeholders: info.env,
       secretSourceEnv: info.secret_source_env,
       withheldEnv: info.withheld_env,
+      sessionFiles: info.session_files ?? [],
       release: async () => {
         try {
           await this.admin.removeSession(sessionId, { notice: this.o.notice });

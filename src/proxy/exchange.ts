@@ -298,6 +298,7 @@ export class Exchange {
       this.outcome = { action: 'deny', rule: this.rule, reason: a.refused.reason };
       this.detail = a.refused.detail;
     } else {
+      this.usedCredentials([credential]);
       this.note(a.detail);
     }
     const headers = ['Cache-Control: no-store', ...(a.refused ? [`X-Airlock-Decision: deny; reason=${a.refused.reason}`] : [])];
