@@ -7,7 +7,7 @@ import { createPrivateKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { GoogleAuth } from 'google-auth-library';
+import { gaxios, GoogleAuth } from 'google-auth-library';
 import type { SecretHandle } from './session-broker.js';
 import { CredentialUnavailable } from './broker.js';
 import { fetchOver } from './token-http.js';
@@ -75,8 +75,12 @@ interface TokenClient {
 export function googleSecret(name: string, keyFile: string | null, scopes: readonly string[], env: NodeJS.ProcessEnv, transport: TokenTransport, now: () => number = Date.now): SecretHandle {
   const file = keyFile ?? adcPath(env);
   const json = readGoogleCredentials(file, keyFile === null);
-  const auth = new GoogleAuth({ scopes: [...scopes], clientOptions: { transporterOptions: { fetchImplementation: fetchOver(transport) } } });
-  const client = auth.fromJSON(json as Parameters<GoogleAuth['fromJSON']>[0]) as unknown as TokenClient;
+  const auth = new GoogleAuth({ scopes: [...scopes] });
+  // Every token request through tokenRequest: the operator's roots and --resolve, a deadline.
+  // google-auth-library retries a token request that failed or timed out (at most 3 more times):
+  // 10 s each bounds the wait.
+  const transporter = new gaxios.Gaxios({ fetchImplementation: fetchOver({ timeoutMs: 10_000, ...transport }) });
+  const client = auth.fromJSON(json as Parameters<GoogleAuth['fromJSON']>[0], { transporter }) as unknown as TokenClient;
   const known: string[] = [];
   let running: Promise<string> | null = null;
   let failure: { error: CredentialUnavailable; until: number; backoff: number } | null = null;

@@ -217,6 +217,34 @@ describe('Claude login kept on the host: the session side', () => {
     expect(r.token.grants).toHaveLength(1);
   });
 
+  it('two sessions on one host login: their concurrent refreshes make one upstream refresh; each gets its own refresh placeholder', async () => {
+    const r = await rig();
+    const s2 = await r.airlock.runtime.sessions.create(r.airlock.session.policy);
+    const files2 = s2.credentials.sessionFiles ?? [];
+    const refresh2 = (JSON.parse(files2[0]!.content) as { claudeAiOauth: { refreshToken: string } }).claudeAiOauth.refreshToken;
+    expect(refresh2).not.toBe(r.refresh);
+    const ca = readFileSync(r.airlock.bundlePath, 'utf8');
+    const ca2 = readFileSync(s2.bundlePath, 'utf8');
+    const post2 = (refresh: string) =>
+      httpsViaProxy({
+        proxyPort: r.airlock.port,
+        proxyAuthorization: 'Basic ' + Buffer.from(`${s2.id}:${s2.token}`).toString('base64'),
+        url: 'https://platform.claude.com/v1/oauth/token',
+        ca: ca2,
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(refreshBody(refresh)),
+      });
+    expect(ca).not.toBe(ca2);
+    const [a, b] = await Promise.all([r.post('platform.claude.com', '/v1/oauth/token', refreshBody(r.refresh)), post2(refresh2)]);
+    expect([a.status, b.status]).toEqual([200, 200]);
+    expect(r.token.grants).toHaveLength(1);
+    // One session's placeholder is nothing to the other.
+    const crossed = await post2((JSON.parse(a.body) as { refresh_token: string }).refresh_token);
+    expect(crossed.status).toBe(400);
+    expect(r.token.grants).toHaveLength(1);
+  });
+
   it('the older token host (console.anthropic.com) is answered the same way; a revoke (logout) is answered without ending the host login', async () => {
     const r = await rig();
     const res = await r.post('console.anthropic.com', '/v1/oauth/token', refreshBody(r.refresh));
