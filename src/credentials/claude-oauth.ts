@@ -107,6 +107,8 @@ export class ClaudeLoginStore {
   private stamp: string;
   private running: Promise<ClaudeLogin> | null = null;
   private lastRefresh = 0;
+  /** When the current real pair became known here (read from the store or refreshed). */
+  private currentSince: number;
   private failure: { error: CredentialUnavailable; until: number; backoff: number } | null = null;
   private readonly seen: string[] = [];
   /** Upstream refreshes made (for tests and the operator). */
@@ -120,6 +122,7 @@ export class ClaudeLoginStore {
   ) {
     this.login = this.read();
     this.stamp = this.stampOf();
+    this.currentSince = now();
   }
 
   private stampOf(): string {
@@ -169,6 +172,7 @@ export class ClaudeLoginStore {
       this.stamp = stamp;
       if (fresh.refreshToken === this.login.refreshToken && fresh.accessToken === this.login.accessToken) return false;
       this.login = fresh;
+      this.currentSince = this.now();
       return true;
     } catch {
       return false; // half-written or broken: keep what we have
@@ -183,15 +187,18 @@ export class ClaudeLoginStore {
   }
 
   /**
-   * Refreshes the real pair unless it was refreshed after `knownSince` (ms) or within the last
-   * 30 s; coalesced with a refresh under way; during a backoff after a failure, fails at once.
+   * A session's refresh: the real pair is refreshed upstream unless it is fresh and either newer
+   * than what the session knows (`knownSince`, ms: the session only had a stale expiry) or
+   * refreshed within the last 30 s. A session that knows the current pair and still asks was
+   * refused with it (a 401): that goes upstream. Coalesced with a refresh under way; during a
+   * backoff after a failure, fails at once.
    */
   refresh(knownSince: number): Promise<ClaudeLogin> {
     if (this.running) return this.running;
     this.reloadIfChanged();
     const now = this.now();
     const fresh = this.login.expiresAt - now > REFRESH_MARGIN_MS;
-    if (fresh && (this.lastRefresh > knownSince || now - this.lastRefresh < MIN_REFRESH_INTERVAL_MS)) return Promise.resolve(this.login);
+    if (fresh && (this.currentSince > knownSince || now - this.lastRefresh < MIN_REFRESH_INTERVAL_MS)) return Promise.resolve(this.login);
     if (this.failure && now < this.failure.until) return Promise.reject(this.failure.error);
     this.running = this.refreshUpstream().finally(() => (this.running = null));
     return this.running;
@@ -210,6 +217,7 @@ export class ClaudeLoginStore {
       this.login = next;
       this.remember(next);
       this.lastRefresh = this.now();
+      this.currentSince = this.lastRefresh;
       this.refreshes++;
       this.failure = null;
       this.writeBack(next);

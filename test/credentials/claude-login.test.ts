@@ -11,7 +11,7 @@ import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
-import { createTestPki, rmTmp, startAirlock, startHttpsUpstream, tmpDir, toResolveMap } from '../helpers/servers.js';
+import { createTestPki, rmTmp, startAirlock, startHttpsUpstream, tmpDir, toResolveMap, waitFor } from '../helpers/servers.js';
 import type { AirlockHandle, TestPki, TestUpstream } from '../helpers/servers.js';
 import { httpsViaProxy } from '../helpers/clients.js';
 import type { HttpsViaProxyResult } from '../helpers/clients.js';
@@ -187,6 +187,7 @@ describe('Claude login kept on the host: the session side', () => {
     expect(msg.status, msg.body).toBe(200);
     expect(msg.body).toContain(REPLY);
     expect(r.api.seen.at(-1)).toMatchObject({ bearer: r.token.current.accessToken, beta: 'oauth-2025-04-20', ok: true });
+    await r.airlock.waitForAudit((l) => l.host === 'api.anthropic.com' && l.kind === 'request');
     const audit = await r.airlock.auditLines();
     const tokenLine = audit.find((l) => l.host === 'platform.claude.com' && l.kind === 'request');
     expect(tokenLine).toMatchObject({ action: 'allow', status: 200, credentials: ['claude-login'], detail: 'claude-login: refresh answered by the proxy with placeholders' });
@@ -207,6 +208,26 @@ describe('Claude login kept on the host: the session side', () => {
     expect(stale.token.grants).toHaveLength(1);
     expect(stale.api.seen.at(-1)!.bearer).not.toBe(first);
     expect(stale.api.seen.at(-1)!.ok).toBe(true);
+  });
+
+  it('a session refresh after the host already refreshed is answered from the host (no upstream call); one while the session knows the current pair (after a 401) goes upstream, at most once per 30 s', async () => {
+    const r = await rig();
+    // The host refreshes first, for an API request (the real token had expired).
+    expect((await r.post('api.anthropic.com', '/v1/messages', { model: 'm', messages: [] }, { authorization: `Bearer ${r.access}` })).status).toBe(200);
+    expect(r.token.grants).toHaveLength(1);
+    // The session's store still says expired: its refresh gets the current expiry, no new grant.
+    const a = await r.post('platform.claude.com', '/v1/oauth/token', refreshBody(r.refresh));
+    expect(a.status).toBe(200);
+    expect((JSON.parse(a.body) as { expires_in: number }).expires_in).toBeGreaterThan(3500);
+    expect(r.token.grants).toHaveLength(1);
+    // Now it knows the current pair; asking again (as after a 401) is a forced refresh, rate-limited.
+    const b = await r.post('platform.claude.com', '/v1/oauth/token', refreshBody((JSON.parse(a.body) as { refresh_token: string }).refresh_token));
+    expect(b.status).toBe(200);
+    expect(r.token.grants).toHaveLength(1); // the host refreshed less than 30 s ago
+    const fresh = await rig({ expiresAt: Date.now() + 3_600_000 });
+    const c = await fresh.post('platform.claude.com', '/v1/oauth/token', refreshBody(fresh.refresh));
+    expect(c.status).toBe(200);
+    expect(fresh.token.grants).toHaveLength(1);
   });
 
   it('concurrent refreshes with the same placeholder coalesce into one upstream refresh, all answered alike', async () => {
@@ -276,6 +297,7 @@ describe('Claude login kept on the host: the attacker side', () => {
       expectNoReal(r, res.body, 'a refusal');
     }
     expect(r.token.bodies).toEqual([]);
+    await waitFor(async () => (await r.airlock.auditLines()).filter((l) => l.host === 'platform.claude.com' && l.kind === 'request').length === tries.length || null);
     const audit = await r.airlock.auditLines();
     const lines = audit.filter((l) => l.host === 'platform.claude.com' && l.kind === 'request');
     expect(lines).toHaveLength(tries.length);
@@ -356,9 +378,8 @@ describe('Claude login kept on the host: failures are clear, bounded and secret-
       expect(api.body).toContain('credential "claude-login"');
       expect(r.token.bodies).toHaveLength(1);
       expect(r.api.seen).toHaveLength(0);
-      const audit = await r.airlock.auditLines();
-      expect(audit.find((l) => l.host === 'platform.claude.com' && l.kind === 'request')).toMatchObject({ action: 'deny', reason: 'upstream_error', status });
-      expect(audit.find((l) => l.host === 'api.anthropic.com' && l.kind === 'request')).toMatchObject({ action: 'deny', reason: 'upstream_error', status });
+      expect(await r.airlock.waitForAudit((l) => l.host === 'platform.claude.com' && l.kind === 'request')).toMatchObject({ action: 'deny', reason: 'upstream_error', status });
+      expect(await r.airlock.waitForAudit((l) => l.host === 'api.anthropic.com' && l.kind === 'request')).toMatchObject({ action: 'deny', reason: 'upstream_error', status });
       const errors = r.logs.filter((l) => l.includes('"level":50'));
       expect(errors.length).toBeGreaterThanOrEqual(2);
       expect(errors.join('')).toContain(r.store);

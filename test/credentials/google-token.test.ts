@@ -9,11 +9,11 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { generateKeyPairSync, randomBytes, verify } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import type http from 'node:http';
-import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
-import { createTestPki, rmTmp, sleep, startAirlock, startHttpsUpstream, tmpDir, toResolveMap } from '../helpers/servers.js';
+import { createTestPki, rmTmp, runCli, sleep, startAirlock, startHttpsUpstream, tmpDir, toResolveMap, waitFor } from '../helpers/servers.js';
 import type { AirlockHandle, TestPki, TestUpstream } from '../helpers/servers.js';
 import { httpsViaProxy } from '../helpers/clients.js';
 import { secretLeaks } from '../helpers/secret-leaks.js';
@@ -228,6 +228,7 @@ describe('Google access tokens minted on the host', () => {
     // The next request reuses the token.
     expect((await r.call()).status).toBe(200);
     expect(r.token.issued).toHaveLength(1);
+    await waitFor(async () => (await r.airlock.auditLines()).filter((l) => l.kind === 'request').length === 2 || null);
     const audit = (await r.airlock.auditLines()).filter((l) => l.kind === 'request');
     for (const l of audit) expect(l).toMatchObject({ host: VERTEX, action: 'allow', status: 200, credentials: ['vertex'] });
     expectNoSecret(await r.everything(), [...r.token.issued, privateKey.split('\n')[5]!], 'the proxy log and state dir');
@@ -287,6 +288,7 @@ describe('Google access tokens: failures and bad input', () => {
       expect(again.status).toBe(status);
       expect(r.token.requests.length, 'no new try during the backoff').toBe(tries);
       expect(r.vertexSeen).toEqual([]);
+      await waitFor(async () => (await r.airlock.auditLines()).filter((l) => l.kind === 'request').length === 2 || null);
       const audit = (await r.airlock.auditLines()).filter((l) => l.kind === 'request');
       for (const l of audit) expect(l).toMatchObject({ action: 'deny', reason: 'upstream_error', status });
       const errors = r.logs.filter((l) => l.includes('"level":50')).join('');
@@ -352,6 +354,20 @@ describe('Google access tokens: failures and bad input', () => {
     }
     const missing = await credentialsFactory({ HOME: dir })(policy('{ google: adc }'), 's').catch((e: unknown) => e);
     expect((missing as Error).message).toMatch(/cannot read the application default credentials .*application_default_credentials\.json \(ENOENT\); run `gcloud auth application-default login`/);
+  });
+
+  it('airlock exec with a malformed key file: exits 2 naming the credential and the file, no stack trace, the command never runs', async () => {
+    const bad = join(dir, 'exec-bad-sa.json');
+    writeFileSync(bad, serviceAccount('not a key'), { mode: 0o600 });
+    const policy = join(dir, 'exec-policy.yaml');
+    writeFileSync(policy, `version: 1\nname: t\nallow: []\ncredentials:\n  - preset: vertex\n    secret: { google: ${bad} }\n`);
+    const marker = join(dir, 'ran');
+    const r = await runCli(['exec', '--policy', policy, '--state-dir', join(dir, 'exec-state'), '--', 'touch', marker]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('credential "vertex"');
+    expect(r.stderr).toContain(`${bad}: private_key (not an RSA private key in PEM) is missing or malformed`);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+    expect(existsSync(marker)).toBe(false);
   });
 
   it('policy: google secrets take scopes; scopes elsewhere and bad scopes are refused with the field named', () => {
