@@ -215,6 +215,48 @@ credentials:
     expectNowhere(token.issued.flatMap((p) => [p.accessToken, p.refreshToken]), r);
   }, 600_000);
 
+  it('(b) full login, access token revoked upstream while unexpired: the API\'s 401 makes Claude Code refresh through Airlock, which refreshes the real pair, and the retry gets its reply', async () => {
+    const revoked = { ...token.current };
+    const hostDir = tmpDir('airlock-claude-host-');
+    stateDirs.push(hostDir);
+    const store = join(hostDir, '.credentials.json');
+    writeFileSync(store, claudeStore(revoked, Date.now() + 3_600_000), { mode: 0o600 });
+    apiToken = () => (token.current.accessToken === revoked.accessToken ? 'revoked' : token.current.accessToken);
+    try {
+      const grantsBefore = token.grants.length;
+      const seenBefore = api.seen.length;
+      const r = await runSession(
+        'b401',
+        `version: 1
+name: claude-login-401
+allow:
+  - host: api.anthropic.com
+    ports: [443]
+  - host: platform.claude.com
+    ports: [443]
+credentials:
+  - preset: claude-login
+    secret: { claude_login: ${store} }
+`,
+        {},
+        START + 'claude -p "say hi" --output-format text </dev/null; ' + DUMP,
+      );
+      const out = r.result.stdout;
+      const seen = api.seen.slice(seenBefore);
+      console.log(`claude 401 session: exit ${r.result.code}; grants ${token.grants.length - grantsBefore}; API saw: ${seen.map((s) => `${s.method} ${s.path} ${s.ok ? 'real' : 'REFUSED'}`).join(', ')}\naudit:\n  ${r.audit.map(auditSummary).join('\n  ')}`);
+      expect(r.result.code, `${r.result.stderr}\n${out.slice(-3000)}`).toBe(0);
+      expect(out).toContain(REPLY);
+      expect(token.grants.length - grantsBefore).toBe(1);
+      expect(seen.some((s) => !s.ok && s.bearer === revoked.accessToken)).toBe(true);
+      expect(seen.at(-1)).toMatchObject({ path: '/v1/messages', ok: true, bearer: token.current.accessToken });
+      for (const s of seen) expect(s.bearer).not.toMatch(/airlock/);
+      expect(JSON.parse(readFileSync(store, 'utf8')).claudeAiOauth.refreshToken).toBe(token.current.refreshToken);
+      expectNowhere(token.issued.flatMap((p) => [p.accessToken, p.refreshToken]), r);
+    } finally {
+      apiToken = () => token.current.accessToken;
+    }
+  }, 600_000);
+
   it('(a) env token: CLAUDE_CODE_OAUTH_TOKEN holds a placeholder of a setup-token, onboarding is done, the bearer is swapped on api.anthropic.com', async () => {
     apiToken = () => SETUP_TOKEN;
     try {
