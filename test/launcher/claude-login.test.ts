@@ -14,7 +14,7 @@ import { chmodSync, readdirSync, readFileSync, statSync, writeFileSync } from 'n
 import { join } from 'node:path';
 import { parseAuditLines } from '../../src/audit/report.js';
 import type { AuditEntry } from '../../src/audit/entry.js';
-import { describeDocker, ensureAgentImage, ensureRelayImage } from '../helpers/docker.js';
+import { buildTestImage, describeDocker, ensureAgentImage, ensureRelayImage, removeTestImages } from '../helpers/docker.js';
 import { createTestPki, rmTmp, runCli, startHttpsUpstream, tmpDir } from '../helpers/servers.js';
 import type { ProcessResult, TestPki, TestUpstream } from '../helpers/servers.js';
 import { sessionSummary } from './run-helpers.js';
@@ -77,7 +77,10 @@ beforeAll(async () => {
   apiServer = await startHttpsUpstream({ pki, names: ['api.anthropic.com'], handler: api.handler });
 }, 30 * 60_000);
 
+const IMAGE_LABEL = `airlock-test-claude-login=${RUN_ID}`;
+
 afterAll(async () => {
+  await removeTestImages(IMAGE_LABEL);
   await Promise.all([tokenServer?.close(), apiServer?.close()]);
   rmTmp(work, pki?.dir, ...stateDirs);
 }, 120_000);
@@ -94,7 +97,7 @@ interface Run {
   workspace: string;
 }
 
-async function runSession(tag: string, policy: string, launcherEnv: NodeJS.ProcessEnv, script: string): Promise<Run> {
+async function runSession(tag: string, policy: string, launcherEnv: NodeJS.ProcessEnv, script: string, sessionImage = image): Promise<Run> {
   const stateDir = tmpDir('airlock-claude-login-state-');
   const workspace = tmpDir('airlock-claude-login-ws-');
   chmodSync(workspace, 0o777);
@@ -102,7 +105,7 @@ async function runSession(tag: string, policy: string, launcherEnv: NodeJS.Proce
   const policyFile = join(work, `${tag}.yaml`);
   writeFileSync(policyFile, policy, { mode: 0o644 });
   const args = [
-    'run', '--policy', policyFile, '--image', image, '--relay-image', relayImage, '--state-dir', stateDir,
+    'run', '--policy', policyFile, '--image', sessionImage, '--relay-image', relayImage, '--state-dir', stateDir,
     '--name', `airlock-test-claude-login-${tag}-${RUN_ID}`, '--user', '1000:1000',
     '--resolve', `api.anthropic.com:443:127.0.0.1:${apiServer.port}`,
     '--resolve', `platform.claude.com:443:127.0.0.1:${tokenServer.port}`,
@@ -292,6 +295,26 @@ credentials:
       expect(calls.length).toBeGreaterThan(0);
       for (const l of calls) expect(l).toMatchObject({ action: 'allow', status: 200, credentials: ['anthropic-oauth'] });
       expectNowhere([SETUP_TOKEN], r);
+    } finally {
+      apiToken = () => token.current.accessToken;
+    }
+  }, 600_000);
+
+  it("an image with its own ~/.claude.json keeps its settings: the onboarding flag is merged in, the file stays the session user's", async () => {
+    const tag = `airlock-test-claude-settings:${RUN_ID}`;
+    await buildTestImage(tag, `FROM ${image}\nRUN echo '{"theme":"light-daltonized","hasCompletedOnboarding":false}' > /home/agent/.claude.json\n`, IMAGE_LABEL);
+    apiToken = () => SETUP_TOKEN;
+    try {
+      const r = await runSession(
+        'merge',
+        `version: 1\nname: claude-token\nallow:\n  - host: api.anthropic.com\n    ports: [443]\ncredentials:\n  - preset: anthropic-oauth\n    secret: { env: AIRLOCK_CLAUDE_TOKEN }\n`,
+        { AIRLOCK_CLAUDE_TOKEN: SETUP_TOKEN },
+        'echo "ONBOARDING $(cat ~/.claude.json)"; stat -c "OWNER %U %a" ~/.claude.json',
+        tag,
+      );
+      expect(r.result.code, r.result.stderr).toBe(0);
+      expect(JSON.parse(field(r.result.stdout, 'ONBOARDING'))).toEqual({ theme: 'light-daltonized', hasCompletedOnboarding: true });
+      expect(field(r.result.stdout, 'OWNER')).toBe('agent 600');
     } finally {
       apiToken = () => token.current.accessToken;
     }
