@@ -76,7 +76,7 @@ export function buildRuntime(o: BuildRuntimeOptions): { runtime: ProxyRuntime; l
     log,
     caKeyType: o.caKey,
     // Token endpoints (a login's refresh, Google's tokens) are reached like upstreams.
-    credentials: credentialsFactory(process.env, { ca: roots, resolve: parseResolve(o.resolve) }),
+    credentials: credentialsFactory(process.env, { ca: roots, resolve: parseResolve(o.resolve) }, (message) => log.error(message)),
     allowPrivate: checkCidrs(o.allowPrivate),
     policyFiles: POLICY_FILES,
     onCreate: o.follow

@@ -119,6 +119,8 @@ export class ClaudeLoginStore {
     readonly file: string,
     private readonly transport: TokenTransport,
     private readonly now: () => number = Date.now,
+    /** For the operator's log: what went wrong that the session need not wait for. */
+    private readonly warn: (message: string) => void = () => {},
   ) {
     this.login = this.read();
     this.stamp = this.stampOf();
@@ -220,7 +222,12 @@ export class ClaudeLoginStore {
       this.currentSince = this.lastRefresh;
       this.refreshes++;
       this.failure = null;
-      this.writeBack(next);
+      try {
+        this.writeBack(next);
+      } catch (err) {
+        // The new pair works here; only the host's own CLI is left with the rotated-out one.
+        this.warn(`${this.what()}: cannot write the rotated login back (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); \`claude\` on the host will need /login again`);
+      }
       return next;
     } catch (err) {
       const error =

@@ -121,6 +121,8 @@ export interface SourceContext {
   readonly transport: TokenTransport;
   /** One store per login file: every session using it refreshes through the same one. */
   readonly claudeLogins: Map<string, ClaudeLoginStore>;
+  /** The operator's log, for failures no request waits for. */
+  readonly warn?: (message: string) => void;
 }
 
 /** `~/x` is the host user's home (HOME in `env`, else the OS's). */
@@ -133,7 +135,7 @@ function claudeLogin(spec: CredentialSpec, path: string, env: NodeJS.ProcessEnv,
   let store = ctx.claudeLogins.get(file);
   if (!store) {
     try {
-      store = new ClaudeLoginStore(spec.name, file, ctx.transport);
+      store = new ClaudeLoginStore(spec.name, file, ctx.transport, Date.now, ctx.warn);
     } catch (err) {
       if (err instanceof ClaudeLoginError) throw new SecretSourceError(`credential "${spec.name}": ${err.message}`);
       throw err;
@@ -175,8 +177,12 @@ export function secretHandle(spec: CredentialSpec, env: NodeJS.ProcessEnv, ctx: 
 }
 
 /** Builds each session's broker; a missing secret is a start-up error naming the credential. */
-export function credentialsFactory(env: NodeJS.ProcessEnv, transport: TokenTransport = {}): (policy: Policy, sessionId: string) => Promise<CredentialBroker> {
-  const ctx: SourceContext = { transport, claudeLogins: new Map() };
+export function credentialsFactory(
+  env: NodeJS.ProcessEnv,
+  transport: TokenTransport = {},
+  warn?: (message: string) => void,
+): (policy: Policy, sessionId: string) => Promise<CredentialBroker> {
+  const ctx: SourceContext = { transport, claudeLogins: new Map(), warn };
   return async (policy) => {
     if (policy.credentials.length === 0) return NO_CREDENTIALS;
     const handles = new Map<string, SecretHandle>();

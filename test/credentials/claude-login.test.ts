@@ -426,6 +426,18 @@ describe('Claude login kept on the host: failures are clear, bounded and secret-
     expect(store.refreshes).toBe(1);
   });
 
+  it('a store that cannot be written back: the refresh still works here, the operator is told the host CLI needs /login again', async () => {
+    const r = await rig();
+    const warnings: string[] = [];
+    const store = new ClaudeLoginStore('claude-login', r.store, { ca: [pki.caPem], resolve: toResolveMap({ 'platform.claude.com:443': r.tokenServer.port }) }, Date.now, (m) => warnings.push(m));
+    rmTmp(join(r.store, '..'));
+    const token = await store.access();
+    expect(token).toBe(r.token.current.accessToken);
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatch(/cannot write the rotated login back \(ENOENT\); `claude` on the host will need \/login again/);
+    expectNoReal(r, warnings[0]!, 'the warning');
+  });
+
   it('a malformed or missing login store is a start error naming the file and the field, with no token in it', async () => {
     const bad = join(dir, 'bad-store.json');
     const secret = realRefresh();
