@@ -31,6 +31,12 @@ const MIN_REFRESH_INTERVAL_MS = 30_000;
 const BACKOFF_FIRST_MS = 5_000;
 const BACKOFF_MAX_MS = 5 * 60_000;
 const MAX_REQUEST_BYTES = 64 * 1024;
+/**
+ * A refresh placeholder just used gets the same answer for this long (requests that raced the
+ * first, from other processes of the session): no new refresh, no new placeholder. After it,
+ * the used placeholder is refused.
+ */
+const REUSE_GRACE_MS = 5_000;
 const KEEP_KNOWN = 8;
 const TOKEN_RE = /^[A-Za-z0-9_.~+/=-]{8,4096}$/;
 const SCOPE_RE = /^[A-Za-z0-9_.:/-]{1,100}$/;
@@ -352,6 +358,8 @@ export class ClaudeLoginSession {
   /** When the login the session holds was current: a refresh after it need not go upstream. */
   private issuedAt: number;
   private running: { token: string; answer: Promise<HostAnswer> } | null = null;
+  /** The last refresh answered, for requests that raced it (REUSE_GRACE_MS). */
+  private last: { token: string; answer: HostAnswer; at: number } | null = null;
   private readonly used = new Set<string>();
 
   constructor(
@@ -415,6 +423,9 @@ export class ClaudeLoginSession {
     }
     const token = params.refresh_token;
     if (this.running && token === this.running.token) return this.running.answer;
+    if (this.last && token === this.last.token && this.now() - this.last.at < REUSE_GRACE_MS) {
+      return { ...this.last.answer, detail: `${name}: a refresh that raced the last one, answered alike` };
+    }
     if (typeof token !== 'string' || token !== this.refreshToken) {
       const why = typeof token === 'string' && this.used.has(token) ? 'a refresh token that was already used' : 'a refresh token the session was not given';
       return oauthError(400, 'invalid_grant', `Airlock: ${why}. Credential "${name}" is a Claude login kept on the host.`, { reason: 'credential_misuse', detail: `${name}: refresh with ${why}` });
@@ -445,7 +456,7 @@ export class ClaudeLoginSession {
     this.used.add(token);
     this.refreshToken = refreshPlaceholder();
     this.issuedAt = this.now();
-    return {
+    const answer: HostAnswer = {
       status: 200,
       body: {
         token_type: 'Bearer',
@@ -456,6 +467,8 @@ export class ClaudeLoginSession {
       },
       detail: `${name}: refresh answered by the proxy with placeholders`,
     };
+    this.last = { token, answer, at: this.now() };
+    return answer;
   }
 }
 
