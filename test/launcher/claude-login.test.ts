@@ -15,9 +15,10 @@ import { join } from 'node:path';
 import { parseAuditLines } from '../../src/audit/report.js';
 import type { AuditEntry } from '../../src/audit/entry.js';
 import { buildTestImage, describeDocker, ensureAgentImage, ensureRelayImage, removeTestImages } from '../helpers/docker.js';
-import { createTestPki, rmTmp, runCli, startHttpsUpstream, tmpDir } from '../helpers/servers.js';
+import { createTestPki, freePort, rmTmp, runCli, startHttpsUpstream, tmpDir, waitFor } from '../helpers/servers.js';
+import { existsSync } from 'node:fs';
 import type { ProcessResult, TestPki, TestUpstream } from '../helpers/servers.js';
-import { sessionSummary } from './run-helpers.js';
+import { sessionSummary, spawnCli, waitExit } from './run-helpers.js';
 import { secretLeaks } from '../helpers/secret-leaks.js';
 import { claudeApiStandIn, claudeStore, claudeTokenStandIn, realAccess, realRefresh } from '../helpers/claude-login-standin.js';
 import type { ClaudeApiStandIn, ClaudeTokenStandIn } from '../helpers/claude-login-standin.js';
@@ -297,6 +298,49 @@ credentials:
       expectNowhere([SETUP_TOKEN], r);
     } finally {
       apiToken = () => token.current.accessToken;
+    }
+  }, 600_000);
+
+  it('(b) through a running airlock proxy (run --daemon): the daemon holds the login, the session gets its placeholder store and its reply', async () => {
+    const hostDir = tmpDir('airlock-claude-host-');
+    const stateDir = tmpDir('airlock-claude-daemon-');
+    const workspace = tmpDir('airlock-claude-login-ws-');
+    chmodSync(workspace, 0o777);
+    stateDirs.push(hostDir, stateDir, workspace);
+    const first = { ...token.current };
+    const store = join(hostDir, '.credentials.json');
+    writeFileSync(store, claudeStore(first, Date.now() - 60_000), { mode: 0o600 });
+    const policyFile = join(work, 'daemon.yaml');
+    writeFileSync(policyFile, `version: 1\nname: claude-login-daemon\nallow:\n  - host: api.anthropic.com\n    ports: [443]\n  - host: platform.claude.com\n    ports: [443]\ncredentials:\n  - preset: claude-login\n    secret: { claude_login: ${store} }\n`, { mode: 0o644 });
+    const daemon = spawnCli(
+      [
+        'proxy', '--policy', policyFile, '--listen', `127.0.0.1:${await freePort()}`, '--state-dir', stateDir,
+        '--resolve', `api.anthropic.com:443:127.0.0.1:${apiServer.port}`, '--resolve', `platform.claude.com:443:127.0.0.1:${tokenServer.port}`, '--upstream-ca', pki.caFile,
+      ],
+      baseEnv,
+    );
+    try {
+      await waitFor(() => existsSync(join(stateDir, 'admin.sock')) || daemon.exited(), 30_000, 'the daemon admin socket');
+      expect(daemon.exited(), daemon.stderr()).toBe(false);
+      const grantsBefore = token.grants.length;
+      const result = await runCli(
+        [
+          'run', '--daemon', '--state-dir', stateDir, '--policy', policyFile, '--image', image, '--relay-image', relayImage,
+          '--name', `airlock-test-claude-login-daemon-${RUN_ID}`, '--user', '1000:1000', '--workspace', workspace,
+          ...CLAUDE_ENV.flatMap((e) => ['-e', e]),
+          '--', 'sh', '-c', START + 'claude -p "say hi" --output-format text </dev/null; ' + DUMP,
+        ],
+        { env: baseEnv, timeoutMs: 600_000 },
+      );
+      console.log(`claude daemon session: exit ${result.code}; grants ${token.grants.length - grantsBefore}`);
+      expect(result.code, `${result.stderr}\n${result.stdout.slice(-2000)}`).toBe(0);
+      expect(result.stdout).toContain(REPLY);
+      expect(token.grants.length - grantsBefore).toBe(1);
+      expect(JSON.parse(readFileSync(store, 'utf8')).claudeAiOauth.refreshToken).toBe(token.current.refreshToken);
+      expectNowhere(token.issued.flatMap((p) => [p.accessToken, p.refreshToken]), { result, audit: [], stateDir, workspace });
+    } finally {
+      daemon.child.kill('SIGTERM');
+      await waitExit(daemon, 15_000).catch(() => {});
     }
   }, 600_000);
 
