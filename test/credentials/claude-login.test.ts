@@ -130,6 +130,7 @@ credentials:
     close: async () => {
       await airlock.close();
       await Promise.all([tokenServer.close(), apiServer.close(), attacker.close()]);
+      rmTmp(join(store, '..'));
     },
   };
   rigs.push(r);
