@@ -13,7 +13,7 @@ import { tarOf } from './tar.js';
 /** The session's home: -e HOME=..., else the image's HOME, else root's for uid 0. */
 export function sessionHome(extraEnv: Readonly<Record<string, string>>, imageEnv: readonly string[], uid: number): string | null {
   const home = extraEnv.HOME ?? imageEnv.find((e) => e.startsWith('HOME='))?.slice(5);
-  if (home && posix.isAbsolute(home)) return posix.normalize(home);
+  if (home && posix.isAbsolute(home)) return posix.normalize(home).replace(/(.)\/+$/, '$1');
   return uid === 0 ? '/root' : null;
 }
 
