@@ -166,6 +166,9 @@ describe('Claude login kept on the host: the session side', () => {
   it('a refresh with the refresh placeholder: new placeholders for the session, the real pair refreshed and rotated on the host (0600), the API sees the new real token', async () => {
     const r = await rig();
     const before = r.token.current;
+    // Other things Claude Code keeps in its store (MCP servers' logins) survive the write-back.
+    const doc = JSON.parse(readFileSync(r.store, 'utf8')) as Record<string, unknown>;
+    writeFileSync(r.store, JSON.stringify({ ...doc, mcpOAuth: { 'server|abc': { serverName: 'x' } } }), { mode: 0o600 });
     const res = await r.post('platform.claude.com', '/v1/oauth/token', refreshBody(r.refresh));
     expect(res.status, res.body).toBe(200);
     const answer = JSON.parse(res.body) as Record<string, unknown>;
@@ -180,7 +183,8 @@ describe('Claude login kept on the host: the session side', () => {
     expect(r.token.grants).toEqual([{ grant_type: 'refresh_token', refresh_token: before.refreshToken, client_id: '9d1c250a-e61b-44d9-88ed-5944d1962f5e', scope: 'user:inference user:profile user:sessions:claude_code' }]);
     for (const b of r.token.bodies) expect(b).not.toContain('airlock');
     // The rotated pair is in the user's store, still 0600, other fields kept.
-    const stored = JSON.parse(readFileSync(r.store, 'utf8')) as { claudeAiOauth: Record<string, unknown> };
+    const stored = JSON.parse(readFileSync(r.store, 'utf8')) as { claudeAiOauth: Record<string, unknown>; mcpOAuth?: unknown };
+    expect(stored.mcpOAuth).toEqual({ 'server|abc': { serverName: 'x' } });
     expect(stored.claudeAiOauth).toMatchObject({ accessToken: r.token.current.accessToken, refreshToken: r.token.current.refreshToken, subscriptionType: 'max' });
     expect(stored.claudeAiOauth.refreshToken).not.toBe(before.refreshToken);
     expect(statSync(r.store).mode & 0o777).toBe(0o600);
