@@ -1,6 +1,7 @@
 // The credential broker of one session: swaps placeholders for real secrets on requests to the
 // hosts each secret is bound to (TLS only), refuses placeholders anywhere else, and scrubs
-// secrets that upstreams echo back.
+// secrets that upstreams echo back. A source may also stand in for its token endpoint (a Claude
+// login's refresh): those requests are answered by the source, never forwarded.
 import { randomBytes } from 'node:crypto';
 import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
 import { Duplex, Transform } from 'node:stream';
