@@ -75,7 +75,8 @@ export function buildRuntime(o: BuildRuntimeOptions): { runtime: ProxyRuntime; l
     resolve: parseResolve(o.resolve),
     log,
     caKeyType: o.caKey,
-    credentials: credentialsFactory(process.env),
+    // Token endpoints (a login's refresh, Google's tokens) are reached like upstreams.
+    credentials: credentialsFactory(process.env, { ca: roots, resolve: parseResolve(o.resolve) }, (message) => log.error(message)),
     allowPrivate: checkCidrs(o.allowPrivate),
     policyFiles: POLICY_FILES,
     onCreate: o.follow

@@ -9,6 +9,11 @@ import { NO_CREDENTIALS } from './broker.js';
 import { SessionBroker } from './session-broker.js';
 import type { SecretHandle } from './session-broker.js';
 import { secretValueProblem } from './secret-forms.js';
+import { ClaudeLoginError, ClaudeLoginSession, ClaudeLoginStore } from './claude-oauth.js';
+import type { TokenTransport } from './token-http.js';
+import { GoogleCredentialError, googleSecret } from './google-token.js';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
 
 /** A secret source that cannot be used at start: the user's to fix (the CLI prints it as a usage error). */
 export class SecretSourceError extends Error {}
@@ -111,9 +116,57 @@ function commandSecret(spec: CredentialSpec, argv: readonly string[], ttlSeconds
   };
 }
 
-export function secretHandle(spec: CredentialSpec, env: NodeJS.ProcessEnv): SecretHandle {
+/** What sources that talk to token endpoints share across sessions: how to reach them, and the stores. */
+export interface SourceContext {
+  readonly transport: TokenTransport;
+  /** One store per login file: every session using it refreshes through the same one. */
+  readonly claudeLogins: Map<string, ClaudeLoginStore>;
+  /** The operator's log, for failures no request waits for. */
+  readonly warn?: (message: string) => void;
+}
+
+/** `~/x` is the host user's home (HOME in `env`, else the OS's). */
+function hostPath(path: string, env: NodeJS.ProcessEnv): string {
+  return path === '~' || path.startsWith('~/') ? join(env.HOME || homedir(), path.slice(1)) : path;
+}
+
+function claudeLogin(spec: CredentialSpec, path: string, env: NodeJS.ProcessEnv, ctx: SourceContext): SecretHandle {
+  const file = hostPath(path, env);
+  let store = ctx.claudeLogins.get(file);
+  if (!store) {
+    try {
+      store = new ClaudeLoginStore(spec.name, file, ctx.transport, Date.now, ctx.warn);
+    } catch (err) {
+      if (err instanceof ClaudeLoginError) throw new SecretSourceError(`credential "${spec.name}": ${err.message}`);
+      throw err;
+    }
+    ctx.claudeLogins.set(file, store);
+  }
+  const session = new ClaudeLoginSession(store);
+  return {
+    current: () => session.current(),
+    known: () => session.known(),
+    values: async () => session.known(),
+    sessionFiles: (placeholder) => session.sessionFiles(placeholder),
+    intercepts: (request) => session.intercepts(request),
+    answer: (request, body, placeholder) => session.answer(request, body, placeholder),
+  };
+}
+
+const DEFAULT_CONTEXT: SourceContext = { transport: {}, claudeLogins: new Map() };
+
+export function secretHandle(spec: CredentialSpec, env: NodeJS.ProcessEnv, ctx: SourceContext = DEFAULT_CONTEXT): SecretHandle {
   const source = spec.secret;
   switch (source.kind) {
+    case 'claude_login':
+      return claudeLogin(spec, source.path, env, ctx);
+    case 'google':
+      try {
+        return googleSecret(spec.name, source.keyFile === null ? null : hostPath(source.keyFile, env), source.scopes, env, ctx.transport);
+      } catch (err) {
+        if (err instanceof GoogleCredentialError) throw new SecretSourceError(`credential "${spec.name}": ${err.message}`);
+        throw err;
+      }
     case 'env':
       return envSecret(spec, source.name, env);
     case 'file':
@@ -124,11 +177,16 @@ export function secretHandle(spec: CredentialSpec, env: NodeJS.ProcessEnv): Secr
 }
 
 /** Builds each session's broker; a missing secret is a start-up error naming the credential. */
-export function credentialsFactory(env: NodeJS.ProcessEnv): (policy: Policy, sessionId: string) => Promise<CredentialBroker> {
+export function credentialsFactory(
+  env: NodeJS.ProcessEnv,
+  transport: TokenTransport = {},
+  warn?: (message: string) => void,
+): (policy: Policy, sessionId: string) => Promise<CredentialBroker> {
+  const ctx: SourceContext = { transport, claudeLogins: new Map(), warn };
   return async (policy) => {
     if (policy.credentials.length === 0) return NO_CREDENTIALS;
     const handles = new Map<string, SecretHandle>();
-    for (const spec of policy.credentials) handles.set(spec.name, secretHandle(spec, env));
+    for (const spec of policy.credentials) handles.set(spec.name, secretHandle(spec, env, ctx));
     return new SessionBroker(policy.credentials, handles);
   };
 }
