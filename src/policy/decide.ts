@@ -79,6 +79,8 @@ function enforced(policy: Policy, facts: RequestFacts): Decision {
   // same host would otherwise let through what the github: rule refuses.
   const githubScoped = facts.phase === 'request' && rules.some(({ rule }) => rule.github && rule.ports.includes(port) && matchHostPattern(rule.host, host));
   let githubRefused: { rule: AllowRule; what: string; message: string } | undefined;
+  // Likewise a host some mcp: rule covers: a plain rule beside it would let every tool be called.
+  const mcpScoped = facts.phase === 'request' && rules.some(({ rule }) => rule.mcp && rule.ports.includes(port) && matchHostPattern(rule.host, host));
   for (const { rule, paths } of rules) {
     if (!matchHostPattern(rule.host, host)) continue;
     firstOnHost ??= rule;
@@ -112,6 +114,7 @@ function enforced(policy: Policy, facts: RequestFacts): Decision {
       };
       continue;
     }
+    if (mcpScoped && !rule.mcp) continue;
     firstOnPort ??= rule;
     if (rule.methods !== null) {
       if (!rule.methods.includes(method)) continue;
@@ -123,7 +126,7 @@ function enforced(policy: Policy, facts: RequestFacts): Decision {
       }
     }
     if (paths === null) {
-      return allow(rule, `${describeRequest(method, path)} on ${host} allowed by ${rule.label}`);
+      return allowRequest(rule, `${describeRequest(method, path)} on ${host} allowed by ${rule.label}`);
     }
     // A rule with paths cannot pass a request whose path is unknown, or one whose path servers
     // may read as another path than the one matched.
@@ -139,7 +142,7 @@ function enforced(policy: Policy, facts: RequestFacts): Decision {
       } else if (paths.some((matches) => matches(path))) {
         const bare = path.includes(';') ? withoutPathParameters(path) : path;
         if (bare === path || paths.some((matches) => matches(bare))) {
-          return allow(rule, `${describeRequest(method, path)} on ${host} allowed by ${rule.label}`);
+          return allowRequest(rule, `${describeRequest(method, path)} on ${host} allowed by ${rule.label}`);
         }
         if (!methodOnly) ambiguousBecause = `";" parameters, which Tomcat and Spring drop, reading it as ${bare}`;
       }
@@ -215,6 +218,12 @@ function describeRequest(method: string, path: string | undefined): string {
 
 function allow(rule: AllowRule, message: string): Decision {
   return { action: 'allow', rule: rule.label, reason: 'allowed', message, inspect: rule.inspect };
+}
+
+/** An allowed request: one an mcp: rule allowed still has its body and response checked. */
+function allowRequest(rule: AllowRule, message: string): Decision {
+  const allowed = allow(rule, message);
+  return rule.mcp ? { ...allowed, mcp: { rule: rule.mcp, label: rule.label } } : allowed;
 }
 
 function deny(rule: string | null, reason: DenyReason, message: string): Decision {
