@@ -65,7 +65,7 @@ export interface JsonRpcError {
 export function denyJsonRpc(info: DenyInfo, errors: readonly JsonRpcError[], batch: boolean): string {
   const data = JSON.parse(denyBody(info)) as Record<string, unknown>;
   const ask = `To ask for access, POST http://${INTERNAL_HOST}/request-access from this session (see http://${INTERNAL_HOST}/); session ${info.session ?? '-'}, policy "${info.policy ?? '?'}".`;
-  const out = errors.map((e) => ({ jsonrpc: '2.0', id: e.id, error: { code: e.code, message: `${e.message} ${ask}`, data } }));
+  const out = errors.map((e) => ({ jsonrpc: '2.0', id: e.id, error: { code: e.code, message: `${e.message}${/[.!?]$/.test(e.message) ? '' : '.'} ${ask}`, data } }));
   return JSON.stringify(batch ? out : out[0]) + '\n';
 }
 
