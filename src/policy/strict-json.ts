@@ -27,7 +27,11 @@ export function foldKey(key: string): string {
   return key.normalize('NFKC').toLowerCase();
 }
 
-export function parseStrictJson(text: string): JsonValue {
+/**
+ * Reads `text` as strict JSON. `firstWins` reads a repeated key as parsers that keep the first
+ * one do instead of refusing it: the fuzz run's model of such a server, never a decision.
+ */
+export function parseStrictJson(text: string, firstWins = false): JsonValue {
   let i = 0;
   const fail = (what: string): never => {
     throw new StrictJsonError(what, i);
@@ -149,6 +153,23 @@ export function parseStrictJson(text: string): JsonValue {
       const at = i;
       const key = string();
       const folded = foldKey(key);
+      if (seen.has(folded) && firstWins) {
+        ws();
+        if (text[i] !== ':') fail('expected ":"');
+        i++;
+        if (!(key in out)) out[key] = value(depth + 1);
+        else value(depth + 1);
+        ws();
+        if (text[i] === ',') {
+          i++;
+          continue;
+        }
+        if (text[i] === '}') {
+          i++;
+          return out;
+        }
+        fail('expected "," or "}"');
+      }
       if (seen.has(folded)) {
         i = at;
         fail(`key ${JSON.stringify(key.slice(0, 40))} appears twice (or twice but for case)`);

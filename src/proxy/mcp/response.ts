@@ -65,8 +65,12 @@ export function mcpResponseSink(next: BodySink, opts: McpResponseOptions): BodyS
   return wholeJsonSink(next, opts, filtered);
 }
 
-function eventStreamSink(next: BodySink, opts: McpResponseOptions, filtered: (v: JsonValue) => string | null, dropped: () => void): BodySink {
-  const judge = (event: SseEvent): SseVerdict => {
+/**
+ * What becomes of one event: `filtered` rewrites a JSON-RPC value (null: unchanged), `dropped`
+ * counts an event whose data is not strict JSON.
+ */
+export function mcpEventJudge(filtered: (v: JsonValue) => string | null, dropped: () => void): (event: SseEvent) => SseVerdict {
+  return (event) => {
     // The older transport's first event names the URL to POST to: not JSON-RPC.
     if (event.data === null || event.data === '' || event.type === 'endpoint') return { pass: true };
     let value: JsonValue;
@@ -79,6 +83,10 @@ function eventStreamSink(next: BodySink, opts: McpResponseOptions, filtered: (v:
     const data = filtered(value);
     return data === null ? { pass: true } : { data };
   };
+}
+
+function eventStreamSink(next: BodySink, opts: McpResponseOptions, filtered: (v: JsonValue) => string | null, dropped: () => void): BodySink {
+  const judge = mcpEventJudge(filtered, dropped);
   const reader = new SseReader(judge, MAX_MCP_MESSAGE_BYTES);
   let broken = false;
   const take = (chunk: Buffer | undefined, last: boolean): string | null => {
