@@ -158,7 +158,11 @@ function enforced(policy: Policy, facts: RequestFacts): Decision {
     return { ...refused, detail: `github ${githubRefused.what}` };
   }
   if (gitRefused && (gitScoped || !firstOnPort)) {
-    return deny(gitRefused.rule.label, 'path_not_allowed', `${gitRefused.message}. Ask the operator to extend the rule's git: block.`);
+    const refused = deny(gitRefused.rule.label, 'path_not_allowed', `${gitRefused.message}. Ask the operator to extend the rule's git: block.`);
+    // A push report mode lets through still has its ref updates read, so the audit line (and
+    // policy suggest) names them; enforced, it never gets that far.
+    const repo = gitRequest?.service === 'git-receive-pack' && gitRequest.endpoint === 'rpc' ? gitRequest.repo : null;
+    return repo !== null && policy.mode === 'report' ? { ...refused, gitPush: { repo, rules: [] } } : refused;
   }
   if (!firstOnPort) {
     const r = firstOnHost;
