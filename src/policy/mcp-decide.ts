@@ -154,7 +154,8 @@ export function decideMcpBody(text: string | null, rule: McpRule, label: string,
   const items = batch ? (parsed as JsonValue[]) : [parsed];
   if (batch && items.length === 0) return unreadable('an empty batch', 'empty batch');
   const messages = items.map((m) => decideMcpMessage(m, rule, label, host));
-  const detail = `mcp ${batch ? 'batch: ' : ''}${messages.map((m) => m.what).join('; ')}`;
+  // Bounded: a batch of thousands of messages still makes one audit line of reasonable size.
+  const detail = `mcp ${batch ? 'batch: ' : ''}${messages.map((m) => m.what).join('; ')}`.slice(0, 4000);
   const first = messages.find((m) => m.refused);
   if (!first) return { ok: true, detail, batch, messages };
   return { ok: false, reason: first.refused!.reason, detail, message: first.refused!.message, batch, messages };
