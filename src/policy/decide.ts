@@ -79,8 +79,11 @@ function enforced(policy: Policy, facts: RequestFacts): Decision {
   // same host would otherwise let through what the github: rule refuses.
   const githubScoped = facts.phase === 'request' && rules.some(({ rule }) => rule.github && rule.ports.includes(port) && matchHostPattern(rule.host, host));
   let githubRefused: { rule: AllowRule; what: string; message: string } | undefined;
-  // Likewise a host some mcp: rule covers: a plain rule beside it would let every tool be called.
-  const mcpScoped = facts.phase === 'request' && rules.some(({ rule }) => rule.mcp && rule.ports.includes(port) && matchHostPattern(rule.host, host));
+  // Likewise a path some mcp: rule covers: a plain rule beside it would let every tool be called.
+  // Paths no mcp: rule names (an OAuth endpoint beside /mcp, say) are left to the other rules.
+  const mcpScoped =
+    facts.phase === 'request' &&
+    rules.some(({ rule, paths }) => rule.mcp && rule.ports.includes(port) && matchHostPattern(rule.host, host) && (paths === null || (path !== undefined && paths.some((m) => m(path)))));
   for (const { rule, paths } of rules) {
     if (!matchHostPattern(rule.host, host)) continue;
     firstOnHost ??= rule;

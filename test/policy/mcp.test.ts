@@ -52,9 +52,25 @@ describe('mcp: decisions', () => {
     expect(decide(policy, facts('POST', '/mcp'))).toMatchObject({ action: 'allow', mcp: { rule: { tools: ['read_file'] }, label: 'allow[0] mcp.example.com' } });
   });
 
-  it('a host an mcp: rule covers is for mcp: rules alone: a plain rule beside it does not open other paths', () => {
-    expect(decide(policy, facts('POST', '/other'))).toMatchObject({ action: 'deny', reason: 'path_not_allowed', rule: 'allow[0] mcp.example.com' });
-    expect(decide(policy, facts('POST', '/other', 'other.example.com'))).toMatchObject({ action: 'allow' });
+  it('without paths:, a host an mcp: rule covers is for mcp: rules alone: a plain rule beside it opens nothing', () => {
+    const whole = parsePolicy(`version: 1\nname: m\nallow:\n  - host: mcp.example.com\n    methods: [GET, POST]\n    mcp:\n      tools: [read_file]\n  - host: "*.example.com"\n`, 'p.yaml');
+    expect(decide(whole, facts('PUT', '/other'))).toMatchObject({ action: 'deny', reason: 'method_not_allowed', rule: 'allow[0] mcp.example.com' });
+    expect(decide(whole, facts('POST', '/other'))).toMatchObject({ action: 'allow', mcp: { label: 'allow[0] mcp.example.com' } });
+    expect(decide(whole, facts('PUT', '/other', 'other.example.com'))).toMatchObject({ action: 'allow' });
+    // With paths:, other paths of the host are for the other rules.
+    expect(decide(policy, facts('POST', '/other'))).toMatchObject({ action: 'allow', rule: 'allow[1] *.example.com' });
+  });
+
+  it('paths no mcp: rule names are left to the other rules of the host (an OAuth endpoint beside /mcp)', () => {
+    const p = parsePolicy(
+      `version: 1\nname: m\nallow:\n  - host: mcp.example.com\n    paths: ["/mcp"]\n    mcp:\n      tools: [read_file]\n  - host: mcp.example.com\n    paths: ["/token"]\n  - host: mcp.example.com\n    paths: ["/mcp"]\n`,
+      'p.yaml',
+    );
+    expect(decide(p, facts('POST', '/token'))).toMatchObject({ action: 'allow', rule: 'allow[1] mcp.example.com' });
+    expect(decide(p, facts('POST', '/token')).mcp).toBeUndefined();
+    // The plain rule for /mcp itself never decides: the mcp: rule does.
+    expect(decide(p, facts('POST', '/mcp'))).toMatchObject({ action: 'allow', rule: 'allow[0] mcp.example.com', mcp: { label: 'allow[0] mcp.example.com' } });
+    expect(decide(p, facts('POST', '/other'))).toMatchObject({ action: 'deny' });
   });
 
   it('tools/call names a listed tool or is refused; other methods pass', () => {
