@@ -24,8 +24,13 @@ const MAX_DEPTH = 64;
 
 /** How a key compares to another for the duplicate check. */
 export function foldKey(key: string): string {
-  return key.normalize('NFKC').toLowerCase();
+  // NFKC leaves ASCII as it is, and nearly every key is ASCII.
+  return ASCII.test(key) ? key.toLowerCase() : key.normalize('NFKC').toLowerCase();
 }
+
+const ASCII = /^[\x00-\x7f]*$/;
+/** A run of string characters that need no attention: no quote, backslash or control. */
+const PLAIN_RUN = /[^"\\\x00-\x1f]*/y;
 
 /**
  * Reads `text` as strict JSON. `firstWins` reads a repeated key as parsers that keep the first
@@ -78,6 +83,9 @@ export function parseStrictJson(text: string, firstWins = false): JsonValue {
     let out = '';
     let start = i;
     for (;;) {
+      PLAIN_RUN.lastIndex = i;
+      PLAIN_RUN.test(text);
+      i = PLAIN_RUN.lastIndex;
       const c = text.charCodeAt(i);
       if (Number.isNaN(c)) fail('unterminated string');
       if (c === 0x22) {

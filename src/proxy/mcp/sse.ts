@@ -16,6 +16,8 @@ export interface SseEvent {
 /** What becomes of an event: passed as read, sent with new data, or dropped. */
 export type SseVerdict = { readonly pass: true } | { readonly data: string } | { readonly drop: string };
 
+const LINE_END = /[\r\n]/g;
+
 export class SseTooLarge extends Error {
   constructor(limit: number) {
     super(`an event-stream event is longer than ${limit} bytes`);
@@ -57,8 +59,10 @@ export class SseReader {
     }
     this.afterCr = false;
     for (; i < text.length; i++) {
+      LINE_END.lastIndex = i;
+      if (!LINE_END.test(text)) break;
+      i = LINE_END.lastIndex - 1;
       const c = text.charCodeAt(i);
-      if (c !== 0x0a && c !== 0x0d) continue;
       this.line += text.slice(start, i);
       if (c === 0x0d) {
         if (i + 1 === text.length) this.afterCr = true;
