@@ -196,6 +196,13 @@ describe('tools/call tricks', () => {
     expect(JSON.parse(none.body).error.code).toBe(-32001);
   });
 
+  it('a body in UTF-16 (which a server told charset=utf-16 could decode) is refused: it is not strict UTF-8 JSON', async () => {
+    const r = await refused(Buffer.from(call('delete_repo'), 'utf16le'), { ...STREAMABLE, 'content-type': 'application/json; charset=utf-16le' });
+    expect(r.status).toBe(400);
+    const invalid = await refused(Buffer.concat([Buffer.from(call('search_docs').slice(0, -1)), Buffer.from([0xff, 0x7d])]));
+    expect(invalid.status).toBe(400);
+  });
+
   it('a gzip-encoded body is refused with 415 (it would be read compressed)', async () => {
     const r = await refused(gzipSync(call('delete_repo')), { ...STREAMABLE, 'content-encoding': 'gzip' });
     expect(r.status).toBe(415);
