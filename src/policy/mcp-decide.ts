@@ -46,6 +46,9 @@ export type McpBodyVerdict =
       readonly messages: readonly McpMessageVerdict[];
     };
 
+/** Messages in one batch at most: clients send a few; thousands only cost the proxy time. */
+export const MAX_BATCH = 1000;
+
 const MESSAGE_KEYS = ['jsonrpc', 'id', 'method', 'params', 'result', 'error'];
 const CALL_KEYS = ['name', 'arguments', '_meta'];
 // What an MCP method name is made of; anything else could be read differently by some server.
@@ -54,19 +57,33 @@ const TOOLS_CALL = 'tools/call';
 /** Characters a lenient server might drop from a method name: whitespace, controls, format characters. */
 const INVISIBLE = /[\p{White_Space}\p{Cc}\p{Cf}]/gu;
 
-/** Whether a method name would read as tools/call to a lenient server but is not spelled so. */
+/**
+ * Whether a method name would read as tools/call to a lenient server but is not spelled so
+ * (case; whitespace, invisible and compatibility characters for names METHOD_NAME lets by).
+ */
 function disguisedToolsCall(method: string): boolean {
-  return method !== TOOLS_CALL && method.normalize('NFKC').replace(INVISIBLE, '').toLowerCase() === TOOLS_CALL;
+  if (method === TOOLS_CALL) return false;
+  const plain = METHOD_NAME.test(method) ? method : method.normalize('NFKC').replace(INVISIBLE, '');
+  return plain.toLowerCase() === TOOLS_CALL;
 }
 
-/** A key of `obj` that folds to one of `names` but is not spelled exactly so. */
+/** Folded spellings of the keys checked, computed once. */
+const FOLDED = new Map<readonly string[], Set<string>>();
+
+/** A key of `obj` that reads as one of `names` to some server but is not spelled exactly so. */
 function variantKey(obj: { [key: string]: JsonValue }, names: readonly string[]): string | null {
+  let folded = FOLDED.get(names);
+  if (!folded) FOLDED.set(names, (folded = new Set(names.map(foldKey))));
   for (const key of Object.keys(obj)) {
     if (names.includes(key)) continue;
-    if (names.includes(foldKey(key)) || names.includes(foldKey(key).replace(INVISIBLE, ''))) return key;
+    if (folded.has(foldKey(key))) return key;
+    // Spaces, invisible and compatibility characters (full-width letters) some reader may drop.
+    if (!PLAIN_KEY.test(key) && folded.has(foldKey(key.normalize('NFKC').replace(INVISIBLE, '')))) return key;
   }
   return null;
 }
+
+const PLAIN_KEY = /^[A-Za-z0-9_$.-]*$/;
 
 function isObject(v: JsonValue | undefined): v is { [key: string]: JsonValue } {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -104,7 +121,7 @@ export function decideMcpMessage(msg: JsonValue, rule: McpRule, label: string, h
   if (isResponse) return bad(id, 'method and result', 'a message with a method cannot also carry a result or an error');
   const method = msg.method;
   if (typeof method !== 'string') return bad(id, 'odd method', 'method must be a string');
-  if (!METHOD_NAME.test(method) || disguisedToolsCall(method)) {
+  if (disguisedToolsCall(method) || !METHOD_NAME.test(method)) {
     return bad(id, `method ${quote(method)}`, `method ${quote(method)} is not a plain MCP method name (letters, digits and _$./:-, case as the spec spells it)`);
   }
   const params = msg.params;
@@ -153,6 +170,7 @@ export function decideMcpBody(text: string | null, rule: McpRule, label: string,
   const batch = Array.isArray(parsed);
   const items = batch ? (parsed as JsonValue[]) : [parsed];
   if (batch && items.length === 0) return unreadable('an empty batch', 'empty batch');
+  if (items.length > MAX_BATCH) return unreadable(`a batch of more than ${MAX_BATCH} messages`, 'batch too large');
   const messages = items.map((m) => decideMcpMessage(m, rule, label, host));
   // Bounded: a batch of thousands of messages still makes one audit line of reasonable size.
   const detail = `mcp ${batch ? 'batch: ' : ''}${messages.map((m) => m.what).join('; ')}`.slice(0, 4000);

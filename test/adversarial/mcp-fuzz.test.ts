@@ -13,7 +13,8 @@
 // Reproduce with another seed: AIRLOCK_FUZZ_SEED=1234 npx vitest run test/adversarial/mcp-fuzz.test.ts
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
-import { decideMcpBody, filterToolsResult, parseStrictJson, type JsonValue } from '../../src/policy/index.js';
+import { decideMcpBody, filterToolsResult, type JsonValue } from '../../src/policy/index.js';
+import { parseFirstWins } from '../helpers/first-wins-json.js';
 import { mcpEventJudge } from '../../src/proxy/mcp/response.js';
 import { SseReader, SseTooLarge } from '../../src/proxy/mcp/sse.js';
 import { mulberry32 } from './helpers.js';
@@ -82,7 +83,7 @@ function toolsRun(body: string): string[] {
   // The first of two equal keys winning, as some parsers read them.
   let first: unknown = null;
   try {
-    first = parseStrictJson(body, true);
+    first = parseFirstWins(body);
   } catch {
     first = null;
   }

@@ -3,6 +3,8 @@
 // and event-stream readers they stand on.
 import { describe, expect, it } from 'vitest';
 import { decide, decideMcpBody, filterToolsResult, parsePolicy, parseStrictJson, PolicyError, type RequestFacts } from '../../src/policy/index.js';
+import { MAX_BATCH } from '../../src/policy/mcp-decide.js';
+import { MAX_KEYS } from '../../src/policy/strict-json.js';
 import { SseReader, SseTooLarge } from '../../src/proxy/mcp/sse.js';
 
 const rule = (body: string, extra = '') => `version: 1\nname: mcp\nallow:\n  - host: mcp.example.com\n${extra}    mcp:\n${body}`;
@@ -95,6 +97,19 @@ describe('mcp: decisions', () => {
 
 describe('strict JSON', () => {
   it.each([['{"a":1,"a":2}'], ['{"a":1,"A":2}'], ['{"a":1,"\\u0061":2}'], ['\ufeff{}'], ['{}{}'], ['[1,]'], ['NaN'], ['"\u0001"'], ['[' .repeat(70) + ']'.repeat(70)]])('refuses %j', (text) => {
+    expect(() => parseStrictJson(text)).toThrow();
+  });
+
+  it('refuses more keys than MAX_KEYS, quickly; a batch past MAX_BATCH is refused too', () => {
+    const many = '{' + Array.from({ length: MAX_KEYS + 1 }, (_, i) => `"k${i}":1`).join(',') + '}';
+    const started = performance.now();
+    expect(() => parseStrictJson(many)).toThrow(/more than 50000 object keys/);
+    expect(performance.now() - started).toBeLessThan(1000);
+    const batch = JSON.stringify(Array.from({ length: MAX_BATCH + 1 }, (_, i) => ({ jsonrpc: '2.0', id: i, method: 'ping' })));
+    expect(decideMcpBody(batch, { tools: [] }, 'L', 'h')).toMatchObject({ ok: false, reason: 'bad_request', detail: 'mcp: batch too large' });
+  });
+
+  it.each([['{"a'], ['{"a\\"'], ['"'], ['["\\\\"']])('an unterminated string %j is refused, not looped on', (text) => {
     expect(() => parseStrictJson(text)).toThrow();
   });
 

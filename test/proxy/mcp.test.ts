@@ -147,6 +147,8 @@ describe('report mode', () => {
       await client.close();
     }
     const line = await reportAirlock.waitForAudit((l) => l.detail === 'mcp tools/call "delete_repo" (not listed)');
+    // A line is written when its exchange closes, which may be just after the client has its answer.
+    await reportAirlock.waitForAudit((l) => l.detail === 'mcp tools/call "search_docs"');
     expect(line).toMatchObject({ action: 'would_deny', reason: 'mcp_not_allowed', status: 200 });
     const suggestion = suggestPolicy(await reportAirlock.auditLines(), { session: reportAirlock.session.id });
     const rule = suggestion.policy.allow.find((r) => r.host === 'mcp.example.com');
