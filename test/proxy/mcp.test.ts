@@ -124,12 +124,14 @@ describe.each<Kind>(['streamable-json', 'streamable-sse', 'sse'])('the MCP SDK t
     // Where each transport POSTs its messages, and where the tools/list answer comes back.
     const posts = kind === 'sse' ? '/messages?' : `/${kind === 'streamable-json' ? 'mcp-json' : 'mcp-sse'}`;
     const answers = kind === 'sse' ? '/sse' : posts;
-    const lines = (await airlock.auditLines()).filter((l) => l.path.startsWith(posts) || l.path.startsWith(answers));
-    const denied = lines.find((l) => l.path.startsWith(posts) && l.detail === 'mcp tools/call "delete_repo" (not listed)' && l.action === 'deny');
+    // Lines are written when their exchanges close, which may be just after the client has its answer.
+    const denied = await airlock.waitForAudit((l) => l.path.startsWith(posts) && l.detail === 'mcp tools/call "delete_repo" (not listed)' && l.action === 'deny');
     expect(denied).toMatchObject({ reason: 'mcp_not_allowed', rule: 'allow[0] mcp.example.com', credentials: [] });
-    expect(lines.some((l) => l.detail === 'mcp tools/call "search_docs"' && l.action === 'allow' && l.credentials.includes('mcp'))).toBe(true);
+    const allowed = await airlock.waitForAudit((l) => l.path.startsWith(posts) && l.detail === 'mcp tools/call "search_docs"' && l.action === 'allow');
+    expect(allowed.credentials).toEqual(['mcp']);
     // The list was filtered on the line that carried it: the POST's answer, or the /sse stream.
     await airlock.waitForAudit((l) => l.path.startsWith(answers) && /tools\/list hid 1 of 3 tools/.test(l.detail ?? ''), 5_000);
+    const lines = (await airlock.auditLines()).filter((l) => l.path.startsWith(posts) || l.path.startsWith(answers));
     expect(secretLeaks(JSON.stringify(lines), SECRET)).toEqual([]);
   }, 60_000);
 });
