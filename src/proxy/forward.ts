@@ -48,6 +48,8 @@ export function forwardHttp(deps: ExchangeDeps, x: HttpRequestIn): void {
 }
 
 function send(deps: ExchangeDeps, ex: Exchange, x: HttpRequestIn, target: CheckedTarget, decision: Decision, swap: Forward): void {
+  // Recorded before the upstream sees a byte; unrecordable, it never goes.
+  if (!ex.admit()) return;
   const { req, res, session } = x;
   const socket = req.socket;
   const startWritten = socket.bytesWritten;
