@@ -1,13 +1,15 @@
-// The audit survives `kill -9`: the daemon (`airlock proxy`) and `airlock exec` are killed while a
-// long download, a slow upload, an SSE stream and a WebSocket are open through them. Every request
+// The audit survives `kill -9`: the daemon (`airlock proxy`), `airlock exec` and `airlock run` are
+// killed while a long download, a slow upload, an SSE stream (and, but for run, a WebSocket) are
+// open through them. Every request
 // the upstream received has its admit line; none has an end line claiming a completion it did not
 // have; `airlock audit` marks them cut off; `airlock audit verify` passes up to the crash.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { WebSocketServer } from 'ws';
+import { describeDocker, ensureAgentImage } from '../helpers/docker.js';
 import { CLI_PATH, createTestPki, freePort, rmTmp, runCli, sleep, startHttpsUpstream, tmpDir, waitFor } from '../helpers/servers.js';
 import type { TestPki, TestUpstream } from '../helpers/servers.js';
 
@@ -131,7 +133,7 @@ function records(stateDir: string, id: string): { admits: Record<string, unknown
 }
 
 /** The checks after a crash, the same for each process killed. */
-async function checkAfterCrash(stateDir: string, id: string, received: readonly string[]): Promise<void> {
+async function checkAfterCrash(stateDir: string, id: string, received: readonly string[], open: readonly string[] = OPEN): Promise<void> {
   const { admits, ends } = records(stateDir, id);
   // Every request the upstream received was admitted first, in the log.
   for (const path of received) {
@@ -141,7 +143,7 @@ async function checkAfterCrash(stateDir: string, id: string, received: readonly 
     ).toBe(true);
   }
   // The open ones have no end line: nothing claims a completion they did not have.
-  for (const path of OPEN) {
+  for (const path of open) {
     const admit = admits.find((a) => a.path === path)!;
     expect(ends.filter((e) => e.id === admit.id), `end line for ${path}`).toEqual([]);
   }
@@ -151,8 +153,8 @@ async function checkAfterCrash(stateDir: string, id: string, received: readonly 
 
   const report = await runCli(['audit', id, '--state-dir', stateDir]);
   expect(report.code, report.stderr).toBe(0);
-  for (const path of OPEN) expect(report.stdout).toMatch(new RegExp(`https://api\\.crash\\.test:443${path}\\s+CUT OFF: admitted, no end recorded`));
-  expect(report.stdout).toContain('4 admitted request(s) have no end: cut off when the proxy stopped');
+  for (const path of open) expect(report.stdout).toMatch(new RegExp(`https://api\\.crash\\.test:443${path}\\s+CUT OFF: admitted, no end recorded`));
+  expect(report.stdout).toContain(`${open.length} admitted request(s) have no end: cut off when the proxy stopped`);
 
   const verify = await runCli(['audit', 'verify', id, '--state-dir', stateDir]);
   expect(verify.code, verify.stderr + verify.stdout).toBe(0);
@@ -198,4 +200,40 @@ describe('kill -9 with requests open', () => {
     const [id] = readdirSync(join(stateDir, 'sessions'));
     await checkAfterCrash(stateDir, id!, received);
   }, 60_000);
+});
+
+describeDocker('kill -9 of airlock run (a Docker session)', () => {
+  const name = `airlock-test-crash-${process.pid}`;
+  afterAll(() => {
+    try {
+      execFileSync('docker', ['rm', '-f', name], { stdio: 'ignore' });
+    } catch {
+      // already gone
+    }
+  });
+
+  it('curl in the container with a download, an upload and an SSE stream open: each admitted, none ended, the chain verifies', async () => {
+    const image = process.env.AIRLOCK_RUN_TEST_IMAGE || (await ensureAgentImage());
+    const stateDir = join(dir, 'run');
+    const before = upstream.requests.length;
+    const script =
+      'curl -sS https://api.crash.test/quick; echo; ' +
+      'curl -sS -N https://api.crash.test/events > /dev/null & ' +
+      'curl -sS https://api.crash.test/download -o /dev/null & ' +
+      '(while :; do head -c 8192 /dev/zero; sleep 0.02; done) | curl -sS -T - https://api.crash.test/upload > /dev/null & ' +
+      'wait';
+    const run = spawnLogged(process.execPath, [
+      CLI_PATH, 'run', '--policy', join(dir, 'policy.yaml'), '--image', image, '--state-dir', stateDir, '--name', name,
+      '--resolve', `api.crash.test:443:127.0.0.1:${upstream.port}`, '--upstream-ca', join(dir, 'ca.pem'), '--network-mode', 'bridge',
+      '--', 'sh', '-c', script,
+    ]);
+    const open = ['/download', '/events', '/upload'];
+    await waitFor(() => open.every((p) => upstream.requests.slice(before).some((r) => r.url === p)), 90_000, `the three requests open: ${run.out()}`);
+    await sleep(300);
+    await kill9(run.child);
+    const received = upstream.requests.slice(before).map((r) => r.url);
+    expect(received.sort()).toEqual(['/download', '/events', '/quick', '/upload']);
+    const [id] = readdirSync(join(stateDir, 'sessions'));
+    await checkAfterCrash(stateDir, id!, received, open);
+  }, 150_000);
 });
