@@ -223,7 +223,10 @@ export class AuditLog {
     if (this.closed) return Promise.resolve();
     this.writePending();
     this.chain(`{"event":"close","time":"${now()}","session":${JSON.stringify(this.session)}}`);
-    this.writePending();
+    if (!this.writePending()) {
+      // Still full as the session ends: what could not be written is named in the proxy's log.
+      this.options.notify?.('error', `audit log ${this.file}: closed with ${this.pending.length} line(s) not written (${this.failing}); seq ${this.written.seq + 1}..${this.seq} are missing`);
+    }
     this.syncNow();
     this.closed = true;
     open.delete(this);
