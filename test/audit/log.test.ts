@@ -60,7 +60,7 @@ describe('AuditLog: admit lines, the chain, rotation', () => {
     expect(now.map((l) => (JSON.parse(l) as { event?: string }).event)).toEqual(['start', 'admit']);
     log.record(entry('1'));
     expect(told).toEqual(['1']);
-    await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setTimeout(r, 30));
     const records = parseAuditRecords(readFileSync(log.file, 'utf8'));
     expect(records.ends.map((e) => e.id)).toEqual(['1']);
     expect(records.admits.map((e) => e.id)).toEqual(['1']);
