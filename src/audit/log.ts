@@ -6,6 +6,10 @@
 // (a full disk) the exchange is refused with 503 instead. The end line of every exchange follows
 // when it ends, written at the end of that event-loop turn (or with an admit line before it). Data is fsynced and the signed head (`audit.head`) rewritten at most `syncMs`
 // after a write. Every line is chained (chain.ts); the log rotates by size and keeps the chain.
+//
+// Past 500 lines on purpose: the writer alone holds the chain's state (seq, prev, what is written,
+// what waits), and admission, a full disk, rotation, retention and resuming a file all change it;
+// split across files, each would need that state handed to it.
 import { closeSync, fstatSync, fsync, fsyncSync, rename, writeFile, ftruncateSync, mkdirSync, openSync, readdirSync, readSync, renameSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { AuditEntry } from './entry.js';
