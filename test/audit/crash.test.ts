@@ -101,12 +101,23 @@ setInterval(() => {}, 1000);
 afterAll(async () => {
   for (const t of timers) clearInterval(t);
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  for (const g of groups) {
+    try {
+      process.kill(-g, 'SIGKILL');
+    } catch {
+      // the group is gone
+    }
+  }
   await upstream?.close();
   rmTmp(dir, pki?.dir);
 });
 
+/** Process groups started here: what a killed launcher leaves behind (its command) goes with them. */
+const groups: number[] = [];
+
 function spawnLogged(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): { child: ChildProcess; out: () => string } {
-  const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  if (child.pid) groups.push(child.pid);
   children.push(child);
   let out = '';
   child.stdout!.setEncoding('utf8').on('data', (c: string) => (out += c));
