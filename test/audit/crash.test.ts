@@ -228,6 +228,8 @@ describeDocker('kill -9 of airlock run (a Docker session)', () => {
     const stateDir = join(dir, 'run');
     const before = upstream.requests.length;
     const script =
+      // A hostile session looking for the audit key: it is nowhere in the container.
+      'echo "keys=$(find / -name audit.key 2>/dev/null | wc -l)"; ' +
       'curl -sS https://api.crash.test/quick; echo; ' +
       'curl -sS -N https://api.crash.test/events > /dev/null & ' +
       'curl -sS https://api.crash.test/download -o /dev/null & ' +
@@ -240,6 +242,7 @@ describeDocker('kill -9 of airlock run (a Docker session)', () => {
     ]);
     const open = ['/download', '/events', '/upload'];
     await waitFor(() => open.every((p) => upstream.requests.slice(before).some((r) => r.url === p)), 90_000, `the three requests open: ${run.out()}`);
+    expect(run.out()).toContain('keys=0');
     await sleep(300);
     await kill9(run.child);
     const received = upstream.requests.slice(before).map((r) => r.url);
