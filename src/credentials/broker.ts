@@ -33,12 +33,13 @@ export type SwapResult =
       /**
        * The proxy answers this request itself (a token endpoint the credential's source stands in
        * for): nothing is forwarded. The caller reads the body (at most maxBytes) and sends what
-       * answer() gives.
+       * answer() gives. `admit` is called before the host side sends anything upstream for it (a
+       * refresh), to write the exchange's admit line first; false: send nothing.
        */
       readonly kind: 'answer';
       readonly credential: string;
       readonly maxBytes: number;
-      answer(body: Buffer): Promise<HostAnswer>;
+      answer(body: Buffer, admit: () => boolean): Promise<HostAnswer>;
     }
   | {
       readonly kind: 'misuse';

@@ -199,15 +199,17 @@ export class ClaudeLoginStore {
    * than what the session knows (`knownSince`, ms: the session only had a stale expiry) or
    * refreshed within the last 30 s. A session that knows the current pair and still asks was
    * refused with it (a 401): that goes upstream. Coalesced with a refresh under way; during a
-   * backoff after a failure, fails at once.
+   * backoff after a failure, fails at once. `beforeUpstream` runs just before a refresh goes
+   * upstream (the session's audit admits it); false: nothing is sent and this rejects.
    */
-  refresh(knownSince: number): Promise<ClaudeLogin> {
+  refresh(knownSince: number, beforeUpstream?: () => boolean): Promise<ClaudeLogin> {
     if (this.running) return this.running;
     this.reloadIfChanged();
     const now = this.now();
     const fresh = this.login.expiresAt - now > REFRESH_MARGIN_MS;
     if (fresh && (this.currentSince > knownSince || now - this.lastRefresh < MIN_REFRESH_INTERVAL_MS)) return Promise.resolve(this.login);
     if (this.failure && now < this.failure.until) return Promise.reject(this.failure.error);
+    if (beforeUpstream && !beforeUpstream()) return Promise.reject(new Error('the refresh was not admitted'));
     this.running = this.refreshUpstream().finally(() => (this.running = null));
     return this.running;
   }
@@ -402,7 +404,7 @@ export class ClaudeLoginSession {
   }
 
   /** The answer to one request to the token endpoint, from its body. Never forwards anything. */
-  async answer(request: OutgoingRequest, body: Buffer, accessPlaceholder: string): Promise<HostAnswer> {
+  async answer(request: OutgoingRequest, body: Buffer, accessPlaceholder: string, admit: () => boolean = () => true): Promise<HostAnswer> {
     const name = this.store.credential;
     const refuse = (error: string, why: string) =>
       oauthError(400, error, `Airlock: ${why}. Credential "${name}" is a Claude login kept on the host; the session can only refresh it with the refresh token it was given.`, {
@@ -430,7 +432,7 @@ export class ClaudeLoginSession {
       const why = typeof token === 'string' && this.used.has(token) ? 'a refresh token that was already used' : 'a refresh token the session was not given';
       return oauthError(400, 'invalid_grant', `Airlock: ${why}. Credential "${name}" is a Claude login kept on the host.`, { reason: 'credential_misuse', detail: `${name}: refresh with ${why}` });
     }
-    const answer = this.refresh(token, accessPlaceholder);
+    const answer = this.refresh(token, accessPlaceholder, admit);
     this.running = { token, answer };
     void answer.finally(() => {
       if (this.running?.token === token) this.running = null;
@@ -438,11 +440,13 @@ export class ClaudeLoginSession {
     return answer;
   }
 
-  private async refresh(token: string, accessPlaceholder: string): Promise<HostAnswer> {
+  private async refresh(token: string, accessPlaceholder: string, admit: () => boolean): Promise<HostAnswer> {
     const name = this.store.credential;
     let login: ClaudeLogin;
+    // Whether this answer made the host refresh upstream: the audit line says so.
+    let upstream = false;
     try {
-      login = await this.store.refresh(this.issuedAt);
+      login = await this.store.refresh(this.issuedAt, () => (upstream = true) && admit());
     } catch (err) {
       const e = err instanceof CredentialUnavailable ? err : new CredentialUnavailable(502, `Airlock: credential "${name}" cannot be refreshed right now.`, (err as Error).message);
       return {
@@ -465,7 +469,7 @@ export class ClaudeLoginSession {
         expires_in: Math.max(1, Math.floor((login.expiresAt - this.now()) / 1000)),
         scope: login.scopes.join(' '),
       },
-      detail: `${name}: refresh answered by the proxy with placeholders`,
+      detail: `${name}: refresh answered by the proxy with placeholders${upstream ? "; the host's login was refreshed upstream" : ''}`,
     };
     this.last = { token, answer, at: this.now() };
     return answer;

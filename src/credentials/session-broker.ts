@@ -27,7 +27,8 @@ export interface SecretHandle {
   sessionFiles?(placeholder: string): readonly SessionFile[];
   /** True for requests the proxy answers itself for this credential (its token endpoint). */
   intercepts?(request: OutgoingRequest): boolean;
-  answer?(request: OutgoingRequest, body: Buffer, placeholder: string): Promise<HostAnswer>;
+  /** `admit` comes before anything goes upstream for the answer (see SwapResult). */
+  answer?(request: OutgoingRequest, body: Buffer, placeholder: string, admit: () => boolean): Promise<HostAnswer>;
 }
 
 /** Bodies of requests a credential answers itself are read whole, up to this. */
@@ -155,7 +156,7 @@ export class SessionBroker implements CredentialBroker {
     for (const c of this.bound) {
       const { secret } = c;
       if (request.scheme === 'https' && secret.answer && secret.intercepts?.(request)) {
-        return { kind: 'answer', credential: c.spec.name, maxBytes: MAX_ANSWERED_BYTES, answer: (body) => secret.answer!(request, body, c.placeholder) };
+        return { kind: 'answer', credential: c.spec.name, maxBytes: MAX_ANSWERED_BYTES, answer: (body, admit) => secret.answer!(request, body, c.placeholder, admit) };
       }
     }
     const used = new Set<string>();

@@ -149,7 +149,7 @@ function claudeLogin(spec: CredentialSpec, path: string, env: NodeJS.ProcessEnv,
     values: async () => session.known(),
     sessionFiles: (placeholder) => session.sessionFiles(placeholder),
     intercepts: (request) => session.intercepts(request),
-    answer: (request, body, placeholder) => session.answer(request, body, placeholder),
+    answer: (request, body, placeholder, admit) => session.answer(request, body, placeholder, admit),
   };
 }
 

@@ -66,7 +66,12 @@ function answerHere(ex: Exchange, a: Answered, body: Readable | null, encoding: 
   const done = () => {
     if (over) return;
     over = true;
-    a.answer(Buffer.concat(chunks)).then(
+    // A refresh the host side makes for this answer is recorded before it goes, like any request.
+    const admit = () => {
+      ex.usedCredentials([a.credential]);
+      return ex.admit();
+    };
+    a.answer(Buffer.concat(chunks), admit).then(
       (answer) => ex.answerForCredential(a.credential, answer),
       (err: Error) => ex.fail(err),
     );

@@ -196,7 +196,7 @@ describe('Claude login kept on the host: the session side', () => {
     await r.airlock.waitForAudit((l) => l.host === 'api.anthropic.com' && l.kind === 'request');
     const audit = await r.airlock.auditLines();
     const tokenLine = audit.find((l) => l.host === 'platform.claude.com' && l.kind === 'request');
-    expect(tokenLine).toMatchObject({ action: 'allow', status: 200, credentials: ['claude-login'], detail: 'claude-login: refresh answered by the proxy with placeholders' });
+    expect(tokenLine).toMatchObject({ action: 'allow', status: 200, credentials: ['claude-login'], detail: "claude-login: refresh answered by the proxy with placeholders; the host's login was refreshed upstream" });
     expect(audit.find((l) => l.host === 'api.anthropic.com' && l.kind === 'request')).toMatchObject({ action: 'allow', status: 200, credentials: ['claude-login'] });
     expectNoReal(r, res.body + JSON.stringify(res.headers), 'the refresh answer');
     expectNoReal(r, await r.everything(), 'the proxy log and state dir');

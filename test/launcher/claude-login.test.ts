@@ -195,7 +195,7 @@ credentials:
     expect(grants[0]).toMatchObject({ grant_type: 'refresh_token', refresh_token: first.refreshToken });
     const tokenLines = r.audit.filter((l) => l.kind === 'request' && l.host === 'platform.claude.com');
     expect(tokenLines.map((l) => `${l.method} ${l.path} ${l.action} ${l.status}`)).toEqual(['POST /v1/oauth/token allow 200']);
-    expect(tokenLines[0]!.detail).toBe('claude-login: refresh answered by the proxy with placeholders');
+    expect(tokenLines[0]!.detail).toBe("claude-login: refresh answered by the proxy with placeholders; the host's login was refreshed upstream");
     // Claude Code saved what it got: the new placeholders and expiry, no real token.
     const after = JSON.parse(readFileSync(join(r.workspace, 'store.json'), 'utf8')) as { claudeAiOauth: Record<string, unknown> };
     expect(after.claudeAiOauth.accessToken).toBe(before.claudeAiOauth.accessToken);
