@@ -397,10 +397,13 @@ export class ClaudeLoginSession {
     ];
   }
 
-  /** True for requests to Claude's token endpoint: those the proxy answers itself. */
+  /**
+   * True for requests to Claude's token endpoint, in any spelling a server might read as it
+   * (percent-encoded, other case, merged slashes, ;params): the proxy answers those itself, and
+   * refuses every one that is not exactly the endpoint.
+   */
   intercepts(request: OutgoingRequest): boolean {
-    const path = request.pathWithQuery.split('?')[0]!;
-    return CLAUDE_TOKEN_HOSTS.includes(request.host) && (path === TOKEN_PATH || path.startsWith(`${TOKEN_PATH}/`));
+    return CLAUDE_TOKEN_HOSTS.includes(request.host) && looseTokenPath(request.pathWithQuery).startsWith(TOKEN_PATH);
   }
 
   /** The answer to one request to the token endpoint, from its body. Never forwards anything. */
@@ -474,6 +477,13 @@ export class ClaudeLoginSession {
     this.last = { token, answer, at: this.now() };
     return answer;
   }
+}
+
+/** A path as lenient servers may read it: decoded (repeatedly), lower-cased, ;params dropped, slashes merged. */
+function looseTokenPath(pathWithQuery: string): string {
+  let path = pathWithQuery.split('?')[0]!;
+  for (let i = 0; i < 4 && path.includes('%'); i++) path = path.replace(/%([0-9A-Fa-f]{2})/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
+  return path.toLowerCase().replace(/\\/g, '/').replace(/;[^/]*/g, '').replace(/\/{2,}/g, '/');
 }
 
 /** The parameters of a token request: a JSON object or a form; null when it is neither. */

@@ -110,3 +110,15 @@ describe('Claude login: the host-side refresh in the session audit', () => {
     for (const pair of token.issued) for (const v of [pair.accessToken, pair.refreshToken]) expect(secretLeaks(text + res.body + again.body, v)).toEqual([]);
   });
 });
+
+describe('Claude login: other spellings of the token endpoint', () => {
+  it('are refused by the proxy and never reach the token endpoint (servers that decode, merge slashes or drop ;params would serve them)', async () => {
+    const before = token.bodies.length;
+    for (const path of ['//v1/oauth/token', '/v1//oauth/token', '/v1/oauth/token;x', '/v1/oauth/%74oken', '/v1/oauth/%2574oken', '/V1/OAuth/Token', '/v1/oauth/token%2F', '/v1/oauth/token%3Bx', '/v1/oauth/token%20', '/v1/oauth//token/revoke']) {
+      const res = await post(path, { grant_type: 'refresh_token', refresh_token: 'sk-ant-ort01-guessed0000000000', client_id: 'x' });
+      expect(res.status, path).toBe(400);
+      expect(res.body, path).toContain('claude-login');
+    }
+    expect(token.bodies.slice(before)).toEqual([]);
+  });
+});
