@@ -121,7 +121,12 @@ export interface CredentialBroker {
    * does, naming the credential and never the value.
    */
   variablesHoldingSecrets(env: Readonly<Record<string, string | undefined>>): Promise<string[]>;
-  swapRequest(request: OutgoingRequest): Promise<SwapResult>;
+  /**
+   * `beforeUpstream(credential)` runs just before a secret source sends a request of its own
+   * upstream for this one (a Claude login refreshed on the host), so the exchange is admitted in
+   * the audit first; false: nothing is sent and the swap fails.
+   */
+  swapRequest(request: OutgoingRequest, beforeUpstream?: (credential: string) => boolean): Promise<SwapResult>;
   /** Files the session gets (a placeholder login store, say); none when absent. */
   readonly sessionFiles?: readonly SessionFile[];
   /** Scrubs echoed secrets from a response; null when the host can hold no secret. */

@@ -188,10 +188,10 @@ export class ClaudeLoginStore {
   }
 
   /** A usable access token: refreshed first when it expires within five minutes. */
-  async access(): Promise<string> {
+  async access(beforeUpstream?: () => boolean): Promise<string> {
     this.reloadIfChanged();
     if (this.login.expiresAt - this.now() > REFRESH_MARGIN_MS) return this.login.accessToken;
-    return (await this.refresh(0)).accessToken;
+    return (await this.refresh(0, beforeUpstream)).accessToken;
   }
 
   /**
@@ -371,8 +371,8 @@ export class ClaudeLoginSession {
     this.issuedAt = now();
   }
 
-  current(): Promise<string> {
-    return this.store.access();
+  current(beforeUpstream?: () => boolean): Promise<string> {
+    return this.store.access(beforeUpstream);
   }
 
   known(): readonly string[] {

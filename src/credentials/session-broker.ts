@@ -17,8 +17,11 @@ import { CLAUDE_ONBOARDING_FILE, CLAUDE_TOKEN_ENV } from './claude-oauth.js';
 
 /** Where the real value comes from. Implemented by the CLI (which may read env, files, commands). */
 export interface SecretHandle {
-  /** The current value. Rejects with an error that names the credential, never the value. */
-  current(): Promise<string>;
+  /**
+   * The current value. Rejects with an error that names the credential, never the value.
+   * `beforeUpstream` runs before the source refreshes it upstream (see swapRequest).
+   */
+  current(beforeUpstream?: () => boolean): Promise<string>;
   /** Values seen so far (for scrubbing echoes, including rotated-out ones). */
   known(): readonly string[];
   /** Values to look for in the session's environment, without refreshing anything (default: current()). */
@@ -138,9 +141,9 @@ export class SessionBroker implements CredentialBroker {
     return null;
   }
 
-  async swapRequest(request: OutgoingRequest): Promise<SwapResult> {
+  async swapRequest(request: OutgoingRequest, beforeUpstream?: (credential: string) => boolean): Promise<SwapResult> {
     try {
-      return await this.swap(request);
+      return await this.swap(request, beforeUpstream);
     } catch (err) {
       if (err instanceof Misuse) return { kind: 'misuse', credential: err.credential, where: err.where, why: err.why };
       throw err;
@@ -152,7 +155,7 @@ export class SessionBroker implements CredentialBroker {
     return this.bound.some((c) => c.spec.hosts.some((p) => matchHostPattern(p, host)));
   }
 
-  private async swap(request: OutgoingRequest): Promise<SwapResult> {
+  private async swap(request: OutgoingRequest, beforeUpstream?: (credential: string) => boolean): Promise<SwapResult> {
     for (const c of this.bound) {
       const { secret } = c;
       if (request.scheme === 'https' && secret.answer && secret.intercepts?.(request)) {
@@ -186,7 +189,7 @@ export class SessionBroker implements CredentialBroker {
     for (const c of this.bound) {
       const refusal = this.boundTo(c, request);
       const allows = (where: 'header' | 'basic' | 'query' | 'body') => c.spec.in.includes(where);
-      const secretOf = async () => usableSecret(c.spec.name, await c.secret.current());
+      const secretOf = async () => usableSecret(c.spec.name, await c.secret.current(beforeUpstream && (() => beforeUpstream(c.spec.name))));
       const headerRefusal = (name: string) =>
         refusal ??
         (c.spec.headers.includes(name)

@@ -144,7 +144,7 @@ function claudeLogin(spec: CredentialSpec, path: string, env: NodeJS.ProcessEnv,
   }
   const session = new ClaudeLoginSession(store);
   return {
-    current: () => session.current(),
+    current: (beforeUpstream) => session.current(beforeUpstream),
     known: () => session.known(),
     values: async () => session.known(),
     sessionFiles: (placeholder) => session.sessionFiles(placeholder),

@@ -230,8 +230,17 @@ export class Exchange {
       then({ kind: 'forward', pathWithQuery: request.pathWithQuery, headers: request.headers, used: [], bodyTransform: null, echoes: [] });
       return;
     }
-    this.session.credentials.swapRequest(request).then(
+    // A secret refreshed on the host for this request: the exchange is admitted before that goes
+    // upstream, and its line says so.
+    const refreshed: string[] = [];
+    const beforeUpstream = (credential: string) => {
+      refreshed.push(credential);
+      this.usedCredentials([credential]);
+      return this.admit();
+    };
+    this.session.credentials.swapRequest(request, beforeUpstream).then(
       (swap) => {
+        if (refreshed.length > 0) this.note(`${refreshed.join(', ')}: the host's login was refreshed upstream for this request`);
         if (swap.kind === 'misuse') {
           const message = `credential "${swap.credential}" placeholder found in ${swap.where}: ${swap.why}`;
           this.refuse(403, 'credential_misuse', message, `${swap.credential} in ${swap.where}`);
@@ -252,6 +261,8 @@ export class Exchange {
         then(swap);
       },
       (err: Error) => {
+        // Refused already (its refresh could not be admitted): nothing more to say.
+        if (this.ended) return;
         // The details (paths, commands) stay in the proxy log; the session learns only that.
         this.deps.log.error({ session: this.session.id, err: err.message }, 'credential swap failed');
         if (err instanceof CredentialUnavailable) {

@@ -122,3 +122,63 @@ describe('Claude login: other spellings of the token endpoint', () => {
     expect(token.bodies.slice(before)).toEqual([]);
   });
 });
+
+describe('Claude login: a refresh the host makes for an API request', () => {
+  it('is admitted in the audit (the API request, with the credential) before the token endpoint sees it; the line says the login was refreshed', async () => {
+    const first = { accessToken: realAccess(), refreshToken: realRefresh() };
+    const tok = claudeTokenStandIn(first);
+    const seenAtGrant: string[] = [];
+    let session: AirlockHandle | undefined;
+    const tokSrv = await startHttpsUpstream({
+      pki,
+      names: ['platform.claude.com'],
+      handler: (req, res) => {
+        seenAtGrant.push(readFileSync(join(session!.session.dir, 'audit.jsonl'), 'utf8'));
+        tok.handler(req, res);
+      },
+    });
+    const apiSrv = await startHttpsUpstream({ pki, names: ['api.anthropic.com'], handler: claudeApiStandIn(() => tok.current.accessToken, 'hi').handler });
+    const dir = tmpDir('airlock-red-claude-api-');
+    const store = join(dir, '.credentials.json');
+    writeFileSync(store, claudeStore(first, Date.now() - 60_000), { mode: 0o600 });
+    const resolve = { 'platform.claude.com:443': tokSrv.port, 'api.anthropic.com:443': apiSrv.port };
+    try {
+      session = await startAirlock({
+        policy: `version: 1\nname: red-claude-api\nallow:\n  - host: api.anthropic.com\ncredentials:\n  - preset: claude-login\n    secret: { claude_login: ${store} }\n`,
+        resolve,
+        upstreamCa: [pki.caPem],
+        credentials: credentialsFactory({}, { ca: [pki.caPem], resolve: toResolveMap(resolve) }),
+      });
+      const files = session.session.credentials.sessionFiles ?? [];
+      const access = (JSON.parse(files.find((f) => f.path === '.claude/.credentials.json')!.content) as { claudeAiOauth: { accessToken: string } }).claudeAiOauth.accessToken;
+      const res = await httpsViaProxy({
+        proxyPort: session.port,
+        proxyAuthorization: session.proxyAuthorization,
+        url: 'https://api.anthropic.com/v1/messages',
+        ca: readFileSync(session.bundlePath, 'utf8'),
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${access}` },
+        body: JSON.stringify({ model: 'm', messages: [] }),
+      });
+      expect(res.status, res.body).toBe(200);
+      expect(tok.grants).toHaveLength(1);
+      const admits = seenAtGrant[0]!
+        .split('\n')
+        .filter((l) => l.includes('"event":"admit"'))
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
+      expect(admits.find((a) => a.host === 'api.anthropic.com')).toMatchObject({ path: '/v1/messages', action: 'allow', credentials: ['claude-login'] });
+      const line = await session.waitForAudit((l) => l.host === 'api.anthropic.com' && l.kind === 'request');
+      expect(line).toMatchObject({ status: 200, credentials: ['claude-login'] });
+      expect(line.detail).toMatch(/claude-login: the host's login was refreshed upstream/);
+      const text = readFileSync(join(session.session.dir, 'audit.jsonl'), 'utf8');
+      // One admit line for the one exchange.
+      expect(text.split('\n').filter((l) => l.includes('"event":"admit"'))).toHaveLength(1);
+      for (const pair of tok.issued) for (const v of [pair.accessToken, pair.refreshToken]) expect(secretLeaks(text + res.body, v)).toEqual([]);
+    } finally {
+      await session?.close();
+      await tokSrv.close();
+      await apiSrv.close();
+      rmTmp(dir);
+    }
+  });
+});
