@@ -17,6 +17,7 @@ import { CredentialUnavailable } from './broker.js';
 import type { HostAnswer, SessionFile } from './broker.js';
 import type { TokenTransport } from './token-http.js';
 import { TokenEndpointError, tokenRequest } from './token-http.js';
+import { loosePath } from './loose-path.js';
 
 /** Where Claude Code refreshes its login (current versions; older ones used the console host). */
 export const CLAUDE_TOKEN_URL = 'https://platform.claude.com/v1/oauth/token';
@@ -398,12 +399,21 @@ export class ClaudeLoginSession {
   }
 
   /**
+   * Why the access token may not go with this request: Anthropic's create_api_key answers a
+   * Console login's token with an API key, which the session would then hold in the clear.
+   */
+  refuses(request: OutgoingRequest): string | null {
+    if (request.host !== 'api.anthropic.com' || !loosePath(request.pathWithQuery).startsWith('/api/oauth/claude_cli/create_api_key')) return null;
+    return `credential "${this.store.credential}" (the Claude login kept on the host) is not sent to create_api_key: the API key it mints would be in the session in the clear; create one on the host if the session needs it`;
+  }
+
+  /**
    * True for requests to Claude's token endpoint, in any spelling a server might read as it
    * (percent-encoded, other case, merged slashes, ;params): the proxy answers those itself, and
    * refuses every one that is not exactly the endpoint.
    */
   intercepts(request: OutgoingRequest): boolean {
-    return CLAUDE_TOKEN_HOSTS.includes(request.host) && looseTokenPath(request.pathWithQuery).startsWith(TOKEN_PATH);
+    return CLAUDE_TOKEN_HOSTS.includes(request.host) && loosePath(request.pathWithQuery).startsWith(TOKEN_PATH);
   }
 
   /** The answer to one request to the token endpoint, from its body. Never forwards anything. */
@@ -477,13 +487,6 @@ export class ClaudeLoginSession {
     this.last = { token, answer, at: this.now() };
     return answer;
   }
-}
-
-/** A path as lenient servers may read it: decoded (repeatedly), lower-cased, ;params dropped, slashes merged. */
-function looseTokenPath(pathWithQuery: string): string {
-  let path = pathWithQuery.split('?')[0]!;
-  for (let i = 0; i < 4 && path.includes('%'); i++) path = path.replace(/%([0-9A-Fa-f]{2})/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
-  return path.toLowerCase().replace(/\\/g, '/').replace(/;[^/]*/g, '').replace(/\/{2,}/g, '/');
 }
 
 /** The parameters of a token request: a JSON object or a form; null when it is neither. */

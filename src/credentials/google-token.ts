@@ -11,6 +11,7 @@ import { gaxios, GoogleAuth } from 'google-auth-library';
 import type { SecretHandle } from './session-broker.js';
 import { CredentialUnavailable } from './broker.js';
 import { fetchOver } from './token-http.js';
+import { loosePath } from './loose-path.js';
 import type { TokenTransport } from './token-http.js';
 
 /** A key or ADC file that cannot be used: names the file and the field, never a value. */
@@ -110,6 +111,15 @@ export function googleSecret(name: string, keyFile: string | null, scopes: reado
     }
   };
   return {
+    // IAM Credentials mints tokens and signs JWTs and blobs for service accounts, and IAM creates
+    // service-account keys: either answers a request bearing the token with a new credential,
+    // which the session would then hold in the clear.
+    refuses: (request) => {
+      const minting = request.host === 'iamcredentials.googleapis.com' || (request.host === 'iam.googleapis.com' && /\/keys(?:[/:]|$)/.test(loosePath(request.pathWithQuery)));
+      return minting
+        ? `credential "${name}" (Google access token minted on the host) is not sent to ${request.host}${request.host === 'iam.googleapis.com' ? "'s service-account keys" : ''}: the token or key it mints would be in the session in the clear; mint it on the host and give the session its own credential if it needs one`
+        : null;
+    },
     current: () => {
       if (running) return running;
       if (failure && now() < failure.until) return Promise.reject(failure.error);

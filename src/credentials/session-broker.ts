@@ -28,6 +28,11 @@ export interface SecretHandle {
   values?(): Promise<readonly string[]>;
   /** Files the session gets for this credential, with its placeholder in them. */
   sessionFiles?(placeholder: string): readonly SessionFile[];
+  /**
+   * Why the secret may not go with this request although its host is bound (an endpoint that
+   * mints new credentials from it), or null.
+   */
+  refuses?(request: OutgoingRequest): string | null;
   /** True for requests the proxy answers itself for this credential (its token endpoint). */
   intercepts?(request: OutgoingRequest): boolean;
   /** `admit` comes before anything goes upstream for the answer (see SwapResult). */
@@ -138,7 +143,7 @@ export class SessionBroker implements CredentialBroker {
     if (!c.spec.hosts.some((pattern) => matchHostPattern(pattern, request.host))) {
       return `credential "${c.spec.name}" is bound to ${c.spec.hosts.join(', ')}, not ${request.host}`;
     }
-    return null;
+    return c.secret.refuses?.(request) ?? null;
   }
 
   async swapRequest(request: OutgoingRequest, beforeUpstream?: (credential: string) => boolean): Promise<SwapResult> {

@@ -149,6 +149,7 @@ function claudeLogin(spec: CredentialSpec, path: string, env: NodeJS.ProcessEnv,
     values: async () => session.known(),
     sessionFiles: (placeholder) => session.sessionFiles(placeholder),
     intercepts: (request) => session.intercepts(request),
+    refuses: (request) => session.refuses(request),
     answer: (request, body, placeholder, admit) => session.answer(request, body, placeholder, admit),
   };
 }
