@@ -80,7 +80,19 @@ export function googleSecret(name: string, keyFile: string | null, scopes: reado
   // Every token request through tokenRequest: the operator's roots and --resolve, a deadline.
   // google-auth-library retries a token request that failed or timed out (at most 3 more times):
   // 10 s each bounds the wait.
-  const transporter = new gaxios.Gaxios({ fetchImplementation: fetchOver({ timeoutMs: 10_000, ...transport }) });
+  // The library sends a token request only when its token is missing or about to expire: just
+  // before it does, the request that needs the token is admitted in the session's audit.
+  const send = fetchOver({ timeoutMs: 10_000, ...transport });
+  let beforeUpstream: (() => boolean) | null = null;
+  let refusedToSend = false;
+  const guarded = (async (input: Parameters<typeof fetch>[0], init?: Parameters<typeof fetch>[1]) => {
+    if (beforeUpstream && !beforeUpstream()) {
+      refusedToSend = true;
+      throw new Error('the token request was not admitted');
+    }
+    return send(input, init);
+  }) as typeof fetch;
+  const transporter = new gaxios.Gaxios({ fetchImplementation: guarded });
   const client = auth.fromJSON(json as Parameters<GoogleAuth['fromJSON']>[0], { transporter }) as unknown as TokenClient;
   const known: string[] = [];
   let running: Promise<string> | null = null;
@@ -98,6 +110,8 @@ export function googleSecret(name: string, keyFile: string | null, scopes: reado
       failure = null;
       return token;
     } catch (err) {
+      // Not sent because the request needing it was refused: no failure of the source.
+      if (refusedToSend) throw new Error('the token request was not admitted');
       const e = err as { response?: { status?: number; data?: { error?: unknown } }; message?: string };
       const status = e.response?.status;
       const code = typeof e.response?.data?.error === 'string' && /^[a-z_]{1,64}$/.test(e.response.data.error) ? e.response.data.error : null;
@@ -120,10 +134,15 @@ export function googleSecret(name: string, keyFile: string | null, scopes: reado
         ? `credential "${name}" (Google access token minted on the host) is not sent to ${request.host}${request.host === 'iam.googleapis.com' ? "'s service-account keys" : ''}: the token or key it mints would be in the session in the clear; mint it on the host and give the session its own credential if it needs one`
         : null;
     },
-    current: () => {
+    current: (admit) => {
       if (running) return running;
       if (failure && now() < failure.until) return Promise.reject(failure.error);
-      running = mint().finally(() => (running = null));
+      beforeUpstream = admit ?? null;
+      refusedToSend = false;
+      running = mint().finally(() => {
+        running = null;
+        beforeUpstream = null;
+      });
       return running;
     },
     known: () => known,

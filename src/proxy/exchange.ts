@@ -240,7 +240,7 @@ export class Exchange {
     };
     this.session.credentials.swapRequest(request, beforeUpstream).then(
       (swap) => {
-        if (refreshed.length > 0) this.note(`${refreshed.join(', ')}: the host's login was refreshed upstream for this request`);
+        if (refreshed.length > 0) this.note(`${[...new Set(refreshed)].join(', ')}: refreshed upstream on the host for this request`);
         if (swap.kind === 'misuse') {
           const message = `credential "${swap.credential}" placeholder found in ${swap.where}: ${swap.why}`;
           this.refuse(403, 'credential_misuse', message, `${swap.credential} in ${swap.where}`);

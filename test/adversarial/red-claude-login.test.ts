@@ -169,7 +169,7 @@ describe('Claude login: a refresh the host makes for an API request', () => {
       expect(admits.find((a) => a.host === 'api.anthropic.com')).toMatchObject({ path: '/v1/messages', action: 'allow', credentials: ['claude-login'] });
       const line = await session.waitForAudit((l) => l.host === 'api.anthropic.com' && l.kind === 'request');
       expect(line).toMatchObject({ status: 200, credentials: ['claude-login'] });
-      expect(line.detail).toMatch(/claude-login: the host's login was refreshed upstream/);
+      expect(line.detail).toBe('claude-login: refreshed upstream on the host for this request');
       const text = readFileSync(join(session.session.dir, 'audit.jsonl'), 'utf8');
       // One admit line for the one exchange.
       expect(text.split('\n').filter((l) => l.includes('"event":"admit"'))).toHaveLength(1);

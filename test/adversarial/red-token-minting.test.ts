@@ -25,6 +25,8 @@ const servers: TestUpstream[] = [];
 const minted: string[] = [];
 const issued: string[] = [];
 const claudeAccess = realAccess();
+/** The session's audit log as it stood when each Google token request arrived. */
+const auditAtMint: string[] = [];
 
 /** Mints for the bearer `real()` only: a new token (or key, or API key) in the answer. */
 function minter(real: () => string, what: string) {
@@ -53,6 +55,7 @@ beforeAll(async () => {
     pki,
     names: ['oauth2.googleapis.com'],
     handler: (req, res) => {
+      auditAtMint.push(readFileSync(join(airlock.session.dir, 'audit.jsonl'), 'utf8'));
       req.resume();
       req.on('end', () => {
         googleToken = `ya29.REAL${randomBytes(16).toString('hex')}`;
@@ -123,6 +126,12 @@ describe('minting new credentials with the host\'s tokens', () => {
     expect(ok.status, ok.body).toBe(200);
     expect(minted).toHaveLength(1);
     minted.length = 0;
+    // The token was minted for that request: admitted in the audit before the token request left.
+    expect(auditAtMint).toHaveLength(1);
+    const admits = auditAtMint[0]!.split('\n').filter((l) => l.includes('"event":"admit"')).map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(admits.map((a) => [a.host, a.credentials])).toEqual([['us-east5-aiplatform.googleapis.com', ['vertex']]]);
+    const line = await airlock.waitForAudit((l) => l.host === 'us-east5-aiplatform.googleapis.com');
+    expect(line).toMatchObject({ status: 200, credentials: ['vertex'], detail: 'vertex: refreshed upstream on the host for this request' });
   });
 
   it('Claude: create_api_key (any spelling) is refused with the login placeholder; Messages still answers', async () => {
