@@ -129,9 +129,11 @@ export function googleSecret(name: string, keyFile: string | null, scopes: reado
     // service-account keys: either answers a request bearing the token with a new credential,
     // which the session would then hold in the clear.
     refuses: (request) => {
-      const minting = request.host === 'iamcredentials.googleapis.com' || (request.host === 'iam.googleapis.com' && /\/keys(?:[/:]|$)/.test(loosePath(request.pathWithQuery)));
-      return minting
-        ? `credential "${name}" (Google access token minted on the host) is not sent to ${request.host}${request.host === 'iam.googleapis.com' ? "'s service-account keys" : ''}: the token or key it mints would be in the session in the clear; mint it on the host and give the session its own credential if it needs one`
+      // Their mTLS and regional names too (iamcredentials.mtls.googleapis.com, ...).
+      const credentials = request.host.startsWith('iamcredentials.');
+      const keys = request.host.startsWith('iam.') && /\/keys(?:[/:]|$)/.test(loosePath(request.pathWithQuery));
+      return credentials || keys
+        ? `credential "${name}" (Google access token minted on the host) is not sent to ${request.host}${keys ? "'s service-account keys" : ''}: the token or key it mints would be in the session in the clear; mint it on the host and give the session its own credential if it needs one`
         : null;
     },
     current: (admit) => {

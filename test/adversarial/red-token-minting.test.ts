@@ -65,7 +65,7 @@ beforeAll(async () => {
       });
     },
   });
-  const iamcred = await startHttpsUpstream({ pki, names: ['iamcredentials.googleapis.com'], handler: minter(() => googleToken, 'ya29') });
+  const iamcred = await startHttpsUpstream({ pki, names: ['iamcredentials.googleapis.com', 'iamcredentials.mtls.googleapis.com'], handler: minter(() => googleToken, 'ya29') });
   const iam = await startHttpsUpstream({ pki, names: ['iam.googleapis.com'], handler: minter(() => googleToken, 'sa-key') });
   const vertex = await startHttpsUpstream({ pki, names: ['us-east5-aiplatform.googleapis.com'], handler: minter(() => googleToken, 'vertex-answer') });
   const api = await startHttpsUpstream({ pki, names: ['api.anthropic.com'], handler: minter(() => claudeAccess, 'sk-ant-api03') });
@@ -74,6 +74,7 @@ beforeAll(async () => {
     'oauth2.googleapis.com:443': oauth.port,
     'iamcredentials.googleapis.com:443': iamcred.port,
     'iam.googleapis.com:443': iam.port,
+    'iamcredentials.mtls.googleapis.com:443': iamcred.port,
     'us-east5-aiplatform.googleapis.com:443': vertex.port,
     'api.anthropic.com:443': api.port,
   };
@@ -115,6 +116,7 @@ describe('minting new credentials with the host\'s tokens', () => {
       `https://iamcredentials.googleapis.com/v1/${sa}:signJwt`,
       `https://iam.googleapis.com/v1/${sa}/keys`,
       `https://IAM.googleapis.com./v1/${sa}/keys`,
+      `https://iamcredentials.mtls.googleapis.com/v1/${sa}:generateIdToken`,
     ]) {
       const res = await send(url, placeholder);
       expect(res.status, `${url}: ${res.body}`).toBe(403);
