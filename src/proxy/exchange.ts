@@ -262,7 +262,7 @@ export class Exchange {
       },
       (err: Error) => {
         // Refused already (its refresh could not be admitted): nothing more to say.
-        if (this.ended) return;
+        if (this.answered) return;
         // The details (paths, commands) stay in the proxy log; the session learns only that.
         this.deps.log.error({ session: this.session.id, err: err.message }, 'credential swap failed');
         if (err instanceof CredentialUnavailable) {
@@ -328,7 +328,8 @@ export class Exchange {
    * allowed, or as refused for the answer's reason; a host-side failure goes to the proxy log.
    */
   answerForCredential(credential: string, a: HostAnswer): void {
-    if (this.ended) return;
+    // Refused already (its refresh could not be admitted).
+    if (this.answered) return;
     if (a.error) this.deps.log.error({ session: this.session.id, credential, err: a.error }, 'credential refresh failed');
     if (a.refused) {
       this.outcome = { action: 'deny', rule: this.rule, reason: a.refused.reason };
@@ -416,6 +417,11 @@ export class Exchange {
   onClose(listener: () => void): void {
     if ('res' in this.channel) this.channel.res.once('close', listener);
     else this.channel.socket.once('close', listener);
+  }
+
+  /** Answered or ended: an HTTP answer is audited only when its response closes. */
+  private get answered(): boolean {
+    return this.ended || ('res' in this.channel && this.channel.res.headersSent);
   }
 
   private decided(): Outcome {

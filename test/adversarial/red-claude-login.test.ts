@@ -182,3 +182,43 @@ describe('Claude login: a refresh the host makes for an API request', () => {
     }
   });
 });
+
+describe('Claude login: a session whose audit log cannot be written', () => {
+  it('gets 503 for its refresh and for an API request needing one; nothing reaches the token endpoint', async () => {
+    const first = { accessToken: realAccess(), refreshToken: realRefresh() };
+    const tok = claudeTokenStandIn(first);
+    const tokSrv = await startHttpsUpstream({ pki, names: ['platform.claude.com'], handler: tok.handler });
+    const apiSrv = await startHttpsUpstream({ pki, names: ['api.anthropic.com'], handler: claudeApiStandIn(() => tok.current.accessToken, 'hi').handler });
+    const dir = tmpDir('airlock-red-claude-closed-');
+    const store = join(dir, '.credentials.json');
+    writeFileSync(store, claudeStore(first, Date.now() - 60_000), { mode: 0o600 });
+    const resolve = { 'platform.claude.com:443': tokSrv.port, 'api.anthropic.com:443': apiSrv.port };
+    let session: AirlockHandle | undefined;
+    try {
+      session = await startAirlock({
+        policy: `version: 1\nname: red-claude-closed\nallow:\n  - host: api.anthropic.com\n  - host: platform.claude.com\ncredentials:\n  - preset: claude-login\n    secret: { claude_login: ${store} }\n`,
+        resolve,
+        upstreamCa: [pki.caPem],
+        credentials: credentialsFactory({}, { ca: [pki.caPem], resolve: toResolveMap(resolve) }),
+      });
+      const login = (JSON.parse((session.session.credentials.sessionFiles ?? []).find((f) => f.path === '.claude/.credentials.json')!.content) as { claudeAiOauth: { accessToken: string; refreshToken: string } }).claudeAiOauth;
+      const sessionCa = readFileSync(session.bundlePath, 'utf8');
+      // The log stops taking lines (as on a full disk): nothing may go upstream for the session.
+      await session.session.audit.close();
+      const via = (url: string, body: unknown, headers: Record<string, string> = {}) =>
+        httpsViaProxy({ proxyPort: session!.port, proxyAuthorization: session!.proxyAuthorization, url, ca: sessionCa, method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
+      const refresh = await via('https://platform.claude.com/v1/oauth/token', { grant_type: 'refresh_token', refresh_token: login.refreshToken });
+      expect(refresh.status, refresh.body).toBe(503);
+      const api = await via('https://api.anthropic.com/v1/messages', { model: 'm', messages: [] }, { authorization: `Bearer ${login.accessToken}` });
+      expect(api.status, api.body).toBe(503);
+      expect(tok.grants).toEqual([]);
+      // The refresh placeholder was not spent.
+      expect(readFileSync(store, 'utf8')).toContain(first.refreshToken);
+    } finally {
+      await session?.close();
+      await tokSrv.close();
+      await apiSrv.close();
+      rmTmp(dir);
+    }
+  });
+});
