@@ -23,6 +23,7 @@ import { registerImageCommands } from './image.js';
 import { registerRunCommands } from './run.js';
 import { registerUiCommand } from './ui.js';
 import { registerOperatorCommands } from './operator.js';
+import { printUsage } from './usage.js';
 import { LaunchError } from '../launcher/run.js';
 import { SecretSourceError } from '../credentials/sources.js';
 
@@ -123,11 +124,15 @@ session
 program
   .command('audit')
   .description("show a session's audit log: a table and a per-host summary")
-  .argument('<session>', 'session id')
+  .argument('[session]', 'session id (with --usage: default every session)')
   .addOption(stateDirOption())
   .option('--follow', 'keep printing new lines as they are written')
   .option('--json', 'print the raw JSON lines')
-  .action(async (id: string, opts) => {
+  .option('--usage', 'sum the LLM token usage and estimated cost per session, model and day')
+  .option('--pricing <policy>', "with --usage: price calls with this policy file's usage.pricing")
+  .action(async (id: string | undefined, opts) => {
+    if (opts.usage) return printUsage(opts.stateDir, id, opts);
+    if (id === undefined) throw new UsageError('missing argument: the session id (or --usage for every session)');
     const file = join(sessionDir(opts.stateDir, id), 'audit.jsonl');
     if (!existsSync(file)) throw new UsageError(`no audit log for session ${id} under ${opts.stateDir}`);
     const print = (lines: AuditLine[]) => {

@@ -1,4 +1,5 @@
 // The validated, frozen shape of a policy. Everything inward of the loader sees only these types.
+import type { UsageSettings } from './usage.js';
 
 export type Method = string; // upper-case HTTP method token, e.g. "GET"
 
@@ -125,6 +126,8 @@ export interface Policy {
   readonly credentials: readonly CredentialSpec[];
   readonly limits: Limits;
   readonly container: ContainerLimits;
+  /** Extra hosts read for LLM token usage, and prices (`usage:`); absent when not given. */
+  readonly usage?: UsageSettings;
 }
 
 /** What a request looks like to the decision function. Host is already normalised. */

@@ -1,7 +1,7 @@
 // Collects what happens to one request or tunnel and writes its single audit line when it ends.
 import { randomBytes } from 'node:crypto';
 import { redactQuery } from '../audit/entry.js';
-import type { AuditEntry } from '../audit/entry.js';
+import type { AuditEntry, UsageRecord } from '../audit/entry.js';
 import type { Decision } from '../policy/index.js';
 import type { ProxySession } from './context.js';
 import type { Authority } from './target.js';
@@ -20,6 +20,7 @@ export class RequestRecord {
   private up = 0;
   private down = 0;
   private done = false;
+  private usage: (() => UsageRecord | undefined) | null = null;
   constructor(
     readonly session: ProxySession | null,
     /** The version of the policy the exchange decides under (taken once, at admission). */
@@ -41,6 +42,10 @@ export class RequestRecord {
   bytes(up: number, down: number): void {
     this.up = up;
     this.down = down;
+  }
+
+  usageFrom(source: () => UsageRecord | undefined): void {
+    this.usage = source;
   }
 
   /** Writes the audit line. Later calls are ignored: a request is logged exactly once. */
@@ -67,6 +72,8 @@ export class RequestRecord {
       duration_ms: Math.round((performance.now() - this.started) * 100) / 100,
     };
     if (detail) entry.detail = detail;
+    const usage = this.usage?.();
+    if (usage) entry.usage = usage;
     this.session.audit.record(entry);
   }
 }
