@@ -79,8 +79,8 @@ export function summariseUsage(lines: readonly AuditLine[], pricing?: readonly M
       t.output += counts.output_tokens;
       t.cacheRead += counts.cache_read_tokens;
       t.cacheWrite += counts.cache_write_tokens;
-      if (cost === undefined) t.unpriced++;
-      else t.costUsd += cost;
+      if (cost !== undefined) t.costUsd += cost;
+      else if (counts.input_tokens + counts.output_tokens + counts.cache_read_tokens + counts.cache_write_tokens > 0) t.unpriced++;
     }
   }
   const sorted = (map: Map<string, UsageTotals>) => [...map.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));

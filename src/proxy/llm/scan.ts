@@ -136,9 +136,8 @@ export class JsonFields {
     }
   }
 
-  /** The end of the document: a number still being read is complete. */
+  /** The end of the document (or of its event). A number still being read is not taken: it may be cut short. */
   end(): void {
-    if (this.state === State.Literal) this.endLiteral();
     this.state = State.Dead;
   }
 
@@ -285,8 +284,9 @@ export class SseFields {
     }
   }
 
+  /** The end of the stream: an event without its blank line is dropped, as SSE says. */
   end(): void {
-    this.dispatch();
+    this.hadData = false;
   }
 
   private startData(): void {

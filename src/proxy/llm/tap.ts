@@ -149,7 +149,8 @@ export class UsageTap {
     if (count(f.output) !== undefined) out.output_tokens = count(f.output);
     if (cacheRead !== undefined) out.cache_read_tokens = cacheRead;
     if (count(f.cacheWrite) !== undefined) out.cache_write_tokens = count(f.cacheWrite);
-    const price = priceFor(this.pricing, model);
+    const counted = out.input_tokens !== undefined || out.output_tokens !== undefined || cacheRead !== undefined || out.cache_write_tokens !== undefined;
+    const price = counted ? priceFor(this.pricing, model) : null;
     if (price) out.cost_usd = costOf(price, out);
     return out;
   }
