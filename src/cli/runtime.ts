@@ -10,6 +10,23 @@ import { credentialsFactory } from '../credentials/sources.js';
 import { checkCidrs, collect, parseResolve, upstreamRoots } from './config.js';
 import { POLICY_FILES } from './policy-files.js';
 import { ControlSockets } from './control.js';
+import { AuditExports, parseExportTarget } from '../audit/export.js';
+import { UsageError } from './config.js';
+
+/** The --audit-export targets; lost lines are reported in the proxy log and on stderr. */
+function auditExports(values: readonly string[], log: pino.Logger): AuditExports {
+  const targets = values.map((v) => {
+    try {
+      return parseExportTarget(v);
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+  });
+  return new AuditExports(targets, (target, dropped, total) => {
+    log.warn({ target, dropped, total }, 'audit export dropped lines');
+    process.stderr.write(`airlock: audit export to ${target} dropped ${dropped} line(s) (${total} in all): it is down or too slow\n`);
+  });
+}
 
 /** The shared flags, as commander hands them over. */
 export interface ProxyFlags {
@@ -17,6 +34,8 @@ export interface ProxyFlags {
   readonly resolve: string[];
   readonly upstreamCa: string[];
   readonly allowPrivate: string[];
+  /** --audit-export targets (absent on commands that build no proxy of their own). */
+  readonly auditExport?: string[];
 }
 
 export interface ProxyFlagsHelp {
@@ -39,6 +58,7 @@ export function addProxyFlags(command: Command, help: ProxyFlagsHelp): Command {
       // (The scoped help, airlock run's, has always left out "(PEM)".)
       .option('--upstream-ca <file>', `extra CA${help.scope ? '' : ' (PEM)'} trusted for upstream TLS (repeatable${scope})`, collect, [])
       .option('--allow-private <cidr>', `let upstreams resolve into this private range (repeatable${scope}; never this host's own addresses)`, collect, [])
+      .option('--audit-export <target>', `also send every audit line to stdout, unix:/path.sock (JSON lines) or otlp:http://host:4318 (OpenTelemetry logs) (repeatable${scope})`, collect, [])
   );
 }
 
@@ -67,6 +87,7 @@ export function buildRuntime(o: BuildRuntimeOptions): { runtime: ProxyRuntime; l
   const log = o.log ?? pino({ base: null }, pino.destination({ dest: join(o.stateDir, 'proxy.log'), mkdir: true, sync: true }));
   const limits = o.limits?.(log);
   const controls = new ControlSockets(() => runtime, () => log);
+  const exports = auditExports(o.auditExport ?? [], log);
   const runtime: ProxyRuntime = new ProxyRuntime({
     limits,
     stateDir: o.stateDir,
@@ -78,12 +99,13 @@ export function buildRuntime(o: BuildRuntimeOptions): { runtime: ProxyRuntime; l
     credentials: credentialsFactory(process.env),
     allowPrivate: checkCidrs(o.allowPrivate),
     policyFiles: POLICY_FILES,
-    onCreate: o.follow
-      ? (session) => {
-          runtime.policies.follow(session, o.follow!.file, o.follow!.watch);
-          controls.open(session);
-        }
-      : undefined,
+    onCreate: (session) => {
+      exports.attach(session.audit);
+      if (!o.follow) return;
+      runtime.policies.follow(session, o.follow.file, o.follow.watch);
+      controls.open(session);
+    },
+    onClose: () => exports.close(),
     onRemove: o.follow ? (id) => controls.close(id) : undefined,
   });
   return { runtime, log };
