@@ -11,4 +11,4 @@ export { parseAllowEntry, type AllowEntry } from './host-pattern.js';
 export { COMPAT_PROFILES, compatProfile, type CompatProfile } from './compat.js';
 export { DANGEROUS_ENDPOINTS, decideGraphql, githubRequestOf, type GraphqlVerdict } from './github-decide.js';
 export { decideFastForward, decideRefUpdate, refUpdateKind, type RefUpdate, type RefVerdict } from './git-decide.js';
-export { BUILTIN_USAGE_ROUTES, costOf, NO_USAGE_SETTINGS, priceFor, USAGE_API_PATHS, type ModelPrice, type TokenCounts, type UsageApi, type UsageApiRoute, type UsageSettings } from './usage.js';
+export { BUILTIN_USAGE_ROUTES, costOf, NO_USAGE_SETTINGS, priceFor, USAGE_API_PATHS, type TokenCounts } from './usage.js';

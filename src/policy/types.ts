@@ -1,5 +1,4 @@
 // The validated, frozen shape of a policy. Everything inward of the loader sees only these types.
-import type { UsageSettings } from './usage.js';
 
 export type Method = string; // upper-case HTTP method token, e.g. "GET"
 
@@ -214,4 +213,33 @@ export interface GitPushTarget {
   readonly repo: string;
   /** The rule's push entries whose repo glob matches. */
   readonly rules: readonly GitPushRule[];
+}
+
+// ---- usage: (policy/usage.ts parses it)
+
+export type UsageApi = 'anthropic' | 'openai';
+
+export interface UsageApiRoute {
+  readonly line: number;
+  /** Normalised exact host name. */
+  readonly host: string;
+  readonly api: UsageApi;
+  /** Exact paths (no query) whose POST responses are read. */
+  readonly paths: readonly string[];
+}
+
+/** Prices in US dollars per million tokens. */
+export interface ModelPrice {
+  readonly line: number;
+  /** Model name glob (`*` any run, `?` one character). */
+  readonly model: string;
+  readonly input: number;
+  readonly output: number;
+  readonly cacheRead: number;
+  readonly cacheWrite: number;
+}
+
+export interface UsageSettings {
+  readonly apis: readonly UsageApiRoute[];
+  readonly pricing: readonly ModelPrice[];
 }

@@ -21,33 +21,7 @@
 import { compileGlob } from './glob.js';
 import { parseHostPattern } from './host-pattern.js';
 import type { Reader, Value } from './reader.js';
-
-export type UsageApi = 'anthropic' | 'openai';
-
-export interface UsageApiRoute {
-  readonly line: number;
-  /** Normalised exact host name. */
-  readonly host: string;
-  readonly api: UsageApi;
-  /** Exact paths (no query) whose POST responses are read. */
-  readonly paths: readonly string[];
-}
-
-/** Prices in US dollars per million tokens. */
-export interface ModelPrice {
-  readonly line: number;
-  /** Model name glob (`*` any run, `?` one character). */
-  readonly model: string;
-  readonly input: number;
-  readonly output: number;
-  readonly cacheRead: number;
-  readonly cacheWrite: number;
-}
-
-export interface UsageSettings {
-  readonly apis: readonly UsageApiRoute[];
-  readonly pricing: readonly ModelPrice[];
-}
+import type { ModelPrice, UsageApi, UsageApiRoute, UsageSettings } from './types.js';
 
 /** The paths each API reports usage on. */
 export const USAGE_API_PATHS: Readonly<Record<UsageApi, readonly string[]>> = Object.freeze({
