@@ -13,12 +13,8 @@
 // value (query values are redacted before the line exists), so neither does anything exported.
 import { write as fsWrite } from 'node:fs';
 import net from 'node:net';
-import { SeverityNumber } from '@opentelemetry/api-logs';
 import type { AnyValueMap, Logger } from '@opentelemetry/api-logs';
-import { OTLPLogExporter } from '@opentelemetry/exporter-logs-otlp-http';
-import { resourceFromAttributes } from '@opentelemetry/resources';
-import { BatchLogRecordProcessor, LoggerProvider } from '@opentelemetry/sdk-logs';
-import type { LogRecordExporter, ReadableLogRecord } from '@opentelemetry/sdk-logs';
+import type { LoggerProvider, LogRecordExporter, ReadableLogRecord } from '@opentelemetry/sdk-logs';
 import type { AuditEntry } from './entry.js';
 import type { AuditLog } from './log.js';
 
@@ -321,10 +317,30 @@ class CountingExporter implements LogRecordExporter {
   }
 }
 
+/** OpenTelemetry severity numbers (api-logs SeverityNumber). */
+const SEVERITY_INFO = 9;
+const SEVERITY_WARN = 13;
+
+/**
+ * The OpenTelemetry SDK, loaded on first use: it takes a few hundred milliseconds to load, which
+ * no command without an OTLP target should pay.
+ */
+async function openTelemetry() {
+  const [{ OTLPLogExporter }, { resourceFromAttributes }, { BatchLogRecordProcessor, LoggerProvider }] = await Promise.all([
+    import('@opentelemetry/exporter-logs-otlp-http'),
+    import('@opentelemetry/resources'),
+    import('@opentelemetry/sdk-logs'),
+  ]);
+  return { OTLPLogExporter, resourceFromAttributes, BatchLogRecordProcessor, LoggerProvider };
+}
+
 /** OpenTelemetry logs over OTLP/HTTP: the SDK's batch processor, behind a gate that bounds what it holds. */
 class OtlpSink implements Sink {
-  private readonly provider: LoggerProvider;
-  private readonly logger: Logger;
+  private provider: LoggerProvider | null = null;
+  private logger: Logger | null = null;
+  /** Lines that came before the SDK was loaded (within the gate's bound). */
+  private early: Array<[Readonly<AuditEntry>, string]> = [];
+  private readonly loaded: Promise<void>;
   private readonly drops: DropCounter;
   /** Records emitted and not yet exported or lost. */
   private pending = 0;
@@ -335,18 +351,29 @@ class OtlpSink implements Sink {
     report: DropReport,
   ) {
     this.drops = new DropCounter(name, report);
-    const exporter = new CountingExporter(new OTLPLogExporter({ url, timeoutMillis: 5_000, concurrencyLimit: 4 }), (n, ok) => {
-      this.pending -= n;
-      if (!ok) this.drops.add(n);
-    });
-    this.provider = new LoggerProvider({
-      resource: resourceFromAttributes({ 'service.name': 'airlock' }),
-      processors: [
-        // The gate in send() keeps the processor's queue below its own limit, so every loss is one this counts.
-        new BatchLogRecordProcessor({ exporter, maxQueueSize: OTLP_QUEUE + 512, maxExportBatchSize: 512, scheduledDelayMillis: 500, exportTimeoutMillis: 10_000 }),
-      ],
-    });
-    this.logger = this.provider.getLogger('airlock.audit');
+    this.loaded = openTelemetry().then(
+      (otel) => {
+        const exporter = new CountingExporter(new otel.OTLPLogExporter({ url, timeoutMillis: 5_000, concurrencyLimit: 4 }), (n, ok) => {
+          this.pending -= n;
+          if (!ok) this.drops.add(n);
+        });
+        this.provider = new otel.LoggerProvider({
+          resource: otel.resourceFromAttributes({ 'service.name': 'airlock' }),
+          processors: [
+            // The gate in send() keeps the processor's queue below its own limit, so every loss is one this counts.
+            new otel.BatchLogRecordProcessor({ exporter, maxQueueSize: OTLP_QUEUE + 512, maxExportBatchSize: 512, scheduledDelayMillis: 500, exportTimeoutMillis: 10_000 }),
+          ],
+        });
+        this.logger = this.provider.getLogger('airlock.audit');
+        for (const [entry, time] of this.early) this.emit(entry, time);
+        this.early = [];
+      },
+      () => {
+        this.drops.add(this.early.length);
+        this.pending -= this.early.length;
+        this.early = [];
+      },
+    );
   }
 
   get dropped(): number {
@@ -359,10 +386,15 @@ class OtlpSink implements Sink {
       return;
     }
     this.pending++;
+    if (this.logger) this.emit(entry, time);
+    else this.early.push([entry, time]);
+  }
+
+  private emit(entry: Readonly<AuditEntry>, time: string): void {
     const denied = entry.action !== 'allow';
-    this.logger.emit({
+    this.logger!.emit({
       timestamp: new Date(time),
-      severityNumber: denied ? SeverityNumber.WARN : SeverityNumber.INFO,
+      severityNumber: denied ? SEVERITY_WARN : SEVERITY_INFO,
       severityText: denied ? 'WARN' : 'INFO',
       eventName: 'airlock.audit',
       body: `${entry.action} ${entry.status} ${entry.method} ${entry.scheme}://${entry.host}:${entry.port}${entry.kind === 'tunnel' ? '' : entry.path}`,
@@ -371,7 +403,8 @@ class OtlpSink implements Sink {
   }
 
   async close(): Promise<void> {
-    await Promise.race([this.provider.shutdown().catch(() => {}), new Promise((r) => setTimeout(r, 6_000).unref())]);
+    await this.loaded;
+    if (this.provider) await Promise.race([this.provider.shutdown().catch(() => {}), new Promise((r) => setTimeout(r, 6_000).unref())]);
     this.drops.close();
   }
 }

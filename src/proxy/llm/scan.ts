@@ -75,8 +75,24 @@ export class JsonFields {
     while (i < end) {
       const state = this.state;
       if (state === State.Dead) return;
-      const c = chunk[i]!;
       if (state === State.String) {
+        if (this.capture === 'skip' && !this.escaped) {
+          // Most of a body is text nobody asked for: run to the next quote or backslash.
+          while (i < end) {
+            const d = chunk[i]!;
+            if (d === QUOTE || d === BACKSLASH) break;
+            i++;
+          }
+          if (i === end) return;
+          if (chunk[i] === BACKSLASH) this.escaped = true;
+          else {
+            this.state = State.Between;
+            this.endString();
+          }
+          i++;
+          continue;
+        }
+        const c = chunk[i]!;
         if (this.escaped) {
           this.escaped = false;
           // An escape in a kept string: it matches nothing (model names and keys have none).
@@ -92,6 +108,7 @@ export class JsonFields {
         i++;
         continue;
       }
+      const c = chunk[i]!;
       if (state === State.Literal) {
         if (c === 0x2c || c === 0x7d || c === 0x5d || c === 0x3a || c <= 0x20) {
           this.state = State.Between;
