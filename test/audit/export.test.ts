@@ -299,6 +299,28 @@ describe('a collector or reader that is down or slow', () => {
     await silent.close();
   }, 60_000);
 
+  it('a socket that is not there yet: lines wait in the queue and go out once it listens', async () => {
+    const path = join(dir, 'late.sock');
+    const exports = new AuditExports([{ kind: 'unix', path }], () => {});
+    const log = new AuditLog(join(dir, 'late-audit.jsonl'));
+    await log.ready();
+    exports.attach(log);
+    const entry: AuditEntry = {
+      session: 's-000000000000', id: 'early1', kind: 'request', method: 'GET', scheme: 'https', host: 'h.example', port: 443,
+      path: '/', status: 200, action: 'allow', rule: null, reason: 'allowed', credentials: [], bytes_up: 0, bytes_down: 0, duration_ms: 1,
+    };
+    log.record(entry);
+    log.record({ ...entry, id: 'early2' });
+    await sleep(300);
+    const sock = await socketReader(path);
+    await waitFor(() => sock.text.includes('early2'), 5_000, 'the queued lines');
+    expect(sock.text.trim().split('\n').map((l) => JSON.parse(l).id)).toEqual(['early1', 'early2']);
+    expect(exports.dropped()[`unix:${path}`]).toBe(0);
+    await exports.close();
+    await log.close();
+    await sock.close();
+  });
+
   it('a socket reader that stops reading: the queue stays bounded, drops are counted, and the stream says so when it reads again', async () => {
     const path = join(dir, 'stuck.sock');
     const sock = await socketReader(path, true);
