@@ -199,6 +199,10 @@ policyCommand
         `  container: pids ${shown(pids, String)}; memory ${shown(memoryBytes, formatBytes)}; cpus ${shown(cpus, String)} (airlock run; flags override)`,
       );
     }
+    for (const a of policy.usage?.apis ?? []) out.push(`  usage: ${a.host} read as the ${a.api} API on POST ${a.paths.join(' ')}`);
+    for (const p of policy.usage?.pricing ?? []) {
+      out.push(`  price ${p.model}: $ per million tokens input ${p.input}, output ${p.output}, cache read ${p.cacheRead}, cache write ${p.cacheWrite}`);
+    }
     process.stdout.write(out.join('\n') + '\n');
   });
 

@@ -1,7 +1,10 @@
 // The usage: section of a policy: which extra hosts are read for LLM token usage and the price
 // table, with errors that name the file, line and field; and the cost arithmetic.
 import { describe, expect, it } from 'vitest';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { costOf, parsePolicy, PolicyError, priceFor } from '../../src/policy/index.js';
+import { rmTmp, runCli, tmpDir } from '../helpers/servers.js';
 
 const BASE = `version: 1
 name: usage-test
@@ -80,5 +83,21 @@ describe('usage: section', () => {
     expect(err.field).toBe(field);
     expect(err.message).toMatch(problem);
     expect(err.message.startsWith(`team.yaml:${line}: ${field}: `)).toBe(true);
+  });
+
+  it('airlock policy check shows the section, and names file, line and field of a typo', async () => {
+    const dir = tmpDir('airlock-usage-check-');
+    const good = join(dir, 'good.yaml');
+    writeFileSync(good, `${BASE}usage:\n  apis:\n    - { host: gw.example, api: openai }\n  pricing:\n    - { model: "gpt-4o*", input: 2.5, output: 10, cache_read: 1.25 }\n`);
+    const ok = await runCli(['policy', 'check', good]);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(ok.stdout).toContain('  usage: gw.example read as the openai API on POST /v1/chat/completions /v1/responses\n');
+    expect(ok.stdout).toContain('  price gpt-4o*: $ per million tokens input 2.5, output 10, cache read 1.25, cache write 2.5\n');
+    const bad = join(dir, 'bad.yaml');
+    writeFileSync(bad, `${BASE}usage:\n  pricing:\n    - { model: "gpt-4o*", input: 2.5, outptu: 10 }\n`);
+    const r = await runCli(['policy', 'check', bad]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain(`${bad}:7: usage.pricing[0].outptu: unknown key "outptu" (did you mean "output"?)`);
+    rmTmp(dir);
   });
 });
