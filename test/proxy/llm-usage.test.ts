@@ -348,6 +348,17 @@ describe('from the upstream side: answers built against the tap', () => {
     expect((await hostileCall(answerWith('application/json', long), long)).usage).toEqual({ api: 'openai', output_tokens: 4 });
   });
 
+  it('a session spelling the path another way (repeated or trailing slashes) is still counted', async () => {
+    const answer = () => [JSON.stringify({ model: 'gpt-4o-mini', usage: { prompt_tokens: 3, completion_tokens: 4 } })];
+    hostileAnswer = answerWith('application/json', answer);
+    for (const path of ['/v1/chat/completions/', '/v1//chat///completions', '//v1/chat/completions//']) {
+      const { line } = await post('hostile.llm.test', path, {});
+      expect(line.usage, path).toMatchObject({ api: 'openai', input_tokens: 3, output_tokens: 4 });
+    }
+    // Another path is another endpoint: not read.
+    expect((await post('hostile.llm.test', '/v1/chat/completion', {})).line.usage).toBeUndefined();
+  });
+
   it('garbage, binary and cut-off answers: skipped, and the proxy keeps serving', async () => {
     // Printable noise heavy in JSON's own characters (the client reads the answer as text).
     const noise = Buffer.from(Array.from({ length: 200_000 }, (_, i) => '{["\\:,}]0-9e"'.charCodeAt((i * 7919) % 14)));

@@ -59,9 +59,14 @@ const MODEL_RE = /^[A-Za-z0-9._:/@+-]{1,128}$/;
 /** Which API's usage a POST to host+path reports, if any: the public endpoints, then the policy's usage.apis. */
 export function usageApiFor(policy: Policy, host: string, method: string | undefined, path: string): UsageApi | null {
   if (method !== 'POST') return null;
-  for (const route of BUILTIN_USAGE_ROUTES) if (route.host === host && route.paths.includes(path)) return route.api;
-  for (const route of policy.usage?.apis ?? []) if (route.host === host && route.paths.includes(path)) return route.api;
-  return null;
+  let api: UsageApi | null = null;
+  let paths: readonly string[] = [];
+  for (const route of BUILTIN_USAGE_ROUTES) if (route.host === host) ({ api, paths } = route);
+  for (const route of policy.usage?.apis ?? []) if (route.host === host) ({ api, paths } = route);
+  if (api === null) return null;
+  // A session must not dodge the count by spelling the path another way a server may accept.
+  const plain = path.replace(/\/{2,}/g, '/').replace(/(.)\/+$/, '$1');
+  return paths.includes(plain) ? api : null;
 }
 
 function headerOf(headers: Record<string, string | string[] | number>, name: string): string {
