@@ -72,7 +72,12 @@ export class RequestRecord {
       duration_ms: Math.round((performance.now() - this.started) * 100) / 100,
     };
     if (detail) entry.detail = detail;
-    const usage = this.usage?.();
+    let usage;
+    try {
+      usage = this.usage?.();
+    } catch {
+      // The usage reader's bug must not cost the request its line.
+    }
     if (usage) entry.usage = usage;
     this.session.audit.record(entry);
   }

@@ -228,13 +228,14 @@ describe('JSON lines and OTLP from real requests', () => {
   it('airlock exec --audit-export stdout and unix: the CLI wires them; the lines carry no secret', async () => {
     const path = join(dir, 'exec.sock');
     const sock = await socketReader(path);
+    const otel = await collector();
     const policy = join(dir, 'exec-policy.yaml');
     const { writeFileSync } = await import('node:fs');
     writeFileSync(policy, POLICY);
     const stateDir = tmpDir('airlock-export-exec-');
     const script = `curl -s -o /dev/null -w '%{http_code}\\n' -X POST -H "x-api-key: $ANTHROPIC_API_KEY" -H 'content-type: application/json' -d '{"model":"claude-haiku-4-5"}' https://api.anthropic.com/v1/messages`;
     const r = await runCli(
-      ['exec', '--policy', policy, '--state-dir', stateDir, '--resolve', `api.anthropic.com:443:127.0.0.1:${api.port}`, '--upstream-ca', pki.caFile, '--audit-export', 'stdout', '--audit-export', `unix:${path}`, '--', 'sh', '-c', script],
+      ['exec', '--policy', policy, '--state-dir', stateDir, '--resolve', `api.anthropic.com:443:127.0.0.1:${api.port}`, '--upstream-ca', pki.caFile, '--audit-export', 'stdout', '--audit-export', `unix:${path}`, '--audit-export', `otlp:http://127.0.0.1:${otel.port}`, '--', 'sh', '-c', script],
       { env: { ...process.env, AIRLOCK_ANTHROPIC_KEY: KEY }, timeoutMs: 60_000 },
     );
     expect(r.code, r.stderr).toBe(0);
@@ -245,7 +246,12 @@ describe('JSON lines and OTLP from real requests', () => {
     expect(exported[0]).toMatchObject({ host: 'api.anthropic.com', status: 200, credentials: ['anthropic'], usage: { model: 'claude-haiku-4-5', input_tokens: 10, output_tokens: 20 } });
     await waitFor(() => sock.text.includes('claude-haiku-4-5'), 5_000, 'the socket line');
     expect(sock.text.trim().split('\n').map((l) => JSON.parse(l))).toEqual(out.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l)));
-    for (const text of [r.stdout, r.stderr, sock.text]) expect(secretLeaks(text, KEY)).toEqual([]);
+    // The OTLP batch went out before exec exited (the runtime's close flushes it).
+    const recs = records(otel.bodies);
+    expect(recs.map((x) => x.attributes['airlock.kind']).sort()).toEqual(['request', 'tunnel']);
+    expect(recs.find((x) => x.attributes['airlock.kind'] === 'request')!.attributes).toMatchObject({ 'gen_ai.response.model': 'claude-haiku-4-5', 'gen_ai.usage.input_tokens': 10 });
+    for (const text of [r.stdout, r.stderr, sock.text, JSON.stringify(otel.bodies)]) expect(secretLeaks(text, KEY)).toEqual([]);
+    await otel.close();
     const bad = await runCli(['exec', '--policy', policy, '--state-dir', stateDir, '--audit-export', 'syslog', '--', 'true']);
     expect(bad.code).not.toBe(0);
     expect(bad.stderr).toMatch(/--audit-export "syslog": use stdout, unix:\/path\/to.sock or otlp:http:\/\/host:4318/);
