@@ -34,12 +34,13 @@ allow:
   - host: hostile.llm.test
   - host: bulk.example.test
   - host: plain.example.test
+  - host: echo.llm.test
 credentials:
   - name: anthropic
     env: [ANTHROPIC_API_KEY]
     placeholder: ${ANTHROPIC_PLACEHOLDER}
     secret: { env: AIRLOCK_ANTHROPIC_KEY }
-    hosts: [api.anthropic.com]
+    hosts: [api.anthropic.com, echo.llm.test]
     in: [header]
     headers: [x-api-key]
   - name: openai
@@ -52,6 +53,8 @@ credentials:
 usage:
   apis:
     - host: gateway.llm.test
+      api: anthropic
+    - host: echo.llm.test
       api: anthropic
     - host: hostile.llm.test
       api: openai
@@ -75,6 +78,7 @@ let openai: TestUpstream;
 let gateway: TestUpstream;
 let hostile: TestUpstream;
 let plain: TestUpstream;
+let echo: TestUpstream;
 const aStandIn = anthropicStandIn(A_USAGE, { key: ANTHROPIC_KEY, gzip: true });
 const oStandIn = openaiStandIn(O_USAGE, { key: OPENAI_KEY });
 // The gateway is not bound to a credential: its answers reach the client as sent (gzip included).
@@ -97,6 +101,19 @@ beforeAll(async () => {
     },
   });
   plain = await startHttpsUpstream({ pki, names: ['plain.example.test'] });
+  // An upstream that puts the key it was sent where the model name goes.
+  echo = await startHttpsUpstream({
+    pki,
+    names: ['echo.llm.test'],
+    handler: (req, res) => {
+      req.resume();
+      req.on('end', () => {
+        const key = String(req.headers['x-api-key']);
+        res.writeHead(200, { 'Content-Type': 'text/event-stream' });
+        res.end(`event: message_start\ndata: {"type":"message_start","message":{"model":"${key}","usage":{"input_tokens":1,"output_tokens":1}}}\n\n`);
+      });
+    },
+  });
   airlock = await startAirlock({
     policy: POLICY,
     resolve: {
@@ -106,6 +123,7 @@ beforeAll(async () => {
       'hostile.llm.test:443': hostile.port,
       'bulk.example.test:443': hostile.port,
       'plain.example.test:443': plain.port,
+      'echo.llm.test:443': echo.port,
     },
     upstreamCa: [pki.caPem],
     credentials: credentialsFactory({ AIRLOCK_ANTHROPIC_KEY: ANTHROPIC_KEY, AIRLOCK_OPENAI_KEY: OPENAI_KEY }),
@@ -114,7 +132,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await airlock?.close();
-  await Promise.all([anthropic?.close(), openai?.close(), gateway?.close(), hostile?.close(), plain?.close()]);
+  await Promise.all([anthropic?.close(), openai?.close(), gateway?.close(), hostile?.close(), plain?.close(), echo?.close()]);
   rmTmp(pki?.dir);
 });
 
@@ -357,6 +375,15 @@ describe('from the upstream side: answers built against the tap', () => {
     }
     // Another path is another endpoint: not read.
     expect((await post('hostile.llm.test', '/v1/chat/completion', {})).line.usage).toBeUndefined();
+  });
+
+  it('an upstream that echoes the real key as the model name: the line gets the scrubbed text, never the key', async () => {
+    const { res, line } = await post('echo.llm.test', '/v1/messages', {}, { 'x-api-key': ANTHROPIC_PLACEHOLDER });
+    expect(res.body).not.toContain(ANTHROPIC_KEY);
+    // The reader sees what the client gets: the scrubber has already put the placeholder back.
+    expect(line.usage).toEqual({ api: 'anthropic', model: ANTHROPIC_PLACEHOLDER, input_tokens: 1, output_tokens: 1 });
+    expect(line.detail).toBe('secret_scrubbed');
+    expect(secretLeaks(readFileSync(`${airlock.session.dir}/audit.jsonl`, 'utf8'), ANTHROPIC_KEY)).toEqual([]);
   });
 
   it('garbage, binary and cut-off answers: skipped, and the proxy keeps serving', async () => {
