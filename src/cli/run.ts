@@ -110,6 +110,9 @@ export function registerRunCommands(program: Command): void {
       let runtime: ProxyRuntime | undefined;
       let view: ViewServer | undefined;
       let provider: SessionProvider;
+      if (opts.daemon && opts.auditExport?.length) {
+        throw new UsageError('--audit-export configures the embedded proxy; with --daemon, give it to `airlock proxy`');
+      }
       if (opts.daemon && opts.ui !== undefined) {
         throw new UsageError('--ui serves the embedded proxy; with --daemon, run `airlock ui` (or start the daemon with --ui)');
       }
