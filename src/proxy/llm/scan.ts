@@ -68,6 +68,7 @@ export class JsonFields {
     this.prefixes.length = 1;
     this.expectKey = false;
     this.escaped = false;
+    this.current = null;
   }
 
   write(chunk: Buffer, start = 0, end = chunk.length): void {
@@ -169,6 +170,8 @@ export class JsonFields {
     this.expectKey = kind === Kind.Object;
     // An object's prefix is its own path; its keys extend it. Arrays' elements are not tracked.
     this.prefixes[this.depth] = kind === Kind.Object && this.depth <= MAX_PATH_DEPTH ? parent : null;
+    // No key read yet at this depth: a value before one (broken JSON) belongs nowhere.
+    this.current = null;
   }
 
   /** The path of a value at the current position (the last key read), or null if untracked. */
