@@ -80,9 +80,9 @@ describe('usage readers', () => {
   it('JSON: a value with no key before it belongs nowhere, even after a key of an earlier event', () => {
     const found: Array<[string, string | number]> = [];
     const s = new SseFields(new JsonFields(new Set(['usage.prompt_tokens']), (p, v) => found.push([p, v])));
-    s.write(Buffer.from('data: {"usage":{"prompt_tokens":[{7}]}}\n\ndata: {"usage":{"prompt_tokens"\n\ndata: [{5}]\n\ndata: {5}\n\n'));
+    s.write(Buffer.from('data: {"usage":{"prompt_tokens":[{7}]}}\n\ndata: {"usage":{"prompt_tokens"\n\ndata: [{5}]\n\ndata: {5}\n\ndata: {"usage":{"prompt_tokens":{"a":1},8}}\n\ndata: {"usage":{"prompt_tokens":1,9}}\n\n'));
     s.end();
-    expect(found).toEqual([]);
+    expect(found).toEqual([['usage.prompt_tokens', 1]]);
   });
 
   it('SSE: comments, fields without a colon, multi-line data and an unfinished last event', () => {

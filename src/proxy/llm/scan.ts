@@ -132,9 +132,11 @@ export class JsonFields {
         case 0x5d: // ]
           if (this.depth > 0) this.depth--;
           this.expectKey = false;
+          this.current = null;
           break;
         case 0x2c: // ,
           this.expectKey = this.kinds[this.depth] === Kind.Object;
+          this.current = null;
           break;
         case 0x3a: // :
           this.expectKey = false;
