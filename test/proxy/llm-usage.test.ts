@@ -191,7 +191,7 @@ describe('usage on the audit line, from recorded-shape stand-ins', () => {
     expect(streamed.line.usage).toEqual({ ...expected, cost_usd: 0.000338 });
     // Without include_usage the stream says only the model: that is what the line says.
     const bare = await post('api.openai.com', '/v1/chat/completions', { model, stream: true, messages: [{ role: 'user', content: 'hi' }] }, openaiHeaders);
-    expect(bare.line.usage).toEqual({ api: 'openai', model });
+    expect(bare.line.usage).toEqual({ api: 'openai', model, unread: 'no usage in the answer' });
     lines.push(json.line, streamed.line, bare.line);
   });
 
@@ -229,7 +229,7 @@ describe('usage on the audit line, from recorded-shape stand-ins', () => {
     expect(r.code, r.stderr).toBe(0);
     const s = JSON.parse(r.stdout);
     const sum = (k: 'input_tokens' | 'output_tokens' | 'cache_read_tokens' | 'cache_write_tokens') => lines.reduce((n, l) => n + (l.usage?.[k] ?? 0), 0);
-    expect(s.total).toMatchObject({ calls: lines.length, input: sum('input_tokens'), output: sum('output_tokens'), cacheRead: sum('cache_read_tokens'), cacheWrite: sum('cache_write_tokens'), unread: 1 });
+    expect(s.total).toMatchObject({ calls: lines.length, input: sum('input_tokens'), output: sum('output_tokens'), cacheRead: sum('cache_read_tokens'), cacheWrite: sum('cache_write_tokens'), unread: 2 }); // the gzip answer passed through, and the chat stream without include_usage
     // By hand: 3 anthropic calls priced as claude-sonnet-4*, 3 chat calls (one with no counts) at gpt-4o-mini.
     expect(s.total.input).toBe(3 * 1200 + 2 * 900 + 2 * 900);
     expect(s.total.costUsd).toBeCloseTo(3 * 0.013275 + 2 * 0.000338, 6);
@@ -339,7 +339,7 @@ describe('from the upstream side: answers built against the tap', () => {
     expect(tapped.got).toEqual({ status: 200, bytes: size, hash: digest });
     const line = await airlock.waitForAudit((l) => l.path === '/v1/chat/completions?big=redacted');
     // The model before the long string is found; nothing else.
-    expect(line.usage).toEqual({ api: 'openai', model: 'gpt-4o-mini' });
+    expect(line.usage).toEqual({ api: 'openai', model: 'gpt-4o-mini', unread: 'no usage in the answer' });
     console.log(`48 MB SSE line: memory rose ${(control.rise / MB).toFixed(1)} MB untapped, ${(tapped.rise / MB).toFixed(1)} MB tapped`);
     // A tap that kept the line until its end would hold 48 MB more (and as much again to join it).
     expect(tapped.rise - control.rise).toBeLessThan(12 * MB);
@@ -359,7 +359,7 @@ describe('from the upstream side: answers built against the tap', () => {
       ',"usage":{"prompt_tokens":' + '9'.repeat(5000) + ',"completion_tokens":-5,"prompt_tokens_details":{"cached_tokens":1e9}}',
       ',"x":"\\"usage\\":{\\"prompt_tokens\\":3}"}',
     ];
-    expect((await hostileCall(answerWith('application/json', body), body)).usage).toEqual({ api: 'openai', model: 'gpt-4o-mini' });
+    expect((await hostileCall(answerWith('application/json', body), body)).usage).toEqual({ api: 'openai', model: 'gpt-4o-mini', unread: 'no usage in the answer' });
     const strings = () => [JSON.stringify({ model: 'x\u001b[31m', usage: { prompt_tokens: '12', completion_tokens: 1e400, total_tokens: 3 } })];
     expect((await hostileCall(answerWith('application/json', strings), strings)).usage).toBeUndefined();
     const long = () => [JSON.stringify({ model: 'g'.repeat(100_000), usage: { completion_tokens: 4 } })];
@@ -409,7 +409,7 @@ describe('from the upstream side: answers built against the tap', () => {
     }).catch((err: Error) => err);
     expect(cut).toBeDefined();
     const line = await airlock.waitForAudit((l) => l.path === '/v1/chat/completions?cut=redacted');
-    expect(line.usage).toEqual({ api: 'openai', model: 'gpt-4o-mini' });
+    expect(line.usage).toEqual({ api: 'openai', model: 'gpt-4o-mini', unread: 'no usage in the answer' });
     const after = await post('api.openai.com', '/v1/chat/completions', { model: 'gpt-4o-mini' }, openaiHeaders);
     expect(after.line.usage).toMatchObject({ input_tokens: 900 });
   });

@@ -155,7 +155,13 @@ export class UsageTap {
     if (cacheRead !== undefined) out.cache_read_tokens = cacheRead;
     if (count(f.cacheWrite) !== undefined) out.cache_write_tokens = count(f.cacheWrite);
     const counted = out.input_tokens !== undefined || out.output_tokens !== undefined || cacheRead !== undefined || out.cache_write_tokens !== undefined;
-    const price = counted ? priceFor(this.pricing, model) : null;
+    // A model but no counts (an OpenAI chat stream not asked for include_usage, a stream cut off
+    // early): said, so that `audit --usage` shows the call as not counted rather than as free.
+    if (!counted) {
+      out.unread = this.unread ?? 'no usage in the answer';
+      return out;
+    }
+    const price = priceFor(this.pricing, model);
     if (price) out.cost_usd = costOf(price, out);
     return out;
   }
