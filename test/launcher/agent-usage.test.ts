@@ -2,7 +2,8 @@
 // recorded-shape stand-in of the Anthropic Messages API (HTTPS on loopback, reached through
 // --resolve as api.anthropic.com:443): the token counts the stand-in reported appear on the
 // session's audit lines, in `airlock audit --usage` with the policy's prices, and in the JSON
-// lines exported to a unix socket with --audit-export; the real key in none of them.
+// lines exported to a unix socket with --audit-export; the real key in none of them. The same for
+// the real Codex CLI (the --agent codex image) against the Responses API stand-in, streamed.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
@@ -14,6 +15,7 @@ import { createTestPki, rmTmp, runCli, startHttpsUpstream, tmpDir, waitFor } fro
 import type { TestPki, TestUpstream } from '../helpers/servers.js';
 import { sessionSummary } from './run-helpers.js';
 import { anthropicStandIn } from '../helpers/llm-standins.js';
+import { codexPolicy, responsesStandIn } from '../helpers/openai-standin.js';
 import { secretLeaks } from '../helpers/secret-leaks.js';
 
 const RUN_ID = randomBytes(3).toString('hex');
@@ -135,5 +137,54 @@ describeDocker('usage of a real Claude Code session', () => {
       expect(secretLeaks(text, REAL_KEY)).toEqual([]);
     }
     server.close();
+  }, 900_000);
+});
+
+describeDocker('usage of a real Codex CLI session (Responses API, streamed)', () => {
+  const OPENAI_KEY = `sk-proj-real${randomBytes(24).toString('hex')}`;
+  let codexImage: string;
+  let openai: TestUpstream;
+  const responses = responsesStandIn(OPENAI_KEY, 'Hello from the stand-in');
+
+  beforeAll(async () => {
+    codexImage = await ensureAgentImage('codex');
+    openai = await startHttpsUpstream({ pki, names: ['api.openai.com'], handler: responses.handler });
+  }, 30 * 60_000);
+
+  afterAll(async () => {
+    await openai?.close();
+  });
+
+  it('codex exec: the Responses API call\'s counts (response.completed) are on its line and in audit --usage', async () => {
+    const policy = join(work, 'codex.yaml');
+    writeFileSync(policy, codexPolicy() + 'usage:\n  pricing:\n    - { model: "*", input: 1.25, output: 10 }\n', { mode: 0o644 });
+    const env = { ...process.env, AIRLOCK_OPENAI_KEY: OPENAI_KEY };
+    for (const name of Object.keys(env)) if (/^(AIRLOCK_(?!OPENAI_KEY)|OPENAI_|CODEX_|.*_PROXY$|(http|https|all|no)_proxy$)/i.test(name)) delete env[name];
+    const result = await runCli(
+      [
+        'run', '--policy', policy, '--image', codexImage, '--relay-image', relayImage, '--state-dir', stateDir,
+        '--name', `airlock-test-usage-codex-${RUN_ID}`, '--user', '1000:1000',
+        '--resolve', `api.openai.com:443:127.0.0.1:${openai.port}`, '--upstream-ca', pki.caFile,
+        '--', 'sh', '-c', 'codex exec --skip-git-repo-check --sandbox read-only "say hi" </dev/null; echo "CODEX_EXIT $?"',
+      ],
+      { env, timeoutMs: 600_000 },
+    );
+    const summary = sessionSummary(result.stderr);
+    const audit = summary ? parseAuditLines(readFileSync(summary.audit, 'utf8')) : [];
+    const calls = audit.filter((l) => l.kind === 'request' && l.path.startsWith('/v1/responses') && l.status === 200);
+    console.log(`codex usage session: exit ${result.code}; stand-in saw ${responses.calls.length} call(s); usage lines: ${JSON.stringify(calls.map((l) => l.usage))}`);
+    expect(result.code, `${result.stderr}\n${result.stdout}`).toBe(0);
+    expect(result.stdout).toMatch(/^CODEX_EXIT 0$/m);
+    const answered = responses.calls.filter((c) => c.bearer === OPENAI_KEY);
+    expect(answered.length).toBeGreaterThan(0);
+    expect(answered.every((c) => c.stream)).toBe(true);
+    expect(calls).toHaveLength(answered.length);
+    // The stand-in reports input 12, output 7 in response.completed; priced at 1.25 and 10 per million.
+    for (const [i, l] of calls.entries()) {
+      expect(l.usage).toEqual({ api: 'openai', model: answered[i]!.model, input_tokens: 12, output_tokens: 7, cost_usd: 0.000085 });
+    }
+    const r = await runCli(['audit', '--usage', summary!.id, '--state-dir', stateDir, '--json']);
+    expect(JSON.parse(r.stdout).total).toMatchObject({ calls: calls.length, input: 12 * calls.length, output: 7 * calls.length });
+    for (const text of [result.stdout, result.stderr, r.stdout, readFileSync(summary!.audit, 'utf8')]) expect(secretLeaks(text, OPENAI_KEY)).toEqual([]);
   }, 900_000);
 });
