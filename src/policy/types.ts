@@ -139,6 +139,8 @@ export interface Policy {
   readonly credentials: readonly CredentialSpec[];
   readonly limits: Limits;
   readonly container: ContainerLimits;
+  /** Extra hosts read for LLM token usage, and prices (`usage:`); absent when not given. */
+  readonly usage?: UsageSettings;
 }
 
 /** What a request looks like to the decision function. Host is already normalised. */
@@ -236,4 +238,33 @@ export interface GitPushTarget {
   readonly repo: string;
   /** The rule's push entries whose repo glob matches. */
   readonly rules: readonly GitPushRule[];
+}
+
+// ---- usage: (policy/usage.ts parses it)
+
+export type UsageApi = 'anthropic' | 'openai';
+
+export interface UsageApiRoute {
+  readonly line: number;
+  /** Normalised exact host name. */
+  readonly host: string;
+  readonly api: UsageApi;
+  /** Exact paths (no query) whose POST responses are read. */
+  readonly paths: readonly string[];
+}
+
+/** Prices in US dollars per million tokens. */
+export interface ModelPrice {
+  readonly line: number;
+  /** Model name glob (`*` any run, `?` one character). */
+  readonly model: string;
+  readonly input: number;
+  readonly output: number;
+  readonly cacheRead: number;
+  readonly cacheWrite: number;
+}
+
+export interface UsageSettings {
+  readonly apis: readonly UsageApiRoute[];
+  readonly pricing: readonly ModelPrice[];
 }

@@ -16,6 +16,7 @@ import { gitPushInspector } from './git/inspector.js';
 import { checkGraphql } from './github-graphql.js';
 import { checkMcp } from './mcp/request.js';
 import { mcpResponseSink, uncheckableResponse } from './mcp/response.js';
+import { tappedResponse, usageApiFor, UsageTap } from './llm/tap.js';
 
 /** A request to forward: its head, its body (null when none) and where the answer goes. */
 export interface HttpRequestIn extends Incoming {
@@ -99,7 +100,12 @@ function withoutHeader(headers: string[], name: string): string[] {
 function send(deps: ExchangeDeps, ex: Exchange, x: HttpRequestIn, target: CheckedTarget, decision: Decision, swap: Forward, mcpDetail?: string): void {
   // Recorded before the upstream sees a byte; unrecordable, it never goes.
   if (!ex.admit()) return;
-  const { req, res, session } = x;
+  const { req, session } = x;
+  // An LLM API's answer is read for token usage on its way out (proxy/llm/); nothing else is.
+  const api = usageApiFor(ex.policy, target.host, req.method, target.path);
+  const tap = api && new UsageTap(api, ex.policy.usage?.pricing ?? []);
+  const res = tap ? tappedResponse(x.res, tap) : x.res;
+  if (tap) ex.usageFrom(() => tap.result());
   const socket = req.socket;
   const startWritten = socket.bytesWritten;
   let bodyBytes = 0;
