@@ -7,6 +7,7 @@ import pino from 'pino';
 import { ProxyRuntime } from '../sessions/runtime.js';
 import type { RuntimeOptions } from '../sessions/runtime.js';
 import { credentialsFactory } from '../credentials/sources.js';
+import { hostFetch } from '../proxy/host-fetch.js';
 import { checkCidrs, collect, parseResolve, upstreamRoots } from './config.js';
 import { POLICY_FILES } from './policy-files.js';
 import { ControlSockets } from './control.js';
@@ -75,7 +76,8 @@ export function buildRuntime(o: BuildRuntimeOptions): { runtime: ProxyRuntime; l
     resolve: parseResolve(o.resolve),
     log,
     caKeyType: o.caKey,
-    credentials: credentialsFactory(process.env),
+    // Token endpoints are reached through the runtime's own upstream (its --resolve and --upstream-ca).
+    credentials: credentialsFactory(process.env, { fetch: hostFetch(() => runtime.upstream) }),
     allowPrivate: checkCidrs(o.allowPrivate),
     policyFiles: POLICY_FILES,
     onCreate: o.follow

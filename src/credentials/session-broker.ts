@@ -7,7 +7,7 @@ import { Duplex, Transform } from 'node:stream';
 import type { TransformCallback } from 'node:stream';
 import { matchHostPattern } from '../policy/index.js';
 import type { CredentialSpec } from '../policy/index.js';
-import type { CredentialBroker, OutgoingRequest, ResponseScrub, ResponseToScrub, SwapResult } from './broker.js';
+import type { CredentialBroker, OutgoingRequest, RequestSigner, ResponseScrub, ResponseToScrub, SignOutcome, SwapResult } from './broker.js';
 import { variablesHolding } from './copies.js';
 import { jsonEscaped, secretForms, usableSecret } from './secret-forms.js';
 import { Replacer, ReplaceStream } from './replace-stream.js';
@@ -19,6 +19,10 @@ export interface SecretHandle {
   current(): Promise<string>;
   /** Values seen so far (for scrubbing echoes, including rotated-out ones). */
   known(): readonly string[];
+  /** Set for a credential that signs requests (SigV4) rather than being swapped in. */
+  readonly signer?: RequestSigner;
+  /** Values made by the proxy (minted tokens): no copy of them can be in the host's environment. */
+  readonly mintedHere?: boolean;
 }
 
 interface BoundCredential {
@@ -95,16 +99,22 @@ export class SessionBroker implements CredentialBroker {
       return { spec, placeholder: spec.placeholder ?? generatePlaceholder(spec.name), secret };
     });
     const env: Record<string, string> = {};
-    for (const c of this.bound) for (const name of c.spec.env) env[name] = c.placeholder;
+    for (const c of this.bound) {
+      if (c.secret.signer) Object.assign(env, c.secret.signer.sessionEnv(c.spec.env, c.placeholder));
+      else for (const name of c.spec.env) env[name] = c.placeholder;
+    }
     this.sessionEnv = Object.freeze(env);
     this.secretSourceEnv = Object.freeze(
-      specs.flatMap((s) => (s.secret.kind === 'env' ? [s.secret.name] : [])),
+      specs.flatMap((s) =>
+        s.secret.kind === 'env' ? [s.secret.name] : s.secret.kind === 'aws' && s.secret.profile === null ? ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN'] : [],
+      ),
     );
     this.empty = this.bound.length === 0;
   }
 
   async variablesHoldingSecrets(env: Readonly<Record<string, string | undefined>>): Promise<string[]> {
-    const current = await Promise.all(this.bound.map((c) => c.secret.current()));
+    // A minted value is new: only sources that read an existing value can have copies around.
+    const current = await Promise.all(this.bound.filter((c) => !c.secret.mintedHere).map((c) => c.secret.current()));
     // Values seen before the current one (a rotated file) may still be valid.
     const secrets = new Set([...current, ...this.bound.flatMap((c) => c.secret.known())]);
     return variablesHolding(env, [...secrets]);
@@ -158,6 +168,8 @@ export class SessionBroker implements CredentialBroker {
     }
 
     for (const c of this.bound) {
+      // Signing credentials come last, over the request as the others left it.
+      if (c.secret.signer) continue;
       const refusal = this.boundTo(c, request);
       const allows = (where: 'header' | 'basic' | 'query' | 'body') => c.spec.in.includes(where);
       const secretOf = async () => usableSecret(c.spec.name, await c.secret.current());
@@ -218,11 +230,23 @@ export class SessionBroker implements CredentialBroker {
         }
       }
     }
+    let signed: Extract<SignOutcome, { kind: 'signed' }> | null = null;
+    for (const c of this.bound) {
+      if (!c.secret.signer) continue;
+      const outcome = await c.secret.signer.resign({ ...request, headers, pathWithQuery }, c.placeholder, this.boundTo(c, request));
+      if (!outcome) continue;
+      if (outcome.kind === 'refused') throw new Misuse(c.spec.name, outcome.where, outcome.why);
+      if (signed) throw new Misuse(c.spec.name, 'header authorization', 'a request can be signed with one AWS credential only');
+      signed = outcome;
+      headers = outcome.headers;
+      used.add(c.spec.name);
+    }
     for (const [i, sent] of basicSent) {
       const value = headers[i]!;
       echoes.push({ find: Buffer.from(value.slice(value.search(/\s/)).trim()), replace: Buffer.from(sent) });
     }
-    return { kind: 'forward', pathWithQuery, headers, used: [...used], bodyTransform, echoes };
+    if (signed?.body && bodyTransform) throw new Misuse([...used].join(', '), 'body', 'a signed request cannot also have a credential swapped into its body');
+    return { kind: 'forward', pathWithQuery, headers, used: [...used], bodyTransform, echoes, body: signed?.body, onResponse: signed?.onResponse };
   }
 
   /** The needles for every known value of the credentials bound to `host`, cached per value. */

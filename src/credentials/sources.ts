@@ -10,8 +10,12 @@ import { SessionBroker } from './session-broker.js';
 import type { SecretHandle } from './session-broker.js';
 import { secretValueProblem } from './secret-forms.js';
 
-/** A secret source that cannot be used at start: the user's to fix (the CLI prints it as a usage error). */
-export class SecretSourceError extends Error {}
+import { NO_HOST_FETCH, SecretSourceError } from './minting.js';
+import type { HostFetch } from './minting.js';
+import { githubAppSecret } from './github-app.js';
+import { awsSigner } from './sigv4.js';
+
+export { SecretSourceError };
 
 const KEEP_KNOWN = 8;
 
@@ -111,7 +115,13 @@ function commandSecret(spec: CredentialSpec, argv: readonly string[], ttlSeconds
   };
 }
 
-export function secretHandle(spec: CredentialSpec, env: NodeJS.ProcessEnv): SecretHandle {
+/** What sources that mint or sign need from the runtime. */
+export interface SourceDeps {
+  /** HTTPS from the proxy itself (token endpoints). */
+  readonly fetch?: HostFetch;
+}
+
+export function secretHandle(spec: CredentialSpec, env: NodeJS.ProcessEnv, deps: SourceDeps = {}): SecretHandle {
   const source = spec.secret;
   switch (source.kind) {
     case 'env':
@@ -120,15 +130,19 @@ export function secretHandle(spec: CredentialSpec, env: NodeJS.ProcessEnv): Secr
       return fileSecret(spec, source.path);
     case 'command':
       return commandSecret(spec, source.argv, source.ttlSeconds);
+    case 'github_app':
+      return githubAppSecret(spec, source, deps.fetch ?? NO_HOST_FETCH);
+    case 'aws':
+      return awsSigner(spec, source, env);
   }
 }
 
 /** Builds each session's broker; a missing secret is a start-up error naming the credential. */
-export function credentialsFactory(env: NodeJS.ProcessEnv): (policy: Policy, sessionId: string) => Promise<CredentialBroker> {
+export function credentialsFactory(env: NodeJS.ProcessEnv, deps: SourceDeps = {}): (policy: Policy, sessionId: string) => Promise<CredentialBroker> {
   return async (policy) => {
     if (policy.credentials.length === 0) return NO_CREDENTIALS;
     const handles = new Map<string, SecretHandle>();
-    for (const spec of policy.credentials) handles.set(spec.name, secretHandle(spec, env));
+    for (const spec of policy.credentials) handles.set(spec.name, secretHandle(spec, env, deps));
     return new SessionBroker(policy.credentials, handles);
   };
 }

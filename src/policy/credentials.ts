@@ -6,10 +6,11 @@
 import { parseHostPattern } from './host-pattern.js';
 import { CREDENTIAL_PRESETS, type CredentialPreset } from './presets.js';
 import type { Reader, Value } from './reader.js';
+import { parseAws, parseGithubApp } from './minted-sources.js';
 import type { CredentialLocation, CredentialSpec, SecretSource } from './types.js';
 
 const CREDENTIAL_KEYS = ['name', 'preset', 'env', 'placeholder', 'secret', 'hosts', 'in', 'headers', 'body'] as const;
-const SECRET_KEYS = ['env', 'file', 'command', 'ttl_seconds'] as const;
+const SECRET_KEYS = ['env', 'file', 'command', 'ttl_seconds', 'github_app', 'aws'] as const;
 const BODY_KEYS = ['types', 'max_bytes'] as const;
 const LOCATIONS: readonly CredentialLocation[] = ['header', 'basic', 'query', 'body'];
 const DEFAULT_LOCATIONS: readonly CredentialLocation[] = Object.freeze(['header', 'basic']);
@@ -26,7 +27,7 @@ const PLACEHOLDER_RE = /^[A-Za-z0-9_.:-]{12,256}$/;
 const MEDIA_TYPE_RE = /^[a-z0-9!#$&^_.+-]+\/[a-z0-9!#$&^_.+-]+$/;
 
 const PRESET_NAMES = Object.keys(CREDENTIAL_PRESETS).join(', ');
-const SECRET_FORMS = 'secret: { env: NAME }, { file: PATH } or { command: [program, arg, ...], ttl_seconds: 300 }';
+const SECRET_FORMS = 'secret: { env: NAME }, { file: PATH }, { command: [program, arg, ...], ttl_seconds: 300 }, { github_app: {...} } or { aws: { profile: NAME } }';
 
 const HINT = {
   list: 'Write credentials: as a list, e.g. credentials: [{ preset: github, secret: { env: AIRLOCK_GITHUB_TOKEN } }]',
@@ -167,7 +168,7 @@ function parsePlaceholder(r: Reader, v: Value | undefined, preset: CredentialPre
 
 function parseSecret(r: Reader, v: Value): SecretSource {
   const f = r.entries(v, SECRET_KEYS, HINT.secret);
-  const sources = (['env', 'file', 'command'] as const).filter((k) => f.has(k));
+  const sources = (['env', 'file', 'command', 'github_app', 'aws'] as const).filter((k) => f.has(k));
   const [kind] = sources;
   if (kind === undefined) r.fail(v, v.path, 'names no source', HINT.secret);
   if (sources.length > 1) r.fail(v, v.path, `gives both ${sources.join(' and ')}`, HINT.secret);
@@ -199,6 +200,10 @@ function parseSecret(r: Reader, v: Value): SecretSource {
       const ttlSeconds = ttl ? r.integer(ttl, 1, 31_536_000, HINT.ttl) : DEFAULT_TTL_SECONDS;
       return Object.freeze({ kind, argv: Object.freeze(argv), ttlSeconds });
     }
+    case 'github_app':
+      return parseGithubApp(r, value);
+    case 'aws':
+      return parseAws(r, value);
   }
 }
 

@@ -8,6 +8,7 @@ import type pino from 'pino';
 import { decide } from '../policy/index.js';
 import type { Decision, DenyReason, Policy, RequestFacts } from '../policy/index.js';
 import type { OutgoingRequest, SwapResult } from '../credentials/broker.js';
+import { CredentialUnavailable } from '../credentials/minting.js';
 import type { ProxySession, RequestAccess } from './context.js';
 import { DestinationBlocked } from './upstream.js';
 import type { Upstream } from './upstream.js';
@@ -245,7 +246,9 @@ export class Exchange {
       (err: Error) => {
         // The details (paths, commands) stay in the proxy log; the session learns only that.
         this.deps.log.error({ session: this.session.id, err: err.message }, 'credential swap failed');
-        this.refuse(502, 'upstream_error', 'Airlock: a credential this request needs is unavailable right now (the operator can see why in the proxy log).');
+        // A minting or signing source says which credential and what the operator must fix.
+        if (err instanceof CredentialUnavailable) this.refuse(502, 'upstream_error', err.sessionMessage, `credential ${err.credential} unavailable`);
+        else this.refuse(502, 'upstream_error', 'Airlock: a credential this request needs is unavailable right now (the operator can see why in the proxy log).');
       },
     );
   }

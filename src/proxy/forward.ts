@@ -2,7 +2,7 @@
 // the upstream and back with backpressure, the upstream aborted if the client leaves; its
 // exchange answers every refusal and failure and writes its audit line.
 import type http from 'node:http';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import type { Decision } from '../policy/index.js';
 import { enter } from './entrance.js';
 import type { CheckedTarget, Incoming } from './entrance.js';
@@ -38,13 +38,42 @@ export function forwardHttp(deps: ExchangeDeps, x: HttpRequestIn): void {
   const go = (body: Readable | null) => {
     const headers = forwardRequestHeaders(req.rawHeaders, req.headers.connection);
     ex.swap(
-      { scheme: x.scheme, host: target.host, port: target.port, pathWithQuery: target.forward, headers, contentType: req.headers['content-type'] },
-      (swap) => send(deps, ex, { ...x, body }, target, decision, swap),
+      {
+        scheme: x.scheme,
+        host: target.host,
+        port: target.port,
+        pathWithQuery: target.forward,
+        headers,
+        contentType: req.headers['content-type'],
+        method: req.method,
+        readBody: (max) => (body ? readWhole(body, max) : Promise.resolve(Buffer.alloc(0))),
+      },
+      // A swap that read the body (to sign it) sends it as read.
+      (swap) => send(deps, ex, { ...x, body: swap.body === undefined ? body : swap.body.length > 0 ? Readable.from([swap.body]) : null }, target, decision, swap),
     );
   };
   // A GraphQL request: its document is read and decided before anything is sent.
   if (decision.graphql) checkGraphql(ex, decision.graphql, x.body, req.rawHeaders, go);
   else go(x.body);
+}
+
+/** A request body read whole, refused past `max` bytes. */
+function readWhole(body: Readable, max: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const parts: Buffer[] = [];
+    let size = 0;
+    body.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > max) {
+        body.pause();
+        reject(new Error(`request body over ${max} bytes`));
+        return;
+      }
+      parts.push(chunk);
+    });
+    body.once('end', () => resolve(Buffer.concat(parts)));
+    body.once('error', reject);
+  });
 }
 
 function send(deps: ExchangeDeps, ex: Exchange, x: HttpRequestIn, target: CheckedTarget, decision: Decision, swap: Forward): void {
@@ -57,6 +86,16 @@ function send(deps: ExchangeDeps, ex: Exchange, x: HttpRequestIn, target: Checke
     () => call.abort(),
   );
   const headers = swap.headers;
+  if (swap.body !== undefined) {
+    // A body read to be signed goes with its exact length (signed, when the client sent one).
+    let hadLength = false;
+    for (let i = headers.length - 2; i >= 0; i -= 2) {
+      const name = headers[i]!.toLowerCase();
+      if (name === 'content-length') hadLength = true;
+      if (name === 'content-length' || name === 'transfer-encoding') headers.splice(i, 2);
+    }
+    if (hadLength || swap.body.length > 0) headers.push('Content-Length', String(swap.body.length));
+  }
   let source = x.body;
   const bodyTransform = swap.bodyTransform;
   if (source && bodyTransform) {
@@ -88,6 +127,11 @@ function send(deps: ExchangeDeps, ex: Exchange, x: HttpRequestIn, target: Checke
     },
     ({ statusCode, headers: upstreamHeaders }): BodySink => {
       const responseHeaders = forwardResponseHeaders(upstreamHeaders);
+      const problem = swap.onResponse?.(statusCode, upstreamHeaders);
+      if (problem) {
+        ex.note(problem);
+        deps.log.error({ session: session.id, problem }, 'signed request refused upstream');
+      }
       if (session.credentials.empty) {
         res.writeHead(statusCode, responseHeaders);
         return res;

@@ -48,6 +48,8 @@ function meaning(value: unknown): string {
 
 function sourceOf(c: CredentialSpec): string {
   const s = c.secret;
+  if (s.kind === 'github_app') return `github_app ${s.appId} installation ${s.installationId}`;
+  if (s.kind === 'aws') return `aws ${s.profile ? `profile ${s.profile}` : 'environment'}`;
   return s.kind === 'env' ? `env ${s.name}` : s.kind === 'file' ? `file ${s.path}` : `command ${s.argv.join(' ')}`;
 }
 
