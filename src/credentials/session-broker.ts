@@ -37,6 +37,7 @@ const PLACEHOLDER_PREFIX: Record<string, string> = {
   'anthropic-oauth': 'sk-ant-oat01-',
   openai: 'sk-',
   github: 'ghp_',
+  'github-app': 'ghs_',
   npm: 'npm_',
 };
 

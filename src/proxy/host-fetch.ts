@@ -24,7 +24,6 @@ export function hostFetch(upstream: () => Upstream): HostFetch {
         port,
         path: url.pathname + url.search,
         headers: { ...request.headers, ...(request.body !== undefined ? { 'content-length': String(Buffer.byteLength(request.body)) } : {}) },
-        agent: false,
         timeout: TIMEOUT_MS,
         // The TLS connection is Upstream's: checked name, checked address, the proxy's roots.
         createConnection: (_options: unknown, done: (err: Error | null, socket?: import('node:net').Socket) => void) => {
