@@ -5,7 +5,7 @@
 // requests are rejected. Attacks: an unbound host, a scope that does not fit the host, a
 // presigned URL, a second Authorization header, signed chunks, and reading the keys back.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { existsSync, readFileSync, readdirSync, statSync, writeFileSync, chmodSync } from 'node:fs';
+import { readFileSync, readdirSync, statSync, writeFileSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import pino from 'pino';
 import { createTestPki, rmTmp, runCli, runProcess, startAirlock, startHttpsUpstream, tmpDir, waitFor } from '../helpers/servers.js';
@@ -17,7 +17,8 @@ import type { AwsKey, AwsStandIn } from '../helpers/sigv4-standin.js';
 import { credentialsFactory, secretHandle, SecretSourceError } from '../../src/credentials/sources.js';
 import { parsePolicy } from '../../src/policy/index.js';
 
-const AWS = existsSync('/usr/bin/aws') ? '/usr/bin/aws' : 'aws';
+// Debian's awscli (.ci/run installs it); its botocore also signs the Bedrock request below.
+const AWS = '/usr/bin/aws';
 const REAL: AwsKey = {
   accessKeyId: 'AKIAREALKEYID7EXAMPLE',
   secretAccessKey: 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYREALSECRETKEY',
