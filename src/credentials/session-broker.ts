@@ -143,6 +143,15 @@ export class SessionBroker implements CredentialBroker {
     return this.bound.some((c) => c.spec.hosts.some((p) => matchHostPattern(p, host)));
   }
 
+  /**
+   * True when a swapped-in secret may be sent to `host`, as opposed to only a signing credential:
+   * a signature's key id and session token are of no use without the secret key, which never
+   * leaves the proxy, so S3's ranged downloads need not be refused for them.
+   */
+  private slicesMatter(host: string): boolean {
+    return this.bound.some((c) => !c.secret.signer && c.spec.hosts.some((p) => matchHostPattern(p, host)));
+  }
+
   private async swap(request: OutgoingRequest): Promise<SwapResult> {
     const used = new Set<string>();
     let headers = request.headers;
@@ -161,7 +170,7 @@ export class SessionBroker implements CredentialBroker {
           // A host that may receive a secret must answer in an encoding the scrubber can read.
           const accepted = headers[i + 1]!.split(',').map((t) => t.split(';')[0]!.trim().toLowerCase()).filter((t) => SCRUBBABLE_ENCODINGS.has(t));
           writable()[i + 1] = accepted.length > 0 ? accepted.join(', ') : 'identity';
-        } else if (name === 'range' || name === 'if-range') {
+        } else if ((name === 'range' || name === 'if-range') && this.slicesMatter(request.host)) {
           // Byte ranges shorter than a secret would hand it over in slices no scrubber can see.
           writable().splice(i, 2);
         }
@@ -294,7 +303,7 @@ export class SessionBroker implements CredentialBroker {
       out[name] = Array.isArray(value) ? value.map(scrub) : scrub(value);
     }
     const none = { headers: out, bodyTransform: null, scrubChunks: null, scrubWhole: null, scrubAcross: null };
-    if (response.status === 206) {
+    if (response.status === 206 && this.slicesMatter(host)) {
       return { ...none, refuse: `partial content (206) from ${host}, which may receive a secret: a slice of a response could carry part of it past the scrubber` };
     }
     if (!hasBody) return none;

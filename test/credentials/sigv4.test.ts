@@ -164,6 +164,21 @@ describe('the real AWS CLI through Airlock with placeholder keys', () => {
     expect(put.verdict.payload).toMatch(/^[0-9a-f]{64}$/);
   });
 
+  it('a large download in byte ranges (aws s3 cp over 8 MiB): ranges pass for a signing credential', async () => {
+    const big = Buffer.alloc(12 * 1024 * 1024);
+    for (let i = 0; i < big.length; i += 4096) big.write(`block ${i / 4096}\n`, i);
+    writeFileSync(join(home, 'big.bin'), big);
+    const up = await awsCli(['s3api', 'put-object', '--bucket', BUCKET, '--key', 'big.bin', '--body', 'big.bin']);
+    expect(up.code, up.stderr).toBe(0);
+    const before = aws.seen.length;
+    const down = await awsCli(['s3', 'cp', '--only-show-errors', `s3://${BUCKET}/big.bin`, 'big-copy.bin']);
+    expect(down.code, down.stderr).toBe(0);
+    expect(readFileSync(join(home, 'big-copy.bin')).equals(big)).toBe(true);
+    const ranged = aws.seen.slice(before).filter((s) => s.range);
+    expect(ranged.length).toBeGreaterThanOrEqual(2);
+    for (const s of ranged) expect(s.verdict.ok).toBe(true);
+  }, 90_000);
+
   it('aws sts get-caller-identity (a form POST: the proxy hashes the body); the echoed key id comes back as the placeholder', async () => {
     const before = aws.seen.length;
     const r = await awsCli(['sts', 'get-caller-identity', '--output', 'json']);

@@ -170,7 +170,7 @@ export interface AwsStandIn {
   readonly upstream: TestUpstream;
   readonly objects: Map<string, Buffer>;
   /** Every request: host, path, verdict, Authorization as received. */
-  readonly seen: { host: string; method: string; path: string; verdict: Verdict; authorization: string[]; securityToken?: string }[];
+  readonly seen: { host: string; method: string; path: string; verdict: Verdict; authorization: string[]; securityToken?: string; range?: string }[];
   /** Answer every request with RequestTimeTooSkewed and a Date this far off. */
   skewMs: number;
   close(): Promise<void>;
@@ -207,7 +207,7 @@ export async function startAwsStandIn(opts: { pki: TestPki; names: readonly stri
       const expected = endpointOf(host);
       const verdict = verifySigV4({ method: req.method ?? 'GET', rawPath, rawHeaders: req.rawHeaders }, body, opts.keys, expected, Date.now() - standIn.skewMs);
       const authorization = req.rawHeaders.filter((_, i) => i % 2 === 1 && req.rawHeaders[i - 1]!.toLowerCase() === 'authorization');
-      seen.push({ host, method: req.method ?? '', path: rawPath, verdict, authorization, securityToken: req.headers['x-amz-security-token'] as string | undefined });
+      seen.push({ host, method: req.method ?? '', path: rawPath, verdict, authorization, securityToken: req.headers['x-amz-security-token'] as string | undefined, range: req.headers.range });
       if (standIn.skewMs !== 0) {
         return xmlError(res, 403, 'RequestTimeTooSkewed', { date: new Date(Date.now() + standIn.skewMs).toUTCString() });
       }
@@ -229,6 +229,14 @@ export async function startAwsStandIn(opts: { pki: TestPki; names: readonly stri
         }
         const object = objects.get(key);
         if (!object) return xmlError(res, 404, 'NoSuchKey');
+        const range = /^bytes=(\d+)-(\d*)$/.exec(String(req.headers.range ?? ''));
+        if (range && req.method === 'GET') {
+          const start = Number(range[1]);
+          const end = Math.min(range[2] ? Number(range[2]) : object.length - 1, object.length - 1);
+          const slice = object.subarray(start, end + 1);
+          res.writeHead(206, { 'content-type': 'application/octet-stream', 'content-length': slice.length, 'content-range': `bytes ${start}-${end}/${object.length}`, etag: `"${createHash('md5').update(object).digest('hex')}"` });
+          return res.end(slice);
+        }
         res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': object.length, etag: `"${createHash('md5').update(object).digest('hex')}"`, 'last-modified': new Date().toUTCString() });
         return res.end(req.method === 'HEAD' ? undefined : object);
       }
