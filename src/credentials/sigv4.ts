@@ -10,8 +10,8 @@
 // URLs (the signature in the query) are refused: a real presigned URL is a bearer credential for
 // up to a week, and it would sit in a path that servers log and echo.
 import { randomBytes } from 'node:crypto';
-import { Sha256 } from '@aws-crypto/sha256-js';
 import { fromIni } from '@aws-sdk/credential-providers';
+import { Hash } from '@smithy/hash-node';
 import { SignatureV4 } from '@smithy/signature-v4';
 import type { AwsSource, CredentialSpec } from '../policy/index.js';
 import type { OutgoingRequest, RequestSigner, SignOutcome } from './broker.js';
@@ -20,6 +20,8 @@ import { CredentialUnavailable, SecretSourceError } from './minting.js';
 
 /** Bodies hashed for signing are read whole, up to this. */
 export const MAX_SIGNED_BODY_BYTES = 32 * 1024 * 1024;
+// node:crypto's SHA-256 and HMAC (the signer's HashConstructor shape).
+const Sha256 = Hash.bind(null, 'sha256');
 /** AWS refuses signatures whose time is more than 5 minutes off its own. */
 const SKEW_LIMIT_MS = 5 * 60_000;
 /** Credentials without an expiry (a profile's static keys) are read again after this. */
@@ -149,6 +151,30 @@ export function awsSigner(spec: CredentialSpec, source: AwsSource, env: NodeJS.P
   };
 }
 
+// Signers by keys, region and service: each caches its derived signing keys.
+const signers = new WeakMap<AwsKeys, Map<string, SignatureV4>>();
+
+function signerFor(real: AwsKeys, region: string, service: string): SignatureV4 {
+  let byScope = signers.get(real);
+  if (!byScope) signers.set(real, (byScope = new Map()));
+  const key = `${region}/${service}`;
+  let signer = byScope.get(key);
+  if (!signer) {
+    if (byScope.size >= 64) byScope.clear();
+    signer = new SignatureV4({
+      credentials: { accessKeyId: real.accessKeyId, secretAccessKey: real.secretAccessKey, sessionToken: real.sessionToken },
+      region,
+      service,
+      sha256: Sha256,
+      // S3 signs the path as sent; every other service encodes it once more.
+      uriEscapePath: service !== 's3',
+      applyChecksum: service === 's3',
+    });
+    byScope.set(key, signer);
+  }
+  return signer;
+}
+
 async function resign(
   spec: CredentialSpec,
   request: OutgoingRequest,
@@ -234,16 +260,7 @@ async function resign(
     return { kind: 'refused', where: 'header x-amz-content-sha256', why: `credential "${name}": ${why}` };
   }
 
-  const real = await keys();
-  const signer = new SignatureV4({
-    credentials: { accessKeyId: real.accessKeyId, secretAccessKey: real.secretAccessKey, sessionToken: real.sessionToken },
-    region: region!,
-    service: service!,
-    sha256: Sha256,
-    // S3 signs the path as sent; every other service encodes it once more.
-    uriEscapePath: service !== 's3',
-    applyChecksum: service === 's3',
-  });
+  const signer = signerFor(await keys(), region!, service!);
   const path = q === -1 ? request.pathWithQuery : request.pathWithQuery.slice(0, q);
   const signed = await signer.sign(
     {
