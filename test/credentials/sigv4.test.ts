@@ -327,6 +327,14 @@ describe('attacks from the session', () => {
     expect(aws.seen.length).toBe(before);
   });
 
+  it('a query that is not valid percent-encoding is refused, not sent', async () => {
+    const before = aws.seen.length;
+    const headers = placeholderSigned({ method: 'GET', host: S3_HOST, rawPath: '/hello.txt?x=%41', payloadHash: EMPTY_SHA, region: 'us-west-2', service: 's3' });
+    const answer = await viaTunnel(S3_HOST, `GET /hello.txt?x=%E0%A4%A HTTP/1.1\r\nHost: ${S3_HOST}\r\n${headLines(headers)}\r\n`);
+    expect(answer).toMatch(/^HTTP\/1\.1 4\d\d /);
+    expect(aws.seen.length).toBe(before);
+  });
+
   it('the placeholder outside SigV4 (a Bearer token) is refused', async () => {
     const answer = await viaTunnel(S3_HOST, `GET /hello.txt HTTP/1.1\r\nHost: ${S3_HOST}\r\nAuthorization: Bearer ${placeholderKey}\r\n\r\n`);
     expect(answer).toMatch(/^HTTP\/1\.1 403 /);
