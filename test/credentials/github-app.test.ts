@@ -143,6 +143,20 @@ describe('GitHub App tokens through an in-process proxy', () => {
     expectNoSecrets(r.stdout + r.stderr + other.stdout + other.stderr + JSON.stringify(audit) + proxy.logLines.join('') + filesUnder(airlock.session.dir).join(''));
   });
 
+  it('an endpoint echoing the request gives the session its placeholder back, not the minted token', async () => {
+    const { airlock } = proxy;
+    const env = sessionEnv(airlock.session, airlock.port, home);
+    const r = await gh(env, ['api', 'echo']);
+    expect(r.code, r.stderr).toBe(0);
+    const echoed = (JSON.parse(r.stdout) as { headers: { authorization: string } }).headers.authorization;
+    expect(echoed).toBe(`token ${env.GH_TOKEN}`);
+    // The stand-in did receive a minted token; the scrub is what kept it out.
+    expect(app.upstream.requests.at(-1)!.headers.authorization).toMatch(/^token ghs_[0-9a-f]{36}$/);
+    expectNoSecrets(r.stdout + r.stderr);
+    const line = await airlock.waitForAudit((l) => l.path === '/echo');
+    expect(line.detail).toBe('secret_scrubbed');
+  });
+
   it('the placeholder sent to a host the credential is not bound to is refused before any token is minted', async () => {
     const { airlock } = proxy;
     const env = sessionEnv(airlock.session, airlock.port, home);

@@ -154,6 +154,10 @@ export async function startGithubAppStandIn(opts: { pki: TestPki; dir: string; r
           repositories: repos.map((name) => ({ name, full_name: `${OWNER}/${name}` })),
         });
       }
+      if (url.pathname === '/echo') {
+        // Echoes the request's headers, as a debugging endpoint or an error page might.
+        return json(res, 200, { headers: req.headers });
+      }
       const repoPath = /^\/repos\/([^/]+)\/([^/]+)$/.exec(url.pathname);
       if (req.method === 'GET' && repoPath) {
         const given = /^(?:token|Bearer) (.+)$/i.exec(req.headers.authorization ?? '')?.[1];
