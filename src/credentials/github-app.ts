@@ -107,6 +107,12 @@ export function githubAppSecret(spec: CredentialSpec, source: GithubAppSource, f
     }
     const { status, body } = res;
     if (status === 401) {
+      // A JWT from a host whose clock is off is refused like one signed with the wrong key.
+      const theirs = typeof res.headers.date === 'string' ? Date.parse(res.headers.date) : NaN;
+      const skew = Number.isFinite(theirs) ? Math.round((theirs - now()) / 1000) : 0;
+      if (Math.abs(skew) > 60) {
+        throw unavailable(`GitHub refused the App's signed request (401${githubMessage(body)}); this host's clock is ${Math.abs(skew)} s ${skew > 0 ? 'behind' : 'ahead of'} GitHub's`, "Set this host's clock right (NTP); GitHub refuses App JWTs from a clock more than a minute off.", false);
+      }
       throw unavailable(`GitHub refused the App's signed request (401${githubMessage(body)})`, `Check that app_id ${source.appId} is the App the private key ${source.privateKey} belongs to, that the key has not been deleted from the App's settings (else generate a new one), and that this host's clock is right.`, false);
     }
     if (status === 404) {

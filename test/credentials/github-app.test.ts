@@ -311,6 +311,17 @@ describe('failures are clear and name no secret', () => {
     expect(app.tokenRequests.at(-1)).toMatchObject({ jwtOk: false, problem: 'bad signature' });
   }, 30_000);
 
+  it('a host clock far behind GitHub\'s (401 with a Date an hour ahead): 502 saying to fix the clock', async () => {
+    app.mode = { lifetimeMs: 3600_000, clockAheadMs: 3600_000 };
+    try {
+      const { attempts } = await failingCase(policyFor(), /this host's clock is 3[56]\d\d s behind GitHub's/, /Set this host's clock right \(NTP\)/);
+      expect(attempts).toBe(1);
+      expect(app.tokenRequests.at(-1)).toMatchObject({ jwtOk: false, problem: 'expired' });
+    } finally {
+      app.mode = { lifetimeMs: 3600_000 };
+    }
+  }, 30_000);
+
   it('an unknown installation (404): 502 naming installation_id, no retry', async () => {
     const { attempts } = await failingCase(policyFor({ installationId: '1234' }), /installation 1234 of App 424242 was not found \(404\)/, /Check installation_id/);
     expect(attempts).toBe(1);

@@ -30,7 +30,7 @@ export interface GithubAppStandIn {
   /** Tokens seen on REST calls, in order (to tell which session used which). */
   readonly restTokens: string[];
   /** How the token endpoint behaves. */
-  mode: { lifetimeMs: number; fail?: 500 | 'garbage' };
+  mode: { lifetimeMs: number; fail?: 500 | 'garbage'; clockAheadMs?: number };
   /** The token of a Basic or token/Bearer Authorization, if it is a live one allowed `repo`. */
   allows(authorization: string | undefined, repo: string): IssuedToken | null;
   /** For startGitServer's authorize: GitHub's git accepts x-access-token:<installation token>. */
@@ -55,7 +55,7 @@ export async function startGithubAppStandIn(opts: { pki: TestPki; dir: string; r
   const tokenRequests: GithubAppStandIn['tokenRequests'] = [];
   const restTokens: string[] = [];
 
-  const checkJwt = (authorization: string | undefined): string | null => {
+  const checkJwt = (authorization: string | undefined, clockAheadMs: number): string | null => {
     const m = /^Bearer ([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)$/.exec(authorization ?? '');
     if (!m) return 'no JWT';
     const header = b64json(m[1]!) as { alg?: string };
@@ -64,7 +64,7 @@ export async function startGithubAppStandIn(opts: { pki: TestPki; dir: string; r
     verifier.update(`${m[1]}.${m[2]}`);
     if (!verifier.verify(publicKey, Buffer.from(m[3]!, 'base64url'))) return 'bad signature';
     const claims = b64json(m[2]!) as { iss?: unknown; iat?: number; exp?: number };
-    const now = Math.floor(Date.now() / 1000);
+    const now = Math.floor((Date.now() + clockAheadMs) / 1000);
     if (String(claims.iss) !== appId) return `iss ${String(claims.iss)}`;
     if (typeof claims.iat !== 'number' || claims.iat > now + 60) return 'iat in the future';
     if (typeof claims.exp !== 'number' || claims.exp <= now) return 'expired';
@@ -117,7 +117,7 @@ export async function startGithubAppStandIn(opts: { pki: TestPki; dir: string; r
       const url = new URL(req.url ?? '/', 'https://api.github.com');
       const tokenPath = /^\/app\/installations\/([^/]+)\/access_tokens$/.exec(url.pathname);
       if (req.method === 'POST' && tokenPath) {
-        const problem = checkJwt(req.headers.authorization);
+        const problem = checkJwt(req.headers.authorization, standIn.mode.clockAheadMs ?? 0);
         const record = { jwtOk: problem === null, problem: problem ?? undefined, status: 0, body: null as unknown };
         tokenRequests.push(record);
         const answer = (status: number, body: unknown) => {
@@ -125,7 +125,10 @@ export async function startGithubAppStandIn(opts: { pki: TestPki; dir: string; r
           record.body = body;
           json(res, status, body);
         };
-        if (problem) return answer(401, { message: 'A JSON web token could not be decoded', documentation_url: 'https://docs.github.com/rest' });
+        if (problem) {
+          if (standIn.mode.clockAheadMs) res.setHeader('date', new Date(Date.now() + standIn.mode.clockAheadMs).toUTCString());
+          return answer(401, { message: problem === 'expired' ? "'Expiration time' claim ('exp') must be a numeric value representing the future time at which the assertion expires" : 'A JSON web token could not be decoded', documentation_url: 'https://docs.github.com/rest' });
+        }
         if (tokenPath[1] !== installationId) return answer(404, { message: 'Not Found' });
         if (standIn.mode.fail === 500) return answer(500, { message: 'Server Error' });
         if (standIn.mode.fail === 'garbage') {
