@@ -21,6 +21,9 @@ export interface OutgoingRequest {
   readonly readBody?: (maxBytes: number) => Promise<Buffer>;
 }
 
+/** OutgoingRequest.readBody's refusal of a body past its bound. */
+export class BodyTooLarge extends Error {}
+
 /**
  * A credential that signs requests instead of being swapped into them (AWS SigV4): the session
  * signs with placeholders, the proxy signs again with the real keys.

@@ -14,6 +14,7 @@ import { fromIni } from '@aws-sdk/credential-providers';
 import { Hash } from '@smithy/hash-node';
 import { SignatureV4 } from '@smithy/signature-v4';
 import type { AwsSource, CredentialSpec } from '../policy/index.js';
+import { BodyTooLarge } from './broker.js';
 import type { OutgoingRequest, RequestSigner, SignOutcome } from './broker.js';
 import type { SecretHandle } from './session-broker.js';
 import { CredentialUnavailable, SecretSourceError } from './minting.js';
@@ -22,6 +23,8 @@ import { CredentialUnavailable, SecretSourceError } from './minting.js';
 export const MAX_SIGNED_BODY_BYTES = 32 * 1024 * 1024;
 // node:crypto's SHA-256 and HMAC (the signer's HashConstructor shape).
 const Sha256 = Hash.bind(null, 'sha256');
+/** Bytes one session may have in bodies being read for signing at once. */
+export const SESSION_SIGNED_BODY_BUDGET = 64 * 1024 * 1024;
 /** AWS refuses signatures whose time is more than 5 minutes off its own. */
 const SKEW_LIMIT_MS = 5 * 60_000;
 /** Credentials without an expiry (a profile's static keys) are read again after this. */
@@ -130,6 +133,8 @@ export function awsSigner(spec: CredentialSpec, source: AwsSource, env: NodeJS.P
   const secretPlaceholder = `airlock-${spec.name}-secret-${randomBytes(16).toString('hex')}`;
   const sessionTokenPlaceholder = `airlock-${spec.name}-session-${randomBytes(16).toString('hex')}`;
 
+  // Bodies read to be hashed are held in memory: a session may not have more than this at once.
+  const budget = { left: SESSION_SIGNED_BODY_BUDGET };
   const signer: RequestSigner = {
     sessionEnv(names, placeholder) {
       const out: Record<string, string> = {};
@@ -140,7 +145,7 @@ export function awsSigner(spec: CredentialSpec, source: AwsSource, env: NodeJS.P
     },
 
     async resign(request, placeholder, refusal) {
-      return resign(spec, request, placeholder, refusal, async () => remember(await keys()));
+      return resign(spec, request, placeholder, refusal, async () => remember(await keys()), budget);
     },
   };
 
@@ -181,6 +186,7 @@ async function resign(
   placeholder: string,
   refusal: string | null,
   keys: () => Promise<AwsKeys>,
+  budget: { left: number },
 ): Promise<SignOutcome | null> {
   const name = spec.name;
   const authIndexes: number[] = [];
@@ -247,10 +253,19 @@ async function resign(
   if (declared === null) {
     // No declared hash: the signature covers the body's own hash, so the body is read first.
     if (request.readBody) {
+      const length = names.has('content-length') ? Number(headers[names.get('content-length')!]) : NaN;
+      const reserve = Number.isSafeInteger(length) && length >= 0 ? Math.min(length, MAX_SIGNED_BODY_BYTES) : MAX_SIGNED_BODY_BYTES;
+      if (reserve > budget.left) {
+        return { kind: 'refused', where: 'body', why: `credential "${name}": this session already has ${SESSION_SIGNED_BODY_BUDGET - budget.left} bytes of request bodies being read to be signed, the most at once is ${SESSION_SIGNED_BODY_BUDGET}; retry when those are sent` };
+      }
+      budget.left -= reserve;
       try {
-        body = await request.readBody(MAX_SIGNED_BODY_BYTES);
-      } catch {
+        body = await request.readBody(Math.min(reserve, MAX_SIGNED_BODY_BYTES));
+      } catch (err) {
+        if (!(err instanceof BodyTooLarge)) throw err;
         return { kind: 'refused', where: 'body', why: `credential "${name}": the request body is over ${MAX_SIGNED_BODY_BYTES} bytes, the most Airlock reads to sign; send it with x-amz-content-sha256 set (S3: UNSIGNED-PAYLOAD or the body's SHA-256)` };
+      } finally {
+        budget.left += reserve;
       }
     }
   } else if (!HEX_HASH_RE.test(declared) && !PASSED_PAYLOAD_FORMS.has(declared)) {

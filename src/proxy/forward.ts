@@ -14,6 +14,7 @@ import { scrubbedSink } from './response-scrub.js';
 import { usageOf } from './usage.js';
 import { gitPushInspector } from './git/inspector.js';
 import { checkGraphql } from './github-graphql.js';
+import { BodyTooLarge } from '../credentials/broker.js';
 
 /** A request to forward: its head, its body (null when none) and where the answer goes. */
 export interface HttpRequestIn extends Incoming {
@@ -66,7 +67,7 @@ function readWhole(body: Readable, max: number): Promise<Buffer> {
       size += chunk.length;
       if (size > max) {
         body.pause();
-        reject(new Error(`request body over ${max} bytes`));
+        reject(new BodyTooLarge(`request body over ${max} bytes`));
         return;
       }
       parts.push(chunk);

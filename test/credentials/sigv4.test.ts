@@ -366,6 +366,36 @@ describe('attacks from the session', () => {
   });
 });
 
+describe('limits', () => {
+  it('a session cannot have more than 64 MiB of bodies read for signing at once', async () => {
+    const spec = parsePolicy(POLICY, 'p.yaml').credentials[0]!;
+    const handle = secretHandle(spec, { AWS_ACCESS_KEY_ID: REAL.accessKeyId, AWS_SECRET_ACCESS_KEY: REAL.secretAccessKey });
+    const placeholder = 'airlock-aws-0123456789abcdef01234567';
+    const size = 32 * 1024 * 1024;
+    const request = (readBody: () => Promise<Buffer>) => ({
+      scheme: 'https' as const,
+      host: 'bedrock-runtime.us-west-2.amazonaws.com',
+      port: 443,
+      pathWithQuery: '/model/m/invoke',
+      method: 'POST',
+      contentType: 'application/json',
+      headers: ['Host', 'bedrock-runtime.us-west-2.amazonaws.com', 'Content-Length', String(size), 'Authorization', `AWS4-HMAC-SHA256 Credential=${placeholder}/20260101/us-west-2/bedrock/aws4_request, SignedHeaders=host, Signature=00`],
+      readBody,
+    });
+    // Two uploads whose bodies are still arriving hold the whole budget.
+    const slow: (() => void)[] = [];
+    const pending = [0, 1].map(() => handle.signer!.resign(request(() => new Promise((resolve) => slow.push(() => resolve(Buffer.alloc(size))))), placeholder, null));
+    await waitFor(() => slow.length === 2, 2_000, 'both bodies being read');
+    const third = await handle.signer!.resign(request(async () => Buffer.alloc(size)), placeholder, null);
+    expect(third).toMatchObject({ kind: 'refused', where: 'body' });
+    expect((third as { why: string }).why).toContain('the most at once is 67108864');
+    for (const release of slow) release();
+    for (const outcome of await Promise.all(pending)) expect(outcome).toMatchObject({ kind: 'signed' });
+    // Once they are read, the budget is back.
+    expect(await handle.signer!.resign(request(async () => Buffer.alloc(10)), placeholder, null)).toMatchObject({ kind: 'signed' });
+  });
+});
+
 describe('failures', () => {
   it('AWS refusing for clock skew: the audit line and the proxy log say the host clock is off', async () => {
     aws.skewMs = 20 * 60_000;
