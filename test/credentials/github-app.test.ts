@@ -230,11 +230,21 @@ describe('renewal', () => {
       expect(app.issued).toHaveLength(before + 1);
       // Renewal is due at half a short token's life (2 s here); after it, a new token is used.
       await sleep(2_300);
+      const renewing = Date.now();
       const r = await gh(env, ['api', 'repos/octo/repo']);
       expect(r.code, r.stderr).toBe(0);
       expect(app.issued).toHaveLength(before + 2);
       expect(app.restTokens.at(-1)).toBe(app.issued.at(-1)!.token);
       expect(app.issued.at(-1)!.token).not.toBe(app.issued.at(-2)!.token);
+      // Renewal was ahead of expiry: the stand-in would still have taken the old token.
+      expect(app.issued.at(-2)!.expiresAt).toBeGreaterThan(renewing);
+      // A token left to expire (an idle session) is replaced on the next request.
+      await sleep(4_200);
+      expect(app.issued.at(-1)!.expiresAt).toBeLessThan(Date.now());
+      const later = await gh(env, ['api', 'repos/octo/repo']);
+      expect(later.code, later.stderr).toBe(0);
+      expect(app.issued).toHaveLength(before + 3);
+      expect(app.restTokens.at(-1)).toBe(app.issued.at(-1)!.token);
     } finally {
       app.mode = { lifetimeMs: 3600_000 };
       await proxy.airlock.close();
