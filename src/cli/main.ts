@@ -185,7 +185,7 @@ policyCommand
     }
     if (policy.allow.length === 0) out.push('  (no allow rules: every request is denied)');
     for (const c of policy.credentials) {
-      out.push(`  credential ${c.name}: env ${c.env.join(',')} → hosts ${c.hosts.join(',')} (in ${c.in.join(',')}; headers ${c.headers.join(',')}; secret from ${c.secret.kind})`);
+      out.push(`  credential ${c.name}: env ${c.env.join(',') || '(none; a login file in the session)'} → hosts ${c.hosts.join(',')} (in ${c.in.join(',')}; headers ${c.headers.join(',')}; secret from ${c.secret.kind})`);
     }
     const { pids, memoryBytes, cpus } = policy.container;
     if (pids !== null || memoryBytes !== null || cpus !== null) {

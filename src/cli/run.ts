@@ -4,7 +4,7 @@ import { resolve as resolvePath, sep } from 'node:path';
 import { dockerClient } from './docker.js';
 import { Option } from 'commander';
 import type { Command } from 'commander';
-import { checkCpus, checkMemory, checkPids, compatProfile } from '../policy/index.js';
+import { checkCpus, checkMemory, checkPids, checkSize, compatProfile } from '../policy/index.js';
 import type { Checked } from '../policy/index.js';
 import type { ProxyRuntime } from '../sessions/runtime.js';
 import type { SessionInfo } from '../sessions/admin.js';
@@ -44,6 +44,14 @@ export function limitFlags(opts: { pidsLimit?: string; memory?: string; cpus?: s
   };
 }
 
+/** --copy-out-limit: a size with docker's units, from 1 MiB. */
+function copyOutLimit(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const checked = checkSize(text.trim(), { min: 1024 ** 2, max: 1024 ** 5 });
+  if (!checked.ok) throw new UsageError(`--copy-out-limit ${text}: ${checked.problem}. Use a size with a unit k, m, g or t, e.g. --copy-out-limit 20g`);
+  return checked.value;
+}
+
 export function registerRunCommands(program: Command): void {
   const run = program
     .command('run')
@@ -55,6 +63,7 @@ export function registerRunCommands(program: Command): void {
     .option('--workspace <dir>', 'host directory mounted at /workspace', undefined)
     .option('--copy', 'copy the workspace in instead of mounting it')
     .option('--copy-out <dir>', 'with --copy: where the workspace is copied back after the run')
+    .option('--copy-out-limit <size>', 'with --copy-out: most the copied-back files may add up to, e.g. 20g (default 8g)')
     .option('--name <name>', 'container name')
     .option('--keep', 'keep the stopped container after the run (gc leaves it; remove it with docker rm)')
     .option('-e, --env <NAME=VALUE>', 'extra environment variable (repeatable)', collect, [])
@@ -83,6 +92,7 @@ export function registerRunCommands(program: Command): void {
       if (compat && !compat.ok) throw new UsageError(`--compat ${opts.compat}: ${compat.problem}`);
       const { policy, text: policyText } = loadRunPolicy(opts.policy, opts.allow, compat?.value);
       const limits = limitFlags(opts);
+      const maxCopyOut = copyOutLimit(opts.copyOutLimit);
       const networkMode = opts.networkMode as NetworkMode;
       if (!NETWORK_MODES.includes(networkMode)) throw new UsageError(`--network-mode ${opts.networkMode}: expected ${NETWORK_MODES.join(' or ')}`);
       // Before Docker: without root the answer is "no" whether or not the engine is reachable.
@@ -146,6 +156,7 @@ export function registerRunCommands(program: Command): void {
           copy: Boolean(opts.copy),
           copyOut: opts.copyOut ? resolvePath(opts.copyOut) : undefined,
           copyOutOwner: opts.copyOut ? invokingUser(process.env) : undefined,
+          copyOutLimit: maxCopyOut,
           name: opts.name,
           keep: Boolean(opts.keep),
           env: opts.env,

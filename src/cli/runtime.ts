@@ -7,7 +7,6 @@ import pino from 'pino';
 import { ProxyRuntime } from '../sessions/runtime.js';
 import type { RuntimeOptions } from '../sessions/runtime.js';
 import { credentialsFactory } from '../credentials/sources.js';
-import { hostFetch } from '../proxy/host-fetch.js';
 import { checkCidrs, collect, parseResolve, upstreamRoots } from './config.js';
 import { POLICY_FILES } from './policy-files.js';
 import { ControlSockets } from './control.js';
@@ -76,8 +75,8 @@ export function buildRuntime(o: BuildRuntimeOptions): { runtime: ProxyRuntime; l
     resolve: parseResolve(o.resolve),
     log,
     caKeyType: o.caKey,
-    // Token endpoints are reached through the runtime's own upstream (its --resolve and --upstream-ca).
-    credentials: credentialsFactory(process.env, { fetch: hostFetch(() => runtime.upstream) }),
+    // Token endpoints (a login's refresh, Google's tokens) are reached like upstreams.
+    credentials: credentialsFactory(process.env, { ca: roots, resolve: parseResolve(o.resolve) }, (message) => log.error(message)),
     allowPrivate: checkCidrs(o.allowPrivate),
     policyFiles: POLICY_FILES,
     onCreate: o.follow

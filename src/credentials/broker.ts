@@ -69,12 +69,60 @@ export type SwapResult =
       readonly onResponse?: (status: number, headers: Readonly<Record<string, string | string[] | undefined>>) => string | null;
     }
   | {
+      /**
+       * The proxy answers this request itself (a token endpoint the credential's source stands in
+       * for): nothing is forwarded. The caller reads the body (at most maxBytes) and sends what
+       * answer() gives.
+       */
+      readonly kind: 'answer';
+      readonly credential: string;
+      readonly maxBytes: number;
+      answer(body: Buffer): Promise<HostAnswer>;
+    }
+  | {
       readonly kind: 'misuse';
       readonly credential: string;
       /** Where the placeholder was found: "header authorization", "query", ... */
       readonly where: string;
       readonly why: string;
     };
+
+/** The proxy's own answer to a request a credential stands in for. */
+export interface HostAnswer {
+  readonly status: number;
+  /** Sent as JSON. */
+  readonly body: unknown;
+  /** Set when the request is refused (audited as a denial for this reason). */
+  readonly refused?: { readonly reason: 'credential_misuse' | 'upstream_error' | 'bad_request'; readonly detail: string };
+  /** For the audit line's detail when answered. */
+  readonly detail: string;
+  /** For the operator's log: why the host side failed (never a secret). */
+  readonly error?: string;
+}
+
+/** A file the session gets (placeholders only), relative to the session user's home. */
+export interface SessionFile {
+  readonly path: string;
+  readonly content: string;
+  readonly mode: number;
+  /** A JSON object merged into the file when the image already has one, instead of replacing it. */
+  readonly mergeJson?: boolean;
+}
+
+/**
+ * A credential that cannot be used right now, with a message meant for the session: it names the
+ * credential and the fix, never a value. `status` is what the session gets (401 when the host's
+ * login was refused, 502 when the token endpoint failed).
+ */
+export class CredentialUnavailable extends Error {
+  constructor(
+    readonly status: 401 | 502,
+    readonly sessionMessage: string,
+    operatorMessage: string,
+  ) {
+    super(operatorMessage);
+  }
+}
 
 export interface ResponseScrub {
   readonly headers: Record<string, string | string[]>;
@@ -112,6 +160,8 @@ export interface CredentialBroker {
    */
   variablesHoldingSecrets(env: Readonly<Record<string, string | undefined>>): Promise<string[]>;
   swapRequest(request: OutgoingRequest): Promise<SwapResult>;
+  /** Files the session gets (a placeholder login store, say); none when absent. */
+  readonly sessionFiles?: readonly SessionFile[];
   /** Scrubs echoed secrets from a response; null when the host can hold no secret. */
   scrubResponse(response: ResponseToScrub): ResponseScrub | null;
 }

@@ -7,8 +7,10 @@ import { readFileSync } from 'node:fs';
 import { importPKCS8, SignJWT } from 'jose';
 import type { CredentialSpec, GithubAppSource } from '../policy/index.js';
 import type { SecretHandle } from './session-broker.js';
-import { CredentialUnavailable, DEFAULT_RETRY, SecretSourceError, withRetry } from './minting.js';
-import type { HostFetch, RetryOptions } from './minting.js';
+import { DEFAULT_RETRY, MintingFailed, SecretSourceError, withRetry } from './minting.js';
+import type { RetryOptions } from './minting.js';
+import { tokenRequest } from './token-http.js';
+import type { TokenTransport } from './token-http.js';
 
 const KEEP_KNOWN = 8;
 // Renew this long before expiry (or at half the lifetime, for tokens issued for less).
@@ -56,7 +58,7 @@ function githubMessage(body: string): string {
   return '';
 }
 
-export function githubAppSecret(spec: CredentialSpec, source: GithubAppSource, fetch: HostFetch, options: GithubAppOptions = {}): SecretHandle {
+export function githubAppSecret(spec: CredentialSpec, source: GithubAppSource, transport: TokenTransport, options: GithubAppOptions = {}): SecretHandle {
   const key = readAppKey(spec, source.privateKey);
   const pkcs8 = key.export({ type: 'pkcs8', format: 'pem' }).toString();
   const now = options.now ?? Date.now;
@@ -68,7 +70,7 @@ export function githubAppSecret(spec: CredentialSpec, source: GithubAppSource, f
   let failed: { error: Error; until: number } | null = null;
 
   const unavailable = (why: string, fix: string, transient: boolean) =>
-    new CredentialUnavailable(
+    new MintingFailed(
       `${what}: ${why}. ${fix}`,
       spec.name,
       `Airlock: credential "${spec.name}" (a GitHub App installation token) is unavailable: ${why}. ${fix} The operator can see details in the proxy log.`,
@@ -90,8 +92,7 @@ export function githubAppSecret(spec: CredentialSpec, source: GithubAppSource, f
     if (Object.keys(source.permissions).length > 0) request.permissions = source.permissions;
     let res;
     try {
-      res = await fetch({
-        url: endpoint,
+      res = await tokenRequest(endpoint, {
         method: 'POST',
         headers: {
           authorization: `Bearer ${jwt}`,
@@ -101,11 +102,12 @@ export function githubAppSecret(spec: CredentialSpec, source: GithubAppSource, f
           'content-type': 'application/json',
         },
         body: JSON.stringify(request),
-      });
+      }, transport);
     } catch (err) {
       throw unavailable(`the token endpoint ${endpoint} could not be reached (${(err as Error).message})`, 'Check the network and the api: setting of the github_app source.', true);
     }
-    const { status, body } = res;
+    const status = res.status;
+    const body = res.body.toString('utf8');
     if (status === 401) {
       // A JWT from a host whose clock is off is refused like one signed with the wrong key.
       const theirs = typeof res.headers.date === 'string' ? Date.parse(res.headers.date) : NaN;
@@ -172,5 +174,6 @@ export function githubAppSecret(spec: CredentialSpec, source: GithubAppSource, f
     return running;
   };
 
-  return { current, known: () => known, mintedHere: true };
+  // A minted value is new: no copy of it can be in the host's environment (nothing to mint for that).
+  return { current, known: () => known, values: async () => known };
 }

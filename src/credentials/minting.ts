@@ -1,44 +1,22 @@
-// What credential sources that talk to a token service on the host share: the HTTPS call they
-// make (the proxy's own upstream client, so --resolve, --upstream-ca and the destination guard
-// apply to it as to any request), the error a session is shown when a credential cannot be had,
-// and a bounded retry.
+// What the minting and signing sources (GitHub App tokens, AWS keys) share: the start error, the
+// error a session is shown when a credential cannot be had, and a bounded retry.
+import { CredentialUnavailable } from './broker.js';
 
 /** A secret source that cannot be used at start: the user's to fix (the CLI prints it as a usage error). */
 export class SecretSourceError extends Error {}
 
-/** One HTTPS request made by the proxy itself (never by a session). */
-export interface HostRequest {
-  readonly url: string;
-  readonly method: 'GET' | 'POST';
-  readonly headers: Readonly<Record<string, string>>;
-  readonly body?: string;
-}
-
-export interface HostResponse {
-  readonly status: number;
-  readonly headers: Readonly<Record<string, string | string[] | undefined>>;
-  /** The body, cut at a bound (token answers are small). */
-  readonly body: string;
-}
-
-export type HostFetch = (request: HostRequest) => Promise<HostResponse>;
-
-/** Set by the runtime; without it a source that needs the network says so when first used. */
-export const NO_HOST_FETCH: HostFetch = () => Promise.reject(new Error('no host-side HTTPS client was configured for minting credentials'));
-
 /**
- * A credential that cannot be had right now. `sessionMessage` is safe to show the session (it
- * names the credential and the fix, never a value); `message` is the operator's (proxy log).
+ * A minting source that failed (502 for the session, with a message naming the credential and
+ * the fix); `transient` failures (network, 5xx) are worth another try, a wrong key or a 404 not.
  */
-export class CredentialUnavailable extends Error {
+export class MintingFailed extends CredentialUnavailable {
   constructor(
-    message: string,
+    operatorMessage: string,
     readonly credential: string,
-    readonly sessionMessage: string,
-    /** A failure worth trying again (network, 5xx), as opposed to a wrong key or a 404. */
+    sessionMessage: string,
     readonly transient: boolean,
   ) {
-    super(message);
+    super(502, sessionMessage, operatorMessage);
   }
 }
 
@@ -57,7 +35,7 @@ export async function withRetry<T>(attempt: () => Promise<T>, options: RetryOpti
     try {
       return await attempt();
     } catch (err) {
-      const transient = !(err instanceof CredentialUnavailable) || err.transient;
+      const transient = !(err instanceof MintingFailed) || err.transient;
       if (!transient || i >= options.attempts) throw err;
       await new Promise((resolve) => setTimeout(resolve, delay));
       delay *= 2;

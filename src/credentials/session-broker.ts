@@ -1,17 +1,19 @@
 // The credential broker of one session: swaps placeholders for real secrets on requests to the
 // hosts each secret is bound to (TLS only), refuses placeholders anywhere else, and scrubs
-// secrets that upstreams echo back.
+// secrets that upstreams echo back. A source may also stand in for its token endpoint (a Claude
+// login's refresh): those requests are answered by the source, never forwarded.
 import { randomBytes } from 'node:crypto';
 import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
 import { Duplex, Transform } from 'node:stream';
 import type { TransformCallback } from 'node:stream';
 import { matchHostPattern } from '../policy/index.js';
 import type { CredentialSpec } from '../policy/index.js';
-import type { CredentialBroker, OutgoingRequest, RequestSigner, ResponseScrub, ResponseToScrub, SignOutcome, SwapResult } from './broker.js';
+import type { CredentialBroker, HostAnswer, OutgoingRequest, RequestSigner, ResponseScrub, ResponseToScrub, SessionFile, SignOutcome, SwapResult } from './broker.js';
 import { variablesHolding } from './copies.js';
 import { jsonEscaped, secretForms, usableSecret } from './secret-forms.js';
 import { Replacer, ReplaceStream } from './replace-stream.js';
 import type { Replacement } from './replace-stream.js';
+import { CLAUDE_ONBOARDING_FILE, CLAUDE_TOKEN_ENV } from './claude-oauth.js';
 
 /** Where the real value comes from. Implemented by the CLI (which may read env, files, commands). */
 export interface SecretHandle {
@@ -19,11 +21,19 @@ export interface SecretHandle {
   current(): Promise<string>;
   /** Values seen so far (for scrubbing echoes, including rotated-out ones). */
   known(): readonly string[];
+  /** Values to look for in the session's environment, without refreshing anything (default: current()). */
+  values?(): Promise<readonly string[]>;
+  /** Files the session gets for this credential, with its placeholder in them. */
+  sessionFiles?(placeholder: string): readonly SessionFile[];
+  /** True for requests the proxy answers itself for this credential (its token endpoint). */
+  intercepts?(request: OutgoingRequest): boolean;
+  answer?(request: OutgoingRequest, body: Buffer, placeholder: string): Promise<HostAnswer>;
   /** Set for a credential that signs requests (SigV4) rather than being swapped in. */
   readonly signer?: RequestSigner;
-  /** Values made by the proxy (minted tokens): no copy of them can be in the host's environment. */
-  readonly mintedHere?: boolean;
 }
+
+/** Bodies of requests a credential answers itself are read whole, up to this. */
+const MAX_ANSWERED_BYTES = 64 * 1024;
 
 interface BoundCredential {
   readonly spec: CredentialSpec;
@@ -35,6 +45,8 @@ interface BoundCredential {
 const PLACEHOLDER_PREFIX: Record<string, string> = {
   anthropic: 'sk-ant-api03-',
   'anthropic-oauth': 'sk-ant-oat01-',
+  'claude-login': 'sk-ant-oat01-',
+  vertex: 'ya29.',
   openai: 'sk-',
   github: 'ghp_',
   'github-app': 'ghs_',
@@ -90,6 +102,7 @@ export class SessionBroker implements CredentialBroker {
   readonly sessionEnv: Readonly<Record<string, string>>;
   readonly secretSourceEnv: readonly string[];
   readonly empty: boolean;
+  readonly sessionFiles: readonly SessionFile[];
   private readonly bound: readonly BoundCredential[];
   private readonly forms = new Map<string, Replacement[]>();
 
@@ -111,11 +124,14 @@ export class SessionBroker implements CredentialBroker {
       ),
     );
     this.empty = this.bound.length === 0;
+    const files = this.bound.flatMap((c) => c.secret.sessionFiles?.(c.placeholder) ?? []);
+    // A Claude login token in the environment (env token mode): Claude Code's onboarding is done.
+    if (this.bound.some((c) => c.spec.env.includes(CLAUDE_TOKEN_ENV))) files.push(CLAUDE_ONBOARDING_FILE);
+    this.sessionFiles = Object.freeze(files.filter((f, i) => files.findIndex((g) => g.path === f.path) === i));
   }
 
   async variablesHoldingSecrets(env: Readonly<Record<string, string | undefined>>): Promise<string[]> {
-    // A minted value is new: only sources that read an existing value can have copies around.
-    const current = await Promise.all(this.bound.filter((c) => !c.secret.mintedHere).map((c) => c.secret.current()));
+    const current = (await Promise.all(this.bound.map(async (c) => (c.secret.values ? c.secret.values() : [await c.secret.current()])))).flat();
     // Values seen before the current one (a rotated file) may still be valid.
     const secrets = new Set([...current, ...this.bound.flatMap((c) => c.secret.known())]);
     return variablesHolding(env, [...secrets]);
@@ -153,6 +169,12 @@ export class SessionBroker implements CredentialBroker {
   }
 
   private async swap(request: OutgoingRequest): Promise<SwapResult> {
+    for (const c of this.bound) {
+      const { secret } = c;
+      if (request.scheme === 'https' && secret.answer && secret.intercepts?.(request)) {
+        return { kind: 'answer', credential: c.spec.name, maxBytes: MAX_ANSWERED_BYTES, answer: (body) => secret.answer!(request, body, c.placeholder) };
+      }
+    }
     const used = new Set<string>();
     let headers = request.headers;
     let pathWithQuery = request.pathWithQuery;

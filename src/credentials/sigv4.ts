@@ -17,7 +17,7 @@ import type { AwsSource, CredentialSpec } from '../policy/index.js';
 import { BodyTooLarge } from './broker.js';
 import type { OutgoingRequest, RequestSigner, SignOutcome } from './broker.js';
 import type { SecretHandle } from './session-broker.js';
-import { CredentialUnavailable, SecretSourceError } from './minting.js';
+import { MintingFailed, SecretSourceError } from './minting.js';
 
 /** Bodies hashed for signing are read whole, up to this. */
 export const MAX_SIGNED_BODY_BYTES = 32 * 1024 * 1024;
@@ -106,7 +106,7 @@ function keysProvider(spec: CredentialSpec, source: AwsSource, env: NodeJS.Proce
         (err: Error) => {
           // The SDK's message names the profile and what is wrong with it, never a key.
           const why = `AWS profile ${profile} gave no usable keys (${err.name}: ${err.message.replace(/[^\x20-\x7e]/g, '?').slice(0, 300)})`;
-          throw new CredentialUnavailable(
+          throw new MintingFailed(
             `credential "${spec.name}": ${why}`,
             spec.name,
             `Airlock: credential "${spec.name}" (AWS keys of the host's profile ${profile}) is unavailable: the profile gave no usable keys. The operator must fix the profile (aws configure / aws sso login --profile ${profile}); details are in the proxy log.`,

@@ -9,9 +9,13 @@ import { NO_CREDENTIALS } from './broker.js';
 import { SessionBroker } from './session-broker.js';
 import type { SecretHandle } from './session-broker.js';
 import { secretValueProblem } from './secret-forms.js';
+import { ClaudeLoginError, ClaudeLoginSession, ClaudeLoginStore } from './claude-oauth.js';
+import type { TokenTransport } from './token-http.js';
+import { GoogleCredentialError, googleSecret } from './google-token.js';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
 
-import { NO_HOST_FETCH, SecretSourceError } from './minting.js';
-import type { HostFetch } from './minting.js';
+import { SecretSourceError } from './minting.js';
 import { githubAppSecret } from './github-app.js';
 import { awsSigner } from './sigv4.js';
 
@@ -115,15 +119,57 @@ function commandSecret(spec: CredentialSpec, argv: readonly string[], ttlSeconds
   };
 }
 
-/** What sources that mint or sign need from the runtime. */
-export interface SourceDeps {
-  /** HTTPS from the proxy itself (token endpoints). */
-  readonly fetch?: HostFetch;
+/** What sources that talk to token endpoints share across sessions: how to reach them, and the stores. */
+export interface SourceContext {
+  readonly transport: TokenTransport;
+  /** One store per login file: every session using it refreshes through the same one. */
+  readonly claudeLogins: Map<string, ClaudeLoginStore>;
+  /** The operator's log, for failures no request waits for. */
+  readonly warn?: (message: string) => void;
 }
 
-export function secretHandle(spec: CredentialSpec, env: NodeJS.ProcessEnv, deps: SourceDeps = {}): SecretHandle {
+/** `~/x` is the host user's home (HOME in `env`, else the OS's). */
+function hostPath(path: string, env: NodeJS.ProcessEnv): string {
+  return path === '~' || path.startsWith('~/') ? join(env.HOME || homedir(), path.slice(1)) : path;
+}
+
+function claudeLogin(spec: CredentialSpec, path: string, env: NodeJS.ProcessEnv, ctx: SourceContext): SecretHandle {
+  const file = hostPath(path, env);
+  let store = ctx.claudeLogins.get(file);
+  if (!store) {
+    try {
+      store = new ClaudeLoginStore(spec.name, file, ctx.transport, Date.now, ctx.warn);
+    } catch (err) {
+      if (err instanceof ClaudeLoginError) throw new SecretSourceError(`credential "${spec.name}": ${err.message}`);
+      throw err;
+    }
+    ctx.claudeLogins.set(file, store);
+  }
+  const session = new ClaudeLoginSession(store);
+  return {
+    current: () => session.current(),
+    known: () => session.known(),
+    values: async () => session.known(),
+    sessionFiles: (placeholder) => session.sessionFiles(placeholder),
+    intercepts: (request) => session.intercepts(request),
+    answer: (request, body, placeholder) => session.answer(request, body, placeholder),
+  };
+}
+
+const DEFAULT_CONTEXT: SourceContext = { transport: {}, claudeLogins: new Map() };
+
+export function secretHandle(spec: CredentialSpec, env: NodeJS.ProcessEnv, ctx: SourceContext = DEFAULT_CONTEXT): SecretHandle {
   const source = spec.secret;
   switch (source.kind) {
+    case 'claude_login':
+      return claudeLogin(spec, source.path, env, ctx);
+    case 'google':
+      try {
+        return googleSecret(spec.name, source.keyFile === null ? null : hostPath(source.keyFile, env), source.scopes, env, ctx.transport);
+      } catch (err) {
+        if (err instanceof GoogleCredentialError) throw new SecretSourceError(`credential "${spec.name}": ${err.message}`);
+        throw err;
+      }
     case 'env':
       return envSecret(spec, source.name, env);
     case 'file':
@@ -131,18 +177,23 @@ export function secretHandle(spec: CredentialSpec, env: NodeJS.ProcessEnv, deps:
     case 'command':
       return commandSecret(spec, source.argv, source.ttlSeconds);
     case 'github_app':
-      return githubAppSecret(spec, source, deps.fetch ?? NO_HOST_FETCH);
+      return githubAppSecret(spec, { ...source, privateKey: hostPath(source.privateKey, env) }, ctx.transport);
     case 'aws':
       return awsSigner(spec, source, env);
   }
 }
 
 /** Builds each session's broker; a missing secret is a start-up error naming the credential. */
-export function credentialsFactory(env: NodeJS.ProcessEnv, deps: SourceDeps = {}): (policy: Policy, sessionId: string) => Promise<CredentialBroker> {
+export function credentialsFactory(
+  env: NodeJS.ProcessEnv,
+  transport: TokenTransport = {},
+  warn?: (message: string) => void,
+): (policy: Policy, sessionId: string) => Promise<CredentialBroker> {
+  const ctx: SourceContext = { transport, claudeLogins: new Map(), warn };
   return async (policy) => {
     if (policy.credentials.length === 0) return NO_CREDENTIALS;
     const handles = new Map<string, SecretHandle>();
-    for (const spec of policy.credentials) handles.set(spec.name, secretHandle(spec, env, deps));
+    for (const spec of policy.credentials) handles.set(spec.name, secretHandle(spec, env, ctx));
     return new SessionBroker(policy.credentials, handles);
   };
 }

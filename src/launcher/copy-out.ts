@@ -13,6 +13,11 @@
 //    staging tree, no path in it can lead out. Hard links are kept only to a regular file this
 //    copy-out wrote before them (they can then only share an inode with that fresh file); devices,
 //    fifos, absolute names and names with a ".." part are dropped. All of it is reported by name.
+//  - git runs programs a repository names: core.fsmonitor on `git status`, hooks, core.hooksPath,
+//    filter drivers, all from its config or hooks directory. In every git directory of the copy
+//    (`.git`, bare repositories, submodule and worktree git directories: a directory with a HEAD
+//    file and objects/ or commondir), `config`, `config.worktree` and `hooks` are renamed with the
+//    suffix `.airlock-session`, where git never reads them; the user reviews and applies them.
 //  - tar-fs never chowns to the archive's uid/gid (it would, as root); as root, the staged tree
 //    is lchown-ed to the invoking user (SUDO_UID:SUDO_GID under sudo).
 //  - The staged tree is then moved into DIR with rename(2), descending only into real directories
@@ -27,6 +32,7 @@ import type { Stats } from 'node:fs';
 import { basename, join, relative, sep } from 'node:path';
 import { extract } from 'tar-fs';
 import type { Headers } from 'tar-fs';
+import { formatBytes } from '../policy/index.js';
 import { LaunchError } from './errors.js';
 
 /** Who owns what copy-out writes. */
@@ -46,10 +52,21 @@ export interface CopyOutReport {
   readonly dropped: CopyOutEntry[];
   /** Paths in the output folder left as they were; the run's version of them was not copied out. */
   readonly left: CopyOutEntry[];
+  /** Git config files and hook directories of the run, copied out under inert names. */
+  readonly disarmed: CopyOutEntry[];
 }
+
+/** Appended to what git would run from; git never reads a file of that name. */
+export const DISARMED_SUFFIX = '.airlock-session';
+
+/** What git reads from a git directory to choose a program to run. */
+const GIT_ACTIVE = ['config', 'config.worktree', 'hooks'];
 
 /** Staging directories are named this, plus random characters, inside the output folder. */
 export const STAGING_PREFIX = '.airlock-copy-out-';
+
+/** What copy-out writes at most unless told otherwise: a session must not fill the host's disk. */
+export const DEFAULT_COPY_OUT_LIMIT = 8 * 1024 ** 3;
 
 /** Notices list at most this many names of each kind (a session can make millions). */
 const MAX_LISTED = 50;
@@ -83,7 +100,7 @@ export function invokingUser(env: NodeJS.ProcessEnv = process.env): Owner {
  * missing. Returns what was dropped and what was left as it was; throws a LaunchError when the
  * archive cannot be read or written (nothing is moved into `dest` when the archive is bad).
  */
-export async function copyOut(archive: NodeJS.ReadableStream, dest: string, opts: { owner?: Owner } = {}): Promise<CopyOutReport> {
+export async function copyOut(archive: NodeJS.ReadableStream, dest: string, opts: { owner?: Owner; maxBytes?: number } = {}): Promise<CopyOutReport> {
   const owner = opts.owner ?? invokingUser();
   const giveAway = process.getuid?.() === 0;
   const root = outputFolder(dest, giveAway ? owner : undefined);
@@ -93,9 +110,10 @@ export async function copyOut(archive: NodeJS.ReadableStream, dest: string, opts
   } catch (err) {
     throw new LaunchError(`--copy-out ${dest}: cannot write in that directory (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
   }
-  const report: CopyOutReport = { dropped: [], left: [] };
+  const report: CopyOutReport = { dropped: [], left: [], disarmed: [] };
   try {
-    await extractInto(archive, staging, report);
+    await extractInto(archive, staging, report, opts.maxBytes ?? DEFAULT_COPY_OUT_LIMIT);
+    disarmGitDirs(staging, '', report);
     if (giveAway) {
       chownTree(staging, owner);
       // Still 0700: private to the user, who can then clear up after a failed move.
@@ -132,6 +150,14 @@ export function copyOutNotices(report: CopyOutReport, dest: string): string[] {
         'with ".." are never copied out; hard links only to a file copied out before them):',
     );
     list(report.dropped);
+  }
+  const d = report.disarmed.length;
+  if (d) {
+    lines.push(
+      `copy-out: set aside ${d} git ${d === 1 ? 'file' : 'files'} of the run under inert names (git would run programs they name; ` +
+        'read them, then apply what you want by hand):',
+    );
+    list(report.disarmed);
   }
   const m = report.left.length;
   if (m) {
@@ -201,11 +227,13 @@ function entryPath(name: string): string | null {
   return parts.includes('..') ? null : parts.join('/');
 }
 
-function extractInto(archive: NodeJS.ReadableStream, staging: string, report: CopyOutReport): Promise<void> {
+function extractInto(archive: NodeJS.ReadableStream, staging: string, report: CopyOutReport, maxBytes: number): Promise<void> {
   const drop = (path: string, reason: string) => {
     report.dropped.push({ path, reason });
     return true;
   };
+  let written = 0;
+  let overLimit = false;
   // tar-fs reads entries one at a time and calls this only once the previous one is written, so
   // the checks below see the staging tree as it is when the entry lands.
   const ignore = (_name: string, h?: Headers): boolean => {
@@ -230,17 +258,53 @@ function extractInto(archive: NodeJS.ReadableStream, staging: string, report: Co
       const st = target ? statOrNull(join(staging, target)) : null;
       if (!target || target === rel || !st?.isFile()) return drop(rel, `hard link to ${quote(h.linkname ?? '')}, not to a file copied out before it`);
     }
+    if (h.type === 'file') {
+      written += h.size ?? 0;
+      // Past the limit nothing more is written; the rest of the archive is read and skipped.
+      if (overLimit || written > maxBytes) return (overLimit = true);
+    }
     return false;
   };
   return new Promise<void>((resolve, reject) => {
     // chown: false: tar-fs running as root would give each entry the archive's uid/gid.
     // dmode: every directory stays usable by its owner, so the copy can be moved into place.
     const sink = extract(staging, { ignore, chown: false, dmode: 0o700, strict: true });
-    sink.on('finish', () => resolve());
+    sink.on('finish', () => {
+      if (!overLimit) return resolve();
+      reject(
+        new Error(
+          `its files add up to more than the copy-out limit of ${formatBytes(maxBytes)} ` +
+            '(raise it with --copy-out-limit, e.g. --copy-out-limit 20g, or copy what you need with docker cp from a --keep container)',
+        ),
+      );
+    });
     sink.on('error', reject);
     archive.on('error', reject);
     archive.pipe(sink);
   });
+}
+
+/**
+ * Renames the config files and hooks of every git directory under `dir` (staged: directories and
+ * regular files only) to names git does not read. Sorted, so reports come in a stable order.
+ */
+function disarmGitDirs(dir: string, rel: string, report: CopyOutReport): void {
+  const names = readdirSync(dir).sort();
+  const isGitDir = names.includes('HEAD') && (names.includes('objects') || names.includes('commondir'));
+  if (isGitDir) {
+    for (const name of GIT_ACTIVE) {
+      if (!names.includes(name)) continue;
+      const inert = name + DISARMED_SUFFIX;
+      // The session may have made an entry of that name too: the one git would have read wins.
+      rmSync(join(dir, inert), { recursive: true, force: true });
+      renameSync(join(dir, name), join(dir, inert));
+      report.disarmed.push({ path: rel ? `${rel}/${name}` : name, reason: `renamed to ${inert}` });
+    }
+  }
+  for (const name of readdirSync(dir).sort()) {
+    const path = join(dir, name);
+    if (lstatSync(path).isDirectory()) disarmGitDirs(path, rel ? `${rel}/${name}` : name, report);
+  }
 }
 
 /** lchown everything under `dir`. */

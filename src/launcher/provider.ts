@@ -9,6 +9,7 @@ import type { ProxyRuntime } from '../sessions/runtime.js';
 import type { SessionInfo } from '../sessions/admin.js';
 import { relaySocketPath } from '../sessions/registry.js';
 import { LaunchError } from './errors.js';
+import type { SessionFile } from '../credentials/broker.js';
 
 /** Where a session's listener goes: a host address (bridge mode), or a unix socket (relay mode). */
 export type ListenOn = string | typeof UNIX_SOCKET;
@@ -32,6 +33,8 @@ export interface SessionLease {
   readonly secretSourceEnv: readonly string[];
   /** Names of the `checkEnv` variables given to open() whose values hold a real secret. */
   readonly withheldEnv: readonly string[];
+  /** Files for the session's home (placeholder login stores); absent: none. */
+  readonly sessionFiles?: readonly SessionFile[];
   release(): Promise<void>;
   /** One line per host for the end-of-run summary. */
   summary(): string;
@@ -74,6 +77,7 @@ export class EmbeddedProvider implements SessionProvider {
       placeholders: session.credentials.sessionEnv,
       secretSourceEnv: session.credentials.secretSourceEnv,
       withheldEnv,
+      sessionFiles: session.credentials.sessionFiles ?? [],
       release: async () => {
         await this.runtime.proxy.unlisten(address);
         // The socket's directory goes with it; the session dir keeps the audit log.
@@ -154,6 +158,7 @@ export class DaemonProvider implements SessionProvider {
       placeholders: info.env,
       secretSourceEnv: info.secret_source_env,
       withheldEnv: info.withheld_env,
+      sessionFiles: info.session_files ?? [],
       release: async () => {
         try {
           await this.admin.removeSession(sessionId, { notice: this.o.notice });

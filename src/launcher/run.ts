@@ -9,6 +9,7 @@ import type { Policy } from '../policy/index.js';
 import type { SessionLease, SessionProvider } from './provider.js';
 import { tarOf } from './tar.js';
 import { installTrust } from './trust.js';
+import { installSessionFiles } from './session-files.js';
 import { CA_PATH_IN_CONTAINER, clientEnv, CONTAINER_NO_PROXY } from '../sessions/client-env.js';
 import { canManageFirewall } from './firewall.js';
 import { openSessionNetwork } from './session-network.js';
@@ -64,6 +65,8 @@ export interface RunOptions {
   readonly copyOut?: string;
   /** Owner of what copy-out writes (the invoking user; see invokingUser). */
   readonly copyOutOwner?: Owner;
+  /** Most bytes of files copy-out writes (DEFAULT_COPY_OUT_LIMIT when unset). */
+  readonly copyOutLimit?: number;
   readonly name?: string;
   /** Keep the container (stopped) after the run, for inspection. */
   readonly keep?: boolean;
@@ -227,7 +230,13 @@ export async function runSession(o: RunOptions): Promise<RunResult> {
     const caFiles = [CA_PATH_IN_CONTAINER, ...(o.extraCaPaths ?? [])].map((path) => ({ name: path.slice(1), content: lease.bundlePem, mode: 0o644 }));
     await container.putArchive(tarOf(caFiles), { path: '/' });
     // Also as the system bundle and the JVM's trust store, for tools that read no CA variable.
-    await installTrust(container, lease.bundlePem, (await container.inspect()).Config.Env ?? []);
+    const imageEnv = (await container.inspect()).Config.Env ?? [];
+    await installTrust(container, lease.bundlePem, imageEnv);
+    // Files the credentials give the session (a placeholder login store), owned by its user.
+    if (lease.sessionFiles?.length) {
+      const home = await installSessionFiles(container, lease.sessionFiles, o.user, extraEnv, imageEnv);
+      o.notice(`the session's home ${home} holds ${lease.sessionFiles.map((f) => f.path).join(' and ')} (placeholders only)`);
+    }
     if (o.copy && o.workspace) {
       // Owned by the session's user, so it can change what it was given (the host's owners mean
       // nothing in the container, and root's files would be read-only to a non-root session).
@@ -241,7 +250,7 @@ export async function runSession(o: RunOptions): Promise<RunResult> {
     if ((await container.inspect()).State.OOMKilled) o.notice(outOfMemoryMessage(limits, o.policy));
     if (o.copy && o.copyOut) {
       const archive = (await container.getArchive({ path: '/workspace/.' })) as NodeJS.ReadableStream;
-      const report = await copyOut(archive, o.copyOut, { owner: o.copyOutOwner });
+      const report = await copyOut(archive, o.copyOut, { owner: o.copyOutOwner, maxBytes: o.copyOutLimit });
       for (const line of copyOutNotices(report, o.copyOut)) o.notice(line);
     }
     return { exitCode, sessionId: lease.id, auditFile: lease.auditFile, summary: lease.summary() };

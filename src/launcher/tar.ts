@@ -7,13 +7,19 @@ export interface TarFile {
   readonly mode?: number;
 }
 
-function header(name: string, size: number, mode: number, type: '0' | '5'): Buffer {
+/** Who owns the entries (files put in a session user's home); root when absent. */
+export interface TarOwner {
+  readonly uid: number;
+  readonly gid: number;
+}
+
+function header(name: string, size: number, mode: number, type: '0' | '5', owner?: TarOwner): Buffer {
   const block = Buffer.alloc(512, 0);
   if (Buffer.byteLength(name) > 100) throw new Error(`tar entry name too long: ${name}`);
   block.write(name, 0, 100, 'utf8');
   block.write(mode.toString(8).padStart(7, '0') + '\0', 100, 8, 'ascii');
-  block.write('0000000\0', 108, 8, 'ascii'); // uid
-  block.write('0000000\0', 116, 8, 'ascii'); // gid
+  block.write((owner?.uid ?? 0).toString(8).padStart(7, '0') + '\0', 108, 8, 'ascii'); // uid
+  block.write((owner?.gid ?? 0).toString(8).padStart(7, '0') + '\0', 116, 8, 'ascii'); // gid
   block.write(size.toString(8).padStart(11, '0') + '\0', 124, 12, 'ascii');
   block.write(Math.floor(Date.now() / 1000).toString(8).padStart(11, '0') + '\0', 136, 12, 'ascii');
   block.write('        ', 148, 8, 'ascii'); // checksum placeholder: spaces
@@ -25,8 +31,8 @@ function header(name: string, size: number, mode: number, type: '0' | '5'): Buff
   return block;
 }
 
-/** A tar archive holding `files`, with their parent directories. */
-export function tarOf(files: readonly TarFile[]): Buffer {
+/** A tar archive holding `files`, with their parent directories (owner-only when an owner is given). */
+export function tarOf(files: readonly TarFile[], owner?: TarOwner): Buffer {
   const parts: Buffer[] = [];
   const dirs = new Set<string>();
   for (const file of files) {
@@ -35,11 +41,11 @@ export function tarOf(files: readonly TarFile[]): Buffer {
       const dir = segments.slice(0, i).join('/') + '/';
       if (!dirs.has(dir)) {
         dirs.add(dir);
-        parts.push(header(dir, 0, 0o755, '5'));
+        parts.push(header(dir, 0, owner ? 0o700 : 0o755, '5', owner));
       }
     }
     const content = Buffer.isBuffer(file.content) ? file.content : Buffer.from(file.content, 'utf8');
-    parts.push(header(file.name, content.length, file.mode ?? 0o644, '0'), content);
+    parts.push(header(file.name, content.length, file.mode ?? 0o644, '0', owner), content);
     const pad = (512 - (content.length % 512)) % 512;
     if (pad) parts.push(Buffer.alloc(pad, 0));
   }

@@ -43,6 +43,11 @@ const UNIT: Readonly<Record<string, number>> = { k: 1024, m: 1024 ** 2, g: 1024 
 
 /** A memory size in bytes: a number of bytes, or a string with docker's units. */
 export function checkMemory(v: unknown): Checked<number> {
+  return checkSize(v, MEMORY_RANGE);
+}
+
+/** A size in bytes within `range`: a number of bytes, or a string with docker's units. */
+export function checkSize(v: unknown, range: { readonly min: number; readonly max: number }): Checked<number> {
   let bytes: number;
   if (typeof v === 'number') {
     bytes = v;
@@ -53,8 +58,8 @@ export function checkMemory(v: unknown): Checked<number> {
     return { ok: false, problem: `${shown(v)} is not a size` };
   }
   if (!Number.isSafeInteger(bytes)) return { ok: false, problem: `${shown(v)} is not a whole number of bytes` };
-  if (bytes < MEMORY_RANGE.min) return { ok: false, problem: `${shown(v)} is less than ${formatBytes(MEMORY_RANGE.min)}` };
-  if (bytes > MEMORY_RANGE.max) return { ok: false, problem: `${shown(v)} is more than ${formatBytes(MEMORY_RANGE.max)}` };
+  if (bytes < range.min) return { ok: false, problem: `${shown(v)} is less than ${formatBytes(range.min)}` };
+  if (bytes > range.max) return { ok: false, problem: `${shown(v)} is more than ${formatBytes(range.max)}` };
   return { ok: true, value: bytes };
 }
 

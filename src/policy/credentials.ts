@@ -10,7 +10,9 @@ import { parseAws, parseGithubApp } from './minted-sources.js';
 import type { CredentialLocation, CredentialSpec, SecretSource } from './types.js';
 
 const CREDENTIAL_KEYS = ['name', 'preset', 'env', 'placeholder', 'secret', 'hosts', 'in', 'headers', 'body'] as const;
-const SECRET_KEYS = ['env', 'file', 'command', 'ttl_seconds', 'github_app', 'aws'] as const;
+const SECRET_KEYS = ['env', 'file', 'command', 'ttl_seconds', 'claude_login', 'google', 'scopes', 'github_app', 'aws'] as const;
+const SOURCE_KINDS = ['env', 'file', 'command', 'claude_login', 'google', 'github_app', 'aws'] as const;
+const GOOGLE_DEFAULT_SCOPES: readonly string[] = Object.freeze(['https://www.googleapis.com/auth/cloud-platform']);
 const BODY_KEYS = ['types', 'max_bytes'] as const;
 const LOCATIONS: readonly CredentialLocation[] = ['header', 'basic', 'query', 'body'];
 const DEFAULT_LOCATIONS: readonly CredentialLocation[] = Object.freeze(['header', 'basic']);
@@ -27,7 +29,7 @@ const PLACEHOLDER_RE = /^[A-Za-z0-9_.:-]{12,256}$/;
 const MEDIA_TYPE_RE = /^[a-z0-9!#$&^_.+-]+\/[a-z0-9!#$&^_.+-]+$/;
 
 const PRESET_NAMES = Object.keys(CREDENTIAL_PRESETS).join(', ');
-const SECRET_FORMS = 'secret: { env: NAME }, { file: PATH }, { command: [program, arg, ...], ttl_seconds: 300 }, { github_app: {...} } or { aws: { profile: NAME } }';
+const SECRET_FORMS = 'secret: { env: NAME }, { file: PATH }, { command: [program, arg, ...], ttl_seconds: 300 }, { claude_login: ~/.claude/.credentials.json }, { google: KEY_FILE | adc }, { github_app: {...} } or { aws: { profile: NAME } }';
 
 const HINT = {
   list: 'Write credentials: as a list, e.g. credentials: [{ preset: github, secret: { env: AIRLOCK_GITHUB_TOKEN } }]',
@@ -40,6 +42,9 @@ const HINT = {
   file: 'Give the path of a file holding the secret, e.g. file: /run/secrets/github-token',
   command: 'Give the command as a list (it runs without a shell), e.g. command: [op, read, "op://dev/github/token"]',
   ttl: 'Use a positive whole number of seconds, e.g. ttl_seconds: 300',
+  claudeLogin: 'Give the Claude Code login store on the host, e.g. claude_login: ~/.claude/.credentials.json',
+  google: 'Give a service-account key file, e.g. google: /etc/airlock/vertex-sa.json, or google: adc for the host user\'s application default credentials',
+  scopes: 'Give scopes: a list of OAuth scopes, e.g. scopes: [https://www.googleapis.com/auth/cloud-platform]',
   hosts: 'Give hosts: a list of host names the secret may be sent to, e.g. hosts: [api.github.com, "*.githubusercontent.com"]',
   in: `Use a list from ${LOCATIONS.join(', ')}, e.g. in: [header, basic]`,
   headers: 'Give headers: the request headers the service reads this credential from, e.g. headers: [authorization, x-api-key] (default: authorization, or the preset\'s own)',
@@ -168,7 +173,7 @@ function parsePlaceholder(r: Reader, v: Value | undefined, preset: CredentialPre
 
 function parseSecret(r: Reader, v: Value): SecretSource {
   const f = r.entries(v, SECRET_KEYS, HINT.secret);
-  const sources = (['env', 'file', 'command', 'github_app', 'aws'] as const).filter((k) => f.has(k));
+  const sources = SOURCE_KINDS.filter((k) => f.has(k));
   const [kind] = sources;
   if (kind === undefined) r.fail(v, v.path, 'names no source', HINT.secret);
   if (sources.length > 1) r.fail(v, v.path, `gives both ${sources.join(' and ')}`, HINT.secret);
@@ -176,8 +181,30 @@ function parseSecret(r: Reader, v: Value): SecretSource {
   if (ttl && kind !== 'command') {
     r.fail(ttl, ttl.path, 'only applies to command secrets', 'Remove ttl_seconds; env and file secrets are read when needed');
   }
+  const scopesValue = f.get('scopes');
+  if (scopesValue && kind !== 'google') r.fail(scopesValue, scopesValue.path, 'only applies to google secrets', 'Remove scopes:');
   const value = f.get(kind) ?? v;
   switch (kind) {
+    case 'claude_login': {
+      const path = r.string(value, HINT.claudeLogin);
+      if (path.trim() === '' || path.includes('\0')) r.fail(value, value.path, `${JSON.stringify(path)} is not a file path`, HINT.claudeLogin);
+      return Object.freeze({ kind, path });
+    }
+    case 'google': {
+      const raw = r.string(value, HINT.google);
+      if (raw.trim() === '' || raw.includes('\0')) r.fail(value, value.path, `${JSON.stringify(raw)} is not a file path`, HINT.google);
+      let scopes = GOOGLE_DEFAULT_SCOPES;
+      if (scopesValue) {
+        const items = r.list(scopesValue, HINT.scopes);
+        if (items.length === 0) r.fail(scopesValue, scopesValue.path, 'is an empty list', HINT.scopes);
+        scopes = Object.freeze(items.map((item) => {
+          const scope = r.string(item, HINT.scopes);
+          if (!/^[\x21-\x7e]{1,200}$/.test(scope)) r.fail(item, scopesValue.path, `${JSON.stringify(scope)} is not a scope`, HINT.scopes);
+          return scope;
+        }));
+      }
+      return Object.freeze({ kind, keyFile: raw === 'adc' ? null : raw, scopes });
+    }
     case 'env': {
       const name = r.string(value, HINT.secret);
       if (!ENV_RE.test(name)) r.fail(value, value.path, `${JSON.stringify(name)} is not an env var name`, 'Use letters, digits and "_", not starting with a digit, e.g. env: AIRLOCK_GITHUB_TOKEN');

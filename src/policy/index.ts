@@ -5,7 +5,7 @@ export { parsePolicy, PolicyError } from './parse.js';
 export { decide, inspectedHostPatterns, reachableHostPatterns } from './decide.js';
 export { normalizeHost, isIpLiteral, matchHostPattern } from './hosts.js';
 export { CREDENTIAL_PRESETS, type CredentialPreset } from './presets.js';
-export { checkCpus, checkMemory, checkPids, CONTAINER_HINT, formatBytes, sizeFlag, type Checked } from './container.js';
+export { checkCpus, checkMemory, checkPids, checkSize, CONTAINER_HINT, formatBytes, sizeFlag, type Checked } from './container.js';
 export { allowRequest, credentialReach, narrowestRule, RuleEditError, type RequestToAllow, type RuleEdit, type RuleText } from './edit.js';
 export { parseAllowEntry, type AllowEntry } from './host-pattern.js';
 export { COMPAT_PROFILES, compatProfile, type CompatProfile } from './compat.js';

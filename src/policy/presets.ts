@@ -49,7 +49,27 @@ export const CREDENTIAL_PRESETS: Readonly<Record<string, CredentialPreset>> = Ob
   'anthropic-oauth': preset({
     name: 'anthropic-oauth',
     env: ['CLAUDE_CODE_OAUTH_TOKEN'],
-    hosts: ['api.anthropic.com'],
+    hosts: ['api.anthropic.com', 'mcp-proxy.anthropic.com'],
+    in: ['header'],
+    headers: ['authorization'],
+    placeholder: null,
+  }),
+  // A Claude subscription login kept on the host (secret: { claude_login: ... }): the session gets a
+  // placeholder .credentials.json instead of a variable; its refreshes are answered by the proxy.
+  'claude-login': preset({
+    name: 'claude-login',
+    env: [],
+    hosts: ['api.anthropic.com', 'mcp-proxy.anthropic.com'],
+    in: ['header'],
+    headers: ['authorization'],
+    placeholder: null,
+  }),
+  // Google access tokens (secret: { google: KEY_FILE | adc }) minted on the host, for Vertex AI and
+  // other Google APIs; gcloud reads CLOUDSDK_AUTH_ACCESS_TOKEN.
+  vertex: preset({
+    name: 'vertex',
+    env: ['GOOGLE_OAUTH_ACCESS_TOKEN', 'CLOUDSDK_AUTH_ACCESS_TOKEN'],
+    hosts: ['*.googleapis.com'],
     in: ['header'],
     headers: ['authorization'],
     placeholder: null,

@@ -68,6 +68,10 @@ export type SecretSource =
   | { readonly kind: 'env'; readonly name: string }
   | { readonly kind: 'file'; readonly path: string }
   | { readonly kind: 'command'; readonly argv: readonly string[]; readonly ttlSeconds: number }
+  /** A Claude subscription login: the store (`.credentials.json`) on the host; `~/` is the host user's home. */
+  | { readonly kind: 'claude_login'; readonly path: string }
+  /** Google access tokens minted on the host: from a service-account key file, or the user's ADC (keyFile null). */
+  | { readonly kind: 'google'; readonly keyFile: string | null; readonly scopes: readonly string[] }
   | GithubAppSource
   | AwsSource;
 

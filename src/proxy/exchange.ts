@@ -7,8 +7,8 @@ import type { Duplex } from 'node:stream';
 import type pino from 'pino';
 import { decide } from '../policy/index.js';
 import type { Decision, DenyReason, Policy, RequestFacts } from '../policy/index.js';
-import type { OutgoingRequest, SwapResult } from '../credentials/broker.js';
-import { CredentialUnavailable } from '../credentials/minting.js';
+import type { HostAnswer, OutgoingRequest, SwapResult } from '../credentials/broker.js';
+import { CredentialUnavailable } from '../credentials/broker.js';
 import type { ProxySession, RequestAccess } from './context.js';
 import { DestinationBlocked } from './upstream.js';
 import type { Upstream } from './upstream.js';
@@ -37,6 +37,8 @@ export interface ExchangeDeps {
 export type Channel = { readonly res: ResponseOut } | { readonly socket: Duplex };
 
 export type Forward = Extract<SwapResult, { kind: 'forward' }>;
+/** A request a credential answers itself (its token endpoint), see SwapResult. */
+export type Answered = Extract<SwapResult, { kind: 'answer' }>;
 
 /** The request body went over the session's upload budget (thrown from the body counter). */
 export class UploadBudgetExceeded extends Error {
@@ -223,7 +225,7 @@ export class Exchange {
    * (a placeholder bound elsewhere: 403; a secret source that failed: 502, which the session
    * learns nothing more about). `then` runs with what to send, unless refused or the client left.
    */
-  swap(request: OutgoingRequest, then: (forward: Forward) => void): void {
+  swap(request: OutgoingRequest, then: (forward: Forward) => void, answered?: (answer: Answered) => void): void {
     if (this.session.credentials.empty) {
       then({ kind: 'forward', pathWithQuery: request.pathWithQuery, headers: request.headers, used: [], bodyTransform: null, echoes: [] });
       return;
@@ -233,6 +235,12 @@ export class Exchange {
         if (swap.kind === 'misuse') {
           const message = `credential "${swap.credential}" placeholder found in ${swap.where}: ${swap.why}`;
           this.refuse(403, 'credential_misuse', message, `${swap.credential} in ${swap.where}`);
+          return;
+        }
+        if (swap.kind === 'answer') {
+          // Only plain requests are answered here; anything else (an upgrade) to such an endpoint is refused.
+          if (!answered) this.refuse(403, 'credential_misuse', `credential "${swap.credential}": this endpoint is answered by the proxy, and only to plain requests`, swap.credential);
+          else answered(swap);
           return;
         }
         this.usedCredentials(swap.used);
@@ -246,9 +254,12 @@ export class Exchange {
       (err: Error) => {
         // The details (paths, commands) stay in the proxy log; the session learns only that.
         this.deps.log.error({ session: this.session.id, err: err.message }, 'credential swap failed');
-        // A minting or signing source says which credential and what the operator must fix.
-        if (err instanceof CredentialUnavailable) this.refuse(502, 'upstream_error', err.sessionMessage, `credential ${err.credential} unavailable`);
-        else this.refuse(502, 'upstream_error', 'Airlock: a credential this request needs is unavailable right now (the operator can see why in the proxy log).');
+        if (err instanceof CredentialUnavailable) {
+          // A host-side login or token source that failed: the session is told which and what fixes it.
+          this.refuse(err.status, 'upstream_error', err.sessionMessage, 'credential unavailable');
+          return;
+        }
+        this.refuse(502, 'upstream_error', 'Airlock: a credential this request needs is unavailable right now (the operator can see why in the proxy log).');
       },
     );
   }
@@ -274,6 +285,24 @@ export class Exchange {
    */
   answeredHere(rule: string): void {
     this.decision = { action: 'allow', reason: 'allowed', rule, message: 'answered by the proxy', inspect: true };
+  }
+
+  /**
+   * The proxy's own JSON answer for a credential that stands in for a token endpoint: audited as
+   * allowed, or as refused for the answer's reason; a host-side failure goes to the proxy log.
+   */
+  answerForCredential(credential: string, a: HostAnswer): void {
+    if (this.ended) return;
+    if (a.error) this.deps.log.error({ session: this.session.id, credential, err: a.error }, 'credential refresh failed');
+    if (a.refused) {
+      this.outcome = { action: 'deny', rule: this.rule, reason: a.refused.reason };
+      this.detail = a.refused.detail;
+    } else {
+      this.usedCredentials([credential]);
+      this.note(a.detail);
+    }
+    const headers = ['Cache-Control: no-store', ...(a.refused ? [`X-Airlock-Decision: deny; reason=${a.refused.reason}`] : [])];
+    this.answer(a.status, JSON.stringify(a.body), headers, false);
   }
 
   /** What a denial of this exchange says (host, policy, decision), for answers written elsewhere. */

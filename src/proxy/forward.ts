@@ -7,7 +7,7 @@ import type { Decision } from '../policy/index.js';
 import { enter } from './entrance.js';
 import type { CheckedTarget, Incoming } from './entrance.js';
 import { Exchange, UploadBudgetExceeded } from './exchange.js';
-import type { ExchangeDeps, Forward } from './exchange.js';
+import type { Answered, ExchangeDeps, Forward } from './exchange.js';
 import type { BodySink, ResponseOut } from './http1/types.js';
 import { forwardRequestHeaders, forwardResponseHeaders } from './headers.js';
 import { scrubbedSink } from './response-scrub.js';
@@ -51,6 +51,7 @@ export function forwardHttp(deps: ExchangeDeps, x: HttpRequestIn): void {
       },
       // A swap that read the body (to sign it) sends it as read.
       (swap) => send(deps, ex, { ...x, body: swap.body === undefined ? body : swap.body.length > 0 ? Readable.from([swap.body]) : null }, target, decision, swap),
+      (answered) => answerHere(ex, answered, body, req.rawHeaders.find((_, i, all) => i % 2 === 1 && all[i - 1]!.toLowerCase() === 'content-encoding')),
     );
   };
   // A GraphQL request: its document is read and decided before anything is sent.
@@ -75,6 +76,42 @@ function readWhole(body: Readable, max: number): Promise<Buffer> {
     body.once('end', () => resolve(Buffer.concat(parts)));
     body.once('error', reject);
   });
+}
+
+/** A request a credential answers itself (a token endpoint): its body read whole (bounded), nothing forwarded. */
+function answerHere(ex: Exchange, a: Answered, body: Readable | null, encoding: string | undefined): void {
+  if (encoding !== undefined && encoding.trim().toLowerCase() !== 'identity') {
+    ex.refuse(415, 'bad_request', 'Airlock: a request to this token endpoint must be sent uncompressed.', `${a.credential}: compressed body`);
+    return;
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  let over = false;
+  const done = () => {
+    if (over) return;
+    over = true;
+    a.answer(Buffer.concat(chunks)).then(
+      (answer) => ex.answerForCredential(a.credential, answer),
+      (err: Error) => ex.fail(err),
+    );
+  };
+  if (!body) return done();
+  body.on('error', (err: Error) => {
+    if (!over) ex.fail(err);
+    over = true;
+  });
+  body.on('data', (chunk: Buffer) => {
+    if (over) return;
+    size += chunk.length;
+    if (size > a.maxBytes) {
+      over = true;
+      chunks.length = 0;
+      ex.refuse(413, 'bad_request', `Airlock: a request to this token endpoint may be at most ${a.maxBytes} bytes.`, `${a.credential}: body too large`);
+      return;
+    }
+    chunks.push(chunk);
+  });
+  body.once('end', done);
 }
 
 function send(deps: ExchangeDeps, ex: Exchange, x: HttpRequestIn, target: CheckedTarget, decision: Decision, swap: Forward): void {

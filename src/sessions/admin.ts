@@ -13,6 +13,7 @@ import { proxyUrl, relaySocketPath } from './registry.js';
 import { tokenMatches } from './session.js';
 import type { Session } from './session.js';
 import { operatorRoute } from './operator-api.js';
+import type { SessionFile } from '../credentials/broker.js';
 
 export interface AdminOptions {
   readonly socketPath: string;
@@ -68,6 +69,8 @@ export interface SessionInfo {
   audit: string;
   created: string;
   env: Record<string, string>;
+  /** Files for the session's home (placeholder login stores), when its credentials give any. */
+  session_files?: readonly SessionFile[];
   /** The process that asked for the session (`airlock run --daemon`), for `airlock gc`. */
   launcher_pid?: number;
   /** True while the session is tied to an open admin connection of its launcher (its lease). */
@@ -87,6 +90,7 @@ export function describeSession(session: Session, host: string, port: number): S
     created: session.createdAt.toISOString(),
     env: { ...session.credentials.sessionEnv },
     secret_source_env: session.credentials.secretSourceEnv,
+    ...(session.credentials.sessionFiles?.length ? { session_files: session.credentials.sessionFiles } : {}),
   };
 }
 

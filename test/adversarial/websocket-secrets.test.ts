@@ -8,7 +8,7 @@ import type http from 'node:http';
 import WebSocket, { WebSocketServer } from 'ws';
 import { createTestPki, rmTmp, startAirlock, startHttpsUpstream } from '../helpers/servers.js';
 import type { AirlockHandle, TestPki, TestUpstream } from '../helpers/servers.js';
-import { TunnelAgent, openTunnelTls, rawExchange } from '../helpers/clients.js';
+import { TunnelAgent, rawExchange, tunnelThrough } from '../helpers/clients.js';
 import { secretLeaks } from '../helpers/secret-leaks.js';
 import { credentialsFactory } from '../../src/credentials/sources.js';
 
@@ -37,7 +37,6 @@ describe('WebSocket attacks on a bound host', () => {
   let bound: TestUpstream;
   let other: TestUpstream;
   let airlock: AirlockHandle;
-  let ca: string;
   const offered: string[] = [];
 
   beforeAll(async () => {
@@ -78,7 +77,6 @@ describe('WebSocket attacks on a bound host', () => {
       upstreamCa: [pki.caPem],
       credentials: credentialsFactory({ AIRLOCK_GITHUB_TOKEN: SECRET }),
     });
-    ca = readFileSync(airlock.bundlePath, 'utf8');
   });
 
   afterAll(async () => {
@@ -107,7 +105,7 @@ describe('WebSocket attacks on a bound host', () => {
   }
 
   it('a refused upgrade does not carry the secret in its reason phrase', async () => {
-    const tunnel = await openTunnelTls({ proxyPort: airlock.port, proxyAuthorization: airlock.proxyAuthorization, target: 'api.github.com:443', servername: 'api.github.com', ca });
+    const tunnel = await tunnelThrough(airlock, 'api.github.com');
     const answer = await rawExchange(
       tunnel,
       `GET /refuse HTTP/1.1\r\nHost: api.github.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer ${PLACEHOLDER}\r\n\r\n`,

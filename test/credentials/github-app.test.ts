@@ -1,20 +1,19 @@
 // GitHub App installation tokens minted per session on the host: the real gh and git CLIs in a
 // session holding only a placeholder work against a GitHub App stand-in (api.github.com) and a
 // git http-backend (github.com) that accept only live tokens the App issued for the listed
-// repositories. The token request goes through the proxy's own upstream (its --resolve and
+// repositories. The token request uses the proxy's roots and resolve overrides (--resolve and
 // --upstream-ca), as in production. Each session mints its own token; tokens are renewed before
 // they expire; failures of the token endpoint give the session a 502 naming the credential.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino from 'pino';
-import { createTestPki, isolatedGitEnv, rmTmp, runCli, runProcess, sleep, startAirlock, startGitServer, tmpDir } from '../helpers/servers.js';
+import { createTestPki, isolatedGitEnv, rmTmp, runCli, runProcess, sleep, startAirlock, startGitServer, tmpDir, toResolveMap } from '../helpers/servers.js';
 import type { AirlockHandle, GitServer, TestPki } from '../helpers/servers.js';
 import { startGithubAppStandIn } from '../helpers/github-app-standin.js';
 import type { GithubAppStandIn } from '../helpers/github-app-standin.js';
 import { secretLeaks } from '../helpers/secret-leaks.js';
 import { credentialsFactory, secretHandle, SecretSourceError } from '../../src/credentials/sources.js';
-import { hostFetch } from '../../src/proxy/host-fetch.js';
 import { parsePolicy } from '../../src/policy/index.js';
 import { proxyUrl as sessionProxyUrl } from '../../src/sessions/registry.js';
 import type { Session } from '../../src/sessions/session.js';
@@ -51,17 +50,16 @@ interface Proxy {
 async function startProxy(policy: string): Promise<Proxy> {
   const logLines: string[] = [];
   const log = pino({ base: null }, { write: (line: string) => logLines.push(line) });
-  const holder: { airlock?: AirlockHandle } = {};
+  // example.com too, so that even a request wrongly let through stays on this machine.
+  const resolve = { 'api.github.com:443': app.upstream.port, 'github.com:443': git.port, 'example.com:443': app.upstream.port };
   const airlock = await startAirlock({
     policy,
-    // example.com too, so that even a request wrongly let through stays on this machine.
-    resolve: { 'api.github.com:443': app.upstream.port, 'github.com:443': git.port, 'example.com:443': app.upstream.port },
+    resolve,
     upstreamCa: [pki.caPem],
     log,
-    // The production wiring (cli/runtime.ts): token requests go through the runtime's upstream.
-    credentials: credentialsFactory({}, { fetch: hostFetch(() => holder.airlock!.runtime.upstream) }),
+    // As cli/runtime.ts wires it: token requests use the proxy's roots and resolve overrides.
+    credentials: credentialsFactory({}, { ca: [pki.caPem], resolve: toResolveMap(resolve) }),
   });
-  holder.airlock = airlock;
   return { airlock, logLines };
 }
 
@@ -294,7 +292,7 @@ describe('failures are clear and name no secret', () => {
       expect(r.stdout).toMatch(expectStatusText);
       expect(r.stdout).toMatch(fix);
       const line = await proxy.airlock.waitForAudit((l) => l.path === '/repos/octo/repo');
-      expect(line).toMatchObject({ status: 502, reason: 'upstream_error', detail: 'credential github-app unavailable' });
+      expect(line).toMatchObject({ status: 502, reason: 'upstream_error', detail: 'credential unavailable' });
       const logged = proxy.logLines.join('');
       expect(logged).toContain('credential swap failed');
       expect(logged).toContain(`GitHub App ${app.appId}`);
@@ -367,7 +365,7 @@ describe('failures are clear and name no secret', () => {
 });
 
 describe('airlock exec (the CLI wiring)', () => {
-  it('mints through the proxy\'s own --resolve and --upstream-ca; gh and git push work; the child holds only the placeholder', async () => {
+  it('mints through --resolve and --upstream-ca; gh and git push work; the child holds only the placeholder', async () => {
     const work = tmpDir('airlock-github-app-exec-');
     try {
       const policyFile = join(work, 'policy.yaml');

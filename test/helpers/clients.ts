@@ -12,6 +12,7 @@ import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
+import { readFileSync } from 'node:fs';
 
 export function basicAuth(user: string, password: string): string {
   return 'Basic ' + Buffer.from(`${user}:${password}`).toString('base64');
@@ -102,6 +103,22 @@ export async function openTunnelTls(opts: {
     });
     socket.once('secureConnect', () => resolve(socket));
     socket.once('error', reject);
+  });
+}
+
+/** A TLS connection through the proxy's tunnel to `host:443`, trusting the session CA the proxy wrote. */
+export async function tunnelThrough(
+  airlock: { port: number; proxyAuthorization?: string; bundlePath: string },
+  host: string,
+  opts: { servername?: string; checkServerIdentity?: tls.ConnectionOptions['checkServerIdentity'] } = {},
+): Promise<tls.TLSSocket> {
+  return openTunnelTls({
+    proxyPort: airlock.port,
+    proxyAuthorization: airlock.proxyAuthorization,
+    target: `${host}:443`,
+    servername: opts.servername ?? host,
+    ca: readFileSync(airlock.bundlePath, 'utf8'),
+    ...(opts.checkServerIdentity ? { checkServerIdentity: opts.checkServerIdentity } : {}),
   });
 }
 

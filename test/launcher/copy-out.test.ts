@@ -17,6 +17,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
+import { spawn } from 'node:child_process';
 import { PassThrough, Readable } from 'node:stream';
 import { copyOut, copyOutNotices, invokingUser } from '../../src/launcher/copy-out.js';
 import type { CopyOutReport } from '../../src/launcher/copy-out.js';
@@ -371,6 +372,100 @@ describe('copy-out: notices', () => {
     expect(lines.join('\n')).toContain('"y": symbolic link');
     expect(lines.join('\n')).toContain('"pipe": fifo');
     expect(lines.join('\n')).toContain('"held"');
-    expect(copyOutNotices({ dropped: [], left: [] }, out)).toEqual([]);
+    expect(copyOutNotices({ dropped: [], left: [], disarmed: [] }, out)).toEqual([]);
+  });
+});
+
+describe('copy-out: git metadata that would run a program on the host', () => {
+  // git runs what a repository's config and hooks name (core.fsmonitor on `git status`, hooks on
+  // commit, core.hooksPath, filters): a session that writes them could run code as the user the
+  // first time the user runs git in the copied-out folder.
+  const marker = () => join(base, 'pwned');
+  const armedRepo = (prefix: string): CraftEntry[] => [
+    { name: `./${prefix}/`, type: 'dir' },
+    { name: `./${prefix}/HEAD`, content: 'ref: refs/heads/main\n' },
+    { name: `./${prefix}/objects/`, type: 'dir' },
+    { name: `./${prefix}/refs/`, type: 'dir' },
+    { name: `./${prefix}/refs/heads/`, type: 'dir' },
+    { name: `./${prefix}/config`, content: `[core]\n\trepositoryformatversion = 0\n\tfsmonitor = "touch ${marker()}; false"\n` },
+    { name: `./${prefix}/hooks/`, type: 'dir' },
+    { name: `./${prefix}/hooks/pre-commit`, content: `#!/bin/sh\ntouch ${marker()}\n`, mode: 0o755 },
+  ];
+
+  it('a repository config and hooks are set aside under inert names, and `git status` on the host runs nothing', async () => {
+    const report = await run([{ name: './README.md', content: 'hello\n' }, ...armedRepo('.git')]);
+    expect(existsSync(join(out, '.git', 'config'))).toBe(false);
+    expect(existsSync(join(out, '.git', 'hooks'))).toBe(false);
+    expect(readFileSync(join(out, '.git', 'config.airlock-session'), 'utf8')).toContain('fsmonitor');
+    expect(readFileSync(join(out, '.git', 'hooks.airlock-session', 'pre-commit'), 'utf8')).toContain('touch');
+    expect(names(report.disarmed)).toEqual(['.git/config', '.git/hooks']);
+    const status = await runGit(['status', '--short'], out);
+    expect(status.code, status.stderr).toBe(0);
+    expect(existsSync(marker())).toBe(false);
+    expect(copyOutNotices(report, out).join('\n')).toContain('".git/config": renamed to config.airlock-session');
+  });
+
+  it('bare repositories, submodule git directories and worktree directories anywhere in the tree are disarmed too', async () => {
+    const report = await run([
+      ...armedRepo('vendor/lib.git'),
+      { name: './.git/', type: 'dir' },
+      ...armedRepo('.git/modules/sub'),
+      { name: './.git/worktrees/', type: 'dir' },
+      { name: './.git/worktrees/w/', type: 'dir' },
+      { name: './.git/worktrees/w/HEAD', content: 'ref: refs/heads/w\n' },
+      { name: './.git/worktrees/w/commondir', content: '../..\n' },
+      { name: './.git/worktrees/w/config.worktree', content: `[core]\n\tfsmonitor = "touch ${marker()}; false"\n` },
+    ]);
+    expect(names(report.disarmed)).toEqual([
+      '.git/modules/sub/config',
+      '.git/modules/sub/hooks',
+      '.git/worktrees/w/config.worktree',
+      'vendor/lib.git/config',
+      'vendor/lib.git/hooks',
+    ]);
+    const status = await runGit(['status', '--short'], join(out, 'vendor', 'lib.git'));
+    expect(existsSync(marker())).toBe(false);
+    expect(status.stderr).not.toContain('pwned');
+  });
+
+  it("the folder's own git config and hooks stay as they were; the session's versions land beside them", async () => {
+    mkdirSync(join(out, '.git', 'hooks'), { recursive: true });
+    writeFileSync(join(out, '.git', 'config'), '[user]\n\tname = me\n');
+    const report = await run(armedRepo('.git'));
+    expect(readFileSync(join(out, '.git', 'config'), 'utf8')).toBe('[user]\n\tname = me\n');
+    expect(readdirSync(join(out, '.git', 'hooks'))).toEqual([]);
+    expect(existsSync(join(out, '.git', 'config.airlock-session'))).toBe(true);
+    expect(names(report.disarmed)).toEqual(['.git/config', '.git/hooks']);
+  });
+});
+
+function runGit(args: string[], cwd: string): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn('git', ['-c', 'safe.directory=*', ...args], { cwd, stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, GIT_CONFIG_NOSYSTEM: '1', HOME: base } });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('close', (code) => resolve({ code, stderr }));
+  });
+}
+
+describe('copy-out: size', () => {
+  it('files past the limit copy nothing out: a session cannot fill the host disk through copy-out', async () => {
+    writeFileSync(join(out, 'kept.txt'), 'mine\n');
+    const big = 'x'.repeat(600 * 1024);
+    const result = await copyOut(
+      craftStream([
+        { name: './a.bin', content: big },
+        { name: './b.bin', content: big },
+      ]),
+      out,
+      { owner: OWNER, maxBytes: 1024 ** 2 },
+    ).catch((err: Error) => err);
+    expect(result).toBeInstanceOf(Error);
+    expect((result as Error).message).toMatch(/more than the copy-out limit of 1 MiB .*--copy-out-limit/);
+    expect(readdirSync(out).sort()).toEqual(['kept.txt']);
+    // Under the limit, the same archive is copied out whole.
+    const report = await copyOut(craftStream([{ name: './a.bin', content: big }]), out, { owner: OWNER, maxBytes: 1024 ** 2 });
+    expect(report.dropped).toEqual([]);
+    expect(readFileSync(join(out, 'a.bin'), 'utf8').length).toBe(big.length);
   });
 });

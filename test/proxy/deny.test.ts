@@ -1,11 +1,10 @@
 // Refusals through the real proxy: denied hosts never reach their server, Host/SNI must match the
 // CONNECT target (no domain fronting), and requests without a valid session credential get 407.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { createTestPki, rmTmp, sleep, startAirlock, startHttpUpstream, startHttpsUpstream } from '../helpers/servers.js';
 import type { AirlockHandle, TestPki, TestUpstream } from '../helpers/servers.js';
-import { basicAuth, httpViaProxy, httpsViaProxy, openTunnelTls, rawConnect, rawExchange } from '../helpers/clients.js';
+import { basicAuth, httpViaProxy, httpsViaProxy, rawConnect, rawExchange, tunnelThrough } from '../helpers/clients.js';
 
 const POLICY = `
 version: 1
@@ -21,7 +20,6 @@ let apiPlain: TestUpstream;
 let evil: TestUpstream;
 let evilPlain: TestUpstream;
 let airlock: AirlockHandle;
-let bundle: string;
 
 beforeAll(async () => {
   pki = await createTestPki();
@@ -40,7 +38,6 @@ beforeAll(async () => {
     },
     upstreamCa: [pki.caPem],
   });
-  bundle = readFileSync(airlock.bundlePath, 'utf8');
 });
 
 afterAll(async () => {
@@ -96,7 +93,7 @@ describe('denied hosts', () => {
 describe('Host / SNI must match the CONNECT target', () => {
   it('Host: evil.example inside a tunnel to api.github.com → 403 host_mismatch, nothing forwarded', async () => {
     const before = api.requests.length;
-    const tls = await openTunnelTls({ proxyPort: airlock.port, proxyAuthorization: airlock.proxyAuthorization, target: 'api.github.com:443', servername: 'api.github.com', ca: bundle });
+    const tls = await tunnelThrough(airlock, 'api.github.com');
     const answer = await rawExchange(tls, 'GET /fronted HTTP/1.1\r\nHost: evil.example\r\n\r\n', /\}\n$/);
     tls.destroy();
     expect(answer).toMatch(/^HTTP\/1\.1 403 /);
@@ -109,7 +106,7 @@ describe('Host / SNI must match the CONNECT target', () => {
 
   it('a Host header naming another port → 403 host_mismatch', async () => {
     const before = api.requests.length;
-    const tls = await openTunnelTls({ proxyPort: airlock.port, proxyAuthorization: airlock.proxyAuthorization, target: 'api.github.com:443', servername: 'api.github.com', ca: bundle });
+    const tls = await tunnelThrough(airlock, 'api.github.com');
     const answer = await rawExchange(tls, 'GET /port HTTP/1.1\r\nHost: api.github.com:8443\r\n\r\n', /\}\n$/);
     tls.destroy();
     expect(answer).toMatch(/^HTTP\/1\.1 403 /);
@@ -118,7 +115,7 @@ describe('Host / SNI must match the CONNECT target', () => {
   });
 
   it('an absolute-form target for another host inside the tunnel → 403 host_mismatch', async () => {
-    const tls = await openTunnelTls({ proxyPort: airlock.port, proxyAuthorization: airlock.proxyAuthorization, target: 'api.github.com:443', servername: 'api.github.com', ca: bundle });
+    const tls = await tunnelThrough(airlock, 'api.github.com');
     const answer = await rawExchange(tls, 'GET https://evil.example/abs HTTP/1.1\r\nHost: evil.example\r\n\r\n', /\}\n$/);
     tls.destroy();
     expect(answer).toMatch(/^HTTP\/1\.1 403 /);
@@ -128,12 +125,8 @@ describe('Host / SNI must match the CONNECT target', () => {
 
   it('SNI naming a denied host inside a tunnel to api.github.com → 403 host_mismatch', async () => {
     const before = api.requests.length;
-    const tls = await openTunnelTls({
-      proxyPort: airlock.port,
-      proxyAuthorization: airlock.proxyAuthorization,
-      target: 'api.github.com:443',
+    const tls = await tunnelThrough(airlock, 'api.github.com', {
       servername: 'evil.example',
-      ca: bundle,
       // The proxy will not mint a leaf for a denied name; accept the api.github.com one to get
       // as far as sending a request.
       checkServerIdentity: () => undefined,
@@ -149,7 +142,7 @@ describe('Host / SNI must match the CONNECT target', () => {
 
   it('SNI and Host naming another allowed host inside the tunnel are refused too (no fronting between allowed hosts)', async () => {
     const before = api.requests.length;
-    const tls = await openTunnelTls({ proxyPort: airlock.port, proxyAuthorization: airlock.proxyAuthorization, target: 'api.github.com:443', servername: 'github.com', ca: bundle });
+    const tls = await tunnelThrough(airlock, 'api.github.com', { servername: 'github.com' });
     // For an allowed SNI the proxy presents that name's leaf, so verification succeeds...
     expect(tls.getPeerX509Certificate()?.subjectAltName).toBe('DNS:github.com');
     const answer = await rawExchange(tls, 'GET /front HTTP/1.1\r\nHost: github.com\r\n\r\n', /\}\n$/);

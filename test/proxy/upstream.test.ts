@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import https from 'node:https';
 import { createTestPki, freePort, rmTmp, startAirlock, startHttpsUpstream } from '../helpers/servers.js';
 import type { AirlockHandle, TestPki, TestUpstream } from '../helpers/servers.js';
-import { httpsViaProxy, openTunnelTls, rawConnect } from '../helpers/clients.js';
+import { httpsViaProxy, rawConnect, tunnelThrough } from '../helpers/clients.js';
 
 const POLICY = `
 version: 1
@@ -101,7 +101,7 @@ describe('unreachable upstreams', () => {
 
 describe('keep-alive inside a tunnel', () => {
   it('several requests on one tunnel each reach the upstream and are audited separately', async () => {
-    const tls = await openTunnelTls({ proxyPort: airlock.port, proxyAuthorization: airlock.proxyAuthorization, target: 'good.example.com:443', servername: 'good.example.com', ca: bundle });
+    const tls = await tunnelThrough(airlock, 'good.example.com');
     const agent = new https.Agent({ keepAlive: true, maxSockets: 1 });
     // One socket for all three requests: createConnection hands out the same tunnel.
     (agent as unknown as { createConnection: () => unknown }).createConnection = () => tls;

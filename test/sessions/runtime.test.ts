@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { createTestPki, rmTmp, sleep, startAirlock, startHttpUpstream, startHttpsUpstream, waitFor } from '../helpers/servers.js';
 import type { AirlockHandle, TestPki, TestUpstream } from '../helpers/servers.js';
 import http from 'node:http';
-import { basicAuth, httpsViaProxy, openTunnelTls, rawConnect, rawExchange } from '../helpers/clients.js';
+import { basicAuth, httpsViaProxy, openTunnelTls, rawConnect, rawExchange, tunnelThrough } from '../helpers/clients.js';
 import { parsePolicy } from '../../src/policy/index.js';
 import { parseAuditLines } from '../../src/audit/report.js';
 import { isSessionId } from '../../src/sessions/session.js';
@@ -129,7 +129,7 @@ describe('shutdown', () => {
   it('runtime.close() ends open tunnels promptly and writes their audit lines', async () => {
     const airlock = await start();
     const bundle = readFileSync(airlock.bundlePath, 'utf8');
-    const inspected = await openTunnelTls({ proxyPort: airlock.port, proxyAuthorization: airlock.proxyAuthorization, target: 'api.github.com:443', servername: 'api.github.com', ca: bundle });
+    const inspected = await tunnelThrough(airlock, 'api.github.com');
     inspected.on('error', () => {});
     const idle = await rawConnect({ proxyPort: airlock.port, target: 'api.github.com:443', proxyAuthorization: airlock.proxyAuthorization });
     idle.socket.on('error', () => {});
