@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino from 'pino';
-import { createTestPki, isolatedGitEnv, rmTmp, runCli, runProcess, sleep, startAirlock, startGitServer, tmpDir, toResolveMap } from '../helpers/servers.js';
+import { createTestPki, isolatedGitEnv, rmTmp, runCli, runProcess, sleep, startAirlock, startGitServer, tmpDir, toResolveMap, waitFor } from '../helpers/servers.js';
 import type { AirlockHandle, GitServer, TestPki } from '../helpers/servers.js';
 import { startGithubAppStandIn } from '../helpers/github-app-standin.js';
 import type { GithubAppStandIn } from '../helpers/github-app-standin.js';
@@ -136,8 +136,9 @@ describe('GitHub App tokens through an in-process proxy', () => {
     // The stand-in saw the real token, never the placeholder.
     expect(app.restTokens).toEqual([app.issued[0]!.token, app.issued[0]!.token]);
     for (const req of app.upstream.requests) expect(JSON.stringify(req.headers)).not.toContain(env.GH_TOKEN!);
+    // Audit lines are written as responses close: wait for both.
+    await waitFor(async () => (await airlock.auditLines()).filter((l) => l.host === 'api.github.com' && l.credentials?.includes('github-app')).length === 2, 5_000, 'two audit lines');
     const audit = await airlock.auditLines();
-    expect(audit.filter((l) => l.host === 'api.github.com' && l.credentials?.includes('github-app'))).toHaveLength(2);
     expectNoSecrets(r.stdout + r.stderr + other.stdout + other.stderr + JSON.stringify(audit) + proxy.logLines.join('') + filesUnder(airlock.session.dir).join(''));
   });
 
