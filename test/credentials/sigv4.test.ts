@@ -416,6 +416,36 @@ describe('failures', () => {
     expect(() => secretHandle(spec, { AWS_ACCESS_KEY_ID: REAL.accessKeyId })).toThrow(/AWS_SECRET_ACCESS_KEY is not set/);
   });
 
+  it('a profile that fails when a request needs it: 502 naming the credential and the fix, audited and logged', async () => {
+    const dir = tmpDir('airlock-sigv4-late-');
+    const lines: string[] = [];
+    const late = await startAirlock({
+      policy: POLICY.replace('secret: { aws: {} }', 'secret: { aws: { profile: bedrock } }'),
+      resolve: resolveMap(),
+      upstreamCa: [pki.caPem],
+      log: pino({ base: null }, { write: (line: string) => lines.push(line) }),
+      credentials: credentialsFactory({ HOME: dir, AWS_CONFIG_FILE: join(dir, 'none'), AWS_SHARED_CREDENTIALS_FILE: join(dir, 'none') }),
+    });
+    try {
+      const before = aws.seen.length;
+      const key = late.session.credentials.sessionEnv.AWS_ACCESS_KEY_ID!;
+      const headers = signV4({ method: 'GET', host: S3_HOST, rawPath: '/hello.txt', payloadHash: EMPTY_SHA, region: 'us-west-2', service: 's3', key: { accessKeyId: key, secretAccessKey: 'x' } });
+      const tunnel = await openTunnelTls({ proxyPort: late.port, proxyAuthorization: late.proxyAuthorization, target: `${S3_HOST}:443`, servername: S3_HOST, ca: readFileSync(late.bundlePath, 'utf8') });
+      const answer = await rawExchange(tunnel, `GET /hello.txt HTTP/1.1\r\nHost: ${S3_HOST}\r\nConnection: close\r\n${headLines(headers)}\r\n`);
+      tunnel.destroy();
+      expect(answer).toMatch(/^HTTP\/1\.1 502 /);
+      expect(answer).toContain('credential "aws" (AWS keys of the host\'s profile bedrock) is unavailable');
+      expect(answer).toContain('aws sso login --profile bedrock');
+      expect(aws.seen.length).toBe(before);
+      const line = await late.waitForAudit((l) => l.path === '/hello.txt');
+      expect(line).toMatchObject({ status: 502, reason: 'upstream_error', detail: 'credential unavailable' });
+      await waitFor(() => lines.some((l) => l.includes('AWS profile bedrock gave no usable keys')), 5_000, 'the log line');
+    } finally {
+      await late.close();
+      rmTmp(dir);
+    }
+  });
+
   it('a profile without keys: airlock exec says which credential and profile, and no secret', async () => {
     const dir = tmpDir('airlock-sigv4-profile-');
     try {
