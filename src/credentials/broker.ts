@@ -160,6 +160,8 @@ export interface CredentialBroker {
    */
   variablesHoldingSecrets(env: Readonly<Record<string, string | undefined>>): Promise<string[]>;
   swapRequest(request: OutgoingRequest): Promise<SwapResult>;
+  /** Called once when the session ends (revokes what was minted for it); never throws. */
+  close?(): Promise<void>;
   /** Files the session gets (a placeholder login store, say); none when absent. */
   readonly sessionFiles?: readonly SessionFile[];
   /** Scrubs echoed secrets from a response; null when the host can hold no secret. */

@@ -174,6 +174,19 @@ export function githubAppSecret(spec: CredentialSpec, source: GithubAppSource, t
     return running;
   };
 
+  // The session's token dies with it rather than an hour later; a failure here only means the
+  // token lives out its hour.
+  const close = async (): Promise<void> => {
+    const live = token;
+    token = null;
+    if (!live || live.expiresAt <= now()) return;
+    await tokenRequest(
+      `${source.api}/installation/token`,
+      { method: 'DELETE', headers: { authorization: `token ${live.value}`, accept: 'application/vnd.github+json', 'x-github-api-version': '2022-11-28', 'user-agent': 'airlock' } },
+      { ...transport, timeoutMs: 5_000 },
+    ).catch(() => undefined);
+  };
+
   // A minted value is new: no copy of it can be in the host's environment (nothing to mint for that).
-  return { current, known: () => known, values: async () => known };
+  return { current, known: () => known, values: async () => known, close };
 }

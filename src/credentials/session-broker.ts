@@ -30,6 +30,8 @@ export interface SecretHandle {
   answer?(request: OutgoingRequest, body: Buffer, placeholder: string): Promise<HostAnswer>;
   /** Set for a credential that signs requests (SigV4) rather than being swapped in. */
   readonly signer?: RequestSigner;
+  /** Ends what the source made for this session (a GitHub App token is revoked); never throws. */
+  close?(): Promise<void>;
 }
 
 /** Bodies of requests a credential answers itself are read whole, up to this. */
@@ -128,6 +130,11 @@ export class SessionBroker implements CredentialBroker {
     // A Claude login token in the environment (env token mode): Claude Code's onboarding is done.
     if (this.bound.some((c) => c.spec.env.includes(CLAUDE_TOKEN_ENV))) files.push(CLAUDE_ONBOARDING_FILE);
     this.sessionFiles = Object.freeze(files.filter((f, i) => files.findIndex((g) => g.path === f.path) === i));
+  }
+
+  /** When the session ends: what a source made for it alone is given up. */
+  async close(): Promise<void> {
+    await Promise.all(this.bound.map((c) => c.secret.close?.()));
   }
 
   async variablesHoldingSecrets(env: Readonly<Record<string, string | undefined>>): Promise<string[]> {

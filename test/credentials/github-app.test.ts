@@ -211,6 +211,11 @@ describe('GitHub App tokens through an in-process proxy', () => {
       const again = await gh(firstEnv, ['api', 'repos/octo/repo']);
       expect(again.code, again.stderr).toBe(0);
       expect(app.restTokens.at(-1)).toBe(firsts);
+      // The second session ends: its token is revoked at once, the first session's is not.
+      await airlock.runtime.sessions.remove(second.id);
+      expect(app.revoked).toEqual([mine]);
+      expect(app.allows(`token ${mine}`, 'repo')).toBeNull();
+      expect((await gh(firstEnv, ['api', 'repos/octo/repo'])).code).toBe(0);
     } finally {
       await airlock.runtime.sessions.remove(second.id);
     }
@@ -391,6 +396,8 @@ describe('airlock exec (the CLI wiring)', () => {
       expect(log.stdout.trim()).toBe('pushed from airlock exec');
       const childEnv = readFileSync(join(work, 'child-env.txt'), 'utf8');
       expect(childEnv).toMatch(/^GH_TOKEN=ghs_airlock-github-app-[0-9a-f]{24}$/m);
+      // The session's end revoked its token.
+      expect(app.revoked).toContain(app.issued.at(-1)!.token);
       expectNoSecrets(r.stdout + r.stderr + childEnv + filesUnder(join(work, 'state')).join('') + filesUnder(join(work, 'clone', '.git')).join(''));
     } finally {
       rmTmp(work);

@@ -29,6 +29,8 @@ export interface GithubAppStandIn {
   readonly tokenRequests: { jwtOk: boolean; problem?: string; status: number; body: unknown }[];
   /** Tokens seen on REST calls, in order (to tell which session used which). */
   readonly restTokens: string[];
+  /** Tokens revoked with DELETE /installation/token. */
+  readonly revoked: string[];
   /** How the token endpoint behaves. */
   mode: { lifetimeMs: number; fail?: 500 | 'garbage'; clockAheadMs?: number };
   /** The token of a Basic or token/Bearer Authorization, if it is a live one allowed `repo`. */
@@ -54,6 +56,7 @@ export async function startGithubAppStandIn(opts: { pki: TestPki; dir: string; r
   const issued: IssuedToken[] = [];
   const tokenRequests: GithubAppStandIn['tokenRequests'] = [];
   const restTokens: string[] = [];
+  const revoked: string[] = [];
 
   const checkJwt = (authorization: string | undefined, clockAheadMs: number): string | null => {
     const m = /^Bearer ([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)$/.exec(authorization ?? '');
@@ -83,6 +86,7 @@ export async function startGithubAppStandIn(opts: { pki: TestPki; dir: string; r
     issued,
     tokenRequests,
     restTokens,
+    revoked,
     mode: { lifetimeMs: 3600_000 },
     allows(authorization, repo) {
       let token = '';
@@ -156,6 +160,15 @@ export async function startGithubAppStandIn(opts: { pki: TestPki; dir: string; r
           repository_selection: 'selected',
           repositories: repos.map((name) => ({ name, full_name: `${OWNER}/${name}` })),
         });
+      }
+      if (req.method === 'DELETE' && url.pathname === '/installation/token') {
+        const given = /^(?:token|Bearer) (.+)$/i.exec(req.headers.authorization ?? '')?.[1] ?? '';
+        const found = live(given);
+        if (!found) return json(res, 401, { message: 'Bad credentials' });
+        revoked.push(given);
+        issued.splice(issued.indexOf(found), 1, { ...found, expiresAt: 0 });
+        res.writeHead(204);
+        return res.end();
       }
       if (url.pathname === '/echo') {
         // Echoes the request's headers, as a debugging endpoint or an error page might.
