@@ -21,6 +21,7 @@ import { parsePolicy } from '../policy/index.js';
 import { parseHostPattern } from '../policy/host-pattern.js';
 import type { Policy } from '../policy/index.js';
 import type { AuditLine } from './report.js';
+import { gitBlock, githubBlock, learnScoped, mcpBlock, newScopedUse } from './suggest-scoped.js';
 
 /** Refusals that say nothing about what the session needs: no allow rule changes them. */
 const NOT_USED_REASONS: ReadonlySet<string> = new Set([
@@ -64,6 +65,10 @@ export interface SuggestedRule {
   readonly count: number;
   /** Reasons the session's own policy would have denied them (report mode), with counts. */
   readonly wouldDeny: Readonly<Record<string, number>>;
+  /** A git:, github: or mcp: block learned from the audit details (suggest-scoped.ts). */
+  readonly git?: Record<string, unknown>;
+  readonly github?: Record<string, unknown>;
+  readonly mcp?: Record<string, unknown>;
 }
 
 export interface Learned {
@@ -133,6 +138,7 @@ export function learnFromAudit(lines: readonly AuditLine[], opts: { paths?: bool
   const hosts = new Map<string, HostUse>();
   const skipped = new Map<string, number>();
   const notes = new Set<string>();
+  const scoped = newScopedUse();
   let used = 0;
   let first: string | null = null;
   let last: string | null = null;
@@ -176,8 +182,10 @@ export function learnFromAudit(lines: readonly AuditLine[], opts: { paths?: bool
       }
       tally.count++;
       if (line.action === 'would_deny') bump(tally.wouldDeny, line.reason);
+    } else if ((sawRequest(line.host, line.port), learnScoped(scoped, line))) {
+      // A git request: the host's git rule covers it, not its plain rule.
+      if (line.action === 'would_deny') bump(use.requestWouldDeny, line.reason);
     } else {
-      sawRequest(line.host, line.port);
       if (!METHOD_RE.test(line.method)) {
         notes.add(`method ${JSON.stringify(line.method)} on ${line.host} cannot be written in a policy; not allowed`);
         bump(skipped, 'unexpressible');
@@ -212,8 +220,25 @@ export function learnFromAudit(lines: readonly AuditLine[], opts: { paths?: bool
   const rules: SuggestedRule[] = [];
   for (const host of [...hosts.keys()].sort(byCodeUnit)) {
     const use = hosts.get(host)!;
+    const git = scoped.git.get(host);
+    if (git) {
+      rules.push({
+        host,
+        ports: [...git.ports].sort((a, b) => a - b),
+        methods: null,
+        paths: null,
+        inspect: true,
+        count: git.count,
+        wouldDeny: {},
+        git: gitBlock(git, scoped.notes, host),
+      });
+    }
+    const github = scoped.github.get(host);
+    const mcp = scoped.mcp.get(host);
     if (use.requestPorts.size > 0) {
       rules.push({
+        ...(github ? { github: githubBlock(github, scoped.notes, host) } : {}),
+        ...(mcp ? { mcp: mcpBlock(mcp) } : {}),
         host,
         ports: [...use.requestPorts].sort((a, b) => a - b),
         methods: [...use.methods].sort(byCodeUnit),
@@ -245,6 +270,7 @@ export function learnFromAudit(lines: readonly AuditLine[], opts: { paths?: bool
       });
     }
   }
+  for (const note of scoped.notes) notes.add(note);
   return {
     rules,
     used,
@@ -262,9 +288,13 @@ function isDefaultPorts(ports: readonly number[]): boolean {
 function ruleData(rule: SuggestedRule): Record<string, unknown> {
   const out: Record<string, unknown> = { host: rule.host };
   if (!isDefaultPorts(rule.ports)) out.ports = [...rule.ports];
+  // git: and github: decide methods and paths themselves.
+  if (rule.git) return { ...out, git: rule.git };
+  if (rule.github) return { ...out, github: rule.github };
   if (rule.inspect) {
     out.methods = [...(rule.methods ?? [])];
     if (rule.paths) out.paths = [...rule.paths];
+    if (rule.mcp) out.mcp = rule.mcp;
   } else {
     out.inspect = false;
   }
@@ -340,6 +370,10 @@ export function suggestPolicy(lines: readonly AuditLine[], opts: SuggestOptions)
     map.commentBefore = ruleComment(rule);
     for (const key of ['ports', 'methods']) {
       const seq = map.get(key, true);
+      if (isSeq(seq)) seq.flow = true;
+    }
+    for (const path of [['mcp', 'tools'], ['git', 'fetch'], ['github', 'repos'], ['github', 'allow'], ['github', 'graphql', 'mutations']]) {
+      const seq = map.getIn(path, true);
       if (isSeq(seq)) seq.flow = true;
     }
   });

@@ -180,6 +180,7 @@ policyCommand
             `ports ${rule.ports.join(',')}`,
             rule.paths ? `paths ${rule.paths.join(' ')}` : 'any path',
             rule.inspect ? 'inspected' : 'tunnelled (not inspected)',
+            ...(rule.mcp ? [`MCP tools ${rule.mcp.tools.length > 0 ? rule.mcp.tools.join(' ') : '(none)'} (tools/call and tools/list checked)`] : []),
           ];
       out.push(`  allow ${rule.host}: ${parts.join('; ')}`);
     }

@@ -79,6 +79,11 @@ function enforced(policy: Policy, facts: RequestFacts): Decision {
   // same host would otherwise let through what the github: rule refuses.
   const githubScoped = facts.phase === 'request' && rules.some(({ rule }) => rule.github && rule.ports.includes(port) && matchHostPattern(rule.host, host));
   let githubRefused: { rule: AllowRule; what: string; message: string } | undefined;
+  // Likewise a path some mcp: rule covers: a plain rule beside it would let every tool be called.
+  // Paths no mcp: rule names (an OAuth endpoint beside /mcp, say) are left to the other rules.
+  const mcpScoped =
+    facts.phase === 'request' &&
+    rules.some(({ rule, paths }) => rule.mcp && rule.ports.includes(port) && matchHostPattern(rule.host, host) && (paths === null || (path !== undefined && paths.some((m) => m(path)))));
   for (const { rule, paths } of rules) {
     if (!matchHostPattern(rule.host, host)) continue;
     firstOnHost ??= rule;
@@ -112,6 +117,7 @@ function enforced(policy: Policy, facts: RequestFacts): Decision {
       };
       continue;
     }
+    if (mcpScoped && !rule.mcp) continue;
     firstOnPort ??= rule;
     if (rule.methods !== null) {
       if (!rule.methods.includes(method)) continue;
@@ -123,7 +129,7 @@ function enforced(policy: Policy, facts: RequestFacts): Decision {
       }
     }
     if (paths === null) {
-      return allow(rule, `${describeRequest(method, path)} on ${host} allowed by ${rule.label}`);
+      return allowRequest(rule, `${describeRequest(method, path)} on ${host} allowed by ${rule.label}`);
     }
     // A rule with paths cannot pass a request whose path is unknown, or one whose path servers
     // may read as another path than the one matched.
@@ -139,7 +145,7 @@ function enforced(policy: Policy, facts: RequestFacts): Decision {
       } else if (paths.some((matches) => matches(path))) {
         const bare = path.includes(';') ? withoutPathParameters(path) : path;
         if (bare === path || paths.some((matches) => matches(bare))) {
-          return allow(rule, `${describeRequest(method, path)} on ${host} allowed by ${rule.label}`);
+          return allowRequest(rule, `${describeRequest(method, path)} on ${host} allowed by ${rule.label}`);
         }
         if (!methodOnly) ambiguousBecause = `";" parameters, which Tomcat and Spring drop, reading it as ${bare}`;
       }
@@ -155,7 +161,11 @@ function enforced(policy: Policy, facts: RequestFacts): Decision {
     return { ...refused, detail: `github ${githubRefused.what}` };
   }
   if (gitRefused && (gitScoped || !firstOnPort)) {
-    return deny(gitRefused.rule.label, 'path_not_allowed', `${gitRefused.message}. Ask the operator to extend the rule's git: block.`);
+    const refused = deny(gitRefused.rule.label, 'path_not_allowed', `${gitRefused.message}. Ask the operator to extend the rule's git: block.`);
+    // A push report mode lets through still has its ref updates read, so the audit line (and
+    // policy suggest) names them; enforced, it never gets that far.
+    const repo = gitRequest?.service === 'git-receive-pack' && gitRequest.endpoint === 'rpc' ? gitRequest.repo : null;
+    return repo !== null && policy.mode === 'report' ? { ...refused, gitPush: { repo, rules: [] } } : refused;
   }
   if (!firstOnPort) {
     const r = firstOnHost;
@@ -215,6 +225,12 @@ function describeRequest(method: string, path: string | undefined): string {
 
 function allow(rule: AllowRule, message: string): Decision {
   return { action: 'allow', rule: rule.label, reason: 'allowed', message, inspect: rule.inspect };
+}
+
+/** An allowed request: one an mcp: rule allowed still has its body and response checked. */
+function allowRequest(rule: AllowRule, message: string): Decision {
+  const allowed = allow(rule, message);
+  return rule.mcp ? { ...allowed, mcp: { rule: rule.mcp, label: rule.label } } : allowed;
 }
 
 function deny(rule: string | null, reason: DenyReason, message: string): Decision {

@@ -10,4 +10,6 @@ export { allowRequest, credentialReach, narrowestRule, RuleEditError, type Reque
 export { parseAllowEntry, type AllowEntry } from './host-pattern.js';
 export { COMPAT_PROFILES, compatProfile, type CompatProfile } from './compat.js';
 export { DANGEROUS_ENDPOINTS, decideGraphql, githubRequestOf, type GraphqlVerdict } from './github-decide.js';
-export { decideFastForward, decideRefUpdate, refUpdateKind, type RefUpdate, type RefVerdict } from './git-decide.js';
+export { decideFastForward, decideRefUpdate, gitRequestOf, refUpdateKind, type RefUpdate, type RefVerdict } from './git-decide.js';
+export { decideMcpBody, decideMcpMessage, filterToolsResult, MCP_ERROR, type McpBodyVerdict, type McpMessageVerdict } from './mcp-decide.js';
+export { parseStrictJson, utf8Text, StrictJsonError, type JsonValue } from './strict-json.js';

@@ -12,6 +12,7 @@ import { parseCredentials } from './credentials.js';
 import { PolicyError } from './errors.js';
 import { parseGitRule } from './git-rules.js';
 import { parseGithubRule } from './github-rules.js';
+import { parseMcpRule } from './mcp-rules.js';
 import { parseHostPattern } from './host-pattern.js';
 import { describe, Reader, type Value } from './reader.js';
 import type { AllowRule, Limits, Policy } from './types.js';
@@ -19,7 +20,7 @@ import type { AllowRule, Limits, Policy } from './types.js';
 export { PolicyError } from './errors.js';
 
 const TOP_KEYS = ['version', 'name', 'mode', 'allow', 'credentials', 'limits', 'container'] as const;
-const RULE_KEYS = ['host', 'methods', 'ports', 'paths', 'inspect', 'git', 'github'] as const;
+const RULE_KEYS = ['host', 'methods', 'ports', 'paths', 'inspect', 'git', 'github', 'mcp'] as const;
 const LIMIT_KEYS = ['max_upload_bytes', 'max_connections', 'requests_per_second'] as const;
 
 const DEFAULT_PORTS: readonly number[] = Object.freeze([80, 443]);
@@ -181,6 +182,19 @@ function parseRule(r: Reader, item: Value, index: number): AllowRule {
     }
   }
 
+  const mcpValue = fields.get('mcp');
+  const mcp = mcpValue ? parseMcpRule(r, mcpValue) : null;
+  if (mcpValue) {
+    // methods: and paths: still narrow an MCP rule (path scoping); git and github rules are other hosts' matters.
+    for (const key of ['inspect', 'git', 'github'] as const) {
+      const v = fields.get(key);
+      if (v && !(key === 'inspect' && inspect)) {
+        r.fail(v, v.path, key === 'inspect' ? 'mcp: needs inspection, but this rule has inspect: false' : `${key} cannot be combined with mcp:`,
+          key === 'inspect' ? 'Remove inspect: false from this rule' : `Remove ${key} from this rule; write a separate rule for it`);
+      }
+    }
+  }
+
   return Object.freeze({
     index,
     line,
@@ -193,6 +207,7 @@ function parseRule(r: Reader, item: Value, index: number): AllowRule {
     label: `allow[${index}] ${pattern.host}`,
     git,
     github,
+    mcp,
   });
 }
 

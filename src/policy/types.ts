@@ -29,6 +29,16 @@ export interface AllowRule {
    * scoping. A rule with github: decides every request to its host (github-decide.ts).
    */
   readonly github: GithubRule | null;
+  /**
+   * An MCP server on this host, by tool; null: no MCP scoping. A host some mcp: rule covers is
+   * decided by mcp: rules alone, and the bodies of what they allow are read (mcp-decide.ts).
+   */
+  readonly mcp: McpRule | null;
+}
+
+export interface McpRule {
+  /** Tool-name globs that tools/call may name and tools/list shows. */
+  readonly tools: readonly string[];
 }
 
 export interface GithubRule {
@@ -204,7 +214,8 @@ export type DenyReason =
   | 'rate_limited'
   | 'upload_budget_exceeded'
   | 'git_ref_not_allowed'
-  | 'graphql_not_allowed';
+  | 'graphql_not_allowed'
+  | 'mcp_not_allowed';
 
 /**
  * What the policy says of a request: allow it, deny it, or, in report mode, let a denial of the
@@ -227,6 +238,15 @@ interface DecisionCommon {
   readonly detail?: string;
   /** An allowed POST /graphql: its body is still to be checked (decideGraphql). */
   readonly graphql?: GraphqlTarget;
+  /** An allowed request to an MCP server: its body and its response are still to be checked. */
+  readonly mcp?: McpTarget;
+}
+
+/** What the proxy checks of a request an mcp: rule let through. */
+export interface McpTarget {
+  readonly rule: McpRule;
+  /** The deciding rule's label, for messages. */
+  readonly label: string;
 }
 
 /** A GraphQL request a github: rule let through to the body check. */

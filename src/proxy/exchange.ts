@@ -280,6 +280,18 @@ export class Exchange {
   }
 
   /**
+   * Refuses the exchange with an answer in the request's own protocol (JSON-RPC errors), which
+   * `render` writes from the denial's facts; audited as a denial. The connection closes after it.
+   */
+  refuseIn(status: number, reason: DenyReason, message: string, detail: string, render: (info: DenyInfo) => string): void {
+    if (this.ended) return;
+    this.outcome = { action: 'deny', rule: this.rule, reason };
+    this.detail = detail;
+    const body = render(this.denyInfo(reason, message));
+    this.answer(status, body, [`X-Airlock-Decision: deny; reason=${reason}`], true, undefined, 'application/json');
+  }
+
+  /**
    * The proxy answers this exchange itself (the in-session endpoint): nothing is forwarded, and
    * it is audited as allowed by `rule`.
    */
@@ -405,7 +417,7 @@ export class Exchange {
     return { session: this.session.id, policy: this.policy.name, host, port, decision: { rule: this.rule, reason, message } };
   }
 
-  private answer(status: number, body: string, headers: string[], close: boolean, phrase?: string): void {
+  private answer(status: number, body: string, headers: string[], close: boolean, phrase?: string, contentType?: string): void {
     if ('socket' in this.channel) {
       this.finish(status);
       answerRaw(this.channel.socket, status, body, headers, phrase);
@@ -422,7 +434,7 @@ export class Exchange {
     // Whatever the client still sends is discarded.
     if (close) res.shouldKeepAlive = false;
     const head: Record<string, string | number> = {
-      'Content-Type': body.startsWith('{') ? 'application/json' : 'text/plain; charset=utf-8',
+      'Content-Type': contentType ?? (body.startsWith('{') ? 'application/json' : 'text/plain; charset=utf-8'),
       'Content-Length': Buffer.byteLength(body),
     };
     for (const line of headers) {

@@ -10,11 +10,13 @@ import { Exchange, UploadBudgetExceeded } from './exchange.js';
 import type { Answered, ExchangeDeps, Forward } from './exchange.js';
 import type { BodySink, ResponseOut } from './http1/types.js';
 import { forwardRequestHeaders, forwardResponseHeaders } from './headers.js';
-import { scrubbedSink } from './response-scrub.js';
+import { discard, responseHasBody, scrubbedSink } from './response-scrub.js';
 import { usageOf } from './usage.js';
 import { gitPushInspector } from './git/inspector.js';
 import { checkGraphql } from './github-graphql.js';
 import { BodyTooLarge } from '../credentials/broker.js';
+import { checkMcp } from './mcp/request.js';
+import { mcpResponseSink, uncheckableResponse } from './mcp/response.js';
 
 /** A request to forward: its head, its body (null when none) and where the answer goes. */
 export interface HttpRequestIn extends Incoming {
@@ -36,8 +38,10 @@ export function forwardHttp(deps: ExchangeDeps, x: HttpRequestIn): void {
   if (!admitted) return;
   const { target, decision } = admitted;
   const { req } = x;
-  const go = (body: Readable | null) => {
-    const headers = forwardRequestHeaders(req.rawHeaders, req.headers.connection);
+  const go = (body: Readable | null, mcpDetail?: string) => {
+    let headers = forwardRequestHeaders(req.rawHeaders, req.headers.connection);
+    // An MCP server's answer is read on its way back: it is asked for uncompressed.
+    if (decision.mcp) headers = withoutHeader(headers, 'accept-encoding');
     ex.swap(
       {
         scheme: x.scheme,
@@ -50,12 +54,14 @@ export function forwardHttp(deps: ExchangeDeps, x: HttpRequestIn): void {
         readBody: (max) => (body ? readWhole(body, max) : Promise.resolve(Buffer.alloc(0))),
       },
       // A swap that read the body (to sign it) sends it as read.
-      (swap) => send(deps, ex, { ...x, body: swap.body === undefined ? body : swap.body.length > 0 ? Readable.from([swap.body]) : null }, target, decision, swap),
+      (swap) => send(deps, ex, { ...x, body: swap.body === undefined ? body : swap.body.length > 0 ? Readable.from([swap.body]) : null }, target, decision, swap, mcpDetail),
       (answered) => answerHere(ex, answered, body, req.rawHeaders.find((_, i, all) => i % 2 === 1 && all[i - 1]!.toLowerCase() === 'content-encoding')),
     );
   };
-  // A GraphQL request: its document is read and decided before anything is sent.
+  // A GraphQL request: its document is read and decided before anything is sent; so is the
+  // JSON-RPC body of a request to an MCP server.
   if (decision.graphql) checkGraphql(ex, decision.graphql, x.body, req.rawHeaders, go);
+  else if (decision.mcp) checkMcp(ex, decision.mcp, x.body, req.rawHeaders, go);
   else go(x.body);
 }
 
@@ -114,7 +120,13 @@ function answerHere(ex: Exchange, a: Answered, body: Readable | null, encoding: 
   body.once('end', done);
 }
 
-function send(deps: ExchangeDeps, ex: Exchange, x: HttpRequestIn, target: CheckedTarget, decision: Decision, swap: Forward): void {
+function withoutHeader(headers: string[], name: string): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < headers.length; i += 2) if (headers[i]!.toLowerCase() !== name) out.push(headers[i]!, headers[i + 1]!);
+  return out;
+}
+
+function send(deps: ExchangeDeps, ex: Exchange, x: HttpRequestIn, target: CheckedTarget, decision: Decision, swap: Forward, mcpDetail?: string): void {
   const { req, res, session } = x;
   const socket = req.socket;
   const startWritten = socket.bytesWritten;
@@ -170,18 +182,42 @@ function send(deps: ExchangeDeps, ex: Exchange, x: HttpRequestIn, target: Checke
         ex.note(problem);
         deps.log.error({ session: session.id, problem }, 'signed request refused upstream');
       }
+      // Under an mcp: rule (enforced), every message the server sends back is read: tools/list
+      // results lose the tools the rule does not list.
+      const mcp = decision.mcp && ex.policy.mode === 'enforce' && responseHasBody(req.method, statusCode) ? decision.mcp : null;
+      if (mcp) {
+        const why = uncheckableResponse(responseHeaders);
+        if (why) {
+          ex.failed({ status: 502, reason: 'upstream_error', deny: false, message: `Airlock: ${why}.`, detail: 'mcp: compressed response' });
+          return discard();
+        }
+      }
+      // The body may change length: it goes chunked.
+      if (mcp) delete responseHeaders['content-length'];
+      let sink: BodySink;
       if (session.credentials.empty) {
         res.writeHead(statusCode, responseHeaders);
-        return res;
+        sink = res;
+      } else {
+        sink = scrubbedSink(session.credentials, res, {
+          host: target.host,
+          method: req.method,
+          statusCode,
+          headers: responseHeaders,
+          echoes: swap.echoes,
+          onScrub: () => ex.note('secret_scrubbed'),
+          unreadable: (why) => ex.failed({ status: 502, reason: 'upstream_error', deny: false, message: `Airlock: ${why}.`, detail: why }),
+        });
       }
-      return scrubbedSink(session.credentials, res, {
-        host: target.host,
-        method: req.method,
-        statusCode,
+      if (!mcp) return sink;
+      return mcpResponseSink(sink, {
+        tools: mcp.rule.tools,
         headers: responseHeaders,
-        echoes: swap.echoes,
-        onScrub: () => ex.note('secret_scrubbed'),
-        unreadable: (why) => ex.failed({ status: 502, reason: 'upstream_error', deny: false, message: `Airlock: ${why}.`, detail: why }),
+        note: (what) => ex.note(mcpDetail ? `${mcpDetail}; ${what}` : `mcp ${what}`),
+        abort: (why) => {
+          ex.note(`mcp: response cut off: ${why}`);
+          res.destroy();
+        },
       });
     },
   );

@@ -120,7 +120,7 @@ function scrubbingSink(res: ResponseOut, scrubber: ChunkScrubber): BodySink {
 }
 
 /** A response body that is not passed on: the upstream connection is closed, not read. */
-function discard(): BodySink {
+export function discard(): BodySink {
   return { ...wholeBody(() => {}), discard: true };
 }
 

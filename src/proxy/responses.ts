@@ -51,6 +51,24 @@ export function denyGraphql(info: DenyInfo): string {
   return JSON.stringify({ errors: [{ type: 'FORBIDDEN', message: `Airlock: ${info.decision.message}`, extensions: full }] }) + '\n';
 }
 
+/** One JSON-RPC error to answer: the request's id (null when it had none to answer) and why. */
+export interface JsonRpcError {
+  readonly id: string | number | null;
+  readonly code: number;
+  readonly message: string;
+}
+
+/**
+ * A denial as JSON-RPC errors, one per refused request (an array for a batch), which MCP clients
+ * show: the message says why and where to ask; the JSON denial's fields go in error.data.
+ */
+export function denyJsonRpc(info: DenyInfo, errors: readonly JsonRpcError[], batch: boolean): string {
+  const data = JSON.parse(denyBody(info)) as Record<string, unknown>;
+  const ask = `To ask for access, POST http://${INTERNAL_HOST}/request-access from this session (see http://${INTERNAL_HOST}/); session ${info.session ?? '-'}, policy "${info.policy ?? '?'}".`;
+  const out = errors.map((e) => ({ jsonrpc: '2.0', id: e.id, error: { code: e.code, message: `${e.message}${/[.!?]$/.test(e.message) ? '' : '.'} ${ask}`, data } }));
+  return JSON.stringify(batch ? out : out[0]) + '\n';
+}
+
 /** git's smart-HTTP client, which shows only text/plain error bodies. */
 export function isGitClient(rawHeaders: readonly string[]): boolean {
   for (let i = 0; i < rawHeaders.length; i += 2) {

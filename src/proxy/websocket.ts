@@ -50,6 +50,16 @@ export function relayWebSocket(deps: ExchangeDeps, x: UpgradeIn): void {
   const admitted = enter(ex, x, { connection: true });
   if (!admitted) return;
   const { target } = admitted;
+  // JSON-RPC over a WebSocket would carry tools/call past the mcp: rule's checks, which read
+  // HTTP bodies and event streams: refused (in report mode, audited as would_deny).
+  if (admitted.decision.mcp) {
+    const message = `Airlock: WebSocket connections to ${target.host} are not allowed: ${admitted.decision.mcp.label} is an mcp: rule, and MCP is checked over HTTP only (streamable HTTP or HTTP+SSE)`;
+    if (ex.policy.mode === 'enforce') {
+      ex.refuse(403, 'mcp_not_allowed', `${message}. Connect with an HTTP transport.`, 'mcp: websocket upgrade');
+      return;
+    }
+    ex.overrule('would_deny', 'mcp_not_allowed', 'mcp: websocket upgrade');
+  }
   // Validate the client's handshake before any upstream is opened with credentials in it: ws
   // would abort an invalid one without a callback, leaving that upstream connection behind.
   const key = req.headers['sec-websocket-key'];

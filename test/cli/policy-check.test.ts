@@ -31,6 +31,17 @@ describe.concurrent('airlock policy check', () => {
     expect(e.stderr).toContain(`${bad}:9: allow[0].git.push[0].forse: unknown key "forse" (did you mean "force"?)`);
   });
 
+  it('an mcp: rule: its summary names the tools, and an error names line and field', async () => {
+    const path = file('mcp.yaml', ['version: 1', 'name: mcp', 'allow:', '  - host: mcp.example.com', '    mcp:', '      tools: ["search_*", read_file]', ''].join('\n'));
+    const r = await runCli(['policy', 'check', path]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('  allow mcp.example.com: any method; ports 80,443; any path; inspected; MCP tools search_* read_file (tools/call and tools/list checked)\n');
+    const bad = file('mcp-bad.yaml', ['version: 1', 'name: mcp', 'allow:', '  - host: mcp.example.com', '    mcp:', '      tols: [read_file]', ''].join('\n'));
+    const e = await runCli(['policy', 'check', bad]);
+    expect(e.code).not.toBe(0);
+    expect(e.stderr).toContain(`${bad}:6: allow[0].mcp.tols: unknown key "tols" (did you mean "tools"?)`);
+  });
+
   it('a good file: exit 0 and a summary of every rule', async () => {
     const path = file(
       'good.yaml',

@@ -67,6 +67,7 @@ describe('parsePolicy: valid input', () => {
       label: 'allow[0] api.github.com',
       git: null,
       github: null,
+      mcp: null,
     });
     expect(p.allow[2]?.methods).toEqual(['GET', 'HEAD']);
     expect(p.allow[3]).toMatchObject({ ports: [443, 8443], paths: ['/v1/*'] });
