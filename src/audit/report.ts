@@ -1,21 +1,70 @@
 // Reading audit logs back: parse lines, render a table and a per-host summary; and the one-line
 // tallies `airlock exec` and `airlock run` print when a session ends.
 import type { AuditEntry } from './entry.js';
-import type { HostTally } from './log.js';
+import type { AdmitRecord, HostTally } from './log.js';
 
 export type AuditLine = AuditEntry & { time: string };
+/** An exchange admitted upstream; its end line (same id) says how it ended. */
+export type AdmitLine = AdmitRecord & { event: 'admit'; time: string };
+/** The log's own records: start (with the writing pid), resume, rotate, prune, gap, close. */
+export type EventLine = { event: 'start' | 'resume' | 'rotate' | 'prune' | 'gap' | 'close'; time: string; session: string; pid?: number };
 
-export function parseAuditLines(text: string): AuditLine[] {
-  const out: AuditLine[] = [];
+export interface AuditRecords {
+  /** End lines, in the order written (what every reader of finished requests wants). */
+  readonly ends: AuditLine[];
+  readonly admits: AdmitLine[];
+  readonly events: EventLine[];
+  /** Every record in file order. */
+  readonly all: (AuditLine | AdmitLine | EventLine)[];
+}
+
+export function parseAuditRecords(text: string): AuditRecords {
+  const records: AuditRecords = { ends: [], admits: [], events: [], all: [] };
   for (const line of text.split('\n')) {
     if (line.trim() === '') continue;
+    let parsed: AuditLine | AdmitLine | EventLine;
     try {
-      out.push(JSON.parse(line) as AuditLine);
+      parsed = JSON.parse(line) as AuditLine | AdmitLine | EventLine;
     } catch {
-      // A line cut short by a crash is skipped, not fatal.
+      continue; // A line cut short by a crash is skipped, not fatal (verify names it).
     }
+    records.all.push(parsed);
+    if (!('event' in parsed)) records.ends.push(parsed);
+    else if (parsed.event === 'admit') records.admits.push(parsed);
+    else records.events.push(parsed);
   }
-  return out;
+  return records;
+}
+
+/** The end lines (one per finished request or tunnel); admit and the log's own records left out. */
+export function parseAuditLines(text: string): AuditLine[] {
+  return parseAuditRecords(text).ends;
+}
+
+/**
+ * Why admitted exchanges have no end line: the log was not closed and the process writing it is
+ * gone (`crash`), or it still runs (`open`: they are in progress). `isAlive` checks a pid.
+ */
+export function openState(records: AuditRecords, isAlive: (pid: number) => boolean): 'closed' | 'open' | 'crash' {
+  const last = records.all[records.all.length - 1];
+  if (last && 'event' in last && last.event === 'close') return 'closed';
+  const writer = [...records.events].reverse().find((e) => e.event === 'start' || e.event === 'resume');
+  return writer?.pid !== undefined && isAlive(writer.pid) ? 'open' : 'crash';
+}
+
+/** Admitted exchanges with no end line, in admission order. */
+export function withoutEnd(records: AuditRecords): AdmitLine[] {
+  const ended = new Set(records.ends.map((e) => e.id));
+  return records.admits.filter((a) => !ended.has(a.id));
+}
+
+/** A table row for an admitted exchange that has no end line. */
+export function formatCutOff(a: AdmitLine, state: 'open' | 'crash' | 'closed'): string {
+  const when = a.time.slice(11, 23);
+  const target = `${a.scheme}://${a.host}:${a.port}${a.kind === 'tunnel' ? '' : a.path}`;
+  const creds = a.credentials.length ? ` creds=${a.credentials.join(',')}` : '';
+  const what = state === 'open' ? 'IN FLIGHT: admitted, not ended yet' : 'CUT OFF: admitted, no end recorded (the proxy stopped)';
+  return `${when}  ${pad(a.action.toUpperCase(), 10)} ${pad('----', 4)} ${pad(a.method, 7)} ${pad(target, 50)} ${what}${a.rule ? ` (${a.rule})` : ''}${creds}`;
 }
 
 function pad(value: string, width: number): string {

@@ -4,11 +4,13 @@
 // short-lived objects, and the default (up to 16 MiB) only held ~20 MiB more RSS under load for no
 // measurable throughput (bench/README.md).
 import { readFileSync, existsSync, statSync, watchFile } from 'node:fs';
-import { join, resolve as resolvePath } from 'node:path';
+import { dirname, join, resolve as resolvePath } from 'node:path';
 import { Command, Option } from 'commander';
 import { formatBytes, PolicyError } from '../policy/index.js';
 import type { Policy } from '../policy/index.js';
-import { parseAuditLines, formatRow, summariseByHost, formatSummary } from '../audit/report.js';
+import { parseAuditLines, parseAuditRecords, formatCutOff, formatRow, openState, summariseByHost, formatSummary, withoutEnd } from '../audit/report.js';
+import { sessionLogText } from '../audit/files.js';
+import { registerAuditVerify } from './audit-verify.js';
 import type { AuditLine } from '../audit/report.js';
 import { suggestPolicy, SuggestError } from '../audit/suggest.js';
 import { sessionDir } from '../sessions/registry.js';
@@ -120,9 +122,9 @@ session
     process.stdout.write(`removed ${id}\n`);
   });
 
-program
+const auditCommand = program
   .command('audit')
-  .description("show a session's audit log: a table and a per-host summary")
+  .description("show a session's audit log: a table and a per-host summary (admitted requests without an end are marked)")
   .argument('<session>', 'session id')
   .addOption(stateDirOption())
   .option('--follow', 'keep printing new lines as they are written')
@@ -134,16 +136,29 @@ program
       for (const line of lines) process.stdout.write(opts.json ? JSON.stringify(line) + '\n' : formatRow(line) + '\n');
     };
     const text = readFileSync(file, 'utf8');
-    const lines = parseAuditLines(text);
-    print(lines);
+    // Earlier (rotated) files first; admitted exchanges that never ended are shown where admitted.
+    const records = parseAuditRecords(sessionLogText(dirname(file)));
+    const lines = records.ends;
+    const state = openState(records, pidAlive);
+    const unended = new Set(withoutEnd(records));
+    for (const r of records.all) {
+      if (!('event' in r)) print([r]);
+      else if (r.event === 'admit' && unended.has(r)) {
+        process.stdout.write(opts.json ? JSON.stringify({ ...r, end: state === 'open' ? 'in_flight' : 'cut_off' }) + '\n' : formatCutOff(r, state) + '\n');
+      }
+    }
     if (!opts.follow) {
-      if (!opts.json) process.stdout.write('\n' + formatSummary(summariseByHost(lines)));
+      if (!opts.json) {
+        const cut = unended.size && state !== 'open' ? `${unended.size} admitted request(s) have no end: cut off when the proxy stopped (${state === 'crash' ? 'it did not close the log' : 'after the log closed'})\n` : '';
+        process.stdout.write('\n' + formatSummary(summariseByHost(lines)) + cut);
+      }
       return;
     }
     let offset = Buffer.byteLength(text);
     let partial = '';
     watchFile(file, { interval: 250 }, () => {
       const size = statSync(file).size;
+      if (size < offset) offset = 0; // rotated: a new audit.jsonl
       if (size <= offset) return;
       const fresh = readFileSync(file).subarray(offset, size).toString('utf8');
       offset = size;
@@ -154,6 +169,17 @@ program
     });
     await new Promise(() => {});
   });
+registerAuditVerify(auditCommand, stateDirOption);
+
+/** Whether a process runs (the writer of a log that was not closed). */
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
 
 const policyCommand = program.command('policy').description('work with policy files');
 policyCommand
@@ -221,7 +247,7 @@ policyCommand
       from = { text: readFileSync(opts.from, 'utf8'), source: opts.from };
     }
     try {
-      const suggestion = suggestPolicy(parseAuditLines(readFileSync(file, 'utf8')), {
+      const suggestion = suggestPolicy(parseAuditLines(sessionLogText(dir)), {
         session: id,
         name: opts.name,
         paths: opts.paths,

@@ -139,8 +139,8 @@ export function registerRunCommands(program: Command): void {
           notice,
         });
       } else {
-        const { stateDir, resolve, upstreamCa, allowPrivate } = opts;
-        runtime = buildRuntime({ stateDir, resolve, upstreamCa, allowPrivate, follow }).runtime;
+        const { stateDir, resolve, upstreamCa, allowPrivate, auditRotateSize, auditRetain } = opts;
+        runtime = buildRuntime({ stateDir, resolve, upstreamCa, allowPrivate, auditRotateSize, auditRetain, follow }).runtime;
         provider = new EmbeddedProvider(runtime);
         if (opts.ui !== undefined) view = await startRuntimeUi(runtime, opts.ui);
       }

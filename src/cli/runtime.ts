@@ -7,7 +7,7 @@ import pino from 'pino';
 import { ProxyRuntime } from '../sessions/runtime.js';
 import type { RuntimeOptions } from '../sessions/runtime.js';
 import { credentialsFactory } from '../credentials/sources.js';
-import { checkCidrs, collect, parseResolve, upstreamRoots } from './config.js';
+import { checkCidrs, collect, parseResolve, upstreamRoots, UsageError } from './config.js';
 import { POLICY_FILES } from './policy-files.js';
 import { ControlSockets } from './control.js';
 
@@ -17,6 +17,9 @@ export interface ProxyFlags {
   readonly resolve: string[];
   readonly upstreamCa: string[];
   readonly allowPrivate: string[];
+  /** --audit-rotate-size and --audit-retain, as given. */
+  readonly auditRotateSize?: string;
+  readonly auditRetain?: string;
 }
 
 export interface ProxyFlagsHelp {
@@ -39,6 +42,8 @@ export function addProxyFlags(command: Command, help: ProxyFlagsHelp): Command {
       // (The scoped help, airlock run's, has always left out "(PEM)".)
       .option('--upstream-ca <file>', `extra CA${help.scope ? '' : ' (PEM)'} trusted for upstream TLS (repeatable${scope})`, collect, [])
       .option('--allow-private <cidr>', `let upstreams resolve into this private range (repeatable${scope}; never this host's own addresses)`, collect, [])
+      .option('--audit-rotate-size <size>', `rotate each session's audit log at this size, e.g. 64M (0: never; default 64M${scope})`)
+      .option('--audit-retain <files>', `rotated audit files kept per session, oldest removed first (default 0: all${scope})`)
   );
 }
 
@@ -78,6 +83,7 @@ export function buildRuntime(o: BuildRuntimeOptions): { runtime: ProxyRuntime; l
     // Token endpoints (a login's refresh, Google's tokens) are reached like upstreams.
     credentials: credentialsFactory(process.env, { ca: roots, resolve: parseResolve(o.resolve) }, (message) => log.error(message)),
     allowPrivate: checkCidrs(o.allowPrivate),
+    audit: auditSettings(o),
     policyFiles: POLICY_FILES,
     onCreate: o.follow
       ? (session) => {
@@ -88,4 +94,21 @@ export function buildRuntime(o: BuildRuntimeOptions): { runtime: ProxyRuntime; l
     onRemove: o.follow ? (id) => controls.close(id) : undefined,
   });
   return { runtime, log };
+}
+
+/** --audit-rotate-size (bytes, or with a K/M/G suffix) and --audit-retain (a count). */
+export function auditSettings(o: Pick<ProxyFlags, 'auditRotateSize' | 'auditRetain'>): { rotateBytes?: number; retainFiles?: number } {
+  const out: { rotateBytes?: number; retainFiles?: number } = {};
+  if (o.auditRotateSize !== undefined) {
+    const m = /^(\d{1,12})([KMG]i?B?)?$/i.exec(o.auditRotateSize.trim());
+    if (!m) throw new UsageError(`--audit-rotate-size ${JSON.stringify(o.auditRotateSize)}: give bytes, or a number with K, M or G (e.g. 64M)`);
+    const unit = { '': 1, k: 1 << 10, m: 1 << 20, g: 1 << 30 }[(m[2] ?? '').charAt(0).toLowerCase() as '' | 'k' | 'm' | 'g'];
+    out.rotateBytes = Number(m[1]) * unit;
+    if (out.rotateBytes !== 0 && out.rotateBytes < 4096) throw new UsageError('--audit-rotate-size: at least 4K (or 0 to never rotate)');
+  }
+  if (o.auditRetain !== undefined) {
+    if (!/^\d{1,6}$/.test(o.auditRetain.trim())) throw new UsageError(`--audit-retain ${JSON.stringify(o.auditRetain)}: give a number of files (0: keep all)`);
+    out.retainFiles = Number(o.auditRetain);
+  }
+  return out;
 }

@@ -213,6 +213,7 @@ export type DenyReason =
   | 'destination_blocked'
   | 'rate_limited'
   | 'upload_budget_exceeded'
+  | 'audit_unavailable'
   | 'git_ref_not_allowed'
   | 'graphql_not_allowed'
   | 'mcp_not_allowed';

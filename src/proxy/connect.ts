@@ -188,6 +188,8 @@ function internalTunnel(host: TunnelHost, ex: Exchange, socket: net.Socket, conn
 }
 
 function blindTunnel(host: TunnelHost, ex: Exchange, socket: net.Socket, connect: Authority): void {
+  // Recorded before the upstream is dialled; unrecordable, it never is.
+  if (!ex.admit()) return;
   const aborter = new AbortController();
   socket.once('close', () => aborter.abort());
   host.deps.upstream.connectTcp(connect.host, connect.port, aborter.signal).then(

@@ -264,6 +264,19 @@ export class Exchange {
     );
   }
 
+  /**
+   * Records the exchange's admission (decision, rule, credentials, target) in the audit log before
+   * its first byte goes upstream. False when that cannot be written (a full disk): the exchange is
+   * refused with 503 and nothing may be sent.
+   */
+  admit(): boolean {
+    if (this.ended) return false;
+    if (this.record.admit(this.outcome ?? this.decided())) return true;
+    const why = this.session.audit.failure ?? 'log closed';
+    this.refuse(503, 'audit_unavailable', 'Airlock: the audit log cannot be written right now (the operator can see why in the proxy log); nothing was sent. Retry later.', why);
+    return false;
+  }
+
   // ---- the end
 
   /**

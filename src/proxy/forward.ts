@@ -127,6 +127,8 @@ function withoutHeader(headers: string[], name: string): string[] {
 }
 
 function send(deps: ExchangeDeps, ex: Exchange, x: HttpRequestIn, target: CheckedTarget, decision: Decision, swap: Forward, mcpDetail?: string): void {
+  // Recorded before the upstream sees a byte; unrecordable, it never goes.
+  if (!ex.admit()) return;
   const { req, res, session } = x;
   const socket = req.socket;
   const startWritten = socket.bytesWritten;

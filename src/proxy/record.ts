@@ -20,6 +20,8 @@ export class RequestRecord {
   private up = 0;
   private down = 0;
   private done = false;
+  /** Its admit line is written: it may go upstream, and its end line completes that one. */
+  private admitted = false;
   constructor(
     readonly session: ProxySession | null,
     /** The version of the policy the exchange decides under (taken once, at admission). */
@@ -41,6 +43,31 @@ export class RequestRecord {
   bytes(up: number, down: number): void {
     this.up = up;
     this.down = down;
+  }
+
+  /**
+   * Writes the admit line (decision, rule, credentials, target) before anything is sent upstream.
+   * False: the log cannot be written, and nothing may be sent.
+   */
+  admit(outcome: Outcome): boolean {
+    if (this.admitted) return true;
+    if (this.done || !this.session) return false;
+    this.admitted = this.session.audit.admit({
+      session: this.session.id,
+      id: this.id,
+      kind: this.kind,
+      method: this.method,
+      scheme: this.scheme,
+      host: this.authority.host,
+      port: this.authority.port,
+      path: redactQuery(this.path),
+      action: outcome.action,
+      policy_version: this.policyVersion,
+      rule: outcome.rule,
+      reason: outcome.reason,
+      credentials: [...this.credentials],
+    });
+    return this.admitted;
   }
 
   /** Writes the audit line. Later calls are ignored: a request is logged exactly once. */
@@ -67,6 +94,6 @@ export class RequestRecord {
       duration_ms: Math.round((performance.now() - this.started) * 100) / 100,
     };
     if (detail) entry.detail = detail;
-    this.session.audit.record(entry);
+    this.session.audit.record(entry, this.admitted);
   }
 }

@@ -112,6 +112,8 @@ async function relay(deps: ExchangeDeps, ex: Exchange, x: UpgradeIn, target: Che
     else headerObject[finalHeaders[i]!] = finalHeaders[i + 1]!;
   }
   if (sent.length !== offered.length) sent = offered;
+  // Recorded before the upstream is dialled; unrecordable, it never is.
+  if (!ex.admit()) return;
   const upstream = new WebSocket(`${secure ? 'wss' : 'ws'}://${hostInUrl}:${target.port}${swap.pathWithQuery}`, sent, {
     headers: headerObject,
     perMessageDeflate: false,

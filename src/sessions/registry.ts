@@ -7,6 +7,8 @@ import { SessionCa } from '../ca/session-ca.js';
 import { jksTrustStore } from '../ca/jks.js';
 import type { CaKeyType } from '../ca/session-ca.js';
 import { AuditLog } from '../audit/log.js';
+import type { AuditLogOptions } from '../audit/log.js';
+import { loadAuditKey } from '../audit/chain.js';
 import { inspectedHostPatterns, reachableHostPatterns } from '../policy/index.js';
 import type { Policy } from '../policy/index.js';
 import type { CredentialBroker } from '../credentials/broker.js';
@@ -29,6 +31,8 @@ export interface SessionRegistryOptions {
   readonly onRemove?: (id: string) => Promise<void> | void;
   /** Called with each new session before create() returns it. */
   readonly onCreate?: (session: Session) => void;
+  /** Audit log rotation and retention, and where its trouble (a full disk) is reported. */
+  readonly audit?: Pick<AuditLogOptions, 'rotateBytes' | 'retainFiles' | 'syncMs' | 'notify'>;
   /** Builds the session's credential broker (resolves secrets; throws a clear error if one is missing). */
   readonly credentials?: (policy: Policy, sessionId: string) => Promise<CredentialBroker>;
 }
@@ -91,6 +95,7 @@ export class SessionRegistry implements SessionDirectory {
   private readonly sessions = new Map<string, LiveSession>();
   /** Sessions with a listener of their own, by listener name (looked up at every accept). */
   private readonly owners = new Map<string, LiveSession>();
+  private key: Buffer | undefined;
 
   constructor(private readonly options: SessionRegistryOptions) {}
 
@@ -123,7 +128,7 @@ export class SessionRegistry implements SessionDirectory {
       ca,
       notice,
       credentials,
-      audit: new AuditLog(join(dir, 'audit.jsonl')),
+      audit: new AuditLog(join(dir, 'audit.jsonl'), { ...this.options.audit, key: this.auditKey(), session: id }),
       bundlePath,
       bundlePem,
       javaTrustStorePath,
@@ -139,6 +144,11 @@ export class SessionRegistry implements SessionDirectory {
     if (session.listener !== 'default') this.owners.set(session.listener, session);
     this.options.onCreate?.(session);
     return session;
+  }
+
+  /** The state dir's audit key (chain.ts), read or created once. */
+  private auditKey(): Buffer {
+    return (this.key ??= loadAuditKey(this.options.stateDir));
   }
 
   get(id: string): Session | undefined {

@@ -58,6 +58,10 @@ export class ProxyRuntime {
     });
     this.sessions = new SessionRegistry({
       ...options,
+      audit: {
+        notify: (level, message) => (level === 'error' ? options.log.error(message) : options.log.info(message)),
+        ...options.audit,
+      },
       // A removed session's tunnels, upgrades and requests in flight end with it.
       onRemove: async (id) => {
         this.policies.unfollow(id);

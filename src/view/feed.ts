@@ -6,7 +6,7 @@
 // Nothing here runs per audit line while no page is open: the log is read only when a page asks
 // (an API call) or while one follows the session (a 100 ms poll), and then a whole batch of lines
 // is read, counted and written to each page in one write.
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
 
 /** Where a page's stream of one session is written. */
 export interface FeedSubscriber {
@@ -59,9 +59,14 @@ export function sseEvents(buf: Buffer, base: number, keepLast = Infinity): strin
   }
   const text = buf.toString('utf8', from, end);
   let out = '';
-  eachLine(text, base + from, text.length === end - from, (line, past) => (out += `id: ${past}\ndata: ${line}\n\n`));
+  eachLine(text, base + from, text.length === end - from, (line, past) => {
+    if (!line.startsWith(EVENT)) out += `id: ${past}\ndata: ${line}\n\n`;
+  });
   return out;
 }
+
+/** How the log's lines that are not a request's end begin (audit/log.ts). */
+const EVENT = '{"event":"';
 
 /** `"key":"` for the fields the view counts by, built once (read per line). */
 const ACTION = '"action":"';
@@ -109,9 +114,18 @@ export class AuditFeed {
   catchUp(): void {
     const fd = this.open();
     if (fd === null) return;
-    const size = fstatSync(fd).size;
+    const stat = fstatSync(fd);
+    const size = stat.size;
     if (size < this.offset) this.restart();
-    if (size <= this.offset) return;
+    if (size <= this.offset) {
+      // Read to its end and rotated away (a new audit.jsonl is there): follow the new file.
+      if (this.rotated(stat.ino)) {
+        this.release();
+        this.offset = 0; // the counts go on across files
+        this.catchUp();
+      }
+      return;
+    }
     const buf = Buffer.allocUnsafe(Math.min(size - this.offset, MAX_READ));
     const read = readSync(fd, buf, 0, buf.length, this.offset);
     const last = buf.lastIndexOf(10, read - 1);
@@ -124,6 +138,8 @@ export class AuditFeed {
     const blind = this.blindRules();
     let chunk = '';
     eachLine(text, base, text.length === last + 1, (line, end) => {
+      // The log's admit lines and its own records (start, rotate, close...) are not rows.
+      if (line.startsWith(EVENT)) return;
       this.count(line, blind);
       if (following) chunk += `id: ${end}\ndata: ${line}\n\n`;
     });
@@ -197,6 +213,14 @@ export class AuditFeed {
       return null; // not written yet: the log is opened lazily
     }
     return this.fd;
+  }
+
+  private rotated(ino: number): boolean {
+    try {
+      return statSync(this.file).ino !== ino;
+    } catch {
+      return false;
+    }
   }
 
   /** The log was truncated or replaced: count it again from the start. */

@@ -121,7 +121,11 @@ describe('audit lines', () => {
   it('query values never reach the log file', () => {
     const raw = readFileSync(join(airlock.session.dir, 'audit.jsonl'), 'utf8');
     expect(raw).not.toContain(SECRET);
-    expect(raw.trim().split('\n')).toHaveLength(lines.length); // one JSON object per line
+    // One JSON object per line: the end lines, the admit lines of what went upstream, the start.
+    const all = raw.trim().split('\n').map((l) => JSON.parse(l) as { event?: string });
+    expect(all.filter((l) => l.event === undefined)).toHaveLength(lines.length);
+    expect(all.filter((l) => l.event === 'admit')).toHaveLength(2); // the allowed https and plain requests
+    expect(all.filter((l) => l.event === 'start')).toHaveLength(1);
   });
 });
 

@@ -2,9 +2,12 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { AuditLog } from '../../src/audit/log.js';
+import { AuditLog, rotatedFiles } from '../../src/audit/log.js';
 import type { AuditEntry } from '../../src/audit/entry.js';
-import { parseAuditLines } from '../../src/audit/report.js';
+import { parseAuditLines, parseAuditRecords } from '../../src/audit/report.js';
+import { verifyLog } from '../../src/audit/verify.js';
+import { readHead, sessionLogFiles } from '../../src/audit/files.js';
+import { AuditFeed } from '../../src/view/feed.js';
 import { rmTmp, sleep, tmpDir } from '../helpers/servers.js';
 
 const dirs: string[] = [];
@@ -21,7 +24,7 @@ describe('AuditLog', () => {
   it('stamps each line with the time it was written, first key, valid JSON', async () => {
     const dir = tmpDir();
     dirs.push(dir);
-    const log = new AuditLog(join(dir, 'audit.jsonl'));
+    const log = new AuditLog(join(dir, 'audit.jsonl'), { key: Buffer.alloc(32, 7), session: 's-0123456789ab' });
     await sleep(30);
     const opened = Date.now();
     log.record(entry('1'));
@@ -29,11 +32,75 @@ describe('AuditLog', () => {
     log.record(entry('2'));
     await log.close();
     const text = readFileSync(log.file, 'utf8');
-    for (const raw of text.trim().split('\n')) expect(raw.startsWith('{"time":"')).toBe(true);
+    for (const raw of text.trim().split('\n')) expect(raw.startsWith('{"time":"') || raw.startsWith('{"event":')).toBe(true);
     const lines = parseAuditLines(text);
     expect(lines.map((l) => l.id)).toEqual(['1', '2']);
     expect(Date.parse(lines[0]!.time)).toBeGreaterThanOrEqual(opened);
     expect(Date.parse(lines[1]!.time) - Date.parse(lines[0]!.time)).toBeGreaterThanOrEqual(20);
     expect(Object.keys(lines[0]!).filter((k) => k === 'level')).toEqual([]);
+  });
+});
+
+describe('AuditLog: admit lines, the chain, rotation', () => {
+  const key = Buffer.alloc(32, 9);
+  const session = 's-0123456789ab';
+  const admitOf = (id: string) => {
+    const { status: _s, bytes_up: _u, bytes_down: _d, duration_ms: _m, ...rest } = entry(id);
+    return rest;
+  };
+
+  it('writes the admit line before admit() returns; end lines follow in the same turn; listeners get end entries only', async () => {
+    const dir = tmpDir();
+    dirs.push(dir);
+    const log = new AuditLog(join(dir, 'audit.jsonl'), { key, session });
+    const told: string[] = [];
+    log.subscribe((e) => told.push(e.id));
+    expect(log.admit(admitOf('1'))).toBe(true);
+    const now = readFileSync(log.file, 'utf8').trim().split('\n');
+    expect(now.map((l) => (JSON.parse(l) as { event?: string }).event)).toEqual(['start', 'admit']);
+    log.record(entry('1'));
+    expect(told).toEqual(['1']);
+    await new Promise((r) => setTimeout(r, 30));
+    const records = parseAuditRecords(readFileSync(log.file, 'utf8'));
+    expect(records.ends.map((e) => e.id)).toEqual(['1']);
+    expect(records.admits.map((e) => e.id)).toEqual(['1']);
+    await log.close();
+    const files = [{ name: 'audit.jsonl', index: null, text: readFileSync(log.file, 'utf8') }];
+    expect(verifyLog(session, key, files, readHead(dir))).toMatchObject({ problem: null, closed: true, lastSeq: 4 });
+  });
+
+  it('rotates at the size, keeps the chain across files, and the view follows into the new file', async () => {
+    const dir = tmpDir();
+    dirs.push(dir);
+    const log = new AuditLog(join(dir, 'audit.jsonl'), { key, session, rotateBytes: 4096 });
+    const feed = new AuditFeed(session, log.file);
+    for (let i = 0; i < 40; i++) {
+      log.admit(admitOf(`r${i}`));
+      log.record(entry(`r${i}`));
+      log.flush();
+      feed.catchUp();
+    }
+    await log.close();
+    feed.catchUp();
+    feed.catchUp();
+    expect(rotatedFiles(dir).length).toBeGreaterThanOrEqual(3);
+    expect(verifyLog(session, key, sessionLogFiles(dir), readHead(dir))).toMatchObject({ problem: null, closed: true });
+    // Every end line counted once, admit and the log's own records not at all.
+    expect(feed.totals.allow).toBe(40);
+    feed.close();
+  });
+
+  it('a session log reopened continues its chain', async () => {
+    const dir = tmpDir();
+    dirs.push(dir);
+    const first = new AuditLog(join(dir, 'audit.jsonl'), { key, session });
+    first.record(entry('a'));
+    await first.close();
+    const again = new AuditLog(join(dir, 'audit.jsonl'), { key, session });
+    again.record(entry('b'));
+    await again.close();
+    const result = verifyLog(session, key, sessionLogFiles(dir), readHead(dir));
+    expect(result).toMatchObject({ problem: null, closed: true });
+    expect(parseAuditLines(readFileSync(join(dir, 'audit.jsonl'), 'utf8')).map((l) => l.id)).toEqual(['a', 'b']);
   });
 });
