@@ -27,6 +27,26 @@ export interface AuditEntry {
   duration_ms: number;
   /** Extra detail, e.g. an upstream error code or where a misused placeholder was found. */
   detail?: string;
+  /** Tokens an LLM API reported in its answer (requests on usage-read routes only). */
+  usage?: UsageRecord;
+}
+
+/**
+ * What an LLM API's answer said it used. Counts are as the API reported them, except that
+ * `input_tokens` never includes cache reads (OpenAI's prompt_tokens does: its cached_tokens are
+ * taken off), so cost = input + output + cache_read + cache_write, each at its own price.
+ */
+export interface UsageRecord {
+  api: 'anthropic' | 'openai';
+  model?: string;
+  input_tokens?: number;
+  output_tokens?: number;
+  cache_read_tokens?: number;
+  cache_write_tokens?: number;
+  /** Estimated US dollars, when the session's policy prices the model (usage.pricing). */
+  cost_usd?: number;
+  /** Why the answer was not read (e.g. "content-encoding gzip"); no counts then. */
+  unread?: string;
 }
 
 /** Replaces every query value with "redacted" so tokens in URLs never reach the log. */

@@ -25,6 +25,7 @@ import { registerImageCommands } from './image.js';
 import { registerRunCommands } from './run.js';
 import { registerUiCommand } from './ui.js';
 import { registerOperatorCommands } from './operator.js';
+import { printUsage } from './usage.js';
 import { LaunchError } from '../launcher/run.js';
 import { SecretSourceError } from '../credentials/sources.js';
 
@@ -125,11 +126,15 @@ session
 const auditCommand = program
   .command('audit')
   .description("show a session's audit log: a table and a per-host summary (admitted requests without an end are marked)")
-  .argument('<session>', 'session id')
+  .argument('[session]', 'session id (with --usage: default every session)')
   .addOption(stateDirOption())
   .option('--follow', 'keep printing new lines as they are written')
   .option('--json', 'print the raw JSON lines')
-  .action(async (id: string, opts) => {
+  .option('--usage', 'sum the LLM token usage and estimated cost per session, model and day')
+  .option('--pricing <policy>', "with --usage: price calls with this policy file's usage.pricing")
+  .action(async (id: string | undefined, opts) => {
+    if (opts.usage) return printUsage(opts.stateDir, id, opts);
+    if (id === undefined) throw new UsageError('missing argument: the session id (or --usage for every session)');
     const file = join(sessionDir(opts.stateDir, id), 'audit.jsonl');
     if (!existsSync(file)) throw new UsageError(`no audit log for session ${id} under ${opts.stateDir}`);
     const print = (lines: AuditLine[]) => {
@@ -220,6 +225,10 @@ policyCommand
       out.push(
         `  container: pids ${shown(pids, String)}; memory ${shown(memoryBytes, formatBytes)}; cpus ${shown(cpus, String)} (airlock run; flags override)`,
       );
+    }
+    for (const a of policy.usage?.apis ?? []) out.push(`  usage: ${a.host} read as the ${a.api} API on POST ${a.paths.join(' ')}`);
+    for (const p of policy.usage?.pricing ?? []) {
+      out.push(`  price ${p.model}: $ per million tokens input ${p.input}, output ${p.output}, cache read ${p.cacheRead}, cache write ${p.cacheWrite}`);
     }
     process.stdout.write(out.join('\n') + '\n');
   });

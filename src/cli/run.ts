@@ -120,6 +120,9 @@ export function registerRunCommands(program: Command): void {
       let runtime: ProxyRuntime | undefined;
       let view: ViewServer | undefined;
       let provider: SessionProvider;
+      if (opts.daemon && opts.auditExport?.length) {
+        throw new UsageError('--audit-export configures the embedded proxy; with --daemon, give it to `airlock proxy`');
+      }
       if (opts.daemon && opts.ui !== undefined) {
         throw new UsageError('--ui serves the embedded proxy; with --daemon, run `airlock ui` (or start the daemon with --ui)');
       }
@@ -139,8 +142,8 @@ export function registerRunCommands(program: Command): void {
           notice,
         });
       } else {
-        const { stateDir, resolve, upstreamCa, allowPrivate, auditRotateSize, auditRetain } = opts;
-        runtime = buildRuntime({ stateDir, resolve, upstreamCa, allowPrivate, auditRotateSize, auditRetain, follow }).runtime;
+        const { stateDir, resolve, upstreamCa, allowPrivate, auditRotateSize, auditRetain, auditExport } = opts;
+        runtime = buildRuntime({ stateDir, resolve, upstreamCa, allowPrivate, auditRotateSize, auditRetain, auditExport, follow }).runtime;
         provider = new EmbeddedProvider(runtime);
         if (opts.ui !== undefined) view = await startRuntimeUi(runtime, opts.ui);
       }

@@ -10,6 +10,22 @@ import { credentialsFactory } from '../credentials/sources.js';
 import { checkCidrs, collect, parseResolve, upstreamRoots, UsageError } from './config.js';
 import { POLICY_FILES } from './policy-files.js';
 import { ControlSockets } from './control.js';
+import { AuditExports, parseExportTarget } from '../audit/export.js';
+
+/** The --audit-export targets; lost lines are reported in the proxy log and on stderr. */
+function auditExports(values: readonly string[], log: pino.Logger): AuditExports {
+  const targets = values.map((v) => {
+    try {
+      return parseExportTarget(v);
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+  });
+  return new AuditExports(targets, (target, dropped, total) => {
+    log.warn({ target, dropped, total }, 'audit export dropped lines');
+    process.stderr.write(`airlock: audit export to ${target} dropped ${dropped} line(s) (${total} in all): it is down or too slow\n`);
+  });
+}
 
 /** The shared flags, as commander hands them over. */
 export interface ProxyFlags {
@@ -20,6 +36,8 @@ export interface ProxyFlags {
   /** --audit-rotate-size and --audit-retain, as given. */
   readonly auditRotateSize?: string;
   readonly auditRetain?: string;
+  /** --audit-export targets (absent on commands that build no proxy of their own). */
+  readonly auditExport?: string[];
 }
 
 export interface ProxyFlagsHelp {
@@ -44,6 +62,7 @@ export function addProxyFlags(command: Command, help: ProxyFlagsHelp): Command {
       .option('--allow-private <cidr>', `let upstreams resolve into this private range (repeatable${scope}; never this host's own addresses)`, collect, [])
       .option('--audit-rotate-size <size>', `rotate each session's audit log at this size, e.g. 64M (0: never; default 64M${scope})`)
       .option('--audit-retain <files>', `rotated audit files kept per session, oldest removed first (default 0: all${scope})`)
+      .option('--audit-export <target>', `also send every audit line to stdout, unix:/path.sock (JSON lines) or otlp:http://host:4318 (OpenTelemetry logs) (repeatable${scope})`, collect, [])
   );
 }
 
@@ -72,6 +91,7 @@ export function buildRuntime(o: BuildRuntimeOptions): { runtime: ProxyRuntime; l
   const log = o.log ?? pino({ base: null }, pino.destination({ dest: join(o.stateDir, 'proxy.log'), mkdir: true, sync: true }));
   const limits = o.limits?.(log);
   const controls = new ControlSockets(() => runtime, () => log);
+  const exports = auditExports(o.auditExport ?? [], log);
   const runtime: ProxyRuntime = new ProxyRuntime({
     limits,
     stateDir: o.stateDir,
@@ -85,12 +105,13 @@ export function buildRuntime(o: BuildRuntimeOptions): { runtime: ProxyRuntime; l
     allowPrivate: checkCidrs(o.allowPrivate),
     audit: auditSettings(o),
     policyFiles: POLICY_FILES,
-    onCreate: o.follow
-      ? (session) => {
-          runtime.policies.follow(session, o.follow!.file, o.follow!.watch);
-          controls.open(session);
-        }
-      : undefined,
+    onCreate: (session) => {
+      exports.attach(session.audit);
+      if (!o.follow) return;
+      runtime.policies.follow(session, o.follow.file, o.follow.watch);
+      controls.open(session);
+    },
+    onClose: () => exports.close(),
     onRemove: o.follow ? (id) => controls.close(id) : undefined,
   });
   return { runtime, log };

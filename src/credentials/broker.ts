@@ -12,7 +12,42 @@ export interface OutgoingRequest {
   /** Flat [name, value, name, value, ...] list, hop-by-hop headers already removed. */
   readonly headers: string[];
   readonly contentType: string | undefined;
+  /** The request method (signing credentials cover it). */
+  readonly method?: string;
+  /**
+   * Reads the whole request body, up to maxBytes (rejects past it), for a credential that must
+   * hash it (SigV4); after a read the swap hands the body back in SwapResult.body.
+   */
+  readonly readBody?: (maxBytes: number) => Promise<Buffer>;
 }
+
+/** OutgoingRequest.readBody's refusal of a body past its bound. */
+export class BodyTooLarge extends Error {}
+
+/**
+ * A credential that signs requests instead of being swapped into them (AWS SigV4): the session
+ * signs with placeholders, the proxy signs again with the real keys.
+ */
+export interface RequestSigner {
+  /** The session's values for the credential's env vars (key id placeholder, secret placeholder). */
+  sessionEnv(names: readonly string[], placeholder: string): Record<string, string>;
+  /**
+   * Signs `request` again if it carries the placeholder; null if it does not. `refusal` says why
+   * the request's host may not have this credential (it is then refused if it carries it).
+   */
+  resign(request: OutgoingRequest, placeholder: string, refusal: string | null): Promise<SignOutcome | null>;
+}
+
+export type SignOutcome =
+  | {
+      readonly kind: 'signed';
+      readonly headers: string[];
+      /** The body as read for hashing, to be sent as is (absent: the body streams untouched). */
+      readonly body?: Buffer;
+      /** Looks at the response head; returns a problem for the operator (e.g. clock skew), or null. */
+      readonly onResponse?: (status: number, headers: Readonly<Record<string, string | string[] | undefined>>) => string | null;
+    }
+  | { readonly kind: 'refused'; readonly where: string; readonly why: string };
 
 export type SwapResult =
   | {
@@ -28,6 +63,10 @@ export type SwapResult =
        * what the session had sent: an echo of them is turned back into the session's own value.
        */
       readonly echoes: readonly Replacement[];
+      /** A body the swap read (to sign it): sent instead of the client's stream. */
+      readonly body?: Buffer;
+      /** A look at the response head by a signing credential: a problem to log and audit, or null. */
+      readonly onResponse?: (status: number, headers: Readonly<Record<string, string | string[] | undefined>>) => string | null;
     }
   | {
       /**
@@ -127,6 +166,8 @@ export interface CredentialBroker {
    * the audit first; false: nothing is sent and the swap fails.
    */
   swapRequest(request: OutgoingRequest, beforeUpstream?: (credential: string) => boolean): Promise<SwapResult>;
+  /** Called once when the session ends (revokes what was minted for it); never throws. */
+  close?(): Promise<void>;
   /** Files the session gets (a placeholder login store, say); none when absent. */
   readonly sessionFiles?: readonly SessionFile[];
   /** Scrubs echoed secrets from a response; null when the host can hold no secret. */

@@ -8,7 +8,7 @@ import { Duplex, Transform } from 'node:stream';
 import type { TransformCallback } from 'node:stream';
 import { matchHostPattern } from '../policy/index.js';
 import type { CredentialSpec } from '../policy/index.js';
-import type { CredentialBroker, HostAnswer, OutgoingRequest, ResponseScrub, ResponseToScrub, SessionFile, SwapResult } from './broker.js';
+import type { CredentialBroker, HostAnswer, OutgoingRequest, RequestSigner, ResponseScrub, ResponseToScrub, SessionFile, SignOutcome, SwapResult } from './broker.js';
 import { variablesHolding } from './copies.js';
 import { jsonEscaped, secretForms, usableSecret } from './secret-forms.js';
 import { Replacer, ReplaceStream } from './replace-stream.js';
@@ -37,6 +37,10 @@ export interface SecretHandle {
   intercepts?(request: OutgoingRequest): boolean;
   /** `admit` comes before anything goes upstream for the answer (see SwapResult). */
   answer?(request: OutgoingRequest, body: Buffer, placeholder: string, admit: () => boolean): Promise<HostAnswer>;
+  /** Set for a credential that signs requests (SigV4) rather than being swapped in. */
+  readonly signer?: RequestSigner;
+  /** Ends what the source made for this session (a GitHub App token is revoked); never throws. */
+  close?(): Promise<void>;
 }
 
 /** Bodies of requests a credential answers itself are read whole, up to this. */
@@ -56,6 +60,7 @@ const PLACEHOLDER_PREFIX: Record<string, string> = {
   vertex: 'ya29.',
   openai: 'sk-',
   github: 'ghp_',
+  'github-app': 'ghs_',
   npm: 'npm_',
 };
 
@@ -119,16 +124,26 @@ export class SessionBroker implements CredentialBroker {
       return { spec, placeholder: spec.placeholder ?? generatePlaceholder(spec.name), secret };
     });
     const env: Record<string, string> = {};
-    for (const c of this.bound) for (const name of c.spec.env) env[name] = c.placeholder;
+    for (const c of this.bound) {
+      if (c.secret.signer) Object.assign(env, c.secret.signer.sessionEnv(c.spec.env, c.placeholder));
+      else for (const name of c.spec.env) env[name] = c.placeholder;
+    }
     this.sessionEnv = Object.freeze(env);
     this.secretSourceEnv = Object.freeze(
-      specs.flatMap((s) => (s.secret.kind === 'env' ? [s.secret.name] : [])),
+      specs.flatMap((s) =>
+        s.secret.kind === 'env' ? [s.secret.name] : s.secret.kind === 'aws' && s.secret.profile === null ? ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN'] : [],
+      ),
     );
     this.empty = this.bound.length === 0;
     const files = this.bound.flatMap((c) => c.secret.sessionFiles?.(c.placeholder) ?? []);
     // A Claude login token in the environment (env token mode): Claude Code's onboarding is done.
     if (this.bound.some((c) => c.spec.env.includes(CLAUDE_TOKEN_ENV))) files.push(CLAUDE_ONBOARDING_FILE);
     this.sessionFiles = Object.freeze(files.filter((f, i) => files.findIndex((g) => g.path === f.path) === i));
+  }
+
+  /** When the session ends: what a source made for it alone is given up. */
+  async close(): Promise<void> {
+    await Promise.all(this.bound.map((c) => c.secret.close?.()));
   }
 
   async variablesHoldingSecrets(env: Readonly<Record<string, string | undefined>>): Promise<string[]> {
@@ -160,6 +175,15 @@ export class SessionBroker implements CredentialBroker {
     return this.bound.some((c) => c.spec.hosts.some((p) => matchHostPattern(p, host)));
   }
 
+  /**
+   * True when a swapped-in secret may be sent to `host`, as opposed to only a signing credential:
+   * a signature's key id and session token are of no use without the secret key, which never
+   * leaves the proxy, so S3's ranged downloads need not be refused for them.
+   */
+  private slicesMatter(host: string): boolean {
+    return this.bound.some((c) => !c.secret.signer && c.spec.hosts.some((p) => matchHostPattern(p, host)));
+  }
+
   private async swap(request: OutgoingRequest, beforeUpstream?: (credential: string) => boolean): Promise<SwapResult> {
     for (const c of this.bound) {
       const { secret } = c;
@@ -184,7 +208,7 @@ export class SessionBroker implements CredentialBroker {
           // A host that may receive a secret must answer in an encoding the scrubber can read.
           const accepted = headers[i + 1]!.split(',').map((t) => t.split(';')[0]!.trim().toLowerCase()).filter((t) => SCRUBBABLE_ENCODINGS.has(t));
           writable()[i + 1] = accepted.length > 0 ? accepted.join(', ') : 'identity';
-        } else if (name === 'range' || name === 'if-range') {
+        } else if ((name === 'range' || name === 'if-range') && this.slicesMatter(request.host)) {
           // Byte ranges shorter than a secret would hand it over in slices no scrubber can see.
           writable().splice(i, 2);
         }
@@ -192,6 +216,8 @@ export class SessionBroker implements CredentialBroker {
     }
 
     for (const c of this.bound) {
+      // Signing credentials come last, over the request as the others left it.
+      if (c.secret.signer) continue;
       const refusal = this.boundTo(c, request);
       const allows = (where: 'header' | 'basic' | 'query' | 'body') => c.spec.in.includes(where);
       const secretOf = async () => usableSecret(c.spec.name, await c.secret.current(beforeUpstream && (() => beforeUpstream(c.spec.name))));
@@ -252,11 +278,23 @@ export class SessionBroker implements CredentialBroker {
         }
       }
     }
+    let signed: Extract<SignOutcome, { kind: 'signed' }> | null = null;
+    for (const c of this.bound) {
+      if (!c.secret.signer) continue;
+      const outcome = await c.secret.signer.resign({ ...request, headers, pathWithQuery }, c.placeholder, this.boundTo(c, request));
+      if (!outcome) continue;
+      if (outcome.kind === 'refused') throw new Misuse(c.spec.name, outcome.where, outcome.why);
+      if (signed) throw new Misuse(c.spec.name, 'header authorization', 'a request can be signed with one AWS credential only');
+      signed = outcome;
+      headers = outcome.headers;
+      used.add(c.spec.name);
+    }
     for (const [i, sent] of basicSent) {
       const value = headers[i]!;
       echoes.push({ find: Buffer.from(value.slice(value.search(/\s/)).trim()), replace: Buffer.from(sent) });
     }
-    return { kind: 'forward', pathWithQuery, headers, used: [...used], bodyTransform, echoes };
+    if (signed?.body && bodyTransform) throw new Misuse([...used].join(', '), 'body', 'a signed request cannot also have a credential swapped into its body');
+    return { kind: 'forward', pathWithQuery, headers, used: [...used], bodyTransform, echoes, body: signed?.body, onResponse: signed?.onResponse };
   }
 
   /** The needles for every known value of the credentials bound to `host`, cached per value. */
@@ -303,7 +341,7 @@ export class SessionBroker implements CredentialBroker {
       out[name] = Array.isArray(value) ? value.map(scrub) : scrub(value);
     }
     const none = { headers: out, bodyTransform: null, scrubChunks: null, scrubWhole: null, scrubAcross: null };
-    if (response.status === 206) {
+    if (response.status === 206 && this.slicesMatter(host)) {
       return { ...none, refuse: `partial content (206) from ${host}, which may receive a secret: a slice of a response could carry part of it past the scrubber` };
     }
     if (!hasBody) return none;

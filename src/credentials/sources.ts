@@ -15,8 +15,11 @@ import { GoogleCredentialError, googleSecret } from './google-token.js';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 
-/** A secret source that cannot be used at start: the user's to fix (the CLI prints it as a usage error). */
-export class SecretSourceError extends Error {}
+import { SecretSourceError } from './minting.js';
+import { githubAppSecret } from './github-app.js';
+import { awsSigner } from './sigv4.js';
+
+export { SecretSourceError };
 
 const KEEP_KNOWN = 8;
 
@@ -174,6 +177,10 @@ export function secretHandle(spec: CredentialSpec, env: NodeJS.ProcessEnv, ctx: 
       return fileSecret(spec, source.path);
     case 'command':
       return commandSecret(spec, source.argv, source.ttlSeconds);
+    case 'github_app':
+      return githubAppSecret(spec, { ...source, privateKey: hostPath(source.privateKey, env) }, ctx.transport);
+    case 'aws':
+      return awsSigner(spec, source, env);
   }
 }
 

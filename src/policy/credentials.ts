@@ -6,11 +6,12 @@
 import { parseHostPattern } from './host-pattern.js';
 import { CREDENTIAL_PRESETS, type CredentialPreset } from './presets.js';
 import type { Reader, Value } from './reader.js';
+import { parseAws, parseGithubApp } from './minted-sources.js';
 import type { CredentialLocation, CredentialSpec, SecretSource } from './types.js';
 
 const CREDENTIAL_KEYS = ['name', 'preset', 'env', 'placeholder', 'secret', 'hosts', 'in', 'headers', 'body'] as const;
-const SECRET_KEYS = ['env', 'file', 'command', 'ttl_seconds', 'claude_login', 'google', 'scopes'] as const;
-const SOURCE_KINDS = ['env', 'file', 'command', 'claude_login', 'google'] as const;
+const SECRET_KEYS = ['env', 'file', 'command', 'ttl_seconds', 'claude_login', 'google', 'scopes', 'github_app', 'aws'] as const;
+const SOURCE_KINDS = ['env', 'file', 'command', 'claude_login', 'google', 'github_app', 'aws'] as const;
 const GOOGLE_DEFAULT_SCOPES: readonly string[] = Object.freeze(['https://www.googleapis.com/auth/cloud-platform']);
 const BODY_KEYS = ['types', 'max_bytes'] as const;
 const LOCATIONS: readonly CredentialLocation[] = ['header', 'basic', 'query', 'body'];
@@ -28,7 +29,7 @@ const PLACEHOLDER_RE = /^[A-Za-z0-9_.:-]{12,256}$/;
 const MEDIA_TYPE_RE = /^[a-z0-9!#$&^_.+-]+\/[a-z0-9!#$&^_.+-]+$/;
 
 const PRESET_NAMES = Object.keys(CREDENTIAL_PRESETS).join(', ');
-const SECRET_FORMS = 'secret: { env: NAME }, { file: PATH }, { command: [program, arg, ...], ttl_seconds: 300 }, { claude_login: ~/.claude/.credentials.json } or { google: KEY_FILE | adc }';
+const SECRET_FORMS = 'secret: { env: NAME }, { file: PATH }, { command: [program, arg, ...], ttl_seconds: 300 }, { claude_login: ~/.claude/.credentials.json }, { google: KEY_FILE | adc }, { github_app: {...} } or { aws: { profile: NAME } }';
 
 const HINT = {
   list: 'Write credentials: as a list, e.g. credentials: [{ preset: github, secret: { env: AIRLOCK_GITHUB_TOKEN } }]',
@@ -226,6 +227,10 @@ function parseSecret(r: Reader, v: Value): SecretSource {
       const ttlSeconds = ttl ? r.integer(ttl, 1, 31_536_000, HINT.ttl) : DEFAULT_TTL_SECONDS;
       return Object.freeze({ kind, argv: Object.freeze(argv), ttlSeconds });
     }
+    case 'github_app':
+      return parseGithubApp(r, value);
+    case 'aws':
+      return parseAws(r, value);
   }
 }
 

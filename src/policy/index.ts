@@ -13,3 +13,4 @@ export { DANGEROUS_ENDPOINTS, decideGraphql, githubRequestOf, type GraphqlVerdic
 export { decideFastForward, decideRefUpdate, gitRequestOf, refUpdateKind, type RefUpdate, type RefVerdict } from './git-decide.js';
 export { decideMcpBody, decideMcpMessage, filterToolsResult, MCP_ERROR, type McpBodyVerdict, type McpMessageVerdict } from './mcp-decide.js';
 export { parseStrictJson, utf8Text, StrictJsonError, type JsonValue } from './strict-json.js';
+export { BUILTIN_USAGE_ROUTES, costOf, NO_USAGE_SETTINGS, priceFor, USAGE_API_PATHS, type TokenCounts } from './usage.js';

@@ -15,11 +15,12 @@ import { parseGithubRule } from './github-rules.js';
 import { parseMcpRule } from './mcp-rules.js';
 import { parseHostPattern } from './host-pattern.js';
 import { describe, Reader, type Value } from './reader.js';
+import { parseUsage } from './usage.js';
 import type { AllowRule, Limits, Policy } from './types.js';
 
 export { PolicyError } from './errors.js';
 
-const TOP_KEYS = ['version', 'name', 'mode', 'allow', 'credentials', 'limits', 'container'] as const;
+const TOP_KEYS = ['version', 'name', 'mode', 'allow', 'credentials', 'limits', 'container', 'usage'] as const;
 const RULE_KEYS = ['host', 'methods', 'ports', 'paths', 'inspect', 'git', 'github', 'mcp'] as const;
 const LIMIT_KEYS = ['max_upload_bytes', 'max_connections', 'requests_per_second'] as const;
 
@@ -97,6 +98,9 @@ export function parsePolicy(text: string, source: string): Policy {
     limits: parseLimits(r, top.get('limits')),
     container: parseContainer(r, top.get('container')),
   };
+  // Only a policy with a usage: section carries one, so the digest of every other policy stays.
+  const usage = parseUsage(r, top.get('usage'));
+  if (usage) return Object.freeze({ ...meaning, usage, digest: policyDigest({ ...meaning, usage }), source });
   return Object.freeze({ ...meaning, digest: policyDigest(meaning), source });
 }
 

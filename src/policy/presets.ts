@@ -91,4 +91,22 @@ export const CREDENTIAL_PRESETS: Readonly<Record<string, CredentialPreset>> = Ob
     headers: ['authorization'],
     placeholder: null,
   }),
+  // A GitHub App's installation token, minted per session: secret: { github_app: {...} }.
+  'github-app': preset({
+    name: 'github-app',
+    env: ['GH_TOKEN', 'GITHUB_TOKEN'],
+    hosts: ['api.github.com', 'github.com', 'uploads.github.com', '*.githubusercontent.com'],
+    in: ['header', 'basic'],
+    headers: ['authorization'],
+    placeholder: null,
+  }),
+  // AWS SigV4: the session signs with placeholder keys, the proxy re-signs: secret: { aws: {...} }.
+  aws: preset({
+    name: 'aws',
+    env: ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY'],
+    hosts: ['*.amazonaws.com'],
+    in: ['header'],
+    headers: ['authorization'],
+    placeholder: null,
+  }),
 });

@@ -81,7 +81,31 @@ export type SecretSource =
   /** A Claude subscription login: the store (`.credentials.json`) on the host; `~/` is the host user's home. */
   | { readonly kind: 'claude_login'; readonly path: string }
   /** Google access tokens minted on the host: from a service-account key file, or the user's ADC (keyFile null). */
-  | { readonly kind: 'google'; readonly keyFile: string | null; readonly scopes: readonly string[] };
+  | { readonly kind: 'google'; readonly keyFile: string | null; readonly scopes: readonly string[] }
+  | GithubAppSource
+  | AwsSource;
+
+/** A GitHub App: each session mints its own installation token, narrowed to these repositories. */
+export interface GithubAppSource {
+  readonly kind: 'github_app';
+  readonly appId: string;
+  /** PEM file of the App's private key, read on the host only. */
+  readonly privateKey: string;
+  readonly installationId: string;
+  /** Repository names (without the owner) the token is limited to; empty = all the installation has. */
+  readonly repositories: readonly string[];
+  /** Permission → read/write/admin; empty = all the installation has. */
+  readonly permissions: Readonly<Record<string, string>>;
+  /** REST API base (GitHub Enterprise: https://HOST/api/v3). */
+  readonly api: string;
+}
+
+/** AWS keys for SigV4: the session signs with placeholders, the proxy re-signs with these. */
+export interface AwsSource {
+  readonly kind: 'aws';
+  /** A profile of the host's AWS config (keys, credential_process, SSO, role); null = the environment's AWS_ACCESS_KEY_ID etc. */
+  readonly profile: string | null;
+}
 
 export type CredentialLocation = 'header' | 'basic' | 'query' | 'body';
 
@@ -139,6 +163,8 @@ export interface Policy {
   readonly credentials: readonly CredentialSpec[];
   readonly limits: Limits;
   readonly container: ContainerLimits;
+  /** Extra hosts read for LLM token usage, and prices (`usage:`); absent when not given. */
+  readonly usage?: UsageSettings;
 }
 
 /** What a request looks like to the decision function. Host is already normalised. */
@@ -236,4 +262,33 @@ export interface GitPushTarget {
   readonly repo: string;
   /** The rule's push entries whose repo glob matches. */
   readonly rules: readonly GitPushRule[];
+}
+
+// ---- usage: (policy/usage.ts parses it)
+
+export type UsageApi = 'anthropic' | 'openai';
+
+export interface UsageApiRoute {
+  readonly line: number;
+  /** Normalised exact host name. */
+  readonly host: string;
+  readonly api: UsageApi;
+  /** Exact paths (no query) whose POST responses are read. */
+  readonly paths: readonly string[];
+}
+
+/** Prices in US dollars per million tokens. */
+export interface ModelPrice {
+  readonly line: number;
+  /** Model name glob (`*` any run, `?` one character). */
+  readonly model: string;
+  readonly input: number;
+  readonly output: number;
+  readonly cacheRead: number;
+  readonly cacheWrite: number;
+}
+
+export interface UsageSettings {
+  readonly apis: readonly UsageApiRoute[];
+  readonly pricing: readonly ModelPrice[];
 }

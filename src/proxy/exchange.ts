@@ -20,6 +20,7 @@ import { RequestRecord } from './record.js';
 import type { Outcome } from './record.js';
 import { usageOf } from './usage.js';
 import type { Authority } from './target.js';
+import type { UsageRecord } from '../audit/entry.js';
 
 /** What every exchange needs of the proxy. */
 export interface ExchangeDeps {
@@ -145,6 +146,11 @@ export class Exchange {
 
   bytes(up: number, down: number): void {
     this.record.bytes(up, down);
+  }
+
+  /** Where the line's LLM token usage comes from, asked when the line is written. */
+  usageFrom(source: () => UsageRecord | undefined): void {
+    this.record.usageFrom(source);
   }
 
   /** A detail for the audit line (e.g. that a secret was scrubbed), unless a failure sets one. */

@@ -2,7 +2,7 @@
 // the upstream and back with backpressure, the upstream aborted if the client leaves; its
 // exchange answers every refusal and failure and writes its audit line.
 import type http from 'node:http';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import type { Decision } from '../policy/index.js';
 import { enter } from './entrance.js';
 import type { CheckedTarget, Incoming } from './entrance.js';
@@ -14,8 +14,10 @@ import { discard, responseHasBody, scrubbedSink } from './response-scrub.js';
 import { usageOf } from './usage.js';
 import { gitPushInspector } from './git/inspector.js';
 import { checkGraphql } from './github-graphql.js';
+import { BodyTooLarge } from '../credentials/broker.js';
 import { checkMcp } from './mcp/request.js';
 import { mcpResponseSink, uncheckableResponse } from './mcp/response.js';
+import { tappedResponse, usageApiFor, UsageTap } from './llm/tap.js';
 
 /** A request to forward: its head, its body (null when none) and where the answer goes. */
 export interface HttpRequestIn extends Incoming {
@@ -42,8 +44,18 @@ export function forwardHttp(deps: ExchangeDeps, x: HttpRequestIn): void {
     // An MCP server's answer is read on its way back: it is asked for uncompressed.
     if (decision.mcp) headers = withoutHeader(headers, 'accept-encoding');
     ex.swap(
-      { scheme: x.scheme, host: target.host, port: target.port, pathWithQuery: target.forward, headers, contentType: req.headers['content-type'] },
-      (swap) => send(deps, ex, { ...x, body }, target, decision, swap, mcpDetail),
+      {
+        scheme: x.scheme,
+        host: target.host,
+        port: target.port,
+        pathWithQuery: target.forward,
+        headers,
+        contentType: req.headers['content-type'],
+        method: req.method,
+        readBody: (max) => (body ? readWhole(body, max) : Promise.resolve(Buffer.alloc(0))),
+      },
+      // A swap that read the body (to sign it) sends it as read.
+      (swap) => send(deps, ex, { ...x, body: swap.body === undefined ? body : swap.body.length > 0 ? Readable.from([swap.body]) : null }, target, decision, swap, mcpDetail),
       (answered) => answerHere(ex, answered, body, req.rawHeaders.find((_, i, all) => i % 2 === 1 && all[i - 1]!.toLowerCase() === 'content-encoding')),
     );
   };
@@ -52,6 +64,25 @@ export function forwardHttp(deps: ExchangeDeps, x: HttpRequestIn): void {
   if (decision.graphql) checkGraphql(ex, decision.graphql, x.body, req.rawHeaders, go);
   else if (decision.mcp) checkMcp(ex, decision.mcp, x.body, req.rawHeaders, go);
   else go(x.body);
+}
+
+/** A request body read whole, refused past `max` bytes. */
+function readWhole(body: Readable, max: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const parts: Buffer[] = [];
+    let size = 0;
+    body.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > max) {
+        body.pause();
+        reject(new BodyTooLarge(`request body over ${max} bytes`));
+        return;
+      }
+      parts.push(chunk);
+    });
+    body.once('end', () => resolve(Buffer.concat(parts)));
+    body.once('error', reject);
+  });
 }
 
 /** A request a credential answers itself (a token endpoint): its body read whole (bounded), nothing forwarded. */
@@ -104,7 +135,12 @@ function withoutHeader(headers: string[], name: string): string[] {
 function send(deps: ExchangeDeps, ex: Exchange, x: HttpRequestIn, target: CheckedTarget, decision: Decision, swap: Forward, mcpDetail?: string): void {
   // Recorded before the upstream sees a byte; unrecordable, it never goes.
   if (!ex.admit()) return;
-  const { req, res, session } = x;
+  const { req, session } = x;
+  // An LLM API's answer is read for token usage on its way out (proxy/llm/); nothing else is.
+  const api = usageApiFor(ex.policy, target.host, req.method, target.path);
+  const tap = api && new UsageTap(api, ex.policy.usage?.pricing ?? []);
+  const res = tap ? tappedResponse(x.res, tap) : x.res;
+  if (tap) ex.usageFrom(() => tap.result());
   const socket = req.socket;
   const startWritten = socket.bytesWritten;
   let bodyBytes = 0;
@@ -113,6 +149,16 @@ function send(deps: ExchangeDeps, ex: Exchange, x: HttpRequestIn, target: Checke
     () => call.abort(),
   );
   const headers = swap.headers;
+  if (swap.body !== undefined) {
+    // A body read to be signed goes with its exact length (signed, when the client sent one).
+    let hadLength = false;
+    for (let i = headers.length - 2; i >= 0; i -= 2) {
+      const name = headers[i]!.toLowerCase();
+      if (name === 'content-length') hadLength = true;
+      if (name === 'content-length' || name === 'transfer-encoding') headers.splice(i, 2);
+    }
+    if (hadLength || swap.body.length > 0) headers.push('Content-Length', String(swap.body.length));
+  }
   let source = x.body;
   const bodyTransform = swap.bodyTransform;
   if (source && bodyTransform) {
@@ -144,6 +190,11 @@ function send(deps: ExchangeDeps, ex: Exchange, x: HttpRequestIn, target: Checke
     },
     ({ statusCode, headers: upstreamHeaders }): BodySink => {
       const responseHeaders = forwardResponseHeaders(upstreamHeaders);
+      const problem = swap.onResponse?.(statusCode, upstreamHeaders);
+      if (problem) {
+        ex.note(problem);
+        deps.log.error({ session: session.id, problem }, 'signed request refused upstream');
+      }
       // Under an mcp: rule (enforced), every message the server sends back is read: tools/list
       // results lose the tools the rule does not list.
       const mcp = decision.mcp && ex.policy.mode === 'enforce' && responseHasBody(req.method, statusCode) ? decision.mcp : null;

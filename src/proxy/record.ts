@@ -1,7 +1,7 @@
 // Collects what happens to one request or tunnel and writes its single audit line when it ends.
 import { randomBytes } from 'node:crypto';
 import { redactQuery } from '../audit/entry.js';
-import type { AuditEntry } from '../audit/entry.js';
+import type { AuditEntry, UsageRecord } from '../audit/entry.js';
 import type { Decision } from '../policy/index.js';
 import type { ProxySession } from './context.js';
 import type { Authority } from './target.js';
@@ -22,6 +22,7 @@ export class RequestRecord {
   private done = false;
   /** Its admit line is written: it may go upstream, and its end line completes that one. */
   private admitted = false;
+  private usage: (() => UsageRecord | undefined) | null = null;
   constructor(
     readonly session: ProxySession | null,
     /** The version of the policy the exchange decides under (taken once, at admission). */
@@ -70,6 +71,10 @@ export class RequestRecord {
     return this.admitted;
   }
 
+  usageFrom(source: () => UsageRecord | undefined): void {
+    this.usage = source;
+  }
+
   /** Writes the audit line. Later calls are ignored: a request is logged exactly once. */
   finish(status: number, outcome: Outcome, detail?: string): void {
     if (this.done || !this.session) return;
@@ -94,6 +99,13 @@ export class RequestRecord {
       duration_ms: Math.round((performance.now() - this.started) * 100) / 100,
     };
     if (detail) entry.detail = detail;
+    let usage;
+    try {
+      usage = this.usage?.();
+    } catch {
+      // The usage reader's bug must not cost the request its line.
+    }
+    if (usage) entry.usage = usage;
     this.session.audit.record(entry, this.admitted);
   }
 }

@@ -48,6 +48,8 @@ function meaning(value: unknown): string {
 
 function sourceOf(c: CredentialSpec): string {
   const s = c.secret;
+  if (s.kind === 'github_app') return `github_app ${s.appId} installation ${s.installationId}`;
+  if (s.kind === 'aws') return `aws ${s.profile ? `profile ${s.profile}` : 'environment'}`;
   if (s.kind === 'claude_login') return `claude_login ${s.path}`;
   if (s.kind === 'google') return `google ${s.keyFile ?? 'adc'} ${s.scopes.join(' ')}`;
   return s.kind === 'env' ? `env ${s.name}` : s.kind === 'file' ? `file ${s.path}` : `command ${s.argv.join(' ')}`;

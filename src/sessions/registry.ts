@@ -178,6 +178,7 @@ export class SessionRegistry implements SessionDirectory {
     this.sessions.delete(id);
     if (this.owners.get(session.listener) === session) this.owners.delete(session.listener);
     await this.options.onRemove?.(id);
+    await session.credentials.close?.();
     await session.audit.close();
     return true;
   }

@@ -27,6 +27,8 @@ export interface RuntimeOptions extends SessionRegistryOptions {
   readonly policyFiles?: PolicyFiles;
   /** Quiet time before a changed policy file is read (default 150 ms). */
   readonly reloadDebounceMs?: number;
+  /** Runs last in close() (the audit export's final flush, say). */
+  readonly onClose?: () => Promise<void>;
 }
 
 /** Where no policy files were given: following one is refused. */
@@ -48,7 +50,7 @@ export class ProxyRuntime {
   readonly inbox: Inbox;
   readonly approvals: Approvals;
 
-  constructor(options: RuntimeOptions) {
+  constructor(private readonly options: RuntimeOptions) {
     this.upstream = new Upstream({
       resolve: options.resolve,
       ca: options.upstreamCa,
@@ -98,5 +100,6 @@ export class ProxyRuntime {
     await this.proxy.close();
     await this.sessions.closeAll();
     await this.upstream.close();
+    await this.options.onClose?.();
   }
 }

@@ -298,6 +298,8 @@ export async function startGitServer(opts: {
   pki: TestPki;
   names: readonly string[];
   auth?: { user: string; password: string };
+  /** Decides each request's Authorization instead of `auth`: the remote user, or null for 401. */
+  authorize?: (authorization: string | undefined, path: string) => string | null;
 }): Promise<GitServer> {
   const root = tmpDir('airlock-git-');
   const env = isolatedGitEnv(root);
@@ -318,7 +320,17 @@ export async function startGitServer(opts: {
 
   const handler: UpstreamHandler = (req, res) => {
     let remoteUser = '';
-    if (opts.auth) {
+    if (opts.authorize) {
+      const user = opts.authorize(req.headers.authorization, req.url ?? '/');
+      if (req.headers.authorization) authSeen.push(req.headers.authorization);
+      if (user === null) {
+        req.resume();
+        res.writeHead(401, { 'WWW-Authenticate': 'Basic realm="airlock-test-git"', 'Content-Type': 'text/plain' });
+        res.end('authentication required\n');
+        return;
+      }
+      remoteUser = user;
+    } else if (opts.auth) {
       const given = req.headers.authorization;
       if (given) authSeen.push(given);
       if (given !== expected) {

@@ -97,6 +97,6 @@ describe('CREDENTIAL_PRESETS', () => {
       }
     }
     expect(Object.isFrozen(CREDENTIAL_PRESETS)).toBe(true);
-    expect(Object.keys(CREDENTIAL_PRESETS).sort()).toEqual(['anthropic', 'anthropic-oauth', 'claude-login', 'github', 'npm', 'openai', 'vertex']);
+    expect(Object.keys(CREDENTIAL_PRESETS).sort()).toEqual(['anthropic', 'anthropic-oauth', 'aws', 'claude-login', 'github', 'github-app', 'npm', 'openai', 'vertex']);
   });
 });
