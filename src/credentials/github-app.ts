@@ -150,7 +150,7 @@ export function githubAppSecret(spec: CredentialSpec, source: GithubAppSource, t
     return value;
   };
 
-  const current = async (): Promise<string> => {
+  const current = async (beforeUpstream?: () => boolean): Promise<string> => {
     const at = now();
     if (token && at < token.renewAt) return token.value;
     if (failed && at < failed.until) {
@@ -158,6 +158,8 @@ export function githubAppSecret(spec: CredentialSpec, source: GithubAppSource, t
       if (token && at < token.expiresAt - 30_000) return token.value;
       throw failed.error;
     }
+    // The request that needs the token is admitted in the session's audit before it is minted.
+    if (!running && beforeUpstream && !beforeUpstream()) throw new Error('the token request was not admitted');
     running ??= withRetry(mintOnce, options.retry ?? DEFAULT_RETRY)
       .then(
         (value) => {

@@ -15,6 +15,7 @@ import type { AirlockHandle, TestPki, TestUpstream } from '../helpers/servers.js
 import { httpsViaProxy } from '../helpers/clients.js';
 import { credentialsFactory } from '../../src/credentials/sources.js';
 import { claudeStore, realAccess, realRefresh } from '../helpers/claude-login-standin.js';
+import { startGithubAppStandIn } from '../helpers/github-app-standin.js';
 
 let pki: TestPki;
 let dir: string;
@@ -148,5 +149,51 @@ describe('minting new credentials with the host\'s tokens', () => {
     const ok = await send('https://api.anthropic.com/v1/messages', access);
     expect(ok.status, ok.body).toBe(200);
     expect(minted).toEqual(['api.anthropic.com /v1/messages']);
+  });
+});
+
+describe('a token minted on the host for a request is admitted in its audit first', () => {
+  it('GitHub App: with the session\'s audit log unwritable, a request needing a token gets 503 and no token is minted; then one is, noted on the line', async () => {
+    const appDir = tmpDir('airlock-red-mint-app-');
+    const app = await startGithubAppStandIn({ pki, dir: appDir, repositories: ['repo'] });
+    const resolve = { 'api.github.com:443': app.upstream.port };
+    const policy = `version: 1
+name: red-mint-app
+allow:
+  - host: api.github.com
+credentials:
+  - preset: github-app
+    secret:
+      github_app:
+        app_id: ${app.appId}
+        private_key: ${app.keyFile}
+        installation_id: ${app.installationId}
+        repositories: [octo/repo]
+`;
+    const open = async () => {
+      const handle = await startAirlock({ policy, resolve, upstreamCa: [pki.caPem], credentials: credentialsFactory({}, { ca: [pki.caPem], resolve: toResolveMap(resolve) }) });
+      const placeholder = Object.values(handle.session.credentials.sessionEnv)[0]!;
+      const get = () =>
+        httpsViaProxy({ proxyPort: handle.port, proxyAuthorization: handle.proxyAuthorization, url: 'https://api.github.com/repos/octo/repo', ca: readFileSync(handle.bundlePath, 'utf8'), headers: { authorization: `token ${placeholder}` } });
+      return { handle, get };
+    };
+    const closed = await open();
+    const working = await open();
+    try {
+      await closed.handle.session.audit.close();
+      const refused = await closed.get();
+      expect(refused.status, refused.body).toBe(503);
+      expect(app.tokenRequests).toEqual([]);
+      const ok = await working.get();
+      expect(ok.status, ok.body).not.toBe(503);
+      expect(app.tokenRequests).toHaveLength(1);
+      const line = await working.handle.waitForAudit((l) => l.host === 'api.github.com');
+      expect(line.detail).toMatch(/refreshed upstream on the host for this request/);
+    } finally {
+      await closed.handle.close();
+      await working.handle.close();
+      await app.close();
+      rmTmp(appDir);
+    }
   });
 });
