@@ -62,6 +62,8 @@ if (flag('help') || flag('h')) {
                        request by component; writes bench/results/perf-latest.md (needs root or
                        perf_event_paranoid <= 1, and Debian's linux-perf)
   --perf-only          only the perf pass
+  --perf-client C      raw (default) or undici: the keep-alive perf pass driven by undici's
+                       ProxyAgent; writes perf-undici-latest.md
   --perf-scenario S    keepalive (default), or download / upload of 1 GiB (256 MiB with
                        --quick): CPU per MiB; writes perf-<scenario>-latest.md
   --seconds N          override the keep-alive c=64 and new-connection durations (totals,
@@ -83,6 +85,9 @@ const perfOnly = flag('perf-only');
 const doPerf = perfOnly || flag('perf');
 const perfTargets = (value('perf-targets', 'airlock,raw-relay,squid') || '').split(',').filter(Boolean);
 const perfScenario = value('perf-scenario', 'keepalive');
+// The client driving the keep-alive perf pass: the bench's raw one, or undici's ProxyAgent.
+const perfClient = value('perf-client', 'raw');
+if (!['raw', 'undici'].includes(perfClient)) die(`unknown --perf-client ${perfClient} (raw or undici)`);
 if (!['keepalive', 'download', 'upload'].includes(perfScenario)) die(`unknown --perf-scenario ${perfScenario} (keepalive, download or upload)`);
 for (const t of perfTargets) if (t === 'direct' || ![...ALL_TARGETS, ...EXTRA_TARGETS].includes(t)) die(`unknown --perf-targets entry ${t} (direct is always sampled)`);
 // --render FILE.json: rewrite FILE.md from a saved result (no measurement).
@@ -1188,7 +1193,7 @@ async function perfPass() {
         // so the window holds its share of the requests.
         windowS = Math.max(2, seconds - 4);
         let genPid = null;
-        const running = loadgen(t.target, { scenario: 'keepalive', connections: 64, seconds }, { onSpawn: (pid) => (genPid = pid) });
+        const running = loadgen(t.target, { scenario: perfClient === 'undici' ? 'keepalive-undici' : 'keepalive', connections: 64, seconds }, { onSpawn: (pid) => (genPid = pid) });
         await sleep(2000);
         recorders = [t.pid ? startPerf(tree(t.pid), proxyFile) : null, startPerf([upstream.child.pid, genPid], endsFile)];
         await sleep(windowS * 1000);
@@ -1215,7 +1220,7 @@ async function perfPass() {
     }
   }
   const text = perfMarkdown(cols, { transfer, bytes });
-  writeFileSync(join(RESULTS, perfScenario === 'keepalive' ? 'perf-latest.md' : `perf-${perfScenario}-latest.md`), text);
+  writeFileSync(join(RESULTS, perfScenario === 'keepalive' ? (perfClient === 'undici' ? 'perf-undici-latest.md' : 'perf-latest.md') : `perf-${perfScenario}-latest.md`), text);
   process.stdout.write('\n' + text);
 }
 
@@ -1231,7 +1236,7 @@ function perfMarkdown(cols, { transfer, bytes }) {
   const m = machineInfo();
   const L = [];
   L.push(
-    `### CPU per ${per} by component: ${transfer ? `${perfScenario} of ${bytes / 1048576} MiB, one connection` : 'keep-alive 1 KB GETs, c=64'} ` +
+    `### CPU per ${per} by component: ${transfer ? `${perfScenario} of ${bytes / 1048576} MiB, one connection` : `keep-alive 1 KB GETs, c=64${perfClient === 'undici' ? ", undici's ProxyAgent as the client" : ''}`} ` +
       `(Linux perf, cpu-clock at ${PERF_HZ} Hz)`,
   );
   L.push('');
