@@ -192,6 +192,14 @@ export class SessionCa {
     return pending;
   }
 
+  /**
+   * Makes the leaf key and template now (and loads the ASN.1 library for them) instead of at the
+   * first new host: a launcher calls it once its command is running.
+   */
+  prepare(): void {
+    this.leafMaterial().catch(() => {}); // a failure here shows again, and is reported, at the first leaf
+  }
+
   /** The session's one leaf key and the leaf template built around it, made on first use. */
   private leafMaterial(): Promise<{ keyPem: string; template: LeafTemplate }> {
     this.material ??= (async () => {
