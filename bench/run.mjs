@@ -885,10 +885,11 @@ function cell(t, m, agg, rounds) {
   return s;
 }
 
+const pctOf = (x) => (typeof x === 'number' ? `${x >= 0 ? '+' : '−'}${Math.abs(x).toFixed(1)}%` : '–');
 const TARGET_CHECKS = [
-  { label: 'npm ci added ≤ 5% over direct', ok: (a) => a.npm?.addedPct <= 5, show: (a) => `+${a.npm?.addedPct?.toFixed(1)}%` },
-  { label: 'git clone added ≤ 5% over direct', ok: (a) => a.git?.addedPct <= 5, show: (a) => `+${a.git?.addedPct?.toFixed(1)}%` },
-  { label: 'npm ci and git clone added below Squid', ok: (a, all) => a.npm?.addedPct < all.squid?.npm?.addedPct && a.git?.addedPct < all.squid?.git?.addedPct, show: (a, all) => `npm +${a.npm?.addedPct?.toFixed(1)}% vs +${all.squid?.npm?.addedPct?.toFixed(1)}%, git +${a.git?.addedPct?.toFixed(1)}% vs +${all.squid?.git?.addedPct?.toFixed(1)}%` },
+  { label: 'npm ci added ≤ 5% over direct', ok: (a) => a.npm?.addedPct <= 5, show: (a) => pctOf(a.npm?.addedPct) },
+  { label: 'git clone added ≤ 5% over direct', ok: (a) => a.git?.addedPct <= 5, show: (a) => pctOf(a.git?.addedPct) },
+  { label: 'npm ci and git clone added below Squid', ok: (a, all) => a.npm?.addedPct < all.squid?.npm?.addedPct && a.git?.addedPct < all.squid?.git?.addedPct, show: (a, all) => `npm ${pctOf(a.npm?.addedPct)} vs ${pctOf(all.squid?.npm?.addedPct)}, git ${pctOf(a.git?.addedPct)} vs ${pctOf(all.squid?.git?.addedPct)}` },
   { label: 'undici ProxyAgent c=64 ≥ Squid', ok: (a, all) => a.u_c64_rps?.ratio >= all.squid?.u_c64_rps?.ratio, show: (a, all) => `${a.u_c64_rps?.ratio?.toFixed(2)}× vs ${all.squid?.u_c64_rps?.ratio?.toFixed(2)}×` },
   { label: '100 MB upload ≥ Squid', ok: (a, all) => a.upload?.ratio >= all.squid?.upload?.ratio, show: (a, all) => `${a.upload?.ratio?.toFixed(2)}× vs ${all.squid?.upload?.ratio?.toFixed(2)}×` },
   { label: 'LLM stream ≤ 1 ms added per event (p99)', ok: (a) => a.llm_p99?.added <= 1, show: (a) => `+${fmt(a.llm_p99?.added, 'ms')} ms` },
