@@ -4,7 +4,7 @@
 // --resolve flags. Creates one session and prints {"ready": ...} with the session as the admin
 // API describes it (proxy URL, bundle, env with the credential placeholder).
 //   node bench/airlock-proxy.mjs --policy FILE [--fallback-policy FILE] --state-dir DIR
-//     --upstream-ca FILE --hosts FILE --upstream-port N [--listen 127.0.0.1:0]
+//     --upstream-ca FILE --hosts FILE --upstream-port N [--extra-ports N,N] [--listen 127.0.0.1:0]
 // --fallback-policy: used (with a warning on stderr) when creating the session with --policy
 // fails, e.g. while the credential broker cannot yet serve the policy's credentials.
 // SIGTERM/SIGINT close the runtime and exit 0 (so --cpu-prof writes its profile).
@@ -34,12 +34,14 @@ const upstreamPort = Number(opt('upstream-port'));
 const [listenHost, listenPort] = opt('listen', '127.0.0.1:0').split(':');
 mkdirSync(stateDir, { recursive: true, mode: 0o700 });
 
-// Every name in the hosts file ("ADDRESS NAME..." lines), at the upstream port.
+// Every name in the hosts file ("ADDRESS NAME..." lines), at the upstream port and at each of
+// --extra-ports (the workload servers: registry, git).
+const ports = [upstreamPort, ...(opt('extra-ports', '') || '').split(',').filter(Boolean).map(Number)];
 const resolve = new Map();
 for (const line of readFileSync(opt('hosts'), 'utf8').split('\n')) {
   const [address, ...names] = line.trim().split(/\s+/);
   if (!address || address.startsWith('#')) continue;
-  for (const name of names) resolve.set(`${name.toLowerCase()}:${upstreamPort}`, { address, port: upstreamPort });
+  for (const name of names) for (const port of ports) resolve.set(`${name.toLowerCase()}:${port}`, { address, port });
 }
 
 const roots = upstreamRoots([opt('upstream-ca')]);

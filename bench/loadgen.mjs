@@ -351,6 +351,191 @@ const scenarios = {
     return { connections, requests: done, errors, seconds: elapsed, rps: done / elapsed, latencyMs: summary(lat) };
   },
 
+  /**
+   * Keep-alive GETs as undici's ProxyAgent (or Agent, direct) makes them: `connections` pooled
+   * connections, each one CONNECT + TLS (session resumption as undici does it), `connections`
+   * requests in flight, back to back, with the headers undici sends for request().
+   */
+  async 'keepalive-undici'({ connections = 64, seconds = 5, maxRequests = Infinity }) {
+    const undici = await import('undici');
+    const ca = readFileSync(T.ca, 'utf8');
+    const origin = `https://${HOST}:${T.upstreamPort}`;
+    const dispatcher = T.direct
+      ? new undici.Agent({
+          connections,
+          connect: {
+            ca,
+            // bench.test is 127.0.0.1 (no resolver entry); Node asks with or without `all`.
+            lookup: (_h, o, cb) => (o?.all ? cb(null, [{ address: '127.0.0.1', family: 4 }]) : cb(null, '127.0.0.1', 4)),
+          },
+        })
+      : new undici.ProxyAgent({
+          uri: `http://${T.proxyHost}:${T.proxyPort}`,
+          token: T.proxyAuth ?? undefined,
+          connections,
+          requestTls: { ca },
+        });
+    const headers = { authorization: `Bearer ${T.token}` };
+    // fetch: undici's fetch() (what Node's global fetch is), with the headers it adds.
+    const one = spec.fetch
+      ? async () => {
+          const r = await undici.fetch(`${origin}/1k`, { dispatcher, headers });
+          const bytes = (await r.arrayBuffer()).byteLength;
+          if (r.status !== 200) throw new Error(`HTTP ${r.status}`);
+          return bytes;
+        }
+      : async () => {
+      const r = await undici.request(`${origin}/1k`, { dispatcher, headers });
+      let bytes = 0;
+      for await (const c of r.body) bytes += c.length;
+      if (r.statusCode !== 200) throw new Error(`HTTP ${r.statusCode}`);
+      return bytes;
+    };
+    // Open the pool's connections first (as openMany does for the raw client).
+    await Promise.all(Array.from({ length: connections }, one));
+    const lat = [];
+    let errors = 0;
+    let done = 0;
+    const start = now();
+    const deadline = start + BigInt(Math.round(seconds * 1e9));
+    let last = start;
+    const loop = async () => {
+      while (done < maxRequests) {
+        const t0 = now();
+        if (t0 >= deadline) return;
+        try {
+          await one();
+        } catch (e) {
+          errors++;
+          if (errors <= 3) process.stderr.write(`keepalive-undici: ${e.message}\n`);
+          if (errors > 1000) return;
+          continue;
+        }
+        last = now();
+        lat.push(ms(t0, last));
+        done++;
+      }
+    };
+    await Promise.all(Array.from({ length: connections }, loop));
+    await dispatcher.close();
+    const elapsed = ms(start, last) / 1000;
+    return { client: 'undici', connections, requests: done, errors, seconds: elapsed, rps: done / elapsed, latencyMs: summary(lat) };
+  },
+
+  /**
+   * A real client run as its own process: `npm ci` of bench/npm-tree from the bench registry
+   * (clean cache), `git clone` from the bench git server, or curl / Python requests making
+   * keep-alive GETs. Wall time of the process, as a user would feel it.
+   */
+  async tool({ tool, connections = 1, requests = 1000, registryPort, gitPort, work }) {
+    const { spawn } = await import('node:child_process');
+    const { mkdirSync, rmSync, cpSync, mkdtempSync } = await import('node:fs');
+    const { join, dirname } = await import('node:path');
+    const { fileURLToPath } = await import('node:url');
+    const bench = dirname(fileURLToPath(import.meta.url));
+    const auth = T.proxyAuth ? Buffer.from(T.proxyAuth.replace(/^Basic /, ''), 'base64').toString() : null;
+    const proxyUrl = T.direct ? null : `http://${auth ? auth.split(':').map(encodeURIComponent).join(':') + '@' : ''}${T.proxyHost}:${T.proxyPort}`;
+    const clean = { ...process.env };
+    // Each tool gets its proxy and the CA it must trust from the bench alone (this machine's
+    // environment may point CA variables at the host bundle).
+    const CA_VARS = /^(SSL_CERT_FILE|SSL_CERT_DIR|CURL_CA_BUNDLE|GIT_SSL_CAINFO|REQUESTS_CA_BUNDLE|NODE_EXTRA_CA_CERTS|PIP_CERT|HTTPLIB2_CA_CERTS)$/;
+    for (const k of Object.keys(clean)) if (/^(https?|no|all)_proxy$/i.test(k) || /^npm_config_/i.test(k) || CA_VARS.test(k)) delete clean[k];
+    const run = (cmd, args, opts = {}) =>
+      new Promise((resolve, reject) => {
+        const t0 = now();
+        const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
+        let out = '';
+        let err = '';
+        child.stdout.on('data', (d) => (out += d));
+        child.stderr.on('data', (d) => (err = (err + d).slice(-3000)));
+        child.once('error', reject);
+        child.once('exit', (code) => {
+          const seconds = ms(t0, now()) / 1000;
+          if (code !== 0) reject(new Error(`${cmd} exited ${code}: ${err.trim().split('\n').slice(-4).join(' | ')}`));
+          else resolve({ seconds, out });
+        });
+      });
+    mkdirSync(work, { recursive: true });
+    const dir = mkdtempSync(join(work, `${tool}-`));
+    try {
+      if (tool === 'npm') {
+        for (const f of ['package.json', 'package-lock.json']) cpSync(join(bench, 'npm-tree', f), join(dir, f));
+        const env = { ...clean, npm_config_cache: join(dir, 'cache'), npm_config_cafile: T.ca, npm_config_update_notifier: 'false' };
+        if (proxyUrl) Object.assign(env, { HTTPS_PROXY: proxyUrl, https_proxy: proxyUrl, npm_config_https_proxy: proxyUrl, npm_config_proxy: proxyUrl });
+        else env.NODE_OPTIONS = `--require ${join(bench, 'bench-names.cjs')}`;
+        const r = await run('npm', ['ci', '--no-audit', '--no-fund', '--ignore-scripts', `--registry=https://registry.work.test:${registryPort}/`], { cwd: dir, env });
+        return { tool, seconds: r.seconds };
+      }
+      if (tool === 'git') {
+        const cfg = ['-c', `http.sslCAInfo=${T.ca}`, '-c', 'protocol.version=2'];
+        if (proxyUrl) cfg.push('-c', `http.proxy=${proxyUrl}`);
+        else cfg.push('-c', `http.curloptResolve=git.work.test:${gitPort}:127.0.0.1`);
+        const env = { ...clean, GIT_CONFIG_NOSYSTEM: '1', HOME: dir, GIT_TERMINAL_PROMPT: '0' };
+        const r = await run('git', [...cfg, 'clone', '-q', '--no-checkout', `https://git.work.test:${gitPort}/repo.git`, join(dir, 'clone')], { cwd: dir, env });
+        return { tool, seconds: r.seconds };
+      }
+      const url = `https://${HOST}:${T.upstreamPort}/1k`;
+      if (tool === 'curl') {
+        // One curl process, `requests` URLs over `connections` keep-alive connections.
+        const lines = [`header = "Authorization: Bearer ${T.token}"`, `cacert = "${T.ca}"`, 'silent'];
+        if (proxyUrl) lines.push(`proxy = "${proxyUrl}"`);
+        else lines.push(`resolve = "${HOST}:${T.upstreamPort}:127.0.0.1"`);
+        if (connections > 1) lines.push('parallel', `parallel-max = ${connections}`);
+        for (let i = 0; i < requests; i++) lines.push(`url = "${url}"`, 'output = "/dev/null"');
+        const { writeFileSync } = await import('node:fs');
+        writeFileSync(join(dir, 'curl.cfg'), lines.join('\n') + '\n');
+        const r = await run('curl', ['--config', join(dir, 'curl.cfg'), '--fail', '--write-out', '%{http_code} %{num_connects}\n'], { env: clean });
+        const codes = r.out.trim().split('\n');
+        const bad = codes.filter((l) => !l.startsWith('200 ')).length;
+        if (bad) throw new Error(`curl: ${bad} of ${codes.length} requests not 200`);
+        const connects = codes.reduce((a, l) => a + Number(l.split(' ')[1]), 0);
+        return { tool, connections, requests, connects, seconds: r.seconds, rps: requests / r.seconds };
+      }
+      if (tool === 'python') {
+        // requests: one Session per thread (its pool keeps the connection alive), `connections` threads.
+        const script = `
+import json, socket, sys, threading, time, requests
+spec = json.loads(sys.argv[1])
+if spec["direct"]:
+    real = socket.getaddrinfo
+    socket.getaddrinfo = lambda h, *a, **k: real("127.0.0.1" if h.endswith(".test") else h, *a, **k)
+proxies = {"https": spec["proxy"]} if spec["proxy"] else {}
+n, c = spec["requests"], spec["connections"]
+lat = []
+errors = [0]
+def worker(count):
+    s = requests.Session()
+    s.trust_env = False
+    s.get(spec["url"], headers=spec["headers"], proxies=proxies, verify=spec["ca"]).content
+    barrier.wait()
+    for _ in range(count):
+        t = time.perf_counter()
+        r = s.get(spec["url"], headers=spec["headers"], proxies=proxies, verify=spec["ca"])
+        r.content
+        if r.status_code != 200: errors[0] += 1
+        lat.append((time.perf_counter() - t) * 1000)
+barrier = threading.Barrier(c + 1)
+threads = [threading.Thread(target=worker, args=(n // c,)) for _ in range(c)]
+for t in threads: t.start()
+barrier.wait()
+t0 = time.perf_counter()
+for t in threads: t.join()
+secs = time.perf_counter() - t0
+lat.sort()
+print(json.dumps({"requests": len(lat), "errors": errors[0], "seconds": secs, "p50": lat[len(lat) // 2], "p99": lat[int(len(lat) * 0.99)]}))
+`;
+        const arg = JSON.stringify({ direct: !!T.direct, proxy: proxyUrl, url, ca: T.ca, requests, connections, headers: { Authorization: `Bearer ${T.token}` } });
+        const r = await run('python3', ['-c', script, arg], { env: clean });
+        const res = JSON.parse(r.out.trim().split('\n').pop());
+        if (res.errors) throw new Error(`python: ${res.errors} requests not 200`);
+        return { tool, connections, requests: res.requests, seconds: res.seconds, rps: res.requests / res.seconds, latencyMs: { p50: res.p50, p99: res.p99 } };
+      }
+      throw new Error(`unknown tool ${tool}`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+
   /** A new connection (CONNECT + TLS) per request, `concurrency` loops for `seconds`. */
   async newconn({ concurrency = 16, seconds = 5 }) {
     const buf = reqHead('GET', HOST, '/1k', 'Connection: close\r\n');
@@ -462,18 +647,22 @@ const scenarios = {
   },
 
   /** `streams` SSE streams of `events` events `intervalMs` apart; per-event delay in ms. */
-  async sse({ streams = 3, events = 100, intervalMs = 10 }) {
+  async sse({ streams = 3, events = 100, intervalMs = 10, llm = false }) {
     const conn = await openConn();
     await get(conn, GET_1K);
     const delays = [];
+    // llm: time from sending the request to the first event (a model's stream starts at once).
+    const firstEvent = [];
     // The slowest events, with where they fell in their stream (the tail is what p99 shows).
     const worst = [];
     let received = 0;
     for (let i = 0; i < streams; i++) {
       let text = '';
       let index = 0;
-      const r = await conn.request(reqHead('GET', HOST, `/sse?n=${events}&ms=${intervalMs}`), (d) => {
+      const sent = now();
+      const r = await conn.request(reqHead('GET', HOST, `/sse?n=${events}&ms=${intervalMs}${llm ? '&llm=1' : ''}`), (d) => {
         const at = now();
+        if (index === 0 && firstEvent.length === i) firstEvent.push(ms(sent, at));
         text += d.latin1Slice(0, d.length);
         let end;
         while ((end = text.indexOf('\n\n')) !== -1) {
@@ -494,7 +683,7 @@ const scenarios = {
     }
     conn.close();
     if (received !== streams * events) throw new Error(`sse: got ${received} of ${streams * events} events`);
-    return { streams, events, delayMs: summary(delays), worst };
+    return { streams, events, delayMs: summary(delays), firstEventMs: llm ? summary(firstEvent) : undefined, worst };
   },
 
   /** Opens `count` tunnels with one GET each, holds them until a line on stdin, then closes. */

@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 import { summariseProfile, formatProfile } from './profile.mjs';
 import { perfUnavailable, startPerf, readPerf, perUnit, PERF_HZ } from './perf.mjs';
+import { prepareGitRepo, prepareRegistry, startRegistry, freePort, repoPackBytes } from './workloads.mjs';
 
 const BENCH = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(BENCH, '..');
@@ -41,7 +42,15 @@ if (flag('help') || flag('h')) {
                        airlock-view: Airlock with the live view open and following (diagnostic)
                        bare-node: a minimal Node interception path (diagnostic floor)
                        raw-relay: TLS terminated and re-originated, no HTTP parsed (the ceiling)
-  --scenarios a,b,...  only these of c1, c64, newconn, download, upload, newhosts, sse, idle
+  --scenarios a,b,...  only these of npm, git, llm, c1, c64, c1u, c64u, c1curl, c64curl, c1py,
+                       c64py, newconn, download, upload, newhosts, sse, idle, exec
+                       npm: npm ci of bench/npm-tree from Verdaccio; git: git clone of a 112 MB
+                       repository from git http-backend (both set up once into
+                       ~/.cache/airlock-bench; the registry filled from the npm registry);
+                       llm: 2,000-event chat-completion SSE stream; c1u/c64u: undici ProxyAgent;
+                       c1curl/c64curl: curl; c1py/c64py: Python requests; exec: airlock exec
+                       start-up (Airlock only)
+  --exec-only          only the airlock exec start-up pass
   --profile            after the comparison, profile Airlock (--cpu-prof) on the keep-alive c=64
                        scenario; writes bench/results/*.cpuprofile and prints top self-time
   --profile-only       only the profile pass
@@ -53,6 +62,8 @@ if (flag('help') || flag('h')) {
                        request by component; writes bench/results/perf-latest.md (needs root or
                        perf_event_paranoid <= 1, and Debian's linux-perf)
   --perf-only          only the perf pass
+  --perf-client C      raw (default) or undici: the keep-alive perf pass driven by undici's
+                       ProxyAgent; writes perf-undici-latest.md
   --perf-scenario S    keepalive (default), or download / upload of 1 GiB (256 MiB with
                        --quick): CPU per MiB; writes perf-<scenario>-latest.md
   --seconds N          override the keep-alive c=64 and new-connection durations (totals,
@@ -74,6 +85,9 @@ const perfOnly = flag('perf-only');
 const doPerf = perfOnly || flag('perf');
 const perfTargets = (value('perf-targets', 'airlock,raw-relay,squid') || '').split(',').filter(Boolean);
 const perfScenario = value('perf-scenario', 'keepalive');
+// The client driving the keep-alive perf pass: the bench's raw one, or undici's ProxyAgent.
+const perfClient = value('perf-client', 'raw');
+if (!['raw', 'undici'].includes(perfClient)) die(`unknown --perf-client ${perfClient} (raw or undici)`);
 if (!['keepalive', 'download', 'upload'].includes(perfScenario)) die(`unknown --perf-scenario ${perfScenario} (keepalive, download or upload)`);
 for (const t of perfTargets) if (t === 'direct' || ![...ALL_TARGETS, ...EXTRA_TARGETS].includes(t)) die(`unknown --perf-targets entry ${t} (direct is always sampled)`);
 // --render FILE.json: rewrite FILE.md from a saved result (no measurement).
@@ -82,8 +96,10 @@ const rendered = renderFile ? JSON.parse(readFileSync(renderFile, 'utf8')) : nul
 const rounds = rendered ? rendered.rounds : Number(value('rounds', quick ? 1 : 2));
 const wanted = (value('targets', ALL_TARGETS.join(',')) || '').split(',').filter(Boolean);
 for (const t of wanted) if (![...ALL_TARGETS, ...EXTRA_TARGETS].includes(t)) die(`unknown target ${t} (known: ${[...ALL_TARGETS, ...EXTRA_TARGETS].join(', ')})`);
-const targets = rendered ? rendered.targets : profileOnly || perfOnly ? [] : [...ALL_TARGETS, ...EXTRA_TARGETS].filter((t) => t === 'direct' || wanted.includes(t));
-const SCENARIOS = ['c1', 'c64', 'newconn', 'download', 'upload', 'newhosts', 'sse', 'idle'];
+const targets = rendered ? rendered.targets : profileOnly || perfOnly || flag('exec-only') ? [] : [...ALL_TARGETS, ...EXTRA_TARGETS].filter((t) => t === 'direct' || wanted.includes(t));
+const WORKLOADS = ['npm', 'git', 'llm'];
+const CLIENTS = ['c1u', 'c64u', 'c1curl', 'c64curl', 'c1py', 'c64py'];
+const SCENARIOS = [...WORKLOADS, 'c1', 'c64', ...CLIENTS, 'newconn', 'download', 'upload', 'newhosts', 'sse', 'idle', 'exec'];
 const scenarios = new Set((value('scenarios', SCENARIOS.join(',')) || '').split(',').filter(Boolean));
 for (const s of scenarios) if (!SCENARIOS.includes(s)) die(`unknown scenario ${s} (known: ${SCENARIOS.join(', ')})`);
 const secondsOverride = value('seconds') ? Number(value('seconds')) : null;
@@ -95,10 +111,10 @@ if (!['keepalive', 'newhosts', 'download', 'upload', 'sse'].includes(profileScen
 // Durations are totals per target and round; the scenarios compared with direct are cut into
 // `pairs` slices (see `paired` in runTarget).
 const P = quick
-  ? { warmup: 1, latencyRequests: 2000, latencySeconds: 1.5, c64: 2, newconn: 2, newconnC: 16, transfer: 100 * 1048576, newHosts: 20, sseStreams: 1, idle: 250, profileSeconds: 6,
-      pairs: { c1: 2, c64: 2, newconn: 2, download: 1, upload: 1, sse: 1 } }
-  : { warmup: 2, latencyRequests: 10000, latencySeconds: 5, c64: 10, newconn: 8, newconnC: 16, transfer: 100 * 1048576, newHosts: 200, sseStreams: 5, idle: 1000, profileSeconds: 15,
-      pairs: { c1: 4, c64: 5, newconn: 4, download: 3, upload: 3, sse: 3 } };
+  ? { llmEvents: 2000, llmIntervalMs: 5, curlC1: 1000, curlC64: 5000, pyC1: 1000, pyC64: 2000, execRuns: 5, warmup: 1, latencyRequests: 2000, latencySeconds: 1.5, c64: 2, newconn: 2, newconnC: 16, transfer: 100 * 1048576, newHosts: 20, sseStreams: 1, idle: 250, profileSeconds: 6,
+      pairs: { npm: 1, git: 1, llm: 1, c1curl: 1, c64curl: 1, c1py: 1, c64py: 1, c1: 2, c64: 2, c1u: 2, c64u: 2, newconn: 2, download: 1, upload: 1, sse: 1 } }
+  : { llmEvents: 2000, llmIntervalMs: 5, curlC1: 2000, curlC64: 10000, pyC1: 2000, pyC64: 4000, execRuns: 11, warmup: 2, latencyRequests: 10000, latencySeconds: 5, c64: 10, newconn: 8, newconnC: 16, transfer: 100 * 1048576, newHosts: 200, sseStreams: 5, idle: 1000, profileSeconds: 15,
+      pairs: { npm: 3, git: 3, llm: 2, c1curl: 2, c64curl: 3, c1py: 2, c64py: 3, c1: 4, c64: 5, c1u: 4, c64u: 5, newconn: 4, download: 3, upload: 3, sse: 3 } };
 if (secondsOverride) P.c64 = P.newconn = secondsOverride;
 if (value('pairs')) for (const k of Object.keys(P.pairs)) P.pairs[k] = Math.max(1, Number(value('pairs')));
 if (rendered) Object.assign(P, rendered.machine.params);
@@ -336,10 +352,14 @@ function loadgen(target, spec, { timeoutMs = 180_000, onHolding, watch, onSpawn 
 
 // ---- setup: certificates, names, policies
 
-const WORK = join(os.tmpdir(), 'airlock-bench');
+// One work directory per run: engineers sharing a machine may run the bench at the same time.
+const WORK = join(os.tmpdir(), `airlock-bench-${process.pid}`);
 const hostsFile = join(WORK, 'hosts');
+// The workload servers (registry, git): another domain, reached without the credential (it is bound
+// to bench.test and *.bench.test only), as a public registry or repository would be.
+const WORK_NAMES = ['registry.work.test', 'git.work.test'];
 const NEW_HOSTS = Array.from({ length: P.newHosts }, (_, i) => `h${i + 1}.bench.test`);
-const ALL_NAMES = ['bench.test', ...Array.from({ length: 200 }, (_, i) => `h${i + 1}.bench.test`)];
+const ALL_NAMES = ['bench.test', ...Array.from({ length: 200 }, (_, i) => `h${i + 1}.bench.test`), ...WORK_NAMES];
 const SECRET = 'bench-secret-' + Math.random().toString(36).slice(2, 12);
 const DUMMY_TOKEN = 'bench-placeholder-000000000000';
 
@@ -350,11 +370,12 @@ function sh(cmd, args, opts = {}) {
 function prepare() {
   rmSync(WORK, { recursive: true, force: true });
   mkdirSync(WORK, { recursive: true });
+  process.on('exit', () => rmSync(WORK, { recursive: true, force: true }));
   chmodSync(WORK, 0o755); // Squid runs as user proxy and must traverse it
   const c = (f) => join(WORK, f);
   sh('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '7', '-subj', '/CN=bench upstream CA', '-keyout', c('upstream-ca.key'), '-out', c('upstream-ca.pem')]);
   sh('openssl', ['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=bench.test', '-keyout', c('upstream.key'), '-out', c('upstream.csr')]);
-  writeFileSync(c('upstream.ext'), 'subjectAltName=DNS:bench.test,DNS:*.bench.test\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n');
+  writeFileSync(c('upstream.ext'), 'subjectAltName=DNS:bench.test,DNS:*.bench.test,DNS:*.work.test\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n');
   sh('openssl', ['x509', '-req', '-in', c('upstream.csr'), '-CA', c('upstream-ca.pem'), '-CAkey', c('upstream-ca.key'), '-CAcreateserial', '-days', '7', '-sha256', '-extfile', c('upstream.ext'), '-out', c('upstream.pem')]);
   // bare-node's CA and its one leaf for every bench name
   sh('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '7', '-subj', '/CN=bench bare-node CA', '-keyout', c('bare-ca.key'), '-out', c('bare-ca.pem')]);
@@ -366,8 +387,10 @@ function prepare() {
   for (const f of readdirSync(WORK)) chmodSync(c(f), 0o644);
 }
 
-function writePolicies(upstreamPort) {
-  const allow = `allow:\n  - host: bench.test\n    ports: [${upstreamPort}]\n  - host: "*.bench.test"\n    ports: [${upstreamPort}]\n`;
+function writePolicies(upstreamPort, workPorts = []) {
+  const allow =
+    `allow:\n  - host: bench.test\n    ports: [${upstreamPort}]\n  - host: "*.bench.test"\n    ports: [${upstreamPort}]\n` +
+    (workPorts.length ? `  - host: "*.work.test"\n    ports: [${workPorts.join(', ')}]\n` : '');
   const head = `# Written by bench/run.mjs: the bench hosts, one credential swapped by the broker.\nversion: 1\nname: bench\nmode: enforce\n`;
   const creds = `credentials:\n  - name: bench\n    env: [BENCH_TOKEN]\n    secret: { env: AIRLOCK_BENCH_SECRET }\n    hosts: [bench.test, "*.bench.test"]\n`;
   writeFileSync(join(WORK, 'policy.yaml'), head + allow + creds);
@@ -377,6 +400,8 @@ function writePolicies(upstreamPort) {
 // ---- targets
 
 let upstream; // { child, port }
+/** The workload servers, when a workload scenario runs: { registryPort, gitPort, stop }. */
+let workServers = null;
 const peersStarted = new Set();
 function stopPeers() {
   for (const p of peersStarted) {
@@ -454,6 +479,7 @@ async function startTarget(name, { cpuProf, nodeFlags = [] } = {}) {
         '--upstream-ca', join(WORK, 'upstream-ca.pem'),
         '--hosts', hostsFile,
         '--upstream-port', String(upstream.port),
+        ...(workServers ? ['--extra-ports', `${workServers.registryPort},${workServers.gitPort}`] : []),
         '--mem-file', memFile,
         ...(name === 'airlock-view' ? ['--view'] : []),
       ],
@@ -497,7 +523,9 @@ async function startTarget(name, { cpuProf, nodeFlags = [] } = {}) {
     const peersDir = join(WORK, 'peers');
     mkdirSync(peersDir, { recursive: true });
     chmodSync(peersDir, 0o755);
-    const out = sh('bash', [join(BENCH, 'setup.sh'), 'start', name, peersDir, join(WORK, 'upstream-ca.pem'), hostsFile], { timeout: 600_000 });
+    // A free port, not the default: another engineer's bench may hold 3128 on a shared machine.
+    const port = await freePort();
+    const out = sh('bash', [join(BENCH, 'setup.sh'), 'start', name, peersDir, join(WORK, 'upstream-ca.pem'), hostsFile, String(port)], { timeout: 600_000 });
     peersStarted.add(name);
     const m = /port=(\d+) pid=(\d+) ca=(\S+)/.exec(out);
     if (!m) throw new Error(`setup.sh start ${name}: unexpected output ${out}`);
@@ -530,7 +558,10 @@ async function startTarget(name, { cpuProf, nodeFlags = [] } = {}) {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** The scenarios that are compared with direct, by the key their result is stored under. */
-const PAIRED = { c1: 'latency_c1', c64: 'keepalive_c64', newconn: 'newconn', download: 'download', upload: 'upload', sse: 'sse' };
+const PAIRED = {
+  npm: 'npm_install', git: 'git_clone', llm: 'llm_stream',
+  c1curl: 'curl_c1', c64curl: 'curl_c64', c1py: 'python_c1', c64py: 'python_c64',
+  c1: 'latency_c1', c64: 'keepalive_c64', c1u: 'undici_c1', c64u: 'undici_c64', newconn: 'newconn', download: 'download', upload: 'upload', sse: 'sse' };
 // With any proxy to compare, direct is measured in slices next to each proxy's (below) instead of
 // in a round of its own; its own round then runs only the scenarios that are not compared.
 const pairing = () => targets.some((t) => t !== 'direct');
@@ -538,6 +569,15 @@ const pairing = () => targets.some((t) => t !== 'direct');
 const PAIR_FIGURE = {
   c1: (r) => r.latencyMs.p50,
   c64: (r) => r.rps,
+  c1u: (r) => r.latencyMs.p50,
+  c64u: (r) => r.rps,
+  npm: (r) => r.seconds,
+  git: (r) => r.seconds,
+  llm: (r) => r.delayMs.p50,
+  c1curl: (r) => r.seconds,
+  c64curl: (r) => r.rps,
+  c1py: (r) => r.latencyMs.p50,
+  c64py: (r) => r.rps,
   newconn: (r) => r.rps,
   download: (r) => r.mibps,
   upload: (r) => r.mibps,
@@ -630,10 +670,31 @@ async function runTarget(name, round) {
       }
       out.pairs[key] = pairs;
     };
+    // The workloads first: they are what a user compares.
+    if (workServers) {
+      const w = { registryPort: workServers.registryPort, gitPort: workServers.gitPort, work: join(WORK, 'tools') };
+      if (scenarios.has('npm')) log(`round ${round}: ${name}: npm ci (${NPM_PACKAGES} packages) from the bench registry`);
+      await compared('npm', { scenario: 'tool', tool: 'npm', ...w }, { timeoutMs: 600_000 });
+      if (scenarios.has('git')) log(`round ${round}: ${name}: git clone (${(workServers.packBytes / 1e6).toFixed(0)} MB pack)`);
+      await compared('git', { scenario: 'tool', tool: 'git', ...w }, { timeoutMs: 600_000 });
+    }
+    if (scenarios.has('llm')) log(`round ${round}: ${name}: LLM-style stream, ${P.llmEvents} events`);
+    await compared('llm', { scenario: 'sse', streams: 1, events: P.llmEvents, intervalMs: P.llmIntervalMs, llm: true }, { timeoutMs: 600_000 });
+    const tools = { work: join(WORK, 'tools') };
+    if (scenarios.has('c1curl') || scenarios.has('c64curl')) log(`round ${round}: ${name}: curl keep-alive c=1, c=64`);
+    await compared('c1curl', { scenario: 'tool', tool: 'curl', connections: 1, requests: P.curlC1, ...tools });
+    await compared('c64curl', { scenario: 'tool', tool: 'curl', connections: 64, requests: P.curlC64, ...tools }, { watch });
+    if (scenarios.has('c1py') || scenarios.has('c64py')) log(`round ${round}: ${name}: Python requests keep-alive c=1, c=64`);
+    await compared('c1py', { scenario: 'tool', tool: 'python', connections: 1, requests: P.pyC1, ...tools });
+    await compared('c64py', { scenario: 'tool', tool: 'python', connections: 64, requests: P.pyC64, ...tools }, { watch });
     if (scenarios.has('c1')) log(`round ${round}: ${name}: keep-alive c=1`);
     await compared('c1', { scenario: 'keepalive', connections: 1, seconds: P.latencySeconds, maxRequests: P.latencyRequests });
     if (scenarios.has('c64')) log(`round ${round}: ${name}: keep-alive c=64`);
     await compared('c64', { scenario: 'keepalive', connections: 64, seconds: P.c64 }, { watch });
+    if (scenarios.has('c1u')) log(`round ${round}: ${name}: undici ProxyAgent keep-alive c=1`);
+    await compared('c1u', { scenario: 'keepalive-undici', connections: 1, seconds: P.latencySeconds, maxRequests: P.latencyRequests });
+    if (scenarios.has('c64u')) log(`round ${round}: ${name}: undici ProxyAgent keep-alive c=64`);
+    await compared('c64u', { scenario: 'keepalive-undici', connections: 64, seconds: P.c64 }, { watch });
     if (scenarios.has('newconn')) log(`round ${round}: ${name}: new connection per request`);
     await compared('newconn', { scenario: 'newconn', concurrency: P.newconnC, seconds: P.newconn }, { watch });
     if (scenarios.has('download') || scenarios.has('upload')) log(`round ${round}: ${name}: 100 MB download / upload`);
@@ -689,7 +750,25 @@ async function runTarget(name, round) {
 
 // ---- metrics and the table
 
+const NPM_PACKAGES = (() => {
+  try {
+    return Object.keys(JSON.parse(readFileSync(join(BENCH, 'npm-tree', 'package-lock.json'), 'utf8')).packages).length - 1;
+  } catch {
+    return '?';
+  }
+})();
 const METRICS = [
+  { key: 'npm', needs: 'npm', label: `npm ci, ${NPM_PACKAGES} packages from a Verdaccio registry, clean cache`, unit: 's', better: 'lower', rel: 'addedPct', get: (s) => s.npm_install?.seconds },
+  { key: 'git', needs: 'git', label: 'git clone, 112 MB pack, git http-backend', unit: 's', better: 'lower', rel: 'addedPct', get: (s) => s.git_clone?.seconds },
+  { key: 'llm_first', needs: 'llm', label: 'LLM-style SSE stream (2,000 events, 230 B, 5 ms apart): first event', unit: 'ms', better: 'lower', rel: 'added', get: (s) => s.llm_stream?.firstEventMs?.p50 },
+  { key: 'llm_p50', needs: 'llm', label: 'LLM-style SSE stream: per-event delay, p50', unit: 'ms', better: 'lower', rel: 'added', get: (s) => s.llm_stream?.delayMs?.p50 },
+  { key: 'llm_p99', needs: 'llm', label: 'LLM-style SSE stream: per-event delay, p99', unit: 'ms', better: 'lower', rel: 'added', get: (s) => s.llm_stream?.delayMs?.p99 },
+  { key: 'u_c1_p50', needs: 'c1u', label: 'undici ProxyAgent, keep-alive 1 KB GET, c=1: p50 latency', unit: 'ms', better: 'lower', rel: 'added', get: (s) => s.undici_c1?.latencyMs?.p50 },
+  { key: 'u_c64_rps', needs: 'c64u', label: 'undici ProxyAgent, keep-alive 1 KB GET, c=64', unit: 'req/s', better: 'higher', rel: 'ratio', get: (s) => s.undici_c64?.rps },
+  { key: 'curl_c1', needs: 'c1curl', label: 'curl, one connection, sequential 1 KB GETs: mean per request', unit: 'ms', better: 'lower', rel: 'added', get: (s) => (s.curl_c1 ? (s.curl_c1.seconds / s.curl_c1.requests) * 1000 : undefined) },
+  { key: 'curl_c64', needs: 'c64curl', label: 'curl --parallel-max 64, 1 KB GETs', unit: 'req/s', better: 'higher', rel: 'ratio', get: (s) => s.curl_c64?.rps },
+  { key: 'py_c1', needs: 'c1py', label: 'Python requests Session, c=1: p50 latency', unit: 'ms', better: 'lower', rel: 'added', get: (s) => s.python_c1?.latencyMs?.p50 },
+  { key: 'py_c64', needs: 'c64py', label: 'Python requests, 64 threads with a Session each', unit: 'req/s', better: 'higher', rel: 'ratio', get: (s) => s.python_c64?.rps },
   { key: 'c1_p50', needs: 'c1', label: 'Keep-alive 1 KB GET, c=1: p50 latency', unit: 'ms', better: 'lower', rel: 'added', get: (s) => s.latency_c1?.latencyMs?.p50 },
   { key: 'c1_p99', needs: 'c1', label: 'Keep-alive 1 KB GET, c=1: p99 latency', unit: 'ms', better: 'lower', rel: 'added', get: (s) => s.latency_c1?.latencyMs?.p99 },
   { key: 'c64_rps', needs: 'c64', label: 'Keep-alive 1 KB GET, c=64', unit: 'req/s', better: 'higher', rel: 'ratio', get: (s) => s.keepalive_c64?.rps },
@@ -737,7 +816,9 @@ function aggregate(runs) {
         const mine = usable.map((p) => fig(p.target));
         const theirs = usable.map((p) => fig(p.direct));
         (directSlices[m.key] ??= []).push(...theirs);
-        const rel = usable.map((p) => (m.rel === 'ratio' ? fig(p.target) / fig(p.direct) : fig(p.target) - fig(p.direct)));
+        const rel = usable.map((p) =>
+          m.rel === 'ratio' ? fig(p.target) / fig(p.direct) : m.rel === 'addedPct' ? ((fig(p.target) - fig(p.direct)) / fig(p.direct)) * 100 : fig(p.target) - fig(p.direct),
+        );
         const shown = median(mine);
         byTarget[t][m.key] = {
           best: shown,
@@ -773,6 +854,7 @@ function aggregate(runs) {
       if (!v || !d || !m.rel || t === 'direct' || v.pairs) continue;
       if (m.rel === 'ratio') v.ratio = v.best / d.best;
       if (m.rel === 'added') v.added = v.best - d.best;
+      if (m.rel === 'addedPct') v.addedPct = ((v.best - d.best) / d.best) * 100;
     }
   }
   return byTarget;
@@ -792,16 +874,25 @@ function cell(t, m, agg, rounds) {
   if (!v) return m.needs && !scenarios.has(m.needs) ? 'not run' : 'failed';
   let s = fmt(v.best, m.unit);
   const signed = (x) => `${x >= 0 ? '+' : '−'}${fmt(Math.abs(x), m.unit)}`;
+  const pct = (x) => `${x >= 0 ? '+' : '−'}${Math.abs(x).toFixed(1)}%`;
   const range = v.relRange && v.pairs > 1
-    ? ` [${m.rel === 'ratio' ? v.relRange.map((x) => x.toFixed(2)).join('–') : v.relRange.map(signed).join(' … ')}]`
+    ? ` [${m.rel === 'ratio' ? v.relRange.map((x) => x.toFixed(2)).join('–') : m.rel === 'addedPct' ? v.relRange.map(pct).join(' … ') : v.relRange.map(signed).join(' … ')}]`
     : '';
   if (t !== 'direct' && v.ratio !== undefined) s += ` (${v.ratio.toFixed(2)}×${range})`;
   if (t !== 'direct' && v.added !== undefined) s += ` (${signed(v.added)}${range})`;
+  if (t !== 'direct' && v.addedPct !== undefined) s += ` (${pct(v.addedPct)}${range})`;
   if (!v.relRange && v.rounds.length > 1 && (rounds > 1 || v.pairs)) s += ` ±${v.spreadPct.toFixed(0)}%`;
   return s;
 }
 
+const pctOf = (x) => (typeof x === 'number' ? `${x >= 0 ? '+' : '−'}${Math.abs(x).toFixed(1)}%` : '–');
 const TARGET_CHECKS = [
+  { label: 'npm ci added ≤ 5% over direct', ok: (a) => a.npm?.addedPct <= 5, show: (a) => pctOf(a.npm?.addedPct) },
+  { label: 'git clone added ≤ 5% over direct', ok: (a) => a.git?.addedPct <= 5, show: (a) => pctOf(a.git?.addedPct) },
+  { label: 'npm ci and git clone added below Squid', ok: (a, all) => a.npm?.addedPct < all.squid?.npm?.addedPct && a.git?.addedPct < all.squid?.git?.addedPct, show: (a, all) => `npm ${pctOf(a.npm?.addedPct)} vs ${pctOf(all.squid?.npm?.addedPct)}, git ${pctOf(a.git?.addedPct)} vs ${pctOf(all.squid?.git?.addedPct)}` },
+  { label: 'undici ProxyAgent c=64 ≥ Squid', ok: (a, all) => a.u_c64_rps?.ratio >= all.squid?.u_c64_rps?.ratio, show: (a, all) => `${a.u_c64_rps?.ratio?.toFixed(2)}× vs ${all.squid?.u_c64_rps?.ratio?.toFixed(2)}×` },
+  { label: '100 MB upload ≥ Squid', ok: (a, all) => a.upload?.ratio >= all.squid?.upload?.ratio, show: (a, all) => `${a.upload?.ratio?.toFixed(2)}× vs ${all.squid?.upload?.ratio?.toFixed(2)}×` },
+  { label: 'LLM stream ≤ 1 ms added per event (p99)', ok: (a) => a.llm_p99?.added <= 1, show: (a) => `+${fmt(a.llm_p99?.added, 'ms')} ms` },
   { label: 'keep-alive c=64 ≥ 0.5× direct', ok: (a) => a.c64_rps?.ratio >= 0.5, show: (a) => `${a.c64_rps?.ratio?.toFixed(2)}×` },
   { label: 'added p50 at c=1 ≤ 0.25 ms', ok: (a) => a.c1_p50?.added <= 0.25, show: (a) => `+${fmt(a.c1_p50?.added, 'ms')} ms` },
   { label: '100 MB download ≥ 0.45× direct', ok: (a) => a.download?.ratio >= 0.45, show: (a) => `${a.download?.ratio?.toFixed(2)}×` },
@@ -848,9 +939,9 @@ function markdown(report) {
     for (const c of TARGET_CHECKS) {
       let ok = false;
       try {
-        ok = c.ok(agg.airlock);
+        ok = c.ok(agg.airlock, agg);
       } catch {}
-      L.push(`- ${ok ? 'PASS' : 'MISS'} ${c.label}: ${(() => { try { return c.show(agg.airlock); } catch { return '–'; } })()}`);
+      L.push(`- ${ok ? 'PASS' : 'MISS'} ${c.label}: ${(() => { try { return c.show(agg.airlock, agg); } catch { return '–'; } })()}`);
     }
   }
   const notes = [];
@@ -920,6 +1011,87 @@ function machineInfo() {
     loadavgAtStart: os.loadavg(),
     params: P,
   };
+}
+
+// ---- workload servers
+
+/** The bench registry and git server (set up once into the cache; see workloads.mjs). */
+async function startWorkServers() {
+  const cert = join(WORK, 'upstream.pem');
+  const key = join(WORK, 'upstream.key');
+  log('workloads: preparing the git repository and the npm registry (cached after the first run)');
+  const repo = prepareGitRepo();
+  const storage = await prepareRegistry({ cert, key, ca: join(WORK, 'upstream-ca.pem'), work: WORK });
+  const registry = await startRegistry({ storage, cert, key, work: WORK });
+  track(registry.child);
+  const git = await spawnReady(process.execPath, [join(BENCH, 'git-server.mjs'), '--cert', cert, '--key', key, '--root', repo.root], {}, (line) =>
+    line.startsWith('READY ') ? Number(line.slice(6)) : undefined,
+  );
+  const packBytes = repoPackBytes(repo.bare);
+  log(`workloads: registry on ${registry.port}, git on ${git.value} (${(packBytes / 1e6).toFixed(0)} MB pack)`);
+  return {
+    registryPort: registry.port,
+    gitPort: git.value,
+    packBytes,
+    stop: async () => {
+      await stopChild(registry.child);
+      await stopChild(git.child);
+    },
+  };
+}
+
+// ---- start-up pass: airlock exec
+
+/**
+ * `airlock exec` start-up, wall time of the whole command, interleaved runs: `-- true` (the
+ * launcher's own cost; `node -e 0` beside it for what Node alone takes here), and `-- curl` of one
+ * 1 KB GET through the session (start to the first byte back), beside the same curl direct.
+ */
+async function execPass() {
+  const n = P.execRuns;
+  const main = join(ROOT, 'dist', 'cli', 'main.js');
+  const state = join(WORK, 'exec-state');
+  const policy = join(WORK, 'policy-nocreds.yaml');
+  const url = `https://bench.test:${upstream.port}/1k`;
+  const env = { ...process.env };
+  for (const k of Object.keys(env)) if (/^(https?|no|all)_proxy$/i.test(k)) delete env[k];
+  const curl = ['curl', '-sS', '-o', '/dev/null', '--fail'];
+  const cases = {
+    'node -e 0': [process.execPath, ['-e', '0']],
+    'airlock exec -- true': [process.execPath, [...airlockNodeFlags(), main, 'exec', '--state-dir', state, '--policy', policy, '--', 'true']],
+    'curl one GET, direct': [curl[0], [...curl.slice(1), '--cacert', join(WORK, 'upstream-ca.pem'), '--resolve', `bench.test:${upstream.port}:127.0.0.1`, url]],
+    'airlock exec -- curl one GET': [
+      process.execPath,
+      [...airlockNodeFlags(), main, 'exec', '--state-dir', state, '--policy', policy, '--resolve', `bench.test:${upstream.port}:127.0.0.1`, '--upstream-ca', join(WORK, 'upstream-ca.pem'), '--', ...curl, url],
+    ],
+  };
+  const times = Object.fromEntries(Object.keys(cases).map((k) => [k, []]));
+  log(`start-up: ${n} interleaved runs of ${Object.keys(cases).join(', ')}`);
+  const loadBefore = os.loadavg()[0];
+  for (let i = 0; i < n; i++) {
+    for (const [name, [cmd, args]] of Object.entries(cases)) {
+      const t0 = process.hrtime.bigint();
+      const r = await new Promise((resolve) => {
+        const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], env });
+        let err = '';
+        child.stderr.on('data', (d) => (err += d));
+        child.once('exit', (code) => resolve({ code, err }));
+      });
+      const msTaken = Number(process.hrtime.bigint() - t0) / 1e6;
+      if (r.code !== 0) throw new Error(`start-up: ${name} exited ${r.code}: ${r.err.slice(-500)}`);
+      times[name].push(msTaken);
+    }
+  }
+  const rows = Object.entries(times).map(([name, t]) => ({ name, median: median(t), min: Math.min(...t), max: Math.max(...t) }));
+  const text =
+    `### airlock exec start-up (${n} interleaved runs, wall ms; 1-min load average ${loadBefore.toFixed(2)} → ${os.loadavg()[0].toFixed(2)})\n\n` +
+    `| command | median | min | max |\n|---|---:|---:|---:|\n` +
+    rows.map((r) => `| \`${r.name}\` | ${r.median.toFixed(0)} | ${r.min.toFixed(0)} | ${r.max.toFixed(0)} |`).join('\n') +
+    '\n';
+  mkdirSync(RESULTS, { recursive: true });
+  writeFileSync(join(RESULTS, `${outStem}-startup.md`), text);
+  writeFileSync(join(RESULTS, `${outStem}-startup.json`), JSON.stringify({ runs: n, loadavg: [loadBefore, os.loadavg()[0]], times }, null, 2) + '\n');
+  process.stdout.write('\n' + text);
 }
 
 // ---- profile pass
@@ -1022,7 +1194,7 @@ async function perfPass() {
         // so the window holds its share of the requests.
         windowS = Math.max(2, seconds - 4);
         let genPid = null;
-        const running = loadgen(t.target, { scenario: 'keepalive', connections: 64, seconds }, { onSpawn: (pid) => (genPid = pid) });
+        const running = loadgen(t.target, { scenario: perfClient === 'undici' ? 'keepalive-undici' : 'keepalive', connections: 64, seconds }, { onSpawn: (pid) => (genPid = pid) });
         await sleep(2000);
         recorders = [t.pid ? startPerf(tree(t.pid), proxyFile) : null, startPerf([upstream.child.pid, genPid], endsFile)];
         await sleep(windowS * 1000);
@@ -1049,7 +1221,7 @@ async function perfPass() {
     }
   }
   const text = perfMarkdown(cols, { transfer, bytes });
-  writeFileSync(join(RESULTS, perfScenario === 'keepalive' ? 'perf-latest.md' : `perf-${perfScenario}-latest.md`), text);
+  writeFileSync(join(RESULTS, perfScenario === 'keepalive' ? (perfClient === 'undici' ? 'perf-undici-latest.md' : 'perf-latest.md') : `perf-${perfScenario}-latest.md`), text);
   process.stdout.write('\n' + text);
 }
 
@@ -1065,7 +1237,7 @@ function perfMarkdown(cols, { transfer, bytes }) {
   const m = machineInfo();
   const L = [];
   L.push(
-    `### CPU per ${per} by component: ${transfer ? `${perfScenario} of ${bytes / 1048576} MiB, one connection` : 'keep-alive 1 KB GETs, c=64'} ` +
+    `### CPU per ${per} by component: ${transfer ? `${perfScenario} of ${bytes / 1048576} MiB, one connection` : `keep-alive 1 KB GETs, c=64${perfClient === 'undici' ? ", undici's ProxyAgent as the client" : ''}`} ` +
       `(Linux perf, cpu-clock at ${PERF_HZ} Hz)`,
   );
   L.push('');
@@ -1126,7 +1298,8 @@ async function main() {
     (line) => (line.startsWith('READY ') ? Number(line.slice(6)) : undefined),
   );
   upstream = { child: up.child, port: up.value };
-  writePolicies(upstream.port);
+  if (targets.length > 0 && (scenarios.has('npm') || scenarios.has('git'))) workServers = await startWorkServers();
+  writePolicies(upstream.port, workServers ? [workServers.registryPort, workServers.gitPort] : []);
   log(`upstream on 127.0.0.1:${upstream.port}; work dir ${WORK}`);
 
   const runs = [];
@@ -1144,8 +1317,10 @@ async function main() {
     process.stdout.write('\n' + md);
     log(`wrote bench/results/${outStem}.md and .json (${Math.round(report.seconds)} s)`);
   }
+  if (scenarios.has('exec') && !rendered && (targets.includes('airlock') || flag('exec-only'))) await execPass();
   if (doProfile) await profilePass();
   if (doPerf) await perfPass();
+  await workServers?.stop();
   await stopChild(upstream.child);
 }
 

@@ -5,7 +5,8 @@
 //   GET  /1k                 1024-byte body, Content-Length
 //   GET  /download/<bytes>   streamed body of that many bytes, Content-Length, with backpressure
 //   POST /upload             consumes the body, answers {"bytes": N}
-//   GET  /sse?n=100&ms=10    text/event-stream (chunked): n events, ms apart; each event's data is
+//   GET  /sse?n=100&ms=10    text/event-stream (chunked): n events, ms apart (llm=1: chat-completion
+//                            chunks, ~230 bytes, the first at once); each event's data starts with
 //                            process.hrtime.bigint() at send (CLOCK_MONOTONIC, comparable across
 //                            processes on one machine), so the client can compute per-event delay
 //   GET  /auth               says which Authorization arrived: "secret" (the value of
@@ -36,6 +37,7 @@ for (let i = 0, x = 0x9e3779b9; i < CHUNK.length; i++) {
   x ^= x << 5;
   CHUNK[i] = x & 0xff;
 }
+const TOKENS = [' the', ' proxy', ' forwards', ' each', ' event', ' as', ' it', ' arrives', ',', ' so', ' a', ' model', "'s", ' answer', ' streams', ' token', ' by', ' token', '.', '\\n'];
 const SECRET = process.env.AIRLOCK_BENCH_SECRET ? `Bearer ${process.env.AIRLOCK_BENCH_SECRET}` : null;
 
 const server = https.createServer(
@@ -87,16 +89,23 @@ const server = https.createServer(
       const q = new URLSearchParams(url.split('?')[1] ?? '');
       const n = Math.min(Number(q.get('n') ?? 100), 10_000);
       const ms = Math.min(Number(q.get('ms') ?? 10), 10_000);
+      // llm=1: each event shaped like a chat-completion chunk (~230 bytes of JSON carrying a token),
+      // the first one at once, as a model's stream starts.
+      const llm = q.get('llm') === '1';
       res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache' });
       res.flushHeaders();
       let i = 0;
       const tick = () => {
         if (res.destroyed) return;
-        res.write(`id: ${i}\ndata: ${process.hrtime.bigint()}\n\n`);
+        res.write(
+          llm
+            ? `data: ${process.hrtime.bigint()} {"id":"chatcmpl-bench0000000000000000000","object":"chat.completion.chunk","created":1764633600,"model":"bench-model-2026-01-01","choices":[{"index":0,"delta":{"content":"${TOKENS[i % TOKENS.length]}"},"finish_reason":null}]}\n\n`
+            : `id: ${i}\ndata: ${process.hrtime.bigint()}\n\n`,
+        );
         if (++i >= n) return void res.end();
         timer = setTimeout(tick, ms);
       };
-      let timer = setTimeout(tick, ms);
+      let timer = setTimeout(tick, llm ? 0 : ms);
       res.on('close', () => clearTimeout(timer));
       req.resume();
       return;

@@ -4,7 +4,7 @@
 import { webcrypto } from 'node:crypto';
 import { isIP } from 'node:net';
 import type * as x509 from '@peculiar/x509';
-import { serialNumber } from './x509-util.js';
+import { serialNumber } from './cert-util.js';
 
 function length(n: number): Buffer {
   if (n < 0x80) return Buffer.from([n]);
@@ -32,7 +32,7 @@ const GENERALIZED_TIME = 0x18;
 const OID_COMMON_NAME = Buffer.from([0x55, 0x04, 0x03]); // 2.5.4.3
 const OID_SUBJECT_ALT_NAME = Buffer.from([0x55, 0x1d, 0x11]); // 2.5.29.17
 
-function time(date: Date): Buffer {
+export function time(date: Date): Buffer {
   const iso = date.toISOString(); // YYYY-MM-DDTHH:MM:SS.sssZ
   const compact = iso.slice(0, 19).replace(/[-:T]/g, '') + 'Z'; // YYYYMMDDHHMMSSZ
   const year = date.getUTCFullYear();
@@ -54,7 +54,7 @@ function ipBytes(ip: string): Buffer {
 type Signer = (tbs: Buffer) => Promise<Buffer>;
 
 /** ECDSA signatures come from WebCrypto as r||s; X.509 wants SEQUENCE { INTEGER r, INTEGER s }. */
-function ecdsaDer(raw: Buffer): Buffer {
+export function ecdsaDer(raw: Buffer): Buffer {
   const half = raw.length / 2;
   const int = (b: Buffer) => {
     let i = 0;

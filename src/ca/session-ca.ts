@@ -4,12 +4,22 @@
 import { webcrypto } from 'node:crypto';
 import { isIP } from 'node:net';
 import tls from 'node:tls';
-import * as x509 from '@peculiar/x509';
-import { AsnConvert } from '@peculiar/asn1-schema';
-import { GeneralName, GeneralSubtree, GeneralSubtrees, NameConstraints, id_ce_nameConstraints } from '@peculiar/asn1-x509';
+import type * as X509 from '@peculiar/x509';
 import { Lru } from './lru.js';
-import { EC_KEYGEN, EC_SIGN, serialNumber, toPem } from './x509-util.js';
+import { EC_KEYGEN, serialNumber, toPem } from './cert-util.js';
 import { LeafTemplate } from './leaf-template.js';
+import { ecRootCertificate } from './root-der.js';
+
+/**
+ * @peculiar/x509 and its ASN.1 packages, loaded on first need (a session's first leaf, or an RSA
+ * CA): an EC CA's own certificate is encoded without them (root-der.ts), so a session starts
+ * without paying for their load.
+ */
+async function asn1() {
+  const [x509, schema, asnX509] = await Promise.all([import('./x509-util.js').then(() => import('@peculiar/x509')), import('@peculiar/asn1-schema'), import('@peculiar/asn1-x509')]);
+  return { x509, AsnConvert: schema.AsnConvert, asnX509 };
+}
+type Asn1 = Awaited<ReturnType<typeof asn1>>;
 
 export type CaKeyType = 'ec' | 'rsa';
 
@@ -47,22 +57,30 @@ const RSA_KEYGEN = {
 const NOTHING_PERMITTED = 'invalid';
 const DAY_MS = 86_400_000;
 
-function subtrees(names: readonly GeneralName[]): GeneralSubtrees {
-  return new GeneralSubtrees(names.map((base) => new GeneralSubtree({ base })));
+function subtrees(a: Asn1, names: readonly InstanceType<Asn1['asnX509']['GeneralName']>[]) {
+  return new a.asnX509.GeneralSubtrees(names.map((base) => new a.asnX509.GeneralSubtree({ base })));
 }
 
-function nameConstraintsExtension(dns: readonly string[]): x509.Extension {
-  const names = dns.length > 0 ? dns : [NOTHING_PERMITTED];
-  const value = new NameConstraints({ permittedSubtrees: subtrees(names.map((dNSName) => new GeneralName({ dNSName }))) });
-  return new x509.Extension(id_ce_nameConstraints, true, AsnConvert.serialize(value));
+function nameConstraintsExtension(a: Asn1, dns: readonly string[]): X509.Extension {
+  const value = new a.asnX509.NameConstraints({ permittedSubtrees: subtrees(a, permitted(dns).map((dNSName) => new a.asnX509.GeneralName({ dNSName }))) });
+  return new a.x509.Extension(a.asnX509.id_ce_nameConstraints, true, a.AsnConvert.serialize(value));
 }
 
 /** Excludes `dns` (each name and everything under it) and every IPv4 and IPv6 address. */
-function exclusionExtension(dns: readonly string[]): x509.Extension {
+function exclusionExtension(a: Asn1, dns: readonly string[]): X509.Extension {
+  const { GeneralName } = a.asnX509;
   const names = [...dns.map((dNSName) => new GeneralName({ dNSName })), new GeneralName({ iPAddress: '0.0.0.0/0' }), new GeneralName({ iPAddress: '::/0' })];
-  const value = new NameConstraints({ excludedSubtrees: subtrees(names) });
-  return new x509.Extension(id_ce_nameConstraints, true, AsnConvert.serialize(value));
+  const value = new a.asnX509.NameConstraints({ excludedSubtrees: subtrees(a, names) });
+  return new a.x509.Extension(a.asnX509.id_ce_nameConstraints, true, a.AsnConvert.serialize(value));
 }
+
+/** A permitted list that is empty would be no constraint at all: permit a name nothing holds. */
+function permitted(dns: readonly string[]): readonly string[] {
+  return dns.length > 0 ? dns : [NOTHING_PERMITTED];
+}
+
+/** Certificate validity as encoded: whole seconds. */
+const seconds = (ms: number) => new Date(Math.floor(ms / 1000) * 1000);
 
 /** Whether a DNS name constraint `base` covers `host` (the name itself or a name under it). */
 function underSubtree(base: string, host: string): boolean {
@@ -78,13 +96,16 @@ export class SessionCa {
   private excluded: readonly string[] | null = null;
 
   private constructor(
-    private readonly cert: x509.X509Certificate,
+    /** The CA certificate, DER. */
+    private readonly certDer: Buffer,
+    private readonly notBefore: Date,
+    private readonly notAfter: Date,
     private readonly keys: CryptoKeyPair,
     private readonly keyType: CaKeyType,
     private readonly validityDays: number,
     cacheSize: number,
   ) {
-    this.certPem = cert.toString('pem') + '\n';
+    this.certPem = toPem('CERTIFICATE', certDer) + '\n';
     this.contexts = new Lru(cacheSize);
   }
 
@@ -99,25 +120,41 @@ export class SessionCa {
       'verify',
     ])) as CryptoKeyPair;
     const now = Date.now();
-    const extensions: x509.Extension[] = [
-      new x509.BasicConstraintsExtension(true, 0, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
-    ];
-    if (options.permittedDns !== null && options.permittedDns !== undefined) {
-      extensions.push(nameConstraintsExtension(options.permittedDns));
+    const notBefore = seconds(now - 3_600_000);
+    const notAfter = seconds(now + validityDays * DAY_MS);
+    const permittedDns = options.permittedDns !== null && options.permittedDns !== undefined ? options.permittedDns : null;
+    let certDer: Buffer;
+    if (keyType === 'ec') {
+      certDer = await ecRootCertificate({
+        keys,
+        commonName: `Airlock session ${options.sessionId}`,
+        organization: 'Airlock',
+        notBefore,
+        notAfter,
+        permittedDns: permittedDns === null ? null : permitted(permittedDns),
+        excludedDns: options.excludedDns ?? null,
+      });
+    } else {
+      const a = await asn1();
+      const extensions: X509.Extension[] = [
+        new a.x509.BasicConstraintsExtension(true, 0, true),
+        new a.x509.KeyUsagesExtension(a.x509.KeyUsageFlags.keyCertSign | a.x509.KeyUsageFlags.cRLSign, true),
+        await a.x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+      ];
+      if (permittedDns !== null) extensions.push(nameConstraintsExtension(a, permittedDns));
+      if (options.excludedDns !== undefined) extensions.push(exclusionExtension(a, options.excludedDns));
+      const cert = await a.x509.X509CertificateGenerator.createSelfSigned({
+        serialNumber: serialNumber(),
+        name: `CN=Airlock session ${options.sessionId}, O=Airlock`,
+        notBefore,
+        notAfter,
+        keys,
+        signingAlgorithm: RSA_KEYGEN,
+        extensions,
+      });
+      certDer = Buffer.from(cert.rawData);
     }
-    if (options.excludedDns !== undefined) extensions.push(exclusionExtension(options.excludedDns));
-    const cert = await x509.X509CertificateGenerator.createSelfSigned({
-      serialNumber: serialNumber(),
-      name: `CN=Airlock session ${options.sessionId}, O=Airlock`,
-      notBefore: new Date(now - 3_600_000),
-      notAfter: new Date(now + validityDays * DAY_MS),
-      keys,
-      signingAlgorithm: keyType === 'ec' ? EC_SIGN : RSA_KEYGEN,
-      extensions,
-    });
-    const ca = new SessionCa(cert, keys, keyType, validityDays, options.cacheSize ?? 1000);
+    const ca = new SessionCa(certDer, notBefore, notAfter, keys, keyType, validityDays, options.cacheSize ?? 1000);
     if (options.excludedDns !== undefined) ca.excluded = Object.freeze([...options.excludedDns]);
     return ca;
   }
@@ -135,7 +172,7 @@ export class SessionCa {
   /** Whether the certificate is still valid now (a notice CA outlived by a long run is not). */
   get current(): boolean {
     const now = Date.now();
-    return now >= this.cert.notBefore.getTime() && now < this.cert.notAfter.getTime();
+    return now >= this.notBefore.getTime() && now < this.notAfter.getTime();
   }
 
   /** The CA's private key as PKCS#8 PEM, for callers that persist it (mode 0600, state dir only). */
@@ -155,15 +192,25 @@ export class SessionCa {
     return pending;
   }
 
+  /**
+   * Makes the leaf key and template now (and loads the ASN.1 library for them) instead of at the
+   * first new host: a launcher calls it once its command is running.
+   */
+  prepare(): void {
+    this.leafMaterial().catch(() => {}); // a failure here shows again, and is reported, at the first leaf
+  }
+
   /** The session's one leaf key and the leaf template built around it, made on first use. */
   private leafMaterial(): Promise<{ keyPem: string; template: LeafTemplate }> {
     this.material ??= (async () => {
+      const { x509 } = await asn1();
+      const cert = new x509.X509Certificate(new Uint8Array(this.certDer));
       const keys = (await webcrypto.subtle.generateKey(this.keyType === 'ec' ? EC_KEYGEN : RSA_KEYGEN, true, [
         'sign',
         'verify',
       ])) as CryptoKeyPair;
       const template = await LeafTemplate.create({
-        ca: this.cert,
+        ca: cert,
         caPrivateKey: this.keys.privateKey,
         keyType: this.keyType,
         leafPublicKey: keys.publicKey,
@@ -174,7 +221,7 @@ export class SessionCa {
             true,
           ),
           new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
-          await x509.AuthorityKeyIdentifierExtension.create(this.cert),
+          await x509.AuthorityKeyIdentifierExtension.create(cert),
         ],
       });
       return { keyPem: toPem('PRIVATE KEY', await webcrypto.subtle.exportKey('pkcs8', keys.privateKey)), template };
@@ -185,7 +232,7 @@ export class SessionCa {
   private async mint(host: string): Promise<tls.SecureContext> {
     const { keyPem, template } = await this.leafMaterial();
     const now = Date.now();
-    const notAfter = new Date(Math.min(now + this.validityDays * DAY_MS, this.cert.notAfter.getTime()));
+    const notAfter = new Date(Math.min(now + this.validityDays * DAY_MS, this.notAfter.getTime()));
     const leaf = await template.issue(host, new Date(now - 3_600_000), notAfter);
     const context = tls.createSecureContext({ key: keyPem, cert: toPem('CERTIFICATE', leaf) });
     this.contexts.set(host, context);

@@ -7,7 +7,7 @@ import { createPrivateKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { gaxios, GoogleAuth } from 'google-auth-library';
+import type { GoogleAuth } from 'google-auth-library';
 import type { SecretHandle } from './session-broker.js';
 import { CredentialUnavailable } from './broker.js';
 import { fetchOver } from './token-http.js';
@@ -76,10 +76,6 @@ interface TokenClient {
 export function googleSecret(name: string, keyFile: string | null, scopes: readonly string[], env: NodeJS.ProcessEnv, transport: TokenTransport, now: () => number = Date.now): SecretHandle {
   const file = keyFile ?? adcPath(env);
   const json = readGoogleCredentials(file, keyFile === null);
-  const auth = new GoogleAuth({ scopes: [...scopes] });
-  // Every token request through tokenRequest: the operator's roots and --resolve, a deadline.
-  // google-auth-library retries a token request that failed or timed out (at most 3 more times):
-  // 10 s each bounds the wait.
   // The library sends a token request only when its token is missing or about to expire: just
   // before it does, the request that needs the token is admitted in the session's audit.
   const send = fetchOver({ timeoutMs: 10_000, ...transport });
@@ -92,8 +88,21 @@ export function googleSecret(name: string, keyFile: string | null, scopes: reado
     }
     return send(input, init);
   }) as typeof fetch;
-  const transporter = new gaxios.Gaxios({ fetchImplementation: guarded });
-  const client = auth.fromJSON(json as Parameters<GoogleAuth['fromJSON']>[0], { transporter }) as unknown as TokenClient;
+  // google-auth-library loads at the first token: a session without a google: credential never
+  // pays for it at start.
+  let client: Promise<TokenClient> | null = null;
+  const clientOf = () =>
+    (client ??= import('google-auth-library').then(({ GoogleAuth, gaxios }) => {
+      const auth = new GoogleAuth({ scopes: [...scopes] });
+      // Every token request through tokenRequest: the operator's roots and --resolve, a deadline.
+      // google-auth-library retries a token request that failed or timed out (at most 3 more
+      // times): 10 s each bounds the wait.
+      const transporter = new gaxios.Gaxios({ fetchImplementation: guarded });
+      return auth.fromJSON(json as Parameters<GoogleAuth['fromJSON']>[0], { transporter }) as unknown as TokenClient;
+    }).catch((err: unknown) => {
+      client = null; // tried again at the next token, under the same backoff
+      throw err;
+    }));
   const known: string[] = [];
   let running: Promise<string> | null = null;
   let failure: { error: CredentialUnavailable; until: number; backoff: number } | null = null;
@@ -103,7 +112,7 @@ export function googleSecret(name: string, keyFile: string | null, scopes: reado
     `Ask the operator to check the proxy log and ${keyFile === null ? 'the host\'s application default credentials' : 'the service-account key'}; the session needs no change.`;
   const mint = async (): Promise<string> => {
     try {
-      const { token } = await client.getAccessToken();
+      const { token } = await (await clientOf()).getAccessToken();
       if (typeof token !== 'string' || token === '') throw new Error('no access_token in the answer');
       if (!known.includes(token)) known.push(token);
       if (known.length > KEEP_KNOWN) known.shift();

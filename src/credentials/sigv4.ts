@@ -10,9 +10,7 @@
 // URLs (the signature in the query) are refused: a real presigned URL is a bearer credential for
 // up to a week, and it would sit in a path that servers log and echo.
 import { randomBytes } from 'node:crypto';
-import { fromIni } from '@aws-sdk/credential-providers';
-import { Hash } from '@smithy/hash-node';
-import { SignatureV4 } from '@smithy/signature-v4';
+import type { SignatureV4 } from '@smithy/signature-v4';
 import type { AwsSource, CredentialSpec } from '../policy/index.js';
 import { BodyTooLarge } from './broker.js';
 import type { OutgoingRequest, RequestSigner, SignOutcome } from './broker.js';
@@ -22,7 +20,14 @@ import { MintingFailed, SecretSourceError } from './minting.js';
 /** Bodies hashed for signing are read whole, up to this. */
 export const MAX_SIGNED_BODY_BYTES = 32 * 1024 * 1024;
 // node:crypto's SHA-256 and HMAC (the signer's HashConstructor shape).
-const Sha256 = Hash.bind(null, 'sha256');
+// The AWS libraries load at the first signature or profile read: a session without an aws:
+// credential never pays for them at start.
+let smithy: Promise<{ SignatureV4: typeof SignatureV4; Sha256: new (secret?: unknown) => unknown }> | null = null;
+const signingLibrary = () =>
+  (smithy ??= Promise.all([import('@smithy/signature-v4'), import('@smithy/hash-node')]).then(([sig, hash]) => ({
+    SignatureV4: sig.SignatureV4,
+    Sha256: hash.Hash.bind(null, 'sha256') as unknown as new (secret?: unknown) => unknown,
+  })));
 /** Bytes one session may have in bodies being read for signing at once. */
 export const SESSION_SIGNED_BODY_BUDGET = 64 * 1024 * 1024;
 /** AWS refuses signatures whose time is more than 5 minutes off its own. */
@@ -91,7 +96,14 @@ function keysProvider(spec: CredentialSpec, source: AwsSource, env: NodeJS.Proce
     return async () => keys;
   }
   const profile = source.profile;
-  const read = fromIni({ profile, filepath: env.AWS_SHARED_CREDENTIALS_FILE, configFilepath: env.AWS_CONFIG_FILE, ignoreCache: true });
+  type Provider = ReturnType<typeof import('@aws-sdk/credential-providers').fromIni>;
+  let provider: Promise<Provider> | null = null;
+  const read = async () => {
+    provider ??= import('@aws-sdk/credential-providers').then(({ fromIni }) =>
+      fromIni({ profile, filepath: env.AWS_SHARED_CREDENTIALS_FILE, configFilepath: env.AWS_CONFIG_FILE, ignoreCache: true }),
+    );
+    return (await provider)();
+  };
   let cached: { keys: AwsKeys; until: number } | null = null;
   let running: Promise<AwsKeys> | null = null;
   return async () => {
@@ -159,7 +171,8 @@ export function awsSigner(spec: CredentialSpec, source: AwsSource, env: NodeJS.P
 // Signers by keys, region and service: each caches its derived signing keys.
 const signers = new WeakMap<AwsKeys, Map<string, SignatureV4>>();
 
-function signerFor(real: AwsKeys, region: string, service: string): SignatureV4 {
+async function signerFor(real: AwsKeys, region: string, service: string): Promise<SignatureV4> {
+  const { SignatureV4, Sha256 } = await signingLibrary();
   let byScope = signers.get(real);
   if (!byScope) signers.set(real, (byScope = new Map()));
   const key = `${region}/${service}`;
@@ -170,7 +183,7 @@ function signerFor(real: AwsKeys, region: string, service: string): SignatureV4 
       credentials: { accessKeyId: real.accessKeyId, secretAccessKey: real.secretAccessKey, sessionToken: real.sessionToken },
       region,
       service,
-      sha256: Sha256,
+      sha256: Sha256 as never,
       // S3 signs the path as sent; every other service encodes it once more.
       uriEscapePath: service !== 's3',
       applyChecksum: service === 's3',
@@ -281,7 +294,7 @@ async function resign(
   } catch {
     return { kind: 'refused', where: 'query', why: `credential "${name}": the query string is not valid percent-encoding, so it cannot be signed` };
   }
-  const signer = signerFor(await keys(), region!, service!);
+  const signer = await signerFor(await keys(), region!, service!);
   const path = q === -1 ? request.pathWithQuery : request.pathWithQuery.slice(0, q);
   const signed = await signer.sign(
     {

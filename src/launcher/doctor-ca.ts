@@ -2,8 +2,7 @@
 // doctor serves TLS with the leaf inside the container and checks that clients trust the CA the
 // way a session's CA is trusted (through /etc/airlock/ca.pem and the CA variables).
 import { webcrypto } from 'node:crypto';
-import * as x509 from '@peculiar/x509';
-import { EC_KEYGEN as KEYGEN, EC_SIGN as SIGN, serialNumber as serial, toPem as pem } from '../ca/x509-util.js';
+import { EC_KEYGEN as KEYGEN, EC_SIGN as SIGN, serialNumber as serial, toPem as pem } from '../ca/cert-util.js';
 
 export interface DoctorCa {
   readonly caPem: string;
@@ -13,6 +12,9 @@ export interface DoctorCa {
 
 
 export async function makeDoctorCa(): Promise<DoctorCa> {
+  // Loaded here, not with the command line: every other command would pay for it at start.
+  await import('../ca/x509-util.js');
+  const x509 = await import('@peculiar/x509');
   const now = Date.now();
   const notBefore = new Date(now - 3_600_000);
   const notAfter = new Date(now + 86_400_000);

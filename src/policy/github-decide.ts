@@ -7,7 +7,16 @@
 // normalise ("..", escapes, empty segments) is refused, since it could name another repository
 // to the server than the one matched here. GraphQL: POST /graphql, its body read by the proxy and
 // decided by decideGraphql().
-import { Kind, parse, type DocumentNode, type FragmentDefinitionNode, type SelectionSetNode } from 'graphql';
+import { createRequire } from 'node:module';
+import type { DocumentNode, FragmentDefinitionNode, SelectionSetNode } from 'graphql';
+// graphql (~100 ms to load) is read only when a GraphQL body is checked: most sessions, and every
+// `airlock exec` start, never need it.
+type GraphqlModule = typeof import('graphql');
+let graphqlModule: GraphqlModule | undefined;
+const requireHere = createRequire(import.meta.url);
+function graphql(): GraphqlModule {
+  return (graphqlModule ??= requireHere('graphql') as GraphqlModule);
+}
 import { matchesAnyGlob as matchesAny } from './glob.js';
 import type { GithubRule, MethodOverride } from './types.js';
 
@@ -136,18 +145,18 @@ export function decideGraphql(body: string, mutations: readonly string[], label:
   }
   let doc: DocumentNode;
   try {
-    doc = parse(query, { noLocation: true, maxTokens: MAX_TOKENS });
+    doc = graphql().parse(query, { noLocation: true, maxTokens: MAX_TOKENS });
   } catch (err) {
     const why = err instanceof RangeError ? 'it is nested too deeply' : (err as Error).message.slice(0, 200);
     return refuse('graphql: unparsable', `the GraphQL document cannot be read, so Airlock cannot tell what it does: ${why}`);
   }
   const fragments = new Map<string, FragmentDefinitionNode>();
-  for (const def of doc.definitions) if (def.kind === Kind.FRAGMENT_DEFINITION) fragments.set(def.name.value, def);
+  for (const def of doc.definitions) if (def.kind === graphql().Kind.FRAGMENT_DEFINITION) fragments.set(def.name.value, def);
   const ops: string[] = [];
   let runs = false;
   for (const def of doc.definitions) {
-    if (def.kind === Kind.FRAGMENT_DEFINITION) continue;
-    if (def.kind !== Kind.OPERATION_DEFINITION) return refuse('graphql: not executable', `the document holds a ${def.kind}, which is not an operation`);
+    if (def.kind === graphql().Kind.FRAGMENT_DEFINITION) continue;
+    if (def.kind !== graphql().Kind.OPERATION_DEFINITION) return refuse('graphql: not executable', `the document holds a ${def.kind}, which is not an operation`);
     const name = def.name?.value ?? '(anonymous)';
     if (name === operationName) runs = true;
     if (def.operation === 'subscription') return refuse(`graphql subscription ${name}`, `GraphQL subscriptions are not allowed by ${label}`);
@@ -176,8 +185,8 @@ export function decideGraphql(body: string, mutations: readonly string[], label:
 /** Collects the field names a mutation runs, through fragments; returns why when it cannot. */
 function topLevelFields(set: SelectionSetNode, fragments: Map<string, FragmentDefinitionNode>, out: Set<string>, seen: Set<string>): string | null {
   for (const sel of set.selections) {
-    if (sel.kind === Kind.FIELD) out.add(sel.name.value);
-    else if (sel.kind === Kind.INLINE_FRAGMENT) {
+    if (sel.kind === graphql().Kind.FIELD) out.add(sel.name.value);
+    else if (sel.kind === graphql().Kind.INLINE_FRAGMENT) {
       const why = topLevelFields(sel.selectionSet, fragments, out, seen);
       if (why) return why;
     } else {

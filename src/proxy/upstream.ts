@@ -57,20 +57,33 @@ async function systemLookup(host: string): Promise<string[]> {
 export class Upstream {
   readonly http: Http1Client;
   readonly guard: DestinationGuard;
-  /** Built once: parsing a root list per connection would cost milliseconds per handshake. */
-  private readonly secureContext: tls.SecureContext | undefined;
+  /**
+   * Built once: parsing a root list per connection would cost milliseconds per handshake. Built
+   * at the first upstream TLS connection (or prepare()), not at start: a system bundle takes
+   * ~100 ms to load, which `airlock exec` would otherwise add before its command starts.
+   */
+  private context: tls.SecureContext | undefined | null = null;
   /** Last TLS session per server name, so a new upstream connection resumes instead of a full handshake. */
   private readonly sessions = new Map<string, Buffer>();
 
   constructor(private readonly options: UpstreamOptions) {
     this.guard = new DestinationGuard(options.allowPrivate);
-    this.secureContext = options.ca.length > 0 ? tls.createSecureContext({ ca: [...options.ca] }) : undefined;
     this.http = new Http1Client({
       dial: (host, port, secure) => (secure ? this.connectTls(host, port) : this.connectTcp(host, port)),
       keepAliveMs: 30_000,
       stallTimeoutMs: 300_000,
       maxPerOrigin: 256,
     });
+  }
+
+  private get secureContext(): tls.SecureContext | undefined {
+    if (this.context === null) this.context = this.options.ca.length > 0 ? tls.createSecureContext({ ca: [...this.options.ca] }) : undefined;
+    return this.context;
+  }
+
+  /** Loads the trusted roots now (a launcher calls it once its command is running). */
+  prepare(): void {
+    void this.secureContext;
   }
 
   /** A verified TLS connection to host:port (checked, dialled at the checked address). */

@@ -42,3 +42,21 @@ describe('jksTrustStore', () => {
     expect(r.stdout + r.stderr).toMatch(/tampered with, or password was incorrect/);
   }, 60_000);
 });
+
+describe('pemCertificates', () => {
+  it("gives each block's DER exactly as a certificate parser does, for the whole system bundle", () => {
+    const system = readFileSync('/etc/ssl/certs/ca-certificates.crt', 'utf8');
+    const blocks = system.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g)!;
+    expect(blocks.length).toBeGreaterThan(50);
+    expect(pemCertificates(system)).toEqual(blocks.map((block) => Buffer.from(new X509Certificate(block).raw)));
+  });
+
+  it('refuses a block that is not base64 of one DER certificate of its own length', () => {
+    const good = readFileSync(a.caFile, 'utf8').match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/)![0];
+    const body = good.split('\n').slice(1, -1).join('');
+    const wrap = (b64: string) => `-----BEGIN CERTIFICATE-----\n${b64}\n-----END CERTIFICATE-----\n`;
+    expect(() => pemCertificates(wrap(body.slice(0, -8)))).toThrow(/not one DER certificate/);
+    expect(() => pemCertificates(wrap(Buffer.from('hello').toString('base64')))).toThrow(/not one DER certificate/);
+    expect(() => pemCertificates(wrap('!!not base64!!'))).toThrow(/not base64/);
+  });
+});
