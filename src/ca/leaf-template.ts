@@ -19,17 +19,17 @@ export function der(tag: number, ...content: Buffer[]): Buffer {
   return Buffer.concat([Buffer.from([tag]), length(body.length), body]);
 }
 
-const SEQUENCE = 0x30;
-const SET = 0x31;
-const OID = 0x06;
-const INTEGER = 0x02;
-const BIT_STRING = 0x03;
-const OCTET_STRING = 0x04;
-const UTF8_STRING = 0x0c;
+export const SEQUENCE = 0x30;
+export const SET = 0x31;
+export const OID = 0x06;
+export const INTEGER = 0x02;
+export const BIT_STRING = 0x03;
+export const OCTET_STRING = 0x04;
+export const UTF8_STRING = 0x0c;
 const UTC_TIME = 0x17;
 const GENERALIZED_TIME = 0x18;
 
-const OID_COMMON_NAME = Buffer.from([0x55, 0x04, 0x03]); // 2.5.4.3
+export const OID_COMMON_NAME = Buffer.from([0x55, 0x04, 0x03]); // 2.5.4.3
 const OID_SUBJECT_ALT_NAME = Buffer.from([0x55, 0x1d, 0x11]); // 2.5.29.17
 
 export function time(date: Date): Buffer {

@@ -2,19 +2,10 @@
 // wrote for them, without loading it (and its ASN.1 packages) at every session start. RSA CAs,
 // rare, still go through the library (session-ca.ts).
 import { createHash, webcrypto } from 'node:crypto';
-import { der, ecdsaDer, time } from './leaf-template.js';
+import { BIT_STRING, der, ecdsaDer, INTEGER, OCTET_STRING, OID, OID_COMMON_NAME, SEQUENCE, SET, time, UTF8_STRING } from './leaf-template.js';
 import { serialNumber } from './cert-util.js';
 
-const SEQUENCE = 0x30;
-const SET = 0x31;
-const OID = 0x06;
-const INTEGER = 0x02;
-const BIT_STRING = 0x03;
-const OCTET_STRING = 0x04;
-const UTF8_STRING = 0x0c;
 const BOOLEAN_TRUE = Buffer.from([0x01, 0x01, 0xff]);
-
-const OID_COMMON_NAME = Buffer.from([0x55, 0x04, 0x03]); // 2.5.4.3
 const OID_ORGANIZATION = Buffer.from([0x55, 0x04, 0x0a]); // 2.5.4.10
 const OID_BASIC_CONSTRAINTS = Buffer.from([0x55, 0x1d, 0x13]); // 2.5.29.19
 const OID_KEY_USAGE = Buffer.from([0x55, 0x1d, 0x0f]); // 2.5.29.15

@@ -16,6 +16,7 @@ import { gitPushInspector } from './git/inspector.js';
 import { checkGraphql } from './github-graphql.js';
 import { BodyTooLarge } from '../credentials/broker.js';
 import { checkMcp } from './mcp/request.js';
+import { readBounded } from './body.js';
 import { mcpResponseSink, uncheckableResponse } from './mcp/response.js';
 import { tappedResponse, usageApiFor, UsageTap } from './llm/tap.js';
 
@@ -66,22 +67,17 @@ export function forwardHttp(deps: ExchangeDeps, x: HttpRequestIn): void {
   else go(x.body);
 }
 
-/** A request body read whole, refused past `max` bytes. */
+/** A request body read whole, refused past `max` bytes (the client's upload is paused there). */
 function readWhole(body: Readable, max: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
-    const parts: Buffer[] = [];
-    let size = 0;
-    body.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > max) {
+    readBounded(body, max, {
+      done: resolve,
+      tooLarge: () => {
         body.pause();
         reject(new BodyTooLarge(`request body over ${max} bytes`));
-        return;
-      }
-      parts.push(chunk);
+      },
+      failed: reject,
     });
-    body.once('end', () => resolve(Buffer.concat(parts)));
-    body.once('error', reject);
   });
 }
 
@@ -91,39 +87,24 @@ function answerHere(ex: Exchange, a: Answered, body: Readable | null, encoding: 
     ex.refuse(415, 'bad_request', 'Airlock: a request to this token endpoint must be sent uncompressed.', `${a.credential}: compressed body`);
     return;
   }
-  const chunks: Buffer[] = [];
-  let size = 0;
-  let over = false;
-  const done = () => {
-    if (over) return;
-    over = true;
+  const done = (bytes: Buffer) => {
     // A refresh the host side makes for this answer is recorded before it goes, like any request.
     const admit = () => {
       ex.usedCredentials([a.credential]);
       return ex.admit();
     };
-    a.answer(Buffer.concat(chunks), admit).then(
+    a.answer(bytes, admit).then(
       (answer) => ex.answerForCredential(a.credential, answer),
       (err: Error) => ex.fail(err),
     );
   };
-  if (!body) return done();
-  body.on('error', (err: Error) => {
-    if (!over) ex.fail(err);
-    over = true;
+  if (!body) return done(Buffer.alloc(0));
+  readBounded(body, a.maxBytes, {
+    done,
+    tooLarge: () =>
+      ex.refuse(413, 'bad_request', `Airlock: a request to this token endpoint may be at most ${a.maxBytes} bytes.`, `${a.credential}: body too large`),
+    failed: (err) => ex.fail(err),
   });
-  body.on('data', (chunk: Buffer) => {
-    if (over) return;
-    size += chunk.length;
-    if (size > a.maxBytes) {
-      over = true;
-      chunks.length = 0;
-      ex.refuse(413, 'bad_request', `Airlock: a request to this token endpoint may be at most ${a.maxBytes} bytes.`, `${a.credential}: body too large`);
-      return;
-    }
-    chunks.push(chunk);
-  });
-  body.once('end', done);
 }
 
 function withoutHeader(headers: string[], name: string): string[] {

@@ -3,6 +3,7 @@
 // forwarded is byte for byte what was read. A refusal is answered in GraphQL's own error shape,
 // which gh and other clients print.
 import { Readable } from 'node:stream';
+import { readBounded } from './body.js';
 import { decideGraphql, type GraphqlTarget } from '../policy/index.js';
 import type { Exchange } from './exchange.js';
 
@@ -42,10 +43,7 @@ export function checkGraphql(
       return refuse(413, `Airlock: a GraphQL request body may be at most ${MAX_GRAPHQL_BYTES} bytes.`, 'graphql: body too large');
     }
   }
-  const chunks: Buffer[] = [];
-  let size = 0;
-  const decideOn = () => {
-    const bytes = Buffer.concat(chunks);
+  const decideOn = (bytes: Buffer) => {
     const verdict = decideGraphql(bytes.toString('utf8'), target.mutations, label);
     if (!verdict.ok) {
       if (ex.policy.mode === 'enforce') return refuse(403, `${verdict.message}. Ask the operator to extend the rule's github: block.`, verdict.detail);
@@ -55,18 +53,12 @@ export function checkGraphql(
     }
     then(body ? Readable.from([bytes]) : null);
   };
-  if (!body) return decideOn();
-  body.on('data', (chunk: Buffer) => {
-    if (over) return;
-    size += chunk.length;
-    if (size > MAX_GRAPHQL_BYTES) {
-      chunks.length = 0;
-      refuse(413, `Airlock: a GraphQL request body may be at most ${MAX_GRAPHQL_BYTES} bytes.`, 'graphql: body too large');
-      return;
-    }
-    chunks.push(chunk);
-  });
-  body.once('end', () => {
-    if (!over) decideOn();
+  if (!body) return decideOn(Buffer.alloc(0));
+  readBounded(body, MAX_GRAPHQL_BYTES, {
+    done: (bytes) => {
+      if (!over) decideOn(bytes);
+    },
+    tooLarge: () => refuse(413, `Airlock: a GraphQL request body may be at most ${MAX_GRAPHQL_BYTES} bytes.`, 'graphql: body too large'),
+    failed: () => {}, // answered by the error handler above
   });
 }

@@ -5,6 +5,7 @@
 // to a streamable-HTTP client (it reads JSON-RPC from the answer to its POST), with 403 to the
 // older HTTP+SSE transport's client (which only shows a failed POST's body).
 import { Readable } from 'node:stream';
+import { readBounded } from '../body.js';
 import { decideMcpBody, MCP_ERROR, utf8Text, type McpMessageVerdict, type McpTarget } from '../../policy/index.js';
 import type { Exchange } from '../exchange.js';
 import { denyJsonRpc, type JsonRpcError } from '../responses.js';
@@ -48,21 +49,7 @@ export function checkMcp(ex: Exchange, target: McpTarget, body: Readable | null,
     return unreadable(413, `Airlock: an MCP request body may be at most ${MAX_MCP_REQUEST_BYTES} bytes.`, 'mcp: body too large');
   }
   if (!body) return then(null, undefined);
-  const chunks: Buffer[] = [];
-  let size = 0;
-  body.on('data', (chunk: Buffer) => {
-    if (over) return;
-    size += chunk.length;
-    if (size > MAX_MCP_REQUEST_BYTES) {
-      chunks.length = 0;
-      unreadable(413, `Airlock: an MCP request body may be at most ${MAX_MCP_REQUEST_BYTES} bytes.`, 'mcp: body too large');
-      return;
-    }
-    chunks.push(chunk);
-  });
-  body.once('end', () => {
-    if (over) return;
-    const bytes = Buffer.concat(chunks);
+  const decide = (bytes: Buffer) => {
     const verdict = decideMcpBody(utf8Text(bytes), target.rule, target.label, ex.authority.host);
     if (!verdict.ok) {
       if (ex.policy.mode === 'enforce') {
@@ -77,6 +64,13 @@ export function checkMcp(ex: Exchange, target: McpTarget, body: Readable | null,
     }
     ex.note(verdict.detail);
     then(Readable.from([bytes]), verdict.detail);
+  };
+  readBounded(body, MAX_MCP_REQUEST_BYTES, {
+    done: (bytes) => {
+      if (!over) decide(bytes);
+    },
+    tooLarge: () => unreadable(413, `Airlock: an MCP request body may be at most ${MAX_MCP_REQUEST_BYTES} bytes.`, 'mcp: body too large'),
+    failed: () => {}, // answered by the error handler above
   });
 }
 
