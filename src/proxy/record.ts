@@ -53,14 +53,10 @@ export class RequestRecord {
   admit(outcome: Outcome): boolean {
     if (this.admitted) return true;
     if (this.done || !this.session) return false;
-    this.admitted = this.session.audit.admit({ ...this.where(this.session), ...this.decision(outcome) });
-    return this.admitted;
-  }
-
-  /** What both lines say first: whose exchange, and where to. */
-  private where(session: ProxySession) {
-    return {
-      session: session.id,
+    // Written out here and again in finish(): building both from shared spread helpers measured
+    // slower at c=64 (two more objects per request on the hottest path).
+    this.admitted = this.session.audit.admit({
+      session: this.session.id,
       id: this.id,
       kind: this.kind,
       method: this.method,
@@ -68,18 +64,13 @@ export class RequestRecord {
       host: this.authority.host,
       port: this.authority.port,
       path: redactQuery(this.path),
-    };
-  }
-
-  /** What was decided, under which policy, with which credentials (names). */
-  private decision(outcome: Outcome) {
-    return {
       action: outcome.action,
       policy_version: this.policyVersion,
       rule: outcome.rule,
       reason: outcome.reason,
       credentials: [...this.credentials],
-    };
+    });
+    return this.admitted;
   }
 
   usageFrom(source: () => UsageRecord | undefined): void {
@@ -91,9 +82,20 @@ export class RequestRecord {
     if (this.done || !this.session) return;
     this.done = true;
     const entry: AuditEntry = {
-      ...this.where(this.session),
+      session: this.session.id,
+      id: this.id,
+      kind: this.kind,
+      method: this.method,
+      scheme: this.scheme,
+      host: this.authority.host,
+      port: this.authority.port,
+      path: redactQuery(this.path),
       status,
-      ...this.decision(outcome),
+      action: outcome.action,
+      policy_version: this.policyVersion,
+      rule: outcome.rule,
+      reason: outcome.reason,
+      credentials: [...this.credentials],
       bytes_up: this.up,
       bytes_down: this.down,
       duration_ms: Math.round((performance.now() - this.started) * 100) / 100,
