@@ -12,6 +12,7 @@
 // Code on the host holding a dead refresh token.
 import { randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { KnownValues } from './known-values.js';
 import type { OutgoingRequest } from './broker.js';
 import { CredentialUnavailable } from './broker.js';
 import type { HostAnswer, SessionFile } from './broker.js';
@@ -38,7 +39,6 @@ const MAX_REQUEST_BYTES = 64 * 1024;
  * the used placeholder is refused.
  */
 const REUSE_GRACE_MS = 5_000;
-const KEEP_KNOWN = 8;
 const TOKEN_RE = /^[A-Za-z0-9_.~+/=-]{8,4096}$/;
 const SCOPE_RE = /^[A-Za-z0-9_.:/-]{1,100}$/;
 
@@ -117,7 +117,7 @@ export class ClaudeLoginStore {
   /** When the current real pair became known here (read from the store or refreshed). */
   private currentSince: number;
   private failure: { error: CredentialUnavailable; until: number; backoff: number } | null = null;
-  private readonly seen: string[] = [];
+  private readonly seen = new KnownValues();
   /** Upstream refreshes made (for tests and the operator). */
   refreshes = 0;
 
@@ -156,10 +156,8 @@ export class ClaudeLoginStore {
   }
 
   private remember(login: ClaudeLogin): void {
-    for (const v of [login.accessToken, login.refreshToken]) {
-      if (!this.seen.includes(v)) this.seen.push(v);
-      if (this.seen.length > KEEP_KNOWN) this.seen.shift();
-    }
+    this.seen.add(login.accessToken);
+    this.seen.add(login.refreshToken);
   }
 
   /** The login as last read or refreshed (for the session's placeholder store). */
@@ -169,7 +167,7 @@ export class ClaudeLoginStore {
 
   /** Real values seen so far (access and refresh tokens), for scrubbing echoes. */
   known(): readonly string[] {
-    return this.seen;
+    return this.seen.list();
   }
 
   /** Picks up a login the host's own CLI wrote meanwhile (it may have refreshed first). */

@@ -6,13 +6,13 @@ import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { importPKCS8, SignJWT } from 'jose';
 import type { CredentialSpec, GithubAppSource } from '../policy/index.js';
+import { KnownValues } from './known-values.js';
 import type { SecretHandle } from './session-broker.js';
 import { DEFAULT_RETRY, MintingFailed, SecretSourceError, withRetry } from './minting.js';
 import type { RetryOptions } from './minting.js';
 import { tokenRequest } from './token-http.js';
 import type { TokenTransport } from './token-http.js';
 
-const KEEP_KNOWN = 8;
 // Renew this long before expiry (or at half the lifetime, for tokens issued for less).
 const RENEW_BEFORE_MS = 5 * 60_000;
 // After a failed mint, requests within this time get the same answer instead of a new attempt.
@@ -64,7 +64,7 @@ export function githubAppSecret(spec: CredentialSpec, source: GithubAppSource, t
   const now = options.now ?? Date.now;
   const endpoint = `${source.api}/app/installations/${encodeURIComponent(source.installationId)}/access_tokens`;
   const what = `credential "${spec.name}" (GitHub App ${source.appId}, installation ${source.installationId})`;
-  const known: string[] = [];
+  const known = new KnownValues();
   let token: { value: string; renewAt: number; expiresAt: number } | null = null;
   let running: Promise<string> | null = null;
   let failed: { error: Error; until: number } | null = null;
@@ -140,10 +140,7 @@ export function githubAppSecret(spec: CredentialSpec, source: GithubAppSource, t
       throw unavailable(`the token endpoint ${endpoint} answered ${status} with something that is not an installation token`, 'Check the api: setting of the github_app source (it must be the GitHub REST API base).', false);
     }
     const value = parsed.token;
-    if (!known.includes(value)) {
-      known.push(value);
-      if (known.length > KEEP_KNOWN) known.shift();
-    }
+    known.add(value);
     const minted = now();
     const lifetime = Math.max(0, expiresAt - minted);
     token = { value, expiresAt, renewAt: expiresAt - Math.min(RENEW_BEFORE_MS, lifetime / 2) };
@@ -190,5 +187,5 @@ export function githubAppSecret(spec: CredentialSpec, source: GithubAppSource, t
   };
 
   // A minted value is new: no copy of it can be in the host's environment (nothing to mint for that).
-  return { current, known: () => known, values: async () => known, close };
+  return { current, known: () => known.list(), values: async () => known.list(), close };
 }

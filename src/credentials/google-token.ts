@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { GoogleAuth } from 'google-auth-library';
+import { KnownValues } from './known-values.js';
 import type { SecretHandle } from './session-broker.js';
 import { CredentialUnavailable } from './broker.js';
 import { fetchOver } from './token-http.js';
@@ -19,7 +20,6 @@ export class GoogleCredentialError extends Error {}
 
 const BACKOFF_FIRST_MS = 5_000;
 const BACKOFF_MAX_MS = 5 * 60_000;
-const KEEP_KNOWN = 8;
 
 /** Where the user's application default credentials are: the variable, else gcloud's file. */
 export function adcPath(env: NodeJS.ProcessEnv): string {
@@ -103,7 +103,7 @@ export function googleSecret(name: string, keyFile: string | null, scopes: reado
       client = null; // tried again at the next token, under the same backoff
       throw err;
     }));
-  const known: string[] = [];
+  const known = new KnownValues();
   let running: Promise<string> | null = null;
   let failure: { error: CredentialUnavailable; until: number; backoff: number } | null = null;
   const what = `credential "${name}" (Google ${keyFile === null ? 'application default credentials' : 'service-account key'} ${file})`;
@@ -114,8 +114,7 @@ export function googleSecret(name: string, keyFile: string | null, scopes: reado
     try {
       const { token } = await (await clientOf()).getAccessToken();
       if (typeof token !== 'string' || token === '') throw new Error('no access_token in the answer');
-      if (!known.includes(token)) known.push(token);
-      if (known.length > KEEP_KNOWN) known.shift();
+      known.add(token);
       failure = null;
       return token;
     } catch (err) {
@@ -156,8 +155,8 @@ export function googleSecret(name: string, keyFile: string | null, scopes: reado
       });
       return running;
     },
-    known: () => known,
+    known: () => known.list(),
     // Nothing is minted to check the session's environment: a value never minted cannot be in it.
-    values: async () => known,
+    values: async () => known.list(),
   };
 }

@@ -12,6 +12,7 @@
 import { randomBytes } from 'node:crypto';
 import type { SignatureV4 } from '@smithy/signature-v4';
 import type { AwsSource, CredentialSpec } from '../policy/index.js';
+import { KnownValues } from './known-values.js';
 import { BodyTooLarge } from './broker.js';
 import type { OutgoingRequest, RequestSigner, SignOutcome } from './broker.js';
 import type { SecretHandle } from './session-broker.js';
@@ -133,12 +134,10 @@ function keysProvider(spec: CredentialSpec, source: AwsSource, env: NodeJS.Proce
 
 export function awsSigner(spec: CredentialSpec, source: AwsSource, env: NodeJS.ProcessEnv): SecretHandle {
   const keys = keysProvider(spec, source, env);
-  const known: string[] = [];
+  // Three values per key set (key id, secret, session token): room for eight sets.
+  const known = new KnownValues(24);
   const remember = (k: AwsKeys) => {
-    for (const v of [k.accessKeyId, k.secretAccessKey, k.sessionToken]) {
-      if (v && !known.includes(v)) known.push(v);
-    }
-    while (known.length > 24) known.shift();
+    for (const v of [k.accessKeyId, k.secretAccessKey, k.sessionToken]) if (v) known.add(v);
     return k;
   };
   // The secret key the session signs with: any value works, it is never checked.
@@ -163,7 +162,7 @@ export function awsSigner(spec: CredentialSpec, source: AwsSource, env: NodeJS.P
 
   return {
     current: async () => remember(await keys()).secretAccessKey,
-    known: () => known,
+    known: () => known.list(),
     signer,
   };
 }

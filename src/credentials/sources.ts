@@ -18,25 +18,10 @@ import { join } from 'node:path';
 import { SecretSourceError } from './minting.js';
 import { githubAppSecret } from './github-app.js';
 import { awsSigner } from './sigv4.js';
+import { KnownValues } from './known-values.js';
 
 export { SecretSourceError };
 
-const KEEP_KNOWN = 8;
-
-/** Remembers recent values so echoes of a rotated-out secret are still scrubbed. */
-class KnownValues {
-  private readonly values: string[] = [];
-  add(value: string): string {
-    if (!this.values.includes(value)) {
-      this.values.push(value);
-      if (this.values.length > KEEP_KNOWN) this.values.shift();
-    }
-    return value;
-  }
-  list(): readonly string[] {
-    return this.values;
-  }
-}
 
 function clean(raw: string): string {
   return raw.replace(/\r?\n$/, '');
