@@ -9,7 +9,7 @@ import type { CheckedTarget, Incoming } from './entrance.js';
 import { Exchange, UploadBudgetExceeded } from './exchange.js';
 import type { Answered, ExchangeDeps, Forward } from './exchange.js';
 import type { BodySink, ResponseOut } from './http1/types.js';
-import { forwardRequestHeaders, forwardResponseHeaders } from './headers.js';
+import { bodyCoding, forwardRequestHeaders, forwardResponseHeaders } from './headers.js';
 import { discard, responseHasBody, scrubbedSink } from './response-scrub.js';
 import { usageOf } from './usage.js';
 import { gitPushInspector } from './git/inspector.js';
@@ -57,7 +57,7 @@ export function forwardHttp(deps: ExchangeDeps, x: HttpRequestIn): void {
       },
       // A swap that read the body (to sign it) sends it as read.
       (swap) => send(deps, ex, { ...x, body: swap.body === undefined ? body : swap.body.length > 0 ? Readable.from([swap.body]) : null }, target, decision, swap, mcpDetail),
-      (answered) => answerHere(ex, answered, body, req.rawHeaders.find((_, i, all) => i % 2 === 1 && all[i - 1]!.toLowerCase() === 'content-encoding')),
+      (answered) => answerHere(ex, answered, body, req.rawHeaders),
     );
   };
   // A GraphQL request: its document is read and decided before anything is sent; so is the
@@ -82,8 +82,8 @@ function readWhole(body: Readable, max: number): Promise<Buffer> {
 }
 
 /** A request a credential answers itself (a token endpoint): its body read whole (bounded), nothing forwarded. */
-function answerHere(ex: Exchange, a: Answered, body: Readable | null, encoding: string | undefined): void {
-  if (encoding !== undefined && encoding.trim().toLowerCase() !== 'identity') {
+function answerHere(ex: Exchange, a: Answered, body: Readable | null, rawHeaders: readonly string[]): void {
+  if (bodyCoding(rawHeaders) !== undefined) {
     ex.refuse(415, 'bad_request', 'Airlock: a request to this token endpoint must be sent uncompressed.', `${a.credential}: compressed body`);
     return;
   }

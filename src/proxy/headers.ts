@@ -51,3 +51,22 @@ export function forwardResponseHeaders(
   }
   return out;
 }
+
+/** Every value of header `name` (lower case) in a raw [name, value, ...] list, joined with ", "; undefined when absent. */
+export function rawHeader(rawHeaders: readonly string[], name: string): string | undefined {
+  let found: string | undefined;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    if (rawHeaders[i]!.toLowerCase() === name) found = found === undefined ? rawHeaders[i + 1]! : `${found}, ${rawHeaders[i + 1]!}`;
+  }
+  return found;
+}
+
+/**
+ * A request body's Content-Encoding unless it is exactly `identity` (all its headers joined, so a
+ * second one cannot hide a coding): a body the proxy must read has to come uncoded.
+ */
+export function bodyCoding(rawHeaders: readonly string[]): string | undefined {
+  const value = rawHeader(rawHeaders, 'content-encoding');
+  if (value === undefined) return undefined;
+  return value.trim().toLowerCase() === 'identity' ? undefined : value;
+}

@@ -19,6 +19,7 @@ import {
   type RefVerdict,
 } from '../../policy/index.js';
 import { PackError, PackReader } from './pack-reader.js';
+import { bodyCoding } from '../headers.js';
 import { PktLineError, PktLineReader } from './pkt-line.js';
 import { fastForwardProof, parseCommand, PushRequestError, reportStatus, type Command } from './receive-pack.js';
 
@@ -58,9 +59,8 @@ export function gitPushInspector(
 ): GitPushInspector | null {
   if (!decision.gitPush) return null;
   const inspector = new GitPushInspector(decision.gitPush, decision.rule ?? 'the policy', mode === 'enforce');
-  let encoding: string | undefined;
-  for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i]!.toLowerCase() === 'content-encoding') encoding = rawHeaders[i + 1];
-  if (encoding !== undefined && encoding.trim().toLowerCase() !== 'identity') {
+  const encoding = bodyCoding(rawHeaders);
+  if (encoding !== undefined) {
     // Real git never compresses a push; a compressed one could not be checked as sent.
     inspector.refuseRequest(415, 'bad_request', `a git push body with Content-Encoding ${JSON.stringify(String(encoding)).slice(0, 40)} cannot be checked; send it uncompressed`);
   }

@@ -9,17 +9,10 @@ import { readBounded } from '../body.js';
 import { decideMcpBody, MCP_ERROR, utf8Text, type McpMessageVerdict, type McpTarget } from '../../policy/index.js';
 import type { Exchange } from '../exchange.js';
 import { denyJsonRpc, type JsonRpcError } from '../responses.js';
+import { bodyCoding, rawHeader } from '../headers.js';
 
 /** Far above any real MCP request; the body is held in memory while it is decided. */
 export const MAX_MCP_REQUEST_BYTES = 4 * 1024 * 1024;
-
-function header(rawHeaders: readonly string[], name: string): string | undefined {
-  let found: string | undefined;
-  for (let i = 0; i < rawHeaders.length; i += 2) {
-    if (rawHeaders[i]!.toLowerCase() === name) found = found === undefined ? rawHeaders[i + 1]! : `${found}, ${rawHeaders[i + 1]!}`;
-  }
-  return found;
-}
 
 /**
  * Reads and decides an MCP request body; `then` runs with the body to forward, unless the
@@ -33,18 +26,17 @@ export function checkMcp(ex: Exchange, target: McpTarget, body: Readable | null,
   });
   // A streamable-HTTP client accepts an event stream for its POST, and reads JSON-RPC errors
   // from a 200 answer; the older transport's client does not.
-  const streamable = (header(rawHeaders, 'accept') ?? '').toLowerCase().includes('text/event-stream');
+  const streamable = (rawHeader(rawHeaders, 'accept') ?? '').toLowerCase().includes('text/event-stream');
   const refuse = (status: number, reason: 'mcp_not_allowed' | 'bad_request', message: string, detail: string, errors: readonly JsonRpcError[], batch: boolean) => {
     over = true;
     ex.refuseIn(status, reason, message, detail, (info) => denyJsonRpc(info, errors, batch));
   };
   const unreadable = (status: number, message: string, detail: string) =>
     refuse(status, 'bad_request', message, detail, [{ id: null, code: MCP_ERROR.invalidRequest, message }], false);
-  const encoding = header(rawHeaders, 'content-encoding');
-  if (encoding !== undefined && encoding.trim().toLowerCase() !== 'identity') {
+  if (bodyCoding(rawHeaders) !== undefined) {
     return unreadable(415, 'Airlock: an MCP request body must be sent uncompressed to be checked.', 'mcp: compressed body');
   }
-  const length = header(rawHeaders, 'content-length');
+  const length = rawHeader(rawHeaders, 'content-length');
   if (length !== undefined && Number(length) > MAX_MCP_REQUEST_BYTES) {
     return unreadable(413, `Airlock: an MCP request body may be at most ${MAX_MCP_REQUEST_BYTES} bytes.`, 'mcp: body too large');
   }
