@@ -263,7 +263,10 @@ describe('copy-out: links already in the output folder', () => {
 });
 
 describe('copy-out: ownership, modes, staging', () => {
-  it.runIf(ROOT)('files come back owned by the invoking user, never by the uid in the archive; no setuid bits', async () => {
+  // Giving files away needs root. Outside CI a non-root run says loudly that it skips this; under
+  // CI it runs anyway, and fails, since CI must run the suite as root.
+  if (!ROOT && !process.env.CI) console.warn('\n*** SKIPPING the copy-out ownership test: it needs root to chown. ***\n');
+  it.runIf(ROOT || Boolean(process.env.CI))('files come back owned by the invoking user, never by the uid in the archive; no setuid bits', async () => {
     const result = await attempt([
       { name: './', type: 'dir', mode: 0o777, uid: 0, gid: 0 },
       { name: './d/', type: 'dir', mode: 0o000 },
