@@ -70,6 +70,18 @@ function flushAllOnExit(log: AuditLog): void {
 /** Told about each end line as it is recorded (the denial inbox, a live view, exporters). */
 export type AuditListener = (entry: Readonly<AuditEntry>, time: string) => void;
 
+interface QueuedAdmit {
+  readonly json: string;
+  readonly done: (written: boolean) => void;
+  /** Set once its line was written (true) or could not be (false). */
+  written: boolean | undefined;
+  cancelled: boolean;
+}
+
+function admitJson(record: AdmitRecord): string {
+  return `{"event":"admit","time":"${now()}",${JSON.stringify(record).slice(1)}`;
+}
+
 interface Pending {
   readonly line: string;
   readonly seq: number;
@@ -114,6 +126,7 @@ export class AuditLog {
   private prev: string;
   private written: { seq: number; mac: string };
   private pending: Pending[] = [];
+  private admitQueue: QueuedAdmit[] = [];
   private pendingRefusalBytes = 0;
   /** Refusals recorded while the disk was full and not kept (past MAX_PENDING_REFUSALS). */
   private droppedRefusals = 0;
@@ -165,18 +178,63 @@ export class AuditLog {
    * returns true. False: it could not be written (nothing may be sent; refuse the exchange).
    */
   admit(record: AdmitRecord): boolean {
+    // Lines queued by admitSoon() come first: they were admitted earlier.
+    const queued = this.admitQueue.filter((q) => q.written === undefined && !q.cancelled);
+    const ok = this.writeAdmits([...queued.map((q) => q.json), admitJson(record)]);
+    for (const q of queued) q.written = ok;
+    return ok;
+  }
+
+  /**
+   * admit(), batched: the line is written, in one write(2) with every other line admitted in this
+   * event-loop turn, before `done(true)` is called; `done(false)`: it could not be written. Until
+   * then the exchange may be ended (the client left) and its admission cancelled: nothing of it is
+   * written and `done` is not called.
+   */
+  admitSoon(record: AdmitRecord, done: (written: boolean) => void): { cancel(): void } {
+    const entry: QueuedAdmit = { json: admitJson(record), done, written: undefined, cancelled: false };
+    this.admitQueue.push(entry);
+    this.queueFlush();
+    return {
+      cancel: () => {
+        entry.cancelled = true;
+      },
+    };
+  }
+
+  /** Chains admit lines after the pending ones and writes them all; on failure none is chained. */
+  private writeAdmits(jsons: readonly string[]): boolean {
     if (this.closed) return false;
     if (this.failing && !this.retry()) return false;
-    const { line, mac } = chainLine(this.key, `{"event":"admit","time":"${now()}",${JSON.stringify(record).slice(1)}`, this.seq + 1, this.prev);
-    const seq = this.seq + 1;
-    if (!this.write(this.pending.map((p) => p.line).join('') + line)) return false;
+    let seq = this.seq;
+    let prev = this.prev;
+    let text = '';
+    for (const p of this.pending) text += p.line;
+    for (const json of jsons) {
+      const chained = chainLine(this.key, json, ++seq, prev);
+      text += chained.line;
+      prev = chained.mac;
+    }
+    if (!this.write(text)) return false;
     this.seq = seq;
-    this.prev = mac;
-    this.written = { seq, mac };
+    this.prev = prev;
+    this.written = { seq, mac: prev };
     this.pending = [];
     this.pendingRefusalBytes = 0;
     this.afterWrite();
     return true;
+  }
+
+  /** Writes the admissions queued in this turn (with the pending end lines), then tells each. */
+  private flushAdmits(): void {
+    const queue = this.admitQueue;
+    this.admitQueue = [];
+    const todo = queue.filter((q) => q.written === undefined && !q.cancelled);
+    if (todo.length > 0) {
+      const ok = this.writeAdmits(todo.map((q) => q.json));
+      for (const q of todo) q.written = ok;
+    }
+    for (const q of queue) if (!q.cancelled) q.done(q.written === true);
   }
 
   /**
@@ -254,16 +312,17 @@ export class AuditLog {
   }
 
   /**
-   * End lines go out at the end of this event-loop turn (one write for every line ended in it), or
-   * earlier with an admit line. (A 10 ms timer, to share one write with the next request's admit
-   * line, measured more CPU per request than this.)
+   * Queued admissions and end lines go out at the end of this event-loop turn, in one write for
+   * all of them. (A 10 ms timer, to share one write with the next request's admit line, measured
+   * more CPU per request than this.)
    */
   private queueFlush(): void {
     if (this.flushQueued) return;
     this.flushQueued = true;
     setImmediate(() => {
       this.flushQueued = false;
-      if (!this.closed) this.writePending();
+      if (this.admitQueue.length > 0) this.flushAdmits();
+      else if (!this.closed) this.writePending();
     });
   }
 

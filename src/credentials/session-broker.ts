@@ -46,6 +46,17 @@ export interface SecretHandle {
 /** Bodies of requests a credential answers itself are read whole, up to this. */
 const MAX_ANSWERED_BYTES = 64 * 1024;
 
+/** What scrubbing a response from one host needs (see formsFor). */
+interface HostForms {
+  /** The known values each bound credential had when this was made. */
+  readonly known: readonly (readonly string[])[];
+  readonly forms: readonly Replacement[];
+  readonly texts: readonly string[];
+  readonly lowered: readonly string[];
+}
+
+const MAX_CACHED_HOSTS = 256;
+
 interface BoundCredential {
   readonly spec: CredentialSpec;
   readonly placeholder: string;
@@ -116,6 +127,7 @@ export class SessionBroker implements CredentialBroker {
   readonly sessionFiles: readonly SessionFile[];
   private readonly bound: readonly BoundCredential[];
   private readonly forms = new Map<string, Replacement[]>();
+  private readonly hostForms = new Map<string, HostForms>();
 
   constructor(specs: readonly CredentialSpec[], secrets: ReadonlyMap<string, SecretHandle>) {
     this.bound = specs.map((spec) => {
@@ -297,35 +309,66 @@ export class SessionBroker implements CredentialBroker {
     return { kind: 'forward', pathWithQuery, headers, used: [...used], bodyTransform, echoes, body: signed?.body, onResponse: signed?.onResponse };
   }
 
-  /** The needles for every known value of the credentials bound to `host`, cached per value. */
-  private formsFor(host: string): Replacement[] {
-    const out: Replacement[] = [];
+  /**
+   * The needles for every known value of the credentials bound to `host` (cached per value), and
+   * their text for header checks, kept per host until a credential's known values change: every
+   * response from such a host needs them.
+   */
+  private formsFor(host: string): HostForms {
+    const cached = this.hostForms.get(host);
+    if (cached && this.sameKnown(cached.known, host)) return cached;
+    const known: (readonly string[])[] = [];
+    const forms: Replacement[] = [];
     for (const c of this.bound) {
       if (!c.spec.hosts.some((p) => matchHostPattern(p, host))) continue;
-      for (const known of c.secret.known()) {
-        const value = known.trim();
+      const values = c.secret.known();
+      known.push([...values]);
+      for (const v of values) {
+        const value = v.trim();
         if (value === '') continue;
         const key = `${c.spec.name}\0${value}`;
-        let forms = this.forms.get(key);
-        if (!forms) {
-          forms = secretForms(value, c.placeholder, c.spec.name, c.spec.in.includes('basic'));
-          this.forms.set(key, forms);
+        let f = this.forms.get(key);
+        if (!f) {
+          f = secretForms(value, c.placeholder, c.spec.name, c.spec.in.includes('basic'));
+          this.forms.set(key, f);
         }
-        out.push(...forms);
+        forms.push(...f);
       }
     }
-    return out;
+    const texts = forms.map((r) => r.find.toString('latin1'));
+    const entry: HostForms = { known, forms, texts, lowered: texts.map((t) => t.toLowerCase()) };
+    // Hosts under a wildcard are many: the cache is dropped whole rather than grow without bound.
+    if (this.hostForms.size >= MAX_CACHED_HOSTS) this.hostForms.clear();
+    this.hostForms.set(host, entry);
+    return entry;
+  }
+
+  /** True when the credentials bound to `host` still know exactly the values in `known`. */
+  private sameKnown(known: readonly (readonly string[])[], host: string): boolean {
+    let i = 0;
+    for (const c of this.bound) {
+      if (!c.spec.hosts.some((p) => matchHostPattern(p, host))) continue;
+      const was = known[i++];
+      const now = c.secret.known();
+      if (!was || was.length !== now.length) return false;
+      for (let j = 0; j < now.length; j++) if (was[j] !== now[j]) return false;
+    }
+    return i === known.length;
   }
 
   scrubResponse(response: ResponseToScrub): ResponseScrub | null {
     const { host, headers, hasBody, onScrub } = response;
     // Only hosts a secret is ever sent to can echo one (no forms for any other host).
-    const forms = this.formsFor(host);
-    if (forms.length === 0) return null;
+    const bound = this.formsFor(host);
+    if (bound.forms.length === 0) return null;
     // The request's own echoes first: they cover a whole value and give back the session's own.
-    const replacements = response.echoes?.length ? [...response.echoes, ...forms] : forms;
-    const texts = replacements.map((r) => r.find.toString('latin1'));
-    const lowered = texts.map((t) => t.toLowerCase());
+    let { forms: replacements, texts, lowered } = bound;
+    if (response.echoes?.length) {
+      replacements = [...response.echoes, ...replacements];
+      const echoed = response.echoes.map((r) => r.find.toString('latin1'));
+      texts = [...echoed, ...texts];
+      lowered = [...echoed.map((t) => t.toLowerCase()), ...lowered];
+    }
     // One replacer for the headers and an identity body; onScrub may be called for both.
     const replacer = new Replacer(replacements, onScrub);
     const scrub = (v: string) => (texts.some((t) => v.includes(t)) ? replacer.replaceWhole(Buffer.from(v, 'latin1')).toString('latin1') : v);

@@ -289,9 +289,27 @@ export class Exchange {
   admit(): boolean {
     if (this.ended) return false;
     if (this.record.admit(this.outcome ?? this.decided())) return true;
+    this.auditUnavailable();
+    return false;
+  }
+
+  /**
+   * admit(), batched with this event-loop turn's other admissions into one write: `go` runs once
+   * the line is written, unless the exchange ended meanwhile (or the client left: then it ends).
+   */
+  admitThen(go: () => void): void {
+    if (this.ended) return;
+    this.record.admitSoon(this.outcome ?? this.decided(), (written) => {
+      if (this.ended) return;
+      if (!written) return this.auditUnavailable();
+      if (this.gone) return this.finish(499, 'client_closed');
+      go();
+    });
+  }
+
+  private auditUnavailable(): void {
     const why = this.session.audit.failure ?? 'log closed';
     this.refuse(503, 'audit_unavailable', 'Airlock: the audit log cannot be written right now (the operator can see why in the proxy log); nothing was sent. Retry later.', why);
-    return false;
   }
 
   // ---- the end

@@ -114,8 +114,12 @@ function withoutHeader(headers: string[], name: string): string[] {
 }
 
 function send(deps: ExchangeDeps, ex: Exchange, x: HttpRequestIn, target: CheckedTarget, decision: Decision, swap: Forward, mcpDetail?: string): void {
-  // Recorded before the upstream sees a byte; unrecordable, it never goes.
-  if (!ex.admit()) return;
+  // Recorded before the upstream sees a byte (written with the turn's other admissions in one
+  // write); unrecordable, it never goes.
+  ex.admitThen(() => sendAdmitted(deps, ex, x, target, decision, swap, mcpDetail));
+}
+
+function sendAdmitted(deps: ExchangeDeps, ex: Exchange, x: HttpRequestIn, target: CheckedTarget, decision: Decision, swap: Forward, mcpDetail?: string): void {
   const { req, session } = x;
   // An LLM API's answer is read for token usage on its way out (proxy/llm/); nothing else is.
   const api = usageApiFor(ex.policy, target.host, req.method, target.path);

@@ -2,6 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import { redactQuery } from '../audit/entry.js';
 import type { AuditEntry, UsageRecord } from '../audit/entry.js';
+import type { AdmitRecord } from '../audit/log.js';
 import type { Decision } from '../policy/index.js';
 import type { ProxySession } from './context.js';
 import type { Authority } from './target.js';
@@ -23,6 +24,8 @@ export class RequestRecord {
   /** Its admit line is written: it may go upstream, and its end line completes that one. */
   private admitted = false;
   private usage: (() => UsageRecord | undefined) | null = null;
+  /** An admission waiting for this turn's write (cancelled if the exchange ends first). */
+  private queued: { cancel(): void } | null = null;
   constructor(
     readonly session: ProxySession | null,
     /** The version of the policy the exchange decides under (taken once, at admission). */
@@ -53,10 +56,32 @@ export class RequestRecord {
   admit(outcome: Outcome): boolean {
     if (this.admitted) return true;
     if (this.done || !this.session) return false;
+    this.queued?.cancel();
+    this.queued = null;
+    this.admitted = this.session.audit.admit(this.admitRecord(outcome));
+    return this.admitted;
+  }
+
+  /**
+   * admit(), batched with the other admissions of this event-loop turn (one write for all):
+   * `done(true)` once the line is written. If the exchange ends first, nothing is written and
+   * `done` is not called.
+   */
+  admitSoon(outcome: Outcome, done: (written: boolean) => void): void {
+    if (this.admitted) return done(true);
+    if (this.done || !this.session) return done(false);
+    this.queued = this.session.audit.admitSoon(this.admitRecord(outcome), (written) => {
+      this.queued = null;
+      this.admitted = written;
+      done(written);
+    });
+  }
+
+  private admitRecord(outcome: Outcome): AdmitRecord {
     // Written out here and again in finish(): building both from shared spread helpers measured
     // slower at c=64 (two more objects per request on the hottest path).
-    this.admitted = this.session.audit.admit({
-      session: this.session.id,
+    return {
+      session: this.session!.id,
       id: this.id,
       kind: this.kind,
       method: this.method,
@@ -69,8 +94,7 @@ export class RequestRecord {
       rule: outcome.rule,
       reason: outcome.reason,
       credentials: [...this.credentials],
-    });
-    return this.admitted;
+    };
   }
 
   usageFrom(source: () => UsageRecord | undefined): void {
@@ -81,6 +105,9 @@ export class RequestRecord {
   finish(status: number, outcome: Outcome, detail?: string): void {
     if (this.done || !this.session) return;
     this.done = true;
+    // Ended before its admission was written: it never went upstream, and says so.
+    this.queued?.cancel();
+    this.queued = null;
     const entry: AuditEntry = {
       session: this.session.id,
       id: this.id,

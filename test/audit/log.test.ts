@@ -69,6 +69,48 @@ describe('AuditLog: admit lines, the chain, rotation', () => {
     expect(verifyLog(session, key, files, readHead(dir))).toMatchObject({ problem: null, closed: true, lastSeq: 4 });
   });
 
+  it('admitSoon: the admissions of one turn are written together before any is told; one ended first is never written', async () => {
+    const dir = tmpDir();
+    dirs.push(dir);
+    const log = new AuditLog(join(dir, 'audit.jsonl'), { key, session });
+    const seen: string[][] = [];
+    const told: [string, boolean][] = [];
+    const tell = (id: string) => (written: boolean) => {
+      told.push([id, written]);
+      // What the file holds when an exchange is told it may send.
+      seen.push(parseAuditRecords(readFileSync(log.file, 'utf8')).admits.map((a) => a.id));
+    };
+    log.admitSoon(admitOf('1'), tell('1'));
+    const cancelled = log.admitSoon(admitOf('2'), tell('2'));
+    log.admitSoon(admitOf('3'), tell('3'));
+    // Nothing is written in the turn that asked.
+    expect(parseAuditRecords(readFileSync(log.file, 'utf8')).admits).toEqual([]);
+    // Request 2 ends (its client left) before the write: it never went upstream.
+    cancelled.cancel();
+    log.record(entry('2'), false);
+    await new Promise((r) => setImmediate(r));
+    expect(told).toEqual([
+      ['1', true],
+      ['3', true],
+    ]);
+    expect(seen[0]).toEqual(['1', '3']);
+    // A synchronous admission after queued ones keeps their order, and they are not written twice.
+    log.admitSoon(admitOf('4'), tell('4'));
+    expect(log.admit(admitOf('5'))).toBe(true);
+    await new Promise((r) => setImmediate(r));
+    expect(told.at(-1)).toEqual(['4', true]);
+    const records = parseAuditRecords(readFileSync(log.file, 'utf8'));
+    expect(records.admits.map((a) => a.id)).toEqual(['1', '3', '4', '5']);
+    expect(records.ends.map((e) => e.id)).toEqual(['2']);
+    // Queued when the log closes: told it could not be written, and nothing of it is chained.
+    log.admitSoon(admitOf('6'), tell('6'));
+    await log.close();
+    await new Promise((r) => setImmediate(r));
+    expect(told.at(-1)).toEqual(['6', false]);
+    expect(parseAuditRecords(readFileSync(log.file, 'utf8')).admits.map((a) => a.id)).toEqual(['1', '3', '4', '5']);
+    expect(verifyLog(session, key, sessionLogFiles(dir), readHead(dir))).toMatchObject({ problem: null, closed: true });
+  });
+
   it('rotates at the size, keeps the chain across files, and the view follows into the new file', async () => {
     const dir = tmpDir();
     dirs.push(dir);
