@@ -21,7 +21,7 @@ import { SecretSourceError } from '../credentials/minting.js';
 // unknown name or none), so `airlock exec` loads the proxy and nothing of the launcher, the
 // daemon client or the live view (ARCHITECTURE.md, Start-up).
 const named = process.argv.slice(2).find((arg) => !arg.startsWith('-'));
-const KNOWN = ['exec', 'proxy', 'session', 'audit', 'policy', 'inbox', 'approve', 'deny', 'run', 'gc', 'ui', 'image'];
+const KNOWN = ['exec', 'proxy', 'session', 'audit', 'policy', 'inbox', 'approve', 'deny', 'run', 'gc', 'ui', 'image', 'doctor'];
 const wants = (...names: string[]) => named === undefined || !KNOWN.includes(named) || names.includes(named);
 
 const program = new Command();
@@ -287,7 +287,7 @@ if (wants('ui')) {
   (await import('./ui.js')).registerUiCommand(program, async (stateDir, method, path, body) => (await import('./daemon.js')).adminRequest(stateDir, method, path, body));
 }
 
-if (wants('image')) (await import('./image.js')).registerImageCommands(program);
+if (wants('image', 'doctor')) (await import('./image.js')).registerImageCommands(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof PolicyError || err instanceof UsageError || err instanceof LaunchError || err instanceof SecretSourceError) {
