@@ -1,6 +1,6 @@
 // Bundles the CLI: dist/cli/main.js (tsc's output) becomes one file holding Airlock's modules and
 // the packages every command starts with (commander, yaml, pino), plus chunks beside it for what
-// loads later (`await import`). Node 20 pays per module loaded (resolve, read, compile, link):
+// loads later (`await import`), the certificate library among them. Node 20 pays per module loaded (resolve, read, compile, link):
 // ~120 small modules cost `airlock exec` more than the code in them (ARCHITECTURE.md, Start-up).
 // The rest of dist/ stays tsc's, module by module, for the tests and the bench that import it.
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -9,10 +9,12 @@ import { build } from 'esbuild';
 
 const root = join(import.meta.dirname, '..');
 const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
-// Packages bundled: those on every command's start path. The others load from node_modules when
-// first used, as without the bundle (some load native addons or files by path; none is needed to
-// start a session).
-const BUNDLED = new Set(['commander', 'yaml', 'pino']);
+// Packages bundled: those on every command's start path, and the certificate library a session's
+// first new host waits for (@peculiar/x509 and its ASN.1 packages, ~40 files: in a chunk of their
+// own, still loaded at first use, ~200 ms of CPU less at the first request of `exec -- curl`). The
+// others load from node_modules when first used, as without the bundle (some load native addons or
+// files by path; none is needed to start a session or answer its first request).
+const BUNDLED = new Set(['commander', 'yaml', 'pino', '@peculiar/x509', '@peculiar/asn1-schema', '@peculiar/asn1-x509']);
 const external = Object.keys(pkg.dependencies).filter((p) => !BUNDLED.has(p));
 
 const result = await build({
@@ -27,6 +29,9 @@ const result = await build({
   splitting: true,
   format: 'esm',
   platform: 'node',
+  // The packages' ES module builds where they ship one (@peculiar/*, asn1js, tsyringe): esbuild
+  // cannot see the named exports of their CommonJS builds, which an `await import` needs.
+  mainFields: ['module', 'main'],
   target: 'node20.18',
   external: [...external, ...external.map((p) => `${p}/*`)],
   // pino and its helpers are CommonJS and call require() for Node's own modules.
