@@ -80,7 +80,7 @@ describe('airlock exec start-up', () => {
   // CPUs) waiting for a CPU lengthens wall time without limit, while the CPU a process uses grows
   // far less, and about as much for `node -e 0` measured between the same runs. `airlock exec --
   // true` used 7× the CPU of `node -e 0` before the bundle and the per-command loading, 4.5× with
-  // the loading alone, ~3.3× with both (README, Benchmark: start-up): 5× fails only if start-up
+  // the loading alone, ~3.2× with both (README, Benchmark: start-up): 5× fails only if start-up
   // falls back to about where it was, never on noise.
   it('uses at most 5× the CPU time of `node -e 0` (medians of 5 interleaved runs)', async () => {
     const cpu = { node: join(dir, 'cpu-node.txt'), exec: join(dir, 'cpu-exec.txt') };
