@@ -5,12 +5,14 @@
 // graphql, ws, jose, dockerode, the AWS, Google and OpenTelemetry libraries) wait for first use
 // (README, Benchmark: start-up; ARCHITECTURE.md, Start-up).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readFileSync, writeFileSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { readFileSync, realpathSync, writeFileSync } from 'node:fs';
+import { dirname, join, relative } from 'node:path';
 import { rmTmp, runProcess, tmpDir } from '../helpers/servers.js';
 
 const CLI = process.env.AIRLOCK_STARTUP_CLI ?? join(import.meta.dirname, '..', '..', 'dist', 'cli', 'main.js');
-const CLI_DIR = join(CLI, '..');
+// The loader reports real paths.
+const CLI_REAL = realpathSync(CLI);
+const CLI_DIR = dirname(CLI_REAL);
 let dir: string;
 
 /** The node flags of the CLI's `#!/usr/bin/env -S node ...` line: what the installed command runs with. */
@@ -56,7 +58,7 @@ describe('airlock exec start-up', () => {
     // The recorder sees the CLI itself load, and the command being started.
     expect(spawnAt).toBeGreaterThan(0);
     const before = [...new Set(lines.slice(0, spawnAt).map((l) => (l.startsWith('file:') ? new URL(l).pathname : l)))].filter((l) => l.startsWith('/'));
-    expect(before).toContain(CLI);
+    expect(before).toContain(CLI_REAL);
     expect(before.filter((f) => f.includes('/node_modules/'))).toEqual([]);
     // Only bundle files (a build without the bundle loads ~120 files of dist/ one by one).
     const files = before.map((f) => relative(CLI_DIR, f));
