@@ -6,28 +6,23 @@
 import { readFileSync, existsSync, statSync, watchFile } from 'node:fs';
 import { dirname, join, resolve as resolvePath } from 'node:path';
 import { Command, Option } from 'commander';
-import { formatBytes, PolicyError } from '../policy/index.js';
+import { formatBytes } from '../policy/index.js';
+import { PolicyError } from '../policy/errors.js';
 import type { Policy } from '../policy/index.js';
-import { parseAuditLines, parseAuditRecords, formatCutOff, formatRow, openState, summariseByHost, formatSummary, withoutEnd } from '../audit/report.js';
-import { sessionLogText } from '../audit/files.js';
-import { registerAuditVerify } from './audit-verify.js';
 import type { AuditLine } from '../audit/report.js';
-import { suggestPolicy, SuggestError } from '../audit/suggest.js';
-import { sessionDir } from '../sessions/registry.js';
 import type { SessionInfo } from '../sessions/admin.js';
 import { defaultStateDir, loadPolicy, UsageError } from './config.js';
-import { addProxyFlags } from './runtime.js';
-import { runExec } from './exec.js';
-import { adminRequest, exportsFor, removeDaemonSession, runDaemon, withheldByExports } from './daemon.js';
-import { withheldNotice } from './session-env.js';
-import { describeDockerSession, writeDockerSessionFiles } from './docker-session.js';
-import { registerImageCommands } from './image.js';
-import { registerRunCommands } from './run.js';
-import { registerUiCommand } from './ui.js';
-import { registerOperatorCommands } from './operator.js';
-import { printUsage } from './usage.js';
-import { LaunchError } from '../launcher/run.js';
-import { SecretSourceError } from '../credentials/sources.js';
+import { addProxyFlags } from './proxy-flags.js';
+import { LaunchError } from '../launcher/errors.js';
+import { SecretSourceError } from '../credentials/minting.js';
+
+// Start-up: each command's modules load in its action (`await import`), and the commands declared
+// in other files are registered only when named on the command line (all of them for help, an
+// unknown name or none), so `airlock exec` loads the proxy and nothing of the launcher, the
+// daemon client or the live view (ARCHITECTURE.md, Start-up).
+const named = process.argv.slice(2).find((arg) => !arg.startsWith('-'));
+const KNOWN = ['exec', 'proxy', 'session', 'audit', 'policy', 'inbox', 'approve', 'deny', 'run', 'gc', 'ui', 'image', 'doctor'];
+const wants = (...names: string[]) => named === undefined || !KNOWN.includes(named) || names.includes(named);
 
 const program = new Command();
 program
@@ -50,6 +45,7 @@ addProxyFlags(
   .option('--agent-notes <file>', "append a short note on http://airlock.internal/ to the agent's instructions (e.g. CLAUDE.md, AGENTS.md)")
   .argument('<command...>', 'command and arguments (after --)')
   .action(async (command: string[], opts) => {
+    const { runExec } = await import('./exec.js');
     process.exitCode = await runExec(command, opts);
   });
 
@@ -67,6 +63,7 @@ addProxyFlags(
   .option('--auth-timeout <seconds>', 'close a connection that sends no authenticated request head within this', '10')
   .option('--ui <addr:port>', 'also serve the live view here (loopback only, e.g. 127.0.0.1:7070; port 0 picks one); its URL is printed on stderr')
   .action(async (opts) => {
+    const { runDaemon } = await import('./daemon.js');
     await runDaemon(opts);
   });
 
@@ -91,12 +88,15 @@ session
       body.policy_file = resolvePath(opts.policy);
     }
     if (opts.docker) body.docker = true;
+    const { adminRequest, exportsFor, withheldByExports } = await import('./daemon.js');
     const info = (await adminRequest(opts.stateDir, 'POST', '/sessions', body)) as SessionInfo;
     if (opts.docker) {
+      const [{ describeDockerSession, writeDockerSessionFiles }, { sessionDir }] = await Promise.all([import('./docker-session.js'), import('../sessions/registry.js')]);
       const files = writeDockerSessionFiles(info, opts.out ?? join(sessionDir(opts.stateDir, info.id), 'docker'), opts.image);
       process.stdout.write(opts.json ? JSON.stringify({ ...info, bundle_pem: undefined, ...files }, null, 2) + '\n' : describeDockerSession(info, files));
       return;
     }
+    const { withheldNotice } = await import('./session-env.js');
     process.stderr.write(withheldNotice(withheldByExports(info), opts.json ? "the session's environment (withheld_env)" : 'the shell that evals these exports'));
     process.stdout.write(opts.json ? JSON.stringify(info, null, 2) + '\n' : exportsFor(info));
   });
@@ -105,6 +105,7 @@ session
   .description('list sessions')
   .addOption(stateDirOption())
   .action(async (opts) => {
+    const { adminRequest } = await import('./daemon.js');
     const list = (await adminRequest(opts.stateDir, 'GET', '/sessions')) as SessionInfo[];
     for (const s of list) {
       const launcher = s.launcher_pid === undefined ? '' : `  launcher=${s.launcher_pid}${s.leased ? ' (leased)' : ''}`;
@@ -119,6 +120,7 @@ session
   .argument('<id>')
   .addOption(stateDirOption())
   .action(async (id: string, opts) => {
+    const { removeDaemonSession } = await import('./daemon.js');
     await removeDaemonSession(opts.stateDir, id, { notice: (line) => process.stderr.write(`airlock: ${line}\n`) });
     process.stdout.write(`removed ${id}\n`);
   });
@@ -133,8 +135,10 @@ const auditCommand = program
   .option('--usage', 'sum the LLM token usage and estimated cost per session, model and day')
   .option('--pricing <policy>', "with --usage: price calls with this policy file's usage.pricing")
   .action(async (id: string | undefined, opts) => {
-    if (opts.usage) return printUsage(opts.stateDir, id, opts);
+    if (opts.usage) return (await import('./usage.js')).printUsage(opts.stateDir, id, opts);
     if (id === undefined) throw new UsageError('missing argument: the session id (or --usage for every session)');
+    const [{ parseAuditLines, parseAuditRecords, formatCutOff, formatRow, openState, summariseByHost, formatSummary, withoutEnd }, { sessionLogText }, { sessionDir }] =
+      await Promise.all([import('../audit/report.js'), import('../audit/files.js'), import('../sessions/registry.js')]);
     const file = join(sessionDir(opts.stateDir, id), 'audit.jsonl');
     if (!existsSync(file)) throw new UsageError(`no audit log for session ${id} under ${opts.stateDir}`);
     const print = (lines: AuditLine[]) => {
@@ -174,7 +178,7 @@ const auditCommand = program
     });
     await new Promise(() => {});
   });
-registerAuditVerify(auditCommand, stateDirOption);
+if (wants('audit')) (await import('./audit-verify.js')).registerAuditVerify(auditCommand, stateDirOption);
 
 /** Whether a process runs (the writer of a log that was not closed). */
 function pidAlive(pid: number): boolean {
@@ -241,7 +245,13 @@ policyCommand
   .option('--name <name>', 'name of the suggested policy (default: suggested-<session>)')
   .option('--from <policy>', "keep this policy's credentials:, limits: and container: sections")
   .option('--paths', 'list the exact paths used (default: leave paths out, i.e. any path)', false)
-  .action((id: string, opts: { stateDir: string; name?: string; from?: string; paths: boolean }) => {
+  .action(async (id: string, opts: { stateDir: string; name?: string; from?: string; paths: boolean }) => {
+    const [{ parseAuditLines }, { sessionLogText }, { sessionDir }, { suggestPolicy, SuggestError }] = await Promise.all([
+      import('../audit/report.js'),
+      import('../audit/files.js'),
+      import('../sessions/registry.js'),
+      import('../audit/suggest.js'),
+    ]);
     let dir: string;
     try {
       dir = sessionDir(opts.stateDir, id);
@@ -269,13 +279,15 @@ policyCommand
     }
   });
 
-registerOperatorCommands(program, policyCommand, stateDirOption);
+if (wants('policy', 'inbox', 'approve', 'deny')) (await import('./operator.js')).registerOperatorCommands(program, policyCommand, stateDirOption);
 
-registerRunCommands(program);
+if (wants('run', 'gc')) (await import('./run.js')).registerRunCommands(program);
 
-registerUiCommand(program, (stateDir, method, path, body) => adminRequest(stateDir, method, path, body));
+if (wants('ui')) {
+  (await import('./ui.js')).registerUiCommand(program, async (stateDir, method, path, body) => (await import('./daemon.js')).adminRequest(stateDir, method, path, body));
+}
 
-registerImageCommands(program);
+if (wants('image', 'doctor')) (await import('./image.js')).registerImageCommands(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof PolicyError || err instanceof UsageError || err instanceof LaunchError || err instanceof SecretSourceError) {

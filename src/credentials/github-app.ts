@@ -4,7 +4,6 @@
 // session only ever holds the stable placeholder it is swapped for.
 import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { importPKCS8, SignJWT } from 'jose';
 import type { CredentialSpec, GithubAppSource } from '../policy/index.js';
 import { KnownValues } from './known-values.js';
 import type { SecretHandle } from './session-broker.js';
@@ -79,6 +78,8 @@ export function githubAppSecret(spec: CredentialSpec, source: GithubAppSource, t
 
   const mintOnce = async (): Promise<string> => {
     const seconds = Math.floor(now() / 1000);
+    // jose loads at the first token minted, not with every session (ARCHITECTURE.md, Start-up).
+    const { importPKCS8, SignJWT } = await import('jose');
     const signingKey = await importPKCS8(pkcs8, 'RS256');
     // Backdated a minute for clock drift; GitHub refuses JWTs that live over ten minutes.
     const jwt = await new SignJWT({})

@@ -67,6 +67,13 @@ export class EmbeddedProvider implements SessionProvider {
       await this.runtime.sessions.remove(sessionId);
       throw err;
     }
+    // The upstream roots' TLS context and the leaf certificate machinery (the ASN.1 library) are
+    // made while Docker starts the containers, which takes seconds: not at the command's first
+    // request, which would wait ~150 ms for them (as `airlock exec` does once its command runs).
+    setTimeout(() => {
+      this.runtime.upstream.prepare();
+      session.ca.prepare();
+    }, 20).unref();
     return {
       id: session.id,
       token: session.token,

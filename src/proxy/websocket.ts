@@ -4,8 +4,8 @@ import http from 'node:http';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
-import WebSocket, { WebSocketServer } from 'ws';
-import type { RawData } from 'ws';
+import type WebSocket from 'ws';
+import type { RawData, WebSocketServer } from 'ws';
 import { enter } from './entrance.js';
 import type { CheckedTarget, Incoming } from './entrance.js';
 import { Exchange } from './exchange.js';
@@ -16,11 +16,19 @@ import { HOLD_WINDOW } from '../credentials/replace-stream.js';
 
 const chosenProtocol = new WeakMap<http.IncomingMessage, string | false>();
 
-const server = new WebSocketServer({
-  noServer: true,
-  perMessageDeflate: false,
-  handleProtocols: (_offered, req) => chosenProtocol.get(req) ?? false,
-});
+// ws loads at the first upgrade, not with the proxy: most sessions never open a WebSocket, and
+// a command's start-up should not wait for it (ARCHITECTURE.md, Start-up).
+let wsModule: Promise<{ WebSocket: typeof WebSocket; server: WebSocketServer }> | undefined;
+function loadWs(): Promise<{ WebSocket: typeof WebSocket; server: WebSocketServer }> {
+  return (wsModule ??= import('ws').then(({ default: WebSocket, WebSocketServer }) => ({
+    WebSocket,
+    server: new WebSocketServer({
+      noServer: true,
+      perMessageDeflate: false,
+      handleProtocols: (_offered, req) => chosenProtocol.get(req) ?? false,
+    }),
+  })));
+}
 
 // ws sets these itself for the upstream handshake. The subprotocol list goes through the
 // credential swap first (clients that send a token as a subprotocol), then to ws.
@@ -87,6 +95,7 @@ export function relayWebSocket(deps: ExchangeDeps, x: UpgradeIn): void {
 /** Opens the upstream WebSocket with what the swap gave, then relays message by message. */
 async function relay(deps: ExchangeDeps, ex: Exchange, x: UpgradeIn, target: CheckedTarget, swap: Forward): Promise<void> {
   const { req, socket, session } = x;
+  const { WebSocket, server } = await loadWs();
   // Messages from a host that may hold a secret are scrubbed like response bodies; built after
   // the swap, so a value that rotated just now is among those scrubbed.
   const scrub = session.credentials.empty
@@ -277,7 +286,7 @@ const HIGH_WATER = 1 << 20;
 const LOW_WATER = 1 << 18;
 
 function forward(from: WebSocket, to: WebSocket, data: RawData | Buffer, isBinary: boolean): void {
-  if (to.readyState !== WebSocket.OPEN) return;
+  if (to.readyState !== to.OPEN) return;
   to.send(data, { binary: isBinary }, () => {
     if (from.isPaused && to.bufferedAmount < LOW_WATER) from.resume();
   });

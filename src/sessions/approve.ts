@@ -1,7 +1,6 @@
 // Approve and deny for the denial inbox: an item becomes the narrowest allow rule that lets it
 // through, shown as a diff of the session's policy file; on confirmation the file is replaced at
 // once and reloaded, so the still-running session gets the rule for its next request.
-import { createTwoFilesPatch } from 'diff';
 import { allowRequest, parsePolicy, RuleEditError } from '../policy/index.js';
 import type { RuleText } from '../policy/index.js';
 import type { Inbox, InboxItem } from './inbox.js';
@@ -54,7 +53,8 @@ export class Approvals {
     if (!session) throw new ApprovalError(`session ${item.session} has ended; add the rule to its policy by hand if new sessions need it`, 409);
     const file = this.policies.file(session.id);
     if (!file) throw new ApprovalError(`session ${session.id} follows no policy file (it was given its policy as text), so there is no file to add the rule to`, 409);
-    const text = await this.policies.files.read(file);
+    // diff loads with the first plan, not with every proxy (ARCHITECTURE.md, Start-up).
+    const [text, { createTwoFilesPatch }] = await Promise.all([this.policies.files.read(file), import('diff')]);
     // What is approved must be what runs plus the rule: an edit nobody reloaded (or one the
     // reload refused) must not slip in with it.
     let onDisk: string;

@@ -31,8 +31,11 @@ export interface ViewServer {
   close(): Promise<void>;
 }
 
-/** The page's files, read once; served only by these names. */
-const PAGE_DIR = new URL('./page/', import.meta.url);
+/**
+ * The page's files, read once; served only by these names. Named from the folder above, so the
+ * path is right both here (src/view, dist/view) and in the CLI bundle's chunks (dist/cli).
+ */
+const PAGE_DIR = new URL('../view/page/', import.meta.url);
 const FILES: Record<string, { name: string; type: string }> = {
   '/': { name: 'index.html', type: 'text/html; charset=utf-8' },
   '/app.js': { name: 'app.js', type: 'text/javascript; charset=utf-8' },
