@@ -3,7 +3,7 @@
 // and refused, with no part of the secret passed on, when the secret is inside it in any form
 // the proxy writes, or when it cannot be searched within bounds.
 import { describe, expect, it } from 'vitest';
-import { randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { constants, deflateSync, gunzipSync, gzipSync } from 'node:zlib';
 import { DecodedBodyScrub, INNER_FREE, MAX_HELD } from '../../src/credentials/compressed-body.js';
 import { secretForms } from '../../src/credentials/secret-forms.js';
@@ -71,7 +71,7 @@ function fileText(lines: number, extra = '', at = lines / 2): Buffer {
   const out: string[] = [];
   for (let i = 0; i < lines; i++) {
     if (i === Math.floor(at)) out.push(extra);
-    out.push(`module.exports.f${i} = function f${i}(a, b) { return a * ${i} + b; }; // ${randomBytes(6).toString('hex')}`);
+    out.push(`module.exports.f${i} = function f${i}(a, b) { return a * ${i} + b; }; // ${createHash('sha1').update(String(i)).digest('hex').slice(0, 12)}`);
   }
   return Buffer.from(out.join('\n') + '\n');
 }
@@ -126,8 +126,30 @@ describe('a decoded response body', () => {
         const seen = decodePrefix(r.out);
         expect(seen.length).toBeGreaterThan(0);
         expect(secretLeaks(r.out.toString('latin1') + seen, SECRET, 8)).toEqual([]);
+        // Nothing of the line that holds it either: what was passed on decodes to whole lines.
+        expect(seen.includes('// echoed')).toBe(false);
       });
     }
+
+    it('a chunk that ends inside the secret is held, although its own bytes end a line', async () => {
+      // Find a cut of the compressed stream right after a 0x0a byte (where a search of the
+      // compressed bytes alone would let them go) that decodes to a part of the secret.
+      let cut: { tgz: Buffer; at: number } | null = null;
+      for (let line = 10; !cut && line < 290; line++) {
+        const tgz = gzipSync(fileText(300, `// echoed: ${SECRET}`, line));
+        for (let at = 1; at < tgz.length && !cut; at++) {
+          if (tgz[at - 1] !== 0x0a) continue;
+          const seen = decodePrefix(tgz.subarray(0, at));
+          if (seen.includes(`// echoed: ${SECRET.slice(0, 8)}`) && !seen.includes(SECRET)) cut = { tgz, at };
+        }
+      }
+      expect(cut).not.toBeNull();
+      const r = await run([cut!.tgz.subarray(0, cut!.at), cut!.tgz.subarray(cut!.at)]);
+      expect(r.error?.message).toMatch(/carries a secret/);
+      const seen = decodePrefix(r.out);
+      expect(secretLeaks(r.out.toString('latin1') + seen, SECRET, 8)).toEqual([]);
+      expect(seen.includes('// echoed')).toBe(false);
+    });
 
     it('the secret deep inside a large gzip stream: what left before it holds none of it', async () => {
       const tgz = gzipSync(fileText(30_000, `Authorization: Bearer ${SECRET}`, 25_000));
