@@ -1,11 +1,12 @@
 // A response body after its Content-Encoding was decoded, on its way to the session. Usually it
-// is plain and echoed secrets are replaced in it (ReplaceStream). But what a Content-Encoding
+// is plain and echoed secrets are replaced in it (Replacer). But what a Content-Encoding
 // often wraps is itself compressed: a registry sends a `.tgz` under `Content-Encoding: gzip`
 // (Verdaccio does). Replacing bytes inside compressed data would corrupt it, and passing it on
 // unread would let an echoed secret through, so such a body (gzip or zlib inside) is passed on
 // as it is while a second decoder reads it: every chunk is held until what it decodes to, and the
 // chunk itself, have been searched for every form of the secrets. A secret found there cannot be
-// replaced: the body is refused (cut off), and nothing of the secret has been passed on.
+// replaced: the body is refused (cut off), and nothing of the secret has been passed on (but the
+// bits of at most one compressed symbol the decoder has read part of, less than one character).
 //
 // Bounds: the inner stream may expand at most INNER_RATIO times (plus INNER_FREE) before it is
 // refused, so a compression bomb costs bounded work; at most MAX_HELD bytes wait for their
