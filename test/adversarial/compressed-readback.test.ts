@@ -6,7 +6,7 @@
 // proxy writes; the proxy keeps serving this and another session throughout.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import https from 'node:https';
-import { brotliDecompressSync, constants, createGzip, gunzipSync, gzipSync, inflateSync } from 'node:zlib';
+import { brotliCompressSync, brotliDecompressSync, constants, createGzip, deflateSync, gunzipSync, gzipSync, inflateSync } from 'node:zlib';
 import type http from 'node:http';
 import { readFileSync } from 'node:fs';
 import { createTestPki, rmTmp, startAirlock, startHttpsUpstream } from '../helpers/servers.js';
@@ -116,6 +116,17 @@ describe('reading the secret back through compressed answers of a bound upstream
           return gzipEncoded(res, gzipSync(files(50, auth, 25), { level: 0 }));
         case '/tgz-echo-base64':
           return gzipEncoded(res, gzipSync(files(200, Buffer.from(`_auth=${auth.slice(7)}`).toString('base64'), 100)));
+        case '/tgz-echo-br':
+        case '/tgz-clean-br':
+        case '/tgz-echo-deflate':
+        case '/tgz-clean-deflate': {
+          // The same .tgz under the other codings the proxy decodes.
+          const tgz = gzipSync(files(2000, path.includes('echo') ? auth : 'nothing here', 1000));
+          const br = path.endsWith('-br');
+          res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Encoding': br ? 'br' : 'deflate' });
+          res.end(br ? brotliCompressSync(tgz) : deflateSync(tgz));
+          return;
+        }
         case '/duplicate-ce':
           // Two Content-Encoding headers: two codings applied, whichever one the proxy took.
           res.writeHead(200, [['Content-Type', 'text/plain'], ['Content-Encoding', 'gzip'], ['Content-Encoding', 'gzip']]);
@@ -212,8 +223,19 @@ describe('reading the secret back through compressed answers of a bound upstream
     expect(gunzipSync(g.body).equals(files(40_000, 'nothing here', 35_000))).toBe(true);
   });
 
+  it('a clean .tgz under Content-Encoding: br or deflate arrives as the .tgz too', async () => {
+    for (const path of ['/tgz-clean-br', '/tgz-clean-deflate']) {
+      const g = await get(path);
+      expect(g.status).toBe(200);
+      expect(g.complete).toBe(true);
+      expect(gunzipSync(g.body).equals(files(2000, 'nothing here', 1000))).toBe(true);
+    }
+  });
+
   for (const [path, what] of [
     ['/tgz-echo', 'the echo inside a .tgz under Content-Encoding: gzip'],
+    ['/tgz-echo-br', 'the echo inside a .tgz under Content-Encoding: br'],
+    ['/tgz-echo-deflate', 'the echo inside a .tgz under Content-Encoding: deflate'],
     ['/tgz-echo-stored', 'the echo in a stored (uncompressed) block of the .tgz'],
     ['/tgz-echo-base64', 'the echo base64-encoded inside the .tgz'],
     ['/duplicate-ce', 'two Content-Encoding: gzip headers over a doubly gzipped echo'],
