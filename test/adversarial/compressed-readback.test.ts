@@ -9,6 +9,7 @@ import https from 'node:https';
 import { brotliCompressSync, brotliDecompressSync, constants, createGzip, deflateSync, gunzipSync, gzipSync, inflateSync } from 'node:zlib';
 import type http from 'node:http';
 import { readFileSync } from 'node:fs';
+import pino from 'pino';
 import { createTestPki, rmTmp, startAirlock, startHttpsUpstream } from '../helpers/servers.js';
 import type { AirlockHandle, TestPki, TestUpstream } from '../helpers/servers.js';
 import { basicAuth, TunnelAgent } from '../helpers/clients.js';
@@ -85,6 +86,7 @@ describe('reading the secret back through compressed answers of a bound upstream
   let airlock: AirlockHandle;
   let ca: string;
   let bomb: Buffer;
+  const logLines: string[] = [];
 
   beforeAll(async () => {
     pki = await createTestPki();
@@ -175,6 +177,7 @@ describe('reading the secret back through compressed answers of a bound upstream
       resolve: { [`${HOST}:443`]: upstream.port },
       upstreamCa: [pki.caPem],
       credentials: credentialsFactory({ AIRLOCK_NPM_TOKEN: SECRET }),
+      log: pino({ level: 'debug' }, { write: (line: string) => logLines.push(line) }),
     });
     ca = readFileSync(airlock.bundlePath, 'utf8');
   }, 60_000);
@@ -291,4 +294,11 @@ describe('reading the secret back through compressed answers of a bound upstream
     const after = await get('/tgz-clean');
     expect(after.complete).toBe(true);
   }, 60_000);
+
+  it('the proxy log and the audit log name each refusal and hold no secret', async () => {
+    await airlock.auditLines(); // flushed
+    const audit = readFileSync(`${airlock.session.dir}/audit.jsonl`, 'latin1');
+    expect(audit).toContain('carries a secret inside compressed content');
+    expect(secretLeaks(audit + logLines.join(''), SECRET, 8)).toEqual([]);
+  });
 });
