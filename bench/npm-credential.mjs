@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // npm ci of bench/npm-tree from the bench's Verdaccio (which gzip-encodes tarballs on top of
-// their own gzip), direct and through Airlock with an npm token bound to the registry, in
-// interleaved runs with a clean npm cache each. Prints one line per run and the medians.
+// their own gzip): direct, through Airlock with an npm token bound to the registry, and through
+// Airlock without a credential (no scrubbing: what the search inside the tarballs adds shows as
+// the difference), in interleaved runs with a clean npm cache each. Prints each run and medians.
 //   node bench/npm-credential.mjs [--pairs N]
 // Needs dist/ (npm run build) and the bench cache filled by `npm run bench` (the registry storage).
 import { execFileSync, spawn } from 'node:child_process';
@@ -36,26 +37,37 @@ writeFileSync(
   join(work, 'policy.yaml'),
   `version: 1\nname: npm-credential\nallow:\n  - host: registry.work.test\n    ports: [${port}]\ncredentials:\n  - preset: npm\n    placeholder: ${PLACEHOLDER}\n    secret: { env: AIRLOCK_NPM_TOKEN }\n    hosts: [registry.work.test]\n`,
 );
+writeFileSync(join(work, 'policy-nocreds.yaml'), `version: 1\nname: npm-no-credential\nallow:\n  - host: registry.work.test\n    ports: [${port}]\n`);
 writeFileSync(join(work, 'hosts'), '127.0.0.1 registry.work.test\n');
-const proxy = spawn(process.execPath, [join(BENCH, 'airlock-proxy.mjs'), '--policy', join(work, 'policy.yaml'), '--state-dir', join(work, 'state'), '--upstream-ca', ca, '--hosts', join(work, 'hosts'), '--upstream-port', String(port)], {
-  stdio: ['ignore', 'pipe', 'pipe'],
-  env: { PATH: process.env.PATH, AIRLOCK_NPM_TOKEN: SECRET },
-});
-let proxyLog = '';
-proxy.stderr.on('data', (d) => (proxyLog = (proxyLog + d).slice(-20000)));
-const ready = await new Promise((resolve, reject) => {
-  createInterface({ input: proxy.stdout }).on('line', (line) => {
-    try {
-      const msg = JSON.parse(line);
-      if (msg.ready) resolve(msg);
-    } catch {
-      /* not the ready line */
-    }
+
+/** One Airlock (bench/airlock-proxy.mjs) with one session following `policy`. */
+async function startProxy(policy, state) {
+  const child = spawn(process.execPath, [join(BENCH, 'airlock-proxy.mjs'), '--policy', join(work, policy), '--state-dir', join(work, state), '--upstream-ca', ca, '--hosts', join(work, 'hosts'), '--upstream-port', String(port)], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { PATH: process.env.PATH, AIRLOCK_NPM_TOKEN: SECRET },
   });
-  proxy.once('exit', (code) => reject(new Error(`airlock-proxy exited ${code}: ${proxyLog}`)));
-});
-const proxyUrl = ready.session.proxyUrl ?? ready.session.proxy_url ?? ready.session.proxy;
-const bundle = ready.session.bundlePath ?? ready.session.bundle ?? ready.ca;
+  let log = '';
+  child.stderr.on('data', (d) => (log = (log + d).slice(-20000)));
+  const ready = await new Promise((resolve, reject) => {
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      try {
+        const msg = JSON.parse(line);
+        if (msg.ready) resolve(msg);
+      } catch {
+        /* not the ready line */
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`airlock-proxy exited ${code}: ${log}`)));
+  });
+  return { child, proxyUrl: ready.session.proxy_url, bundle: ready.session.bundle, audit: ready.session.audit };
+}
+const proxies = { airlock: await startProxy('policy.yaml', 'state'), 'no-cred': await startProxy('policy-nocreds.yaml', 'state-nocreds') };
+
+/** CPU seconds (user + system) a process has used so far, from /proc. */
+function cpuSeconds(pid) {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
 
 async function npmCi(mode) {
   const dir = join(work, `run-${mode}`);
@@ -65,9 +77,10 @@ async function npmCi(mode) {
   const env = { PATH: process.env.PATH, HOME: dir, npm_config_cache: join(dir, '.cache'), npm_config_registry: `${origin}/`, npm_config_update_notifier: 'false' };
   if (mode === 'direct') Object.assign(env, { npm_config_cafile: ca, NODE_OPTIONS: `--require ${join(BENCH, 'bench-names.cjs')}` });
   else {
-    Object.assign(env, { npm_config_cafile: bundle, npm_config_https_proxy: proxyUrl });
-    writeFileSync(join(dir, '.npmrc'), `//registry.work.test:${port}/:_authToken=${PLACEHOLDER}\n`);
+    Object.assign(env, { npm_config_cafile: proxies[mode].bundle, npm_config_https_proxy: proxies[mode].proxyUrl });
+    if (mode === 'airlock') writeFileSync(join(dir, '.npmrc'), `//registry.work.test:${port}/:_authToken=${PLACEHOLDER}\n`);
   }
+  const cpu0 = mode === 'direct' ? 0 : cpuSeconds(proxies[mode].child.pid);
   const t0 = process.hrtime.bigint();
   const child = spawn('npm', ['ci', '--no-audit', '--no-fund', '--ignore-scripts', '--loglevel=error', '--fetch-retries=0'], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
@@ -77,31 +90,42 @@ async function npmCi(mode) {
   const code = await new Promise((r) => child.on('exit', r));
   clearTimeout(timer);
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  const proxyCpu = mode === 'direct' ? 0 : cpuSeconds(proxies[mode].child.pid) - cpu0;
   if (out.includes(SECRET)) throw new Error('the real token reached npm output');
   rmSync(dir, { recursive: true, force: true });
-  return { code, seconds, out: out.trim().split('\n').slice(-3).join(' | ') };
+  return { code, seconds, proxyCpu, out: out.trim().split('\n').slice(-3).join(' | ') };
 }
 
-const results = { direct: [], airlock: [] };
+const results = { direct: [], airlock: [], 'no-cred': [] };
+const cpu = { airlock: [], 'no-cred': [] };
+const orders = [
+  ['direct', 'airlock', 'no-cred'],
+  ['airlock', 'no-cred', 'direct'],
+  ['no-cred', 'direct', 'airlock'],
+];
 try {
   for (let i = 0; i < pairs; i++) {
-    for (const mode of i % 2 ? ['airlock', 'direct'] : ['direct', 'airlock']) {
+    for (const mode of orders[i % orders.length]) {
       const r = await npmCi(mode);
       results[mode].push(r.seconds);
-      process.stdout.write(`${mode.padEnd(7)} run ${i + 1}: exit ${r.code}, ${r.seconds.toFixed(2)} s${r.code ? `  ${r.out}` : ''}\n`);
+      if (mode !== 'direct') cpu[mode].push(r.proxyCpu);
+      const proxyCpu = mode === 'direct' ? '' : `, proxy CPU ${r.proxyCpu.toFixed(2)} s`;
+      process.stdout.write(`${mode.padEnd(7)} run ${i + 1}: exit ${r.code}, ${r.seconds.toFixed(2)} s${proxyCpu}${r.code ? `  ${r.out}` : ''}\n`);
     }
   }
-  const audit = readFileSync(sh('sh', ['-c', `ls ${join(work, 'state')}/sessions/*/audit.jsonl | head -1`]).trim(), 'utf8');
+  const audit = readFileSync(proxies.airlock.audit, 'utf8');
   const lines = audit.trim().split('\n').map((l) => JSON.parse(l));
   const tgz = lines.filter((l) => String(l.path ?? '').endsWith('.tgz') && l.status !== undefined);
   const statuses = {};
   for (const l of tgz) statuses[l.status] = (statuses[l.status] ?? 0) + 1;
   if (audit.includes(SECRET)) throw new Error('the real token reached the audit log');
   const median = (a) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
-  process.stdout.write(`tarball answers through Airlock by status: ${JSON.stringify(statuses)}; credentials used: ${JSON.stringify([...new Set(tgz.flatMap((l) => l.credentials ?? l.credential ?? []))])}\n`);
-  process.stdout.write(`median: direct ${median(results.direct).toFixed(2)} s, airlock ${median(results.airlock).toFixed(2)} s (${((median(results.airlock) / median(results.direct) - 1) * 100).toFixed(0)}% added)\n`);
+  process.stdout.write(`tarball answers through Airlock by status: ${JSON.stringify(statuses)}; credentials used: ${JSON.stringify([...new Set(tgz.flatMap((l) => l.credentials ?? []))])}\n`);
+  const added = (mode) => `${median(results[mode]).toFixed(2)} s (${((median(results[mode]) / median(results.direct) - 1) * 100).toFixed(0)}% added)`;
+  process.stdout.write(`median: direct ${median(results.direct).toFixed(2)} s, airlock with the token bound ${added('airlock')}, airlock without a credential ${added('no-cred')}\n`);
+  process.stdout.write(`median proxy CPU per npm ci: with the token bound ${median(cpu.airlock).toFixed(2)} s, without a credential ${median(cpu['no-cred']).toFixed(2)} s\n`);
 } finally {
-  proxy.kill('SIGTERM');
+  for (const p of Object.values(proxies)) p.child.kill('SIGTERM');
   registry.child.kill('SIGTERM');
   setTimeout(() => rmSync(work, { recursive: true, force: true }), 1000);
 }
