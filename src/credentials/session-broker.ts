@@ -4,14 +4,14 @@
 // login's refresh): those requests are answered by the source, never forwarded.
 import { randomBytes } from 'node:crypto';
 import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
-import { Duplex, Transform } from 'node:stream';
-import type { TransformCallback } from 'node:stream';
+import { Duplex } from 'node:stream';
 import { matchHostPattern } from '../policy/index.js';
 import type { CredentialSpec } from '../policy/index.js';
 import type { CredentialBroker, HostAnswer, OutgoingRequest, RequestSigner, ResponseScrub, ResponseToScrub, SessionFile, SignOutcome, SwapResult } from './broker.js';
 import { variablesHolding } from './copies.js';
 import { jsonEscaped, secretForms, usableSecret } from './secret-forms.js';
 import { Replacer, ReplaceStream } from './replace-stream.js';
+import { DecodedBodyScrub } from './compressed-body.js';
 import type { Replacement } from './replace-stream.js';
 import { CLAUDE_ONBOARDING_FILE, CLAUDE_TOKEN_ENV } from './claude-oauth.js';
 
@@ -389,55 +389,17 @@ export class SessionBroker implements CredentialBroker {
     }
     if (!hasBody) return none;
     // Compressed bodies are decoded so an echoed secret cannot hide in them; the client then
-    // receives the body uncompressed.
+    // receives the body uncompressed (a .tgz inside stays compressed, searched; compressed-body.ts).
     const encoding = String(out['content-encoding'] ?? '').trim().toLowerCase();
     const decoder = encoding === 'gzip' || encoding === 'x-gzip' ? createGunzip() : encoding === 'br' ? createBrotliDecompress() : encoding === 'deflate' ? createInflate() : null;
     if (decoder) {
       delete out['content-encoding'];
-      return { ...none, bodyTransform: chain(chain(decoder, new RefuseCompressed(host)), new ReplaceStream(replacements, onScrub)) };
+      return { ...none, bodyTransform: chain(decoder, new DecodedBodyScrub(host, replacements, onScrub)) };
     }
     if (encoding !== '' && encoding !== 'identity') {
       return { ...none, refuse: `response from ${host} is ${encoding}-encoded, which the proxy cannot inspect for echoed secrets` };
     }
     return { ...none, scrubChunks: replacer, scrubWhole: (body) => replacer.replaceWhole(body), scrubAcross: (parts, found) => replacer.replaceAcross(parts, found) };
-  }
-}
-
-/**
- * Fails a decoded body that starts like another compressed stream (gzip, zlib, zstd): an encoding
- * inside the declared one would hide an echoed secret from the scrubber. The first bytes are held
- * until they can be checked, so nothing of such a body is passed on.
- */
-class RefuseCompressed extends Transform {
-  private head: Buffer | null = Buffer.alloc(0);
-
-  constructor(private readonly host: string) {
-    super();
-  }
-
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    if (this.head === null) return callback(null, chunk);
-    this.head = Buffer.concat([this.head, chunk]);
-    if (this.head.length < 4) return callback();
-    this.release(callback);
-  }
-
-  override _flush(callback: TransformCallback): void {
-    if (this.head === null) return callback();
-    this.release(callback);
-  }
-
-  private release(callback: TransformCallback): void {
-    const head = this.head!;
-    this.head = null;
-    const gzip = head[0] === 0x1f && head[1] === 0x8b;
-    const zlib = head.length >= 2 && (head[0]! & 0x0f) === 8 && ((head[0]! << 8) | head[1]!) % 31 === 0;
-    const zstd = head.length >= 4 && head.readUInt32LE(0) === 0xfd2fb528;
-    if (gzip || zlib || zstd) {
-      callback(new Error(`response from ${this.host} is compressed twice, which hides its content from the scrubber`));
-      return;
-    }
-    callback(null, head);
   }
 }
 
