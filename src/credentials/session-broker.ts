@@ -369,8 +369,21 @@ export class SessionBroker implements CredentialBroker {
       texts = [...echoed, ...texts];
       lowered = [...echoed.map((t) => t.toLowerCase()), ...lowered];
     }
+    // A body may stream for longer than a secret stays the same: the needles are looked up again
+    // before each chunk, so a value rotated in meanwhile (and reflected here) is found too.
+    const echoes = response.echoes ?? [];
+    let latest = bound;
+    let needles = replacements;
+    const live = (): readonly Replacement[] => {
+      const now = this.formsFor(host);
+      if (now !== latest) {
+        latest = now;
+        needles = echoes.length ? [...echoes, ...now.forms] : now.forms;
+      }
+      return needles;
+    };
     // One replacer for the headers and an identity body; onScrub may be called for both.
-    const replacer = new Replacer(replacements, onScrub);
+    const replacer = new Replacer(live, onScrub);
     const scrub = (v: string) => (texts.some((t) => v.includes(t)) ? replacer.replaceWhole(Buffer.from(v, 'latin1')).toString('latin1') : v);
     const out: Record<string, string | string[]> = Object.create(null);
     for (const name in headers) {
@@ -394,7 +407,7 @@ export class SessionBroker implements CredentialBroker {
     const decoder = encoding === 'gzip' || encoding === 'x-gzip' ? createGunzip() : encoding === 'br' ? createBrotliDecompress() : encoding === 'deflate' ? createInflate() : null;
     if (decoder) {
       delete out['content-encoding'];
-      return { ...none, bodyTransform: chain(decoder, new DecodedBodyScrub(host, replacements, onScrub)) };
+      return { ...none, bodyTransform: chain(decoder, new DecodedBodyScrub(host, live, onScrub)) };
     }
     if (encoding !== '' && encoding !== 'identity') {
       return { ...none, refuse: `response from ${host} is ${encoding}-encoded, which the proxy cannot inspect for echoed secrets` };
