@@ -335,12 +335,20 @@ export class SessionBroker implements CredentialBroker {
         forms.push(...f);
       }
     }
+    this.forgetForms();
     const texts = forms.map((r) => r.find.toString('latin1'));
     const entry: HostForms = { known, forms, texts, lowered: texts.map((t) => t.toLowerCase()) };
     // Hosts under a wildcard are many: the cache is dropped whole rather than grow without bound.
     if (this.hostForms.size >= MAX_CACHED_HOSTS) this.hostForms.clear();
     this.hostForms.set(host, entry);
     return entry;
+  }
+
+  /** Drops the needles of values no credential knows any more: rotations would pile them up. */
+  private forgetForms(): void {
+    const live = new Set<string>();
+    for (const c of this.bound) for (const v of c.secret.known()) live.add(`${c.spec.name}\0${v.trim()}`);
+    for (const key of this.forms.keys()) if (!live.has(key)) this.forms.delete(key);
   }
 
   /** True when the credentials bound to `host` still know exactly the values in `known`. */
