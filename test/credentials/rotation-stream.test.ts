@@ -10,7 +10,8 @@ import { createGzip, constants } from 'node:zlib';
 import type { Gzip } from 'node:zlib';
 import { createTestPki, rmTmp, startAirlock, startHttpsUpstream, tmpDir, waitFor } from '../helpers/servers.js';
 import type { AirlockHandle, TestPki, TestUpstream } from '../helpers/servers.js';
-import { openTunnelTls } from '../helpers/clients.js';
+import WebSocket, { WebSocketServer } from 'ws';
+import { TunnelAgent, openTunnelTls } from '../helpers/clients.js';
 import { secretLeaks } from '../helpers/secret-leaks.js';
 import { credentialsFactory } from '../../src/credentials/sources.js';
 
@@ -25,15 +26,24 @@ let dir: string;
 let secretFile: string;
 /** The open stream the next /post request is reflected into. */
 let stream: { write(text: string): void; end(): void } | null = null;
+/** Open WebSockets, which the next /post request is reflected into too. */
+const sockets = new Set<WebSocket>();
 
 beforeAll(async () => {
   pki = await createTestPki();
   dir = tmpDir();
   secretFile = join(dir, 'token');
   writeFileSync(secretFile, FIRST + '\n');
+  const wss = new WebSocketServer({ noServer: true });
   upstream = await startHttpsUpstream({
     pki,
     names: ['api.github.com'],
+    onUpgrade: (req, socket, head) =>
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        sockets.add(ws);
+        ws.on('close', () => sockets.delete(ws));
+        ws.send('open');
+      }),
     handler: (req, res) => {
       if (req.url?.startsWith('/stream')) {
         const gzip = req.url.endsWith('gzip');
@@ -50,6 +60,7 @@ beforeAll(async () => {
       }
       // A request reflected into the open stream, as a request log or pub/sub service would.
       stream?.write(`seen: ${String(req.headers.authorization)}\n`);
+      for (const ws of sockets) ws.send(`seen: ${String(req.headers.authorization)}`);
       stream?.end();
       stream = null;
       res.writeHead(200, { 'content-type': 'text/plain', 'content-length': '3' });
@@ -132,5 +143,27 @@ describe('a secret rotated while a response from its host streams', () => {
     expect(secretLeaks(body, second)).toEqual([]);
     expect(secretLeaks(body, FIRST)).toEqual([]);
     expect(body).toContain(`seen: Bearer ${PLACEHOLDER}`);
+  });
+});
+
+describe('a secret rotated while a WebSocket to its host is open', () => {
+  it('the new value reflected into a message is scrubbed', async () => {
+    writeFileSync(secretFile, FIRST + '\n');
+    const agent = new TunnelAgent({ proxyPort: airlock.port, proxyAuthorization: airlock.proxyAuthorization, ca: readFileSync(airlock.bundlePath, 'utf8') });
+    const ws = new WebSocket('wss://api.github.com/socket', { agent, headers: { Authorization: `Bearer ${PLACEHOLDER}` }, perMessageDeflate: false });
+    const messages: string[] = [];
+    ws.on('message', (data) => messages.push(String(data)));
+    await waitFor(() => messages.includes('open'));
+    const second = `${SECOND}-websocket`;
+    writeFileSync(secretFile, second + '\n');
+    const later = new Date(Date.now() + 10_000);
+    utimesSync(secretFile, later, later);
+    expect((await get('/post')).status).toBe(200);
+    expect(upstream.requests.at(-1)?.headers.authorization).toBe(`Bearer ${second}`);
+    await waitFor(() => messages.some((m) => m.startsWith('seen: ')));
+    ws.close();
+    const text = messages.join('\n');
+    expect(secretLeaks(text, second)).toEqual([]);
+    expect(text).toContain(`seen: Bearer ${PLACEHOLDER}`);
   });
 });
