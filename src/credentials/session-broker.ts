@@ -48,6 +48,8 @@ const MAX_ANSWERED_BYTES = 64 * 1024;
 
 /** What scrubbing a response from one host needs (see formsFor). */
 interface HostForms {
+  /** The credentials bound to the host (looked up once: every chunk of a response checks them). */
+  readonly creds: readonly BoundCredential[];
   /** The known values each bound credential had when this was made. */
   readonly known: readonly (readonly string[])[];
   readonly forms: readonly Replacement[];
@@ -316,11 +318,11 @@ export class SessionBroker implements CredentialBroker {
    */
   private formsFor(host: string): HostForms {
     const cached = this.hostForms.get(host);
-    if (cached && this.sameKnown(cached.known, host)) return cached;
+    if (cached && sameKnown(cached)) return cached;
+    const creds = cached?.creds ?? this.bound.filter((c) => c.spec.hosts.some((p) => matchHostPattern(p, host)));
     const known: (readonly string[])[] = [];
     const forms: Replacement[] = [];
-    for (const c of this.bound) {
-      if (!c.spec.hosts.some((p) => matchHostPattern(p, host))) continue;
+    for (const c of creds) {
       const values = c.secret.known();
       known.push([...values]);
       for (const v of values) {
@@ -337,7 +339,7 @@ export class SessionBroker implements CredentialBroker {
     }
     this.forgetForms();
     const texts = forms.map((r) => r.find.toString('latin1'));
-    const entry: HostForms = { known, forms, texts, lowered: texts.map((t) => t.toLowerCase()) };
+    const entry: HostForms = { creds, known, forms, texts, lowered: texts.map((t) => t.toLowerCase()) };
     // Hosts under a wildcard are many: the cache is dropped whole rather than grow without bound.
     if (this.hostForms.size >= MAX_CACHED_HOSTS) this.hostForms.clear();
     this.hostForms.set(host, entry);
@@ -351,18 +353,6 @@ export class SessionBroker implements CredentialBroker {
     for (const key of this.forms.keys()) if (!live.has(key)) this.forms.delete(key);
   }
 
-  /** True when the credentials bound to `host` still know exactly the values in `known`. */
-  private sameKnown(known: readonly (readonly string[])[], host: string): boolean {
-    let i = 0;
-    for (const c of this.bound) {
-      if (!c.spec.hosts.some((p) => matchHostPattern(p, host))) continue;
-      const was = known[i++];
-      const now = c.secret.known();
-      if (!was || was.length !== now.length) return false;
-      for (let j = 0; j < now.length; j++) if (was[j] !== now[j]) return false;
-    }
-    return i === known.length;
-  }
 
   scrubResponse(response: ResponseToScrub): ResponseScrub | null {
     const { host, headers, hasBody, onScrub } = response;
@@ -422,6 +412,17 @@ export class SessionBroker implements CredentialBroker {
     }
     return { ...none, scrubChunks: replacer, scrubWhole: (body) => replacer.replaceWhole(body), scrubAcross: (parts, found) => replacer.replaceAcross(parts, found) };
   }
+}
+
+/** True when the credentials bound to a host still know exactly the values they knew then. */
+function sameKnown(entry: HostForms): boolean {
+  for (let i = 0; i < entry.creds.length; i++) {
+    const was = entry.known[i]!;
+    const now = entry.creds[i]!.secret.known();
+    if (was.length !== now.length) return false;
+    for (let j = 0; j < now.length; j++) if (was[j] !== now[j]) return false;
+  }
+  return true;
 }
 
 /** One duplex that writes into `head` and reads from `tail`, with errors carried through. */
