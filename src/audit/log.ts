@@ -178,11 +178,9 @@ export class AuditLog {
    * returns true. False: it could not be written (nothing may be sent; refuse the exchange).
    */
   admit(record: AdmitRecord): boolean {
-    // Lines queued by admitSoon() come first: they were admitted earlier.
-    const queued = this.admitQueue.filter((q) => q.written === undefined && !q.cancelled);
-    const ok = this.writeAdmits([...queued.map((q) => q.json), admitJson(record)]);
-    for (const q of queued) q.written = ok;
-    return ok;
+    // Lines queued by admitSoon() are not written here: one written before its exchange is told
+    // could be left behind by an exchange that ends first, an admit line for nothing sent.
+    return this.writeAdmits([admitJson(record)]);
   }
 
   /**
@@ -233,6 +231,9 @@ export class AuditLog {
     if (todo.length > 0) {
       const ok = this.writeAdmits(todo.map((q) => q.json));
       for (const q of todo) q.written = ok;
+    } else if (!this.closed) {
+      // Every admission of the turn was cancelled: its end lines still go out in it.
+      this.writePending();
     }
     for (const q of queue) if (!q.cancelled) q.done(q.written === true);
   }

@@ -55,7 +55,7 @@ export class DecodedBodyScrub extends Transform {
 
   constructor(
     private readonly host: string,
-    private readonly replacements: readonly Replacement[],
+    private readonly replacements: readonly Replacement[] | (() => readonly Replacement[]),
     private readonly onScrub: () => void,
   ) {
     super();
@@ -132,7 +132,7 @@ class InnerSearch {
   constructor(
     private readonly host: string,
     kind: 'gzip' | 'zlib',
-    replacements: readonly Replacement[],
+    replacements: readonly Replacement[] | (() => readonly Replacement[]),
     private readonly pass: (piece: Buffer) => void,
   ) {
     const onFound = () => {

@@ -48,25 +48,40 @@ B64_ALPHABET.forEach((c, i) => (B64_VALUE[c] = i));
 export class Replacer implements ChunkScrubber {
   private carry: Buffer = EMPTY;
   /** Bytes kept from an over-long line: room for the longest needle and its two edge characters. */
-  readonly window: number;
+  window: number;
   private replacedAny = false;
   private seen = 0;
+  private replacements: readonly Replacement[];
 
   /**
+   * @param needles the needles, or where to get them before each chunk: a secret that rotates
+   *   while a long response streams is searched for from the next chunk on (the function returns
+   *   the same array while nothing changed).
    * @param limit stop replacing after this many input bytes (the rest streams through untouched);
    *   Infinity for no limit.
    * @param onReplace called once, on the first replacement.
    */
   constructor(
-    private readonly replacements: readonly Replacement[],
+    private readonly needles: readonly Replacement[] | (() => readonly Replacement[]),
     private readonly onReplace: () => void = () => {},
     private readonly limit = Infinity,
   ) {
-    this.window = Math.max(HOLD_WINDOW, Math.max(0, ...replacements.map((r) => r.find.length)) + 2);
+    this.replacements = typeof needles === 'function' ? needles() : needles;
+    this.window = windowFor(this.replacements, HOLD_WINDOW);
+  }
+
+  /** Takes up needles that changed since the last chunk; the window only ever grows. */
+  private refresh(): void {
+    if (typeof this.needles !== 'function') return;
+    const now = this.needles();
+    if (now === this.replacements) return;
+    this.replacements = now;
+    this.window = windowFor(now, this.window);
   }
 
   push(chunk: Buffer): Buffer[] {
     if (this.seen >= this.limit) return [chunk];
+    this.refresh();
     this.seen += chunk.length;
     const last = this.seen >= this.limit;
     const carry = this.carry;
@@ -113,6 +128,7 @@ export class Replacer implements ChunkScrubber {
 
   /** What was held back, at the end of the body. */
   flush(): Buffer {
+    this.refresh();
     const { out } = this.scan(this.carry, 0, this.carry.length, Infinity, true);
     this.carry = EMPTY;
     return out.length === 1 ? out[0]! : Buffer.concat(out);
@@ -120,6 +136,7 @@ export class Replacer implements ChunkScrubber {
 
   /** Replaces every needle in one complete body (for responses small enough to hold whole). */
   replaceWhole(data: Buffer): Buffer {
+    this.refresh();
     const { out } = this.scan(data, 0, data.length, Infinity, true);
     return out.length === 1 ? out[0]! : Buffer.concat(out);
   }
@@ -131,6 +148,7 @@ export class Replacer implements ChunkScrubber {
    * needle replaced: the message it started in and where it ended (an offset in all of them).
    */
   replaceAcross(parts: readonly Buffer[], found?: { part: number; end: number }[]): Buffer[] {
+    this.refresh();
     const ends: number[] = [];
     let total = 0;
     for (const part of parts) ends.push((total += part.length));
@@ -222,6 +240,10 @@ export class Replacer implements ChunkScrubber {
   }
 }
 
+function windowFor(replacements: readonly Replacement[], least: number): number {
+  return Math.max(least, Math.max(0, ...replacements.map((r) => r.find.length)) + 2);
+}
+
 interface Span {
   readonly start: number;
   readonly end: number;
@@ -232,7 +254,7 @@ interface Span {
 export class ReplaceStream extends Transform {
   private readonly replacer: Replacer;
 
-  constructor(replacements: readonly Replacement[], onReplace: () => void = () => {}, limit = Infinity) {
+  constructor(replacements: readonly Replacement[] | (() => readonly Replacement[]), onReplace: () => void = () => {}, limit = Infinity) {
     super();
     this.replacer = new Replacer(replacements, onReplace, limit);
   }

@@ -48,6 +48,8 @@ const MAX_ANSWERED_BYTES = 64 * 1024;
 
 /** What scrubbing a response from one host needs (see formsFor). */
 interface HostForms {
+  /** The credentials bound to the host (looked up once: every chunk of a response checks them). */
+  readonly creds: readonly BoundCredential[];
   /** The known values each bound credential had when this was made. */
   readonly known: readonly (readonly string[])[];
   readonly forms: readonly Replacement[];
@@ -316,11 +318,11 @@ export class SessionBroker implements CredentialBroker {
    */
   private formsFor(host: string): HostForms {
     const cached = this.hostForms.get(host);
-    if (cached && this.sameKnown(cached.known, host)) return cached;
+    if (cached && sameKnown(cached)) return cached;
+    const creds = cached?.creds ?? this.bound.filter((c) => c.spec.hosts.some((p) => matchHostPattern(p, host)));
     const known: (readonly string[])[] = [];
     const forms: Replacement[] = [];
-    for (const c of this.bound) {
-      if (!c.spec.hosts.some((p) => matchHostPattern(p, host))) continue;
+    for (const c of creds) {
       const values = c.secret.known();
       known.push([...values]);
       for (const v of values) {
@@ -335,26 +337,22 @@ export class SessionBroker implements CredentialBroker {
         forms.push(...f);
       }
     }
+    this.forgetForms();
     const texts = forms.map((r) => r.find.toString('latin1'));
-    const entry: HostForms = { known, forms, texts, lowered: texts.map((t) => t.toLowerCase()) };
+    const entry: HostForms = { creds, known, forms, texts, lowered: texts.map((t) => t.toLowerCase()) };
     // Hosts under a wildcard are many: the cache is dropped whole rather than grow without bound.
     if (this.hostForms.size >= MAX_CACHED_HOSTS) this.hostForms.clear();
     this.hostForms.set(host, entry);
     return entry;
   }
 
-  /** True when the credentials bound to `host` still know exactly the values in `known`. */
-  private sameKnown(known: readonly (readonly string[])[], host: string): boolean {
-    let i = 0;
-    for (const c of this.bound) {
-      if (!c.spec.hosts.some((p) => matchHostPattern(p, host))) continue;
-      const was = known[i++];
-      const now = c.secret.known();
-      if (!was || was.length !== now.length) return false;
-      for (let j = 0; j < now.length; j++) if (was[j] !== now[j]) return false;
-    }
-    return i === known.length;
+  /** Drops the needles of values no credential knows any more: rotations would pile them up. */
+  private forgetForms(): void {
+    const live = new Set<string>();
+    for (const c of this.bound) for (const v of c.secret.known()) live.add(`${c.spec.name}\0${v.trim()}`);
+    for (const key of this.forms.keys()) if (!live.has(key)) this.forms.delete(key);
   }
+
 
   scrubResponse(response: ResponseToScrub): ResponseScrub | null {
     const { host, headers, hasBody, onScrub } = response;
@@ -369,8 +367,21 @@ export class SessionBroker implements CredentialBroker {
       texts = [...echoed, ...texts];
       lowered = [...echoed.map((t) => t.toLowerCase()), ...lowered];
     }
+    // A body may stream for longer than a secret stays the same: the needles are looked up again
+    // before each chunk, so a value rotated in meanwhile (and reflected here) is found too.
+    const echoes = response.echoes ?? [];
+    let latest = bound;
+    let needles = replacements;
+    const live = (): readonly Replacement[] => {
+      const now = this.formsFor(host);
+      if (now !== latest) {
+        latest = now;
+        needles = echoes.length ? [...echoes, ...now.forms] : now.forms;
+      }
+      return needles;
+    };
     // One replacer for the headers and an identity body; onScrub may be called for both.
-    const replacer = new Replacer(replacements, onScrub);
+    const replacer = new Replacer(live, onScrub);
     const scrub = (v: string) => (texts.some((t) => v.includes(t)) ? replacer.replaceWhole(Buffer.from(v, 'latin1')).toString('latin1') : v);
     const out: Record<string, string | string[]> = Object.create(null);
     for (const name in headers) {
@@ -394,13 +405,24 @@ export class SessionBroker implements CredentialBroker {
     const decoder = encoding === 'gzip' || encoding === 'x-gzip' ? createGunzip() : encoding === 'br' ? createBrotliDecompress() : encoding === 'deflate' ? createInflate() : null;
     if (decoder) {
       delete out['content-encoding'];
-      return { ...none, bodyTransform: chain(decoder, new DecodedBodyScrub(host, replacements, onScrub)) };
+      return { ...none, bodyTransform: chain(decoder, new DecodedBodyScrub(host, live, onScrub)) };
     }
     if (encoding !== '' && encoding !== 'identity') {
       return { ...none, refuse: `response from ${host} is ${encoding}-encoded, which the proxy cannot inspect for echoed secrets` };
     }
     return { ...none, scrubChunks: replacer, scrubWhole: (body) => replacer.replaceWhole(body), scrubAcross: (parts, found) => replacer.replaceAcross(parts, found) };
   }
+}
+
+/** True when the credentials bound to a host still know exactly the values they knew then. */
+function sameKnown(entry: HostForms): boolean {
+  for (let i = 0; i < entry.creds.length; i++) {
+    const was = entry.known[i]!;
+    const now = entry.creds[i]!.secret.known();
+    if (was.length !== now.length) return false;
+    for (let j = 0; j < now.length; j++) if (was[j] !== now[j]) return false;
+  }
+  return true;
 }
 
 /** One duplex that writes into `head` and reads from `tail`, with errors carried through. */

@@ -164,6 +164,15 @@ describe('reading the secret back through compressed answers of a bound upstream
           const at = inner.indexOf(Buffer.from(SECRET.slice(0, 6))) + 8;
           return gzipEncoded(res, inner.subarray(0, at));
         }
+        // Streams joined so the echo sits where a decoder might stop reading.
+        case '/tgz-second-member':
+          return gzipEncoded(res, Buffer.concat([gzipSync(files(200, 'nothing here', 100)), gzipSync(files(200, auth, 100))]));
+        case '/tgz-zero-then-member':
+          return gzipEncoded(res, Buffer.concat([gzipSync(files(200, 'nothing here', 100)), Buffer.alloc(1), gzipSync(files(200, auth, 100))]));
+        case '/zlib-then-zlib':
+          return gzipEncoded(res, Buffer.concat([deflateSync(files(200, 'nothing here', 100)), deflateSync(files(200, auth, 100))]));
+        case '/zlib-dictionary':
+          return gzipEncoded(res, deflateSync(files(200, 'see dictionary', 100), { dictionary: Buffer.from(`request: ${auth}`) }));
         case '/bomb':
           return gzipEncoded(res, bomb);
         default:
@@ -244,6 +253,10 @@ describe('reading the secret back through compressed answers of a bound upstream
     ['/duplicate-ce', 'two Content-Encoding: gzip headers over a doubly gzipped echo'],
     ['/listed-ce', 'Content-Encoding: gzip, gzip over a doubly gzipped echo'],
     ['/identity-and-gzip', 'Content-Encoding identity and gzip over a doubly gzipped echo'],
+    ['/tgz-second-member', 'the echo in a second gzip member after a clean one'],
+    ['/tgz-zero-then-member', 'the echo in a gzip member after a zero byte, where a decoder stops'],
+    ['/zlib-then-zlib', 'the echo in a zlib stream after the end of a clean one'],
+    ['/zlib-dictionary', 'the echo only in the preset dictionary of a zlib stream'],
     ['/br-says-gzip', 'a gzip body declared brotli'],
     ['/gzip-says-plain', 'a plain body declared gzip'],
   ] as const) {

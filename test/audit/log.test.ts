@@ -94,20 +94,60 @@ describe('AuditLog: admit lines, the chain, rotation', () => {
       ['3', true],
     ]);
     expect(seen[0]).toEqual(['1', '3']);
-    // A synchronous admission after queued ones keeps their order, and they are not written twice.
+    // A synchronous admission is written at once; the queued one follows in its turn, once.
     log.admitSoon(admitOf('4'), tell('4'));
     expect(log.admit(admitOf('5'))).toBe(true);
     await new Promise((r) => setImmediate(r));
     expect(told.at(-1)).toEqual(['4', true]);
     const records = parseAuditRecords(readFileSync(log.file, 'utf8'));
-    expect(records.admits.map((a) => a.id)).toEqual(['1', '3', '4', '5']);
+    expect(records.admits.map((a) => a.id)).toEqual(['1', '3', '5', '4']);
     expect(records.ends.map((e) => e.id)).toEqual(['2']);
     // Queued when the log closes: told it could not be written, and nothing of it is chained.
     log.admitSoon(admitOf('6'), tell('6'));
     await log.close();
     await new Promise((r) => setImmediate(r));
     expect(told.at(-1)).toEqual(['6', false]);
-    expect(parseAuditRecords(readFileSync(log.file, 'utf8')).admits.map((a) => a.id)).toEqual(['1', '3', '4', '5']);
+    expect(parseAuditRecords(readFileSync(log.file, 'utf8')).admits.map((a) => a.id)).toEqual(['1', '3', '5', '4']);
+    expect(verifyLog(session, key, sessionLogFiles(dir), readHead(dir))).toMatchObject({ problem: null, closed: true });
+  });
+
+  it('admitSoon: end lines of a turn whose every queued admission was cancelled are still written in that turn', async () => {
+    const dir = tmpDir();
+    dirs.push(dir);
+    const log = new AuditLog(join(dir, 'audit.jsonl'), { key, session });
+    // A denied request ends in the same turn as one whose client leaves before its admission is
+    // written: both end lines belong on disk now, not whenever the next request comes.
+    log.record(entry('denied'), false);
+    const queued = log.admitSoon(admitOf('left'), () => {
+      throw new Error('a cancelled admission is never told');
+    });
+    queued.cancel();
+    log.record(entry('left'), false);
+    await new Promise((r) => setTimeout(r, 30));
+    const records = parseAuditRecords(readFileSync(log.file, 'utf8'));
+    expect(records.ends.map((e) => e.id)).toEqual(['denied', 'left']);
+    expect(records.admits).toEqual([]);
+    await log.close();
+    expect(verifyLog(session, key, sessionLogFiles(dir), readHead(dir))).toMatchObject({ problem: null, closed: true });
+  });
+
+  it('admitSoon: a queued admission is not written by another exchange\'s admit(), so ending before its turn leaves no admit line', async () => {
+    const dir = tmpDir();
+    dirs.push(dir);
+    const log = new AuditLog(join(dir, 'audit.jsonl'), { key, session });
+    const told: string[] = [];
+    const queued = log.admitSoon(admitOf('queued'), () => told.push('queued'));
+    // A tunnel is admitted synchronously in the same turn, then the queued request's client
+    // leaves before the batch is written: that request never goes upstream.
+    expect(log.admit(admitOf('tunnel'))).toBe(true);
+    queued.cancel();
+    log.record(entry('queued'), false);
+    await new Promise((r) => setTimeout(r, 30));
+    expect(told).toEqual([]);
+    const records = parseAuditRecords(readFileSync(log.file, 'utf8'));
+    expect(records.admits.map((a) => a.id)).toEqual(['tunnel']);
+    expect(records.ends.map((e) => e.id)).toEqual(['queued']);
+    await log.close();
     expect(verifyLog(session, key, sessionLogFiles(dir), readHead(dir))).toMatchObject({ problem: null, closed: true });
   });
 

@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { parsePolicy } from '../../src/policy/index.js';
 import { SessionBroker } from '../../src/credentials/session-broker.js';
 import type { SecretHandle } from '../../src/credentials/session-broker.js';
+import { KnownValues } from '../../src/credentials/known-values.js';
 
 const PLACEHOLDER = 'ghp_airlockPlaceholder0000000000000000';
 const policy = parsePolicy(
@@ -49,6 +50,23 @@ describe('response scrubbing with its per-host needles kept', () => {
       expect(after.body).toBe(`{"echo":"${PLACEHOLDER}"}`);
       expect(after.scrubbed).toBeGreaterThan(0);
     }
+  });
+
+  it('a secret rotated thousands of times over a long session: needles of forgotten values are let go', () => {
+    // The source remembers its newest 8 values, as the real ones do (KnownValues).
+    const known = new KnownValues();
+    const handle: SecretHandle = { current: async () => known.list().at(-1)!, known: () => known.list() };
+    known.add('ghs_RotatingRealSecret000000000000000');
+    const broker = new SessionBroker(policy.credentials, new Map([['github', handle]]));
+    const formsKept = () => (broker as unknown as { forms: Map<string, unknown> }).forms.size;
+    for (let i = 1; i <= 2000; i++) {
+      const value = `ghs_RotatingRealSecret${String(i).padStart(15, '0')}`;
+      known.add(value);
+      expect(echoed(broker, 'api.example.com', value).body).toBe(`{"echo":"${PLACEHOLDER}"}`);
+    }
+    expect(formsKept()).toBeLessThanOrEqual(8);
+    // The values still remembered are still scrubbed.
+    expect(echoed(broker, 'api.example.com', `ghs_RotatingRealSecret${String(1993).padStart(15, '0')}`).body).toBe(`{"echo":"${PLACEHOLDER}"}`);
   });
 
   it('hundreds of hosts under a wildcard: each response is scrubbed, the first host again too', () => {
