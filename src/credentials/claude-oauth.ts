@@ -10,6 +10,10 @@
 // The rotated real pair is written back to the user's store (atomically, 0600, its owner kept):
 // refresh tokens rotate, so keeping the new pair anywhere else would leave the user's own Claude
 // Code on the host holding a dead refresh token.
+//
+// Past 500 lines on purpose: the shared store (one per login file: refresh, coalescing, backoff,
+// write-back, what the upstream refused) and the per-session token endpoint it answers (placeholders,
+// one use each, races) are one protocol; split, each half would need the other's state.
 import { randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { KnownValues } from './known-values.js';
@@ -118,6 +122,8 @@ export class ClaudeLoginStore {
   private currentSince: number;
   private failure: { error: CredentialUnavailable; until: number; backoff: number } | null = null;
   private readonly seen = new KnownValues();
+  /** An access token the upstream answered 401 for, as seen by the proxy (see refresh()). */
+  private rejected: string | null = null;
   /** Upstream refreshes made (for tests and the operator). */
   refreshes = 0;
 
@@ -193,20 +199,29 @@ export class ClaudeLoginStore {
     return (await this.refresh(0, beforeUpstream)).accessToken;
   }
 
+  /** A response to a request the access token `value` went with: a 401 marks it refused. */
+  observe(value: string, status: number): void {
+    if (status === 401 && value === this.login.accessToken) this.rejected = value;
+  }
+
   /**
    * A session's refresh: the real pair is refreshed upstream unless it is fresh and either newer
-   * than what the session knows (`knownSince`, ms: the session only had a stale expiry) or
-   * refreshed within the last 30 s. A session that knows the current pair and still asks was
-   * refused with it (a 401): that goes upstream. Coalesced with a refresh under way; during a
-   * backoff after a failure, fails at once. `beforeUpstream` runs just before a refresh goes
-   * upstream (the session's audit admits it); false: nothing is sent and this rejects.
+   * than what the session knows (`knownSince`, ms: the session only had a stale expiry), refreshed
+   * within the last 30 s, or not refused by the upstream. A session that knows the current pair
+   * and asks because the API answered it 401 (which the proxy saw, observe()) gets it refreshed;
+   * one that merely asks gets the current pair again: a session cannot rotate the host's login at
+   * will, nor push the values scrubbing remembers out with refreshes. Coalesced with a refresh
+   * under way; during a backoff after a failure, fails at once. `beforeUpstream` runs just before
+   * a refresh goes upstream (the session's audit admits it); false: nothing is sent and this
+   * rejects.
    */
   refresh(knownSince: number, beforeUpstream?: () => boolean): Promise<ClaudeLogin> {
     if (this.running) return this.running;
     this.reloadIfChanged();
     const now = this.now();
     const fresh = this.login.expiresAt - now > REFRESH_MARGIN_MS;
-    if (fresh && (this.currentSince > knownSince || now - this.lastRefresh < MIN_REFRESH_INTERVAL_MS)) return Promise.resolve(this.login);
+    const refused = this.rejected === this.login.accessToken;
+    if (fresh && (this.currentSince > knownSince || now - this.lastRefresh < MIN_REFRESH_INTERVAL_MS || !refused)) return Promise.resolve(this.login);
     if (this.failure && now < this.failure.until) return Promise.reject(this.failure.error);
     if (beforeUpstream && !beforeUpstream()) return Promise.reject(new Error('the refresh was not admitted'));
     this.running = this.refreshUpstream().finally(() => (this.running = null));
@@ -394,6 +409,11 @@ export class ClaudeLoginSession {
       { path: '.claude/.credentials.json', content: JSON.stringify({ claudeAiOauth: login }), mode: 0o600 },
       CLAUDE_ONBOARDING_FILE,
     ];
+  }
+
+  /** The status of a response to a request the real access token `value` went with. */
+  observe(value: string, status: number): void {
+    this.store.observe(value, status);
   }
 
   /**

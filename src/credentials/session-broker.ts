@@ -39,6 +39,12 @@ export interface SecretHandle {
   answer?(request: OutgoingRequest, body: Buffer, placeholder: string, admit: () => boolean): Promise<HostAnswer>;
   /** Set for a credential that signs requests (SigV4) rather than being swapped in. */
   readonly signer?: RequestSigner;
+  /**
+   * Told the status of each response to a request its value went with (`value`: the one sent): a
+   * Claude login learns that the upstream refused its token (a 401), the only case in which a
+   * session may make it refresh a token that is still fresh.
+   */
+  observe?(value: string, status: number): void;
   /** Ends what the source made for this session (a GitHub App token is revoked); never throws. */
   close?(): Promise<void>;
 }
@@ -206,6 +212,8 @@ export class SessionBroker implements CredentialBroker {
       }
     }
     const used = new Set<string>();
+    /** Values of credentials that watch their answers (observe), as sent with this request. */
+    const observed: { c: BoundCredential; value: string }[] = [];
     let headers = request.headers;
     let pathWithQuery = request.pathWithQuery;
     let bodyTransform: Duplex | null = null;
@@ -234,7 +242,11 @@ export class SessionBroker implements CredentialBroker {
       if (c.secret.signer) continue;
       const refusal = this.boundTo(c, request);
       const allows = (where: 'header' | 'basic' | 'query' | 'body') => c.spec.in.includes(where);
-      const secretOf = async () => usableSecret(c.spec.name, await c.secret.current(beforeUpstream && (() => beforeUpstream(c.spec.name))));
+      const secretOf = async () => {
+        const value = usableSecret(c.spec.name, await c.secret.current(beforeUpstream && (() => beforeUpstream(c.spec.name))));
+        if (c.secret.observe && !observed.some((o) => o.c === c && o.value === value)) observed.push({ c, value });
+        return value;
+      };
       const headerRefusal = (name: string) =>
         refusal ??
         (c.spec.headers.includes(name)
@@ -308,7 +320,15 @@ export class SessionBroker implements CredentialBroker {
       echoes.push({ find: Buffer.from(value.slice(value.search(/\s/)).trim()), replace: Buffer.from(sent) });
     }
     if (signed?.body && bodyTransform) throw new Misuse([...used].join(', '), 'body', 'a signed request cannot also have a credential swapped into its body');
-    return { kind: 'forward', pathWithQuery, headers, used: [...used], bodyTransform, echoes, body: signed?.body, onResponse: signed?.onResponse };
+    const signedResponse = signed?.onResponse;
+    const onResponse =
+      observed.length === 0
+        ? signedResponse
+        : (status: number, responseHeaders: Readonly<Record<string, string | string[] | undefined>>) => {
+            for (const o of observed) if (used.has(o.c.spec.name)) o.c.secret.observe!(o.value, status);
+            return signedResponse?.(status, responseHeaders) ?? null;
+          };
+    return { kind: 'forward', pathWithQuery, headers, used: [...used], bodyTransform, echoes, body: signed?.body, onResponse };
   }
 
   /**

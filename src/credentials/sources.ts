@@ -138,6 +138,7 @@ function claudeLogin(spec: CredentialSpec, path: string, env: NodeJS.ProcessEnv,
     sessionFiles: (placeholder) => session.sessionFiles(placeholder),
     intercepts: (request) => session.intercepts(request),
     refuses: (request) => session.refuses(request),
+    observe: (value, status) => session.observe(value, status),
     answer: (request, body, placeholder, admit) => session.answer(request, body, placeholder, admit),
   };
 }

@@ -216,7 +216,7 @@ describe('Claude login kept on the host: the session side', () => {
     expect(stale.api.seen.at(-1)!.ok).toBe(true);
   });
 
-  it('a session refresh after the host already refreshed is answered from the host (no upstream call); one while the session knows the current pair (after a 401) goes upstream, at most once per 30 s', async () => {
+  it('a session refresh after the host already refreshed is answered from the host (no upstream call); one while the session knows the current pair goes upstream only after the API refused that token (a 401 the proxy saw), at most once per 30 s', async () => {
     const r = await rig();
     // The host refreshes first, for an API request (the real token had expired).
     expect((await r.post('api.anthropic.com', '/v1/messages', { model: 'm', messages: [] }, { authorization: `Bearer ${r.access}` })).status).toBe(200);
@@ -231,9 +231,24 @@ describe('Claude login kept on the host: the session side', () => {
     expect(b.status).toBe(200);
     expect(r.token.grants).toHaveLength(1); // the host refreshed less than 30 s ago
     const fresh = await rig({ expiresAt: Date.now() + 3_600_000 });
+    // A fresh token the API has not refused: asking is answered with it, nothing upstream (a
+    // session cannot rotate the host's login at will).
     const c = await fresh.post('platform.claude.com', '/v1/oauth/token', refreshBody(fresh.refresh));
     expect(c.status).toBe(200);
+    expect(fresh.token.grants).toHaveLength(0);
+    const again = await fresh.post('platform.claude.com', '/v1/oauth/token', refreshBody((JSON.parse(c.body) as { refresh_token: string }).refresh_token));
+    expect(again.status).toBe(200);
+    expect(fresh.token.grants).toHaveLength(0);
+    // The token is revoked upstream: the API answers the proxy's request 401, and the session's
+    // refresh after that goes upstream; the API takes the new token.
+    fresh.token.current = { ...fresh.token.current, accessToken: realAccess() };
+    const refused = await fresh.post('api.anthropic.com', '/v1/messages', { model: 'm', messages: [] }, { authorization: `Bearer ${fresh.access}` });
+    expect(refused.status).toBe(401);
+    const d = await fresh.post('platform.claude.com', '/v1/oauth/token', refreshBody((JSON.parse(again.body) as { refresh_token: string }).refresh_token));
+    expect(d.status, d.body).toBe(200);
     expect(fresh.token.grants).toHaveLength(1);
+    const retried = await fresh.post('api.anthropic.com', '/v1/messages', { model: 'm', messages: [] }, { authorization: `Bearer ${fresh.access}` });
+    expect(retried.status, retried.body).toBe(200);
   });
 
   it('concurrent refreshes with the same placeholder coalesce into one upstream refresh, all answered alike', async () => {
