@@ -98,6 +98,12 @@ export function parseFirstWins(text: string): JsonValue {
       i++;
     }
   };
+  /** After a member: true for ",", false for the closing bracket. */
+  const more = (close: ']' | '}'): boolean => {
+    ws();
+    if (text[i] !== ',' && text[i] !== close) fail(`expected "," or "${close}"`);
+    return text[i++] === ',';
+  };
   const array = (depth: number): JsonValue[] => {
     i++;
     const out: JsonValue[] = [];
@@ -106,19 +112,9 @@ export function parseFirstWins(text: string): JsonValue {
       i++;
       return out;
     }
-    for (;;) {
-      out.push(value(depth + 1));
-      ws();
-      if (text[i] === ',') {
-        i++;
-        continue;
-      }
-      if (text[i] === ']') {
-        i++;
-        return out;
-      }
-      fail('expected "," or "]"');
-    }
+    do out.push(value(depth + 1));
+    while (more(']'));
+    return out;
   };
   const object = (depth: number): { [key: string]: JsonValue } => {
     i++;
@@ -129,30 +125,14 @@ export function parseFirstWins(text: string): JsonValue {
       i++;
       return out;
     }
-    for (;;) {
+    do {
       ws();
       if (text[i] !== '"') fail('expected a key');
       const at = i;
       const key = string();
       const folded = foldKey(key);
-      if (seen.has(folded) && firstWins) {
-        ws();
-        if (text[i] !== ':') fail('expected ":"');
-        i++;
-        if (!(key in out)) out[key] = value(depth + 1);
-        else value(depth + 1);
-        ws();
-        if (text[i] === ',') {
-          i++;
-          continue;
-        }
-        if (text[i] === '}') {
-          i++;
-          return out;
-        }
-        fail('expected "," or "}"');
-      }
-      if (seen.has(folded)) {
+      const again = seen.has(folded);
+      if (again && !firstWins) {
         i = at;
         fail(`key ${JSON.stringify(key.slice(0, 40))} appears twice (or twice but for case)`);
       }
@@ -160,18 +140,11 @@ export function parseFirstWins(text: string): JsonValue {
       ws();
       if (text[i] !== ':') fail('expected ":"');
       i++;
-      out[key] = value(depth + 1);
-      ws();
-      if (text[i] === ',') {
-        i++;
-        continue;
-      }
-      if (text[i] === '}') {
-        i++;
-        return out;
-      }
-      fail('expected "," or "}"');
-    }
+      const member = value(depth + 1);
+      // First wins: a repeated key (exactly, or but for case) keeps the value seen first.
+      if (!again || !(key in out)) out[key] = member;
+    } while (more('}'));
+    return out;
   };
   const result = value(0);
   ws();
