@@ -281,6 +281,39 @@ function percentile(sorted, p) {
   return sorted[i];
 }
 
+/**
+ * One timed loop per worker until `seconds` pass (or `maxRequests` in all): `one(worker)` makes a
+ * request and throws to count an error; after one, `giveUp(worker, errors)` ends that loop.
+ */
+async function timedLoops({ workers, seconds, maxRequests = Infinity, label, one, giveUp }) {
+  const lat = [];
+  let errors = 0;
+  let done = 0;
+  const start = now();
+  const deadline = start + BigInt(Math.round(seconds * 1e9));
+  let last = start;
+  const loop = async (worker) => {
+    while (done < maxRequests) {
+      const t0 = now();
+      if (t0 >= deadline) return;
+      try {
+        await one(worker);
+      } catch (e) {
+        errors++;
+        if (errors <= 3) process.stderr.write(`${label}: ${e.message}\n`);
+        if (giveUp(worker, errors)) return;
+        continue;
+      }
+      last = now();
+      lat.push(ms(t0, last));
+      done++;
+    }
+  };
+  await Promise.all(workers.map(loop));
+  const elapsed = ms(start, last) / 1000;
+  return { requests: done, errors, seconds: elapsed, rps: done / elapsed, latencyMs: summary(lat) };
+}
+
 function summary(values) {
   const s = Float64Array.from(values).sort();
   const sum = s.reduce((a, b) => a + b, 0);
@@ -322,33 +355,16 @@ const scenarios = {
   /** Keep-alive GETs on `connections` connections for `seconds`. */
   async keepalive({ connections = 64, seconds = 5, maxRequests = Infinity }) {
     const conns = await openMany(connections, 16);
-    const lat = [];
-    let errors = 0;
-    let done = 0;
-    const start = now();
-    const deadline = start + BigInt(Math.round(seconds * 1e9));
-    let last = start;
-    const loop = async (conn) => {
-      while (done < maxRequests) {
-        const t0 = now();
-        if (t0 >= deadline) return;
-        try {
-          await get(conn, GET_1K);
-        } catch (e) {
-          errors++;
-          if (errors <= 3) process.stderr.write(`keepalive: ${e.message}\n`);
-          if (conn.closed) return;
-          continue;
-        }
-        last = now();
-        lat.push(ms(t0, last));
-        done++;
-      }
-    };
-    await Promise.all(conns.map(loop));
+    const result = await timedLoops({
+      workers: conns,
+      seconds,
+      maxRequests,
+      label: 'keepalive',
+      one: (conn) => get(conn, GET_1K),
+      giveUp: (conn) => conn.closed,
+    });
     for (const c of conns) c.close();
-    const elapsed = ms(start, last) / 1000;
-    return { connections, requests: done, errors, seconds: elapsed, rps: done / elapsed, latencyMs: summary(lat) };
+    return { connections, ...result };
   },
 
   /**
@@ -393,33 +409,16 @@ const scenarios = {
     };
     // Open the pool's connections first (as openMany does for the raw client).
     await Promise.all(Array.from({ length: connections }, one));
-    const lat = [];
-    let errors = 0;
-    let done = 0;
-    const start = now();
-    const deadline = start + BigInt(Math.round(seconds * 1e9));
-    let last = start;
-    const loop = async () => {
-      while (done < maxRequests) {
-        const t0 = now();
-        if (t0 >= deadline) return;
-        try {
-          await one();
-        } catch (e) {
-          errors++;
-          if (errors <= 3) process.stderr.write(`keepalive-undici: ${e.message}\n`);
-          if (errors > 1000) return;
-          continue;
-        }
-        last = now();
-        lat.push(ms(t0, last));
-        done++;
-      }
-    };
-    await Promise.all(Array.from({ length: connections }, loop));
+    const result = await timedLoops({
+      workers: Array.from({ length: connections }),
+      seconds,
+      maxRequests,
+      label: 'keepalive-undici',
+      one,
+      giveUp: (_, errors) => errors > 1000,
+    });
     await dispatcher.close();
-    const elapsed = ms(start, last) / 1000;
-    return { client: 'undici', connections, requests: done, errors, seconds: elapsed, rps: done / elapsed, latencyMs: summary(lat) };
+    return { client: 'undici', connections, ...result };
   },
 
   /**
@@ -539,36 +538,23 @@ print(json.dumps({"requests": len(lat), "errors": errors[0], "seconds": secs, "p
   /** A new connection (CONNECT + TLS) per request, `concurrency` loops for `seconds`. */
   async newconn({ concurrency = 16, seconds = 5 }) {
     const buf = reqHead('GET', HOST, '/1k', 'Connection: close\r\n');
-    const lat = [];
-    let errors = 0;
-    let done = 0;
-    const start = now();
-    const deadline = start + BigInt(Math.round(seconds * 1e9));
-    let last = start;
-    const loop = async () => {
-      for (;;) {
-        const t0 = now();
-        if (t0 >= deadline) return;
+    const result = await timedLoops({
+      workers: Array.from({ length: concurrency }),
+      seconds,
+      label: 'newconn',
+      // Closing is part of the request, as a client that does not keep connections pays it.
+      one: async () => {
         let conn;
         try {
           conn = await openConn();
           await get(conn, buf);
-        } catch (e) {
-          errors++;
-          if (errors <= 3) process.stderr.write(`newconn: ${e.message}\n`);
+        } finally {
           conn?.close();
-          if (errors > 1000) return;
-          continue;
         }
-        conn.close();
-        last = now();
-        lat.push(ms(t0, last));
-        done++;
-      }
-    };
-    await Promise.all(Array.from({ length: concurrency }, loop));
-    const elapsed = ms(start, last) / 1000;
-    return { concurrency, requests: done, errors, seconds: elapsed, rps: done / elapsed, latencyMs: summary(lat) };
+      },
+      giveUp: (_, errors) => errors > 1000,
+    });
+    return { concurrency, ...result };
   },
 
   async download({ bytes = 100 * 1024 * 1024 }) {
