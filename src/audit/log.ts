@@ -73,8 +73,6 @@ export type AuditListener = (entry: Readonly<AuditEntry>, time: string) => void;
 interface QueuedAdmit {
   readonly json: string;
   readonly done: (written: boolean) => void;
-  /** Set once its line was written (true) or could not be (false). */
-  written: boolean | undefined;
   cancelled: boolean;
 }
 
@@ -190,7 +188,7 @@ export class AuditLog {
    * written and `done` is not called.
    */
   admitSoon(record: AdmitRecord, done: (written: boolean) => void): { cancel(): void } {
-    const entry: QueuedAdmit = { json: admitJson(record), done, written: undefined, cancelled: false };
+    const entry: QueuedAdmit = { json: admitJson(record), done, cancelled: false };
     this.admitQueue.push(entry);
     this.queueFlush();
     return {
@@ -223,19 +221,21 @@ export class AuditLog {
     return true;
   }
 
-  /** Writes the admissions queued in this turn (with the pending end lines), then tells each. */
-  private flushAdmits(): void {
-    const queue = this.admitQueue;
+  /**
+   * The end of a turn: its admissions that were not cancelled and the end lines recorded in it go
+   * out in one write, then each admission is told whether it was written.
+   */
+  private flushTurn(): void {
+    const todo = this.admitQueue.filter((q) => !q.cancelled);
     this.admitQueue = [];
-    const todo = queue.filter((q) => q.written === undefined && !q.cancelled);
-    if (todo.length > 0) {
-      const ok = this.writeAdmits(todo.map((q) => q.json));
-      for (const q of todo) q.written = ok;
-    } else if (!this.closed) {
-      // Every admission of the turn was cancelled: its end lines still go out in it.
-      this.writePending();
+    if (todo.length === 0) {
+      if (!this.closed) this.writePending();
+      return;
     }
-    for (const q of queue) if (!q.cancelled) q.done(q.written === true);
+    const ok = this.writeAdmits(todo.map((q) => q.json));
+    // An exchange told before may end another of this turn's (one client connection): that one
+    // was written but is not told to go.
+    for (const q of todo) if (!q.cancelled) q.done(ok);
   }
 
   /**
@@ -322,8 +322,7 @@ export class AuditLog {
     this.flushQueued = true;
     setImmediate(() => {
       this.flushQueued = false;
-      if (this.admitQueue.length > 0) this.flushAdmits();
-      else if (!this.closed) this.writePending();
+      this.flushTurn();
     });
   }
 
