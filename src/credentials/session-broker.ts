@@ -373,30 +373,29 @@ export class SessionBroker implements CredentialBroker {
     for (const key of this.forms.keys()) if (!live.has(key)) this.forms.delete(key);
   }
 
-
   scrubResponse(response: ResponseToScrub): ResponseScrub | null {
     const { host, headers, hasBody, onScrub } = response;
     // Only hosts a secret is ever sent to can echo one (no forms for any other host).
     const bound = this.formsFor(host);
     if (bound.forms.length === 0) return null;
     // The request's own echoes first: they cover a whole value and give back the session's own.
-    let { forms: replacements, texts, lowered } = bound;
-    if (response.echoes?.length) {
-      replacements = [...response.echoes, ...replacements];
-      const echoed = response.echoes.map((r) => r.find.toString('latin1'));
+    const echoes = response.echoes ?? [];
+    const withEchoes = (forms: readonly Replacement[]) => (echoes.length ? [...echoes, ...forms] : forms);
+    let { texts, lowered } = bound;
+    if (echoes.length) {
+      const echoed = echoes.map((r) => r.find.toString('latin1'));
       texts = [...echoed, ...texts];
       lowered = [...echoed.map((t) => t.toLowerCase()), ...lowered];
     }
     // A body may stream for longer than a secret stays the same: the needles are looked up again
     // before each chunk, so a value rotated in meanwhile (and reflected here) is found too.
-    const echoes = response.echoes ?? [];
     let latest = bound;
-    let needles = replacements;
+    let needles = withEchoes(bound.forms);
     const live = (): readonly Replacement[] => {
       const now = this.formsFor(host);
       if (now !== latest) {
         latest = now;
-        needles = echoes.length ? [...echoes, ...now.forms] : now.forms;
+        needles = withEchoes(now.forms);
       }
       return needles;
     };
