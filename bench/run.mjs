@@ -55,7 +55,7 @@ if (flag('help') || flag('h')) {
                        scenario; writes bench/results/*.cpuprofile and prints top self-time
   --profile-only       only the profile pass
   --profile-scenario S keepalive (default: c=64 keep-alive), newhosts (the new-host scenario),
-                       download, upload or sse
+                       download, upload, sse, npm or git (the workloads)
   --perf               after the comparison, sample the keep-alive c=64 scenario with Linux perf
                        (on-CPU, kernel and OpenSSL included) for direct and each of
                        --perf-targets (default airlock,raw-relay,squid): CPU microseconds per
@@ -106,7 +106,7 @@ const secondsOverride = value('seconds') ? Number(value('seconds')) : null;
 const outStem = value('out', quick ? 'latest-quick' : 'latest');
 const quietWait = Number(value('quiet-wait', quick ? 0 : 120));
 const profileScenario = value('profile-scenario', 'keepalive');
-if (!['keepalive', 'newhosts', 'download', 'upload', 'sse'].includes(profileScenario)) die(`unknown --profile-scenario ${profileScenario}`);
+if (!['keepalive', 'newhosts', 'download', 'upload', 'sse', 'npm', 'git'].includes(profileScenario)) die(`unknown --profile-scenario ${profileScenario}`);
 
 // Durations are totals per target and round; the scenarios compared with direct are cut into
 // `pairs` slices (see `paired` in runTarget).
@@ -666,6 +666,9 @@ async function runTarget(name, round) {
         const sorted = [...results].sort((a, b) => main(a) - main(b));
         const mid = { ...sorted[Math.floor((sorted.length - 1) / 2)] };
         if (results.some((r) => r.proxyRssPeakMiB !== undefined)) mid.proxyRssPeakMiB = Math.max(...results.map((r) => r.proxyRssPeakMiB ?? 0));
+        // A workload's wall time moves with this machine's load; the proxy's CPU seconds per run
+        // much less, so they are kept beside it (median over the slices).
+        if (opts.cpuPerRun && results.every((r) => r.cpu)) mid.proxyCpuSeconds = median(results.map((r) => r.cpu.proxyCores * r.cpu.wallSeconds));
         out.scenarios[key] = mid;
       }
       out.pairs[key] = pairs;
@@ -674,9 +677,9 @@ async function runTarget(name, round) {
     if (workServers) {
       const w = { registryPort: workServers.registryPort, gitPort: workServers.gitPort, work: join(WORK, 'tools') };
       if (scenarios.has('npm')) log(`round ${round}: ${name}: npm ci (${NPM_PACKAGES} packages) from the bench registry`);
-      await compared('npm', { scenario: 'tool', tool: 'npm', ...w }, { timeoutMs: 600_000 });
+      await compared('npm', { scenario: 'tool', tool: 'npm', ...w }, { timeoutMs: 600_000, watch, cpuPerRun: true });
       if (scenarios.has('git')) log(`round ${round}: ${name}: git clone (${(workServers.packBytes / 1e6).toFixed(0)} MB pack)`);
-      await compared('git', { scenario: 'tool', tool: 'git', ...w }, { timeoutMs: 600_000 });
+      await compared('git', { scenario: 'tool', tool: 'git', ...w }, { timeoutMs: 600_000, watch, cpuPerRun: true });
     }
     if (scenarios.has('llm')) log(`round ${round}: ${name}: LLM-style stream, ${P.llmEvents} events`);
     await compared('llm', { scenario: 'sse', streams: 1, events: P.llmEvents, intervalMs: P.llmIntervalMs, llm: true }, { timeoutMs: 600_000 });
@@ -760,6 +763,8 @@ const NPM_PACKAGES = (() => {
 const METRICS = [
   { key: 'npm', needs: 'npm', label: `npm ci, ${NPM_PACKAGES} packages from a Verdaccio registry, clean cache`, unit: 's', better: 'lower', rel: 'addedPct', get: (s) => s.npm_install?.seconds },
   { key: 'git', needs: 'git', label: 'git clone, 112 MB pack, git http-backend', unit: 's', better: 'lower', rel: 'addedPct', get: (s) => s.git_clone?.seconds },
+  { key: 'npm_cpu', needs: 'npm', label: 'npm ci: proxy CPU per run (median)', unit: 's', better: 'lower', rel: null, proxyOnly: true, get: (s) => s.npm_install?.proxyCpuSeconds },
+  { key: 'git_cpu', needs: 'git', label: 'git clone: proxy CPU per run (median)', unit: 's', better: 'lower', rel: null, proxyOnly: true, get: (s) => s.git_clone?.proxyCpuSeconds },
   { key: 'llm_first', needs: 'llm', label: 'LLM-style SSE stream (2,000 events, 230 B, 5 ms apart): first event', unit: 'ms', better: 'lower', rel: 'added', get: (s) => s.llm_stream?.firstEventMs?.p50 },
   { key: 'llm_p50', needs: 'llm', label: 'LLM-style SSE stream: per-event delay, p50', unit: 'ms', better: 'lower', rel: 'added', get: (s) => s.llm_stream?.delayMs?.p50 },
   { key: 'llm_p99', needs: 'llm', label: 'LLM-style SSE stream: per-event delay, p99', unit: 'ms', better: 'lower', rel: 'added', get: (s) => s.llm_stream?.delayMs?.p99 },
@@ -1106,6 +1111,11 @@ async function profilePass() {
     upload: { title: '100 MB upload', tag: 'upload', spec: { scenario: 'upload', bytes: P.transfer } },
     sse: { title: `SSE, ${P.sseStreams} × 100 events`, tag: 'sse', spec: { scenario: 'sse', streams: P.sseStreams, events: 100, intervalMs: 10 } },
   };
+  if (workServers) {
+    const w = { registryPort: workServers.registryPort, gitPort: workServers.gitPort, work: join(WORK, 'tools') };
+    specs.npm = { title: `npm ci of ${NPM_PACKAGES} packages`, tag: 'npm', spec: { scenario: 'tool', tool: 'npm', ...w } };
+    specs.git = { title: 'git clone, 112 MB pack', tag: 'git', spec: { scenario: 'tool', tool: 'git', ...w } };
+  }
   const chosen = specs[profileScenario];
   const name = `airlock-${chosen.tag}-${stamp}.cpuprofile`;
   await waitQuiet(quietWait);
@@ -1298,7 +1308,7 @@ async function main() {
     (line) => (line.startsWith('READY ') ? Number(line.slice(6)) : undefined),
   );
   upstream = { child: up.child, port: up.value };
-  if (targets.length > 0 && (scenarios.has('npm') || scenarios.has('git'))) workServers = await startWorkServers();
+  if ((targets.length > 0 && (scenarios.has('npm') || scenarios.has('git'))) || (doProfile && ['npm', 'git'].includes(profileScenario))) workServers = await startWorkServers();
   writePolicies(upstream.port, workServers ? [workServers.registryPort, workServers.gitPort] : []);
   log(`upstream on 127.0.0.1:${upstream.port}; work dir ${WORK}`);
 
