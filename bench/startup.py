@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """Start-up of `airlock exec` (and with --run, `airlock run`), for one or more builds of the CLI.
 
-    python3 bench/startup.py [--runs N] [--run] [NAME=path/to/dist/cli/main.js ...]
+    python3 bench/startup.py [--runs N] [--run] [NAME=path/to/dist/cli/main.cjs ...]
 
 Interleaved runs (each round runs every case once, so a drift in the machine's speed hits all of
 them alike); per case the median and range of the wall time, of the process's own CPU time (user
 + system, from wait4: another process's load lengthens wall time far more than CPU time), and for
 the cases that send a request, the time from launch to that request arriving at an HTTPS upstream
 on this host, i.e. to the first byte the command sends through the proxy. Without NAME=path: this
-checkout's dist/cli/main.js. --run needs Docker and the images `airlock-agent:test` and
+checkout's dist/cli/main.cjs (the installed command). --run needs Docker and the images `airlock-agent:test` and
 `airlock-relay:latest` (the tests build them); it runs the default network mode (the relay).
 Everything stays on this machine: the upstream is on 127.0.0.1, named bench.test by --resolve.
 """
@@ -30,7 +30,7 @@ def main():
     ap.add_argument('--run', action='store_true', help='also `airlock run -- curl` (Docker)')
     ap.add_argument('builds', nargs='*', help='NAME=path/to/main.js')
     args = ap.parse_args()
-    builds = {name: os.path.abspath(path) for name, path in (b.split('=', 1) for b in args.builds)} or {'this': os.path.join(ROOT, 'dist', 'cli', 'main.js')}
+    builds = {name: os.path.abspath(path) for name, path in (b.split('=', 1) for b in args.builds)} or {'this': os.path.join(ROOT, 'dist', 'cli', 'main.cjs')}
 
     work = tempfile.mkdtemp(prefix='airlock-startup-')
     os.chmod(work, 0o755)  # a launcher's relay reads the CA file

@@ -1,9 +1,10 @@
-// Bundles the CLI: dist/cli/main.js (tsc's output) becomes one CommonJS bundle, dist/cli/airlock-HASH.js,
-// holding Airlock's modules and the packages every command starts with (commander, yaml, pino)
-// and the certificate library, plus V8's code cache for it, dist/cli/airlock-HASH.cache; then
-// dist/cli/main.js is replaced by the small loader (scripts/cli-main.mjs) that compiles the bundle
-// from that cache. Node 20 pays per module loaded (resolve, read, compile, link) and compiles
-// every module's source at every start; it has no code cache for ES modules (no
+// Bundles the CLI: dist/cli/main.js (tsc's output) becomes one CommonJS bundle,
+// dist/cli/airlock-HASH.js, holding Airlock's modules, the packages every command starts with
+// (commander, yaml, pino) and the certificate library, plus V8's code cache for it,
+// dist/cli/airlock-HASH.cache. dist/cli/main.cjs, the command (package.json's bin), is the small
+// loader (scripts/cli-main.cjs) that compiles the bundle from that cache; dist/cli/main.js, tsc's
+// entry before, imports it. Node 20 pays per module loaded (resolve, read, compile, link) and
+// compiles every module's source at every start; it has no code cache for ES modules (no
 // module.enableCompileCache before Node 22), but vm.Script takes one for a script. Modules behind
 // an `await import` stay lazy inside the bundle: esbuild wraps them in an init function that runs
 // at that import, so a command still evaluates only its own modules (ARCHITECTURE.md, Start-up).
@@ -44,6 +45,7 @@ const result = await build({
   // import.meta.url)`) holds from there as from tsc's dist/<folder>/ (view/server.ts names
   // ../view/page/ for that reason). The loader passes the bundle's URL in.
   define: { 'import.meta.url': '__airlockMetaUrl' },
+  charset: 'ascii',
   logLevel: 'warning',
   metafile: true,
 });
@@ -65,6 +67,11 @@ if (left) throw new Error(`scripts/bundle.mjs: an import() the loader does not s
 // the two above ("use strict" stays the body's first statement).
 const source = `(function (exports, require, module, __filename, __dirname, __airlockImport, __airlockMetaUrl) {${body}\n})`;
 
+// The loader reads the bundle as latin1, which makes a one-byte string without decoding UTF-8 (esbuild
+// writes \u escapes for anything else by default; a legal comment kept at the end could hold some).
+const wide = /[^\x00-\x7f]/.exec(source);
+if (wide) throw new Error(`scripts/bundle.mjs: the bundle is not ASCII: ${source.slice(wide.index - 80, wide.index + 20)}`);
+
 // Named by content, as the loader names them: a cache is only ever read beside the bundle it was
 // made from (V8 itself checks its version, its flags and the source's length, not the text).
 const name = `airlock-${createHash('sha256').update(source).digest('hex').slice(0, 12).toUpperCase()}`;
@@ -72,18 +79,22 @@ writeFileSync(join(cliDir, `${name}.js`), source);
 const tscMain = readFileSync(join(cliDir, 'main.js'), 'utf8');
 const shebang = tscMain.split('\n')[0];
 if (!shebang.startsWith('#!/usr/bin/env -S node')) throw new Error('scripts/bundle.mjs: src/cli/main.ts lost its shebang');
-const loader = readFileSync(join(root, 'scripts', 'cli-main.mjs'), 'utf8').replace(/^#!.*\n/, `${shebang}\n`).replace("'airlock-BUNDLE'", `'${name}'`);
-if (!loader.includes(`'${name}'`)) throw new Error('scripts/bundle.mjs: scripts/cli-main.mjs does not name the bundle');
-writeFileSync(join(cliDir, 'main.js'), loader);
-chmodSync(join(cliDir, 'main.js'), 0o755);
+const loader = readFileSync(join(root, 'scripts', 'cli-main.cjs'), 'utf8').replace(/^#!.*\n/, `${shebang}\n`).replace("'airlock-BUNDLE'", `'${name}'`);
+if (!loader.includes(`'${name}'`)) throw new Error('scripts/bundle.mjs: scripts/cli-main.cjs does not name the bundle');
+writeFileSync(join(cliDir, 'main.cjs'), loader);
+// dist/cli/main.js, the path the tests, the bench and `npm start` name, loads the same (through
+// Node's ES module loader: a few ms more).
+writeFileSync(join(cliDir, 'main.js'), `${shebang}\n// The airlock command: dist/cli/main.cjs (scripts/bundle.mjs).\nimport './main.cjs';\n`);
+for (const f of ['main.cjs', 'main.js']) chmodSync(join(cliDir, f), 0o755);
 
-// What the bundle holds (Airlock's modules by dist path, packages by name).
+// Which file is the bundle and what it holds (Airlock's modules by dist path, packages by name),
+// for test/cli/exec-startup.test.ts.
 const holds = new Set();
 for (const input of Object.keys(result.metafile.inputs)) {
   const pkgName = /node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(input);
   holds.add(pkgName ? pkgName[1] : relative(join(root, 'dist'), join(root, input)));
 }
-writeFileSync(join(cliDir, 'bundle.json'), JSON.stringify({ [`${name}.js`]: [...holds].sort() }, null, 1) + '\n');
+writeFileSync(join(cliDir, 'bundle.json'), JSON.stringify({ script: `${name}.js`, holds: [...holds].sort() }, null, 1) + '\n');
 
 // The code cache: made by running `airlock exec -- true` through the loader, under the node flags
 // of the shebang (V8 accepts a cache only under the flags it was made with), and taken at exit,
@@ -97,7 +108,7 @@ try {
   for (const k of Object.keys(env)) if (/^(https?|no|all)_proxy$/i.test(k) || k.startsWith('AIRLOCK_') || k === 'NODE_OPTIONS') delete env[k];
   const r = spawnSync(
     process.execPath,
-    [...flags, join(root, 'scripts', 'code-cache.mjs'), join(cliDir, 'main.js'), cache, 'exec', '--state-dir', join(work, 'state'), '--policy', join(work, 'policy.yaml'), '--', 'true'],
+    [...flags, join(root, 'scripts', 'code-cache.mjs'), join(cliDir, 'main.cjs'), cache, 'exec', '--state-dir', join(work, 'state'), '--policy', join(work, 'policy.yaml'), '--', 'true'],
     { cwd: work, env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 120_000 },
   );
   if (r.status !== 0) {
