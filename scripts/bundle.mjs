@@ -24,7 +24,39 @@ const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
 // first use, ~200 ms of CPU less at the first request of `exec -- curl` than loading them from
 // node_modules). The others load from node_modules when first used (some load native addons or
 // files by path; none is needed to start a session or answer its first request).
-const BUNDLED = new Set(['commander', 'yaml', 'pino', '@peculiar/x509', '@peculiar/asn1-schema', '@peculiar/asn1-x509']);
+const BUNDLED = new Set(['commander', 'yaml', 'pino', '@peculiar/x509', '@peculiar/asn1-schema', '@peculiar/asn1-x509', 'dockerode']);
+// dockerode is bundled too (with docker-modem): loading it from node_modules took ~150 ms of CPU
+// before `airlock run` could ask Docker anything, ~230 files. Three of its files stay in
+// node_modules, loaded when first called: they load what Airlock's use of Docker over a socket
+// never needs (BuildKit's gRPC session and progress protocol: @grpc/grpc-js, protobufjs and .proto
+// files found by path; SSH transport: ssh2 and its native addon), ~200 of those files.
+const FROM_NODE_MODULES = [
+  { file: 'dockerode/lib/session.js', of: 'dockerode' },
+  { file: 'dockerode/lib/buildkit.js', of: 'dockerode' },
+  { file: 'docker-modem/lib/ssh.js', of: 'dockerode' },
+];
+const atFirstUse = {
+  name: 'at-first-use',
+  setup(b) {
+    const pattern = new RegExp(`/node_modules/(${FROM_NODE_MODULES.map((m) => m.file.replace(/[./]/g, '\\$&')).join('|')})$`);
+    b.onLoad({ filter: pattern }, (args) => {
+      const file = pattern.exec(args.path)[1];
+      const { of } = FROM_NODE_MODULES.find((m) => m.file === file);
+      // The file is resolved from the package that depends on it, as Node would (npm may not
+      // hoist docker-modem); its module.exports is a function in all three, or an object of them.
+      // (Through a variable, so that esbuild leaves these require calls to Node.)
+      const load = `r(r.resolve(${JSON.stringify(file)}, { paths: [require('node:path').dirname(r.resolve(${JSON.stringify(of)}))] }))`;
+      return {
+        contents:
+          'const r = require;\n' +
+          (file.endsWith('buildkit.js')
+            ? `module.exports = { followProgress(...a) { return ${load}.followProgress(...a); } };`
+            : `module.exports = function (...a) { return ${load}.apply(this, a); };`),
+        loader: 'js',
+      };
+    });
+  },
+};
 const external = Object.keys(pkg.dependencies).filter((p) => !BUNDLED.has(p));
 const isExternal = (specifier) => external.some((p) => specifier === p || specifier.startsWith(`${p}/`));
 
@@ -48,6 +80,7 @@ const result = await build({
   charset: 'ascii',
   logLevel: 'warning',
   metafile: true,
+  plugins: [atFirstUse],
 });
 if (result.warnings.length > 0) throw new Error('scripts/bundle.mjs: esbuild warned (above); the bundle would not behave as the modules do');
 
