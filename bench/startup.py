@@ -75,6 +75,9 @@ def main():
             exec_ = node + ['exec', '--state-dir', state, '--policy', policy]
             cases[f'{name}: exec -- true'] = exec_ + ['--', 'true']
             cases[f'{name}: exec -- curl'] = exec_ + ['--resolve', f'bench.test:{port}:127.0.0.1', '--upstream-ca', cert, '--', *curl, url]
+            # The upstream's CA in NODE_EXTRA_CA_CERTS instead of --upstream-ca: the proxy then
+            # verifies against Node's default store, as a user without --upstream-ca has it.
+            cases[f'{name}: exec -- curl, CA in NODE_EXTRA_CA_CERTS'] = (exec_ + ['--resolve', f'bench.test:{port}:127.0.0.1', '--', *curl, url], {'NODE_EXTRA_CA_CERTS': cert})
             if args.run:
                 cases[f'{name}: run -- curl'] = node + ['run', '--policy', policy, '--image', 'airlock-agent:test', '--state-dir', state,
                                                         '--resolve', f'bench.test:443:127.0.0.1:{port}', '--upstream-ca', cert, '--', *curl, 'https://bench.test/1k']
@@ -82,10 +85,11 @@ def main():
         results = {name: {'wall': [], 'cpu': [], 'request': []} for name in cases}
         load = os.getloadavg()[0]
         for _ in range(args.runs):
-            for name, argv in cases.items():
+            for name, case in cases.items():
+                argv, extra_env = case if isinstance(case, tuple) else (case, {})
                 arrivals.clear()
                 t0 = time.perf_counter()
-                child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=work)
+                child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**env, **extra_env}, cwd=work)
                 err = child.stderr.read()
                 _, status, usage = os.wait4(child.pid, 0)
                 wall = (time.perf_counter() - t0) * 1000
