@@ -24,8 +24,9 @@ const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
 // first use, ~200 ms of CPU less at the first request of `exec -- curl` than loading them from
 // node_modules). The others load from node_modules when first used (some load native addons or
 // files by path; none is needed to start a session or answer its first request).
-const BUNDLED = new Set(['commander', 'yaml', 'pino', '@peculiar/x509', '@peculiar/asn1-schema', '@peculiar/asn1-x509', 'dockerode']);
-// dockerode is bundled too (with docker-modem): loading it from node_modules took ~150 ms of CPU
+const BUNDLED = new Set(['commander', 'yaml', 'pino', '@peculiar/x509', '@peculiar/asn1-schema', '@peculiar/asn1-x509', 'dockerode', 'tar-fs', 'tar-stream']);
+// dockerode is bundled too (with docker-modem, and tar-fs and tar-stream, which `run` uses to copy
+// files in and out): loading it from node_modules took ~150 ms of CPU
 // before `airlock run` could ask Docker anything, ~230 files. Three of its files stay in
 // node_modules, loaded when first called: they load what Airlock's use of Docker over a socket
 // never needs (BuildKit's gRPC session and progress protocol: @grpc/grpc-js, protobufjs and .proto
