@@ -133,9 +133,9 @@ writeFileSync(join(cliDir, 'bundle.json'), JSON.stringify({ script: `${name}.js`
 // The code cache: made by running `airlock exec -- sleep 0.3` through the loader, under the node
 // flags of the shebang (V8 accepts a cache only under the flags it was made with), and taken at
 // exit, so it holds the functions that command compiled, not only the top level: with a command
-// that outlives exec's 20 ms, that includes the certificate library and the upstream TLS set-up
-// exec prepares while its command runs (~20 ms of CPU less at `exec -- curl`'s first request,
-// ~2 ms more to load the larger cache).
+// that outlives exec's 20 ms, always the certificate library and the upstream TLS set-up that
+// exec prepares while its command runs (with `true` that depended on the machine's load; ~20 ms
+// of CPU less at `exec -- curl`'s first request, ~2 ms more to read the larger cache).
 const flags = shebang.slice('#!/usr/bin/env -S node'.length).trim().split(/\s+/).filter(Boolean);
 const work = mkdtempSync(join(tmpdir(), 'airlock-code-cache-'));
 try {
