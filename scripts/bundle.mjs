@@ -114,7 +114,8 @@ const tscMain = readFileSync(join(cliDir, 'main.js'), 'utf8');
 const shebang = tscMain.split('\n')[0];
 if (!shebang.startsWith('#!/usr/bin/env -S node')) throw new Error('scripts/bundle.mjs: src/cli/main.ts lost its shebang');
 const loader = readFileSync(join(root, 'scripts', 'cli-main.cjs'), 'utf8').replace(/^#!.*\n/, `${shebang}\n`).replace("'airlock-BUNDLE'", `'${name}'`);
-if (!loader.includes(`'${name}'`)) throw new Error('scripts/bundle.mjs: scripts/cli-main.cjs does not name the bundle');
+if (!loader.includes(`'${name}'`) || !loader.includes("'CACHE-SHA256'")) throw new Error('scripts/bundle.mjs: scripts/cli-main.cjs does not name the bundle and its cache hash');
+// Without the cache's hash until the cache exists (below): the run that makes it finds none.
 writeFileSync(join(cliDir, 'main.cjs'), loader);
 // dist/cli/main.js, the path the tests, the bench and `npm start` name, loads the same (through
 // Node's ES module loader: a few ms more).
@@ -154,6 +155,8 @@ try {
     } catch {}
     throw new Error(`scripts/bundle.mjs: making the code cache failed (exit ${r.status ?? r.signal}): ${r.stderr}${r.stdout}`);
   }
+  const sha256 = createHash('sha256').update(readFileSync(cache)).digest('hex');
+  writeFileSync(join(cliDir, 'main.cjs'), loader.replace("'CACHE-SHA256'", `'${sha256}'`));
 } finally {
   rmSync(work, { recursive: true, force: true });
 }

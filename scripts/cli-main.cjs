@@ -22,10 +22,19 @@ const { constants, Script } = require('node:vm');
 setFlagsFromString('--max-semi-space-size=0');
 
 const name = 'airlock-BUNDLE';
+// The cache's SHA-256, written here by the build once it has made the cache. V8 checks a cache's
+// version, flags and source length but not its bytes (a damaged one can crash the process), so
+// the loader does, for ~1.5 ms.
+const cacheSha256 = 'CACHE-SHA256';
 const file = join(__dirname, `${name}.js`);
 let cachedData;
+let cache = 'absent';
 try {
   cachedData = readFileSync(join(__dirname, `${name}.cache`));
+  if (require('node:crypto').createHash('sha256').update(cachedData).digest('hex') !== cacheSha256) {
+    cachedData = undefined;
+    cache = 'damaged';
+  }
 } catch {
   // No cache (a build that could not make one): compile from source.
 }
@@ -36,7 +45,8 @@ const script = new Script(readFileSync(file, 'latin1'), {
   // The bundle's import() of packages goes through the function passed below; this serves any other.
   importModuleDynamically: constants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
 });
-// Whether the cache was used ('accepted', 'rejected' or 'absent'), for the start-up test and the bench.
-globalThis[Symbol.for('airlock.cli')] = { script, cache: cachedData === undefined ? 'absent' : script.cachedDataRejected ? 'rejected' : 'accepted' };
+// Whether the cache was used ('accepted'; 'rejected' by V8, 'damaged', 'absent'), for the start-up test.
+if (cachedData !== undefined) cache = script.cachedDataRejected ? 'rejected' : 'accepted';
+globalThis[Symbol.for('airlock.cli')] = { script, cache };
 const bundle = { exports: {} };
 script.runInThisContext()(bundle.exports, require('node:module').createRequire(file), bundle, file, __dirname, (specifier) => import(specifier), pathToFileURL(file).href);

@@ -7,7 +7,7 @@
 // the AWS, Google and OpenTelemetry libraries) wait for first use (README, Benchmark: start-up;
 // ARCHITECTURE.md, Start-up).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { rmTmp, runProcess, tmpDir } from '../helpers/servers.js';
@@ -108,6 +108,27 @@ describe('airlock exec start-up', () => {
     // The check itself sees a module that only another command evaluates.
     expect([...marked].filter((m) => m.startsWith('dist/launcher/') && wrapped.has(m) && !ran.has(m)).length).toBeGreaterThan(0);
   }, 90_000);
+
+  // V8 checks a cache's version, flags and source length, not its bytes: a damaged cache of the
+  // right length crashed the process (SIGSEGV) before the loader checked the cache's SHA-256.
+  it('a damaged code cache is not used: the command compiles from source and works', async () => {
+    const copy = join(dir, 'damaged');
+    mkdirSync(copy);
+    const { script } = JSON.parse(readFileSync(join(CLI_DIR, 'bundle.json'), 'utf8')) as { script: string };
+    const cacheName = script.replace(/\.js$/, '.cache');
+    for (const f of [script, cacheName, 'main.cjs']) copyFileSync(join(CLI_DIR, f), join(copy, f));
+    const cache = readFileSync(join(copy, cacheName));
+    for (const at of [0.3, 0.5, 0.7]) cache[Math.floor(cache.length * at)]! ^= 0xff;
+    writeFileSync(join(copy, cacheName), cache);
+    const status = join(dir, 'cpu-damaged.txt');
+    const r = await runProcess(process.execPath, [...shebangFlags(), '--require', join(dir, 'cpu.cjs'), join(copy, 'main.cjs'), 'exec', '--state-dir', join(dir, 'state'), '--policy', join(dir, 'policy.yaml'), '--', 'true'], {
+      env: { ...process.env, CPU_FILE: status },
+      timeoutMs: 60_000,
+    });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/^airlock: session s-[0-9a-f]+: /m);
+    expect(readFileSync(status, 'utf8').trim().split(' ')[1]).toBe('damaged');
+  }, 60_000);
 
   // A bound on CPU time, not wall time: on a loaded machine (CI runs test files in parallel on two
   // CPUs) waiting for a CPU lengthens wall time without limit, while the CPU a process uses grows
