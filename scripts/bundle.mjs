@@ -19,18 +19,18 @@ import { build } from 'esbuild';
 const root = join(import.meta.dirname, '..');
 const cliDir = join(root, 'dist', 'cli');
 const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
-// Packages bundled: those on every command's start path, and the certificate library a session's
+// Packages bundled: those on every command's start path; the certificate library a session's
 // first new host waits for (@peculiar/x509 and its ASN.1 packages, ~40 files; still evaluated at
 // first use, ~200 ms of CPU less at the first request of `exec -- curl` than loading them from
-// node_modules). The others load from node_modules when first used (some load native addons or
-// files by path; none is needed to start a session or answer its first request).
+// node_modules); and dockerode (with docker-modem) and tar-fs and tar-stream, which `run` uses:
+// loading dockerode from node_modules took ~150 ms of CPU, ~230 files, before `airlock run` could
+// ask Docker anything. Three of dockerode's files stay in node_modules, loaded when first called:
+// they load what Airlock's use of Docker over a socket never needs (BuildKit's gRPC session and
+// progress protocol: @grpc/grpc-js, protobufjs and .proto files found by path; the SSH transport:
+// ssh2 and its native addon), ~200 files. The other packages load from node_modules when first
+// used (some load native addons or files by path; none is needed to start a session or answer its
+// first request).
 const BUNDLED = new Set(['commander', 'yaml', 'pino', '@peculiar/x509', '@peculiar/asn1-schema', '@peculiar/asn1-x509', 'dockerode', 'tar-fs', 'tar-stream']);
-// dockerode is bundled too (with docker-modem, and tar-fs and tar-stream, which `run` uses to copy
-// files in and out): loading it from node_modules took ~150 ms of CPU
-// before `airlock run` could ask Docker anything, ~230 files. Three of its files stay in
-// node_modules, loaded when first called: they load what Airlock's use of Docker over a socket
-// never needs (BuildKit's gRPC session and progress protocol: @grpc/grpc-js, protobufjs and .proto
-// files found by path; SSH transport: ssh2 and its native addon), ~200 of those files.
 const FROM_NODE_MODULES = [
   { file: 'dockerode/lib/session.js', of: 'dockerode' },
   { file: 'dockerode/lib/buildkit.js', of: 'dockerode' },
