@@ -121,6 +121,7 @@ writeFileSync(join(cliDir, 'main.cjs'), loader);
 // Node's ES module loader: a few ms more).
 writeFileSync(join(cliDir, 'main.js'), `${shebang}\n// The airlock command: dist/cli/main.cjs (scripts/bundle.mjs).\nimport './main.cjs';\n`);
 for (const f of ['main.cjs', 'main.js']) chmodSync(join(cliDir, f), 0o755);
+rmSync(join(cliDir, 'main.js.map'), { force: true }); // tsc's, for the file replaced above
 
 // Which file is the bundle and what it holds (Airlock's modules by dist path, packages by name),
 // for test/cli/exec-startup.test.ts.
