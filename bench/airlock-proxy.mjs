@@ -15,6 +15,12 @@ import { readFileSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pino from 'pino';
+import { setFlagsFromString } from 'node:v8';
+
+// As the airlock command does (scripts/cli-main.cjs): run with the shebang's flags, then
+// --max-semi-space-size set back to its default once the heap is made (the heap keeps its cap;
+// Node's own modules load from their code cache again).
+setFlagsFromString('--max-semi-space-size=0');
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const dist = (p) => import(join(root, 'dist', p));

@@ -1054,7 +1054,7 @@ async function startWorkServers() {
  */
 async function execPass() {
   const n = P.execRuns;
-  const main = join(ROOT, 'dist', 'cli', 'main.js');
+  const main = join(ROOT, 'dist', 'cli', 'main.cjs'); // the installed command (package.json bin)
   const state = join(WORK, 'exec-state');
   const policy = join(WORK, 'policy-nocreds.yaml');
   const url = `https://bench.test:${upstream.port}/1k`;

@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """Start-up of `airlock exec` (and with --run, `airlock run`), for one or more builds of the CLI.
 
-    python3 bench/startup.py [--runs N] [--run] [NAME=path/to/dist/cli/main.js ...]
+    python3 bench/startup.py [--runs N] [--run] [NAME=path/to/dist/cli/main.cjs ...]
 
 Interleaved runs (each round runs every case once, so a drift in the machine's speed hits all of
 them alike); per case the median and range of the wall time, of the process's own CPU time (user
 + system, from wait4: another process's load lengthens wall time far more than CPU time), and for
 the cases that send a request, the time from launch to that request arriving at an HTTPS upstream
 on this host, i.e. to the first byte the command sends through the proxy. Without NAME=path: this
-checkout's dist/cli/main.js. --run needs Docker and the images `airlock-agent:test` and
+checkout's dist/cli/main.cjs (the installed command). --run needs Docker and the images `airlock-agent:test` and
 `airlock-relay:latest` (the tests build them); it runs the default network mode (the relay).
 Everything stays on this machine: the upstream is on 127.0.0.1, named bench.test by --resolve.
 """
@@ -30,7 +30,7 @@ def main():
     ap.add_argument('--run', action='store_true', help='also `airlock run -- curl` (Docker)')
     ap.add_argument('builds', nargs='*', help='NAME=path/to/main.js')
     args = ap.parse_args()
-    builds = {name: os.path.abspath(path) for name, path in (b.split('=', 1) for b in args.builds)} or {'this': os.path.join(ROOT, 'dist', 'cli', 'main.js')}
+    builds = {name: os.path.abspath(path) for name, path in (b.split('=', 1) for b in args.builds)} or {'this': os.path.join(ROOT, 'dist', 'cli', 'main.cjs')}
 
     work = tempfile.mkdtemp(prefix='airlock-startup-')
     os.chmod(work, 0o755)  # a launcher's relay reads the CA file
@@ -75,6 +75,9 @@ def main():
             exec_ = node + ['exec', '--state-dir', state, '--policy', policy]
             cases[f'{name}: exec -- true'] = exec_ + ['--', 'true']
             cases[f'{name}: exec -- curl'] = exec_ + ['--resolve', f'bench.test:{port}:127.0.0.1', '--upstream-ca', cert, '--', *curl, url]
+            # The upstream's CA in NODE_EXTRA_CA_CERTS instead of --upstream-ca: the proxy then
+            # verifies against Node's default store, as a user without --upstream-ca has it.
+            cases[f'{name}: exec -- curl, CA in NODE_EXTRA_CA_CERTS'] = (exec_ + ['--resolve', f'bench.test:{port}:127.0.0.1', '--', *curl, url], {'NODE_EXTRA_CA_CERTS': cert})
             if args.run:
                 cases[f'{name}: run -- curl'] = node + ['run', '--policy', policy, '--image', 'airlock-agent:test', '--state-dir', state,
                                                         '--resolve', f'bench.test:443:127.0.0.1:{port}', '--upstream-ca', cert, '--', *curl, 'https://bench.test/1k']
@@ -82,10 +85,11 @@ def main():
         results = {name: {'wall': [], 'cpu': [], 'request': []} for name in cases}
         load = os.getloadavg()[0]
         for _ in range(args.runs):
-            for name, argv in cases.items():
+            for name, case in cases.items():
+                argv, extra_env = case if isinstance(case, tuple) else (case, {})
                 arrivals.clear()
                 t0 = time.perf_counter()
-                child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=work)
+                child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**env, **extra_env}, cwd=work)
                 err = child.stderr.read()
                 _, status, usage = os.wait4(child.pid, 0)
                 wall = (time.perf_counter() - t0) * 1000

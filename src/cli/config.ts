@@ -120,6 +120,19 @@ export function upstreamRoots(extraFiles: readonly string[], env: NodeJS.Process
   return roots;
 }
 
+/**
+ * The roots Airlock's own TLS contexts are made with (upstreams, token endpoints), or undefined
+ * for Node's default store. Without an --upstream-ca file that store holds what upstreamRoots()
+ * lists (Node's bundled roots and NODE_EXTRA_CA_CERTS; under --use-openssl-ca, OpenSSL's roots,
+ * which Node then trusts by default), and Node builds it once per process, at start when
+ * NODE_EXTRA_CA_CERTS is set, where a context made from the same roots as text parses every
+ * certificate again: ~70-100 ms of CPU for Node's roots and a system bundle, before a session's
+ * first upstream TLS connection. With a file, the roots as text (Node cannot add to its store).
+ */
+export function contextRoots(extraFiles: readonly string[], roots: readonly string[]): readonly string[] | undefined {
+  return extraFiles.length === 0 ? undefined : roots;
+}
+
 export function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }

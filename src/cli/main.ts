@@ -178,7 +178,6 @@ const auditCommand = program
     });
     await new Promise(() => {});
   });
-if (wants('audit')) (await import('./audit-verify.js')).registerAuditVerify(auditCommand, stateDirOption);
 
 /** Whether a process runs (the writer of a log that was not closed). */
 function pidAlive(pid: number): boolean {
@@ -279,17 +278,21 @@ policyCommand
     }
   });
 
-if (wants('policy', 'inbox', 'approve', 'deny')) (await import('./operator.js')).registerOperatorCommands(program, policyCommand, stateDirOption);
-
-if (wants('run', 'gc')) (await import('./run.js')).registerRunCommands(program);
-
-if (wants('ui')) {
-  (await import('./ui.js')).registerUiCommand(program, async (stateDir, method, path, body) => (await import('./daemon.js')).adminRequest(stateDir, method, path, body));
+// The commands declared in other files, registered in this order (help lists them so), then the
+// command line run. In one async function rather than at the top level: the bundle is CommonJS, so
+// that it can load from V8's code cache (ARCHITECTURE.md, Start-up).
+async function main(): Promise<void> {
+  if (wants('audit')) (await import('./audit-verify.js')).registerAuditVerify(auditCommand, stateDirOption);
+  if (wants('policy', 'inbox', 'approve', 'deny')) (await import('./operator.js')).registerOperatorCommands(program, policyCommand, stateDirOption);
+  if (wants('run', 'gc')) (await import('./run.js')).registerRunCommands(program);
+  if (wants('ui')) {
+    (await import('./ui.js')).registerUiCommand(program, async (stateDir, method, path, body) => (await import('./daemon.js')).adminRequest(stateDir, method, path, body));
+  }
+  if (wants('image', 'doctor')) (await import('./image.js')).registerImageCommands(program);
+  await program.parseAsync(process.argv);
 }
 
-if (wants('image', 'doctor')) (await import('./image.js')).registerImageCommands(program);
-
-program.parseAsync(process.argv).catch((err: unknown) => {
+main().catch((err: unknown) => {
   if (err instanceof PolicyError || err instanceof UsageError || err instanceof LaunchError || err instanceof SecretSourceError) {
     process.stderr.write(`airlock: ${err.message}\n`);
     process.exit(2);

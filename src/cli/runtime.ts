@@ -6,7 +6,7 @@ import pino from 'pino';
 import { ProxyRuntime } from '../sessions/runtime.js';
 import type { RuntimeOptions } from '../sessions/runtime.js';
 import { credentialsFactory } from '../credentials/sources.js';
-import { checkCidrs, parseResolve, upstreamRoots, UsageError } from './config.js';
+import { checkCidrs, contextRoots, parseResolve, upstreamRoots, UsageError } from './config.js';
 import { POLICY_FILES } from './policy-files.js';
 import { ControlSockets } from './control.js';
 import { AuditExports, parseExportTarget } from '../audit/export.js';
@@ -52,6 +52,8 @@ export interface BuildRuntimeOptions extends ProxyFlags {
  */
 export function buildRuntime(o: BuildRuntimeOptions): { runtime: ProxyRuntime; log: pino.Logger } {
   const roots = upstreamRoots(o.upstreamCa);
+  // Undefined: Node's default store, the same roots without parsing them again (contextRoots).
+  const contextCa = contextRoots(o.upstreamCa, roots);
   mkdirSync(o.stateDir, { recursive: true, mode: 0o700 });
   const log = o.log ?? pino({ base: null }, pino.destination({ dest: join(o.stateDir, 'proxy.log'), mkdir: true, sync: true }));
   const limits = o.limits?.(log);
@@ -61,12 +63,12 @@ export function buildRuntime(o: BuildRuntimeOptions): { runtime: ProxyRuntime; l
     limits,
     stateDir: o.stateDir,
     trustRoots: roots,
-    upstreamCa: roots,
+    upstreamCa: contextCa ?? [],
     resolve: parseResolve(o.resolve),
     log,
     caKeyType: o.caKey,
     // Token endpoints (a login's refresh, Google's tokens) are reached like upstreams.
-    credentials: credentialsFactory(process.env, { ca: roots, resolve: parseResolve(o.resolve) }, (message) => log.error(message)),
+    credentials: credentialsFactory(process.env, { ca: contextCa, resolve: parseResolve(o.resolve) }, (message) => log.error(message)),
     allowPrivate: checkCidrs(o.allowPrivate),
     audit: auditSettings(o),
     policyFiles: POLICY_FILES,

@@ -77,7 +77,9 @@ export class Upstream {
   }
 
   private get secureContext(): tls.SecureContext | undefined {
-    if (this.context === null) this.context = this.options.ca.length > 0 ? tls.createSecureContext({ ca: [...this.options.ca] }) : undefined;
+    // No roots given: a context on Node's default store (shared, built once per process), made
+    // once here rather than by tls.connect at every connection.
+    if (this.context === null) this.context = tls.createSecureContext(this.options.ca.length > 0 ? { ca: [...this.options.ca] } : {});
     return this.context;
   }
 

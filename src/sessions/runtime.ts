@@ -14,7 +14,7 @@ import { Approvals } from './approve.js';
 export interface RuntimeOptions extends SessionRegistryOptions {
   /** Resolve overrides, "host:port" → endpoint. */
   readonly resolve: ReadonlyMap<string, Endpoint>;
-  /** Roots for verifying upstream TLS. */
+  /** Roots for verifying upstream TLS (PEM). Empty = Node's defaults. */
   readonly upstreamCa: readonly string[];
   readonly log: pino.Logger;
   readonly limits?: Partial<ProxyLimits>;

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { CREDENTIAL_PRESETS, isIpLiteral, matchHostPattern, normalizeHost } from '../../src/policy/index.js';
 
@@ -59,6 +60,18 @@ describe('isIpLiteral', () => {
     ['10.0.0.5.example.com', false],
   ])('%s -> %s', (host, expected) => {
     expect(isIpLiteral(host)).toBe(expected);
+  });
+
+  // The policy's own IP check skips Node's IPv6 pattern for strings without a colon (start-up);
+  // it must answer as net.isIP does for every spelling, odd ones included.
+  it('answers as net.isIP for literals, names and near-misses', () => {
+    const inputs = [
+      '10.0.0.5', '010.0.0.5', '10.0.0', '10.0.0.256', '1.2.3.4.', ' 1.2.3.4', '0x7f.0.0.1', '127.1', '::', '::1', ':1', '1::',
+      '2001:db8::1', '2001:db8::1%eth0', '::ffff:1.2.3.4', '::ffff:1.2.3', '1:2:3:4:5:6:7:8', '1:2:3:4:5:6:7:8:9', 'fe80::1%',
+      'a:b', ':::', 'example.com', 'localhost', '', '%eth0', '1.2.3.4%eth0', 'ffff', 'abcd::efgh', '[::1]',
+    ];
+    for (const s of inputs) expect(isIpLiteral(s), s).toBe(isIP(s) !== 0);
+    for (const s of inputs) expect(normalizeHost(`[${s}]`) !== null, `[${s}]`).toBe(isIP(s) === 6 && !s.includes('%'));
   });
 });
 

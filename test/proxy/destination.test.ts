@@ -71,7 +71,8 @@ describe("this host's addresses", () => {
       return current;
     });
     const guard = new DestinationGuard(['198.18.0.0/15'], host);
-    expect(reads).toBe(1);
+    // Read at the first check, not when the guard is made (a session's start does not wait for it).
+    expect(reads).toBe(0);
     expect(guard.blockedBecause('192.0.2.2')).toBe('an address of this host');
     expect(guard.blockedBecause('::ffff:192.0.2.2')).toBe('an address of this host');
     expect(guard.blockedBecause('64:ff9b::c000:202')).toBe('an address of this host, embedded in 64:ff9b::c000:202');
@@ -99,7 +100,7 @@ describe("this host's addresses", () => {
     );
     expect(guard.blockedBecause('127.0.0.1')).toBe('loopback (127.0.0.0/8)');
     expect(guard.blockedBecause('10.1.2.3')).toBe('private (RFC 1918, 10.0.0.0/8)');
-    expect(reads).toBe(1);
+    expect(reads).toBe(0);
   });
 
   it('allowPrivate never opens the host: loopback, unspecified and interface addresses stay refused', () => {
