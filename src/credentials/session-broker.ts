@@ -271,7 +271,7 @@ export class SessionBroker implements CredentialBroker {
             continue;
           }
         }
-        if (occurrences(value, c.placeholder).length > 0) {
+        if (value.includes(c.placeholder) && occurrences(value, c.placeholder).length > 0) {
           const refused = headerRefusal(name);
           if (refused) throw new Misuse(c.spec.name, `header ${name}`, refused);
           if (allows('header')) {
