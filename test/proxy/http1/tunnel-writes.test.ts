@@ -181,3 +181,44 @@ describe('TunnelResponse', () => {
     }
   });
 });
+
+describe('the keep-alive timeout between requests', () => {
+  it('counts from the last answer: a connection used again just before it fires is not closed under the client', async () => {
+    const quick = await startAirlock({
+      policy: POLICY,
+      resolve: { 'api.small.test:443': upstream.port },
+      upstreamCa: [pki.caPem],
+      credentials: credentialsFactory({ AIRLOCK_SMALL_SECRET: SECRET }),
+      limits: { keepAliveTimeoutMs: 400, headersTimeoutMs: 2_000 },
+    });
+    const connect = await rawConnect({ proxyPort: quick.port, target: 'api.small.test:443', proxyAuthorization: quick.proxyAuthorization });
+    const socket = await new Promise<tls.TLSSocket>((resolve, reject) => {
+      const s = tls.connect({ socket: connect.socket, servername: 'api.small.test', ca: readFileSync(quick.bundlePath, 'utf8') });
+      s.once('secureConnect', () => resolve(s));
+      s.once('error', reject);
+    });
+    let closedAt = 0;
+    socket.once('close', () => (closedAt = performance.now()));
+    try {
+      const request = 'GET /small HTTP/1.1\r\nHost: api.small.test\r\n\r\n';
+      // Each request comes 250 ms after the answer before it: within the 400 ms allowed, but the
+      // timer armed at the first idle start fires while the connection is busy or freshly idle.
+      let last = 0;
+      for (let i = 0; i < 4; i++) {
+        if (i > 0) await new Promise((r) => setTimeout(r, 250));
+        const text = await roundTrip(socket, request, BODY.length);
+        expect(text).toMatch(/^HTTP\/1\.1 200 /);
+        last = performance.now();
+      }
+      expect(closedAt).toBe(0);
+      for (let i = 0; i < 100 && closedAt === 0; i++) await new Promise((r) => setTimeout(r, 20));
+      // Closed by the proxy once idle for the timeout, counted from the last answer.
+      expect(closedAt).toBeGreaterThan(0);
+      expect(closedAt - last).toBeGreaterThanOrEqual(380);
+      expect(closedAt - last).toBeLessThan(1_500);
+    } finally {
+      socket.destroy();
+      await quick.close();
+    }
+  });
+});
