@@ -773,7 +773,7 @@ const METRICS = [
   { key: 'u_c1_p50', needs: 'c1u', label: 'undici ProxyAgent, keep-alive 1 KB GET, c=1: p50 latency', unit: 'ms', better: 'lower', rel: 'added', get: (s) => s.undici_c1?.latencyMs?.p50 },
   { key: 'u_c64_rps', needs: 'c64u', label: 'undici ProxyAgent, keep-alive 1 KB GET, c=64', unit: 'req/s', better: 'higher', rel: 'ratio', get: (s) => s.undici_c64?.rps },
   { key: 'curl_c1', needs: 'c1curl', label: 'curl, one connection, sequential 1 KB GETs: mean per request', unit: 'ms', better: 'lower', rel: 'added', get: (s) => (s.curl_c1 ? (s.curl_c1.seconds / s.curl_c1.requests) * 1000 : undefined) },
-  { key: 'curl_c1_p50', needs: 'c1curl', label: 'curl, same run: p50 of each request as curl timed it', unit: 'ms', better: 'lower', rel: 'added', get: (s) => (s.curl_c1?.connections === 1 ? s.curl_c1.latencyMs?.p50 : undefined) },
+  { key: 'curl_c1_p50', needs: 'c1curl', label: 'curl, same run: p50 of each request as curl timed it', unit: 'ms', better: 'lower', rel: 'added', optional: true, get: (s) => (s.curl_c1?.connections === 1 ? s.curl_c1.latencyMs?.p50 : undefined) },
   { key: 'curl_c64', needs: 'c64curl', label: 'curl --parallel-max 64, 1 KB GETs', unit: 'req/s', better: 'higher', rel: 'ratio', get: (s) => s.curl_c64?.rps },
   { key: 'py_c1', needs: 'c1py', label: 'Python requests Session, c=1: p50 latency', unit: 'ms', better: 'lower', rel: 'added', get: (s) => s.python_c1?.latencyMs?.p50 },
   { key: 'py_c64', needs: 'c64py', label: 'Python requests, 64 threads with a Session each', unit: 'req/s', better: 'higher', rel: 'ratio', get: (s) => s.python_c64?.rps },
@@ -924,7 +924,11 @@ function markdown(report) {
   L.push('');
   L.push(`| Scenario | ${targets.join(' | ')} |`);
   L.push(`|---|${targets.map(() => '---:').join('|')}|`);
-  for (const m of METRICS) L.push(`| ${m.label} (${m.unit}) | ${targets.map((t) => cell(t, m, agg, rounds)).join(' | ')} |`);
+  for (const m of METRICS) {
+    // A row added after a result was taken (rendered again with --render) is left out.
+    if (m.optional && targets.every((t) => !agg[t]?.[m.key])) continue;
+    L.push(`| ${m.label} (${m.unit}) | ${targets.map((t) => cell(t, m, agg, rounds)).join(' | ')} |`);
+  }
   L.push('');
   const paired = runs.some((r) => Object.values(r.pairs ?? {}).some((p) => p.length));
   if (paired) {
