@@ -1,8 +1,10 @@
 // How a small answer leaves the proxy on a kept-alive inspected tunnel: its head and body in one
-// write, so one TLS record and one segment. A head and body sent apart would meet Nagle's
-// algorithm and the client's delayed ACK (tens of milliseconds per request at c=1); counted here
-// on the wire, through the real proxy with a credential swapped and the response scrubbed, and on
-// the response writer itself over a real TLS socket.
+// write, so one TLS record and one segment. Sent apart they cost a second record and segment,
+// and on a socket without TCP_NODELAY the second waits for the client's delayed ACK (tens of
+// milliseconds per request at c=1). Counted on the wire, through the real proxy with a credential
+// swapped and the response scrubbed, and on the response writer itself over a real TLS socket;
+// and the tunnel's keep-alive timeout, now one timer per idle period, still counts from the last
+// answer.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Duplex } from 'node:stream';
 import net from 'node:net';
