@@ -483,12 +483,16 @@ const scenarios = {
         for (let i = 0; i < requests; i++) lines.push(`url = "${url}"`, 'output = "/dev/null"');
         const { writeFileSync } = await import('node:fs');
         writeFileSync(join(dir, 'curl.cfg'), lines.join('\n') + '\n');
-        const r = await run('curl', ['--config', join(dir, 'curl.cfg'), '--fail', '--write-out', '%{http_code} %{num_connects}\n'], { env: clean });
+        const r = await run('curl', ['--config', join(dir, 'curl.cfg'), '--fail', '--write-out', '%{http_code} %{num_connects} %{time_total}\n'], { env: clean });
         const codes = r.out.trim().split('\n');
         const bad = codes.filter((l) => !l.startsWith('200 ')).length;
         if (bad) throw new Error(`curl: ${bad} of ${codes.length} requests not 200`);
         const connects = codes.reduce((a, l) => a + Number(l.split(' ')[1]), 0);
-        return { tool, connections, requests, connects, seconds: r.seconds, rps: requests / r.seconds };
+        // Each request's own time as curl measured it: the wall-time mean above also carries the
+        // process start and any stall of a proxy that is still warming up; the p50 does not.
+        const each = codes.map((l) => Number(l.split(' ')[2]) * 1000).sort((a, b) => a - b);
+        const at = (q) => each[Math.min(each.length - 1, Math.floor(each.length * q))];
+        return { tool, connections, requests, connects, seconds: r.seconds, rps: requests / r.seconds, latencyMs: { p50: at(0.5), p99: at(0.99) } };
       }
       if (tool === 'python') {
         // requests: one Session per thread (its pool keeps the connection alive), `connections` threads.

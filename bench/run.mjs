@@ -20,7 +20,8 @@ const ALL_TARGETS = ['direct', 'airlock', 'squid', 'mitmproxy', 'http-mitm-proxy
 // Diagnostic only (not in the default set): Airlock with the same policy minus the credential.
 // bare-node: a minimal Node interception path (no policy, audit or credentials), the floor on this machine.
 // airlock-view: Airlock with its live view serving a page that follows the session's events.
-const EXTRA_TARGETS = ['airlock-nocreds', 'airlock-view', 'bare-node', 'raw-relay'];
+// airlock-base: Airlock from another built checkout (--base DIR), for interleaved before/after runs.
+const EXTRA_TARGETS = ['airlock-nocreds', 'airlock-view', 'airlock-base', 'bare-node', 'raw-relay'];
 
 // ---- options
 
@@ -40,6 +41,8 @@ if (flag('help') || flag('h')) {
   --targets a,b,...    of ${ALL_TARGETS.join(', ')} (direct is always run); also
                        airlock-nocreds: Airlock without the credential (diagnostic)
                        airlock-view: Airlock with the live view open and following (diagnostic)
+                       airlock-base: Airlock from the built checkout given by --base DIR (say
+                       a worktree of main), so that rounds alternate before and after
                        bare-node: a minimal Node interception path (diagnostic floor)
                        raw-relay: TLS terminated and re-originated, no HTTP parsed (the ceiling)
   --scenarios a,b,...  only these of npm, git, llm, c1, c64, c1u, c64u, c1curl, c64curl, c1py,
@@ -79,6 +82,8 @@ if (flag('help') || flag('h')) {
   process.exit(0);
 }
 const quick = flag('quick');
+// --base DIR: a built checkout (dist/ and bench/) that the airlock-base target runs.
+const baseRoot = value('base');
 const profileOnly = flag('profile-only');
 const doProfile = profileOnly || flag('profile');
 const perfOnly = flag('perf-only');
@@ -441,8 +446,8 @@ async function startNodePeer(name, base, script, args, notes, nodeFlags = []) {
 }
 
 /** The V8 flags the `airlock` command runs with (its shebang), so the bench runs Airlock alike. */
-function airlockNodeFlags() {
-  const first = readFileSync(join(ROOT, 'dist', 'cli', 'main.js'), 'utf8').split('\n')[0];
+function airlockNodeFlags(root = ROOT) {
+  const first = readFileSync(join(root, 'dist', 'cli', 'main.js'), 'utf8').split('\n')[0];
   const m = /^#!\/usr\/bin\/env -S node(.*)$/.exec(first);
   return m ? m[1].trim().split(/\s+/).filter(Boolean) : [];
 }
@@ -462,16 +467,18 @@ function startDirect() {
 async function startTarget(name, { cpuProf, nodeFlags = [] } = {}) {
   const base = { upstreamPort: upstream.port, token: DUMMY_TOKEN };
   if (name === 'direct') return startDirect();
-  if (name === 'airlock' || name === 'airlock-nocreds' || name === 'airlock-view') {
+  if (name === 'airlock' || name === 'airlock-nocreds' || name === 'airlock-view' || name === 'airlock-base') {
     const nocreds = name === 'airlock-nocreds';
+    if (name === 'airlock-base' && !baseRoot) throw new Error('airlock-base needs --base DIR (a built checkout)');
+    const root = name === 'airlock-base' ? baseRoot : ROOT;
     const stateDir = join(WORK, `airlock-state-${Date.now()}`);
     const memFile = join(WORK, `airlock-mem-${Date.now()}.json`);
-    const nodeArgs = airlockNodeFlags().concat(cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${cpuProf.dir}`, `--cpu-prof-name=${cpuProf.name}`] : [], nodeFlags);
+    const nodeArgs = airlockNodeFlags(root).concat(cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${cpuProf.dir}`, `--cpu-prof-name=${cpuProf.name}`] : [], nodeFlags);
     const { child, value: ready } = await spawnReady(
       process.execPath,
       [
         ...nodeArgs,
-        join(BENCH, 'airlock-proxy.mjs'),
+        join(root, 'bench', 'airlock-proxy.mjs'),
         ...(nocreds
           ? ['--policy', join(WORK, 'policy-nocreds.yaml')]
           : ['--policy', join(WORK, 'policy.yaml'), '--fallback-policy', join(WORK, 'policy-nocreds.yaml')]),
@@ -612,7 +619,7 @@ async function runTarget(name, round) {
     const probe = await loadgen(t.target, { scenario: 'probe' });
     if (!probe.ok) throw new Error(`probe failed: ${probe.error}${probe.stderr ? `\n${probe.stderr}` : ''}`);
     out.upstreamAuthorization = probe.result.auth;
-    if (name === 'airlock' || name === 'airlock-nocreds' || name === 'airlock-view') {
+    if (name === 'airlock' || name === 'airlock-nocreds' || name === 'airlock-view' || name === 'airlock-base') {
       out.credentialSwap = t.credentials
         ? probe.result.auth === 'secret' ? 'verified' : `NOT swapped (upstream saw ${probe.result.auth})`
         : name === 'airlock' ? 'off (fallback policy)' : 'off (diagnostic target)';
@@ -771,6 +778,7 @@ const METRICS = [
   { key: 'u_c1_p50', needs: 'c1u', label: 'undici ProxyAgent, keep-alive 1 KB GET, c=1: p50 latency', unit: 'ms', better: 'lower', rel: 'added', get: (s) => s.undici_c1?.latencyMs?.p50 },
   { key: 'u_c64_rps', needs: 'c64u', label: 'undici ProxyAgent, keep-alive 1 KB GET, c=64', unit: 'req/s', better: 'higher', rel: 'ratio', get: (s) => s.undici_c64?.rps },
   { key: 'curl_c1', needs: 'c1curl', label: 'curl, one connection, sequential 1 KB GETs: mean per request', unit: 'ms', better: 'lower', rel: 'added', get: (s) => (s.curl_c1 ? (s.curl_c1.seconds / s.curl_c1.requests) * 1000 : undefined) },
+  { key: 'curl_c1_p50', needs: 'c1curl', label: 'curl, same run: p50 of each request as curl timed it', unit: 'ms', better: 'lower', rel: 'added', optional: true, get: (s) => (s.curl_c1?.connections === 1 ? s.curl_c1.latencyMs?.p50 : undefined) },
   { key: 'curl_c64', needs: 'c64curl', label: 'curl --parallel-max 64, 1 KB GETs', unit: 'req/s', better: 'higher', rel: 'ratio', get: (s) => s.curl_c64?.rps },
   { key: 'py_c1', needs: 'c1py', label: 'Python requests Session, c=1: p50 latency', unit: 'ms', better: 'lower', rel: 'added', get: (s) => s.python_c1?.latencyMs?.p50 },
   { key: 'py_c64', needs: 'c64py', label: 'Python requests, 64 threads with a Session each', unit: 'req/s', better: 'higher', rel: 'ratio', get: (s) => s.python_c64?.rps },
@@ -921,7 +929,11 @@ function markdown(report) {
   L.push('');
   L.push(`| Scenario | ${targets.join(' | ')} |`);
   L.push(`|---|${targets.map(() => '---:').join('|')}|`);
-  for (const m of METRICS) L.push(`| ${m.label} (${m.unit}) | ${targets.map((t) => cell(t, m, agg, rounds)).join(' | ')} |`);
+  for (const m of METRICS) {
+    // A row added after a result was taken (rendered again with --render) is left out.
+    if (m.optional && targets.every((t) => !agg[t]?.[m.key])) continue;
+    L.push(`| ${m.label} (${m.unit}) | ${targets.map((t) => cell(t, m, agg, rounds)).join(' | ')} |`);
+  }
   L.push('');
   const paired = runs.some((r) => Object.values(r.pairs ?? {}).some((p) => p.length));
   if (paired) {

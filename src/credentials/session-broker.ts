@@ -256,7 +256,8 @@ export class SessionBroker implements CredentialBroker {
       for (let i = 1; i < headers.length; i += 2) {
         const name = headers[i - 1]!.toLowerCase();
         const value = headers[i]!;
-        const basic = /^basic\s+/i.exec(value);
+        // "Basic ..." (any case): checked by its first letter before the expression runs.
+        const basic = (value.charCodeAt(0) | 0x20) === 0x62 ? /^basic\s+/i.exec(value) : null;
         if (basic) {
           const decoded = Buffer.from(value.slice(basic[0].length).trim(), 'base64').toString('utf8');
           if (occurrences(decoded, c.placeholder).length > 0) {
@@ -271,7 +272,7 @@ export class SessionBroker implements CredentialBroker {
             continue;
           }
         }
-        if (occurrences(value, c.placeholder).length > 0) {
+        if (value.includes(c.placeholder) && occurrences(value, c.placeholder).length > 0) {
           const refused = headerRefusal(name);
           if (refused) throw new Misuse(c.spec.name, `header ${name}`, refused);
           if (allows('header')) {

@@ -172,6 +172,7 @@ function sendAdmitted(deps: ExchangeDeps, ex: Exchange, x: HttpRequestIn, target
         bodyBytes += n;
         if (!usage.addUpload(n)) throw new UploadBudgetExceeded();
       },
+      onFail: (err: Error & { code?: string }) => ex.fail(err),
     },
     ({ statusCode, headers: upstreamHeaders }): BodySink => {
       const responseHeaders = forwardResponseHeaders(upstreamHeaders);
@@ -228,5 +229,4 @@ function sendAdmitted(deps: ExchangeDeps, ex: Exchange, x: HttpRequestIn, target
       v.answer(res);
     }
   });
-  call.done.catch((err: Error & { code?: string }) => ex.fail(err));
 }

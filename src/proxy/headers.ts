@@ -16,6 +16,9 @@ const HOP_BY_HOP = new Set([
 
 function connectionTokens(value: string | undefined): Set<string> | null {
   if (!value) return null;
+  // The usual values name no header: nothing to split (this runs for every request and response).
+  const plain = value.length <= 10 ? value.toLowerCase() : '';
+  if (plain === 'keep-alive' || plain === 'close') return null;
   const tokens = value
     .split(',')
     .map((t) => t.trim().toLowerCase())

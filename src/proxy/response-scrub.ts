@@ -55,7 +55,9 @@ export function scrubbedSink(credentials: CredentialBroker, res: ResponseOut, r:
     // (which would cost an extra TLS record and syscall per response).
     return wholeBody((body) => {
       const clean = scrub.scrubWhole!(body);
-      res.writeHead(statusCode, { ...headers, 'content-length': String(clean.length) });
+      // The scrubber's own copy of the headers: its length is set in place.
+      headers['content-length'] = String(clean.length);
+      res.writeHead(statusCode, headers);
       res.end(clean);
     });
   }

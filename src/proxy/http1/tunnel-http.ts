@@ -123,6 +123,8 @@ class TunnelConnection {
   private bodyLeft = 0;
   private headTimer: NodeJS.Timeout | null = null;
   private idleTimer: NodeJS.Timeout | null = null;
+  /** When the connection last went idle between requests (performance.now()), or -1 while busy. */
+  private idleSince = -1;
   /** The client half-closed, or asked for close: no further request is read. */
   private closing = false;
 
@@ -211,6 +213,17 @@ class TunnelConnection {
     body.destroy(Object.assign(new Error('aborted'), { code: 'ECONNRESET' }));
   }
 
+  /** Closes the connection once it has been idle for keepAliveTimeoutMs (checked in `ms`). */
+  private idleCheck(ms: number): NodeJS.Timeout {
+    return setTimeout(() => {
+      this.idleTimer = null;
+      if (this.idleSince < 0) return;
+      const left = this.idleSince + this.limits.keepAliveTimeoutMs - performance.now();
+      if (left <= 0) this.socket.destroy();
+      else this.idleTimer = this.idleCheck(left);
+    }, ms);
+  }
+
   private clearTimers(): void {
     if (this.headTimer) clearTimeout(this.headTimer);
     if (this.idleTimer) clearTimeout(this.idleTimer);
@@ -223,11 +236,15 @@ class TunnelConnection {
     const pending = this.pending;
     if (pending.length === 0) {
       // Between requests: kept alive for keepAliveTimeoutMs (before the first: its head timer).
-      if (!this.headTimer) this.idleTimer ??= setTimeout(() => this.socket.destroy(), this.limits.keepAliveTimeoutMs);
+      if (!this.headTimer) {
+        this.idleSince = performance.now();
+        this.idleTimer ??= this.idleCheck(this.limits.keepAliveTimeoutMs);
+      }
       return;
     }
-    if (this.idleTimer) clearTimeout(this.idleTimer);
-    this.idleTimer = null;
+    // Busy again: the idle timer stays armed and finds nothing to do when it fires (one timer per
+    // keep-alive period, not one set and cleared per request).
+    this.idleSince = -1;
     const end = pending.headEnd();
     if (end === -1) {
       if (pending.length > this.limits.maxHeaderBytes) return this.handOff();

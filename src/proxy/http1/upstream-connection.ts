@@ -42,9 +42,11 @@ export interface ConnectionPool {
 
 /** One request in flight: its promise, its sink, and whether it may still be retried. */
 export class UpstreamRequest {
-  readonly done: Promise<void>;
-  private resolveDone!: () => void;
-  private rejectDone!: (err: Error) => void;
+  /** Made only when asked for (done): a proxied request is told of a failure through call.onFail. */
+  private promise: Promise<void> | null = null;
+  private resolveDone: (() => void) | null = null;
+  private rejectDone: ((err: Error) => void) | null = null;
+  private failure: Error | null = null;
   sink: BodySink | null = null;
   conn: Connection | null = null;
   settled = false;
@@ -60,11 +62,18 @@ export class UpstreamRequest {
   constructor(
     readonly call: UpstreamCall,
     readonly factory: SinkFactory,
-  ) {
-    this.done = new Promise<void>((resolve, reject) => {
-      this.resolveDone = resolve;
-      this.rejectDone = reject;
-    });
+  ) {}
+
+  /** Settles once the response was passed on whole, or rejects with why the request failed. */
+  get done(): Promise<void> {
+    if (this.promise) return this.promise;
+    if (this.settled) this.promise = this.failure ? Promise.reject(this.failure) : Promise.resolve();
+    else
+      this.promise = new Promise<void>((resolve, reject) => {
+        this.resolveDone = resolve;
+        this.rejectDone = reject;
+      });
+    return this.promise;
   }
 
   /** The client left: drop the exchange (a connection mid-response cannot be reused). */
@@ -79,13 +88,18 @@ export class UpstreamRequest {
   succeed(): void {
     if (this.settled) return;
     this.settled = true;
-    this.resolveDone();
+    this.resolveDone?.();
   }
 
   fail(err: Error): void {
     if (this.settled) return;
     this.settled = true;
-    this.rejectDone(err);
+    this.failure = err;
+    this.rejectDone?.(err);
+    // Told in a microtask, as a rejection's handler would be: never from inside the caller's own
+    // handlers (the client's 'close' that aborted this request, say).
+    const onFail = this.call.onFail;
+    if (onFail) queueMicrotask(() => onFail(err));
   }
 }
 
