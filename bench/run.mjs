@@ -21,7 +21,7 @@ const ALL_TARGETS = ['direct', 'airlock', 'squid', 'mitmproxy', 'http-mitm-proxy
 // bare-node: a minimal Node interception path (no policy, audit or credentials), the floor on this machine.
 // airlock-view: Airlock with its live view serving a page that follows the session's events.
 // airlock-base: Airlock from another built checkout (--base DIR), for interleaved before/after runs.
-const EXTRA_TARGETS = ['airlock-nocreds', 'airlock-view', 'airlock-base', 'bare-node', 'raw-relay'];
+const EXTRA_TARGETS = ['airlock-nocreds', 'airlock-view', 'airlock-base', 'squid-log', 'bare-node', 'raw-relay'];
 
 // ---- options
 
@@ -526,24 +526,26 @@ async function startTarget(name, { cpuProf, nodeFlags = [] } = {}) {
       stop: () => stopChild(child),
     };
   }
-  if (name === 'squid' || name === 'mitmproxy') {
+  if (name === 'squid' || name === 'squid-log' || name === 'mitmproxy') {
+    const peer = name === 'squid-log' ? 'squid' : name;
     const peersDir = join(WORK, 'peers');
     mkdirSync(peersDir, { recursive: true });
     chmodSync(peersDir, 0o755);
     // A free port, not the default: another engineer's bench may hold 3128 on a shared machine.
     const port = await freePort();
-    const out = sh('bash', [join(BENCH, 'setup.sh'), 'start', name, peersDir, join(WORK, 'upstream-ca.pem'), hostsFile, String(port)], { timeout: 600_000 });
-    peersStarted.add(name);
+    const env = { ...process.env, SQUID_ACCESS_LOG: name === 'squid-log' ? '1' : '' };
+    const out = sh('bash', [join(BENCH, 'setup.sh'), 'start', peer, peersDir, join(WORK, 'upstream-ca.pem'), hostsFile, String(port)], { timeout: 600_000, env });
+    peersStarted.add(peer);
     const m = /port=(\d+) pid=(\d+) ca=(\S+)/.exec(out);
     if (!m) throw new Error(`setup.sh start ${name}: unexpected output ${out}`);
     return {
       name,
       pid: Number(m[2]),
       target: { ...base, proxyHost: '127.0.0.1', proxyPort: Number(m[1]), proxyAuth: null, ca: m[3] },
-      notes: [],
+      notes: name === 'squid-log' ? ['diagnostic: Squid with its access log written to a file (one line per request)'] : [],
       stop: async () => {
-        sh('bash', [join(BENCH, 'setup.sh'), 'stop', name, peersDir]);
-        peersStarted.delete(name);
+        sh('bash', [join(BENCH, 'setup.sh'), 'stop', peer, peersDir]);
+        peersStarted.delete(peer);
       },
     };
   }
@@ -676,6 +678,7 @@ async function runTarget(name, round) {
         // A workload's wall time moves with this machine's load; the proxy's CPU seconds per run
         // much less, so they are kept beside it (median over the slices).
         if (opts.cpuPerRun && results.every((r) => r.cpu)) mid.proxyCpuSeconds = median(results.map((r) => r.cpu.proxyCores * r.cpu.wallSeconds));
+        if (opts.cpuPerRequest && results.every((r) => r.cpu && r.rps)) mid.proxyCpuUsPerRequest = median(results.map((r) => (r.cpu.proxyCores / r.rps) * 1e6));
         out.scenarios[key] = mid;
       }
       out.pairs[key] = pairs;
@@ -700,11 +703,11 @@ async function runTarget(name, round) {
     if (scenarios.has('c1')) log(`round ${round}: ${name}: keep-alive c=1`);
     await compared('c1', { scenario: 'keepalive', connections: 1, seconds: P.latencySeconds, maxRequests: P.latencyRequests });
     if (scenarios.has('c64')) log(`round ${round}: ${name}: keep-alive c=64`);
-    await compared('c64', { scenario: 'keepalive', connections: 64, seconds: P.c64 }, { watch });
+    await compared('c64', { scenario: 'keepalive', connections: 64, seconds: P.c64 }, { watch, cpuPerRequest: true });
     if (scenarios.has('c1u')) log(`round ${round}: ${name}: undici ProxyAgent keep-alive c=1`);
     await compared('c1u', { scenario: 'keepalive-undici', connections: 1, seconds: P.latencySeconds, maxRequests: P.latencyRequests });
     if (scenarios.has('c64u')) log(`round ${round}: ${name}: undici ProxyAgent keep-alive c=64`);
-    await compared('c64u', { scenario: 'keepalive-undici', connections: 64, seconds: P.c64 }, { watch });
+    await compared('c64u', { scenario: 'keepalive-undici', connections: 64, seconds: P.c64 }, { watch, cpuPerRequest: true });
     if (scenarios.has('newconn')) log(`round ${round}: ${name}: new connection per request`);
     await compared('newconn', { scenario: 'newconn', concurrency: P.newconnC, seconds: P.newconn }, { watch });
     if (scenarios.has('download') || scenarios.has('upload')) log(`round ${round}: ${name}: 100 MB download / upload`);
@@ -777,6 +780,7 @@ const METRICS = [
   { key: 'llm_p99', needs: 'llm', label: 'LLM-style SSE stream: per-event delay, p99', unit: 'ms', better: 'lower', rel: 'added', get: (s) => s.llm_stream?.delayMs?.p99 },
   { key: 'u_c1_p50', needs: 'c1u', label: 'undici ProxyAgent, keep-alive 1 KB GET, c=1: p50 latency', unit: 'ms', better: 'lower', rel: 'added', get: (s) => s.undici_c1?.latencyMs?.p50 },
   { key: 'u_c64_rps', needs: 'c64u', label: 'undici ProxyAgent, keep-alive 1 KB GET, c=64', unit: 'req/s', better: 'higher', rel: 'ratio', get: (s) => s.undici_c64?.rps },
+  { key: 'u_c64_cpu', needs: 'c64u', label: 'undici ProxyAgent, c=64: proxy CPU per request (median)', unit: 'µs', better: 'lower', rel: null, proxyOnly: true, get: (s) => s.undici_c64?.proxyCpuUsPerRequest },
   { key: 'curl_c1', needs: 'c1curl', label: 'curl, one connection, sequential 1 KB GETs: mean per request', unit: 'ms', better: 'lower', rel: 'added', get: (s) => (s.curl_c1 ? (s.curl_c1.seconds / s.curl_c1.requests) * 1000 : undefined) },
   { key: 'curl_c1_p50', needs: 'c1curl', label: 'curl, same run: p50 of each request as curl timed it', unit: 'ms', better: 'lower', rel: 'added', optional: true, get: (s) => (s.curl_c1?.connections === 1 ? s.curl_c1.latencyMs?.p50 : undefined) },
   { key: 'curl_c64', needs: 'c64curl', label: 'curl --parallel-max 64, 1 KB GETs', unit: 'req/s', better: 'higher', rel: 'ratio', get: (s) => s.curl_c64?.rps },
@@ -785,6 +789,7 @@ const METRICS = [
   { key: 'c1_p50', needs: 'c1', label: 'Keep-alive 1 KB GET, c=1: p50 latency', unit: 'ms', better: 'lower', rel: 'added', get: (s) => s.latency_c1?.latencyMs?.p50 },
   { key: 'c1_p99', needs: 'c1', label: 'Keep-alive 1 KB GET, c=1: p99 latency', unit: 'ms', better: 'lower', rel: 'added', get: (s) => s.latency_c1?.latencyMs?.p99 },
   { key: 'c64_rps', needs: 'c64', label: 'Keep-alive 1 KB GET, c=64', unit: 'req/s', better: 'higher', rel: 'ratio', get: (s) => s.keepalive_c64?.rps },
+  { key: 'c64_cpu', needs: 'c64', label: 'Keep-alive 1 KB GET, c=64: proxy CPU per request (median)', unit: 'µs', better: 'lower', rel: null, proxyOnly: true, get: (s) => s.keepalive_c64?.proxyCpuUsPerRequest },
   { key: 'newconn_rps', needs: 'newconn', label: `New connection per request, c=${P.newconnC}`, unit: 'req/s', better: 'higher', rel: 'ratio', get: (s) => s.newconn?.rps },
   { key: 'download', needs: 'download', label: '100 MB download', unit: 'MiB/s', better: 'higher', rel: 'ratio', get: (s) => s.download?.mibps },
   { key: 'upload', needs: 'upload', label: '100 MB upload', unit: 'MiB/s', better: 'higher', rel: 'ratio', get: (s) => s.upload?.mibps },
@@ -904,6 +909,7 @@ const TARGET_CHECKS = [
   { label: 'git clone added ≤ 5% over direct', ok: (a) => a.git?.addedPct <= 5, show: (a) => pctOf(a.git?.addedPct) },
   { label: 'npm ci and git clone added below Squid', ok: (a, all) => a.npm?.addedPct < all.squid?.npm?.addedPct && a.git?.addedPct < all.squid?.git?.addedPct, show: (a, all) => `npm ${pctOf(a.npm?.addedPct)} vs ${pctOf(all.squid?.npm?.addedPct)}, git ${pctOf(a.git?.addedPct)} vs ${pctOf(all.squid?.git?.addedPct)}` },
   { label: 'undici ProxyAgent c=64 ≥ Squid', ok: (a, all) => a.u_c64_rps?.ratio >= all.squid?.u_c64_rps?.ratio, show: (a, all) => `${a.u_c64_rps?.ratio?.toFixed(2)}× vs ${all.squid?.u_c64_rps?.ratio?.toFixed(2)}×` },
+  { label: 'undici ProxyAgent c=64: proxy CPU per request ≤ Squid', ok: (a, all) => a.u_c64_cpu?.best <= all.squid?.u_c64_cpu?.best, show: (a, all) => `${a.u_c64_cpu?.best?.toFixed(0)} µs vs ${all.squid?.u_c64_cpu?.best?.toFixed(0)} µs` },
   { label: '100 MB upload ≥ Squid', ok: (a, all) => a.upload?.ratio >= all.squid?.upload?.ratio, show: (a, all) => `${a.upload?.ratio?.toFixed(2)}× vs ${all.squid?.upload?.ratio?.toFixed(2)}×` },
   { label: 'LLM stream ≤ 1 ms added per event (p99)', ok: (a) => a.llm_p99?.added <= 1, show: (a) => `+${fmt(a.llm_p99?.added, 'ms')} ms` },
   { label: 'keep-alive c=64 ≥ 0.5× direct', ok: (a) => a.c64_rps?.ratio >= 0.5, show: (a) => `${a.c64_rps?.ratio?.toFixed(2)}×` },
@@ -1304,7 +1310,7 @@ async function main() {
     return;
   }
   if (!existsSync(join(ROOT, 'dist/sessions/runtime.js'))) die('dist/ is missing: run `npm run build` first');
-  if (targets.some((t) => t === 'squid' || t === 'mitmproxy') || (doPerf && perfTargets.includes('squid'))) {
+  if (targets.some((t) => t.startsWith('squid') || t === 'mitmproxy') || (doPerf && perfTargets.some((t) => t.startsWith('squid')))) {
     log('checking peers (bench/setup.sh install)');
     sh('bash', [join(BENCH, 'setup.sh'), 'install'], { stdio: ['ignore', 'inherit', 'inherit'], timeout: 900_000 });
   }
