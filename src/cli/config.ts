@@ -8,6 +8,7 @@ import { isIP } from 'node:net';
 import type { Endpoint } from '../proxy/upstream.js';
 import { parseCidr } from '../proxy/destination.js';
 import { parseDocument, isMap, isSeq } from 'yaml';
+import { Option } from 'commander';
 import { normalizeHost, parseAllowEntry, parsePolicy } from '../policy/index.js';
 import type { CompatProfile, Policy } from '../policy/index.js';
 
@@ -69,6 +70,14 @@ export function defaultStateDir(env: NodeJS.ProcessEnv = process.env): string {
   if (env.AIRLOCK_STATE_DIR) return resolvePath(env.AIRLOCK_STATE_DIR);
   const base = env.XDG_STATE_HOME || join(homedir(), '.local', 'state');
   return join(base, 'airlock');
+}
+
+/**
+ * --state-dir, absolute once parsed: the state dir is also a bind-mount source for `run`, which
+ * Docker takes for a volume name when it is relative.
+ */
+export function stateDirOption(description: string, defaultDescription?: string): Option {
+  return new Option('--state-dir <dir>', description).default(defaultStateDir(), defaultDescription).argParser((dir: string) => resolvePath(dir));
 }
 
 /**

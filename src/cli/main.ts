@@ -11,7 +11,7 @@ import { PolicyError } from '../policy/errors.js';
 import type { Policy } from '../policy/index.js';
 import type { AuditLine } from '../audit/report.js';
 import type { SessionInfo } from '../sessions/admin.js';
-import { defaultStateDir, loadPolicy, UsageError } from './config.js';
+import { loadPolicy, stateDirOption as stateDirFlag, UsageError } from './config.js';
 import { addProxyFlags } from './proxy-flags.js';
 import { LaunchError } from '../launcher/errors.js';
 import { SecretSourceError } from '../credentials/minting.js';
@@ -31,8 +31,7 @@ program
   .version('0.1.0')
   .showHelpAfterError();
 
-const stateDirOption = () =>
-  new Option('--state-dir <dir>', 'where sessions keep their audit logs and bundles').default(defaultStateDir(), '$AIRLOCK_STATE_DIR or ~/.local/state/airlock');
+const stateDirOption = () => stateDirFlag('where sessions keep their audit logs and bundles', '$AIRLOCK_STATE_DIR or ~/.local/state/airlock');
 
 addProxyFlags(
   program

@@ -19,7 +19,7 @@ import { invokingUser } from '../launcher/copy-out.js';
 import { chooseSessionUser, readImageUser, workspaceAccessNotice } from '../launcher/user.js';
 import { collectDaemonSessions, collectGarbage } from '../launcher/gc.js';
 import type { DaemonSessions } from '../launcher/gc.js';
-import { collect, defaultStateDir, loadRunPolicy, UsageError } from './config.js';
+import { collect, loadRunPolicy, stateDirOption, UsageError } from './config.js';
 import { addProxyFlags, buildRuntime } from './runtime.js';
 import { agentNoteLine, appendAgentNotes } from './agent-notes.js';
 import { startRuntimeUi } from './ui.js';
@@ -85,7 +85,7 @@ export function registerRunCommands(program: Command): void {
     .option('--daemon', 'create the session through the running `airlock proxy` instead of an embedded proxy')
     .option('--agent-notes <file>', "append a short note on http://airlock.internal/ to the agent's instructions, a file relative to --workspace (e.g. CLAUDE.md, AGENTS.md)")
     .option('--ui <addr:port>', 'serve the live view of the embedded proxy here while the command runs (loopback only, e.g. 127.0.0.1:0)');
-  addProxyFlags(run, { stateDir: new Option('--state-dir <dir>', 'state dir (audit logs, bundles)').default(defaultStateDir()), scope: 'embedded proxy only' })
+  addProxyFlags(run, { stateDir: stateDirOption('state dir (audit logs, bundles)'), scope: 'embedded proxy only' })
     .argument('<command...>', 'command and arguments (after --)')
     .action(async (command: string[], opts) => {
       const compat = opts.compat === undefined ? undefined : compatProfile(opts.compat);
@@ -189,7 +189,7 @@ export function registerRunCommands(program: Command): void {
     .command('gc')
     .description('remove containers, relays and their sockets, networks and firewall rules left by sessions whose launcher died')
     .option('--all', 'also remove those of sessions that are still running, and containers kept with --keep')
-    .option('--state-dir <dir>', "state dir of the airlock proxy whose sessions to check", defaultStateDir())
+    .addOption(stateDirOption('state dir of the airlock proxy whose sessions to check'))
     .option('--engine <socket>', 'Docker-compatible engine socket (default: DOCKER_HOST, then /var/run/docker.sock)')
     .action(async (opts) => {
       const notice = (l: string) => process.stderr.write(l + '\n');

@@ -11,7 +11,7 @@ import type { ViewServer } from '../view/server.js';
 import { operatorInbox, startRuntimeView } from '../view/runtime-view.js';
 import type { InboxSource, SessionSource } from '../view/source.js';
 import { isLoopback } from '../view/access.js';
-import { defaultStateDir, parseListen, UsageError } from './config.js';
+import { parseListen, stateDirOption, UsageError } from './config.js';
 
 /** ADDRESS:PORT of the view, checked: loopback only. */
 export function parseUiAddress(value: string, flag: string): { host: string; port: number } {
@@ -73,7 +73,7 @@ export function registerUiCommand(program: Command, admin: AdminCall): void {
     .command('ui')
     .description("serve the live view of the running proxy's sessions (timeline, denial inbox, rule hits) on loopback")
     .option('--listen <addr:port>', 'where the view listens (loopback only; port 0 picks one)', '127.0.0.1:0')
-    .option('--state-dir <dir>', 'state dir of the airlock proxy to attach to', defaultStateDir())
+    .addOption(stateDirOption('state dir of the airlock proxy to attach to'))
     .action(async (opts: { listen: string; stateDir: string }) => {
       const address = parseUiAddress(opts.listen, '--listen');
       const sessions = daemonSessions(admin, opts.stateDir);

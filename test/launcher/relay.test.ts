@@ -341,3 +341,22 @@ describeDocker('airlock run, network mode none: a user in the docker group, with
     expect(await leftovers(session!)).toEqual(NO_LEFTOVERS);
   }, 300_000);
 });
+
+describeDocker('airlock run, network mode none: a relative --state-dir', () => {
+  it('is taken from the working directory: the relay socket and the session bundle are mounted from it', async () => {
+    const cwd = newStateDir();
+    const name = containerName('relative');
+    const run = await runProcess(
+      process.execPath,
+      [CLI_PATH, ...runArgs('relative-state', name, ['sh', '-c', 'test -s "$SSL_CERT_FILE" && curl -sS -o /dev/null -w "%{http_code}\\n" https://api.github.com/relative'])],
+      { env: baseEnv, cwd, timeoutMs: 240_000 },
+    );
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout.trim()).toBe('200');
+    expect(github.requests.map((q) => q.url)).toContain('/relative');
+    const m = /^airlock: session (s-[0-9a-f]+): .*; audit: (.*)$/m.exec(run.stderr);
+    expect(m?.[2]).toBe(join(cwd, 'relative-state', 'sessions', m![1]!, 'audit.jsonl'));
+    expect(existsSync(m![2]!)).toBe(true);
+    expect(await leftovers(m![1]!)).toEqual(NO_LEFTOVERS);
+  }, 300_000);
+});
