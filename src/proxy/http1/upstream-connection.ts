@@ -18,11 +18,16 @@ import type { BodySink, SinkFactory, UpstreamCall } from './types.js';
  */
 const RESPONSE_BUFFER_LIMIT = 256 * 1024;
 /**
- * The same for a request body waiting in the upstream socket's buffer. Lower: with 256 KiB a
- * 1 GiB upload kept V8's major collector busy on its helper threads (650-880 µs of CPU per MiB,
- * a fifth of the proxy's); at 64 KiB that fell to ~25 µs and the upload ran faster.
+ * The same for a request body waiting in the upstream socket's buffer. What counts as waiting
+ * includes bytes the kernel already took: a TLS socket reports a write done (and drops it from
+ * writableLength) only in the next event-loop turn, and this turn's corked writes count too. So
+ * the limit is really how much of an upload one turn may relay. At 64 KiB the client was paused
+ * and resumed every ~80 KiB (two epoll_ctl calls and an extra turn each: ~24,000 turns for 1 GiB)
+ * and the upload cost 15-25% more CPU per MiB; at 256 KiB ~7,800 turns. Much more per turn
+ * (1 MiB) keeps enough buffers alive across young collections that full collections come back
+ * (bench/README.md, "Upload flow").
  */
-const REQUEST_BUFFER_LIMIT = 64 * 1024;
+const REQUEST_BUFFER_LIMIT = 256 * 1024;
 /** Methods that may be sent again when a kept-alive connection died before any answer. */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE']);
 
