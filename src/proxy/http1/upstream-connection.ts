@@ -12,17 +12,21 @@ import type { BodySink, SinkFactory, UpstreamCall } from './types.js';
 
 /**
  * How much of a response body may wait in the client's socket buffer before the upstream is
- * paused. Above a stream's 16 KiB default on purpose: pausing at every full TLS record stalled
- * the relay between reads (the 100 MB transfers ran at 0.75 of a core, waiting); at 64 KiB a
- * 1 GiB download still cost 10-15% more CPU per MiB.
+ * paused. What counts as waiting includes bytes the kernel already took: a TLS socket reports a
+ * write done (and drops it from writableLength) only in the next event-loop turn, and this turn's
+ * corked writes count too, so the limit is really how much one turn may relay. Pausing at every
+ * full TLS record stalled the relay between reads (the 100 MB transfers ran at 0.75 of a core,
+ * waiting); at 64 KiB a 1 GiB download cost 10-15% more CPU per MiB than at 256 KiB, and at
+ * 256 KiB 3-8% more than at 512 KiB (bench/README.md, "Upload flow").
  */
-const RESPONSE_BUFFER_LIMIT = 256 * 1024;
+const RESPONSE_BUFFER_LIMIT = 512 * 1024;
 /**
- * The same for a request body waiting in the upstream socket's buffer. Lower: with 256 KiB a
- * 1 GiB upload kept V8's major collector busy on its helper threads (650-880 µs of CPU per MiB,
- * a fifth of the proxy's); at 64 KiB that fell to ~25 µs and the upload ran faster.
+ * The same for a request body waiting in the upstream socket's buffer. At 64 KiB the client was
+ * paused and resumed every ~80 KiB (two epoll_ctl calls and an extra turn each: ~24,000 turns for
+ * 1 GiB) and the upload cost 15-25% more CPU per MiB than at 256 KiB (~7,800 turns). At 1 MiB a
+ * fresh proxy ran 36-38 full collections per GiB uploaded (bench/README.md, "Upload flow").
  */
-const REQUEST_BUFFER_LIMIT = 64 * 1024;
+const REQUEST_BUFFER_LIMIT = 256 * 1024;
 /** Methods that may be sent again when a kept-alive connection died before any answer. */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE']);
 
