@@ -1,6 +1,7 @@
 import { isIP } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { CREDENTIAL_PRESETS, isIpLiteral, matchHostPattern, normalizeHost } from '../../src/policy/index.js';
+import { ipVersion } from '../../src/policy/hosts.js';
 
 describe('normalizeHost', () => {
   const cases: Array<[input: string, expected: string | null]> = [
@@ -72,6 +73,40 @@ describe('isIpLiteral', () => {
     ];
     for (const s of inputs) expect(isIpLiteral(s), s).toBe(isIP(s) !== 0);
     for (const s of inputs) expect(normalizeHost(`[${s}]`) !== null, `[${s}]`).toBe(isIP(s) === 6 && !s.includes('%'));
+  });
+
+  // The same, over generated spellings: near-misses of IPv4, IPv6 (mapped, compatible, zones,
+  // embedded quads) and names, one or two characters changed, and short random strings of the
+  // characters that matter (digits, hex, '.', ':', '%', brackets, whitespace, full-width dot and
+  // colon). Seeded, so a failure names the same string every run.
+  it('answers as net.isIP for 60,000 generated spellings', () => {
+    let seed = 0x2f6b1d;
+    const next = (n: number) => {
+      seed = (seed * 1103515245 + 12345) >>> 0;
+      return seed % n;
+    };
+    const chars = '0123456789abcdefABCDEFx.:%[]- gz\t\uff0e\uff1a';
+    const seeds = ['::', '::1', '::ffff:127.0.0.1', '1.2.3.4', '255.255.255.255', 'fe80::1%eth0', '64:ff9b::7f00:1', '0:0:0:0:0:0:0:1', '1:2:3:4:5:6:1.2.3.4', '::7f00:1', 'a.b', 'api.github.com', 'ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255', 'fe80:0:0:0:0:0:0:1%enp0s31f6-with.a:long-zone'];
+    const mismatches: string[] = [];
+    for (let i = 0; i < 60_000; i++) {
+      let s: string;
+      if (i % 3 === 0) {
+        s = '';
+        for (let k = 1 + next(18); k > 0; k--) s += chars[next(chars.length)];
+      } else {
+        const t = [...seeds[next(seeds.length)]!];
+        for (let k = 1 + (i % 2); k > 0; k--) {
+          const at = next(t.length + 1);
+          const op = next(3);
+          if (op === 0) t.splice(at, 0, chars[next(chars.length)]!);
+          else if (op === 1) t.splice(at, 1);
+          else t[at] = chars[next(chars.length)]!;
+        }
+        s = t.join('');
+      }
+      if (isIpLiteral(s) !== (isIP(s) !== 0) || ipVersion(s) !== isIP(s)) mismatches.push(s);
+    }
+    expect(mismatches).toEqual([]);
   });
 });
 
