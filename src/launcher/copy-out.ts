@@ -27,9 +27,10 @@
 //
 // Nothing but the user can change DIR while this runs: the session has no host path mounted
 // (--copy), and its container has exited before its archive is read.
-import { lchownSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, realpathSync, renameSync, rmSync, statSync } from 'node:fs';
+import fs, { lchownSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, realpathSync, renameSync, rmSync, statSync } from 'node:fs';
 import type { Stats } from 'node:fs';
 import { basename, join, relative, sep } from 'node:path';
+import { Writable } from 'node:stream';
 import { extract } from 'tar-fs';
 import type { Headers } from 'tar-fs';
 import { formatBytes } from '../policy/index.js';
@@ -265,10 +266,11 @@ function extractInto(archive: NodeJS.ReadableStream, staging: string, report: Co
     }
     return false;
   };
-  return new Promise<void>((resolve, reject) => {
+  const calls = new FsCalls();
+  const extracted = new Promise<void>((resolve, reject) => {
     // chown: false: tar-fs running as root would give each entry the archive's uid/gid.
     // dmode: every directory stays usable by its owner, so the copy can be moved into place.
-    const sink = extract(staging, { ignore, chown: false, dmode: 0o700, strict: true });
+    const sink = extract(staging, { ignore, chown: false, dmode: 0o700, strict: true, fs: calls.fs });
     sink.on('finish', () => {
       if (!overLimit) return resolve();
       reject(
@@ -282,6 +284,65 @@ function extractInto(archive: NodeJS.ReadableStream, staging: string, report: Co
     archive.on('error', reject);
     archive.pipe(sink);
   });
+  // Settled only once none of tar-fs's file system calls is left to run: after a failure it still
+  // finishes the entry under way, whose mkdir would make the staging directory again once removed.
+  return extracted.finally(() => calls.stop());
+}
+
+/**
+ * The file system tar-fs extracts with: it counts the calls under way (a write stream until it
+ * closes), and once stopped refuses new ones and closes the write streams still open.
+ */
+class FsCalls {
+  private inFlight = 0;
+  private stopped = false;
+  private idle: (() => void) | null = null;
+  private readonly open = new Set<fs.WriteStream>();
+  readonly fs: Record<string, unknown>;
+
+  constructor() {
+    const wrapped: Record<string, unknown> = {};
+    for (const name of ['mkdir', 'stat', 'lstat', 'utimes', 'chmod', 'lchmod', 'chown', 'lchown', 'unlink', 'symlink', 'link', 'realpath', 'readlink'] as const) {
+      const real = fs[name] as (...args: unknown[]) => void;
+      wrapped[name] = (...args: unknown[]) => {
+        const cb = args.pop() as (...r: unknown[]) => void;
+        if (this.stopped) return process.nextTick(cb, Object.assign(new Error('copy-out stopped'), { code: 'ECANCELED' }));
+        this.inFlight++;
+        real(...args, (...r: unknown[]) => {
+          this.settle();
+          cb(...r);
+        });
+      };
+    }
+    wrapped.createWriteStream = (path: string, options?: unknown) => {
+      if (this.stopped) {
+        const refused = new Writable({ write: (_c, _e, done) => done() });
+        process.nextTick(() => refused.destroy(Object.assign(new Error('copy-out stopped'), { code: 'ECANCELED' })));
+        return refused;
+      }
+      this.inFlight++;
+      const ws = fs.createWriteStream(path, options as Parameters<typeof fs.createWriteStream>[1]);
+      this.open.add(ws);
+      ws.once('close', () => {
+        this.open.delete(ws);
+        this.settle();
+      });
+      return ws;
+    };
+    this.fs = { ...fs, ...wrapped };
+  }
+
+  private settle(): void {
+    if (--this.inFlight === 0) this.idle?.();
+  }
+
+  /** Refuses new calls, closes open write streams; settles once no call is under way. */
+  stop(): Promise<void> {
+    this.stopped = true;
+    for (const ws of this.open) ws.destroy();
+    if (this.inFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => (this.idle = resolve));
+  }
 }
 
 /**

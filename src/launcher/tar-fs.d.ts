@@ -31,6 +31,8 @@ declare module 'tar-fs' {
       strip?: number;
       readable?: boolean;
       writable?: boolean;
+      /** The file system to extract with (node:fs's callback API). */
+      fs?: object;
     },
   ): Writable;
 }

@@ -18,6 +18,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
+import { pbkdf2 } from 'node:crypto';
 import { PassThrough, Readable } from 'node:stream';
 import { copyOut, copyOutNotices, invokingUser } from '../../src/launcher/copy-out.js';
 import type { CopyOutReport } from '../../src/launcher/copy-out.js';
@@ -331,6 +332,27 @@ describe('copy-out: ownership, modes, staging', () => {
   });
 });
 
+/**
+ * Runs `fn` while every thread of libuv's pool is kept busy: file system calls then wait in its
+ * queue, as on a loaded machine, and one that an extraction had queued before it failed runs
+ * only after the failure was handled.
+ */
+async function withBusyThreadPool<T>(fn: () => Promise<T>): Promise<T> {
+  let busy = true;
+  const spin = () =>
+    new Promise<void>((resolve) => {
+      const loop = (): void => void pbkdf2('x', 'y', 20_000, 32, 'sha256', () => (busy ? loop() : resolve()));
+      loop();
+    });
+  const spinners = Array.from({ length: 8 }, spin);
+  try {
+    return await fn();
+  } finally {
+    busy = false;
+    await Promise.all(spinners);
+  }
+}
+
 describe('copy-out: merging into the folder', () => {
   it('a truncated archive moves nothing into the folder and leaves no staging directory', async () => {
     writeFileSync(join(out, 'kept.txt'), 'kept\n');
@@ -339,6 +361,17 @@ describe('copy-out: merging into the folder', () => {
       { name: './big', content: 'x'.repeat(3000) },
     ]);
     await expect(copyOut(Readable.from([archive.subarray(0, 2048)]), out, { owner: OWNER })).rejects.toThrow(/nothing was copied out/);
+    expect(readdirSync(out)).toEqual(['kept.txt']);
+  });
+
+  it('a truncated archive leaves no staging directory behind when file system calls are slow', async () => {
+    writeFileSync(join(out, 'kept.txt'), 'kept\n');
+    const archive = craftTar([
+      { name: './a.txt', content: 'a\n' },
+      { name: './dir/big', content: 'x'.repeat(3000) },
+    ]);
+    await withBusyThreadPool(() => expect(copyOut(Readable.from([archive.subarray(0, 2048)]), out, { owner: OWNER })).rejects.toThrow(/nothing was copied out/));
+    // The pool is idle again: whatever the extraction had queued has run by now.
     expect(readdirSync(out)).toEqual(['kept.txt']);
   });
 
