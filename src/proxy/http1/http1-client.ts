@@ -7,7 +7,7 @@
 // the wire in request-framer.ts and response-parser.ts.
 import type net from 'node:net';
 import { Http1Error } from './errors.js';
-import { Connection, UpstreamRequest } from './upstream-connection.js';
+import { Connection, FlowBudget, UpstreamRequest } from './upstream-connection.js';
 import type { ConnectionPool } from './upstream-connection.js';
 import type { SinkFactory, UpstreamCall } from './types.js';
 
@@ -22,6 +22,11 @@ export interface Http1Options {
   readonly stallTimeoutMs?: number;
   /** Idle keep-alive connections close after this (or the server's own, shorter, hint). */
   readonly keepAliveMs?: number;
+  /**
+   * Bytes all connections together may hold past their base flow limits (upstream-connection.ts,
+   * FlowBudget); default 64 MiB.
+   */
+  readonly flowBudgetBytes?: number;
 }
 
 /** The pool of connections to one origin. */
@@ -44,6 +49,10 @@ class Origin implements ConnectionPool {
 
   get stallTimeoutMs(): number {
     return this.client.stallTimeoutMs;
+  }
+
+  get budget(): FlowBudget {
+    return this.client.budget;
   }
 
   retry(x: UpstreamRequest): void {
@@ -118,6 +127,7 @@ export class Http1Client {
   readonly stallTimeoutMs: number;
   readonly keepAliveMs: number;
   readonly dial: Dial;
+  readonly budget: FlowBudget;
   private readonly origins = new Map<string, Origin>();
   private closing = false;
 
@@ -157,6 +167,7 @@ export class Http1Client {
     this.maxPerOrigin = options.maxPerOrigin ?? 256;
     this.stallTimeoutMs = options.stallTimeoutMs ?? 300_000;
     this.keepAliveMs = options.keepAliveMs ?? 30_000;
+    this.budget = new FlowBudget(options.flowBudgetBytes ?? 64 * 1024 * 1024);
   }
 
   /** Sends a request; the factory gets the response head and returns where the body goes. */

@@ -40,7 +40,8 @@ export interface BodySink {
   uncork(): void;
   /** Bytes waiting to be written; when absent, a false write() pauses at once. */
   readonly writableLength?: number;
-  once(event: 'drain', listener: () => void): unknown;
+  /** 'close': the sink is done with, finished or destroyed (a sink that never says so may ignore it). */
+  once(event: 'drain' | 'close', listener: () => void): unknown;
   on(event: 'error', listener: (err: Error) => void): unknown;
   /** The body is not wanted: the connection is closed instead of read to the end. */
   readonly discard?: boolean;

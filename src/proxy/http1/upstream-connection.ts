@@ -27,11 +27,58 @@ const RESPONSE_BUFFER_LIMIT = 512 * 1024;
  * fresh proxy ran 36-38 full collections per GiB uploaded (bench/README.md, "Upload flow").
  */
 const REQUEST_BUFFER_LIMIT = 256 * 1024;
+/**
+ * Past these (the limits before the ones above), a connection relays more only on bytes lent from
+ * the client's flow budget (FlowBudget), given back at the writer's next 'drain'. A fast flow
+ * borrows for one turn; a reader that stalls keeps its loan, so connections that stop reading
+ * hold these amounts each, plus the budget once in all, not the full limits each: a session with
+ * a thousand stalled downloads would otherwise make the proxy hold 512 MiB instead of 256.
+ */
+const RESPONSE_BASE_LIMIT = 256 * 1024;
+const REQUEST_BASE_LIMIT = 64 * 1024;
 /** Methods that may be sent again when a kept-alive connection died before any answer. */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE']);
 
+/** Bytes connections may hold beyond the base limits, shared by all of a client's connections. */
+export class FlowBudget {
+  constructor(public left: number) {}
+
+  /** Lends `bytes` until `lease.end()`; null when the budget cannot (the caller pauses at its base limit). */
+  lend(bytes: number): Lease | null {
+    if (this.left < bytes) return null;
+    this.left -= bytes;
+    return new Lease(this, bytes);
+  }
+}
+
+/** Bytes lent by a FlowBudget; given back once. */
+export class Lease {
+  private open = true;
+  constructor(
+    private readonly budget: FlowBudget,
+    private readonly bytes: number,
+  ) {}
+
+  get active(): boolean {
+    return this.open;
+  }
+
+  end(): void {
+    if (!this.open) return;
+    this.open = false;
+    this.budget.left += this.bytes;
+  }
+}
+
+/** A writer's current loan (null between them). */
+interface Loan {
+  lease: Lease | null;
+}
+
 /** What a connection needs of the pool it belongs to (one origin's). */
 export interface ConnectionPool {
+  /** Shared by the client's connections for relaying past the base limits. */
+  readonly budget: FlowBudget;
   /** Idle keep-alive time, at most. */
   readonly keepAliveMs: number;
   /** Inactivity allowed before or within a response. */
@@ -118,6 +165,12 @@ export class Connection {
   private reused = false;
   private stopBody: ((drain?: boolean) => void) | null = null;
   private gone = false;
+  /**
+   * Loans from the flow budget while a writer has more than its base limit waiting: the current
+   * response's sink, and this connection's socket for request bodies.
+   */
+  private responseLoan: Loan | null = null;
+  private requestLoan: Loan | null = null;
   keepAliveMs: number;
   idleUntil = 0;
 
@@ -230,7 +283,7 @@ export class Connection {
         more = socket.write(chunk);
       }
       // 'drain' follows a false write once the buffer empties, so the resume below comes.
-      if (!more && socket.writableLength > REQUEST_BUFFER_LIMIT) body.pause();
+      if (!more && this.overLimit(socket.writableLength, REQUEST_BASE_LIMIT, REQUEST_BUFFER_LIMIT, socket, false)) body.pause();
     };
     const onDrain = () => body.resume();
     const onEnd = () => {
@@ -325,7 +378,7 @@ export class Connection {
       // this exchange; it must never escape into the socket's event handler.
       return this.fail(err as Error);
     }
-    if (!more && !this.draining && (sink.writableLength ?? Infinity) > RESPONSE_BUFFER_LIMIT) {
+    if (!more && !this.draining && this.overLimit(sink.writableLength ?? Infinity, RESPONSE_BASE_LIMIT, RESPONSE_BUFFER_LIMIT, sink, true)) {
       this.draining = true;
       this.socket.pause();
       sink.once('drain', () => {
@@ -333,6 +386,30 @@ export class Connection {
         if (this.x === x) this.socket.resume();
       });
     }
+  }
+
+  /**
+   * Whether `waiting` bytes are too many: past `limit` always, past `base` unless this direction
+   * holds (or now gets) a loan from the flow budget for the bytes in between.
+   */
+  private overLimit(waiting: number, base: number, limit: number, writer: Pick<BodySink, 'once'>, response: boolean): boolean {
+    if (waiting > limit) return true;
+    if (waiting <= base) return false;
+    let loan = response ? this.responseLoan : this.requestLoan;
+    if (loan?.lease?.active) return false;
+    const lease = this.origin.budget.lend(limit - base);
+    if (!lease) return true;
+    if (!loan) {
+      // One 'close' listener per writer: a writer that is destroyed never drains. The loan
+      // outlives the response (its bytes still wait in the client's socket after the end).
+      const made: Loan = (loan = { lease: null });
+      writer.once('close', () => made.lease?.end());
+      if (response) this.responseLoan = made;
+      else this.requestLoan = made;
+    }
+    loan.lease = lease;
+    writer.once('drain', () => lease.end());
+    return false;
   }
 
   private finish(x: UpstreamRequest, last: Buffer | null): void {
@@ -349,6 +426,8 @@ export class Connection {
       return;
     }
     x.succeed();
+    // The next response has a sink of its own; this one's loan ends when it drains or closes.
+    this.responseLoan = null;
     if (this.draining) {
       this.draining = false;
       this.socket.resume();
