@@ -4,12 +4,14 @@
 // 512 MiB), only the earlier limits each plus the budget once. Real sockets to a scripted
 // upstream; the sinks stand for client sockets that never drain.
 import { EventEmitter } from 'node:events';
+import type http from 'node:http';
 import net from 'node:net';
 import { Readable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Http1Client } from '../../../src/proxy/http1/http1-client.js';
 import type { BodySink, UpstreamCall } from '../../../src/proxy/http1/types.js';
-import { sleep, startScriptedServer, waitFor } from '../../helpers/servers.js';
+import { createTestPki, rmTmp, sleep, startAirlock, startHttpsUpstream, startHttpUpstream, startScriptedServer, waitFor } from '../../helpers/servers.js';
+import { tunnelThrough } from '../../helpers/clients.js';
 import type { ScriptedServer } from '../../helpers/servers.js';
 
 const KiB = 1024;
@@ -149,4 +151,64 @@ describe('the flow budget', () => {
     expect(pausedAfter[1]).toBeGreaterThanOrEqual(4);
     expect(pausedAfter[1]).toBeLessThan(8);
   });
+});
+
+describe('the flow budget through the proxy', () => {
+  it('has every loan back once downloads end, read to the end or left stalled by their clients (tunnel and plain proxy)', async () => {
+    const big = Buffer.alloc(8 << 20, 0x62);
+    const handler = (_req: unknown, res: http.ServerResponse) => {
+      res.writeHead(200, { 'Content-Length': big.length });
+      res.end(big);
+    };
+    const pki = await createTestPki();
+    const tlsUp = await startHttpsUpstream({ pki, names: ['dl.test'], handler });
+    const plainUp = await startHttpUpstream({ handler });
+    const airlock = await startAirlock({
+      policy: 'version: 1\nname: flow-budget\nallow:\n  - host: dl.test\n  - host: plain.test\n',
+      resolve: { 'dl.test:443': tlsUp.port, 'plain.test:80': plainUp.port },
+      upstreamCa: [pki.caPem],
+    });
+    const budget = airlock.runtime.upstream.http.budget;
+    const full = budget.left;
+    try {
+      // Stalled: the client never reads; then it leaves.
+      const stalled: net.Socket[] = [];
+      for (let i = 0; i < 3; i++) {
+        const s = await tunnelThrough(airlock, 'dl.test');
+        s.pause();
+        s.write('GET /big HTTP/1.1\r\nHost: dl.test\r\n\r\n');
+        stalled.push(s);
+      }
+      const plain = net.connect(airlock.port, '127.0.0.1');
+      plain.pause();
+      plain.write(`GET http://plain.test/big HTTP/1.1\r\nHost: plain.test\r\nProxy-Authorization: ${airlock.proxyAuthorization}\r\n\r\n`);
+      stalled.push(plain);
+      await waitFor(() => budget.left < full, 10_000, 'a loan taken by a stalled download');
+      await sleep(300);
+      for (const s of stalled) s.destroy();
+      // Read to the end, on a kept-alive tunnel, twice.
+      const reader = await tunnelThrough(airlock, 'dl.test');
+      for (let i = 0; i < 2; i++) {
+        let got = 0;
+        await new Promise<void>((resolve) => {
+          const onData = (d: Buffer) => {
+            got += d.length;
+            if (got >= big.length) {
+              reader.off('data', onData);
+              resolve();
+            }
+          };
+          reader.on('data', onData);
+          reader.write('GET /big HTTP/1.1\r\nHost: dl.test\r\n\r\n');
+        });
+      }
+      reader.destroy();
+      await waitFor(() => budget.left === full, 5_000, 'every loan given back');
+    } finally {
+      await airlock.close();
+      await tlsUp.close();
+      await plainUp.close();
+      rmTmp(pki.dir);
+    }
+  }, 30_000);
 });
