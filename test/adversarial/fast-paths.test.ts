@@ -2,7 +2,9 @@
 // check by first letter (any case, tabs, extra spaces), small answers leaving in one write with
 // their scrubbed length set in place (around the 16 KiB join limit, echoes in header names and
 // values, many headers), and upstream failures that reach the exchange through the upstream
-// client's onFail instead of a promise (every failure still gets an answer and an audit line).
+// client's onFail instead of a promise (every failure still gets an answer and an audit line),
+// and the keep-alive timer armed once per idle period (a request still being answered when it
+// fires is not cut off).
 // Everything the session receives is searched for the real value in every form the proxy writes.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type tls from 'node:tls';
@@ -80,6 +82,13 @@ beforeAll(async () => {
     names: [OTHER],
     handler: (req, res) => {
       otherAuth.push(String(req.headers.authorization ?? ''));
+      if (req.url === '/slow') {
+        setTimeout(() => {
+          res.writeHead(200, { 'Content-Length': 4 });
+          res.end('slow');
+        }, 600);
+        return;
+      }
       if (req.url === '/cut-stream') {
         // No credential is bound here: the body streams through unscrubbed, head first.
         res.writeHead(200, { 'Content-Length': 1 << 20 });
@@ -296,5 +305,36 @@ describe('an upstream failure through the upstream client', () => {
     }
     const line = await airlock.waitForAudit((l) => l.path === '/cut-stream', 5_000);
     expect(line.reason).toBe('upstream_error');
+  });
+});
+
+describe('the tunnel keep-alive timer', () => {
+  it('does not close a connection whose request is still being answered when it fires, and closes it once idle', async () => {
+    const quick = await startAirlock({
+      policy: POLICY,
+      resolve: { [`${OTHER}:443`]: other.port },
+      upstreamCa: [pki.caPem],
+      credentials: credentialsFactory({ AIRLOCK_FAST_SECRET: SECRET }),
+      limits: { keepAliveTimeoutMs: 300, headersTimeoutMs: 5_000 },
+    });
+    const socket = await tunnelThrough(quick, OTHER);
+    const reader = new Reader(socket);
+    try {
+      socket.write(get('/quick', OTHER));
+      expect(((await reader.next()) as Answer).status).toBe(200);
+      // The idle timer armed now fires at 300 ms, while this answer takes 600 ms to come.
+      await new Promise((r) => setTimeout(r, 100));
+      socket.write(get('/slow', OTHER));
+      const slow = await reader.next(5_000);
+      expect(slow).not.toBe('closed');
+      expect((slow as Answer).body.toString()).toBe('slow');
+      const answered = performance.now();
+      for (let i = 0; i < 100 && !reader.closed; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(reader.closed).toBe(true);
+      expect(performance.now() - answered).toBeGreaterThanOrEqual(250);
+    } finally {
+      socket.destroy();
+      await quick.close();
+    }
   });
 });
