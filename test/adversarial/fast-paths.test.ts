@@ -9,7 +9,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type tls from 'node:tls';
 import { credentialsFactory } from '../../src/credentials/sources.js';
-import { createTestPki, rmTmp, startAirlock, startHttpsUpstream } from '../helpers/servers.js';
+import { createTestPki, freePort, rmTmp, startAirlock, startHttpsUpstream } from '../helpers/servers.js';
 import type { AirlockHandle, TestPki, TestUpstream } from '../helpers/servers.js';
 import { tunnelThrough } from '../helpers/clients.js';
 import { secretLeaks } from '../helpers/secret-leaks.js';
@@ -305,6 +305,36 @@ describe('an upstream failure through the upstream client', () => {
     }
     const line = await airlock.waitForAudit((l) => l.path === '/cut-stream', 5_000);
     expect(line.reason).toBe('upstream_error');
+  });
+});
+
+describe('an upstream that cannot be reached', () => {
+  it('gets the session a 502 and the exchange its audit line, request after request on one tunnel', async () => {
+    const closed = await freePort();
+    const down = await startAirlock({
+      policy: POLICY.replace(`  - host: ${OTHER}`, `  - host: ${OTHER}\n  - host: api.down.test`),
+      resolve: { 'api.down.test:443': closed },
+      upstreamCa: [pki.caPem],
+      credentials: credentialsFactory({ AIRLOCK_FAST_SECRET: SECRET }),
+    });
+    const socket = await tunnelThrough(down, 'api.down.test');
+    const reader = new Reader(socket);
+    try {
+      for (let i = 0; i < 3; i++) {
+        socket.write(get(`/down${i}`, 'api.down.test'));
+        const answer = await reader.next(5_000);
+        expect(answer).not.toBe('closed');
+        expect((answer as Answer).status).toBe(502);
+      }
+      for (let i = 0; i < 3; i++) {
+        const line = await down.waitForAudit((l) => l.path === `/down${i}`, 5_000);
+        expect(line.status).toBe(502);
+        expect(line.reason).toBe('upstream_error');
+      }
+    } finally {
+      socket.destroy();
+      await down.close();
+    }
   });
 });
 
