@@ -29,10 +29,10 @@ const RESPONSE_BUFFER_LIMIT = 512 * 1024;
 const REQUEST_BUFFER_LIMIT = 256 * 1024;
 /**
  * Past these (the limits before the ones above), a connection relays more only on bytes lent from
- * the client's flow budget (FlowBudget), given back at the writer's next 'drain'. A fast flow
- * borrows for one turn; a reader that stalls keeps its loan, so connections that stop reading
- * hold these amounts each, plus the budget once in all, not the full limits each: a session with
- * a thousand stalled downloads would otherwise make the proxy hold 512 MiB instead of 256.
+ * the client's flow budget (FlowBudget), given back at the writer's next 'drain' or its 'close'.
+ * A fast flow borrows for one turn; a reader that stalls keeps its loan, so connections that stop
+ * reading hold these amounts each, plus the budget once in all, not the full limits each: a
+ * session with a thousand stalled downloads would otherwise make the proxy hold 512 MiB, not 256.
  */
 const RESPONSE_BASE_LIMIT = 256 * 1024;
 const REQUEST_BASE_LIMIT = 64 * 1024;
