@@ -603,6 +603,14 @@ export function runCli(args: readonly string[], opts: RunOptions = {}): Promise<
 }
 
 /** A TCP port on 127.0.0.1 that was free when asked (for CLIs that need a fixed --listen port). */
+/** A dial function for Airlock's HTTP/1.1 client that opens plain TCP (tests of the client alone). */
+export function plainDial(host: string, port: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host, port }, () => resolve(s));
+    s.once('error', reject);
+  });
+}
+
 export interface ScriptedServer {
   readonly port: number;
   /** Every connection accepted so far, in order. */

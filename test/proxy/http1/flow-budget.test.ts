@@ -10,7 +10,7 @@ import { Readable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Http1Client } from '../../../src/proxy/http1/http1-client.js';
 import type { BodySink, UpstreamCall } from '../../../src/proxy/http1/types.js';
-import { createTestPki, rmTmp, sleep, startAirlock, startHttpsUpstream, startHttpUpstream, startScriptedServer, waitFor } from '../../helpers/servers.js';
+import { createTestPki, plainDial, rmTmp, sleep, startAirlock, startHttpsUpstream, startHttpUpstream, startScriptedServer, waitFor } from '../../helpers/servers.js';
 import { tunnelThrough } from '../../helpers/clients.js';
 import type { ScriptedServer } from '../../helpers/servers.js';
 
@@ -25,11 +25,7 @@ afterEach(async () => {
 function client(flowBudgetBytes: number): Http1Client {
   const c = new Http1Client({
     flowBudgetBytes,
-    dial: (host, port) =>
-      new Promise((resolve, reject) => {
-        const s = net.connect({ host, port }, () => resolve(s));
-        s.once('error', reject);
-      }),
+    dial: plainDial,
   });
   clients.push(c);
   return c;

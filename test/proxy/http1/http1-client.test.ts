@@ -5,7 +5,7 @@ import { Readable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Http1Client } from '../../../src/proxy/http1/http1-client.js';
 import type { BodySink, ResponseHead, UpstreamCall } from '../../../src/proxy/http1/types.js';
-import { sleep, startScriptedServer, waitFor } from '../../helpers/servers.js';
+import { plainDial, sleep, startScriptedServer, waitFor } from '../../helpers/servers.js';
 import type { ScriptedServer } from '../../helpers/servers.js';
 
 const servers: ScriptedServer[] = [];
@@ -18,11 +18,7 @@ afterEach(async () => {
 function client(options: { stallTimeoutMs?: number; keepAliveMs?: number } = {}): Http1Client {
   const c = new Http1Client({
     ...options,
-    dial: (host, port) =>
-      new Promise((resolve, reject) => {
-        const s = net.connect({ host, port }, () => resolve(s));
-        s.once('error', reject);
-      }),
+    dial: plainDial,
   });
   clients.push(c);
   return c;
